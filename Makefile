@@ -1,0 +1,57 @@
+# sluice - `make` builds everything, `make check` runs every test.
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+WARN    := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CORE_CFLAGS = $(WARN) -fPIC -fvisibility=hidden -D_GNU_SOURCE -Icore/include $(CFLAGS)
+SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LUAJIT  ?= luajit
+BUSTED  ?= busted
+PREFIX  ?= /usr/local
+
+SRCS    := $(wildcard core/src/*.c)
+HDRS    := core/include/sluice.h $(wildcard core/src/*.h)
+OBJS    := $(SRCS:core/src/%.c=core/build/%.o)
+SOBJS   := $(SRCS:core/src/%.c=core/build-san/%.o)
+TESTS   := $(patsubst core/tests/%.c,core/build/%,$(wildcard core/tests/test_*.c))
+STESTS  := $(patsubst core/tests/%.c,core/build-san/%,$(wildcard core/tests/test_*.c))
+
+.PHONY: all check check-c check-lua check-san bench clean install deps
+all: core/build/sluice_core.so lua/sluice/core_h.lua
+
+core/build core/build-san:
+	mkdir -p $@
+
+core/build/%.o: core/src/%.c $(HDRS) | core/build
+	$(CC) $(CORE_CFLAGS) -c -o $@ $<
+core/build-san/%.o: core/src/%.c $(HDRS) | core/build-san
+	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -c -o $@ $<
+
+core/build/sluice_core.so: $(OBJS)
+	$(CC) -shared -Wl,--version-script=core/sluice.map -o $@ $(OBJS)
+core/build-san/sluice_core.so: $(SOBJS)
+	$(CC) $(SAN) -shared -Wl,--version-script=core/sluice.map -o $@ $(SOBJS)
+
+# The FFI cdefs come from the header alone: drop preprocessor lines and the
+# visibility marker.
+lua/sluice/core_h.lua: core/include/sluice.h core/gen_cdefs.sh
+	sh core/gen_cdefs.sh $< > $@.tmp && mv $@.tmp $@
+
+core/build/test_%: core/tests/test_%.c core/tests/test.h $(OBJS)
+	$(CC) $(CORE_CFLAGS) -Icore/src -o $@ $< $(OBJS)
+core/build-san/test_%: core/tests/test_%.c core/tests/test.h $(SOBJS)
+	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -Icore/src -o $@ $< $(SOBJS)
+
+check: all core/build-san/sluice_core.so $(TESTS) $(STESTS)
+	@sh .ci/check.sh
+
+check-c: $(TESTS)
+	@for t in $(TESTS); do $$t || exit 1; done
+
+deps:
+	@sh .ci/deps.sh
+
+bench: all
+	@sh bench/run.sh
+
+clean:
+	rm -rf core/build core/build-san lua/sluice/core_h.lua bench/build

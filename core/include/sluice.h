@@ -1,0 +1,295 @@
+/* sluice.h - the public C ABI of libsluice (loaded by Lua as sluice_core.so).
+ *
+ * This header is the single source of the LuaJIT FFI declarations: the
+ * Makefile strips preprocessor lines and SL_API markers and writes the rest
+ * to lua/sluice/core_h.lua. So: plain C declarations only, constants as
+ * enums, no macros inside declarations, no bitfields.
+ *
+ * Conventions: functions return >= 0 on success or a negative errno-style
+ * code (sl_strerror() gives the text). Times are nanoseconds since the Unix
+ * epoch. Pointers handed out by the engine stay valid until the next call
+ * to sl_engine_step() on the same engine.
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef SL_API
+#define SL_API __attribute__((visibility("default")))
+#endif
+
+/* Error codes beyond errno's range. */
+enum sl_error {
+	SL_E_FORMAT = -1001,	 /* not a pcap/pcapng file, or a corrupt record */
+	SL_E_TRUNCATED = -1002,	 /* the file ends inside a record */
+	SL_E_LINKTYPE = -1003,	 /* link type not supported */
+	SL_E_POOL = -1004,	 /* flow pool exhausted */
+	SL_E_STATE = -1005,	 /* call not valid in the engine's state */
+};
+
+/* Link types as written in pcap/pcapng files (LINKTYPE_*). */
+enum sl_linktype {
+	SL_LINK_NULL = 0,
+	SL_LINK_EN10MB = 1,
+	SL_LINK_RAW = 101,
+	SL_LINK_LOOP = 108,
+	SL_LINK_LINUX_SLL = 113,
+	SL_LINK_IPV4 = 228,
+	SL_LINK_IPV6 = 229,
+	SL_LINK_LINUX_SLL2 = 276,
+};
+
+/* ---- packets ---------------------------------------------------------- */
+
+enum { SL_BATCH_MAX = 256 };
+
+struct sl_packet {
+	const uint8_t *data;
+	uint64_t ts_ns;
+	uint32_t caplen;   /* bytes present at data */
+	uint32_t wirelen;  /* length on the wire */
+	uint32_t linktype; /* enum sl_linktype (pcapng: per interface) */
+	uint32_t ifindex;
+};
+
+struct sl_packet_batch {
+	uint32_t count;
+	uint32_t pad;
+	struct sl_packet pkt[SL_BATCH_MAX];
+};
+
+/* ---- decode ----------------------------------------------------------- */
+
+/* The fields a flow is keyed on. IPv4 addresses use the first 4 bytes of
+ * the 16; every unused byte, including pad, is zero, so keys are hashed and
+ * compared as 48 raw bytes. */
+struct sl_key {
+	uint8_t src[16];
+	uint8_t dst[16];
+	uint16_t sport; /* ICMP echo: both ports carry the echo identifier */
+	uint16_t dport;
+	uint16_t vlan;	     /* outer 802.1Q/802.1ad id, 0 if untagged */
+	uint16_t vlan_inner; /* inner id of a double tag, 0 if none */
+	uint8_t proto;	     /* IP protocol number */
+	uint8_t ip_version;  /* 4 or 6 */
+	uint8_t pad[6];
+};
+
+enum sl_decode_status {
+	SL_DECODE_OK = 0,	 /* an IP packet: the key is filled */
+	SL_DECODE_NOT_IP = 1,	 /* ARP, LLDP, ...: not counted as malformed */
+	SL_DECODE_MALFORMED = 2, /* reason in sl_decoded.malformed */
+};
+
+enum sl_malformed {
+	SL_MAL_NONE = 0,
+	SL_MAL_LINKTYPE,   /* link type not supported */
+	SL_MAL_L2_SHORT,   /* link-layer header cut short */
+	SL_MAL_IP_SHORT,   /* IP header cut short */
+	SL_MAL_IP_VERSION, /* version nibble disagrees with ethertype */
+	SL_MAL_IP_HLEN,	   /* IPv4 header length below 20 or past the data */
+	SL_MAL_IP_LEN,	   /* IP total/payload length inconsistent */
+	SL_MAL_IPV6_EXT,   /* IPv6 extension header chain cut short/too long */
+	SL_MAL_L4_SHORT,   /* TCP/UDP/ICMP/SCTP header cut short */
+	SL_MAL_TCP_HLEN,   /* TCP data offset below 5 */
+	SL_MAL_COUNT,
+};
+
+enum sl_frag {
+	SL_FRAG_NONE = 0,
+	SL_FRAG_FIRST = 1, /* offset 0, more fragments follow: has ports */
+	SL_FRAG_LATER = 2, /* offset > 0: no ports, attributed by frag_id */
+};
+
+struct sl_decoded {
+	struct sl_key key;	/* as seen on the wire: src -> dst */
+	uint32_t frag_id;	/* IPv4 identification / IPv6 fragment id */
+	uint16_t l4_offset;	/* offset of the L4 header in the frame */
+	uint16_t payload_offset; /* offset of the L4 payload in the frame */
+	uint16_t payload_len;	/* L4 payload bytes present in the frame */
+	uint8_t frag;		/* enum sl_frag */
+	uint8_t tcp_flags;	/* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 ... */
+	uint8_t icmp_type;
+	uint8_t icmp_code;
+	uint8_t malformed; /* enum sl_malformed */
+	uint8_t pad;
+};
+
+/* Returns enum sl_decode_status. Never reads past data + caplen. */
+SL_API int sl_decode(const uint8_t *data, uint32_t caplen, uint32_t linktype,
+		     struct sl_decoded *out);
+SL_API const char *sl_malformed_name(int reason);
+
+/* ---- sources ---------------------------------------------------------- */
+
+struct sl_source;
+
+/* Opens a pcap (micro/nanosecond, either byte order) or pcapng file. The
+ * file is mapped, packets point into the mapping (no copy). */
+SL_API int sl_source_open_file(struct sl_source **out, const char *path);
+/* Same over a caller-owned buffer that must outlive the source. */
+SL_API int sl_source_open_mem(struct sl_source **out, const uint8_t *buf,
+			      size_t len);
+/* Fills up to SL_BATCH_MAX packets. Returns the count, 0 at the end of the
+ * file, or an error once every packet before the damage was returned. */
+SL_API int sl_source_next(struct sl_source *src, struct sl_packet_batch *b);
+/* Link type of a pcap file, or of the first pcapng interface. */
+SL_API int sl_source_linktype(const struct sl_source *src);
+/* Bytes consumed and total, for progress reports. */
+SL_API void sl_source_progress(const struct sl_source *src, uint64_t *pos,
+			       uint64_t *size);
+SL_API void sl_source_close(struct sl_source *src);
+
+/* ---- flows ------------------------------------------------------------ */
+
+enum sl_end_reason {
+	SL_END_NONE = 0, /* still live */
+	SL_END_FIN,	 /* FIN from both sides, then the last ACK */
+	SL_END_RST,
+	SL_END_IDLE,
+	SL_END_ACTIVE, /* active timeout: flow lived too long, split */
+	SL_END_EOF,    /* end of input */
+	SL_END_COUNT,
+};
+
+enum sl_tcp_state {
+	SL_TCP_NONE = 0, /* not TCP */
+	SL_TCP_SYN_SENT,
+	SL_TCP_SYN_RECEIVED, /* SYN+ACK seen */
+	SL_TCP_ESTABLISHED,
+	SL_TCP_FIN_WAIT, /* FIN from one side */
+	SL_TCP_CLOSING,	 /* FIN from both sides, waiting for the last ACK */
+	SL_TCP_CLOSED,	 /* final ACK seen */
+	SL_TCP_RESET,
+	SL_TCP_MIDSTREAM, /* first packet was not a SYN */
+};
+
+enum sl_timeout_class {
+	SL_TIMEOUT_TCP = 0,
+	SL_TIMEOUT_UDP,
+	SL_TIMEOUT_ICMP,
+	SL_TIMEOUT_OTHER,
+	SL_TIMEOUT_COUNT,
+};
+
+struct sl_dir {
+	uint64_t pkts;
+	uint64_t bytes; /* frame length on the wire */
+	uint64_t first_ns;
+	uint64_t last_ns;
+	uint8_t tcp_flags; /* union of flags sent in this direction */
+	uint8_t pad[7];
+};
+
+/* A flow as the engine reports it. key.src is the initiator (the sender of
+ * the first packet); fwd counts initiator -> responder. */
+struct sl_flow_rec {
+	uint64_t id; /* unique per engine, from 1 */
+	struct sl_key key;
+	struct sl_dir fwd;
+	struct sl_dir rev;
+	uint8_t tcp_state;  /* enum sl_tcp_state */
+	uint8_t end_reason; /* enum sl_end_reason */
+	uint8_t pad[2];
+	char history[12]; /* Zeek-style, NUL-terminated unless 12 long */
+};
+
+enum sl_event_type {
+	SL_EVENT_FLOW_START = 1,
+	SL_EVENT_FLOW_END = 2,
+};
+
+/* Events carry a copy of the flow: a slot may be reused within one step. */
+struct sl_event {
+	uint32_t type; /* enum sl_event_type */
+	uint32_t slot; /* flow table slot, valid while flow.id still owns it */
+	uint64_t ts_ns;
+	struct sl_flow_rec flow;
+};
+
+struct sl_counts {
+	uint64_t pkts;
+	uint64_t bytes;
+};
+
+/* One flow in one slice interval [start_ns, end_ns). */
+struct sl_slice_rec {
+	uint64_t flow_id;
+	struct sl_key key; /* src = initiator, as in sl_flow_rec */
+	uint64_t start_ns;
+	uint64_t end_ns;
+	struct sl_counts delta_fwd;
+	struct sl_counts delta_rev;
+	struct sl_counts total_fwd;
+	struct sl_counts total_rev;
+	uint8_t tcp_flags_fwd; /* union over the interval */
+	uint8_t tcp_flags_rev;
+	uint8_t end_reason; /* the flow ended in this interval, else 0 */
+	uint8_t pad[5];
+};
+
+/* ---- engine ----------------------------------------------------------- */
+
+struct sl_config {
+	uint32_t pool_flows; /* flow slots; 0: default (1M) */
+	uint32_t pad;
+	uint64_t idle_timeout_ns[SL_TIMEOUT_COUNT]; /* 0: default */
+	uint64_t active_timeout_ns;  /* 0: default (1800 s) */
+	uint64_t slice_ns;	     /* 0: no slices */
+};
+
+struct sl_stats {
+	uint64_t packets; /* read from the source */
+	uint64_t bytes;
+	uint64_t not_ip;
+	uint64_t malformed; /* sum of malformed_by */
+	uint64_t malformed_by[SL_MAL_COUNT];
+	uint64_t frag_unmatched; /* later fragments with no first fragment */
+	uint64_t flows_started;
+	uint64_t flows_ended;
+	uint64_t flows_active;
+	uint64_t flows_refused; /* packets dropped: pool exhausted */
+	uint64_t ended_by[SL_END_COUNT];
+	uint64_t slices_closed;
+	uint64_t slice_records;
+};
+
+/* What one sl_engine_step() produced: events in order, then, if an
+ * interval closed, its slice records. */
+struct sl_output {
+	const struct sl_event *events;
+	uint32_t n_events;
+	uint32_t n_slices;
+	const struct sl_slice_rec *slices;
+	uint64_t slice_start_ns; /* bounds of the closed interval */
+	uint64_t slice_end_ns;
+	uint64_t now_ns; /* engine clock: newest packet time */
+};
+
+struct sl_engine;
+
+SL_API int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg);
+SL_API void sl_engine_free(struct sl_engine *e);
+/* The engine takes ownership of the source. */
+SL_API int sl_engine_attach(struct sl_engine *e, struct sl_source *src);
+/* Processes input until an interval closes or a packet batch is used up.
+ * Returns 1 when output is ready, 0 when the input is over and every flow
+ * has ended. A source error ends the input like EOF (flows end with
+ * SL_END_EOF, the last interval closes); it is then reported by
+ * sl_engine_source_error(). */
+SL_API int sl_engine_step(struct sl_engine *e);
+SL_API const struct sl_output *sl_engine_output(const struct sl_engine *e);
+SL_API const struct sl_stats *sl_engine_stats(const struct sl_engine *e);
+SL_API int sl_engine_source_error(const struct sl_engine *e);
+SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
+/* Live flow in a slot, or NULL if the slot is free. */
+SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
+						uint32_t slot);
+
+SL_API const char *sl_strerror(int code);
+SL_API const char *sl_end_reason_name(int reason);
+SL_API const char *sl_version(void);
+
+#endif
