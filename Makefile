@@ -7,6 +7,9 @@ SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 PREFIX  ?= /usr/local
+INST_LIBDIR ?= $(PREFIX)/lib/lua/5.1
+INST_LUADIR ?= $(PREFIX)/share/lua/5.1
+INST_BINDIR ?= $(PREFIX)/bin
 
 SRCS    := $(wildcard core/src/*.c)
 HDRS    := core/include/sluice.h $(wildcard core/src/*.h)
@@ -52,6 +55,16 @@ deps:
 
 bench: all
 	@sh bench/run.sh
+
+# Also the target luarocks runs (rockspec/sluice-scm-1.rockspec).
+install: all
+	install -d $(INST_LIBDIR) $(INST_BINDIR) $(INST_LUADIR)/sluice/sinks \
+		$(INST_LUADIR)/sluice/policies
+	install -m 755 core/build/sluice_core.so $(INST_LIBDIR)/
+	install -m 644 lua/sluice/*.lua $(INST_LUADIR)/sluice/
+	install -m 644 lua/sluice/sinks/*.lua $(INST_LUADIR)/sluice/sinks/
+	install -m 644 lua/sluice/policies/*.lua $(INST_LUADIR)/sluice/policies/
+	install -m 755 scripts/sluice $(INST_BINDIR)/sluice
 
 clean:
 	rm -rf core/build core/build-san lua/sluice/core_h.lua bench/build

@@ -185,15 +185,17 @@ struct sl_dir {
 
 /* A flow as the engine reports it. key.src is the initiator (the sender of
  * the first packet); fwd counts initiator -> responder. */
+/* Field names differ from the Lua handle's (id, state, end_reason,
+ * history), whose getters return Lua numbers and strings. */
 struct sl_flow_rec {
-	uint64_t id; /* unique per engine, from 1 */
+	uint64_t fid; /* unique per engine, from 1 */
 	struct sl_key key;
 	struct sl_dir fwd;
 	struct sl_dir rev;
-	uint8_t tcp_state;  /* enum sl_tcp_state */
-	uint8_t end_reason; /* enum sl_end_reason */
+	uint8_t state_code;  /* enum sl_tcp_state */
+	uint8_t reason_code; /* enum sl_end_reason */
 	uint8_t pad[2];
-	char history[12]; /* Zeek-style, NUL-terminated unless 12 long */
+	char hist[12]; /* Zeek-style history, NUL-terminated unless 12 long */
 };
 
 enum sl_event_type {
@@ -216,7 +218,7 @@ struct sl_counts {
 
 /* One flow in one slice interval [start_ns, end_ns). */
 struct sl_slice_rec {
-	uint64_t flow_id;
+	uint64_t fid;
 	struct sl_key key; /* src = initiator, as in sl_flow_rec */
 	uint64_t start_ns;
 	uint64_t end_ns;
@@ -226,7 +228,7 @@ struct sl_slice_rec {
 	struct sl_counts total_rev;
 	uint8_t tcp_flags_fwd; /* union over the interval */
 	uint8_t tcp_flags_rev;
-	uint8_t end_reason; /* the flow ended in this interval, else 0 */
+	uint8_t reason_code; /* the flow ended in this interval, else 0 */
 	uint8_t pad[5];
 };
 
@@ -257,12 +259,14 @@ struct sl_stats {
 };
 
 /* What one sl_engine_step() produced: events in order, then, if an
- * interval closed, its slice records. */
+ * interval closed (slice_ready), its slice records. */
 struct sl_output {
 	const struct sl_event *events;
 	uint32_t n_events;
-	uint32_t n_slices;
+	uint32_t slice_ready;
 	const struct sl_slice_rec *slices;
+	uint32_t n_slices; /* read only when slice_ready */
+	uint32_t pad;
 	uint64_t slice_start_ns; /* bounds of the closed interval */
 	uint64_t slice_end_ns;
 	uint64_t now_ns; /* engine clock: newest packet time */
@@ -288,6 +292,10 @@ SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
 SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
 						uint32_t slot);
 
+/* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
+ * RFC 5952 form); returns its length or a negative error. */
+SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,
+		       size_t len);
 SL_API const char *sl_strerror(int code);
 SL_API const char *sl_end_reason_name(int reason);
 SL_API const char *sl_version(void);

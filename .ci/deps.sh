@@ -1,0 +1,14 @@
+#!/bin/sh
+# Installs the Debian packages sluice builds, runs and tests with, if missing.
+set -e
+PKGS="build-essential luajit libluajit-5.1-dev libpcap-dev lua-cjson lua-busted luarocks tshark"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -q >&2
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing >&2

@@ -1,0 +1,700 @@
+/* engine.c - the flow table, timeouts, slices and the event stream.
+ *
+ * One engine is owned by one thread. The packet path allocates nothing: flows
+ * live in a preallocated pool (pages are touched only as slots are first
+ * used), and the output arrays only grow, so after warm-up they are reused.
+ * Timeouts are ordered lists, not scans: each idle list is ordered by last
+ * activity because its timeout is the same for every member, and the age
+ * list by start, so every expiry is found at a list head.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+#define NS 1000000000ULL
+
+static const uint64_t default_idle_ns[SL_TIMEOUT_COUNT] = {
+	[SL_TIMEOUT_TCP] = 300 * NS,
+	[SL_TIMEOUT_UDP] = 60 * NS,
+	[SL_TIMEOUT_ICMP] = 30 * NS,
+	[SL_TIMEOUT_OTHER] = 30 * NS,
+};
+
+enum { DEFAULT_POOL = 1 << 20 };
+
+/* ---- lists ---------------------------------------------------------- */
+
+#define LINK(e, slot, member) (&(e)->pool[slot].member)
+
+static void list_init(struct sl_list *l)
+{
+	l->head = l->tail = SL_NIL;
+}
+
+#define LIST_APPEND(e, list, slot, member)                                   \
+	do {                                                                 \
+		struct sl_link *_ln = LINK(e, slot, member);                 \
+		_ln->prev = (list)->tail;                                    \
+		_ln->next = SL_NIL;                                          \
+		if ((list)->tail != SL_NIL)                                  \
+			LINK(e, (list)->tail, member)->next = (slot);        \
+		else                                                         \
+			(list)->head = (slot);                               \
+		(list)->tail = (slot);                                       \
+	} while (0)
+
+#define LIST_REMOVE(e, list, slot, member)                                   \
+	do {                                                                 \
+		struct sl_link *_ln = LINK(e, slot, member);                 \
+		if (_ln->prev != SL_NIL)                                     \
+			LINK(e, _ln->prev, member)->next = _ln->next;        \
+		else                                                         \
+			(list)->head = _ln->next;                            \
+		if (_ln->next != SL_NIL)                                     \
+			LINK(e, _ln->next, member)->prev = _ln->prev;        \
+		else                                                         \
+			(list)->tail = _ln->prev;                            \
+	} while (0)
+
+/* ---- growable output arrays (grow only; reused after warm-up) -------- */
+
+static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
+{
+	uint32_t ncap = *cap ? *cap : 1024;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	p = realloc(*arr, (size_t)ncap * elem);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = ncap;
+	return 0;
+}
+
+static struct sl_event *event_push(struct sl_engine *e, uint32_t type,
+				   uint32_t slot, uint64_t ts)
+{
+	struct sl_event *ev;
+
+	if (grow((void **)&e->events, &e->cap_events, e->out.n_events + 1,
+		 sizeof(*e->events)))
+		return NULL;
+	ev = &e->events[e->out.n_events++];
+	ev->type = type;
+	ev->slot = slot;
+	ev->ts_ns = ts;
+	ev->flow = e->pool[slot].rec;
+	e->out.events = e->events;
+	return ev;
+}
+
+/* ---- keys ------------------------------------------------------------ */
+
+static uint32_t key_hash(const struct sl_key *k)
+{
+	uint64_t w[6], h = 0x9e3779b97f4a7c15ULL;
+
+	memcpy(w, k, sizeof(w));
+	for (int i = 0; i < 6; i++) {
+		h ^= w[i];
+		h *= 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+	}
+	return (uint32_t)h;
+}
+
+/* Orders the endpoints so both directions give one key; returns 1 if the
+ * key had to be reversed. */
+static int key_canonical(struct sl_key *k)
+{
+	int c = memcmp(k->src, k->dst, 16);
+	uint8_t a[16];
+	uint16_t p;
+
+	if (c < 0 || (c == 0 && k->sport <= k->dport))
+		return 0;
+	memcpy(a, k->src, 16);
+	memcpy(k->src, k->dst, 16);
+	memcpy(k->dst, a, 16);
+	p = k->sport;
+	k->sport = k->dport;
+	k->dport = p;
+	return 1;
+}
+
+static int timeout_class(uint8_t proto)
+{
+	switch (proto) {
+	case 6:
+		return SL_TIMEOUT_TCP;
+	case 17:
+		return SL_TIMEOUT_UDP;
+	case 1:
+	case 58:
+		return SL_TIMEOUT_ICMP;
+	}
+	return SL_TIMEOUT_OTHER;
+}
+
+/* ---- flow table ------------------------------------------------------- */
+
+static uint32_t *bucket_of(struct sl_engine *e, uint32_t hash)
+{
+	return &e->buckets[hash & e->bucket_mask];
+}
+
+static struct sl_flow *flow_lookup(struct sl_engine *e,
+				   const struct sl_key *ck, uint32_t hash)
+{
+	uint32_t s = *bucket_of(e, hash);
+
+	while (s) {
+		struct sl_flow *f = &e->pool[s - 1];
+
+		if (f->hash == hash && !memcmp(&f->ckey, ck, sizeof(*ck)))
+			return f;
+		s = f->hnext;
+	}
+	return NULL;
+}
+
+static void hash_unlink(struct sl_engine *e, uint32_t slot)
+{
+	uint32_t *pp = bucket_of(e, e->pool[slot].hash);
+
+	while (*pp != slot + 1)
+		pp = &e->pool[*pp - 1].hnext;
+	*pp = e->pool[slot].hnext;
+}
+
+static int slot_alloc(struct sl_engine *e, uint32_t *slot)
+{
+	if (e->free_head != SL_NIL) {
+		*slot = e->free_head;
+		e->free_head = e->pool[*slot].idle.next;
+		return 0;
+	}
+	if (e->pool_used == e->pool_size)
+		return SL_E_POOL;
+	*slot = e->pool_used++;
+	return 0;
+}
+
+static struct sl_flow *flow_new(struct sl_engine *e, const struct sl_key *key,
+				const struct sl_key *ck, uint32_t hash,
+				int swapped, uint64_t ts)
+{
+	struct sl_flow *f;
+	uint32_t slot, *b;
+
+	if (slot_alloc(e, &slot))
+		return NULL;
+	f = &e->pool[slot];
+	memset(f, 0, sizeof(*f));
+	f->rec.fid = ++e->next_id;
+	f->rec.key = *key;
+	f->rec.fwd.first_ns = ts;
+	f->ckey = *ck;
+	f->hash = hash;
+	f->swapped = swapped;
+	f->tclass = timeout_class(key->proto);
+	f->live = 1;
+	f->start_clock = e->now;
+	b = bucket_of(e, hash);
+	f->hnext = *b;
+	*b = slot + 1;
+	LIST_APPEND(e, &e->idle[f->tclass], slot, idle);
+	LIST_APPEND(e, &e->age, slot, age);
+	e->stats.flows_started++;
+	e->stats.flows_active++;
+	return f;
+}
+
+static uint32_t slot_of(struct sl_engine *e, struct sl_flow *f)
+{
+	return (uint32_t)(f - e->pool);
+}
+
+/* ---- slices ----------------------------------------------------------- */
+
+static int slice_record(struct sl_engine *e, struct sl_flow *f)
+{
+	struct sl_slice_rec *r;
+	const struct sl_dir *d[2] = {&f->rec.fwd, &f->rec.rev};
+
+	if (grow((void **)&e->slices, &e->cap_slices, e->out.n_slices + 1,
+		 sizeof(*e->slices)))
+		return -ENOMEM;
+	r = &e->slices[e->out.n_slices++];
+	memset(r, 0, sizeof(*r));
+	r->fid = f->rec.fid;
+	r->key = f->rec.key;
+	r->start_ns = e->slice_start;
+	r->end_ns = e->slice_end;
+	r->reason_code = f->rec.reason_code;
+	for (int i = 0; i < 2; i++) {
+		struct sl_counts *delta = i ? &r->delta_rev : &r->delta_fwd;
+		struct sl_counts *total = i ? &r->total_rev : &r->total_fwd;
+
+		total->pkts = d[i]->pkts;
+		total->bytes = d[i]->bytes;
+		delta->pkts = total->pkts - f->base[i].pkts;
+		delta->bytes = total->bytes - f->base[i].bytes;
+		f->base[i] = *total;
+	}
+	r->tcp_flags_fwd = f->slice_flags[0];
+	r->tcp_flags_rev = f->slice_flags[1];
+	f->slice_flags[0] = f->slice_flags[1] = 0;
+	f->slice_epoch = 0;
+	e->stats.slice_records++;
+	return 0;
+}
+
+static int slice_touch(struct sl_engine *e, struct sl_flow *f)
+{
+	if (f->slice_epoch == e->slice_epoch)
+		return 0;
+	if (grow((void **)&e->touched, &e->cap_touched, e->n_touched + 1,
+		 sizeof(*e->touched)))
+		return -ENOMEM;
+	f->slice_epoch = e->slice_epoch;
+	e->touched[e->n_touched++] = slot_of(e, f);
+	return 0;
+}
+
+static void slice_open(struct sl_engine *e, uint64_t t)
+{
+	e->slice_start = t - t % e->cfg.slice_ns;
+	e->slice_end = e->slice_start + e->cfg.slice_ns;
+	e->slice_epoch++;
+	if (!e->slice_epoch) /* 0 means "not touched" */
+		e->slice_epoch = 1;
+	e->n_touched = 0;
+}
+
+/* Writes a record for every flow touched in the open interval (flows that
+ * ended in it already wrote theirs) and publishes the batch. */
+static int slice_close(struct sl_engine *e)
+{
+	int rc;
+
+	for (uint32_t i = 0; i < e->n_touched; i++) {
+		struct sl_flow *f = &e->pool[e->touched[i]];
+
+		/* a slot can be listed twice if it was freed and reused */
+		if (!f->live || f->slice_epoch != e->slice_epoch)
+			continue;
+		rc = slice_record(e, f);
+		if (rc)
+			return rc;
+	}
+	e->out.slices = e->slices;
+	e->out.slice_start_ns = e->slice_start;
+	e->out.slice_end_ns = e->slice_end;
+	e->out.slice_ready = 1;
+	e->stats.slices_closed++;
+	return 0;
+}
+
+/* ---- ending flows ----------------------------------------------------- */
+
+static int flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
+		    uint64_t ts)
+{
+	uint32_t slot = slot_of(e, f);
+	int rc = 0;
+
+	f->rec.reason_code = reason;
+	if (e->cfg.slice_ns && f->slice_epoch == e->slice_epoch)
+		rc = slice_record(e, f);
+	if (!event_push(e, SL_EVENT_FLOW_END, slot, ts))
+		rc = -ENOMEM;
+	hash_unlink(e, slot);
+	LIST_REMOVE(e, &e->idle[f->tclass], slot, idle);
+	LIST_REMOVE(e, &e->age, slot, age);
+	f->live = 0;
+	f->idle.next = e->free_head;
+	e->free_head = slot;
+	e->stats.flows_ended++;
+	e->stats.flows_active--;
+	e->stats.ended_by[reason]++;
+	return rc;
+}
+
+/* The earliest timeout deadline, and the flow and reason it belongs to. */
+static uint64_t next_deadline(struct sl_engine *e, uint32_t *slot, int *reason)
+{
+	uint64_t best = UINT64_MAX;
+
+	for (int c = 0; c < SL_TIMEOUT_COUNT; c++) {
+		uint32_t h = e->idle[c].head;
+		uint64_t d;
+
+		if (h == SL_NIL)
+			continue;
+		d = e->pool[h].idle_clock + e->cfg.idle_timeout_ns[c];
+		if (d < best) {
+			best = d;
+			*slot = h;
+			*reason = SL_END_IDLE;
+		}
+	}
+	if (e->age.head != SL_NIL) {
+		uint32_t h = e->age.head;
+		uint64_t d = e->pool[h].start_clock + e->cfg.active_timeout_ns;
+
+		if (d < best) {
+			best = d;
+			*slot = h;
+			*reason = SL_END_ACTIVE;
+		}
+	}
+	return best;
+}
+
+/* Moves the clock to t, firing every timeout and slice boundary due by then
+ * in time order. Returns 1 when an interval closed (the caller must hand
+ * its batch out before going on), 0 when the clock is at t, or an error. */
+static int clock_advance(struct sl_engine *e, uint64_t t)
+{
+	if (t > e->now)
+		e->now = t;
+	e->out.now_ns = e->now;
+	for (;;) {
+		uint32_t slot = 0;
+		int reason = 0, rc;
+		uint64_t d = next_deadline(e, &slot, &reason);
+
+		if (e->cfg.slice_ns && e->slice_end && e->slice_end <= e->now &&
+		    e->slice_end <= d) {
+			rc = slice_close(e);
+			slice_open(e, e->now);
+			return rc ? rc : 1;
+		}
+		if (d > e->now)
+			return 0;
+		rc = flow_end(e, &e->pool[slot], reason, d);
+		if (rc)
+			return rc;
+	}
+}
+
+/* ---- per packet ------------------------------------------------------- */
+
+enum { H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST };
+
+static void history_add(struct sl_flow *f, int dir, int letter)
+{
+	static const char up[] = "SHADFR", low[] = "shadfr";
+
+	if (f->hist_seen[dir] & (1u << letter))
+		return;
+	f->hist_seen[dir] |= 1u << letter;
+	if (f->hist_len < sizeof(f->rec.hist))
+		f->rec.hist[f->hist_len++] = dir ? low[letter] : up[letter];
+}
+
+/* Updates TCP state and history; returns an end reason when this packet
+ * closes the flow, else 0. */
+static int tcp_update(struct sl_flow *f, int dir, uint8_t flags,
+		      uint16_t payload)
+{
+	int syn = flags & 0x02, ack = flags & 0x10, fin = flags & 0x01;
+	uint8_t *st = &f->rec.state_code;
+
+	if (syn)
+		history_add(f, dir, ack ? H_SYNACK : H_SYN);
+	if (payload)
+		history_add(f, dir, H_DATA);
+	else if (ack && !(flags & 0x07))
+		history_add(f, dir, H_ACK);
+	if (fin)
+		history_add(f, dir, H_FIN);
+	if (flags & 0x04) {
+		history_add(f, dir, H_RST);
+		*st = SL_TCP_RESET;
+		return SL_END_RST;
+	}
+
+	if (*st == SL_TCP_NONE)
+		*st = syn && !ack ? SL_TCP_SYN_SENT : SL_TCP_MIDSTREAM;
+	else if (*st == SL_TCP_SYN_SENT && syn && ack && dir)
+		*st = SL_TCP_SYN_RECEIVED;
+	else if (*st == SL_TCP_SYN_RECEIVED && ack && !syn && !dir)
+		*st = SL_TCP_ESTABLISHED;
+
+	if (f->fin_seen == 3 && ack && !fin && !syn) {
+		*st = SL_TCP_CLOSED;
+		return SL_END_FIN;
+	}
+	if (fin) {
+		f->fin_seen |= 1u << dir;
+		*st = f->fin_seen == 3 ? SL_TCP_CLOSING : SL_TCP_FIN_WAIT;
+	}
+	return 0;
+}
+
+static void frag_remember(struct sl_engine *e, struct sl_decoded *d)
+{
+	struct sl_key *k = &d->key;
+	struct sl_frag_ent *fe;
+	struct sl_key probe = {0};
+
+	memcpy(probe.src, k->src, 16);
+	memcpy(probe.dst, k->dst, 16);
+	probe.sport = (uint16_t)d->frag_id;
+	probe.dport = (uint16_t)(d->frag_id >> 16);
+	probe.proto = k->proto;
+	fe = &e->frags[key_hash(&probe) % SL_FRAG_SLOTS];
+	if (d->frag == SL_FRAG_FIRST) {
+		memcpy(fe->src, k->src, 16);
+		memcpy(fe->dst, k->dst, 16);
+		fe->id = d->frag_id;
+		fe->proto = k->proto;
+		fe->vlan = k->vlan;
+		fe->sport = k->sport;
+		fe->dport = k->dport;
+		fe->clock = e->now;
+		fe->used = 1;
+		return;
+	}
+	/* a later fragment: borrow the ports of its first fragment */
+	if (fe->used && fe->id == d->frag_id && fe->proto == k->proto &&
+	    fe->vlan == k->vlan && !memcmp(fe->src, k->src, 16) &&
+	    !memcmp(fe->dst, k->dst, 16) && e->now - fe->clock <= 60 * NS) {
+		k->sport = fe->sport;
+		k->dport = fe->dport;
+	} else {
+		e->stats.frag_unmatched++;
+	}
+}
+
+static int packet_process(struct sl_engine *e, const struct sl_packet *p)
+{
+	struct sl_decoded d;
+	struct sl_key ck;
+	struct sl_flow *f;
+	struct sl_dir *dir;
+	uint32_t hash;
+	int swapped, di, reason = 0, fresh = 0, rc;
+
+	e->stats.packets++;
+	e->stats.bytes += p->wirelen;
+	rc = sl_decode(p->data, p->caplen, p->linktype, &d);
+	if (rc == SL_DECODE_NOT_IP) {
+		e->stats.not_ip++;
+		return 0;
+	}
+	if (rc != SL_DECODE_OK) {
+		e->stats.malformed++;
+		e->stats.malformed_by[d.malformed < SL_MAL_COUNT ? d.malformed
+								  : 0]++;
+		return 0;
+	}
+	if (d.frag)
+		frag_remember(e, &d);
+
+	ck = d.key;
+	swapped = key_canonical(&ck);
+	hash = key_hash(&ck);
+	f = flow_lookup(e, &ck, hash);
+	if (!f) {
+		f = flow_new(e, &d.key, &ck, hash, swapped, p->ts_ns);
+		if (!f) {
+			e->stats.flows_refused++;
+			return 0;
+		}
+		fresh = 1;
+	}
+
+	di = swapped ^ f->swapped;
+	dir = di ? &f->rec.rev : &f->rec.fwd;
+	if (!dir->pkts || p->ts_ns < dir->first_ns)
+		dir->first_ns = p->ts_ns;
+	if (p->ts_ns > dir->last_ns)
+		dir->last_ns = p->ts_ns;
+	dir->pkts++;
+	dir->bytes += p->wirelen;
+	dir->tcp_flags |= d.tcp_flags;
+	f->slice_flags[di] |= d.tcp_flags;
+	if (d.key.proto == 6 && d.frag != SL_FRAG_LATER)
+		reason = tcp_update(f, di, d.tcp_flags, d.payload_len);
+
+	f->idle_clock = e->now;
+	LIST_REMOVE(e, &e->idle[f->tclass], slot_of(e, f), idle);
+	LIST_APPEND(e, &e->idle[f->tclass], slot_of(e, f), idle);
+	if (e->cfg.slice_ns) {
+		rc = slice_touch(e, f);
+		if (rc)
+			return rc;
+	}
+	/* the start event is written after the first packet is counted, so
+	 * handlers see what opened the flow */
+	if (fresh && !event_push(e, SL_EVENT_FLOW_START, slot_of(e, f),
+				 p->ts_ns))
+		return -ENOMEM;
+	if (reason)
+		return flow_end(e, f, reason, p->ts_ns);
+	return 0;
+}
+
+/* ---- the engine ------------------------------------------------------- */
+
+int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
+{
+	struct sl_engine *e;
+	uint32_t nb = 1;
+	int rc = -ENOMEM;
+
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	if (cfg)
+		e->cfg = *cfg;
+	if (!e->cfg.pool_flows)
+		e->cfg.pool_flows = DEFAULT_POOL;
+	for (int c = 0; c < SL_TIMEOUT_COUNT; c++)
+		if (!e->cfg.idle_timeout_ns[c])
+			e->cfg.idle_timeout_ns[c] = default_idle_ns[c];
+	if (!e->cfg.active_timeout_ns)
+		e->cfg.active_timeout_ns = 1800 * NS;
+	e->pool_size = e->cfg.pool_flows;
+	/* calloc of this size maps fresh zero pages: only slots that get
+	 * used become resident */
+	e->pool = calloc(e->pool_size, sizeof(*e->pool));
+	if (!e->pool)
+		goto out_free;
+	while (nb < e->pool_size && nb < (1u << 31))
+		nb <<= 1;
+	e->buckets = calloc(nb, sizeof(*e->buckets));
+	if (!e->buckets)
+		goto out_pool;
+	e->bucket_mask = nb - 1;
+	e->free_head = SL_NIL;
+	for (int c = 0; c < SL_TIMEOUT_COUNT; c++)
+		list_init(&e->idle[c]);
+	list_init(&e->age);
+	*out = e;
+	return 0;
+
+out_pool:
+	free(e->pool);
+out_free:
+	free(e);
+	return rc;
+}
+
+void sl_engine_free(struct sl_engine *e)
+{
+	if (!e)
+		return;
+	if (e->src)
+		sl_source_close(e->src);
+	free(e->pool);
+	free(e->buckets);
+	free(e->touched);
+	free(e->events);
+	free(e->slices);
+	free(e);
+}
+
+int sl_engine_attach(struct sl_engine *e, struct sl_source *src)
+{
+	if (e->src)
+		return SL_E_STATE;
+	e->src = src;
+	return 0;
+}
+
+/* End of input: every flow ends (oldest first), the last interval closes. */
+static int engine_finish(struct sl_engine *e)
+{
+	int rc;
+
+	while (e->age.head != SL_NIL) {
+		rc = flow_end(e, &e->pool[e->age.head], SL_END_EOF, e->now);
+		if (rc)
+			return rc;
+	}
+	if (e->cfg.slice_ns && e->slice_end &&
+	    (e->out.n_slices || e->n_touched)) {
+		rc = slice_close(e);
+		if (rc)
+			return rc;
+	}
+	e->done = 1;
+	return 1;
+}
+
+int sl_engine_step(struct sl_engine *e)
+{
+	int rc;
+
+	if (e->done)
+		return 0;
+	if (!e->src)
+		return SL_E_STATE;
+	e->out.n_events = 0;
+	if (e->out.slice_ready) {
+		e->out.n_slices = 0;
+		e->out.slice_ready = 0;
+	}
+	if (e->cursor >= e->batch.count) {
+		rc = sl_source_next(e->src, &e->batch);
+		e->cursor = 0;
+		if (rc <= 0) {
+			e->batch.count = 0;
+			if (rc < 0)
+				e->source_error = rc;
+			return engine_finish(e);
+		}
+	}
+	while (e->cursor < e->batch.count) {
+		const struct sl_packet *p = &e->batch.pkt[e->cursor];
+
+		if (e->cfg.slice_ns && !e->slice_end)
+			slice_open(e, p->ts_ns);
+		rc = clock_advance(e, p->ts_ns);
+		if (rc)
+			return rc; /* 1: an interval closed before this packet */
+		rc = packet_process(e, p);
+		e->cursor++;
+		if (rc)
+			return rc;
+	}
+	return 1;
+}
+
+const struct sl_output *sl_engine_output(const struct sl_engine *e)
+{
+	return &e->out;
+}
+
+const struct sl_stats *sl_engine_stats(const struct sl_engine *e)
+{
+	return &e->stats;
+}
+
+int sl_engine_source_error(const struct sl_engine *e)
+{
+	return e->source_error;
+}
+
+const struct sl_source *sl_engine_source(const struct sl_engine *e)
+{
+	return e->src;
+}
+
+const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
+					 uint32_t slot)
+{
+	if (slot >= e->pool_used || !e->pool[slot].live)
+		return NULL;
+	return &e->pool[slot].rec;
+}

@@ -1,0 +1,89 @@
+/* engine.h - internals shared by the engine's files and the C tests. */
+#ifndef SL_ENGINE_H
+#define SL_ENGINE_H
+
+#include "sluice.h"
+
+#define SL_NIL UINT32_MAX
+
+/* A doubly linked list threaded through the pool by slot index. */
+struct sl_list {
+	uint32_t head;
+	uint32_t tail;
+};
+
+struct sl_link {
+	uint32_t prev;
+	uint32_t next;
+};
+
+struct sl_flow {
+	struct sl_flow_rec rec;
+	struct sl_key ckey;   /* canonical key: the hash key */
+	uint32_t hnext;	      /* hash chain: slot + 1, 0 ends it */
+	uint32_t hash;
+	struct sl_link idle;   /* in idle[tclass], ordered by last activity */
+	struct sl_link age;    /* in the age list, ordered by start */
+	uint64_t idle_clock;   /* engine clock at the last packet */
+	uint64_t start_clock;  /* engine clock at the first packet */
+	uint32_t slice_epoch;  /* interval it was last touched in */
+	uint8_t live;
+	uint8_t swapped;       /* ckey is rec.key reversed */
+	uint8_t tclass;	       /* enum sl_timeout_class */
+	uint8_t fin_seen;      /* bit 0: fwd sent FIN, bit 1: rev */
+	uint8_t hist_seen[2];  /* history letters already written, per dir */
+	uint8_t hist_len;
+	uint8_t slice_flags[2];
+	struct sl_counts base[2]; /* totals when the interval opened */
+};
+
+struct sl_frag_ent {
+	uint8_t src[16];
+	uint8_t dst[16];
+	uint64_t clock;
+	uint32_t id;
+	uint16_t sport;
+	uint16_t dport;
+	uint16_t vlan;
+	uint8_t proto;
+	uint8_t used;
+};
+
+enum { SL_FRAG_SLOTS = 4096 };
+
+struct sl_engine {
+	struct sl_config cfg;
+	struct sl_source *src;
+	struct sl_packet_batch batch;
+	uint32_t cursor; /* next packet of batch to process */
+	int source_error;
+	int done;
+
+	struct sl_flow *pool;
+	uint32_t pool_size;
+	uint32_t pool_used; /* slots ever handed out: the rest is untouched */
+	uint32_t free_head; /* LIFO of freed slots, through idle.next */
+	uint32_t *buckets;  /* slot + 1, 0: empty */
+	uint32_t bucket_mask;
+	struct sl_list idle[SL_TIMEOUT_COUNT];
+	struct sl_list age;
+	uint64_t next_id;
+	uint64_t now;
+
+	uint64_t slice_start;
+	uint64_t slice_end;
+	uint32_t slice_epoch;
+	uint32_t *touched; /* slots touched in the open interval */
+	uint32_t n_touched, cap_touched;
+
+	struct sl_event *events;
+	uint32_t cap_events;
+	struct sl_slice_rec *slices;
+	uint32_t cap_slices;
+	struct sl_output out;
+	struct sl_stats stats;
+
+	struct sl_frag_ent frags[SL_FRAG_SLOTS];
+};
+
+#endif

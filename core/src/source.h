@@ -1,0 +1,27 @@
+/* source.h - what every packet source kind shares.
+ *
+ * A source kind (pcap file, live capture, ...) defines its own struct with
+ * a struct sl_source as its first member, points base.ops at a static ops
+ * table, and hands &base out as the opaque struct sl_source. The public
+ * sl_source_next/linktype/progress/close dispatch through the table.
+ */
+#ifndef SL_SOURCE_H
+#define SL_SOURCE_H
+
+#include "sluice.h"
+
+struct sl_source_ops {
+	/* As sl_source_next(): count, 0 at the end, or a sticky error. */
+	int (*next)(struct sl_source *src, struct sl_packet_batch *b);
+	int (*linktype)(const struct sl_source *src);
+	void (*progress)(const struct sl_source *src, uint64_t *pos,
+			 uint64_t *size);
+	/* Frees the source and everything it owns. */
+	void (*close)(struct sl_source *src);
+};
+
+struct sl_source {
+	const struct sl_source_ops *ops; /* first: kinds embed sl_source */
+};
+
+#endif

@@ -1,0 +1,1118 @@
+/* test_decode.c - sl_decode() over frames built byte by byte.
+ *
+ * Every frame is decoded from a heap copy of exactly caplen bytes, so
+ * AddressSanitizer catches any read past the end.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice.h"
+#include "test.h"
+
+struct buf {
+	uint8_t b[512];
+	uint32_t n;
+};
+
+static void put8(struct buf *b, unsigned int v)
+{
+	b->b[b->n++] = (uint8_t)v;
+}
+
+static void put16(struct buf *b, unsigned int v)
+{
+	put8(b, v >> 8);
+	put8(b, v);
+}
+
+static void put32(struct buf *b, uint32_t v)
+{
+	put16(b, v >> 16);
+	put16(b, v & 0xffff);
+}
+
+static void putz(struct buf *b, unsigned int n)
+{
+	while (n--)
+		put8(b, 0);
+}
+
+static void set16(struct buf *b, uint32_t off, unsigned int v)
+{
+	b->b[off] = (uint8_t)(v >> 8);
+	b->b[off + 1] = (uint8_t)v;
+}
+
+static const uint8_t v4_src[4] = {10, 0, 0, 1};
+static const uint8_t v4_dst[4] = {10, 0, 0, 2};
+static const uint8_t v6_src[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+static const uint8_t v6_dst[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 2};
+
+static void putn(struct buf *b, const uint8_t *p, unsigned int n)
+{
+	while (n--)
+		put8(b, *p++);
+}
+
+static void eth(struct buf *b, unsigned int type)
+{
+	unsigned int i;
+
+	for (i = 0; i < 6; i++)
+		put8(b, 0x02);
+	for (i = 0; i < 6; i++)
+		put8(b, 0x04);
+	put16(b, type);
+}
+
+static void vlan_tag(struct buf *b, unsigned int tci, unsigned int type)
+{
+	put16(b, tci);
+	put16(b, type);
+}
+
+/* IPv4 header with optlen bytes of options (NOPs); returns its offset.
+ * The total length is fixed up by ipv4_done(). */
+static uint32_t ipv4(struct buf *b, unsigned int proto, unsigned int frag,
+		     unsigned int optlen)
+{
+	uint32_t off = b->n;
+
+	put8(b, 0x40 | ((20 + optlen) / 4));
+	put8(b, 0);
+	put16(b, 0);	  /* total length */
+	put16(b, 0x1234); /* identification */
+	put16(b, frag);
+	put8(b, 64);
+	put8(b, proto);
+	put16(b, 0); /* checksum */
+	putn(b, v4_src, 4);
+	putn(b, v4_dst, 4);
+	while (optlen--)
+		put8(b, 1);
+	return off;
+}
+
+static void ipv4_done(struct buf *b, uint32_t ip)
+{
+	set16(b, ip + 2, b->n - ip);
+}
+
+static uint32_t ipv6(struct buf *b, unsigned int nh)
+{
+	uint32_t off = b->n;
+
+	put32(b, 0x60000000);
+	put16(b, 0); /* payload length */
+	put8(b, nh);
+	put8(b, 64);
+	putn(b, v6_src, 16);
+	putn(b, v6_dst, 16);
+	return off;
+}
+
+static void ipv6_done(struct buf *b, uint32_t ip)
+{
+	set16(b, ip + 4, b->n - ip - 40);
+}
+
+/* Hop-by-hop / destination options / routing: 8 * (len + 1) bytes. */
+static void ext_opts(struct buf *b, unsigned int nh, unsigned int len)
+{
+	put8(b, nh);
+	put8(b, len);
+	putz(b, 6 + 8 * len);
+}
+
+static void ext_frag(struct buf *b, unsigned int nh, unsigned int off8,
+		     int more, uint32_t id)
+{
+	put8(b, nh);
+	put8(b, 0);
+	put16(b, (off8 << 3) | (more ? 1 : 0));
+	put32(b, id);
+}
+
+static void tcp(struct buf *b, unsigned int sport, unsigned int dport,
+		unsigned int flags, unsigned int optlen)
+{
+	put16(b, sport);
+	put16(b, dport);
+	put32(b, 1000);
+	put32(b, 0);
+	put8(b, ((20 + optlen) / 4) << 4);
+	put8(b, flags);
+	put16(b, 65535);
+	put16(b, 0);
+	put16(b, 0);
+	while (optlen--)
+		put8(b, 1);
+}
+
+static void udp(struct buf *b, unsigned int sport, unsigned int dport,
+		unsigned int paylen)
+{
+	put16(b, sport);
+	put16(b, dport);
+	put16(b, 8 + paylen);
+	put16(b, 0);
+}
+
+static void icmp(struct buf *b, unsigned int type, unsigned int id)
+{
+	put8(b, type);
+	put8(b, 0);
+	put16(b, 0);
+	put16(b, id);
+	put16(b, 1); /* sequence */
+}
+
+static void payload(struct buf *b, unsigned int n)
+{
+	while (n--)
+		put8(b, 'x');
+}
+
+/* Decodes the first caplen bytes of b from an exact-size heap copy. */
+static int decode_n(const struct buf *b, uint32_t caplen, uint32_t linktype,
+		    struct sl_decoded *d)
+{
+	uint8_t *copy = malloc(caplen ? caplen : 1);
+	int ret;
+
+	memcpy(copy, b->b, caplen);
+	ret = sl_decode(copy, caplen, linktype, d);
+	free(copy);
+	/* malformed is set exactly when the status says so */
+	CHECK((ret == SL_DECODE_MALFORMED) == (d->malformed != SL_MAL_NONE));
+	return ret;
+}
+
+static int decode(const struct buf *b, uint32_t linktype, struct sl_decoded *d)
+{
+	return decode_n(b, b->n, linktype, d);
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	while (n--)
+		if (*p++)
+			return 0;
+	return 1;
+}
+
+/* Keys are compared as raw bytes: addresses and unused bytes must match. */
+static void check_v4_key(const struct sl_key *k, unsigned int proto)
+{
+	CHECK_EQ(k->ip_version, 4);
+	CHECK_EQ(k->proto, proto);
+	CHECK(memcmp(k->src, v4_src, 4) == 0);
+	CHECK(memcmp(k->dst, v4_dst, 4) == 0);
+	CHECK(all_zero(k->src + 4, 12));
+	CHECK(all_zero(k->dst + 4, 12));
+	CHECK(all_zero(k->pad, sizeof(k->pad)));
+}
+
+static void check_v6_key(const struct sl_key *k, unsigned int proto)
+{
+	CHECK_EQ(k->ip_version, 6);
+	CHECK_EQ(k->proto, proto);
+	CHECK(memcmp(k->src, v6_src, 16) == 0);
+	CHECK(memcmp(k->dst, v6_dst, 16) == 0);
+	CHECK(all_zero(k->pad, sizeof(k->pad)));
+}
+
+/* Ethernet / IPv4 / TCP with 5 payload bytes. */
+static void build_v4_tcp(struct buf *b)
+{
+	uint32_t ip;
+
+	memset(b, 0, sizeof(*b));
+	eth(b, 0x0800);
+	ip = ipv4(b, 6, 0, 0);
+	tcp(b, 40000, 80, 0x18, 0);
+	payload(b, 5);
+	ipv4_done(b, ip);
+}
+
+static void test_ether_ipv4_tcp(void)
+{
+	struct sl_decoded d;
+	struct buf b;
+
+	build_v4_tcp(&b);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 6);
+	CHECK_EQ(d.key.sport, 40000);
+	CHECK_EQ(d.key.dport, 80);
+	CHECK_EQ(d.key.vlan, 0);
+	CHECK_EQ(d.key.vlan_inner, 0);
+	CHECK_EQ(d.tcp_flags, 0x18);
+	CHECK_EQ(d.l4_offset, 34);
+	CHECK_EQ(d.payload_offset, 54);
+	CHECK_EQ(d.payload_len, 5);
+	CHECK_EQ(d.frag, SL_FRAG_NONE);
+	CHECK_EQ(d.frag_id, 0x1234);
+	CHECK_EQ(d.malformed, SL_MAL_NONE);
+	CHECK_EQ(d.icmp_type, 0);
+	CHECK_EQ(d.pad, 0);
+}
+
+/* The output is fully overwritten: stale bytes never leak into the key. */
+static void test_memset(void)
+{
+	struct sl_decoded d, ref;
+	struct buf b;
+
+	build_v4_tcp(&b);
+	decode(&b, SL_LINK_EN10MB, &ref);
+	memset(&d, 0xa5, sizeof(d));
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK(memcmp(&d, &ref, sizeof(d)) == 0);
+}
+
+static void test_ether_padding(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+	uint32_t ip;
+
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 17, 0, 0);
+	udp(&b, 5353, 53, 2);
+	payload(&b, 2);
+	ipv4_done(&b, ip);
+	while (b.n < 60)
+		put8(&b, 0xee); /* padding to the Ethernet minimum */
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 17);
+	CHECK_EQ(d.key.sport, 5353);
+	CHECK_EQ(d.key.dport, 53);
+	CHECK_EQ(d.l4_offset, 34);
+	CHECK_EQ(d.payload_offset, 42);
+	CHECK_EQ(d.payload_len, 2);
+
+	/* a snaplen cut inside the payload: only what is present counts */
+	CHECK_EQ(decode_n(&b, 43, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.payload_len, 1);
+	CHECK_EQ(decode_n(&b, 42, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.payload_len, 0);
+}
+
+static void test_vlan(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+	uint32_t ip;
+
+	/* one 802.1Q tag, priority bits set: only the 12-bit id counts */
+	eth(&b, 0x8100);
+	vlan_tag(&b, 0xa000 | 100, 0x0800);
+	ip = ipv4(&b, 6, 0, 0);
+	tcp(&b, 1, 2, 0x02, 0);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 6);
+	CHECK_EQ(d.key.vlan, 100);
+	CHECK_EQ(d.key.vlan_inner, 0);
+	CHECK_EQ(d.l4_offset, 38);
+
+	/* 802.1ad outer, 802.1Q inner, IPv6 */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x88a8);
+	vlan_tag(&b, 200, 0x8100);
+	vlan_tag(&b, 0x1000 | 300, 0x86dd);
+	ip = ipv6(&b, 17);
+	udp(&b, 7, 9, 3);
+	payload(&b, 3);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.key.vlan, 200);
+	CHECK_EQ(d.key.vlan_inner, 300);
+	CHECK_EQ(d.key.sport, 7);
+	CHECK_EQ(d.key.dport, 9);
+	CHECK_EQ(d.l4_offset, 14 + 8 + 40);
+	CHECK_EQ(d.payload_len, 3);
+
+	/* three tags (0x9100 outer): the third is skipped */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x9100);
+	vlan_tag(&b, 11, 0x8100);
+	vlan_tag(&b, 22, 0x8100);
+	vlan_tag(&b, 33, 0x0800);
+	ip = ipv4(&b, 17, 0, 0);
+	udp(&b, 1, 2, 0);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.vlan, 11);
+	CHECK_EQ(d.key.vlan_inner, 22);
+	CHECK_EQ(d.l4_offset, 14 + 12 + 20);
+	CHECK_EQ(d.key.sport, 1);
+
+	/* a tag cut short */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x8100);
+	put16(&b, 5);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+
+	/* a tagged ARP frame is still not IP */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x8100);
+	vlan_tag(&b, 5, 0x0806);
+	putz(&b, 28);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_NOT_IP);
+	CHECK_EQ(d.malformed, SL_MAL_NONE);
+}
+
+static void test_not_ip(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+
+	eth(&b, 0x0806); /* ARP request */
+	put16(&b, 1);
+	put16(&b, 0x0800);
+	put8(&b, 6);
+	put8(&b, 4);
+	put16(&b, 1);
+	putz(&b, 20);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_NOT_IP);
+	CHECK_EQ(d.malformed, SL_MAL_NONE);
+
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x88cc); /* LLDP */
+	putz(&b, 30);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_NOT_IP);
+
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800); /* IPv4 ethertype, but not even one IP byte */
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_SHORT);
+}
+
+static void sll_header(struct buf *b, unsigned int proto)
+{
+	put16(b, 0);	 /* packet type: to us */
+	put16(b, 1);	 /* ARPHRD_ETHER */
+	put16(b, 6);	 /* address length */
+	putz(b, 8);	 /* address */
+	put16(b, proto); /* offset 14 */
+}
+
+static void sll2_header(struct buf *b, unsigned int proto)
+{
+	put16(b, proto); /* offset 0 */
+	put16(b, 0);	 /* reserved */
+	put32(b, 3);	 /* interface index */
+	put16(b, 1);	 /* ARPHRD_ETHER */
+	put8(b, 0);	 /* packet type */
+	put8(b, 6);	 /* address length */
+	putz(b, 8);
+}
+
+static void test_sll(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+	uint32_t ip;
+
+	sll_header(&b, 0x0800);
+	CHECK_EQ(b.n, 16);
+	ip = ipv4(&b, 6, 0, 0);
+	tcp(&b, 1234, 443, 0x10, 0);
+	payload(&b, 4);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_LINUX_SLL, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 6);
+	CHECK_EQ(d.key.sport, 1234);
+	CHECK_EQ(d.key.dport, 443);
+	CHECK_EQ(d.l4_offset, 36);
+	CHECK_EQ(d.payload_len, 4);
+
+	/* a VLAN tag left in the SLL protocol field */
+	memset(&b, 0, sizeof(b));
+	sll_header(&b, 0x8100);
+	vlan_tag(&b, 42, 0x86dd);
+	ip = ipv6(&b, 6);
+	tcp(&b, 5, 6, 0x02, 0);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_LINUX_SLL, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 6);
+	CHECK_EQ(d.key.vlan, 42);
+	CHECK_EQ(d.l4_offset, 16 + 4 + 40);
+
+	memset(&b, 0, sizeof(b));
+	sll_header(&b, 0x0806);
+	putz(&b, 28);
+	CHECK_EQ(decode(&b, SL_LINK_LINUX_SLL, &d), SL_DECODE_NOT_IP);
+
+	memset(&b, 0, sizeof(b));
+	sll_header(&b, 0x0800);
+	CHECK_EQ(decode_n(&b, 15, SL_LINK_LINUX_SLL, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+
+	/* SLL2 */
+	memset(&b, 0, sizeof(b));
+	sll2_header(&b, 0x86dd);
+	CHECK_EQ(b.n, 20);
+	ip = ipv6(&b, 17);
+	udp(&b, 111, 222, 1);
+	payload(&b, 1);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_LINUX_SLL2, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.key.sport, 111);
+	CHECK_EQ(d.key.dport, 222);
+	CHECK_EQ(d.l4_offset, 60);
+	CHECK_EQ(d.payload_offset, 68);
+	CHECK_EQ(d.payload_len, 1);
+
+	memset(&b, 0, sizeof(b));
+	sll2_header(&b, 0x88a8);
+	vlan_tag(&b, 7, 0x8100);
+	vlan_tag(&b, 8, 0x0800);
+	ip = ipv4(&b, 17, 0, 0);
+	udp(&b, 1, 2, 0);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_LINUX_SLL2, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.vlan, 7);
+	CHECK_EQ(d.key.vlan_inner, 8);
+	CHECK_EQ(d.l4_offset, 20 + 8 + 20);
+
+	memset(&b, 0, sizeof(b));
+	sll2_header(&b, 0x0800);
+	CHECK_EQ(decode_n(&b, 19, SL_LINK_LINUX_SLL2, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+}
+
+/* IPv4 / UDP or IPv6 / UDP after an optional 4-byte family word. */
+static void build_raw(struct buf *b, int v6, int with_af, uint32_t af_be)
+{
+	uint32_t ip;
+
+	memset(b, 0, sizeof(*b));
+	if (with_af)
+		put32(b, af_be);
+	ip = v6 ? ipv6(b, 17) : ipv4(b, 17, 0, 0);
+	udp(b, 1000, 2000, 2);
+	payload(b, 2);
+	if (v6)
+		ipv6_done(b, ip);
+	else
+		ipv4_done(b, ip);
+}
+
+static void test_raw(void)
+{
+	struct sl_decoded d;
+	struct buf b;
+
+	build_raw(&b, 0, 0, 0);
+	CHECK_EQ(decode(&b, SL_LINK_RAW, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 17);
+	CHECK_EQ(d.key.sport, 1000);
+	CHECK_EQ(d.l4_offset, 20);
+	CHECK_EQ(d.payload_len, 2);
+	CHECK_EQ(decode(&b, SL_LINK_IPV4, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 17);
+	CHECK_EQ(decode(&b, SL_LINK_IPV6, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_VERSION);
+
+	build_raw(&b, 1, 0, 0);
+	CHECK_EQ(decode(&b, SL_LINK_RAW, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.l4_offset, 40);
+	CHECK_EQ(d.payload_len, 2);
+	CHECK_EQ(decode(&b, SL_LINK_IPV6, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(decode(&b, SL_LINK_IPV4, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_VERSION);
+
+	/* RAW with a version nibble that is neither 4 nor 6 */
+	b.b[0] = 0x50;
+	CHECK_EQ(decode(&b, SL_LINK_RAW, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_VERSION);
+	b.b[0] = 0x00;
+	CHECK_EQ(decode(&b, SL_LINK_RAW, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_VERSION);
+	CHECK_EQ(decode_n(&b, 0, SL_LINK_RAW, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_SHORT);
+}
+
+static uint32_t bswap(uint32_t v)
+{
+	return (v >> 24) | ((v >> 8) & 0xff00) | ((v << 8) & 0xff0000) |
+	       (v << 24);
+}
+
+static void test_null_loop(void)
+{
+	static const uint32_t v6_af[] = {10, 24, 28, 30};
+	struct sl_decoded d;
+	struct buf b;
+	unsigned int i;
+
+	/* NULL: either byte order */
+	build_raw(&b, 0, 1, bswap(2));
+	CHECK_EQ(decode(&b, SL_LINK_NULL, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 17);
+	CHECK_EQ(d.l4_offset, 24);
+	build_raw(&b, 0, 1, 2);
+	CHECK_EQ(decode(&b, SL_LINK_NULL, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 17);
+	for (i = 0; i < sizeof(v6_af) / sizeof(v6_af[0]); i++) {
+		build_raw(&b, 1, 1, v6_af[i]);
+		CHECK_EQ(decode(&b, SL_LINK_NULL, &d), SL_DECODE_OK);
+		check_v6_key(&d.key, 17);
+		CHECK_EQ(d.l4_offset, 44);
+		build_raw(&b, 1, 1, bswap(v6_af[i]));
+		CHECK_EQ(decode(&b, SL_LINK_NULL, &d), SL_DECODE_OK);
+		check_v6_key(&d.key, 17);
+		/* LOOP: network order only */
+		build_raw(&b, 1, 1, v6_af[i]);
+		CHECK_EQ(decode(&b, SL_LINK_LOOP, &d), SL_DECODE_OK);
+		check_v6_key(&d.key, 17);
+		build_raw(&b, 1, 1, bswap(v6_af[i]));
+		CHECK_EQ(decode(&b, SL_LINK_LOOP, &d), SL_DECODE_NOT_IP);
+	}
+	build_raw(&b, 0, 1, 2);
+	CHECK_EQ(decode(&b, SL_LINK_LOOP, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 17);
+	build_raw(&b, 0, 1, bswap(2));
+	CHECK_EQ(decode(&b, SL_LINK_LOOP, &d), SL_DECODE_NOT_IP);
+
+	/* unknown family, family/version mismatch, short header */
+	build_raw(&b, 0, 1, 7);
+	CHECK_EQ(decode(&b, SL_LINK_NULL, &d), SL_DECODE_NOT_IP);
+	build_raw(&b, 0, 1, 30);
+	CHECK_EQ(decode(&b, SL_LINK_NULL, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_VERSION);
+	CHECK_EQ(decode_n(&b, 3, SL_LINK_NULL, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+	CHECK_EQ(decode_n(&b, 3, SL_LINK_LOOP, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+}
+
+static void test_ipv4_options(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+	uint32_t ip;
+
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 6, 0, 8); /* IHL 7 */
+	tcp(&b, 22, 50000, 0x11, 12);
+	payload(&b, 7);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 6);
+	CHECK_EQ(d.key.sport, 22);
+	CHECK_EQ(d.key.dport, 50000);
+	CHECK_EQ(d.tcp_flags, 0x11);
+	CHECK_EQ(d.l4_offset, 14 + 28);
+	CHECK_EQ(d.payload_offset, 14 + 28 + 32);
+	CHECK_EQ(d.payload_len, 7);
+
+	/* maximal options: IHL 15 */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 17, 0, 40);
+	udp(&b, 3, 4, 0);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.l4_offset, 14 + 60);
+	CHECK_EQ(d.key.dport, 4);
+	CHECK_EQ(d.payload_len, 0);
+}
+
+static void test_ipv4_frag(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+	uint32_t ip;
+
+	/* first fragment: MF, offset 0: L4 decoded as usual */
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 17, 0x2000, 0);
+	udp(&b, 4000, 4001, 1472);
+	payload(&b, 16);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 17);
+	CHECK_EQ(d.frag, SL_FRAG_FIRST);
+	CHECK_EQ(d.frag_id, 0x1234);
+	CHECK_EQ(d.key.sport, 4000);
+	CHECK_EQ(d.key.dport, 4001);
+	CHECK_EQ(d.payload_len, 16);
+
+	/* DF alone is not a fragment */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 17, 0x4000, 0);
+	udp(&b, 4000, 4001, 0);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.frag, SL_FRAG_NONE);
+
+	/* later fragment: no ports, no L4 parsing even if too short */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 6, 185, 0); /* offset 1480, last fragment */
+	payload(&b, 3);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 6);
+	CHECK_EQ(d.frag, SL_FRAG_LATER);
+	CHECK_EQ(d.frag_id, 0x1234);
+	CHECK_EQ(d.key.sport, 0);
+	CHECK_EQ(d.key.dport, 0);
+	CHECK_EQ(d.l4_offset, 0);
+	CHECK_EQ(d.malformed, SL_MAL_NONE);
+
+	/* a middle fragment (MF and an offset) is a later one too */
+	set16(&b, ip + 6, 0x2000 | 185);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.frag, SL_FRAG_LATER);
+}
+
+static void test_ipv6_ext(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+	uint32_t ip;
+	unsigned int i;
+
+	/* hop-by-hop, destination options, fragment (first), TCP */
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 0);
+	ext_opts(&b, 60, 0);
+	ext_opts(&b, 44, 1);
+	ext_frag(&b, 6, 0, 1, 0xdeadbeef);
+	tcp(&b, 33000, 8080, 0x02, 0);
+	payload(&b, 9);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 6);
+	CHECK_EQ(d.frag, SL_FRAG_FIRST);
+	CHECK_EQ(d.frag_id, 0xdeadbeef);
+	CHECK_EQ(d.key.sport, 33000);
+	CHECK_EQ(d.key.dport, 8080);
+	CHECK_EQ(d.tcp_flags, 0x02);
+	CHECK_EQ(d.l4_offset, 14 + 40 + 8 + 16 + 8);
+	CHECK_EQ(d.payload_offset, 14 + 40 + 8 + 16 + 8 + 20);
+	CHECK_EQ(d.payload_len, 9);
+
+	/* routing header and AH (len 4: (4 + 2) * 4 = 24 bytes) */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 43);
+	ext_opts(&b, 51, 2);
+	put8(&b, 17);
+	put8(&b, 4);
+	putz(&b, 22);
+	udp(&b, 500, 4500, 0);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.l4_offset, 14 + 40 + 24 + 24);
+	CHECK_EQ(d.key.sport, 500);
+	CHECK_EQ(d.key.dport, 4500);
+
+	/* later fragment: stop at the fragment header */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 0);
+	ext_opts(&b, 44, 0);
+	ext_frag(&b, 17, 100, 1, 77);
+	payload(&b, 2);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.frag, SL_FRAG_LATER);
+	CHECK_EQ(d.frag_id, 77);
+	CHECK_EQ(d.key.sport, 0);
+	CHECK_EQ(d.l4_offset, 0);
+
+	/* ESP and No next header stop the walk: ok, no ports */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 60);
+	ext_opts(&b, 50, 0);
+	put32(&b, 0x1000);
+	put32(&b, 1);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 50);
+	CHECK_EQ(d.key.sport, 0);
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 59);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 59);
+
+	/* exactly 8 extension headers are fine, 9 are not */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 60);
+	for (i = 0; i < 7; i++)
+		ext_opts(&b, 60, 0);
+	ext_opts(&b, 17, 0);
+	udp(&b, 1, 2, 0);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.l4_offset, 14 + 40 + 64);
+	CHECK_EQ(d.key.dport, 2);
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 60);
+	for (i = 0; i < 8; i++)
+		ext_opts(&b, 60, 0);
+	ext_opts(&b, 17, 0);
+	udp(&b, 1, 2, 0);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IPV6_EXT);
+
+	/* a header longer than the payload length says */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 0);
+	ext_opts(&b, 17, 3); /* 32 bytes */
+	udp(&b, 1, 2, 0);
+	set16(&b, ip + 4, 16);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IPV6_EXT);
+}
+
+static void test_ipv6_jumbo(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+
+	eth(&b, 0x86dd);
+	ipv6(&b, 0); /* payload length stays 0 */
+	put8(&b, 17);
+	put8(&b, 0);
+	put8(&b, 0xc2); /* jumbo payload option */
+	put8(&b, 4);
+	put32(&b, 200);
+	udp(&b, 9, 10, 0);
+	payload(&b, 11);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.key.sport, 9);
+	CHECK_EQ(d.payload_len, 11);
+}
+
+static void build_icmp(struct buf *b, int v6, unsigned int type,
+		       unsigned int id)
+{
+	uint32_t ip;
+
+	memset(b, 0, sizeof(*b));
+	eth(b, v6 ? 0x86dd : 0x0800);
+	ip = v6 ? ipv6(b, 58) : ipv4(b, 1, 0, 0);
+	icmp(b, type, id);
+	payload(b, 32);
+	if (v6)
+		ipv6_done(b, ip);
+	else
+		ipv4_done(b, ip);
+}
+
+static void test_icmp(void)
+{
+	struct sl_decoded req, rep, d;
+	struct buf b;
+	int v6;
+
+	for (v6 = 0; v6 < 2; v6++) {
+		build_icmp(&b, v6, v6 ? 128 : 8, 0x4242);
+		CHECK_EQ(decode(&b, SL_LINK_EN10MB, &req), SL_DECODE_OK);
+		build_icmp(&b, v6, v6 ? 129 : 0, 0x4242);
+		CHECK_EQ(decode(&b, SL_LINK_EN10MB, &rep), SL_DECODE_OK);
+		CHECK_EQ(req.key.proto, v6 ? 58 : 1);
+		CHECK_EQ(req.key.sport, 0x4242);
+		CHECK_EQ(req.key.dport, 0x4242);
+		CHECK_EQ(rep.key.sport, req.key.sport);
+		CHECK_EQ(rep.key.dport, req.key.dport);
+		CHECK_EQ(req.icmp_type, v6 ? 128 : 8);
+		CHECK_EQ(rep.icmp_type, v6 ? 129 : 0);
+		CHECK_EQ(req.icmp_code, 0);
+		CHECK_EQ(req.l4_offset, v6 ? 54 : 34);
+		CHECK_EQ(req.payload_offset, req.l4_offset + 8);
+		CHECK_EQ(req.payload_len, 32);
+		if (v6)
+			check_v6_key(&req.key, 58);
+		else
+			check_v4_key(&req.key, 1);
+
+		/* destination unreachable (code 3): no ports */
+		build_icmp(&b, v6, v6 ? 1 : 3, 0x4242);
+		b.b[(v6 ? 54 : 34) + 1] = 3;
+		CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+		CHECK_EQ(d.icmp_type, v6 ? 1 : 3);
+		CHECK_EQ(d.icmp_code, 3);
+		CHECK_EQ(d.key.sport, 0);
+		CHECK_EQ(d.key.dport, 0);
+		/* only 4..7 bytes: fine for a non-echo type */
+		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 4, SL_LINK_EN10MB, &d),
+			 SL_DECODE_OK);
+		CHECK_EQ(d.icmp_type, v6 ? 1 : 3);
+		CHECK_EQ(d.payload_len, 0);
+		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 3, SL_LINK_EN10MB, &d),
+			 SL_DECODE_MALFORMED);
+		CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+
+		/* an echo needs the identifier */
+		build_icmp(&b, v6, v6 ? 128 : 8, 1);
+		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 6, SL_LINK_EN10MB, &d),
+			 SL_DECODE_MALFORMED);
+		CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 8, SL_LINK_EN10MB, &d),
+			 SL_DECODE_OK);
+		CHECK_EQ(d.key.sport, 1);
+	}
+}
+
+static void test_sctp_other(void)
+{
+	struct sl_decoded d;
+	struct buf b = {.n = 0};
+	uint32_t ip;
+
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 132, 0, 0);
+	put16(&b, 2905);
+	put16(&b, 3868);
+	put32(&b, 0xabcdef01); /* verification tag */
+	put32(&b, 0);	       /* checksum */
+	payload(&b, 16);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 132);
+	CHECK_EQ(d.key.sport, 2905);
+	CHECK_EQ(d.key.dport, 3868);
+	CHECK_EQ(d.l4_offset, 34);
+	CHECK_EQ(d.payload_offset, 46);
+	CHECK_EQ(d.payload_len, 16);
+	CHECK_EQ(decode_n(&b, 34 + 11, SL_LINK_EN10MB, &d),
+		 SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+
+	/* GRE: ok, no ports */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 47, 0, 0);
+	put16(&b, 0);
+	put16(&b, 0x0800);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v4_key(&d.key, 47);
+	CHECK_EQ(d.key.sport, 0);
+	CHECK_EQ(d.key.dport, 0);
+}
+
+static void test_malformed(void)
+{
+	struct sl_decoded d;
+	struct buf b;
+	uint32_t ip;
+
+	build_v4_tcp(&b);
+	CHECK_EQ(decode(&b, 9999, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_LINKTYPE);
+	CHECK_EQ(decode_n(&b, 13, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+	CHECK_EQ(decode_n(&b, 14 + 19, SL_LINK_EN10MB, &d),
+		 SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_SHORT);
+	CHECK_EQ(decode_n(&b, 14 + 20 + 19, SL_LINK_EN10MB, &d),
+		 SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+	CHECK_EQ(decode_n(&b, 14 + 20 + 20, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+
+	b.b[14] = 0x65; /* IPv6 nibble behind the IPv4 ethertype */
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_VERSION);
+
+	build_v4_tcp(&b);
+	b.b[14] = 0x44; /* IHL 4 */
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_HLEN);
+
+	build_v4_tcp(&b);
+	b.b[14] = 0x4f; /* IHL 15: 60 bytes, but only 45 follow */
+	CHECK_EQ(decode_n(&b, 14 + 45, SL_LINK_EN10MB, &d),
+		 SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_SHORT);
+
+	build_v4_tcp(&b);
+	set16(&b, 16, 19); /* total length below the header length */
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_IP_LEN);
+
+	/* total length 0 (TSO on the sender): the captured length counts */
+	build_v4_tcp(&b);
+	set16(&b, 16, 0);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.dport, 80);
+
+	/* total length beyond caplen is a snaplen cut, not an error */
+	build_v4_tcp(&b);
+	set16(&b, 16, 1500);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.payload_len, 5);
+
+	/* total length leaving no room for the TCP header */
+	build_v4_tcp(&b);
+	set16(&b, 16, 30);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+
+	build_v4_tcp(&b);
+	b.b[34 + 12] = 0x40; /* data offset 4 */
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_TCP_HLEN);
+	b.b[34 + 12] = 0x00;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_TCP_HLEN);
+	/* data offset 15 (60 bytes) past the IP total length (45 bytes) */
+	b.b[34 + 12] = 0xf0;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_TCP_HLEN);
+
+	/* TCP options cut by the snaplen: still a keyed packet */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 6, 0, 0);
+	tcp(&b, 1, 2, 0x02, 20);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode_n(&b, 68, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.sport, 1);
+	CHECK_EQ(d.tcp_flags, 0x02);
+	CHECK_EQ(d.payload_offset, 68);
+	CHECK_EQ(d.payload_len, 0);
+}
+
+/* Ethernet / IPv6 / hop-by-hop / TCP with options / payload, cut at every
+ * length: the reason follows the layer that is cut, the key never moves. */
+static void test_truncation(void)
+{
+	struct sl_decoded full, d;
+	struct buf b = {.n = 0};
+	uint32_t ip, len;
+	int ret, exp;
+
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 0);
+	ext_opts(&b, 6, 0);
+	tcp(&b, 44321, 443, 0x18, 12);
+	payload(&b, 10);
+	ipv6_done(&b, ip);
+	CHECK_EQ(b.n, 14 + 40 + 8 + 32 + 10);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &full), SL_DECODE_OK);
+	check_v6_key(&full.key, 6);
+	CHECK_EQ(full.payload_offset, 94);
+	CHECK_EQ(full.payload_len, 10);
+
+	for (len = 0; len <= b.n; len++) {
+		ret = decode_n(&b, len, SL_LINK_EN10MB, &d);
+		if (len < 14)
+			exp = SL_MAL_L2_SHORT;
+		else if (len < 54)
+			exp = SL_MAL_IP_SHORT;
+		else if (len < 62)
+			exp = SL_MAL_IPV6_EXT;
+		else if (len < 82)
+			exp = SL_MAL_L4_SHORT;
+		else
+			exp = SL_MAL_NONE;
+		CHECK_EQ(d.malformed, exp);
+		CHECK_EQ(ret, exp ? SL_DECODE_MALFORMED : SL_DECODE_OK);
+		if (ret != SL_DECODE_OK)
+			continue;
+		CHECK(memcmp(&d.key, &full.key, sizeof(d.key)) == 0);
+		CHECK_EQ(d.l4_offset, 62);
+		CHECK_EQ(d.payload_offset, len < 94 ? len : 94);
+		CHECK_EQ(d.payload_len, len < 94 ? 0 : len - 94);
+		CHECK_EQ(d.tcp_flags, 0x18);
+	}
+}
+
+/* Random bytes under every link type: no crash, a sane status. */
+static void test_fuzz(void)
+{
+	static const uint32_t links[] = {
+	    SL_LINK_NULL,      SL_LINK_EN10MB, SL_LINK_RAW,  SL_LINK_LOOP,
+	    SL_LINK_LINUX_SLL, SL_LINK_IPV4,   SL_LINK_IPV6, SL_LINK_LINUX_SLL2,
+	};
+	struct sl_decoded d;
+	struct buf b;
+	uint32_t seed = 12345, i, j, bad = 0;
+	int ret;
+
+	for (i = 0; i < 20000; i++) {
+		memset(&b, 0, sizeof(b));
+		b.n = 1 + i % 120;
+		for (j = 0; j < b.n; j++) {
+			seed = seed * 1103515245 + 12345;
+			b.b[j] = (uint8_t)(seed >> 16);
+		}
+		/* steer some of them into IP */
+		if (i % 3 == 0 && b.n > 15) {
+			b.b[12] = i % 2 ? 0x86 : 0x08;
+			b.b[13] = i % 2 ? 0xdd : 0x00;
+			b.b[14] =
+			    (uint8_t)((i % 2 ? 0x60 : 0x40) | (b.b[14] & 0x0f));
+		}
+		ret = decode(&b, links[i % 8], &d);
+		if (ret < 0 || ret > 2 || d.malformed >= SL_MAL_COUNT ||
+		    d.payload_offset + d.payload_len > b.n)
+			bad++;
+	}
+	CHECK_EQ(bad, 0);
+}
+
+static void test_names(void)
+{
+	static const char *const want[] = {
+	    "none",    "linktype", "l2_short", "ip_short", "ip_version",
+	    "ip_hlen", "ip_len",   "ipv6_ext", "l4_short", "tcp_hlen",
+	};
+	int i;
+
+	CHECK_EQ(sizeof(want) / sizeof(want[0]), SL_MAL_COUNT);
+	for (i = 0; i < SL_MAL_COUNT; i++)
+		CHECK(strcmp(sl_malformed_name(i), want[i]) == 0);
+	CHECK(strcmp(sl_malformed_name(-1), "unknown") == 0);
+	CHECK(strcmp(sl_malformed_name(SL_MAL_COUNT), "unknown") == 0);
+	CHECK(strcmp(sl_malformed_name(1000), "unknown") == 0);
+}
+
+int main(void)
+{
+	CHECK_EQ(sizeof(struct sl_key), 48);
+	test_ether_ipv4_tcp();
+	test_memset();
+	test_ether_padding();
+	test_vlan();
+	test_not_ip();
+	test_sll();
+	test_raw();
+	test_null_loop();
+	test_ipv4_options();
+	test_ipv4_frag();
+	test_ipv6_ext();
+	test_ipv6_jumbo();
+	test_icmp();
+	test_sctp_other();
+	test_malformed();
+	test_truncation();
+	test_fuzz();
+	test_names();
+	return test_done();
+}

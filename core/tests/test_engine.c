@@ -1,0 +1,298 @@
+/* test_engine.c - flow table, end reasons, timeouts and slices, driven by
+ * pcap images built in memory. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice.h"
+#include "test.h"
+
+#define NS 1000000000ULL
+
+struct img {
+	uint8_t buf[1 << 20];
+	size_t len;
+};
+
+static void put16(uint8_t *p, unsigned v)
+{
+	p[0] = v >> 8;
+	p[1] = v;
+}
+
+static void img_begin(struct img *m)
+{
+	/* nanosecond pcap, little endian, EN10MB */
+	static const uint32_t hdr[6] = {0xa1b23c4d, 0x00040002, 0, 0, 65535, 1};
+
+	memcpy(m->buf, hdr, sizeof(hdr));
+	m->len = sizeof(hdr);
+}
+
+static void img_frame(struct img *m, uint64_t ts, const uint8_t *f, uint32_t n)
+{
+	uint32_t rec[4] = {(uint32_t)(ts / NS), (uint32_t)(ts % NS), n, n};
+
+	memcpy(m->buf + m->len, rec, sizeof(rec));
+	memcpy(m->buf + m->len + sizeof(rec), f, n);
+	m->len += sizeof(rec) + n;
+}
+
+/* Ethernet + IPv4 + TCP/UDP from host a:pa to host b:pb. */
+static void img_pkt(struct img *m, uint64_t ts, int proto, int a, int pa,
+		    int b, int pb, int flags, int payload)
+{
+	uint8_t f[1600] = {0};
+	int l4 = proto == 6 ? 20 : 8, iplen = 20 + l4 + payload;
+	uint8_t *ip = f + 14, *l = ip + 20;
+
+	put16(f + 12, 0x0800);
+	ip[0] = 0x45;
+	put16(ip + 2, iplen);
+	ip[8] = 64;
+	ip[9] = proto;
+	ip[12] = 10, ip[15] = a;
+	ip[16] = 10, ip[19] = b;
+	put16(l, pa);
+	put16(l + 2, pb);
+	if (proto == 6) {
+		l[12] = 5 << 4;
+		l[13] = flags;
+	} else {
+		put16(l + 4, 8 + payload);
+	}
+	img_frame(m, ts, f, 14 + iplen < 60 ? 60 : 14 + iplen);
+}
+
+struct run {
+	int starts, ends;
+	int ended_by[SL_END_COUNT];
+	struct sl_flow_rec last_end;
+	uint64_t last_end_ts;
+	int slices, slice_recs;
+	uint64_t slice_pkts, total_pkts;
+	int source_error;
+	struct sl_stats stats;
+};
+
+static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
+{
+	struct sl_engine *e;
+	struct sl_source *src;
+	const struct sl_output *out;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	CHECK_EQ(sl_engine_new(&e, cfg), 0);
+	CHECK_EQ(sl_source_open_mem(&src, m->buf, m->len), 0);
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	out = sl_engine_output(e);
+	while ((rc = sl_engine_step(e)) > 0) {
+		for (uint32_t i = 0; i < out->n_events; i++) {
+			const struct sl_event *ev = &out->events[i];
+
+			if (ev->type == SL_EVENT_FLOW_START) {
+				r->starts++;
+				continue;
+			}
+			r->ends++;
+			r->ended_by[ev->flow.reason_code]++;
+			r->last_end = ev->flow;
+			r->last_end_ts = ev->ts_ns;
+			r->total_pkts += ev->flow.fwd.pkts + ev->flow.rev.pkts;
+		}
+		if (out->slice_ready) {
+			r->slices++;
+			r->slice_recs += out->n_slices;
+			for (uint32_t i = 0; i < out->n_slices; i++)
+				r->slice_pkts += out->slices[i].delta_fwd.pkts +
+						 out->slices[i].delta_rev.pkts;
+		}
+	}
+	CHECK_EQ(rc, 0);
+	r->source_error = sl_engine_source_error(e);
+	r->stats = *sl_engine_stats(e);
+	sl_engine_free(e);
+}
+
+static struct img m;
+
+static void test_tcp_fin(void)
+{
+	struct run r;
+	uint64_t t = 1000 * NS;
+
+	img_begin(&m);
+	img_pkt(&m, t, 6, 1, 40000, 2, 443, 0x02, 0);
+	img_pkt(&m, t + 1, 6, 2, 443, 1, 40000, 0x12, 0);
+	img_pkt(&m, t + 2, 6, 1, 40000, 2, 443, 0x10, 0);
+	img_pkt(&m, t + 3, 6, 1, 40000, 2, 443, 0x18, 100);
+	img_pkt(&m, t + 4, 6, 2, 443, 1, 40000, 0x11, 0);
+	img_pkt(&m, t + 5, 6, 1, 40000, 2, 443, 0x11, 0);
+	img_pkt(&m, t + 6, 6, 2, 443, 1, 40000, 0x10, 0);
+	/* the same tuple again right after the close: a new flow */
+	img_pkt(&m, t + 7, 6, 1, 40000, 2, 443, 0x02, 0);
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.starts, 2);
+	CHECK_EQ(r.ends, 2);
+	CHECK_EQ(r.ended_by[SL_END_FIN], 1);
+	CHECK_EQ(r.ended_by[SL_END_EOF], 1);
+	CHECK_EQ(r.stats.flows_started, 2);
+	CHECK_EQ(r.total_pkts, 8);
+	CHECK_EQ(r.last_end.fid, 2);
+}
+
+static void test_fin_details(void)
+{
+	struct run r;
+	uint64_t t = 1000 * NS;
+
+	img_begin(&m);
+	img_pkt(&m, t, 6, 1, 40000, 2, 443, 0x02, 0);
+	img_pkt(&m, t + 1, 6, 2, 443, 1, 40000, 0x12, 0);
+	img_pkt(&m, t + 2, 6, 1, 40000, 2, 443, 0x10, 0);
+	img_pkt(&m, t + 3, 6, 1, 40000, 2, 443, 0x18, 100);
+	img_pkt(&m, t + 4, 6, 2, 443, 1, 40000, 0x11, 0);
+	img_pkt(&m, t + 5, 6, 1, 40000, 2, 443, 0x11, 0);
+	img_pkt(&m, t + 6, 6, 2, 443, 1, 40000, 0x10, 0);
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.ends, 1);
+	CHECK_EQ(r.last_end.reason_code, SL_END_FIN);
+	CHECK_EQ(r.last_end.fwd.pkts, 4);
+	CHECK_EQ(r.last_end.rev.pkts, 3);
+	CHECK_EQ(r.last_end.key.sport, 40000);
+	CHECK_EQ(r.last_end.key.src[3], 1);
+	CHECK_EQ(r.last_end.fwd.tcp_flags, 0x1b);
+	CHECK_EQ(r.last_end.rev.tcp_flags, 0x13);
+	CHECK_EQ(r.last_end.state_code, SL_TCP_CLOSED);
+	CHECK(!strcmp(r.last_end.hist, "ShADfFa"));
+	CHECK_EQ(r.last_end.fwd.bytes, 60 + 60 + 154 + 60);
+}
+
+static void test_rst(void)
+{
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 5 * NS, 6, 1, 1000, 2, 80, 0x02, 0);
+	img_pkt(&m, 5 * NS + 10, 6, 2, 80, 1, 1000, 0x14, 0);
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.ended_by[SL_END_RST], 1);
+	CHECK_EQ(r.last_end.state_code, SL_TCP_RESET);
+	CHECK_EQ(r.last_end_ts, 5 * NS + 10);
+}
+
+/* UDP idle timeout 60 s: a packet 59 s later continues the flow, one 60 s
+ * after the last ends it first; the end event carries the deadline. */
+static void test_idle_timeout(void)
+{
+	struct run r;
+	uint64_t t = 100 * NS;
+
+	img_begin(&m);
+	img_pkt(&m, t, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, t + 59 * NS, 17, 2, 53, 1, 5000, 0, 10);
+	img_pkt(&m, t + 119 * NS, 17, 1, 5000, 2, 53, 0, 10);
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.starts, 2);
+	CHECK_EQ(r.ended_by[SL_END_IDLE], 1);
+	CHECK_EQ(r.ended_by[SL_END_EOF], 1);
+	CHECK_EQ(r.stats.ended_by[SL_END_IDLE], 1);
+
+	/* a shorter configured timeout fires at last packet + timeout */
+	struct sl_config cfg = {0};
+
+	cfg.idle_timeout_ns[SL_TIMEOUT_UDP] = 10 * NS;
+	img_begin(&m);
+	img_pkt(&m, t, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, t + 30 * NS, 17, 3, 5000, 2, 53, 0, 10);
+	run_img(&m, &cfg, &r);
+	CHECK_EQ(r.ended_by[SL_END_IDLE], 1);
+	CHECK_EQ(r.ended_by[SL_END_EOF], 1);
+}
+
+static void test_active_timeout(void)
+{
+	struct run r;
+	struct sl_config cfg = {0};
+
+	cfg.active_timeout_ns = 10 * NS;
+	img_begin(&m);
+	for (int i = 0; i < 25; i++)
+		img_pkt(&m, (100 + i) * NS, 17, 1, 5000, 2, 53, 0, 10);
+	run_img(&m, &cfg, &r);
+	/* starts at 100, 110, 120 */
+	CHECK_EQ(r.starts, 3);
+	CHECK_EQ(r.ended_by[SL_END_ACTIVE], 2);
+	CHECK_EQ(r.total_pkts, 25);
+}
+
+/* Slices: deltas of every flow add up to its totals. */
+static void test_slices(void)
+{
+	struct run r;
+	struct sl_config cfg = {0};
+
+	cfg.slice_ns = 10 * NS;
+	img_begin(&m);
+	for (int i = 0; i < 100; i++) {
+		int host = 1 + i % 7;
+
+		img_pkt(&m, 1000 * NS + (uint64_t)i * NS / 3, 17, host, 5000,
+			20, 53, 0, i);
+		if (i % 11 == 0)
+			img_pkt(&m, 1000 * NS + (uint64_t)i * NS / 3 + 1, 17,
+				20, 53, host, 5000, 0, i);
+	}
+	run_img(&m, &cfg, &r);
+	CHECK_EQ(r.total_pkts, 110);
+	CHECK_EQ(r.slice_pkts, 110);
+	CHECK_EQ(r.slices, 4); /* [1000,1010) .. [1030,1040) */
+	CHECK_EQ(r.slice_recs, 4 * 7);
+	CHECK_EQ(r.stats.slice_records, 4 * 7);
+}
+
+static void test_truncated(void)
+{
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 5 * NS, 17, 1, 1, 2, 2, 0, 10);
+	img_pkt(&m, 6 * NS, 17, 1, 1, 3, 2, 0, 10);
+	m.len -= 5;
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.source_error, SL_E_TRUNCATED);
+	CHECK_EQ(r.stats.packets, 1);
+	CHECK_EQ(r.ends, 1);
+}
+
+static void test_malformed_and_pool(void)
+{
+	struct run r;
+	struct sl_config cfg = {0};
+	uint8_t junk[60] = {0};
+
+	junk[12] = 0x08; /* IPv4 ethertype, version nibble 0 */
+	cfg.pool_flows = 3;
+	img_begin(&m);
+	for (int i = 0; i < 5; i++)
+		img_pkt(&m, 5 * NS + i, 17, 1, 1, 10 + i, 2, 0, 10);
+	img_frame(&m, 6 * NS, junk, 60);
+	run_img(&m, &cfg, &r);
+	CHECK_EQ(r.stats.flows_started, 3);
+	CHECK_EQ(r.stats.flows_refused, 2);
+	CHECK_EQ(r.stats.malformed, 1);
+	CHECK_EQ(r.stats.packets, 6);
+}
+
+int main(void)
+{
+	test_tcp_fin();
+	test_fin_details();
+	test_rst();
+	test_idle_timeout();
+	test_active_timeout();
+	test_slices();
+	test_truncated();
+	test_malformed_and_pool();
+	return test_done();
+}

@@ -1,0 +1,871 @@
+/* test_source_pcap.c - pcap/pcapng reader: formats, byte orders, timestamp
+ * resolutions, batching, truncation and corruption, from images built in
+ * memory (and one real file for sl_source_open_file). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice.h"
+#include "test.h"
+
+#define NS 1000000000ULL
+
+/* ---- image builder ---------------------------------------------------- */
+
+struct bld {
+	uint8_t *d;
+	size_t len, cap;
+	int be; /* write big endian */
+};
+
+static void bld_init(struct bld *b, int be)
+{
+	b->cap = 1 << 16;
+	b->d = malloc(b->cap);
+	b->len = 0;
+	b->be = be;
+}
+
+static void bld_free(struct bld *b)
+{
+	free(b->d);
+	b->d = NULL;
+}
+
+static void put8(struct bld *b, uint8_t v)
+{
+	if (b->len == b->cap) {
+		b->cap *= 2;
+		b->d = realloc(b->d, b->cap);
+	}
+	b->d[b->len++] = v;
+}
+
+static void putn(struct bld *b, uint64_t v, int bytes)
+{
+	int i;
+
+	for (i = 0; i < bytes; i++) {
+		int sh = b->be ? (bytes - 1 - i) * 8 : i * 8;
+
+		put8(b, (uint8_t)(v >> sh));
+	}
+}
+
+static void put16(struct bld *b, uint16_t v)
+{
+	putn(b, v, 2);
+}
+
+static void put32(struct bld *b, uint32_t v)
+{
+	putn(b, v, 4);
+}
+
+static void put64(struct bld *b, uint64_t v)
+{
+	putn(b, v, 8);
+}
+
+static void patch32(struct bld *b, size_t at, uint32_t v)
+{
+	size_t save = b->len;
+
+	b->len = at;
+	put32(b, v);
+	b->len = save;
+}
+
+/* Packet bytes: fill, fill + 1, ... so data pointers can be checked. */
+static void put_data(struct bld *b, uint32_t n, uint8_t fill)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		put8(b, (uint8_t)(fill + i));
+}
+
+static int data_ok(const struct sl_packet *p, uint8_t fill)
+{
+	uint32_t i;
+
+	for (i = 0; i < p->caplen; i++)
+		if (p->data[i] != (uint8_t)(fill + i))
+			return 0;
+	return 1;
+}
+
+static void pcap_hdr(struct bld *b, uint32_t magic, uint32_t snaplen,
+		     uint32_t linktype)
+{
+	put32(b, magic);
+	put16(b, 2);
+	put16(b, 4);
+	put32(b, 0);
+	put32(b, 0);
+	put32(b, snaplen);
+	put32(b, linktype);
+}
+
+static void pcap_rec(struct bld *b, uint32_t sec, uint32_t frac,
+		     uint32_t caplen, uint32_t orig, uint8_t fill)
+{
+	put32(b, sec);
+	put32(b, frac);
+	put32(b, caplen);
+	put32(b, orig);
+	put_data(b, caplen, fill);
+}
+
+static size_t blk_begin(struct bld *b, uint32_t type)
+{
+	size_t start = b->len;
+
+	put32(b, type);
+	put32(b, 0);
+	return start;
+}
+
+static void blk_end(struct bld *b, size_t start)
+{
+	uint32_t total;
+
+	while (b->len % 4)
+		put8(b, 0);
+	total = (uint32_t)(b->len - start + 4);
+	patch32(b, start + 4, total);
+	put32(b, total);
+}
+
+static void ng_shb(struct bld *b)
+{
+	size_t s = blk_begin(b, 0x0a0d0d0a);
+
+	put32(b, 0x1a2b3c4d);
+	put16(b, 1);
+	put16(b, 0);
+	put64(b, UINT64_MAX); /* section length unknown */
+	blk_end(b, s);
+}
+
+/* tsresol < 0: option absent. */
+static void ng_idb(struct bld *b, uint16_t lt, uint32_t snaplen, int tsresol,
+		   int have_off, int64_t off)
+{
+	size_t s = blk_begin(b, 1);
+
+	put16(b, lt);
+	put16(b, 0);
+	put32(b, snaplen);
+	/* an unrelated option first (if_name) */
+	put16(b, 2);
+	put16(b, 3);
+	put8(b, 'e');
+	put8(b, 't');
+	put8(b, 'h');
+	put8(b, 0);
+	if (tsresol >= 0) {
+		put16(b, 9);
+		put16(b, 1);
+		put8(b, (uint8_t)tsresol);
+		put8(b, 0);
+		put8(b, 0);
+		put8(b, 0);
+	}
+	if (have_off) {
+		put16(b, 14);
+		put16(b, 8);
+		put64(b, (uint64_t)off);
+	}
+	put16(b, 0);
+	put16(b, 0);
+	blk_end(b, s);
+}
+
+static void ng_epb(struct bld *b, uint32_t ifid, uint64_t ts, uint32_t caplen,
+		   uint32_t orig, uint8_t fill)
+{
+	size_t s = blk_begin(b, 6);
+
+	put32(b, ifid);
+	put32(b, (uint32_t)(ts >> 32));
+	put32(b, (uint32_t)ts);
+	put32(b, caplen);
+	put32(b, orig);
+	put_data(b, caplen, fill);
+	blk_end(b, s);
+}
+
+static void ng_pb(struct bld *b, uint16_t ifid, uint64_t ts, uint32_t caplen,
+		  uint32_t orig, uint8_t fill)
+{
+	size_t s = blk_begin(b, 2);
+
+	put16(b, ifid);
+	put16(b, 0);
+	put32(b, (uint32_t)(ts >> 32));
+	put32(b, (uint32_t)ts);
+	put32(b, caplen);
+	put32(b, orig);
+	put_data(b, caplen, fill);
+	blk_end(b, s);
+}
+
+static void ng_spb(struct bld *b, uint32_t orig, uint32_t present, uint8_t fill)
+{
+	size_t s = blk_begin(b, 3);
+
+	put32(b, orig);
+	put_data(b, present, fill);
+	blk_end(b, s);
+}
+
+static void ng_other(struct bld *b, uint32_t type, uint32_t body)
+{
+	size_t s = blk_begin(b, type);
+
+	put_data(b, body, 0x55);
+	blk_end(b, s);
+}
+
+/* Opens a copy of the first len bytes in a buffer of exactly that size, so
+ * ASan sees any read past the end. *copy must be freed after closing. */
+static int open_copy(struct sl_source **src, const struct bld *b, size_t len,
+		     uint8_t **copy)
+{
+	*copy = len ? malloc(len) : NULL;
+	if (len)
+		memcpy(*copy, b->d, len);
+	return sl_source_open_mem(src, *copy, len);
+}
+
+static struct sl_packet_batch batch;
+
+/* ---- classic pcap ----------------------------------------------------- */
+
+static void test_pcap_basic(int be, int nano)
+{
+	uint32_t mult = nano ? 1 : 1000;
+	struct sl_source *src;
+	uint64_t pos, size;
+	uint8_t *copy;
+	struct bld b;
+	size_t off1;
+	int rc;
+
+	bld_init(&b, be);
+	/* FCS bits above the link type; snaplen 0 must not matter */
+	pcap_hdr(&b, nano ? 0xa1b23c4d : 0xa1b2c3d4, 0, 1 | 0x10000000);
+	off1 = b.len;
+	pcap_rec(&b, 1700000000, nano ? 123456789 : 123456, 60, 60, 1);
+	pcap_rec(&b, 1700000001, nano ? 999999999 : 999999, 40, 1500, 2);
+	pcap_rec(&b, 4294967295u, nano ? 999999999 : 999999, 50, 20, 3);
+	pcap_rec(&b, 0, 0, 0, 0, 4);
+	pcap_rec(&b, 7, 1, 262144, 262144, 5);
+
+	rc = open_copy(&src, &b, b.len, &copy);
+	CHECK_EQ(rc, 0);
+	if (rc)
+		goto out;
+	CHECK_EQ(sl_source_linktype(src), 1);
+	sl_source_progress(src, &pos, &size);
+	CHECK_EQ(pos, 24);
+	CHECK_EQ(size, b.len);
+
+	rc = sl_source_next(src, &batch);
+	CHECK_EQ(rc, 5);
+	CHECK_EQ(batch.count, 5);
+	CHECK(batch.pkt[0].data == copy + off1 + 16);
+	CHECK_EQ(batch.pkt[0].ts_ns,
+		 1700000000ULL * NS + (nano ? 123456789ULL : 123456000ULL));
+	CHECK_EQ(batch.pkt[0].caplen, 60);
+	CHECK_EQ(batch.pkt[0].wirelen, 60);
+	CHECK_EQ(batch.pkt[0].linktype, 1);
+	CHECK_EQ(batch.pkt[0].ifindex, 0);
+	CHECK(data_ok(&batch.pkt[0], 1));
+	CHECK_EQ(batch.pkt[1].ts_ns,
+		 1700000001ULL * NS + (nano ? 999999999ULL : 999999000ULL));
+	CHECK_EQ(batch.pkt[1].caplen, 40);
+	CHECK_EQ(batch.pkt[1].wirelen, 1500);
+	CHECK(data_ok(&batch.pkt[1], 2));
+	CHECK_EQ(batch.pkt[2].ts_ns,
+		 4294967295ULL * NS + (nano ? 999999999ULL : 999999000ULL));
+	CHECK_EQ(batch.pkt[2].caplen, 50);
+	CHECK_EQ(batch.pkt[2].wirelen, 50); /* orig_len < caplen */
+	CHECK(data_ok(&batch.pkt[2], 3));
+	CHECK_EQ(batch.pkt[3].ts_ns, 0);
+	CHECK_EQ(batch.pkt[3].caplen, 0);
+	CHECK_EQ(batch.pkt[4].ts_ns, 7 * NS + mult);
+	CHECK_EQ(batch.pkt[4].caplen, 262144);
+	CHECK(data_ok(&batch.pkt[4], 5));
+
+	CHECK_EQ(sl_source_next(src, &batch), 0);
+	CHECK_EQ(batch.count, 0);
+	CHECK_EQ(sl_source_next(src, &batch), 0);
+	sl_source_progress(src, &pos, &size);
+	CHECK_EQ(pos, b.len);
+	CHECK_EQ(size, b.len);
+	sl_source_close(src);
+out:
+	free(copy);
+	bld_free(&b);
+}
+
+/* Two records, then a third with caplen above 262144: the good ones first,
+ * then SL_E_FORMAT for good. */
+static void test_pcap_corrupt(void)
+{
+	struct sl_source *src;
+	uint64_t pos, size;
+	uint8_t *copy;
+	struct bld b;
+	size_t off3;
+
+	bld_init(&b, 0);
+	pcap_hdr(&b, 0xa1b2c3d4, 65535, 1);
+	pcap_rec(&b, 1, 0, 10, 10, 0);
+	pcap_rec(&b, 2, 0, 10, 10, 0);
+	off3 = b.len;
+	pcap_rec(&b, 3, 0, 0, 0, 0);
+	patch32(&b, off3 + 8, 262145);
+	put_data(&b, 64, 0);
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_next(src, &batch), 2);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_FORMAT);
+	CHECK_EQ(batch.count, 0);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_FORMAT);
+	sl_source_progress(src, &pos, &size);
+	CHECK_EQ(pos, off3);
+	sl_source_close(src);
+	free(copy);
+	bld_free(&b);
+}
+
+/* 600 packets: 256 + 256 + 88, in order; then the same count in pcapng. */
+static void test_many(void)
+{
+	static const uint32_t want[] = {256, 256, 88, 0};
+	struct sl_source *src;
+	uint32_t seq = 0, i, k;
+	uint8_t *copy;
+	struct bld b;
+	int ng;
+
+	for (ng = 0; ng < 2; ng++) {
+		bld_init(&b, 0);
+		if (ng) {
+			ng_shb(&b);
+			ng_idb(&b, 1, 0, 9, 0, 0);
+		} else {
+			pcap_hdr(&b, 0xa1b23c4d, 65535, 1);
+		}
+		for (i = 0; i < 600; i++) {
+			if (ng)
+				ng_epb(&b, 0, 1000 + i, i % 7, 100, (uint8_t)i);
+			else
+				pcap_rec(&b, 1000, i, i % 7, 100, (uint8_t)i);
+			if (ng && i % 50 == 0)
+				ng_other(&b, 5, 12); /* ISB: skipped */
+		}
+		CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+		seq = 0;
+		for (k = 0; k < 4; k++) {
+			int ok = 1;
+
+			CHECK_EQ(sl_source_next(src, &batch), want[k]);
+			CHECK_EQ(batch.count, want[k]);
+			for (i = 0; i < batch.count; i++, seq++) {
+				const struct sl_packet *p = &batch.pkt[i];
+
+				if (p->ts_ns != 1000 * (ng ? 1 : NS) + seq ||
+				    p->caplen != seq % 7 ||
+				    !data_ok(p, (uint8_t)seq))
+					ok = 0;
+			}
+			CHECK(ok);
+		}
+		CHECK_EQ(seq, 600);
+		sl_source_close(src);
+		free(copy);
+		bld_free(&b);
+	}
+}
+
+/* Cut the file at every byte inside the last record: the complete records
+ * come first, then SL_E_TRUNCATED, again and again. Cut exactly before the
+ * last record: a clean end. */
+static void test_truncated(int ng)
+{
+	struct sl_source *src;
+	size_t last, cut;
+	uint64_t pos, size;
+	uint8_t *copy;
+	struct bld b;
+	int all_ok = 1;
+
+	bld_init(&b, 0);
+	if (ng) {
+		ng_shb(&b);
+		ng_idb(&b, 1, 0, -1, 0, 0);
+		ng_epb(&b, 0, 1, 30, 30, 1);
+		ng_epb(&b, 0, 2, 31, 31, 2);
+		last = b.len;
+		ng_epb(&b, 0, 3, 33, 33, 3);
+	} else {
+		pcap_hdr(&b, 0xa1b2c3d4, 65535, 1);
+		pcap_rec(&b, 1, 0, 30, 30, 1);
+		pcap_rec(&b, 2, 0, 31, 31, 2);
+		last = b.len;
+		pcap_rec(&b, 3, 0, 33, 33, 3);
+	}
+	for (cut = last; cut <= b.len; cut++) {
+		int want = cut == last ? 0 : cut == b.len ? 0 : SL_E_TRUNCATED;
+		uint32_t n = cut == b.len ? 3 : 2;
+		int rc;
+
+		rc = open_copy(&src, &b, cut, &copy);
+		if (rc) {
+			all_ok = 0;
+			free(copy);
+			continue;
+		}
+		rc = sl_source_next(src, &batch);
+		if (rc != (int)n || batch.count != n ||
+		    !data_ok(&batch.pkt[0], 1) || !data_ok(&batch.pkt[1], 2))
+			all_ok = 0;
+		if (sl_source_next(src, &batch) != want || batch.count != 0)
+			all_ok = 0;
+		if (sl_source_next(src, &batch) != want)
+			all_ok = 0;
+		if (sl_source_next(src, &batch) != want)
+			all_ok = 0;
+		sl_source_progress(src, &pos, &size);
+		if (pos != (n == 3 ? b.len : last) || size != cut)
+			all_ok = 0;
+		sl_source_close(src);
+		free(copy);
+	}
+	CHECK(all_ok);
+
+	/* cut inside the only record: the error comes at once */
+	bld_free(&b);
+	bld_init(&b, 0);
+	if (ng) {
+		ng_shb(&b);
+		ng_idb(&b, 1, 0, -1, 0, 0);
+		ng_epb(&b, 0, 1, 30, 30, 1);
+	} else {
+		pcap_hdr(&b, 0xa1b2c3d4, 65535, 1);
+		pcap_rec(&b, 1, 0, 30, 30, 1);
+	}
+	CHECK_EQ(open_copy(&src, &b, b.len - 1, &copy), 0);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_TRUNCATED);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_TRUNCATED);
+	sl_source_close(src);
+	free(copy);
+	bld_free(&b);
+}
+
+/* File headers: too short to identify, cut inside, bad magic, empty. */
+static void test_headers(void)
+{
+	static const uint8_t junk[32] = "this is not a capture file....";
+	struct sl_source *src = (struct sl_source *)&batch;
+	uint8_t *copy;
+	struct bld b;
+	size_t cut;
+	int ok = 1;
+
+	CHECK_EQ(sl_source_open_mem(&src, junk, sizeof(junk)), SL_E_FORMAT);
+	CHECK(src == NULL);
+	CHECK_EQ(sl_source_open_mem(&src, junk, 0), SL_E_FORMAT);
+	CHECK_EQ(sl_source_open_mem(&src, NULL, 0), SL_E_FORMAT);
+	CHECK_EQ(sl_source_open_mem(NULL, junk, 4), -EINVAL);
+	sl_source_close(NULL);
+
+	bld_init(&b, 0);
+	pcap_hdr(&b, 0xa1b2c3d4, 65535, 1);
+	for (cut = 0; cut < 24; cut++) {
+		int want = cut < 4 ? SL_E_FORMAT : SL_E_TRUNCATED;
+
+		if (open_copy(&src, &b, cut, &copy) != want || src)
+			ok = 0;
+		free(copy);
+	}
+	CHECK(ok);
+	/* a header alone: no packets */
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_next(src, &batch), 0);
+	sl_source_close(src);
+	free(copy);
+	bld_free(&b);
+
+	/* pcapng: a section header cut short, a bad byte-order magic */
+	bld_init(&b, 1);
+	ng_shb(&b);
+	ok = 1;
+	for (cut = 4; cut < b.len; cut++) {
+		if (open_copy(&src, &b, cut, &copy) != SL_E_TRUNCATED)
+			ok = 0;
+		free(copy);
+	}
+	CHECK(ok);
+	/* no interface yet: link type unknown, the file is just empty */
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_linktype(src), SL_E_FORMAT);
+	CHECK_EQ(sl_source_next(src, &batch), 0);
+	sl_source_close(src);
+	free(copy);
+	b.d[8] ^= 0xff;
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), SL_E_FORMAT);
+	free(copy);
+	bld_free(&b);
+}
+
+/* ---- pcapng ----------------------------------------------------------- */
+
+static void test_ng_interfaces(int be)
+{
+	const uint64_t t0 = 1700000000123456789ULL;
+	const uint64_t t1 = (1700000000ULL << 20) | 524288; /* + 0.5 s */
+	const uint64_t t2 = (1700000001ULL << 20) | 3;
+	struct sl_source *src;
+	uint64_t pos, size;
+	uint8_t *copy;
+	struct bld b;
+	size_t epb0;
+	int rc;
+
+	bld_init(&b, be);
+	ng_shb(&b);
+	ng_other(&b, 4, 16);			 /* NRB before the first IDB */
+	ng_idb(&b, 1, 0, 9, 0, 0);		 /* EN10MB, 10^-9 */
+	ng_idb(&b, 101, 65535, 0x80 | 20, 0, 0); /* RAW, 2^-20 */
+	ng_idb(&b, 113, 20, -1, 1, 100);	 /* SLL, us, +100 s */
+	epb0 = b.len;
+	ng_epb(&b, 0, t0, 60, 64, 1);
+	ng_epb(&b, 1, t1, 41, 41, 2);
+	ng_other(&b, 0x40000bad, 5); /* custom: skipped */
+	ng_epb(&b, 1, t2, 3, 3, 3);
+	ng_spb(&b, 70, 70, 4); /* interface 0, last ts */
+	ng_epb(&b, 2, 5, 20, 1500, 5);
+	ng_pb(&b, 1, t1, 7, 9, 6); /* obsolete Packet Block */
+	ng_epb(&b, 0, 0, 0, 0, 7);
+
+	rc = open_copy(&src, &b, b.len, &copy);
+	CHECK_EQ(rc, 0);
+	if (rc)
+		goto out;
+	CHECK_EQ(sl_source_linktype(src), 1);
+	CHECK_EQ(sl_source_next(src, &batch), 7);
+
+	CHECK(batch.pkt[0].data == copy + epb0 + 28);
+	CHECK_EQ(batch.pkt[0].ts_ns, t0);
+	CHECK_EQ(batch.pkt[0].caplen, 60);
+	CHECK_EQ(batch.pkt[0].wirelen, 64);
+	CHECK_EQ(batch.pkt[0].linktype, 1);
+	CHECK_EQ(batch.pkt[0].ifindex, 0);
+	CHECK(data_ok(&batch.pkt[0], 1));
+
+	CHECK_EQ(batch.pkt[1].ts_ns, 1700000000ULL * NS + 500000000ULL);
+	CHECK_EQ(batch.pkt[1].caplen, 41);
+	CHECK_EQ(batch.pkt[1].linktype, 101);
+	CHECK_EQ(batch.pkt[1].ifindex, 1);
+	CHECK(data_ok(&batch.pkt[1], 2));
+
+	/* 3 * 10^9 / 2^20 = 2861.02... */
+	CHECK_EQ(batch.pkt[2].ts_ns, 1700000001ULL * NS + 2861);
+	CHECK_EQ(batch.pkt[2].ifindex, 1);
+	CHECK(data_ok(&batch.pkt[2], 3));
+
+	CHECK_EQ(batch.pkt[3].ts_ns, 1700000001ULL * NS + 2861);
+	CHECK_EQ(batch.pkt[3].caplen, 70);
+	CHECK_EQ(batch.pkt[3].wirelen, 70);
+	CHECK_EQ(batch.pkt[3].linktype, 1);
+	CHECK_EQ(batch.pkt[3].ifindex, 0);
+	CHECK(data_ok(&batch.pkt[3], 4));
+
+	CHECK_EQ(batch.pkt[4].ts_ns, 100 * NS + 5000);
+	CHECK_EQ(batch.pkt[4].caplen, 20);
+	CHECK_EQ(batch.pkt[4].wirelen, 1500);
+	CHECK_EQ(batch.pkt[4].linktype, 113);
+	CHECK_EQ(batch.pkt[4].ifindex, 2);
+	CHECK(data_ok(&batch.pkt[4], 5));
+
+	CHECK_EQ(batch.pkt[5].ts_ns, 1700000000ULL * NS + 500000000ULL);
+	CHECK_EQ(batch.pkt[5].caplen, 7);
+	CHECK_EQ(batch.pkt[5].wirelen, 9);
+	CHECK_EQ(batch.pkt[5].linktype, 101);
+	CHECK_EQ(batch.pkt[5].ifindex, 1);
+	CHECK(data_ok(&batch.pkt[5], 6));
+
+	CHECK_EQ(batch.pkt[6].ts_ns, 0);
+	CHECK_EQ(batch.pkt[6].caplen, 0);
+
+	CHECK_EQ(sl_source_next(src, &batch), 0);
+	sl_source_progress(src, &pos, &size);
+	CHECK_EQ(pos, b.len);
+	CHECK_EQ(size, b.len);
+	sl_source_close(src);
+out:
+	free(copy);
+	bld_free(&b);
+}
+
+/* A big-endian section, then a little-endian one: interfaces reset. */
+static void test_ng_sections(void)
+{
+	struct sl_source *src;
+	uint8_t *copy;
+	struct bld b;
+	size_t sec2;
+
+	bld_init(&b, 1);
+	ng_shb(&b);
+	ng_idb(&b, 229, 0, 6, 0, 0);
+	ng_idb(&b, 1, 0, 6, 0, 0);
+	ng_epb(&b, 1, 1500000, 10, 10, 1);
+	ng_spb(&b, 20, 12, 2); /* block shorter than orig: caplen 12 */
+	sec2 = b.len;
+	b.be = 0;
+	ng_shb(&b);
+	ng_idb(&b, 101, 0, 3, 0, 0);
+	ng_epb(&b, 0, 2500, 10, 10, 3);
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_linktype(src), 229);
+	CHECK_EQ(sl_source_next(src, &batch), 3);
+	CHECK_EQ(batch.pkt[0].ts_ns, 1500000000ULL);
+	CHECK_EQ(batch.pkt[0].linktype, 1);
+	CHECK_EQ(batch.pkt[0].ifindex, 1);
+	CHECK(data_ok(&batch.pkt[0], 1));
+	CHECK_EQ(batch.pkt[1].ts_ns, 1500000000ULL);
+	CHECK_EQ(batch.pkt[1].linktype, 229);
+	CHECK_EQ(batch.pkt[1].caplen, 12);
+	CHECK_EQ(batch.pkt[1].wirelen, 20);
+	CHECK(data_ok(&batch.pkt[1], 2));
+	CHECK_EQ(batch.pkt[2].ts_ns, 2500000000ULL);
+	CHECK_EQ(batch.pkt[2].linktype, 101);
+	CHECK_EQ(batch.pkt[2].ifindex, 0);
+	CHECK(data_ok(&batch.pkt[2], 3));
+	CHECK_EQ(sl_source_next(src, &batch), 0);
+	sl_source_close(src);
+	free(copy);
+
+	/* the second section's packet names interface 1 of the first */
+	b.len = sec2;
+	ng_shb(&b);
+	ng_idb(&b, 101, 0, 3, 0, 0);
+	ng_epb(&b, 1, 2500, 10, 10, 3);
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_next(src, &batch), 2);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_FORMAT);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_FORMAT);
+	sl_source_close(src);
+	free(copy);
+
+	/* a section of an unknown major version */
+	b.len = sec2;
+	ng_shb(&b);
+	b.d[sec2 + 12] = 2;
+	ng_idb(&b, 101, 0, 3, 0, 0);
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_next(src, &batch), 2);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_FORMAT);
+	sl_source_close(src);
+	free(copy);
+	bld_free(&b);
+}
+
+/* Timestamp conversion at the extremes: saturation, no overflow. */
+static void test_ng_ts_extremes(void)
+{
+	struct sl_source *src;
+	uint8_t *copy;
+	struct bld b;
+
+	bld_init(&b, 0);
+	ng_shb(&b);
+	ng_idb(&b, 1, 0, 0, 0, 0);	   /* seconds */
+	ng_idb(&b, 1, 0, 0x80, 0, 0);	   /* 2^0: seconds */
+	ng_idb(&b, 1, 0, 12, 0, 0);	   /* picoseconds */
+	ng_idb(&b, 1, 0, 30, 0, 0);	   /* 10^-30 */
+	ng_idb(&b, 1, 0, 0xff, 0, 0);	   /* 2^-127 */
+	ng_idb(&b, 1, 0, 9, 1, -5);	   /* ns, -5 s */
+	ng_idb(&b, 1, 0, 9, 1, INT64_MAX); /* ns, far future */
+	ng_idb(&b, 1, 0, 9, 1, INT64_MIN);
+	ng_epb(&b, 0, UINT64_MAX, 0, 0, 0);
+	ng_epb(&b, 0, 18446744073ULL, 0, 0, 0);
+	ng_epb(&b, 1, UINT64_MAX, 0, 0, 0);
+	ng_epb(&b, 2, 123456789012345ULL, 0, 0, 0);
+	ng_epb(&b, 3, UINT64_MAX, 0, 0, 0);
+	ng_epb(&b, 4, UINT64_MAX, 0, 0, 0);
+	ng_epb(&b, 5, 4 * NS, 0, 0, 0);
+	ng_epb(&b, 5, 6 * NS + 1, 0, 0, 0);
+	ng_epb(&b, 6, 1, 0, 0, 0);
+	ng_epb(&b, 7, UINT64_MAX, 0, 0, 0);
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_next(src, &batch), 10);
+	CHECK(batch.pkt[0].ts_ns == UINT64_MAX);
+	CHECK(batch.pkt[1].ts_ns == 18446744073ULL * NS);
+	CHECK(batch.pkt[2].ts_ns == UINT64_MAX);
+	CHECK_EQ(batch.pkt[3].ts_ns, 123456789012ULL);
+	CHECK_EQ(batch.pkt[4].ts_ns, 0);
+	/* (2^64 - 1) * 10^9 / 2^127 < 1 */
+	CHECK_EQ(batch.pkt[5].ts_ns, 0);
+	CHECK_EQ(batch.pkt[6].ts_ns, 0);
+	CHECK_EQ(batch.pkt[7].ts_ns, NS + 1);
+	CHECK(batch.pkt[8].ts_ns == UINT64_MAX);
+	/* (2^64 - 1) - 2^63 * 10^9 < 0 */
+	CHECK_EQ(batch.pkt[9].ts_ns, 0);
+	sl_source_close(src);
+	free(copy);
+	bld_free(&b);
+}
+
+/* Broken blocks after two good packets: each gives SL_E_FORMAT once the
+ * good packets are out, and keeps giving it. */
+static void test_ng_corrupt(void)
+{
+	struct sl_source *src;
+	uint8_t *copy;
+	struct bld b;
+	size_t bad;
+	int k;
+
+	for (k = 0; k < 8; k++) {
+		int want = SL_E_FORMAT;
+
+		bld_init(&b, k & 1);
+		ng_shb(&b);
+		ng_idb(&b, 1, 0, 9, 0, 0);
+		ng_epb(&b, 0, 1, 4, 4, 1);
+		ng_epb(&b, 0, 2, 4, 4, 2);
+		bad = b.len;
+		ng_epb(&b, 0, 3, 8, 8, 3);
+		ng_epb(&b, 0, 4, 8, 8, 4);
+		switch (k) {
+		case 0: /* total length not a multiple of 4 */
+			patch32(&b, bad + 4, 42);
+			break;
+		case 1: /* below the 12-byte minimum */
+			patch32(&b, bad + 4, 8);
+			break;
+		case 2: /* trailing copy differs */
+			patch32(&b, bad + 36, 44);
+			break;
+		case 3: /* caplen past the block */
+			patch32(&b, bad + 20, 9);
+			break;
+		case 4: /* unknown interface */
+			patch32(&b, bad + 8, 1);
+			break;
+		case 5: /* length past the end of the file */
+			patch32(&b, bad + 4, 1 << 20);
+			want = SL_E_TRUNCATED;
+			break;
+		case 6: /* an EPB too short for its fields */
+			b.len = bad;
+			ng_other(&b, 6, 8);
+			break;
+		case 7: /* an IDB too short for its fields */
+			b.len = bad;
+			ng_other(&b, 1, 0);
+			break;
+		}
+		CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+		CHECK_EQ(sl_source_next(src, &batch), 2);
+		CHECK(data_ok(&batch.pkt[1], 2));
+		CHECK_EQ(sl_source_next(src, &batch), want);
+		CHECK_EQ(batch.count, 0);
+		CHECK_EQ(sl_source_next(src, &batch), want);
+		sl_source_close(src);
+		free(copy);
+		bld_free(&b);
+	}
+
+	/* a packet before any interface */
+	bld_init(&b, 0);
+	ng_shb(&b);
+	ng_spb(&b, 4, 4, 0);
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_linktype(src), SL_E_FORMAT);
+	CHECK_EQ(sl_source_next(src, &batch), SL_E_FORMAT);
+	sl_source_close(src);
+	free(copy);
+	bld_free(&b);
+}
+
+/* ---- files ------------------------------------------------------------ */
+
+static void test_file(void)
+{
+	char path[] = "/tmp/test_source_pcap.XXXXXX";
+	struct sl_source *src = NULL;
+	uint64_t pos, size;
+	struct bld b;
+	int fd;
+
+	bld_init(&b, 0);
+	pcap_hdr(&b, 0xa1b23c4d, 65535, 101);
+	pcap_rec(&b, 5, 6, 33, 40, 9);
+	pcap_rec(&b, 7, 8, 1, 1, 10);
+
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	if (fd < 0)
+		goto out;
+	/* empty file */
+	CHECK_EQ(sl_source_open_file(&src, path), SL_E_FORMAT);
+	CHECK(src == NULL);
+	CHECK_EQ(write(fd, b.d, b.len), (long long)b.len);
+	close(fd);
+
+	CHECK_EQ(sl_source_open_file(&src, path), 0);
+	if (!src)
+		goto out_unlink;
+	unlink(path); /* the mapping outlives the name */
+	CHECK_EQ(sl_source_linktype(src), 101);
+	CHECK_EQ(sl_source_next(src, &batch), 2);
+	CHECK_EQ(batch.pkt[0].ts_ns, 5 * NS + 6);
+	CHECK_EQ(batch.pkt[0].caplen, 33);
+	CHECK_EQ(batch.pkt[0].wirelen, 40);
+	CHECK_EQ(batch.pkt[0].linktype, 101);
+	CHECK(data_ok(&batch.pkt[0], 9));
+	CHECK_EQ(batch.pkt[1].ts_ns, 7 * NS + 8);
+	CHECK(data_ok(&batch.pkt[1], 10));
+	CHECK_EQ(sl_source_next(src, &batch), 0);
+	sl_source_progress(src, &pos, &size);
+	CHECK_EQ(pos, b.len);
+	CHECK_EQ(size, b.len);
+	sl_source_close(src);
+
+	CHECK_EQ(sl_source_open_file(&src, path), -ENOENT);
+	CHECK_EQ(sl_source_open_file(&src, "/tmp"), -EISDIR);
+	goto out;
+out_unlink:
+	unlink(path);
+out:
+	bld_free(&b);
+}
+
+int main(void)
+{
+	int be, nano;
+
+	for (be = 0; be < 2; be++)
+		for (nano = 0; nano < 2; nano++)
+			test_pcap_basic(be, nano);
+	test_pcap_corrupt();
+	test_many();
+	test_truncated(0);
+	test_truncated(1);
+	test_headers();
+	test_ng_interfaces(0);
+	test_ng_interfaces(1);
+	test_ng_sections();
+	test_ng_ts_extremes();
+	test_ng_corrupt();
+	test_file();
+	return test_done();
+}

@@ -1,0 +1,51 @@
+-- The FFI handle to libsluice, loaded once. The cdefs are generated from
+-- core/include/sluice.h (see core_h.lua); nothing here declares C by hand
+-- except the few libc functions the Lua side needs.
+local ffi = require "ffi"
+
+ffi.cdef(require "sluice.core_h")
+ffi.cdef [[
+int isatty(int fd);
+struct sl_timespec { long tv_sec; long tv_nsec; };
+int clock_gettime(int clk, struct sl_timespec *ts);
+struct sl_rusage { long utime[2]; long stime[2]; long maxrss; long rest[13]; };
+int getrusage(int who, struct sl_rusage *usage);
+]]
+
+local function find_library()
+  local override = os.getenv("SLUICE_CORE")
+  if override and override ~= "" then return override end
+  local path = package.searchpath("sluice_core", package.cpath)
+  if not path then
+    error("sluice_core.so not found in package.cpath (" .. package.cpath ..
+          "); build it with `make` or install the rock", 3)
+  end
+  return path
+end
+
+local M = { C = ffi.load(find_library()) }
+local C = M.C
+
+function M.strerror(code)
+  return ffi.string(C.sl_strerror(code))
+end
+
+local ts = ffi.new("struct sl_timespec")
+-- Monotonic seconds, for progress and rates.
+function M.monotonic()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+local ru = ffi.new("struct sl_rusage")
+-- Peak resident set size of this process, in bytes.
+function M.peak_rss()
+  ffi.C.getrusage(0, ru)
+  return tonumber(ru.maxrss) * 1024
+end
+
+function M.isatty(fd)
+  return ffi.C.isatty(fd) == 1
+end
+
+return M

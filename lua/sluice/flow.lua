@@ -1,0 +1,173 @@
+-- Flow handles: struct sl_flow_rec seen through an FFI metatype, so a
+-- handler reads fields straight out of the engine's event array (zero copy).
+-- A handle is valid while its handler runs; flow:totable() keeps a copy.
+local ffi = require "ffi"
+local core = require "sluice.core"
+
+local C = core.C
+local tonumber = tonumber
+
+local M = {}
+
+local PROTO_NAMES = { [1] = "icmp", [2] = "igmp", [6] = "tcp", [17] = "udp",
+  [47] = "gre", [50] = "esp", [51] = "ah", [58] = "icmp6", [132] = "sctp" }
+M.PROTO_NAMES = PROTO_NAMES
+
+local TCP_STATES = { [0] = "none", "syn_sent", "syn_received", "established",
+  "fin_wait", "closing", "closed", "reset", "midstream" }
+
+local addrbuf = ffi.new("char[64]")
+local function addr(key, which)
+  local n = C.sl_key_addr(key, which, addrbuf, 64)
+  if n < 0 then return nil end
+  return ffi.string(addrbuf, n)
+end
+M.addr = addr
+
+function M.proto_name(num)
+  return PROTO_NAMES[num] or tostring(num)
+end
+
+function M.end_reason_name(reason)
+  return ffi.string(C.sl_end_reason_name(reason))
+end
+
+local function seconds(ns)
+  return tonumber(ns) * 1e-9
+end
+M.seconds = seconds
+
+-- Getters shared by flow records and slice records (both have .key).
+local function key_getters(g)
+  g.src = function(r) return addr(r.key, 0) end
+  g.dst = function(r) return addr(r.key, 1) end
+  g.sport = function(r) return r.key.sport end
+  g.dport = function(r) return r.key.dport end
+  g.proto = function(r) return PROTO_NAMES[r.key.proto] or tostring(r.key.proto) end
+  g.proto_num = function(r) return r.key.proto end
+  g.ip_version = function(r) return r.key.ip_version end
+  g.vlan = function(r) return r.key.vlan end
+  g.vlan_inner = function(r) return r.key.vlan_inner end
+  return g
+end
+
+local flow_get = key_getters {
+  id = function(r) return tonumber(r.fid) end,
+  pkts_fwd = function(r) return tonumber(r.fwd.pkts) end,
+  pkts_rev = function(r) return tonumber(r.rev.pkts) end,
+  bytes_fwd = function(r) return tonumber(r.fwd.bytes) end,
+  bytes_rev = function(r) return tonumber(r.rev.bytes) end,
+  pkts = function(r) return tonumber(r.fwd.pkts + r.rev.pkts) end,
+  bytes = function(r) return tonumber(r.fwd.bytes + r.rev.bytes) end,
+  tcp_flags_fwd = function(r) return r.fwd.tcp_flags end,
+  tcp_flags_rev = function(r) return r.rev.tcp_flags end,
+  first = function(r) return seconds(r.fwd.first_ns) end,
+  last = function(r)
+    local l = r.fwd.last_ns
+    if r.rev.pkts > 0 and r.rev.last_ns > l then l = r.rev.last_ns end
+    return seconds(l)
+  end,
+  history = function(r) return ffi.string(r.hist, C.strnlen(r.hist, 12)) end,
+  state = function(r) return TCP_STATES[r.state_code] end,
+  end_reason = function(r)
+    if r.reason_code == 0 then return nil end
+    return ffi.string(C.sl_end_reason_name(r.reason_code))
+  end,
+}
+flow_get.duration = function(r) return flow_get.last(r) - flow_get.first(r) end
+
+local flow_methods = {}
+
+-- A plain Lua table with the JSON fields of a flow.
+function flow_methods.totable(r)
+  return {
+    type = "flow", id = flow_get.id(r), proto = flow_get.proto(r),
+    ip_version = r.key.ip_version, src = addr(r.key, 0), sport = r.key.sport,
+    dst = addr(r.key, 1), dport = r.key.dport, vlan = r.key.vlan,
+    vlan_inner = r.key.vlan_inner ~= 0 and r.key.vlan_inner or nil,
+    first = flow_get.first(r), last = flow_get.last(r),
+    pkts_fwd = tonumber(r.fwd.pkts), pkts_rev = tonumber(r.rev.pkts),
+    bytes_fwd = tonumber(r.fwd.bytes), bytes_rev = tonumber(r.rev.bytes),
+    tcp_flags_fwd = r.fwd.tcp_flags, tcp_flags_rev = r.rev.tcp_flags,
+    history = flow_get.history(r), state = flow_get.state(r),
+    end_reason = flow_get.end_reason(r),
+  }
+end
+
+local function describe(r, kind)
+  local src, dst = addr(r.key, 0), addr(r.key, 1)
+  if r.key.ip_version == 6 then src, dst = "[" .. src .. "]", "[" .. dst .. "]" end
+  return string.format("%s %d %s %s:%d -> %s:%d", kind, tonumber(r.fid),
+    PROTO_NAMES[r.key.proto] or tostring(r.key.proto), src, r.key.sport, dst, r.key.dport)
+end
+
+function flow_methods.__tostring(r)
+  return describe(r, "flow") .. string.format(" pkts %d/%d bytes %d/%d%s",
+    tonumber(r.fwd.pkts), tonumber(r.rev.pkts), tonumber(r.fwd.bytes),
+    tonumber(r.rev.bytes), r.reason_code ~= 0 and (" " .. flow_get.end_reason(r)) or "")
+end
+
+ffi.cdef "size_t strnlen(const char *s, size_t maxlen);"
+
+ffi.metatype("struct sl_flow_rec", {
+  __index = function(r, k)
+    local g = flow_get[k]
+    if g then return g(r) end
+    return flow_methods[k]
+  end,
+  __tostring = flow_methods.__tostring,
+})
+
+-- Slice records: one flow in one interval, counters as deltas.
+local slice_get = key_getters {
+  flow_id = function(r) return tonumber(r.fid) end,
+  pkts_fwd = function(r) return tonumber(r.delta_fwd.pkts) end,
+  pkts_rev = function(r) return tonumber(r.delta_rev.pkts) end,
+  bytes_fwd = function(r) return tonumber(r.delta_fwd.bytes) end,
+  bytes_rev = function(r) return tonumber(r.delta_rev.bytes) end,
+  pkts = function(r) return tonumber(r.delta_fwd.pkts + r.delta_rev.pkts) end,
+  bytes = function(r) return tonumber(r.delta_fwd.bytes + r.delta_rev.bytes) end,
+  total_pkts_fwd = function(r) return tonumber(r.total_fwd.pkts) end,
+  total_pkts_rev = function(r) return tonumber(r.total_rev.pkts) end,
+  total_bytes_fwd = function(r) return tonumber(r.total_fwd.bytes) end,
+  total_bytes_rev = function(r) return tonumber(r.total_rev.bytes) end,
+  start = function(r) return seconds(r.start_ns) end,
+  ["end"] = function(r) return seconds(r.end_ns) end,
+  end_reason = function(r)
+    if r.reason_code == 0 then return nil end
+    return ffi.string(C.sl_end_reason_name(r.reason_code))
+  end,
+}
+
+local slice_methods = {}
+
+function slice_methods.totable(r)
+  return {
+    type = "slice", flow_id = tonumber(r.fid), proto = slice_get.proto(r),
+    ip_version = r.key.ip_version, src = addr(r.key, 0), sport = r.key.sport,
+    dst = addr(r.key, 1), dport = r.key.dport, vlan = r.key.vlan,
+    vlan_inner = r.key.vlan_inner ~= 0 and r.key.vlan_inner or nil,
+    start = seconds(r.start_ns), ["end"] = seconds(r.end_ns),
+    pkts_fwd = tonumber(r.delta_fwd.pkts), pkts_rev = tonumber(r.delta_rev.pkts),
+    bytes_fwd = tonumber(r.delta_fwd.bytes), bytes_rev = tonumber(r.delta_rev.bytes),
+    total_pkts_fwd = tonumber(r.total_fwd.pkts), total_pkts_rev = tonumber(r.total_rev.pkts),
+    total_bytes_fwd = tonumber(r.total_fwd.bytes), total_bytes_rev = tonumber(r.total_rev.bytes),
+    tcp_flags_fwd = r.tcp_flags_fwd, tcp_flags_rev = r.tcp_flags_rev,
+    end_reason = slice_get.end_reason(r),
+  }
+end
+
+ffi.metatype("struct sl_slice_rec", {
+  __index = function(r, k)
+    local g = slice_get[k]
+    if g then return g(r) end
+    return slice_methods[k]
+  end,
+  __tostring = function(r)
+    return describe(r, "slice of flow") .. string.format(" [%.3f, %.3f) pkts +%d/+%d bytes +%d/+%d",
+      seconds(r.start_ns), seconds(r.end_ns), tonumber(r.delta_fwd.pkts),
+      tonumber(r.delta_rev.pkts), tonumber(r.delta_fwd.bytes), tonumber(r.delta_rev.bytes))
+  end,
+})
+
+return M

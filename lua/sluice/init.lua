@@ -1,0 +1,12 @@
+-- sluice: Lua-scriptable flow processing. The public API.
+local core = require "sluice.core"
+local ffi = require "ffi"
+
+local M = {
+  version = ffi.string(core.C.sl_version()),
+  open = require("sluice.engine").open,
+  policy = require "sluice.policy",
+  sink = { json = require("sluice.sinks.json").new },
+}
+
+return M

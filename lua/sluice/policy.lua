@@ -1,0 +1,140 @@
+-- Policies: loading a policy file, validating its options against
+-- info.options, and the instance the engine runs.
+local M = {}
+
+local DURATION_UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400 }
+
+-- Seconds from a number or a string such as "250ms", "10s", "5m", "1h".
+function M.parse_duration(v)
+  if type(v) == "number" then
+    if v < 0 then return nil, "a duration cannot be negative" end
+    return v
+  end
+  if type(v) ~= "string" then return nil, "expected a duration" end
+  local num, unit = v:match("^%s*([%d%.]+)%s*(%a*)%s*$")
+  num = tonumber(num)
+  if not num then return nil, "expected a duration such as 30, 30s, 5m, 1h, got '" .. v .. "'" end
+  if unit == "" then unit = "s" end
+  local mult = DURATION_UNITS[unit]
+  if not mult then return nil, "unknown duration unit '" .. unit .. "' (ms, s, m, h, d)" end
+  return num * mult
+end
+
+local converters = {
+  number = function(v)
+    local n = tonumber(v)
+    if n then return n end
+    return nil, "a number"
+  end,
+  integer = function(v)
+    local n = tonumber(v)
+    if n and n == math.floor(n) then return n end
+    return nil, "an integer"
+  end,
+  boolean = function(v)
+    if v == true or v == "true" or v == "1" or v == "yes" then return true end
+    if v == false or v == "false" or v == "0" or v == "no" then return false end
+    return nil, "a boolean (true/false)"
+  end,
+  string = function(v)
+    if type(v) == "string" then return v end
+    if type(v) == "number" then return tostring(v) end
+    return nil, "a string"
+  end,
+  duration = function(v)
+    local d = M.parse_duration(v)
+    if d then return d end
+    return nil, "a duration (e.g. 30, 30s, 5m, 1h)"
+  end,
+}
+M.TYPES = converters
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+-- Validates given options (a table of name -> value, values may be strings
+-- from the command line) against a schema; returns the full option table.
+function M.check_options(name, schema, given)
+  schema = schema or {}
+  local opts = {}
+  for opt, value in pairs(given or {}) do
+    local spec = schema[opt]
+    if not spec then
+      local known = sorted_keys(schema)
+      return nil, string.format("policy %s: unknown option '%s' (known: %s)", name, opt,
+        #known > 0 and table.concat(known, ", ") or "none")
+    end
+    local conv = converters[spec.type or "string"]
+    local v = conv(value)
+    if v == nil then
+      return nil, string.format("policy %s: option '%s' expects %s, got '%s'", name, opt,
+        select(2, conv(value)), tostring(value))
+    end
+    opts[opt] = v
+  end
+  for opt, spec in pairs(schema) do
+    if opts[opt] == nil then
+      if spec.default ~= nil then
+        opts[opt] = spec.default
+      elseif spec.required then
+        return nil, string.format("policy %s: missing required option '%s' (%s)", name, opt,
+          spec.type or "string")
+      end
+    end
+  end
+  return opts
+end
+
+local function check_schema(name, P)
+  if type(P) ~= "table" then
+    return nil, string.format("policy %s must return a table, got %s", name, type(P))
+  end
+  local schema = P.info and P.info.options or {}
+  for opt, spec in pairs(schema) do
+    if type(spec) ~= "table" or not converters[spec.type or "string"] then
+      return nil, string.format("policy %s: option '%s' has an unknown type '%s'", name, opt,
+        tostring(type(spec) == "table" and spec.type or spec))
+    end
+  end
+  return true
+end
+
+-- An instance: a policy table, its name and its validated options.
+function M.new(P, options, name)
+  name = name or (type(P) == "table" and P.info and P.info.name) or "policy"
+  local ok, err = check_schema(name, P)
+  if not ok then return nil, err end
+  local opts
+  opts, err = M.check_options(name, P.info and P.info.options, options)
+  if not opts then return nil, err end
+  return { P = P, name = name, opts = opts }
+end
+
+-- Short name of a policy file: its base name without .lua.
+function M.name_of(path)
+  return (path:match("([^/]+)$") or path):gsub("%.lua$", "")
+end
+
+-- Runs a policy file in its own environment (globals it sets stay its
+-- own) and returns the table it returns.
+function M.load_file(path)
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, "cannot load policy " .. path .. ": " .. err end
+  setfenv(chunk, setmetatable({}, { __index = _G }))
+  local ok, P = pcall(chunk)
+  if not ok then return nil, "cannot load policy " .. path .. ": " .. tostring(P) end
+  return P
+end
+
+-- A policy file as an instance with validated options.
+function M.load(path, options)
+  local P, err = M.load_file(path)
+  if not P then return nil, err end
+  return M.new(P, options, M.name_of(path))
+end
+
+return M

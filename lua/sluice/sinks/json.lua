@@ -1,0 +1,44 @@
+-- JSON lines sink: one record (a Lua table) per line, buffered.
+local cjson = require("cjson").new()
+cjson.encode_number_precision(16) -- epoch seconds keep their microseconds
+
+local encode = cjson.encode
+
+local M = {}
+
+local Sink = {}
+Sink.__index = Sink
+
+-- sluice.sink.json{ path = "out.json" } ("-" is stdout)
+function M.new(opts)
+  if type(opts) ~= "table" or type(opts.path) ~= "string" then
+    error("sluice.sink.json{ path = ... } needs a path", 2)
+  end
+  local fh, err
+  if opts.path == "-" then
+    fh = io.stdout
+  else
+    fh, err = io.open(opts.path, opts.append and "a" or "w")
+    if not fh then return nil, err end
+  end
+  fh:setvbuf("full", 65536)
+  return setmetatable({ fh = fh, path = opts.path, written = 0 }, Sink)
+end
+
+function Sink:write(rec)
+  local ok, err = self.fh:write(encode(rec), "\n")
+  if not ok then return nil, err end
+  self.written = self.written + 1
+  return true
+end
+
+function Sink:flush()
+  return self.fh:flush()
+end
+
+function Sink:close()
+  if self.fh == io.stdout then return self.fh:flush() end
+  return self.fh:close()
+end
+
+return M
