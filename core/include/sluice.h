@@ -296,8 +296,18 @@ SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
  * RFC 5952 form); returns its length or a negative error. */
 SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,
 		       size_t len);
+/* One JSON object (no newline) with the documented fields of a flow or a
+ * slice record; returns its length, or the length needed if len is too
+ * small (as snprintf). */
+SL_API int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf,
+			    size_t len);
+SL_API int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf,
+			     size_t len);
 SL_API const char *sl_strerror(int code);
 SL_API const char *sl_end_reason_name(int reason);
+SL_API const char *sl_tcp_state_name(int state);
+/* "tcp", "udp", ...; NULL for a protocol without a name here. */
+SL_API const char *sl_proto_name(int proto);
 SL_API const char *sl_version(void);
 
 #endif

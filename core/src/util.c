@@ -53,3 +53,47 @@ int sl_key_addr(const struct sl_key *k, int which, char *buf, size_t len)
 		return -errno;
 	return (int)strlen(buf);
 }
+
+const char *sl_tcp_state_name(int state)
+{
+	static const char *const names[] = {
+		[SL_TCP_NONE] = "none",
+		[SL_TCP_SYN_SENT] = "syn_sent",
+		[SL_TCP_SYN_RECEIVED] = "syn_received",
+		[SL_TCP_ESTABLISHED] = "established",
+		[SL_TCP_FIN_WAIT] = "fin_wait",
+		[SL_TCP_CLOSING] = "closing",
+		[SL_TCP_CLOSED] = "closed",
+		[SL_TCP_RESET] = "reset",
+		[SL_TCP_MIDSTREAM] = "midstream",
+	};
+
+	if (state < 0 || state >= (int)(sizeof(names) / sizeof(names[0])))
+		return "unknown";
+	return names[state];
+}
+
+const char *sl_proto_name(int proto)
+{
+	switch (proto) {
+	case 1:
+		return "icmp";
+	case 2:
+		return "igmp";
+	case 6:
+		return "tcp";
+	case 17:
+		return "udp";
+	case 47:
+		return "gre";
+	case 50:
+		return "esp";
+	case 51:
+		return "ah";
+	case 58:
+		return "icmp6";
+	case 132:
+		return "sctp";
+	}
+	return NULL;
+}

@@ -9,12 +9,20 @@ local tonumber = tonumber
 
 local M = {}
 
-local PROTO_NAMES = { [1] = "icmp", [2] = "igmp", [6] = "tcp", [17] = "udp",
-  [47] = "gre", [50] = "esp", [51] = "ah", [58] = "icmp6", [132] = "sctp" }
+-- Protocol and state names come from the core, cached as Lua strings.
+local PROTO_NAMES = setmetatable({}, { __index = function(t, num)
+  local name = C.sl_proto_name(num)
+  name = name ~= nil and ffi.string(name) or tostring(num)
+  t[num] = name
+  return name
+end })
 M.PROTO_NAMES = PROTO_NAMES
 
-local TCP_STATES = { [0] = "none", "syn_sent", "syn_received", "established",
-  "fin_wait", "closing", "closed", "reset", "midstream" }
+local TCP_STATES = {}
+for s = 0, C.SL_TCP_MIDSTREAM do TCP_STATES[s] = ffi.string(C.sl_tcp_state_name(s)) end
+
+local jsonbuf_len = 1024
+local jsonbuf = ffi.new("char[?]", jsonbuf_len)
 
 local addrbuf = ffi.new("char[64]")
 local function addr(key, which)
@@ -25,7 +33,7 @@ end
 M.addr = addr
 
 function M.proto_name(num)
-  return PROTO_NAMES[num] or tostring(num)
+  return PROTO_NAMES[num]
 end
 
 function M.end_reason_name(reason)
@@ -43,7 +51,7 @@ local function key_getters(g)
   g.dst = function(r) return addr(r.key, 1) end
   g.sport = function(r) return r.key.sport end
   g.dport = function(r) return r.key.dport end
-  g.proto = function(r) return PROTO_NAMES[r.key.proto] or tostring(r.key.proto) end
+  g.proto = function(r) return PROTO_NAMES[r.key.proto] end
   g.proto_num = function(r) return r.key.proto end
   g.ip_version = function(r) return r.key.ip_version end
   g.vlan = function(r) return r.key.vlan end
@@ -94,11 +102,16 @@ function flow_methods.totable(r)
   }
 end
 
+-- The record's JSON line (without newline), formatted by the core.
+function flow_methods.json(r)
+  return ffi.string(jsonbuf, C.sl_flow_rec_json(r, jsonbuf, jsonbuf_len))
+end
+
 local function describe(r, kind)
   local src, dst = addr(r.key, 0), addr(r.key, 1)
   if r.key.ip_version == 6 then src, dst = "[" .. src .. "]", "[" .. dst .. "]" end
   return string.format("%s %d %s %s:%d -> %s:%d", kind, tonumber(r.fid),
-    PROTO_NAMES[r.key.proto] or tostring(r.key.proto), src, r.key.sport, dst, r.key.dport)
+    PROTO_NAMES[r.key.proto], src, r.key.sport, dst, r.key.dport)
 end
 
 function flow_methods.__tostring(r)
@@ -140,6 +153,10 @@ local slice_get = key_getters {
 }
 
 local slice_methods = {}
+
+function slice_methods.json(r)
+  return ffi.string(jsonbuf, C.sl_slice_rec_json(r, jsonbuf, jsonbuf_len))
+end
 
 function slice_methods.totable(r)
   return {

@@ -9,12 +9,12 @@ function P.init(_, ctx)
 end
 
 function P.on_flow_end(flow)
-  emit(flow:totable())
+  emit(flow:json())
 end
 
 function P.on_slice(batch)
   for rec in batch:records() do
-    emit(rec:totable())
+    emit(rec:json())
   end
 end
 

@@ -1,8 +1,7 @@
--- JSON lines sink: one record (a Lua table) per line, buffered.
-local cjson = require("cjson").new()
-cjson.encode_number_precision(16) -- epoch seconds keep their microseconds
-
-local encode = cjson.encode
+-- JSON lines sink: one record per line, buffered. A record is a Lua table
+-- or an already encoded JSON object (flow:json(), rec:json()).
+local encode = require("sluice.json").encode
+local type = type
 
 local M = {}
 
@@ -26,7 +25,8 @@ function M.new(opts)
 end
 
 function Sink:write(rec)
-  local ok, err = self.fh:write(encode(rec), "\n")
+  if type(rec) ~= "string" then rec = encode(rec) end
+  local ok, err = self.fh:write(rec, "\n")
   if not ok then return nil, err end
   self.written = self.written + 1
   return true
