@@ -475,37 +475,73 @@ static void frag_remember(struct sl_engine *e, struct sl_decoded *d)
 	}
 }
 
-static int packet_process(struct sl_engine *e, const struct sl_packet *p)
+static void prep_hash(struct sl_prep *pp)
 {
-	struct sl_decoded d;
-	struct sl_key ck;
+	pp->ckey = pp->d.key;
+	pp->swapped = key_canonical(&pp->ckey);
+	pp->hash = key_hash(&pp->ckey);
+	pp->hashed = 1;
+}
+
+/* Decodes and hashes a whole batch first and prefetches the buckets: the
+ * lookups that follow then mostly hit the cache. */
+static void batch_prepare(struct sl_engine *e)
+{
+	for (uint32_t i = 0; i < e->batch.count; i++) {
+		const struct sl_packet *p = &e->batch.pkt[i];
+		struct sl_prep *pp = &e->prep[i];
+
+		pp->hashed = 0;
+		pp->status = sl_decode(p->data, p->caplen, p->linktype, &pp->d);
+		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
+			continue;
+		prep_hash(pp);
+		__builtin_prefetch(bucket_of(e, pp->hash));
+	}
+}
+
+static void prefetch_flow(struct sl_engine *e, uint32_t i)
+{
+	uint32_t s;
+
+	if (i >= e->batch.count || !e->prep[i].hashed)
+		return;
+	s = *bucket_of(e, e->prep[i].hash);
+	if (s)
+		__builtin_prefetch(&e->pool[s - 1]);
+}
+
+static int packet_process(struct sl_engine *e, uint32_t i)
+{
+	const struct sl_packet *p = &e->batch.pkt[i];
+	struct sl_prep *pp = &e->prep[i];
 	struct sl_flow *f;
 	struct sl_dir *dir;
-	uint32_t hash;
-	int swapped, di, reason = 0, fresh = 0, rc;
+	int di, reason = 0, fresh = 0, rc;
 
+	prefetch_flow(e, i + 2);
 	e->stats.packets++;
 	e->stats.bytes += p->wirelen;
-	rc = sl_decode(p->data, p->caplen, p->linktype, &d);
-	if (rc == SL_DECODE_NOT_IP) {
+	if (pp->status == SL_DECODE_NOT_IP) {
 		e->stats.not_ip++;
 		return 0;
 	}
-	if (rc != SL_DECODE_OK) {
+	if (pp->status != SL_DECODE_OK) {
 		e->stats.malformed++;
-		e->stats.malformed_by[d.malformed < SL_MAL_COUNT ? d.malformed
-								  : 0]++;
+		e->stats.malformed_by[pp->d.malformed < SL_MAL_COUNT
+					      ? pp->d.malformed
+					      : 0]++;
 		return 0;
 	}
-	if (d.frag)
-		frag_remember(e, &d);
+	if (pp->d.frag)
+		frag_remember(e, &pp->d);
+	if (!pp->hashed)
+		prep_hash(pp);
 
-	ck = d.key;
-	swapped = key_canonical(&ck);
-	hash = key_hash(&ck);
-	f = flow_lookup(e, &ck, hash);
+	f = flow_lookup(e, &pp->ckey, pp->hash);
 	if (!f) {
-		f = flow_new(e, &d.key, &ck, hash, swapped, p->ts_ns);
+		f = flow_new(e, &pp->d.key, &pp->ckey, pp->hash, pp->swapped,
+			     p->ts_ns);
 		if (!f) {
 			e->stats.flows_refused++;
 			return 0;
@@ -513,7 +549,7 @@ static int packet_process(struct sl_engine *e, const struct sl_packet *p)
 		fresh = 1;
 	}
 
-	di = swapped ^ f->swapped;
+	di = pp->swapped ^ f->swapped;
 	dir = di ? &f->rec.rev : &f->rec.fwd;
 	if (!dir->pkts || p->ts_ns < dir->first_ns)
 		dir->first_ns = p->ts_ns;
@@ -521,10 +557,10 @@ static int packet_process(struct sl_engine *e, const struct sl_packet *p)
 		dir->last_ns = p->ts_ns;
 	dir->pkts++;
 	dir->bytes += p->wirelen;
-	dir->tcp_flags |= d.tcp_flags;
-	f->slice_flags[di] |= d.tcp_flags;
-	if (d.key.proto == 6 && d.frag != SL_FRAG_LATER)
-		reason = tcp_update(f, di, d.tcp_flags, d.payload_len);
+	dir->tcp_flags |= pp->d.tcp_flags;
+	f->slice_flags[di] |= pp->d.tcp_flags;
+	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
+		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);
 
 	f->idle_clock = e->now;
 	LIST_REMOVE(e, &e->idle[f->tclass], slot_of(e, f), idle);
@@ -654,6 +690,7 @@ int sl_engine_step(struct sl_engine *e)
 				e->source_error = rc;
 			return engine_finish(e);
 		}
+		batch_prepare(e);
 	}
 	while (e->cursor < e->batch.count) {
 		const struct sl_packet *p = &e->batch.pkt[e->cursor];
@@ -663,7 +700,7 @@ int sl_engine_step(struct sl_engine *e)
 		rc = clock_advance(e, p->ts_ns);
 		if (rc)
 			return rc; /* 1: an interval closed before this packet */
-		rc = packet_process(e, p);
+		rc = packet_process(e, e->cursor);
 		e->cursor++;
 		if (rc)
 			return rc;

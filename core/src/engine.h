@@ -18,10 +18,11 @@ struct sl_link {
 };
 
 struct sl_flow {
-	struct sl_flow_rec rec;
-	struct sl_key ckey;   /* canonical key: the hash key */
-	uint32_t hnext;	      /* hash chain: slot + 1, 0 ends it */
+	/* what a lookup reads comes first: one cache line */
 	uint32_t hash;
+	uint32_t hnext;	      /* hash chain: slot + 1, 0 ends it */
+	struct sl_key ckey;   /* canonical key: the hash key */
+	struct sl_flow_rec rec;
 	struct sl_link idle;   /* in idle[tclass], ordered by last activity */
 	struct sl_link age;    /* in the age list, ordered by start */
 	uint64_t idle_clock;   /* engine clock at the last packet */
@@ -51,10 +52,22 @@ struct sl_frag_ent {
 
 enum { SL_FRAG_SLOTS = 4096 };
 
+/* A packet of the current batch, decoded ahead so that its hash bucket can
+ * be prefetched while earlier packets are processed. */
+struct sl_prep {
+	struct sl_decoded d;
+	struct sl_key ckey;
+	uint32_t hash;
+	uint8_t status; /* enum sl_decode_status */
+	uint8_t swapped;
+	uint8_t hashed; /* later fragments are hashed once their ports are known */
+};
+
 struct sl_engine {
 	struct sl_config cfg;
 	struct sl_source *src;
 	struct sl_packet_batch batch;
+	struct sl_prep prep[SL_BATCH_MAX];
 	uint32_t cursor; /* next packet of batch to process */
 	int source_error;
 	int done;

@@ -57,6 +57,9 @@ struct pcap_source {
 	size_t len;
 	size_t pos;   /* start of the next record/block */
 	void *map;    /* the mapping when opened from a file, else NULL */
+	size_t dropped; /* mapping: pages before this were given back */
+	size_t ahead;	/* mapping: pages before this were populated */
+	size_t prefetched; /* cache lines before this were prefetched */
 	int err;      /* sticky: once set, every next() returns it */
 	int kind;     /* enum pcap_kind */
 	int swap;     /* file (pcapng: section) byte order is not ours */
@@ -160,6 +163,22 @@ static int pcap_init(struct pcap_source *s, uint32_t magic)
 	return 0;
 }
 
+enum { PREFETCH_DISTANCE = 4096 };
+
+/* Each record's length says where the next one starts, so the reads form a
+ * chain of cache misses; keep a few kilobytes ahead in flight instead. */
+static inline void prefetch_ahead(struct pcap_source *s)
+{
+	size_t limit = s->pos + PREFETCH_DISTANCE;
+
+	if (limit > s->len)
+		limit = s->len;
+	if (s->prefetched < s->pos)
+		s->prefetched = s->pos;
+	for (; s->prefetched < limit; s->prefetched += 64)
+		__builtin_prefetch(s->buf + s->prefetched);
+}
+
 static int pcap_next(struct pcap_source *s, struct sl_packet_batch *b)
 {
 	uint32_t n = 0;
@@ -185,6 +204,7 @@ static int pcap_next(struct pcap_source *s, struct sl_packet_batch *b)
 			break;
 		}
 		wirelen = rd32(s->swap, p + 12);
+		prefetch_ahead(s);
 		if (wirelen < caplen)
 			wirelen = caplen;
 		pkt = &b->pkt[n++];
@@ -452,9 +472,40 @@ static int ng_next(struct pcap_source *s, struct sl_packet_batch *b)
 
 /* ---- ops -------------------------------------------------------------- */
 
+enum { MAP_WINDOW = 8 << 20 };
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+/* A mapped file's pages count in the resident set as they are read: give
+ * back what earlier batches used (nothing points there any more), and map
+ * the next window with one call rather than a page fault every few pages. */
+static void map_slide(struct pcap_source *s)
+{
+	size_t drop = s->pos & ~(size_t)4095, end;
+
+	if (!s->map || s->pos + MAP_WINDOW / 2 < s->ahead)
+		return;
+	if (drop > s->dropped) {
+		(void)madvise((uint8_t *)s->map + s->dropped, drop - s->dropped,
+			      MADV_DONTNEED);
+		s->dropped = drop;
+	}
+	end = s->ahead + MAP_WINDOW < s->len ? s->ahead + MAP_WINDOW : s->len;
+	if (end > s->ahead &&
+	    madvise((uint8_t *)s->map + s->ahead, end - s->ahead,
+		    MADV_POPULATE_READ))
+		(void)madvise((uint8_t *)s->map + s->ahead, end - s->ahead,
+			      MADV_WILLNEED);
+	s->ahead = end;
+}
+
 static int pcap_src_next(struct sl_source *src, struct sl_packet_batch *b)
 {
 	struct pcap_source *s = to_pcap(src);
+
+	map_slide(s);
 
 	if (s->err) {
 		b->count = 0;
