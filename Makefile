@@ -18,7 +18,7 @@ SOBJS   := $(SRCS:core/src/%.c=core/build-san/%.o)
 TESTS   := $(patsubst core/tests/%.c,core/build/%,$(wildcard core/tests/test_*.c))
 STESTS  := $(patsubst core/tests/%.c,core/build-san/%,$(wildcard core/tests/test_*.c))
 
-.PHONY: all check check-c check-lua check-san bench clean install deps
+.PHONY: all check check-c sample bench clean install deps
 all: core/build/sluice_core.so lua/sluice/core_h.lua
 
 core/build core/build-san:
@@ -44,8 +44,14 @@ core/build/test_%: core/tests/test_%.c core/tests/test.h $(OBJS)
 core/build-san/test_%: core/tests/test_%.c core/tests/test.h $(SOBJS)
 	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -Icore/src -o $@ $< $(SOBJS)
 
-check: all core/build-san/sluice_core.so $(TESTS) $(STESTS)
+check: deps
+	@$(MAKE) --no-print-directory all core/build-san/sluice_core.so $(TESTS) $(STESTS)
 	@sh .ci/check.sh
+
+# The main job on the bundled capture: every flow and 5 s slice as JSON.
+sample: deps
+	@$(MAKE) --no-print-directory all
+	./scripts/sluice run -r examples/sample.pcap --slice 5 -v
 
 check-c: $(TESTS)
 	@for t in $(TESTS); do $$t || exit 1; done

@@ -5,7 +5,7 @@
 
 -- From a source checkout, find the checkout's modules (an installed rock
 -- needs nothing).
-local here = arg[0]:match("^(.*)/examples/[^/]*$")
+local here = arg[0]:match("^(.*)/examples/[^/]*$") or (arg[0]:match("^examples/[^/]*$") and ".")
 if here then
   package.path = here .. "/lua/?.lua;" .. here .. "/lua/?/init.lua;" .. package.path
   package.cpath = here .. "/core/build/?.so;" .. package.cpath

@@ -14,7 +14,6 @@ the FFI, zero-copy, and route them to sinks such as JSON lines.]],
 }
 dependencies = {
   "luajit >= 2.0",
-  "lua-cjson",
 }
 build = {
   type = "make",

@@ -1,0 +1,61 @@
+-- bench/run.lua: one in-process sluice measurement, timed with sluice.core's
+-- monotonic clock (sluice.open + engine:run, the whole pass over the file).
+--
+--   luajit bench/run.lua engine TRACE               no policy handlers
+--   luajit bench/run.lua policy TRACE POLICY SLICE  a policy file, --slice SLICE
+--
+-- Prints one line for bench/run.sh:
+--   packets N seconds S rss_kb K flows F
+-- and exits 1 with a message on stderr if anything fails.
+
+-- Use the checkout's Lua modules and core, whatever the current directory.
+do
+  local dir = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or ".") .. "/.."
+  package.path = dir .. "/lua/?.lua;" .. dir .. "/lua/?/init.lua;" .. package.path
+  package.cpath = dir .. "/core/build/?.so;" .. package.cpath
+end
+
+local function fail(msg)
+  io.stderr:write("bench/run.lua: ", tostring(msg), "\n")
+  os.exit(1)
+end
+
+local ok, sluice = pcall(require, "sluice")
+if not ok then fail("cannot load sluice: " .. tostring(sluice)) end
+local core = require "sluice.core"
+
+local mode, trace = arg[1], arg[2]
+if not trace then
+  fail("usage: luajit bench/run.lua engine TRACE | policy TRACE POLICY.lua SLICE")
+end
+
+local policies, open_opts
+if mode == "engine" then
+  policies = {} -- an empty policy table: the engine alone
+  open_opts = { read = trace }
+elseif mode == "policy" then
+  local path, slice = arg[3], arg[4]
+  if not path or not slice then fail("policy mode needs POLICY.lua and SLICE") end
+  local inst, err = sluice.policy.load(path, {})
+  if not inst then fail(err) end
+  policies = { inst }
+  open_opts = { read = trace, slice = tonumber(slice) or slice }
+else
+  fail("unknown mode '" .. tostring(mode) .. "' (engine or policy)")
+end
+
+local emitted = 0
+local function emit() emitted = emitted + 1 end
+
+collectgarbage()
+local t0 = core.monotonic()
+local eng, err = sluice.open(open_opts)
+if not eng then fail(err) end
+local rok, rerr = eng:run(policies, nil, { emit = emit })
+local t1 = core.monotonic()
+if not rok then fail(rerr) end
+
+local st = eng:stats()
+io.write(string.format("packets %d seconds %.6f rss_kb %d flows %d emitted %d\n",
+  st.packets, t1 - t0, math.floor(core.peak_rss() / 1024), st.flows_started, emitted))
+eng:close()

@@ -1,0 +1,258 @@
+#!/bin/sh
+# bench/run.sh - the sluice benchmark, run by `make bench` after the build.
+#
+# Builds the trace generator (shared/bench/genpcap.c, next to the repo) and
+# bench/pcap_floor.c into bench/build/, generates a trace once (kept until
+# its parameters change), then measures, best of BENCH_RUNS runs each:
+#   1. the libpcap read floor (bench/pcap_floor)
+#   2. sluice, engine only, no policy handlers   (bench/run.lua engine)
+#   3. sluice's default CLI job, every ended flow as JSON to /dev/null
+#   4. examples/top_talkers.lua on 1 s slices     (bench/run.lua policy)
+# and prints one table plus each sluice rate as a fraction of the floor.
+# See bench/README.md.
+#
+# Knobs (environment): BENCH_RUNS=3, BENCH_PACKETS=2000000,
+# BENCH_CONCURRENT=20000, BENCH_SEED=1, BENCH_SLICE=1, CC, LUAJIT.
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+GENSRC=$(cd "$(dirname "$0")/../.." && pwd)/shared/bench/genpcap.c
+BUILD=$ROOT/bench/build
+TRACE=$BUILD/trace.pcap
+TRUTH=$BUILD/trace.truth.json
+PARAMS_FILE=$BUILD/trace.params
+TALKERS=$ROOT/examples/top_talkers.lua
+
+PACKETS=${BENCH_PACKETS:-2000000}
+CONCURRENT=${BENCH_CONCURRENT:-20000}
+SEED=${BENCH_SEED:-1}
+RUNS=${BENCH_RUNS:-3}
+SLICE=${BENCH_SLICE:-1}
+CC=${CC:-gcc}
+LUAJIT=${LUAJIT:-luajit}
+
+die() {
+	echo "bench: $*" >&2
+	exit 1
+}
+note() {
+	echo "bench: $*" >&2
+}
+
+for v in "$PACKETS" "$CONCURRENT" "$SEED" "$RUNS"; do
+	case $v in
+	'' | *[!0-9]*) die "BENCH_PACKETS, BENCH_CONCURRENT, BENCH_SEED and BENCH_RUNS must be integers (got '$v')" ;;
+	esac
+done
+[ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
+
+# --- prerequisites ---------------------------------------------------------
+[ -f "$GENSRC" ] || die "trace generator not found: $GENSRC
+  (bench expects the shared generator at <repo>/../shared/bench/genpcap.c;
+  it is not part of this repository and is never copied into it)"
+command -v "$CC" >/dev/null 2>&1 || die "C compiler '$CC' not found"
+command -v "$LUAJIT" >/dev/null 2>&1 || die "'$LUAJIT' not found (apt-get install luajit)"
+[ -f "$ROOT/core/build/sluice_core.so" ] ||
+	die "core/build/sluice_core.so is missing: run 'make' (or 'make bench') first"
+[ -f "$ROOT/lua/sluice/core_h.lua" ] ||
+	die "lua/sluice/core_h.lua is missing: run 'make' (or 'make bench') first"
+mkdir -p "$BUILD"
+
+# --- tools -----------------------------------------------------------------
+if [ ! -x "$BUILD/genpcap" ] || [ "$GENSRC" -nt "$BUILD/genpcap" ]; then
+	note "building genpcap from $GENSRC"
+	"$CC" -O2 -o "$BUILD/genpcap" "$GENSRC" -lm ||
+		die "cannot build $GENSRC"
+fi
+if [ ! -x "$BUILD/pcap_floor" ] || [ "$ROOT/bench/pcap_floor.c" -nt "$BUILD/pcap_floor" ]; then
+	note "building pcap_floor"
+	"$CC" -O2 -o "$BUILD/pcap_floor" "$ROOT/bench/pcap_floor.c" -lpcap ||
+		die "cannot build bench/pcap_floor.c: it needs libpcap's headers and library (apt-get install libpcap-dev)"
+fi
+
+# --- trace -----------------------------------------------------------------
+# Regenerated only when missing or when the parameters (or the generator's
+# source) changed; same parameters give the same bytes.
+GENSUM=$(cksum <"$GENSRC" | awk '{ print $1 "-" $2 }')
+PARAMS="genpcap -n $PACKETS -c $CONCURRENT -s $SEED src $GENSUM"
+if [ -f "$TRACE" ] && [ -s "$TRUTH" ] && [ -f "$PARAMS_FILE" ] &&
+	[ "$(cat "$PARAMS_FILE")" = "$PARAMS" ]; then
+	:
+else
+	note "generating trace: $PACKETS packets, $CONCURRENT concurrent flows, seed $SEED"
+	rm -f "$TRACE" "$TRUTH" "$PARAMS_FILE"
+	"$BUILD/genpcap" -o "$TRACE.tmp" -n "$PACKETS" -c "$CONCURRENT" -s "$SEED" 2>"$TRUTH.tmp" || {
+		cat "$TRUTH.tmp" >&2
+		rm -f "$TRACE.tmp" "$TRUTH.tmp"
+		die "genpcap failed"
+	}
+	mv "$TRACE.tmp" "$TRACE"
+	mv "$TRUTH.tmp" "$TRUTH"
+	printf '%s\n' "$PARAMS" >"$PARAMS_FILE"
+fi
+
+# A number from the ground truth JSON (genpcap prints one key per name).
+truth() {
+	sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" "$TRUTH" | head -n 1
+}
+T_PACKETS=$(truth packets)
+T_FLOWS=$(truth flows)
+T_CONC=$(truth concurrent)
+T_DUR=$(truth duration_s)
+[ -n "$T_PACKETS" ] && [ -n "$T_FLOWS" ] || die "cannot read packets/flows from $TRUTH (delete it to regenerate)"
+T_MB=$(wc -c <"$TRACE" | awk '{ printf "%.0f", $1 / 1048576 }')
+
+# --- clocks and RSS for the CLI subprocess ---------------------------------
+# GNU date has %N; elsewhere fall back to LuaJIT's clock_gettime.
+case $(date +%N 2>/dev/null) in
+'' | *[!0-9]*) NOW=luajit ;;
+*) NOW=date ;;
+esac
+now() {
+	if [ "$NOW" = date ]; then
+		date +%s.%N
+	else
+		"$LUAJIT" -e 'local ffi = require "ffi"
+			ffi.cdef "struct ts { long s; long ns; }; int clock_gettime(int, struct ts *);"
+			local t = ffi.new("struct ts"); ffi.C.clock_gettime(1, t)
+			io.write(string.format("%d.%09d\n", tonumber(t.s), tonumber(t.ns)))'
+	fi
+}
+# Peak RSS of the child: GNU time if present, else python3's
+# getrusage(RUSAGE_CHILDREN), else not measured.
+if [ -x /usr/bin/time ] && /usr/bin/time -f %M -o "$BUILD/time.probe" true 2>/dev/null &&
+	grep -q '^[0-9][0-9]*$' "$BUILD/time.probe" 2>/dev/null; then
+	RSS_TOOL=time
+elif command -v python3 >/dev/null 2>&1; then
+	RSS_TOOL=python3
+else
+	RSS_TOOL=none
+fi
+rm -f "$BUILD/time.probe"
+
+# The default CLI job as a subprocess; -v adds the final counters on stderr,
+# from which the packet and flow counts are read.
+run_cli() {
+	rssf=$BUILD/cli.rss
+	errf=$BUILD/cli.stderr
+	rm -f "$rssf"
+	rc=0
+	set -- "$ROOT/scripts/sluice" run -r "$TRACE" -q -v --out json:/dev/null
+	t0=$(now)
+	case $RSS_TOOL in
+	time) /usr/bin/time -f %M -o "$rssf" "$@" 2>"$errf" || rc=$? ;;
+	python3) python3 -c 'import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write("%d\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(rc)' "$rssf" "$@" 2>"$errf" || rc=$? ;;
+	*) "$@" 2>"$errf" || rc=$? ;;
+	esac
+	t1=$(now)
+	if [ "${rc:-0}" != 0 ]; then
+		cat "$errf" >&2
+		echo "scripts/sluice exited with status $rc" >&2
+		return 1
+	fi
+	pk=$(sed -n 's/^packets \([0-9][0-9]*\) .*/\1/p' "$errf" | tail -n 1)
+	fl=$(sed -n 's/^flows \([0-9][0-9]*\) .*/\1/p' "$errf" | tail -n 1)
+	rss=n/a
+	[ -s "$rssf" ] && rss=$(tail -n 1 "$rssf")
+	echo "packets ${pk:-?} seconds $(echo "$t0 $t1" | awk '{ printf "%.6f", $2 - $1 }') rss_kb $rss flows ${fl:-?}"
+}
+
+one_run() {
+	case $1 in
+	floor) "$BUILD/pcap_floor" "$TRACE" ;;
+	engine) "$LUAJIT" "$ROOT/bench/run.lua" engine "$TRACE" ;;
+	cli) run_cli ;;
+	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
+	esac
+}
+
+# --- measurements ----------------------------------------------------------
+FAILED=0
+FLOOR_MPPS=
+RATIOS=
+
+# measure KIND LABEL: best of RUNS by packets/second, one table line.
+measure() {
+	kind=$1
+	label=$2
+	best=
+	i=1
+	while [ "$i" -le "$RUNS" ]; do
+		if line=$(one_run "$kind" 2>"$BUILD/$kind.err"); then
+			best=$(printf '%s\n%s\n' "$best" "$line" | awk '
+				$1 == "packets" && $4 > 0 {
+					r = ($2 ~ /^[0-9]+$/ ? $2 : '"$T_PACKETS"') / $4
+					if (!seen || r > bestr) { bestr = r; b = $0; seen = 1 }
+				}
+				END { print b }')
+		else
+			FAILED=1
+			printf '%-20s FAILED (run %d of %d):\n' "$label" "$i" "$RUNS"
+			sed 's/^/    /' "$BUILD/$kind.err" | tail -n 8
+			return 0
+		fi
+		i=$((i + 1))
+	done
+	if [ -z "$best" ]; then
+		FAILED=1
+		printf '%-20s FAILED: no usable result (output: %s)\n' "$label" "$line"
+		return 0
+	fi
+	# shellcheck disable=SC2086
+	set -- $best
+	pk=$2 secs=$4 rss=$6 fl=${8:-}
+	pk_n=$pk
+	case $pk_n in '' | *[!0-9]*) pk_n=$T_PACKETS ;; esac
+	mpps=$(echo "$pk_n $secs" | awk '{ printf "%.2f", $1 / $2 / 1e6 }')
+	rss_mb=n/a
+	case $rss in '' | *[!0-9]*) ;; *) rss_mb=$(echo "$rss" | awk '{ printf "%.0f", $1 / 1024 }') ;; esac
+	extra=
+	[ -n "$fl" ] && extra="   flows $fl"
+	[ "$pk" = "$T_PACKETS" ] || extra="$extra   (!) trace has $T_PACKETS packets"
+	printf '%-20s %8s pkts %6.2f s %6.2f Mpps   rss %s MB%s\n' \
+		"$label" "$pk" "$secs" "$mpps" "$rss_mb" "$extra"
+	if [ "$kind" = floor ]; then
+		FLOOR_MPPS=$mpps
+	else
+		RATIOS="$RATIOS$label|$mpps
+"
+	fi
+}
+
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
+echo "sluice bench  $(date '+%Y-%m-%d %H:%M')  $(uname -m)${CPU:+, $CPU}  best of $RUNS runs"
+echo "trace: ${TRACE#"$ROOT"/}  $T_PACKETS packets  $T_MB MB  ground truth: $T_FLOWS flows, $T_CONC concurrent, ${T_DUR}s of traffic"
+echo
+
+# Warm the page cache so the first run does not pay for the disk.
+cat "$TRACE" >/dev/null
+
+measure floor "libpcap floor"
+measure engine "sluice engine only"
+measure cli "sluice CLI json"
+if [ -f "$TALKERS" ]; then
+	measure talkers "top_talkers slice $SLICE"
+else
+	printf '%-20s skipped: examples/top_talkers.lua does not exist (yet)\n' "top_talkers"
+fi
+
+if [ -n "$FLOOR_MPPS" ] && [ -n "$RATIOS" ]; then
+	echo
+	echo "rate relative to the libpcap floor ($FLOOR_MPPS Mpps):"
+	printf '%s' "$RATIOS" | while IFS='|' read -r label mpps; do
+		echo "$label $mpps $FLOOR_MPPS" | awk -v l="$label" '{
+			printf "  %-20s %5.2fx floor", l, $(NF - 1) / $NF
+			if ($(NF - 1) > 0) printf "   (%.1f ns/pkt over the floor)", 1e3 / $(NF - 1) - 1e3 / $NF
+			printf "\n" }'
+	done
+fi
+echo "(RSS: peak resident set, includes the touched pages of the mmap'd trace; CLI RSS via $RSS_TOOL)"
+
+if [ "$FAILED" != 0 ]; then
+	echo
+	die "some measurements failed (details above; stderr kept in bench/build/*.err)"
+fi
