@@ -175,6 +175,11 @@ FAILED=0
 FLOOR_MPPS=
 RATIOS=
 
+# field NAME LINE: the value after NAME in a "name value name value" line.
+field() {
+	echo "$2" | awk -v k="$1" '{ for (i = 1; i < NF; i += 2) if ($i == k) { print $(i + 1); exit } }'
+}
+
 # measure KIND LABEL: best of RUNS by packets/second, one table line.
 measure() {
 	kind=$1
@@ -202,9 +207,10 @@ measure() {
 		printf '%-20s FAILED: no usable result (output: %s)\n' "$label" "$line"
 		return 0
 	fi
-	# shellcheck disable=SC2086
-	set -- $best
-	pk=$2 secs=$4 rss=$6 fl=${8:-}
+	pk=$(field packets "$best")
+	secs=$(field seconds "$best")
+	rss=$(field rss_kb "$best")
+	fl=$(field flows "$best")
 	pk_n=$pk
 	case $pk_n in '' | *[!0-9]*) pk_n=$T_PACKETS ;; esac
 	mpps=$(echo "$pk_n $secs" | awk '{ printf "%.2f", $1 / $2 / 1e6 }')
@@ -250,7 +256,7 @@ if [ -n "$FLOOR_MPPS" ] && [ -n "$RATIOS" ]; then
 			printf "\n" }'
 	done
 fi
-echo "(RSS: peak resident set, includes the touched pages of the mmap'd trace; CLI RSS via $RSS_TOOL)"
+echo "(rss: peak resident set size; sluice maps the trace, so it counts the mapped pages still resident; CLI rss via $RSS_TOOL)"
 
 if [ "$FAILED" != 0 ]; then
 	echo

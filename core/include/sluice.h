@@ -22,11 +22,11 @@
 
 /* Error codes beyond errno's range. */
 enum sl_error {
-	SL_E_FORMAT = -1001,	 /* not a pcap/pcapng file, or a corrupt record */
-	SL_E_TRUNCATED = -1002,	 /* the file ends inside a record */
-	SL_E_LINKTYPE = -1003,	 /* link type not supported */
-	SL_E_POOL = -1004,	 /* flow pool exhausted */
-	SL_E_STATE = -1005,	 /* call not valid in the engine's state */
+	SL_E_FORMAT = -1001, /* not a pcap/pcapng file, or a corrupt record */
+	SL_E_TRUNCATED = -1002, /* the file ends inside a record */
+	SL_E_LINKTYPE = -1003,	/* link type not supported */
+	SL_E_POOL = -1004,	/* flow pool exhausted */
+	SL_E_STATE = -1005,	/* call not valid in the engine's state */
 };
 
 /* Link types as written in pcap/pcapng files (LINKTYPE_*). */
@@ -104,13 +104,14 @@ enum sl_frag {
 };
 
 struct sl_decoded {
-	struct sl_key key;	/* as seen on the wire: src -> dst */
-	uint32_t frag_id;	/* IPv4 identification / IPv6 fragment id */
-	uint16_t l4_offset;	/* offset of the L4 header in the frame */
+	struct sl_key key;	 /* as seen on the wire: src -> dst */
+	uint32_t frag_id;	 /* IPv4 identification / IPv6 fragment id */
+	uint16_t l4_offset;	 /* offset of the L4 header in the frame */
 	uint16_t payload_offset; /* offset of the L4 payload in the frame */
-	uint16_t payload_len;	/* L4 payload bytes present in the frame */
-	uint8_t frag;		/* enum sl_frag */
-	uint8_t tcp_flags;	/* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 ... */
+	uint16_t payload_len;	 /* L4 payload bytes present in the frame */
+	uint8_t frag;		 /* enum sl_frag */
+	uint8_t
+	    tcp_flags; /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 ... */
 	uint8_t icmp_type;
 	uint8_t icmp_code;
 	uint8_t malformed; /* enum sl_malformed */
@@ -238,8 +239,8 @@ struct sl_config {
 	uint32_t pool_flows; /* flow slots; 0: default (1M) */
 	uint32_t pad;
 	uint64_t idle_timeout_ns[SL_TIMEOUT_COUNT]; /* 0: default */
-	uint64_t active_timeout_ns;  /* 0: default (1800 s) */
-	uint64_t slice_ns;	     /* 0: no slices */
+	uint64_t active_timeout_ns;		    /* 0: default (1800 s) */
+	uint64_t slice_ns;			    /* 0: no slices */
 };
 
 struct sl_stats {
@@ -299,8 +300,7 @@ SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,
 /* One JSON object (no newline) with the documented fields of a flow or a
  * slice record; returns its length, or the length needed if len is too
  * small (as snprintf). */
-SL_API int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf,
-			    size_t len);
+SL_API int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf, size_t len);
 SL_API int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf,
 			     size_t len);
 SL_API const char *sl_strerror(int code);

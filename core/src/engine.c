@@ -16,10 +16,10 @@
 #define NS 1000000000ULL
 
 static const uint64_t default_idle_ns[SL_TIMEOUT_COUNT] = {
-	[SL_TIMEOUT_TCP] = 300 * NS,
-	[SL_TIMEOUT_UDP] = 60 * NS,
-	[SL_TIMEOUT_ICMP] = 30 * NS,
-	[SL_TIMEOUT_OTHER] = 30 * NS,
+    [SL_TIMEOUT_TCP] = 300 * NS,
+    [SL_TIMEOUT_UDP] = 60 * NS,
+    [SL_TIMEOUT_ICMP] = 30 * NS,
+    [SL_TIMEOUT_OTHER] = 30 * NS,
 };
 
 enum { DEFAULT_POOL = 1 << 20 };
@@ -33,29 +33,29 @@ static void list_init(struct sl_list *l)
 	l->head = l->tail = SL_NIL;
 }
 
-#define LIST_APPEND(e, list, slot, member)                                   \
-	do {                                                                 \
-		struct sl_link *_ln = LINK(e, slot, member);                 \
-		_ln->prev = (list)->tail;                                    \
-		_ln->next = SL_NIL;                                          \
-		if ((list)->tail != SL_NIL)                                  \
-			LINK(e, (list)->tail, member)->next = (slot);        \
-		else                                                         \
-			(list)->head = (slot);                               \
-		(list)->tail = (slot);                                       \
+#define LIST_APPEND(e, list, slot, member)                                     \
+	do {                                                                   \
+		struct sl_link *_ln = LINK(e, slot, member);                   \
+		_ln->prev = (list)->tail;                                      \
+		_ln->next = SL_NIL;                                            \
+		if ((list)->tail != SL_NIL)                                    \
+			LINK(e, (list)->tail, member)->next = (slot);          \
+		else                                                           \
+			(list)->head = (slot);                                 \
+		(list)->tail = (slot);                                         \
 	} while (0)
 
-#define LIST_REMOVE(e, list, slot, member)                                   \
-	do {                                                                 \
-		struct sl_link *_ln = LINK(e, slot, member);                 \
-		if (_ln->prev != SL_NIL)                                     \
-			LINK(e, _ln->prev, member)->next = _ln->next;        \
-		else                                                         \
-			(list)->head = _ln->next;                            \
-		if (_ln->next != SL_NIL)                                     \
-			LINK(e, _ln->next, member)->prev = _ln->prev;        \
-		else                                                         \
-			(list)->tail = _ln->prev;                            \
+#define LIST_REMOVE(e, list, slot, member)                                     \
+	do {                                                                   \
+		struct sl_link *_ln = LINK(e, slot, member);                   \
+		if (_ln->prev != SL_NIL)                                       \
+			LINK(e, _ln->prev, member)->next = _ln->next;          \
+		else                                                           \
+			(list)->head = _ln->next;                              \
+		if (_ln->next != SL_NIL)                                       \
+			LINK(e, _ln->next, member)->prev = _ln->prev;          \
+		else                                                           \
+			(list)->tail = _ln->prev;                              \
 	} while (0)
 
 /* ---- growable output arrays (grow only; reused after warm-up) -------- */
@@ -149,8 +149,8 @@ static uint32_t *bucket_of(struct sl_engine *e, uint32_t hash)
 	return &e->buckets[hash & e->bucket_mask];
 }
 
-static struct sl_flow *flow_lookup(struct sl_engine *e,
-				   const struct sl_key *ck, uint32_t hash)
+static struct sl_flow *flow_lookup(struct sl_engine *e, const struct sl_key *ck,
+				   uint32_t hash)
 {
 	uint32_t s = *bucket_of(e, hash);
 
@@ -529,8 +529,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (pp->status != SL_DECODE_OK) {
 		e->stats.malformed++;
 		e->stats.malformed_by[pp->d.malformed < SL_MAL_COUNT
-					      ? pp->d.malformed
-					      : 0]++;
+					  ? pp->d.malformed
+					  : 0]++;
 		return 0;
 	}
 	if (pp->d.frag)
@@ -572,8 +572,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	}
 	/* the start event is written after the first packet is counted, so
 	 * handlers see what opened the flow */
-	if (fresh && !event_push(e, SL_EVENT_FLOW_START, slot_of(e, f),
-				 p->ts_ns))
+	if (fresh &&
+	    !event_push(e, SL_EVENT_FLOW_START, slot_of(e, f), p->ts_ns))
 		return -ENOMEM;
 	if (reason)
 		return flow_end(e, f, reason, p->ts_ns);
@@ -699,7 +699,8 @@ int sl_engine_step(struct sl_engine *e)
 			slice_open(e, p->ts_ns);
 		rc = clock_advance(e, p->ts_ns);
 		if (rc)
-			return rc; /* 1: an interval closed before this packet */
+			return rc; /* 1: an interval closed before this packet
+				    */
 		rc = packet_process(e, e->cursor);
 		e->cursor++;
 		if (rc)

@@ -20,19 +20,19 @@ struct sl_link {
 struct sl_flow {
 	/* what a lookup reads comes first: one cache line */
 	uint32_t hash;
-	uint32_t hnext;	      /* hash chain: slot + 1, 0 ends it */
-	struct sl_key ckey;   /* canonical key: the hash key */
+	uint32_t hnext;	    /* hash chain: slot + 1, 0 ends it */
+	struct sl_key ckey; /* canonical key: the hash key */
 	struct sl_flow_rec rec;
-	struct sl_link idle;   /* in idle[tclass], ordered by last activity */
-	struct sl_link age;    /* in the age list, ordered by start */
-	uint64_t idle_clock;   /* engine clock at the last packet */
-	uint64_t start_clock;  /* engine clock at the first packet */
-	uint32_t slice_epoch;  /* interval it was last touched in */
+	struct sl_link idle;  /* in idle[tclass], ordered by last activity */
+	struct sl_link age;   /* in the age list, ordered by start */
+	uint64_t idle_clock;  /* engine clock at the last packet */
+	uint64_t start_clock; /* engine clock at the first packet */
+	uint32_t slice_epoch; /* interval it was last touched in */
 	uint8_t live;
-	uint8_t swapped;       /* ckey is rec.key reversed */
-	uint8_t tclass;	       /* enum sl_timeout_class */
-	uint8_t fin_seen;      /* bit 0: fwd sent FIN, bit 1: rev */
-	uint8_t hist_seen[2];  /* history letters already written, per dir */
+	uint8_t swapped;      /* ckey is rec.key reversed */
+	uint8_t tclass;	      /* enum sl_timeout_class */
+	uint8_t fin_seen;     /* bit 0: fwd sent FIN, bit 1: rev */
+	uint8_t hist_seen[2]; /* history letters already written, per dir */
 	uint8_t hist_len;
 	uint8_t slice_flags[2];
 	struct sl_counts base[2]; /* totals when the interval opened */
@@ -60,7 +60,8 @@ struct sl_prep {
 	uint32_t hash;
 	uint8_t status; /* enum sl_decode_status */
 	uint8_t swapped;
-	uint8_t hashed; /* later fragments are hashed once their ports are known */
+	uint8_t
+	    hashed; /* later fragments are hashed once their ports are known */
 };
 
 struct sl_engine {

@@ -8,17 +8,16 @@
 
 /* Appends with snprintf semantics: pos keeps counting past len so the
  * caller learns the size needed. */
-#define APPEND(buf, len, pos, ...)                                           \
-	do {                                                                 \
-		size_t _room = (pos) < (len) ? (len) - (pos) : 0;            \
-		int _n = snprintf(_room ? (buf) + (pos) : NULL, _room,       \
-				  __VA_ARGS__);                              \
-		if (_n > 0)                                                  \
-			(pos) += (size_t)_n;                                 \
+#define APPEND(buf, len, pos, ...)                                             \
+	do {                                                                   \
+		size_t _room = (pos) < (len) ? (len) - (pos) : 0;              \
+		int _n = snprintf(_room ? (buf) + (pos) : NULL, _room,         \
+				  __VA_ARGS__);                                \
+		if (_n > 0)                                                    \
+			(pos) += (size_t)_n;                                   \
 	} while (0)
 
-static size_t put_key(const struct sl_key *k, char *buf, size_t len,
-		      size_t pos)
+static size_t put_key(const struct sl_key *k, char *buf, size_t len, size_t pos)
 {
 	char src[64], dst[64], num[8];
 	const char *proto = sl_proto_name(k->proto);
@@ -39,7 +38,7 @@ static size_t put_key(const struct sl_key *k, char *buf, size_t len,
 }
 
 /* Epoch seconds with microseconds, as a JSON number. */
-#define TS_FMT "%" PRIu64 ".%06" PRIu64
+#define TS_FMT	   "%" PRIu64 ".%06" PRIu64
 #define TS_ARG(ns) (ns) / 1000000000u, (ns) % 1000000000u / 1000u
 
 int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf, size_t len)

@@ -55,14 +55,14 @@ struct pcap_source {
 	struct sl_source base; /* first: the generic layer casts to it */
 	const uint8_t *buf;
 	size_t len;
-	size_t pos;   /* start of the next record/block */
-	void *map;    /* the mapping when opened from a file, else NULL */
-	size_t dropped; /* mapping: pages before this were given back */
-	size_t ahead;	/* mapping: pages before this were populated */
+	size_t pos;	   /* start of the next record/block */
+	void *map;	   /* the mapping when opened from a file, else NULL */
+	size_t dropped;	   /* mapping: pages before this were given back */
+	size_t ahead;	   /* mapping: pages before this were populated */
 	size_t prefetched; /* cache lines before this were prefetched */
-	int err;      /* sticky: once set, every next() returns it */
-	int kind;     /* enum pcap_kind */
-	int swap;     /* file (pcapng: section) byte order is not ours */
+	int err;	   /* sticky: once set, every next() returns it */
+	int kind;	   /* enum pcap_kind */
+	int swap;	   /* file (pcapng: section) byte order is not ours */
 	int linktype; /* pcap header or first pcapng IDB; SL_E_FORMAT: none */
 	uint32_t frac_ns; /* pcap: nanoseconds per timestamp fraction unit */
 	uint64_t last_ts; /* pcapng: for Simple Packet Blocks */
@@ -493,9 +493,8 @@ static void map_slide(struct pcap_source *s)
 		s->dropped = drop;
 	}
 	end = s->ahead + MAP_WINDOW < s->len ? s->ahead + MAP_WINDOW : s->len;
-	if (end > s->ahead &&
-	    madvise((uint8_t *)s->map + s->ahead, end - s->ahead,
-		    MADV_POPULATE_READ))
+	if (end > s->ahead && madvise((uint8_t *)s->map + s->ahead,
+				      end - s->ahead, MADV_POPULATE_READ))
 		(void)madvise((uint8_t *)s->map + s->ahead, end - s->ahead,
 			      MADV_WILLNEED);
 	s->ahead = end;

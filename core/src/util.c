@@ -34,9 +34,9 @@ const char *sl_strerror(int code)
 const char *sl_end_reason_name(int reason)
 {
 	static const char *const names[SL_END_COUNT] = {
-		[SL_END_NONE] = "none", [SL_END_FIN] = "fin",
-		[SL_END_RST] = "rst",	[SL_END_IDLE] = "idle",
-		[SL_END_ACTIVE] = "active", [SL_END_EOF] = "eof",
+	    [SL_END_NONE] = "none",	[SL_END_FIN] = "fin",
+	    [SL_END_RST] = "rst",	[SL_END_IDLE] = "idle",
+	    [SL_END_ACTIVE] = "active", [SL_END_EOF] = "eof",
 	};
 
 	if (reason < 0 || reason >= SL_END_COUNT)
@@ -57,15 +57,15 @@ int sl_key_addr(const struct sl_key *k, int which, char *buf, size_t len)
 const char *sl_tcp_state_name(int state)
 {
 	static const char *const names[] = {
-		[SL_TCP_NONE] = "none",
-		[SL_TCP_SYN_SENT] = "syn_sent",
-		[SL_TCP_SYN_RECEIVED] = "syn_received",
-		[SL_TCP_ESTABLISHED] = "established",
-		[SL_TCP_FIN_WAIT] = "fin_wait",
-		[SL_TCP_CLOSING] = "closing",
-		[SL_TCP_CLOSED] = "closed",
-		[SL_TCP_RESET] = "reset",
-		[SL_TCP_MIDSTREAM] = "midstream",
+	    [SL_TCP_NONE] = "none",
+	    [SL_TCP_SYN_SENT] = "syn_sent",
+	    [SL_TCP_SYN_RECEIVED] = "syn_received",
+	    [SL_TCP_ESTABLISHED] = "established",
+	    [SL_TCP_FIN_WAIT] = "fin_wait",
+	    [SL_TCP_CLOSING] = "closing",
+	    [SL_TCP_CLOSED] = "closed",
+	    [SL_TCP_RESET] = "reset",
+	    [SL_TCP_MIDSTREAM] = "midstream",
 	};
 
 	if (state < 0 || state >= (int)(sizeof(names) / sizeof(names[0])))

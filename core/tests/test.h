@@ -6,27 +6,28 @@
 
 static int test_passed, test_failed;
 
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (cond) {                                                  \
-			test_passed++;                                       \
-		} else {                                                     \
-			test_failed++;                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, \
-				#cond);                                      \
-		}                                                            \
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (cond) {                                                    \
+			test_passed++;                                         \
+		} else {                                                       \
+			test_failed++;                                         \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__,          \
+				__LINE__, #cond);                              \
+		}                                                              \
 	} while (0)
 
-#define CHECK_EQ(a, b)                                                       \
-	do {                                                                 \
-		long long _a = (long long)(a), _b = (long long)(b);          \
-		if (_a == _b) {                                              \
-			test_passed++;                                       \
-		} else {                                                     \
-			test_failed++;                                       \
-			fprintf(stderr, "FAIL %s:%d: %s == %s (%lld != %lld)\n", \
-				__FILE__, __LINE__, #a, #b, _a, _b);         \
-		}                                                            \
+#define CHECK_EQ(a, b)                                                         \
+	do {                                                                   \
+		long long _a = (long long)(a), _b = (long long)(b);            \
+		if (_a == _b) {                                                \
+			test_passed++;                                         \
+		} else {                                                       \
+			test_failed++;                                         \
+			fprintf(stderr,                                        \
+				"FAIL %s:%d: %s == %s (%lld != %lld)\n",       \
+				__FILE__, __LINE__, #a, #b, _a, _b);           \
+		}                                                              \
 	} while (0)
 
 static inline int test_done(void)

@@ -38,8 +38,8 @@ static void img_frame(struct img *m, uint64_t ts, const uint8_t *f, uint32_t n)
 }
 
 /* Ethernet + IPv4 + TCP/UDP from host a:pa to host b:pb. */
-static void img_pkt(struct img *m, uint64_t ts, int proto, int a, int pa,
-		    int b, int pb, int flags, int payload)
+static void img_pkt(struct img *m, uint64_t ts, int proto, int a, int pa, int b,
+		    int pb, int flags, int payload)
 {
 	uint8_t f[1600] = {0};
 	int l4 = proto == 6 ? 20 : 8, iplen = 20 + l4 + payload;
