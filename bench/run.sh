@@ -59,12 +59,16 @@ command -v "$LUAJIT" >/dev/null 2>&1 || die "'$LUAJIT' not found (apt-get instal
 mkdir -p "$BUILD"
 
 # --- tools -----------------------------------------------------------------
-if [ ! -x "$BUILD/genpcap" ] || [ "$GENSRC" -nt "$BUILD/genpcap" ]; then
+# stale SRC BIN: BIN is missing or older than SRC (find -newer: POSIX).
+stale() {
+	[ ! -x "$2" ] || [ -n "$(find "$1" -newer "$2" 2>/dev/null)" ]
+}
+if stale "$GENSRC" "$BUILD/genpcap"; then
 	note "building genpcap from $GENSRC"
 	"$CC" -O2 -o "$BUILD/genpcap" "$GENSRC" -lm ||
 		die "cannot build $GENSRC"
 fi
-if [ ! -x "$BUILD/pcap_floor" ] || [ "$ROOT/bench/pcap_floor.c" -nt "$BUILD/pcap_floor" ]; then
+if stale "$ROOT/bench/pcap_floor.c" "$BUILD/pcap_floor"; then
 	note "building pcap_floor"
 	"$CC" -O2 -o "$BUILD/pcap_floor" "$ROOT/bench/pcap_floor.c" -lpcap ||
 		die "cannot build bench/pcap_floor.c: it needs libpcap's headers and library (apt-get install libpcap-dev)"
@@ -99,14 +103,16 @@ T_PACKETS=$(truth packets)
 T_FLOWS=$(truth flows)
 T_CONC=$(truth concurrent)
 T_DUR=$(truth duration_s)
-[ -n "$T_PACKETS" ] && [ -n "$T_FLOWS" ] || die "cannot read packets/flows from $TRUTH (delete it to regenerate)"
+if [ -z "$T_PACKETS" ] || [ -z "$T_FLOWS" ]; then
+	die "cannot read packets/flows from $TRUTH (delete it to regenerate)"
+fi
 T_MB=$(wc -c <"$TRACE" | awk '{ printf "%.0f", $1 / 1048576 }')
 
 # --- clocks and RSS for the CLI subprocess ---------------------------------
 # GNU date has %N; elsewhere fall back to LuaJIT's clock_gettime.
 case $(date +%N 2>/dev/null) in
 '' | *[!0-9]*) NOW=luajit ;;
-*) NOW=date ;;
+*) NOW='date' ;;
 esac
 now() {
 	if [ "$NOW" = date ]; then
@@ -122,7 +128,7 @@ now() {
 # getrusage(RUSAGE_CHILDREN), else not measured.
 if [ -x /usr/bin/time ] && /usr/bin/time -f %M -o "$BUILD/time.probe" true 2>/dev/null &&
 	grep -q '^[0-9][0-9]*$' "$BUILD/time.probe" 2>/dev/null; then
-	RSS_TOOL=time
+	RSS_TOOL='time'
 elif command -v python3 >/dev/null 2>&1; then
 	RSS_TOOL=python3
 else
@@ -141,10 +147,13 @@ run_cli() {
 	t0=$(now)
 	case $RSS_TOOL in
 	time) /usr/bin/time -f %M -o "$rssf" "$@" 2>"$errf" || rc=$? ;;
-	python3) python3 -c 'import resource, subprocess, sys
+	python3) # timed inside python too: its own start-up is not sluice's
+		python3 -c 'import resource, subprocess, sys, time
+t = time.monotonic()
 rc = subprocess.call(sys.argv[2:])
+t = time.monotonic() - t
 with open(sys.argv[1], "w") as f:
-    f.write("%d\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    f.write("%.6f\n%d\n" % (t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
 sys.exit(rc)' "$rssf" "$@" 2>"$errf" || rc=$? ;;
 	*) "$@" 2>"$errf" || rc=$? ;;
 	esac
@@ -156,9 +165,13 @@ sys.exit(rc)' "$rssf" "$@" 2>"$errf" || rc=$? ;;
 	fi
 	pk=$(sed -n 's/^packets \([0-9][0-9]*\) .*/\1/p' "$errf" | tail -n 1)
 	fl=$(sed -n 's/^flows \([0-9][0-9]*\) .*/\1/p' "$errf" | tail -n 1)
+	secs=$(echo "$t0 $t1" | awk '{ printf "%.6f", $2 - $1 }')
 	rss=n/a
-	[ -s "$rssf" ] && rss=$(tail -n 1 "$rssf")
-	echo "packets ${pk:-?} seconds $(echo "$t0 $t1" | awk '{ printf "%.6f", $2 - $1 }') rss_kb $rss flows ${fl:-?}"
+	if [ -s "$rssf" ]; then
+		rss=$(tail -n 1 "$rssf")
+		[ "$RSS_TOOL" = python3 ] && secs=$(head -n 1 "$rssf")
+	fi
+	echo "packets ${pk:-?} seconds $secs rss_kb $rss flows ${fl:-?}"
 }
 
 one_run() {
@@ -215,11 +228,11 @@ measure() {
 	case $pk_n in '' | *[!0-9]*) pk_n=$T_PACKETS ;; esac
 	mpps=$(echo "$pk_n $secs" | awk '{ printf "%.2f", $1 / $2 / 1e6 }')
 	rss_mb=n/a
-	case $rss in '' | *[!0-9]*) ;; *) rss_mb=$(echo "$rss" | awk '{ printf "%.0f", $1 / 1024 }') ;; esac
+	case $rss in '' | *[!0-9]*) ;; *) rss_mb=$(echo "$rss" | awk '{ printf "%.0f MB", $1 / 1024 }') ;; esac
 	extra=
 	[ -n "$fl" ] && extra="   flows $fl"
 	[ "$pk" = "$T_PACKETS" ] || extra="$extra   (!) trace has $T_PACKETS packets"
-	printf '%-20s %8s pkts %6.2f s %6.2f Mpps   rss %s MB%s\n' \
+	printf '%-20s %8s pkts %6.2f s %6.2f Mpps   rss %s%s\n' \
 		"$label" "$pk" "$secs" "$mpps" "$rss_mb" "$extra"
 	if [ "$kind" = floor ]; then
 		FLOOR_MPPS=$mpps
@@ -252,11 +265,16 @@ if [ -n "$FLOOR_MPPS" ] && [ -n "$RATIOS" ]; then
 	printf '%s' "$RATIOS" | while IFS='|' read -r label mpps; do
 		echo "$label $mpps $FLOOR_MPPS" | awk -v l="$label" '{
 			printf "  %-20s %5.2fx floor", l, $(NF - 1) / $NF
-			if ($(NF - 1) > 0) printf "   (%.1f ns/pkt over the floor)", 1e3 / $(NF - 1) - 1e3 / $NF
+			if ($(NF - 1) > 0) printf "   (%+.1f ns/pkt vs the floor)", 1e3 / $(NF - 1) - 1e3 / $NF
 			printf "\n" }'
 	done
 fi
-echo "(rss: peak resident set size; sluice maps the trace, so it counts the mapped pages still resident; CLI rss via $RSS_TOOL)"
+case $RSS_TOOL in
+none) how="not measured (no GNU time, no python3)" ;;
+time) how="from /usr/bin/time" ;;
+*) how="from python3 getrusage" ;;
+esac
+echo "(rss: peak resident set; sluice maps the trace, so it counts the mapped pages still resident; CLI rss $how)"
 
 if [ "$FAILED" != 0 ]; then
 	echo

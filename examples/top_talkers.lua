@@ -1,6 +1,6 @@
 -- Top talkers per slice: the hosts that sent the most in each interval.
 --   sluice run examples/top_talkers.lua -r trace.pcap --slice 10 -o top=5
--- Each slice gives one JSON line: { type = "top_talkers", start, end,
+-- Each slice gives one JSON line: { type = "top_talkers", start, end, hosts,
 -- top = { { addr, bytes, pkts }, ... } }, biggest first.
 local ffi = require "ffi"
 local flow = require "sluice.flow"
@@ -26,41 +26,52 @@ function P.init(opts, ctx)
   emit, top_n, by_bytes = ctx.emit, opts.top, opts.by == "bytes"
 end
 
--- Hosts are keyed by their raw 16 address bytes (cheap, interned); only the
--- winners are formatted as text.
-local sent_bytes, sent_pkts, keys = {}, {}, {}
+-- Hosts are keyed by their raw address bytes (4 for IPv4, 16 for IPv6:
+-- cheap, interned, and the lengths keep the families apart); only the
+-- winners are turned into text.
+local function add(sent_bytes, sent_pkts, raw, bytes, pkts)
+  if pkts == 0 then return end
+  sent_bytes[raw] = (sent_bytes[raw] or 0) + bytes
+  sent_pkts[raw] = (sent_pkts[raw] or 0) + pkts
+end
 
-local function add(raw, key, which, bytes, pkts)
-  if bytes == 0 and pkts == 0 then return end
-  if not sent_bytes[raw] then
-    sent_bytes[raw], sent_pkts[raw] = 0, 0
-    keys[raw] = { key = key, which = which }
+-- The n largest keys of metric, biggest first (ties by key), kept in a
+-- small sorted array rather than sorting every host.
+local function top_keys(metric, n)
+  local top, count = {}, 0
+  for raw, v in pairs(metric) do
+    if count < n or v > metric[top[count]] or (v == metric[top[count]] and raw < top[count]) then
+      local i = count < n and count + 1 or count
+      while i > 1 do
+        local above = top[i - 1]
+        local av = metric[above]
+        if av > v or (av == v and above < raw) then break end
+        top[i] = above
+        i = i - 1
+      end
+      top[i] = raw
+      if count < n then count = count + 1 end
+    end
   end
-  sent_bytes[raw] = sent_bytes[raw] + bytes
-  sent_pkts[raw] = sent_pkts[raw] + pkts
+  return top, count
 end
 
 function P.on_slice(batch)
+  local sent_bytes, sent_pkts, hosts = {}, {}, 0
   for rec in batch:records() do
     local k = rec.key
-    add(ffi.string(k.src, 16) .. k.ip_version, rec, 0, rec.bytes_fwd, rec.pkts_fwd)
-    add(ffi.string(k.dst, 16) .. k.ip_version, rec, 1, rec.bytes_rev, rec.pkts_rev)
+    local len = k.ip_version == 4 and 4 or 16
+    add(sent_bytes, sent_pkts, ffi.string(k.src, len), rec.bytes_fwd, rec.pkts_fwd)
+    add(sent_bytes, sent_pkts, ffi.string(k.dst, len), rec.bytes_rev, rec.pkts_rev)
   end
-  local hosts = {}
-  for raw in pairs(sent_bytes) do hosts[#hosts + 1] = raw end
-  local metric = by_bytes and sent_bytes or sent_pkts
-  table.sort(hosts, function(a, b)
-    if metric[a] ~= metric[b] then return metric[a] > metric[b] end
-    return a < b
-  end)
+  for _ in pairs(sent_bytes) do hosts = hosts + 1 end
+  local keys, count = top_keys(by_bytes and sent_bytes or sent_pkts, top_n)
   local top = {}
-  for i = 1, math.min(top_n, #hosts) do
-    local raw, where = hosts[i], keys[hosts[i]]
-    top[i] = { addr = flow.addr(where.key.key, where.which), bytes = sent_bytes[raw],
-      pkts = sent_pkts[raw] }
+  for i = 1, count do
+    local raw = keys[i]
+    top[i] = { addr = flow.addr_text(raw), bytes = sent_bytes[raw], pkts = sent_pkts[raw] }
   end
-  emit { type = "top_talkers", start = batch.start, ["end"] = batch["end"], hosts = #hosts, top = top }
-  sent_bytes, sent_pkts, keys = {}, {}, {}
+  emit { type = "top_talkers", start = batch.start, ["end"] = batch["end"], hosts = hosts, top = top }
 end
 
 return P

@@ -32,6 +32,16 @@ local function addr(key, which)
 end
 M.addr = addr
 
+-- Text of a raw address: 4 bytes (IPv4) or 16 (IPv6), as from
+-- ffi.string(rec.key.src, 4 or 16).
+local scratch_key = ffi.new("struct sl_key")
+function M.addr_text(raw)
+  ffi.fill(scratch_key.src, 16)
+  ffi.copy(scratch_key.src, raw, #raw)
+  scratch_key.ip_version = #raw == 4 and 4 or 6
+  return addr(scratch_key, 0)
+end
+
 function M.proto_name(num)
   return PROTO_NAMES[num]
 end
