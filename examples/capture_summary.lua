@@ -18,6 +18,11 @@ if not path then
   io.stderr:write("usage: capture_summary.lua FILE.pcap [top-ports]\n")
   os.exit(2)
 end
+if not top or top < 0 or top ~= math.floor(top) then
+  io.stderr:write("capture_summary.lua: top-ports must be a whole number >= 0, got '",
+    tostring(arg[2]), "'\n")
+  os.exit(2)
+end
 
 local eng, err = sluice.open { read = path }
 if not eng then

@@ -42,18 +42,26 @@ local function tag_list(tags)
   return list
 end
 
-local first_seen = {} -- flow id -> first slice start, to age flows from slices
+local started = {} -- live flow id -> time of its first packet
+
+function P.on_flow_start(flow)
+  started[flow.id] = flow.first
+end
 
 function P.on_slice(batch)
   for rec in batch:records() do
     local id = rec.flow_id
-    first_seen[id] = first_seen[id] or batch.start
-    local bytes = rec.total_bytes_fwd + rec.total_bytes_rev
-    local tags = qualify(id, bytes, batch["end"] - first_seen[id])
-    if tags then
-      emit { type = "alert", flow_id = id, src = rec.src, sport = rec.sport, dst = rec.dst,
-        dport = rec.dport, proto = rec.proto, bytes = bytes, tags = tag_list(tags),
-        at = batch["end"] }
+    local first = started[id]
+    -- flows that ended in this slice were already reported by on_flow_end
+    if first then
+      local bytes = rec.total_bytes_fwd + rec.total_bytes_rev
+      -- it sent in this interval, so it lived at least until its start
+      local tags = qualify(id, bytes, batch.start - first)
+      if tags then
+        emit { type = "alert", flow_id = id, src = rec.src, sport = rec.sport, dst = rec.dst,
+          dport = rec.dport, proto = rec.proto, bytes = bytes, tags = tag_list(tags),
+          at = batch["end"] }
+      end
     end
   end
 end
@@ -61,7 +69,7 @@ end
 function P.on_flow_end(flow, reason)
   local id = flow.id
   local tags = qualify(id, flow.bytes, flow.duration) or tags_of[id]
-  tags_of[id], first_seen[id] = nil, nil
+  tags_of[id], started[id] = nil, nil
   if not tags then return end
   local rec = flow:totable()
   rec.type = "report"
