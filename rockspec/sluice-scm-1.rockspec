@@ -20,7 +20,7 @@ build = {
   build_target = "all",
   install_target = "install",
   build_variables = {
-    CFLAGS = "-O2 -g",
+    CFLAGS = "$(CFLAGS)",
   },
   install_variables = {
     INST_LIBDIR = "$(LIBDIR)",
