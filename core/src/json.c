@@ -60,11 +60,15 @@ int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf, size_t len)
 	       ",\"pkts_rev\":%" PRIu64 ",\"bytes_fwd\":%" PRIu64
 	       ",\"bytes_rev\":%" PRIu64
 	       ",\"tcp_flags_fwd\":%u,\"tcp_flags_rev\":%u,\"history\":\"%s\","
-	       "\"state\":\"%s\",\"end_reason\":\"%s\"}",
+	       "\"state\":\"%s\"",
 	       TS_ARG(r->fwd.first_ns), TS_ARG(last), r->fwd.pkts, r->rev.pkts,
 	       r->fwd.bytes, r->rev.bytes, r->fwd.tcp_flags, r->rev.tcp_flags,
-	       hist, sl_tcp_state_name(r->state_code),
-	       sl_end_reason_name(r->reason_code));
+	       hist, sl_tcp_state_name(r->state_code));
+	/* live flows (a start event) have no end reason yet */
+	if (r->reason_code)
+		APPEND(buf, len, pos, ",\"end_reason\":\"%s\"",
+		       sl_end_reason_name(r->reason_code));
+	APPEND(buf, len, pos, "}");
 	return (int)pos;
 }
 

@@ -29,10 +29,16 @@ for r = 0, C.SL_END_COUNT - 1 do END_REASONS[r] = flow.end_reason_name(r) end
 local MALFORMED = {}
 for r = 1, C.SL_MAL_COUNT - 1 do MALFORMED[r] = ffi.string(C.sl_malformed_name(r)) end
 
-local function duration(v, what, level)
+-- A duration option as whole nanoseconds (rounded: 1.025 * 1e9 is
+-- 1024999999.99...). zero_ok: 0 is allowed (it switches the feature off).
+local function duration_ns(v, what, zero_ok)
   local d, err = policy.parse_duration(v)
-  if not d then error(what .. ": " .. err, level + 1) end
-  return d
+  if not d then error("sluice.open: " .. what .. ": " .. err, 3) end
+  local ns = math.floor(d * NS + 0.5)
+  if ns == 0 and not (zero_ok and d == 0) then
+    error("sluice.open: " .. what .. " must be at least 1 ns" .. (zero_ok and " (or 0 for off)" or ""), 3)
+  end
+  return ns
 end
 
 -- sluice.open{ read = "x.pcap", slice = 10, idle_timeout = { tcp = 300 },
@@ -46,9 +52,9 @@ function M.open(opts)
     if not known[k] then error("sluice.open: unknown option '" .. tostring(k) .. "'", 2) end
   end
   local cfg = ffi.new("struct sl_config")
-  if opts.slice then cfg.slice_ns = duration(opts.slice, "slice", 2) * NS end
+  if opts.slice then cfg.slice_ns = duration_ns(opts.slice, "slice", true) end
   if opts.active_timeout then
-    cfg.active_timeout_ns = duration(opts.active_timeout, "active_timeout", 2) * NS
+    cfg.active_timeout_ns = duration_ns(opts.active_timeout, "active_timeout")
   end
   if opts.idle_timeout then
     if type(opts.idle_timeout) ~= "table" then
@@ -60,9 +66,7 @@ function M.open(opts)
         error("sluice.open: idle_timeout: unknown protocol '" .. tostring(proto) ..
               "' (tcp, udp, icmp, other)", 2)
       end
-      local d = duration(v, "idle_timeout." .. proto, 2)
-      if d <= 0 then error("sluice.open: idle_timeout." .. proto .. " must be positive", 2) end
-      cfg.idle_timeout_ns[class] = d * NS
+      cfg.idle_timeout_ns[class] = duration_ns(v, "idle_timeout." .. proto)
     end
   end
   if opts.pool_flows then
@@ -89,8 +93,13 @@ function M.open(opts)
     cstats = C.sl_engine_stats(e), slice = opts.slice }, Engine)
 end
 
+local function live(self)
+  if not self.e then error("engine is closed", 3) end
+end
+
 -- Counters as a plain table.
 function Engine:stats()
+  live(self)
   local s = self.cstats
   local t = {
     packets = tonumber(s.packets), bytes = tonumber(s.bytes), not_ip = tonumber(s.not_ip),
@@ -113,6 +122,7 @@ end
 
 -- Fraction of the input consumed (0..1).
 function Engine:progress()
+  live(self)
   local pos, size = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
   C.sl_source_progress(C.sl_engine_source(self.e), pos, size)
   if size[0] == 0 then return 1 end
@@ -151,6 +161,7 @@ end
 -- Returns true, or nil and an error; the input's own error (a truncated
 -- file) is returned after every flow was dispatched.
 function Engine:run(policies, options, opts)
+  live(self)
   opts = opts or {}
   local list, err = instances(policies, options)
   if not list then return nil, err end
@@ -223,7 +234,7 @@ end
 function Engine:close()
   if self.e then
     C.sl_engine_free(ffi.gc(self.e, nil))
-    self.e = nil
+    self.e, self.out, self.cstats = nil, nil, nil
   end
 end
 

@@ -7,6 +7,7 @@ local DURATION_UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400 }
 -- Seconds from a number or a string such as "250ms", "10s", "5m", "1h".
 function M.parse_duration(v)
   if type(v) == "number" then
+    if v ~= v or v == math.huge then return nil, "a duration must be a finite number" end
     if v < 0 then return nil, "a duration cannot be negative" end
     return v
   end
@@ -20,14 +21,19 @@ function M.parse_duration(v)
   return num * mult
 end
 
+local function finite(v)
+  local n = tonumber(v)
+  if n and n == n and n ~= math.huge and n ~= -math.huge then return n end
+end
+
 local converters = {
   number = function(v)
-    local n = tonumber(v)
+    local n = finite(v)
     if n then return n end
     return nil, "a number"
   end,
   integer = function(v)
-    local n = tonumber(v)
+    local n = finite(v)
     if n and n == math.floor(n) then return n end
     return nil, "an integer"
   end,
@@ -79,7 +85,13 @@ function M.check_options(name, schema, given)
   for opt, spec in pairs(schema) do
     if opts[opt] == nil then
       if spec.default ~= nil then
-        opts[opt] = spec.default
+        -- defaults go through the same conversion ("5m" -> 300)
+        local v = converters[spec.type or "string"](spec.default)
+        if v == nil then
+          return nil, string.format("policy %s: the default of option '%s' is not %s", name, opt,
+            select(2, converters[spec.type or "string"](spec.default)))
+        end
+        opts[opt] = v
       elseif spec.required then
         return nil, string.format("policy %s: missing required option '%s' (%s)", name, opt,
           spec.type or "string")
@@ -116,7 +128,7 @@ end
 
 -- Short name of a policy file: its base name without .lua.
 function M.name_of(path)
-  return (path:match("([^/]+)$") or path):gsub("%.lua$", "")
+  return ((path:match("([^/]+)$") or path):gsub("%.lua$", ""))
 end
 
 -- Runs a policy file in its own environment (globals it sets stay its
@@ -127,6 +139,10 @@ function M.load_file(path)
   setfenv(chunk, setmetatable({}, { __index = _G }))
   local ok, P = pcall(chunk)
   if not ok then return nil, "cannot load policy " .. path .. ": " .. tostring(P) end
+  if type(P) ~= "table" then
+    return nil, string.format("policy %s must return a table, got %s (missing 'return P'?)",
+      path, type(P))
+  end
   return P
 end
 
