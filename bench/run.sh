@@ -16,7 +16,8 @@
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-GENSRC=$(cd "$(dirname "$0")/../.." && pwd)/shared/bench/genpcap.c
+GENSRC=${SLUICE_GENPCAP_C:-$(cd "$(dirname "$0")/../.." && pwd)/shared/bench/genpcap.c}
+[ -f "$GENSRC" ] || [ ! -f /work/shared/bench/genpcap.c ] || GENSRC=/work/shared/bench/genpcap.c
 BUILD=$ROOT/bench/build
 TRACE=$BUILD/trace.pcap
 TRUTH=$BUILD/trace.truth.json

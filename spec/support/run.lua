@@ -241,6 +241,7 @@ function M.genpcap_source()
   local tried = {}
   if env and env ~= "" then tried[1] = env end
   tried[#tried + 1] = M.root .. "/../shared/bench/genpcap.c"
+  tried[#tried + 1] = "/work/shared/bench/genpcap.c" -- the developers' machines
   for _, p in ipairs(tried) do
     if M.exists(p) then return p end
   end
