@@ -3,6 +3,7 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 WARN    := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CORE_CFLAGS = $(WARN) -fPIC -fvisibility=hidden -D_GNU_SOURCE -Icore/include $(CFLAGS)
+LIBS    := -lpcap -lxdp -lbpf
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LUAJIT  ?= luajit
 BUSTED  ?= busted
@@ -30,9 +31,9 @@ core/build-san/%.o: core/src/%.c $(HDRS) | core/build-san
 	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -c -o $@ $<
 
 core/build/sluice_core.so: $(OBJS)
-	$(CC) -shared -Wl,--version-script=core/sluice.map -o $@ $(OBJS)
+	$(CC) -shared -Wl,--version-script=core/sluice.map -o $@ $(OBJS) $(LIBS)
 core/build-san/sluice_core.so: $(SOBJS)
-	$(CC) $(SAN) -shared -Wl,--version-script=core/sluice.map -o $@ $(SOBJS)
+	$(CC) $(SAN) -shared -Wl,--version-script=core/sluice.map -o $@ $(SOBJS) $(LIBS)
 
 # The FFI cdefs come from the header alone: drop preprocessor lines and the
 # visibility marker.
@@ -40,9 +41,9 @@ lua/sluice/core_h.lua: core/include/sluice.h core/gen_cdefs.sh
 	sh core/gen_cdefs.sh $< > $@.tmp && mv $@.tmp $@
 
 core/build/test_%: core/tests/test_%.c core/tests/test.h $(OBJS)
-	$(CC) $(CORE_CFLAGS) -Icore/src -o $@ $< $(OBJS)
+	$(CC) $(CORE_CFLAGS) -Icore/src -o $@ $< $(OBJS) $(LIBS)
 core/build-san/test_%: core/tests/test_%.c core/tests/test.h $(SOBJS)
-	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -Icore/src -o $@ $< $(SOBJS)
+	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -Icore/src -o $@ $< $(SOBJS) $(LIBS)
 
 check: deps
 	@$(MAKE) --no-print-directory all core/build-san/sluice_core.so $(TESTS) $(STESTS)

@@ -143,6 +143,60 @@ SL_API void sl_source_progress(const struct sl_source *src, uint64_t *pos,
 			       uint64_t *size);
 SL_API void sl_source_close(struct sl_source *src);
 
+/* ---- live capture ----------------------------------------------------- */
+
+enum sl_xdp_mode {
+	SL_XDP_AUTO = 0, /* native where the driver has it, else skb */
+	SL_XDP_SKB = 1,
+	SL_XDP_DRV = 2,
+};
+
+enum sl_zero_copy {
+	SL_ZC_AUTO = 0, /* try zero-copy, fall back to copy */
+	SL_ZC_ON = 1,	/* zero-copy or fail */
+	SL_ZC_OFF = 2,
+};
+
+/* Options of the live sources; 0 means the default. */
+struct sl_live_opts {
+	const char *ifname;
+	const char *filter;	   /* pcap syntax, NULL: everything */
+	uint32_t snaplen;	   /* default 262144 */
+	uint32_t block_size;	   /* afpacket: bytes per block, default 1 MiB */
+	uint32_t block_count;	   /* afpacket: default 64 */
+	uint32_t frame_size;	   /* afpacket: default 2048 */
+	uint32_t block_timeout_ms; /* afpacket: default 100 */
+	uint32_t queue;		   /* afxdp: the NIC queue of this socket */
+	uint32_t fanout_group;	   /* afpacket: > 0: PACKET_FANOUT_HASH id */
+	uint32_t poll_ms;	   /* longest wait for packets, default 100 */
+	int32_t promisc;	   /* 1: promiscuous */
+	int32_t ignore_outgoing;   /* 1: only packets received */
+	int32_t xdp_mode;	   /* enum sl_xdp_mode */
+	int32_t zero_copy;	   /* enum sl_zero_copy */
+	char note[256]; /* out: what was adjusted (ring shrunk, copy mode) or
+			   why opening failed, in words */
+};
+
+/* Live sources return -EAGAIN from sl_source_next() when no packet came
+ * within poll_ms, so the engine can follow the wall clock. They never
+ * return 0 (end). */
+SL_API int sl_source_open_afpacket(struct sl_source **out,
+				   struct sl_live_opts *o);
+SL_API int sl_source_open_afxdp(struct sl_source **out,
+				struct sl_live_opts *o);
+SL_API int sl_source_open_pcap_live(struct sl_source **out,
+				    struct sl_live_opts *o);
+
+struct sl_source_stats {
+	uint64_t received;     /* packets handed out */
+	uint64_t kernel_drops; /* dropped before we saw them (ring full) */
+	uint64_t filtered;     /* afxdp: rejected by the filter after the ring */
+	uint64_t ring_errors;  /* afxdp: invalid descriptors, full rings */
+};
+
+/* Counters of a live source; -EOPNOTSUPP for files. */
+SL_API int sl_source_stats(struct sl_source *src, struct sl_source_stats *st);
+
 /* ---- flows ------------------------------------------------------------ */
 
 enum sl_end_reason {

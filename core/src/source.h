@@ -18,10 +18,19 @@ struct sl_source_ops {
 			 uint64_t *size);
 	/* Frees the source and everything it owns. */
 	void (*close)(struct sl_source *src);
+	/* Live sources: counters (kernel drops read on each call). May be
+	 * NULL: sl_source_stats() then returns -EOPNOTSUPP. */
+	int (*stats)(struct sl_source *src, struct sl_source_stats *st);
 };
 
 struct sl_source {
 	const struct sl_source_ops *ops; /* first: kinds embed sl_source */
 };
+
+/* Compiles a pcap-syntax filter for a link type (libpcap, no device
+ * needed). On error writes libpcap's message to note. */
+struct bpf_program;
+int sl_filter_compile(const char *filter, int linktype, uint32_t snaplen,
+		      struct bpf_program *prog, char *note, size_t note_len);
 
 #endif

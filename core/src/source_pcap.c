@@ -678,6 +678,13 @@ void sl_source_progress(const struct sl_source *src, uint64_t *pos,
 	src->ops->progress(src, pos, size);
 }
 
+int sl_source_stats(struct sl_source *src, struct sl_source_stats *st)
+{
+	if (!src->ops->stats)
+		return -EOPNOTSUPP;
+	return src->ops->stats(src, st);
+}
+
 void sl_source_close(struct sl_source *src)
 {
 	if (src)
