@@ -160,11 +160,11 @@ enum sl_zero_copy {
 /* Options of the live sources; 0 means the default. */
 struct sl_live_opts {
 	const char *ifname;
-	const char *filter;	   /* pcap syntax, NULL: everything */
-	uint32_t snaplen;	   /* default 262144 */
-	uint32_t block_size;	   /* afpacket: bytes per block, default 1 MiB */
-	uint32_t block_count;	   /* afpacket: default 64 */
-	uint32_t frame_size;	   /* afpacket: default 2048 */
+	const char *filter;   /* pcap syntax, NULL: everything */
+	uint32_t snaplen;     /* default 262144 */
+	uint32_t block_size;  /* afpacket: bytes per block, default 1 MiB */
+	uint32_t block_count; /* afpacket: default 64 */
+	uint32_t frame_size;  /* afpacket: default 2048 */
 	uint32_t block_timeout_ms; /* afpacket: default 100 */
 	uint32_t queue;		   /* afxdp: the NIC queue of this socket */
 	uint32_t fanout_group;	   /* afpacket: > 0: PACKET_FANOUT_HASH id */
@@ -182,16 +182,15 @@ struct sl_live_opts {
  * return 0 (end). */
 SL_API int sl_source_open_afpacket(struct sl_source **out,
 				   struct sl_live_opts *o);
-SL_API int sl_source_open_afxdp(struct sl_source **out,
-				struct sl_live_opts *o);
+SL_API int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o);
 SL_API int sl_source_open_pcap_live(struct sl_source **out,
 				    struct sl_live_opts *o);
 
 struct sl_source_stats {
 	uint64_t received;     /* packets handed out */
 	uint64_t kernel_drops; /* dropped before we saw them (ring full) */
-	uint64_t filtered;     /* afxdp: rejected by the filter after the ring */
-	uint64_t ring_errors;  /* afxdp: invalid descriptors, full rings */
+	uint64_t filtered;    /* afxdp: rejected by the filter after the ring */
+	uint64_t ring_errors; /* afxdp: invalid descriptors, full rings */
 };
 
 /* Counters of a live source; -EOPNOTSUPP for files. */
@@ -204,8 +203,9 @@ enum sl_end_reason {
 	SL_END_FIN,	 /* FIN from both sides, then the last ACK */
 	SL_END_RST,
 	SL_END_IDLE,
-	SL_END_ACTIVE, /* active timeout: flow lived too long, split */
-	SL_END_EOF,    /* end of input */
+	SL_END_ACTIVE,	 /* active timeout: flow lived too long, split */
+	SL_END_EOF,	 /* end of input */
+	SL_END_SHUTDOWN, /* capture stopped (signal, sl_engine_shutdown) */
 	SL_END_COUNT,
 };
 
@@ -342,6 +342,14 @@ SL_API int sl_engine_step(struct sl_engine *e);
 SL_API const struct sl_output *sl_engine_output(const struct sl_engine *e);
 SL_API const struct sl_stats *sl_engine_stats(const struct sl_engine *e);
 SL_API int sl_engine_source_error(const struct sl_engine *e);
+/* Stops reading: the next sl_engine_step() ends every flow with
+ * SL_END_SHUTDOWN and closes the last interval; then steps return 0. */
+SL_API void sl_engine_shutdown(struct sl_engine *e);
+
+/* SIGINT/SIGTERM: the first sets a flag (read with sl_signal_pending(),
+ * which returns the signal number or 0); a second one exits at once. */
+SL_API int sl_signal_install(void);
+SL_API int sl_signal_pending(void);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
 /* Live flow in a slot, or NULL if the slot is free. */
 SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,

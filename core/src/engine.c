@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine.h"
 
@@ -666,12 +667,12 @@ int sl_engine_attach(struct sl_engine *e, struct sl_source *src)
 }
 
 /* End of input: every flow ends (oldest first), the last interval closes. */
-static int engine_finish(struct sl_engine *e)
+static int engine_finish(struct sl_engine *e, int reason)
 {
 	int rc;
 
 	while (e->age.head != SL_NIL) {
-		rc = flow_end(e, &e->pool[e->age.head], SL_END_EOF, e->now);
+		rc = flow_end(e, &e->pool[e->age.head], reason, e->now);
 		if (rc)
 			return rc;
 	}
@@ -683,6 +684,22 @@ static int engine_finish(struct sl_engine *e)
 	}
 	e->done = 1;
 	return 1;
+}
+
+static int clock_tick(struct sl_engine *e)
+{
+	struct timespec ts;
+
+	if (e->cfg.slice_ns && !e->slice_end)
+		return 0; /* no packet yet: no interval to close */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return clock_advance(e,
+			     (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec);
+}
+
+void sl_engine_shutdown(struct sl_engine *e)
+{
+	e->stopping = 1;
 }
 
 int sl_engine_step(struct sl_engine *e)
@@ -698,14 +715,23 @@ int sl_engine_step(struct sl_engine *e)
 		e->out.n_slices = 0;
 		e->out.slice_ready = 0;
 	}
+	if (e->stopping && e->cursor >= e->batch.count)
+		return engine_finish(e, SL_END_SHUTDOWN);
 	if (e->cursor >= e->batch.count) {
 		rc = sl_source_next(e->src, &e->batch);
 		e->cursor = 0;
+		if (rc == -EAGAIN) {
+			/* a live source with nothing to read: the wall clock
+			 * still moves timeouts and slices */
+			e->batch.count = 0;
+			rc = clock_tick(e);
+			return rc < 0 ? rc : 1;
+		}
 		if (rc <= 0) {
 			e->batch.count = 0;
 			if (rc < 0)
 				e->source_error = rc;
-			return engine_finish(e);
+			return engine_finish(e, SL_END_EOF);
 		}
 		batch_prepare(e);
 	}

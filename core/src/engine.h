@@ -72,6 +72,7 @@ struct sl_engine {
 	uint32_t cursor; /* next packet of batch to process */
 	int source_error;
 	int done;
+	int stopping; /* sl_engine_shutdown() was called */
 
 	struct sl_flow *pool;
 	uint32_t pool_size;

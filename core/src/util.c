@@ -34,9 +34,10 @@ const char *sl_strerror(int code)
 const char *sl_end_reason_name(int reason)
 {
 	static const char *const names[SL_END_COUNT] = {
-	    [SL_END_NONE] = "none",	[SL_END_FIN] = "fin",
-	    [SL_END_RST] = "rst",	[SL_END_IDLE] = "idle",
-	    [SL_END_ACTIVE] = "active", [SL_END_EOF] = "eof",
+	    [SL_END_NONE] = "none",	    [SL_END_FIN] = "fin",
+	    [SL_END_RST] = "rst",	    [SL_END_IDLE] = "idle",
+	    [SL_END_ACTIVE] = "active",	    [SL_END_EOF] = "eof",
+	    [SL_END_SHUTDOWN] = "shutdown",
 	};
 
 	if (reason < 0 || reason >= SL_END_COUNT)

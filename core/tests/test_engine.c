@@ -284,8 +284,43 @@ static void test_malformed_and_pool(void)
 	CHECK_EQ(r.stats.packets, 6);
 }
 
+/* Shutdown mid-input: the batch in hand is finished, every live flow ends
+ * with SL_END_SHUTDOWN, later packets are not read. */
+static void test_shutdown(void)
+{
+	struct sl_engine *e;
+	struct sl_source *src;
+	const struct sl_output *out;
+	int ends = 0, shutdown = 0, rc;
+
+	img_begin(&m);
+	for (int i = 0; i < 600; i++)
+		img_pkt(&m, 5 * NS + i, 17, 1, 1000 + i % 10, 2, 53, 0, 10);
+	CHECK_EQ(sl_engine_new(&e, NULL), 0);
+	CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	out = sl_engine_output(e);
+	CHECK_EQ(sl_engine_step(e), 1);
+	sl_engine_shutdown(e);
+	while ((rc = sl_engine_step(e)) > 0) {
+		for (uint32_t i = 0; i < out->n_events; i++) {
+			if (out->events[i].type != SL_EVENT_FLOW_END)
+				continue;
+			ends++;
+			shutdown +=
+			    out->events[i].flow.reason_code == SL_END_SHUTDOWN;
+		}
+	}
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(ends, 10);
+	CHECK_EQ(shutdown, 10);
+	CHECK_EQ(sl_engine_stats(e)->packets, SL_BATCH_MAX);
+	sl_engine_free(e);
+}
+
 int main(void)
 {
+	test_shutdown();
 	test_tcp_fin();
 	test_fin_details();
 	test_rst();
