@@ -291,7 +291,8 @@ struct sl_slice_rec {
 
 struct sl_config {
 	uint32_t pool_flows; /* flow slots; 0: default (1M) */
-	uint32_t pad;
+	uint16_t worker;     /* this engine's worker number, from 0 */
+	uint16_t workers;    /* workers in all: flow ids are unique across them */
 	uint64_t idle_timeout_ns[SL_TIMEOUT_COUNT]; /* 0: default */
 	uint64_t active_timeout_ns;		    /* 0: default (1800 s) */
 	uint64_t slice_ns;			    /* 0: no slices */

@@ -212,7 +212,8 @@ static struct sl_flow *flow_new(struct sl_engine *e, const struct sl_key *key,
 		return NULL;
 	f = &e->pool[slot];
 	memset(f, 0, sizeof(*f));
-	f->rec.fid = ++e->next_id;
+	f->rec.fid = e->next_id;
+	e->next_id += e->cfg.workers ? e->cfg.workers : 1;
 	f->rec.key = *key;
 	f->rec.fwd.first_ns = ts;
 	f->ckey = *ck;
@@ -631,6 +632,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 		goto out_pool;
 	e->bucket_mask = nb - 1;
 	e->free_head = SL_NIL;
+	e->next_id = 1 + e->cfg.worker;
 	for (int c = 0; c < SL_TIMEOUT_COUNT; c++)
 		list_init(&e->idle[c]);
 	list_init(&e->age);

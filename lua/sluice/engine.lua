@@ -41,16 +41,103 @@ local function duration_ns(v, what, zero_ok)
   return ns
 end
 
--- sluice.open{ read = "x.pcap", slice = 10, idle_timeout = { tcp = 300 },
---              active_timeout = 1800, pool_flows = 1e6 }
+-- Live capture options: name -> { field of struct sl_live_opts, kind }.
+local LIVE_OPTIONS = {
+  snaplen = { "snaplen", "count" }, block_size = { "block_size", "count" },
+  block_count = { "block_count", "count" }, frame_size = { "frame_size", "count" },
+  block_timeout = { "block_timeout_ms", "ms" }, queue = { "queue", "index" },
+  fanout_group = { "fanout_group", "count" }, poll = { "poll_ms", "ms" },
+  promisc = { "promisc", "flag" }, ignore_outgoing = { "ignore_outgoing", "flag" },
+  xdp_mode = { "xdp_mode", { auto = C.SL_XDP_AUTO, skb = C.SL_XDP_SKB, drv = C.SL_XDP_DRV } },
+  zero_copy = { "zero_copy", { auto = C.SL_ZC_AUTO, on = C.SL_ZC_ON, off = C.SL_ZC_OFF } },
+}
+local BACKENDS = { afpacket = "sl_source_open_afpacket", afxdp = "sl_source_open_afxdp",
+  pcap = "sl_source_open_pcap_live" }
+
+local function live_opts(opts)
+  local lo = ffi.new("struct sl_live_opts")
+  lo.ifname = opts.interface
+  if opts.filter ~= nil then
+    if type(opts.filter) ~= "string" then error("sluice.open: filter must be a string", 3) end
+    lo.filter = opts.filter
+  end
+  for name, spec in pairs(LIVE_OPTIONS) do
+    local v = opts[name]
+    if v ~= nil then
+      local field, kind = spec[1], spec[2]
+      if kind == "flag" then
+        if type(v) ~= "boolean" then error("sluice.open: " .. name .. " must be a boolean", 3) end
+        lo[field] = v and 1 or 0
+      elseif type(kind) == "table" then
+        if not kind[v] then
+          local names = {}
+          for k in pairs(kind) do names[#names + 1] = k end
+          table.sort(names)
+          error("sluice.open: " .. name .. " must be one of " .. table.concat(names, ", "), 3)
+        end
+        lo[field] = kind[v]
+      elseif kind == "ms" then
+        local d, err = policy.parse_duration(v)
+        if not d then error("sluice.open: " .. name .. ": " .. err, 3) end
+        lo[field] = math.max(1, math.floor(d * 1000 + 0.5))
+      else
+        local n = tonumber(v)
+        if not n or n ~= math.floor(n) or n < (kind == "index" and 0 or 1) or n >= 2^32 then
+          error("sluice.open: " .. name .. " must be a whole number" ..
+                (kind == "index" and " >= 0" or " >= 1"), 3)
+        end
+        lo[field] = n
+      end
+    end
+  end
+  return lo
+end
+
+-- Opens the packet source: a file (read) or an interface (interface,
+-- backend). Returns the source or nil, err; notes (ring shrunk, copy mode)
+-- go to the third value.
+local function open_source(opts, sp)
+  if opts.read then
+    local rc = C.sl_source_open_file(sp, opts.read)
+    if rc < 0 then return nil, opts.read .. ": " .. core.strerror(rc) end
+    local lt = C.sl_source_linktype(sp[0])
+    if lt >= 0 and not SUPPORTED_LINKTYPES[lt] then
+      C.sl_source_close(sp[0])
+      return nil, string.format("%s: unsupported link type %d", opts.read, lt)
+    end
+    return sp[0]
+  end
+  local backend = opts.backend or "afpacket"
+  if not BACKENDS[backend] then error("sluice.open: backend must be afpacket, afxdp or pcap", 3) end
+  local open = C[BACKENDS[backend]]
+  local lo = live_opts(opts)
+  local rc = open(sp, lo)
+  local note = ffi.string(lo.note)
+  if rc < 0 then
+    return nil, string.format("%s (%s): %s%s", opts.interface, backend, core.strerror(rc),
+      note ~= "" and (": " .. note) or "")
+  end
+  return sp[0], nil, note ~= "" and note or nil
+end
+
+-- sluice.open{ read = "x.pcap" | interface = "eth0", backend = "afpacket",
+--              filter = "tcp port 443", slice = 10, idle_timeout = { tcp = 300 },
+--              active_timeout = 1800, pool_flows = 1e6, ... }
 function M.open(opts)
   if type(opts) ~= "table" then error("sluice.open expects a table of options", 2) end
-  if type(opts.read) ~= "string" then error("sluice.open: 'read' (a pcap file) is required", 2) end
-  local known = { read = true, slice = true, idle_timeout = true, active_timeout = true,
-    pool_flows = true }
-  for k in pairs(opts) do
-    if not known[k] then error("sluice.open: unknown option '" .. tostring(k) .. "'", 2) end
+  if (type(opts.read) == "string") == (type(opts.interface) == "string") then
+    error("sluice.open: give either 'read' (a pcap file) or 'interface' (live capture)", 2)
   end
+  local known = { read = true, interface = true, backend = true, filter = true, slice = true,
+    idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true }
+  for k in pairs(LIVE_OPTIONS) do known[k] = not opts.read end
+  for k in pairs(opts) do
+    if not known[k] then
+      error("sluice.open: unknown option '" .. tostring(k) .. "'" ..
+            (LIVE_OPTIONS[k] and " (live capture only)" or ""), 2)
+    end
+  end
+  if opts.read and opts.filter then error("sluice.open: filter applies to live capture only", 2) end
   local cfg = ffi.new("struct sl_config")
   if opts.slice then cfg.slice_ns = duration_ns(opts.slice, "slice", true) end
   if opts.active_timeout then
@@ -75,21 +162,24 @@ function M.open(opts)
     cfg.pool_flows = n
   end
 
+  if opts.workers or opts.worker then
+    local n, w = tonumber(opts.workers or 1), tonumber(opts.worker or 0)
+    if not n or n < 1 or n > 1024 or n ~= math.floor(n) or not w or w < 0 or w >= n then
+      error("sluice.open: workers must be 1..1024 and worker 0..workers-1", 2)
+    end
+    cfg.workers, cfg.worker = n, w
+  end
+
   local ep = ffi.new("struct sl_engine *[1]")
   local rc = C.sl_engine_new(ep, cfg)
   if rc < 0 then return nil, "cannot create engine: " .. core.strerror(rc) end
   local e = ffi.gc(ep[0], C.sl_engine_free)
 
-  local sp = ffi.new("struct sl_source *[1]")
-  rc = C.sl_source_open_file(sp, opts.read)
-  if rc < 0 then return nil, opts.read .. ": " .. core.strerror(rc) end
-  local lt = C.sl_source_linktype(sp[0])
-  if lt >= 0 and not SUPPORTED_LINKTYPES[lt] then
-    C.sl_source_close(sp[0])
-    return nil, string.format("%s: unsupported link type %d", opts.read, lt)
-  end
-  C.sl_engine_attach(e, sp[0])
-  return setmetatable({ e = e, read = opts.read, out = C.sl_engine_output(e),
+  local src, err, note = open_source(opts, ffi.new("struct sl_source *[1]"))
+  if not src then return nil, err end
+  C.sl_engine_attach(e, src)
+  return setmetatable({ e = e, read = opts.read, interface = opts.interface,
+    live = opts.interface ~= nil, note = note, src = src, out = C.sl_engine_output(e),
     cstats = C.sl_engine_stats(e), slice = opts.slice }, Engine)
 end
 
@@ -109,6 +199,15 @@ function Engine:stats()
     slices_closed = tonumber(s.slices_closed), slice_records = tonumber(s.slice_records),
     malformed_by = {}, ended_by = {},
   }
+  local ss = self.source_stats
+  if self.live then
+    ss = ss or ffi.new("struct sl_source_stats")
+    self.source_stats = ss
+    if C.sl_source_stats(self.src, ss) == 0 then
+      t.received, t.kernel_drops = tonumber(ss.received), tonumber(ss.kernel_drops)
+      t.filtered, t.ring_errors = tonumber(ss.filtered), tonumber(ss.ring_errors)
+    end
+  end
   for r, name in pairs(MALFORMED) do
     local n = tonumber(s.malformed_by[r])
     if n > 0 then t.malformed_by[name] = n end
@@ -123,10 +222,17 @@ end
 -- Fraction of the input consumed (0..1).
 function Engine:progress()
   live(self)
+  if self.live then return nil end
   local pos, size = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
-  C.sl_source_progress(C.sl_engine_source(self.e), pos, size)
+  C.sl_source_progress(self.src, pos, size)
   if size[0] == 0 then return 1 end
   return tonumber(pos[0]) / tonumber(size[0])
+end
+
+-- Stops a live capture from a policy: every flow ends with "shutdown".
+function Engine:shutdown()
+  live(self)
+  C.sl_engine_shutdown(self.e)
 end
 
 local function instances(policies, options)
@@ -168,7 +274,7 @@ function Engine:run(policies, options, opts)
   local emit = opts.emit or function() end
   for _, inst in ipairs(list) do
     if inst.P.init then
-      local ctx = { engine = self, worker = 0, emit = emit, name = inst.name }
+      local ctx = { engine = self, worker = opts.worker or 0, emit = emit, name = inst.name }
       local ok, ierr = pcall(inst.P.init, inst.opts, ctx)
       if not ok then return nil, "failed to initialize " .. inst.name .. ": " .. tostring(ierr) end
     end
@@ -180,7 +286,13 @@ function Engine:run(policies, options, opts)
   local want_events = nstart + nend > 0
   local e, out, batch = self.e, self.out, batch_mod.new()
   local progress, monotonic = opts.progress, core.monotonic
-  local next_progress = progress and monotonic() + 0.5
+  local progress_every = opts.progress_interval or 0.5
+  local next_progress = progress and monotonic() + progress_every
+  -- live capture stops cleanly on SIGINT/SIGTERM (checked once per step)
+  local watch_signals = opts.signals
+  if watch_signals == nil then watch_signals = self.live end
+  if watch_signals then C.sl_signal_install() end
+  local stopping = false
 
   local function loop()
     local steps = 0
@@ -207,9 +319,13 @@ function Engine:run(policies, options, opts)
         for j = 1, nslice do slices[j](batch) end
       end
       steps = steps + 1
-      if progress and steps % 64 == 0 and monotonic() >= next_progress then
+      if progress and (self.live or steps % 64 == 0) and monotonic() >= next_progress then
         progress(self)
-        next_progress = monotonic() + 0.5
+        next_progress = monotonic() + progress_every
+      end
+      if watch_signals and not stopping and C.sl_signal_pending() ~= 0 then
+        stopping = true
+        C.sl_engine_shutdown(e)
       end
     end
   end

@@ -20,7 +20,8 @@ function M.new(opts)
     fh, err = io.open(opts.path, opts.append and "a" or "w")
     if not fh then return nil, err end
   end
-  fh:setvbuf("full", 65536)
+  -- line_buffered: one write per line, for files several processes share
+  fh:setvbuf(opts.line_buffered and "line" or "full", 65536)
   return setmetatable({ fh = fh, path = opts.path, written = 0 }, Sink)
 end
 
