@@ -19,7 +19,7 @@ SOBJS   := $(SRCS:core/src/%.c=core/build-san/%.o)
 TESTS   := $(patsubst core/tests/%.c,core/build/%,$(wildcard core/tests/test_*.c))
 STESTS  := $(patsubst core/tests/%.c,core/build-san/%,$(wildcard core/tests/test_*.c))
 
-.PHONY: all check check-c sample bench clean install deps
+.PHONY: all check check-c sample bench bench-live clean install deps
 all: core/build/sluice_core.so lua/sluice/core_h.lua
 
 core/build core/build-san:
@@ -62,6 +62,10 @@ deps:
 
 bench: all
 	@sh bench/run.sh
+
+# Live capture: a generated trace replayed into a veth pair, per backend.
+bench-live: all
+	@sh bench/live.sh
 
 # Also the target luarocks runs (rockspec/sluice-scm-1.rockspec).
 install: all
