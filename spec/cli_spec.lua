@@ -1,5 +1,6 @@
 -- The command-line tool, scripts/sluice, run as a user runs it.
 local run = require "support.run"
+local pcap = require "support.pcap"
 
 local SLUICE = run.SLUICE
 local SAMPLE = run.root .. "/examples/sample.pcap"
@@ -31,9 +32,7 @@ local function sum_flows(flows)
 end
 
 local function write_policy(dir, name, text)
-  local path = dir .. "/" .. name .. ".lua"
-  run.spit(path, text)
-  return path
+  return run.spit(dir .. "/" .. name .. ".lua", text)
 end
 
 describe("sluice CLI", function()
@@ -149,9 +148,9 @@ describe("sluice CLI", function()
 
     it("an unsupported link type: non-zero exit, 'link type'", function()
       local dir = run.tmpdir()
-      local path = run.write_pcap(dir .. "/user0.pcap", {
-        { ts = 1700000000, frame = ("\0"):rep(60) },
-      }, 147) -- LINKTYPE_USER0
+      local path = pcap.write({
+        { ts = pcap.t(0), frame = ("\0"):rep(60) },
+      }, { linktype = 147, path = dir .. "/user0.pcap" }) -- LINKTYPE_USER0
       local r = sluice("run -r " .. run.q(path))
       assert(r.code ~= 0, run.describe(r))
       assert(has(r.err, "link type"), run.describe(r))
@@ -239,18 +238,17 @@ describe("sluice CLI", function()
   describe("options", function()
     it("--idle-timeout udp=1 ends a UDP flow that pauses, and only UDP ones", function()
       local dir = run.tmpdir()
-      local T = 1700000000
       local packets = {}
-      local function add(ts, o) packets[#packets + 1] = { ts = T + ts, frame = run.frame(o) } end
-      local A = { src = "10.0.0.1", dst = "10.0.0.2", sport = 1000, dport = 53, proto = "udp", payload = 20 }
-      local B = { src = "10.0.0.3", dst = "10.0.0.4", sport = 2000, dport = 53, proto = "udp", payload = 20 }
+      local function add(ts, o) packets[#packets + 1] = { ts = pcap.t(ts), frame = pcap.pkt(o) } end
+      local A = { src = "10.0.0.1", dst = "10.0.0.2", sport = 1000, dport = 53, proto = "udp", len = 20 }
+      local B = { src = "10.0.0.3", dst = "10.0.0.4", sport = 2000, dport = 53, proto = "udp", len = 20 }
       local Ct = { src = "10.0.0.5", dst = "10.0.0.6", sport = 3000, dport = 80, proto = "tcp", flags = 0x10 }
       -- A and the TCP flow pause 5 s; B sends every 0.5 s and keeps the clock going
       add(0, A) add(0, Ct)
       for i = 0, 12 do add(i * 0.5 + 0.01, B) end
       add(5.1, A) add(5.1, Ct)
       table.sort(packets, function(x, y) return x.ts < y.ts end)
-      local path = run.write_pcap(dir .. "/pause.pcap", packets)
+      local path = pcap.write(packets, { path = dir .. "/pause.pcap" })
 
       local function run_with(extra)
         local r, recs = run.sluice_json("-r " .. run.q(path) .. extra, dir)

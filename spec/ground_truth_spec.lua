@@ -2,12 +2,26 @@
 -- ground truth: the generator's own counts (examples/sample.pcap and a
 -- trace generated here with bench/genpcap.c) and tshark's conversations.
 local run = require "support.run"
+local pcap = require "support.pcap"
 
 local SAMPLE = run.root .. "/examples/sample.pcap"
 local SAMPLE_TRUTH = run.root .. "/spec/fixtures/sample.truth.json"
 -- A larger trace for the generator counts, a ~50k one for tshark.
 local BIG_ARGS = "-n 200000 -c 2000 -s 11"
 local MID_ARGS = "-n 50000 -c 500 -s 3"
+
+-- A trace made by genpcap with args and its ground truth (run.generate);
+-- the test is pending when the generator source is absent, an error when
+-- the generator fails.
+local function generated(args)
+  local path, truth, absent = run.generate(args)
+  if not path then
+    if not absent then error(truth) end
+    io.stderr:write("ground_truth_spec: skipping generated trace: ", truth, "\n")
+    pending(truth)
+  end
+  return path, truth
+end
 
 -- The flow records of one default run over a capture.
 local function flows_of(path)
@@ -61,12 +75,7 @@ describe("ground truth", function()
   end)
 
   it("a generated trace (genpcap " .. BIG_ARGS .. ") matches the generator's counts", function()
-    local path, truth, absent = run.generate(BIG_ARGS)
-    if not path then
-      if not absent then error(truth) end
-      io.stderr:write("ground_truth_spec: skipping generated trace: ", truth, "\n")
-      pending(truth)
-    end
+    local path, truth = generated(BIG_ARGS)
     assert.are.equal(200000, truth.packets)
     check_against_truth(flows_of(path), truth)
   end)
@@ -78,23 +87,8 @@ end)
 -- digits, so formatting differences cannot cause a mismatch.
 local function canon(addr)
   if not addr:find(":", 1, true) then return addr end
-  local head, tail = addr:match("^(.-)::(.*)$")
-  local groups = {}
-  local function split(s, into)
-    if s == "" then return end
-    for g in s:gmatch("[^:]+") do into[#into + 1] = g end
-  end
-  if head then
-    local h, t = {}, {}
-    split(head, h)
-    split(tail, t)
-    for _, g in ipairs(h) do groups[#groups + 1] = g end
-    for _ = 1, 8 - #h - #t do groups[#groups + 1] = "0" end
-    for _, g in ipairs(t) do groups[#groups + 1] = g end
-  else
-    split(addr, groups)
-  end
-  for i, g in ipairs(groups) do groups[i] = string.format("%04x", tonumber(g, 16)) end
+  local groups = pcap.ip6_groups(addr)
+  for i, g in ipairs(groups) do groups[i] = string.format("%04x", g) end
   return table.concat(groups, ":")
 end
 
@@ -240,14 +234,14 @@ describe("per flow against tshark", function()
     need_tshark()
     -- 1 packet 10.0.0.1 -> 10.0.0.2 (142 bytes), 2 packets back (52 + 62)
     local dir = run.tmpdir()
-    local path = run.write_pcap(dir .. "/three.pcap", {
-      { ts = 1700000000.0, frame = run.frame { src = "10.0.0.1", dst = "10.0.0.2", sport = 40000,
-        dport = 9999, proto = "udp", payload = 100 } },
-      { ts = 1700000000.1, frame = run.frame { src = "10.0.0.2", dst = "10.0.0.1", sport = 9999,
-        dport = 40000, proto = "udp", payload = 10 } },
-      { ts = 1700000000.2, frame = run.frame { src = "10.0.0.2", dst = "10.0.0.1", sport = 9999,
-        dport = 40000, proto = "udp", payload = 20 } },
-    })
+    local path = pcap.write({
+      { ts = pcap.t(0.0), frame = pcap.pkt { src = "10.0.0.1", dst = "10.0.0.2", sport = 40000,
+        dport = 9999, proto = "udp", len = 100 } },
+      { ts = pcap.t(0.1), frame = pcap.pkt { src = "10.0.0.2", dst = "10.0.0.1", sport = 9999,
+        dport = 40000, proto = "udp", len = 10 } },
+      { ts = pcap.t(0.2), frame = pcap.pkt { src = "10.0.0.2", dst = "10.0.0.1", sport = 9999,
+        dport = 40000, proto = "udp", len = 20 } },
+    }, { path = dir .. "/three.pcap" })
     local convs = tshark_convs(path)
     assert.are.equal(1, #convs)
     local c = convs[1]
@@ -268,12 +262,7 @@ describe("per flow against tshark", function()
 
   it("every conversation in a generated trace (genpcap " .. MID_ARGS .. ") matches one sluice flow", function()
     need_tshark()
-    local path, truth, absent = run.generate(MID_ARGS)
-    if not path then
-      if not absent then error(truth) end
-      io.stderr:write("ground_truth_spec: skipping generated trace: ", truth, "\n")
-      pending(truth)
-    end
+    local path, truth = generated(MID_ARGS)
     local n = compare_with_tshark(path)
     assert.are.equal(truth.flows_by_proto.tcp + truth.flows_by_proto.udp, n)
   end)

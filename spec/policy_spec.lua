@@ -1,23 +1,18 @@
 -- sluice.policy: durations, option checking and loading policy files.
 local policy = require "sluice.policy"
+local run = require "support.run"
 
-local tmpfiles = {}
+-- Writes src to a fresh .lua file in a temporary directory (run.cleanup
+-- removes it) and returns the path.
+local dir, nfiles = nil, 0
 local function policy_file(src)
-  local path = os.tmpname() .. ".lua"
-  local fh = assert(io.open(path, "w"))
-  fh:write(src)
-  fh:close()
-  tmpfiles[#tmpfiles + 1] = path
-  return path
+  dir = dir or run.tmpdir()
+  nfiles = nfiles + 1
+  return run.spit(dir .. "/policy" .. nfiles .. ".lua", src)
 end
 
 describe("sluice.policy", function()
-  teardown(function()
-    for _, p in ipairs(tmpfiles) do
-      os.remove(p)
-      os.remove((p:gsub("%.lua$", ""))) -- os.tmpname() created this one
-    end
-  end)
+  teardown(run.cleanup)
 
   describe("parse_duration", function()
     it("reads units ms, s, m, h, d", function()

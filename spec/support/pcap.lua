@@ -78,27 +78,35 @@ function M.ip4(s)
   return char(tonumber(a), tonumber(b), tonumber(c), tonumber(d))
 end
 
--- Full IPv6 parser for the forms used in specs (with "::", no embedded v4).
-function M.ip6(s)
-  local head, tail = s:match("^(.-)::(.-)$")
-  local groups = {}
+-- The eight 16-bit groups of an IPv6 address in text, as numbers: the
+-- forms used in specs (with or without "::", no embedded IPv4).
+function M.ip6_groups(s)
   local function split(part, out)
-    if part == "" then return end
-    for g in part:gmatch("[^:]+") do out[#out + 1] = tonumber(g, 16) end
+    for g in part:gmatch("[^:]+") do
+      local n = tonumber(g, 16)
+      assert(n and n <= 0xffff, "bad IPv6 address " .. tostring(s))
+      out[#out + 1] = n
+    end
+    return out
   end
+  local head, tail = s:match("^(.-)::(.*)$")
+  local groups
   if head then
-    local h, t = {}, {}
-    split(head, h)
-    split(tail, t)
-    for _, g in ipairs(h) do groups[#groups + 1] = g end
-    for _ = 1, 8 - #h - #t do groups[#groups + 1] = 0 end
+    local t = split(tail, {})
+    groups = split(head, {})
+    for _ = 1, 8 - #groups - #t do groups[#groups + 1] = 0 end
     for _, g in ipairs(t) do groups[#groups + 1] = g end
   else
-    split(s, groups)
+    groups = split(s, {})
   end
   assert(#groups == 8, "bad IPv6 address " .. tostring(s))
+  return groups
+end
+
+-- The 16 bytes of an IPv6 address in text (see ip6_groups).
+function M.ip6(s)
   local out = {}
-  for i, g in ipairs(groups) do out[i] = be16(g) end
+  for i, g in ipairs(M.ip6_groups(s)) do out[i] = be16(g) end
   return concat(out)
 end
 
@@ -353,21 +361,26 @@ function M.encode(packets, opts)
   return concat(out)
 end
 
--- Writes a pcap file to a fresh temporary path and returns the path.
--- opts as for encode, plus cut = n bytes to drop from the end (truncation).
+-- Writes a pcap file and returns its path: opts.path, or else a fresh
+-- temporary path that cleanup() removes. opts as for encode, plus cut = n
+-- bytes to drop from the end (truncation).
 function M.write(packets, opts)
   opts = opts or {}
   local data = M.encode(packets, opts)
   if opts.cut then data = data:sub(1, #data - opts.cut) end
-  return M.write_bytes(data)
+  return M.write_bytes(data, opts.path)
 end
 
-function M.write_bytes(data)
-  local path = os.tmpname()
+-- Writes bytes to path, or to a fresh temporary path that cleanup()
+-- removes; returns the path.
+function M.write_bytes(data, path)
+  if not path then
+    path = os.tmpname()
+    written[#written + 1] = path
+  end
   local fh = assert(io.open(path, "wb"))
-  fh:write(data)
-  fh:close()
-  written[#written + 1] = path
+  assert(fh:write(data))
+  assert(fh:close())
   return path
 end
 

@@ -1,6 +1,7 @@
 -- Helpers for the end-to-end specs: run a shell command and capture its
 -- stdout, stderr and exit code; the repository root; temporary
--- directories; JSON lines read with cjson; a few tiny capture builders.
+-- directories; JSON lines read with cjson; the records of a classic pcap.
+-- Captures are written with support.pcap.
 --
 --   local run = require "support.run"
 --   local r = run.sh("scripts/sluice --version")   -- in the repo root
@@ -8,10 +9,6 @@
 --   local dir = run.tmpdir()                        -- removed by run.cleanup()
 --   local recs = run.json_lines(dir .. "/out.json")
 local cjson = require "cjson"
-local bit = require "bit"
-
-local band, rshift = bit.band, bit.rshift
-local char = string.char
 
 local M = {}
 
@@ -52,10 +49,12 @@ local function slurp(path)
 end
 M.slurp = slurp
 
+-- Writes data to path; returns path.
 function M.spit(path, data)
   local f = assert(io.open(path, "wb"))
   assert(f:write(data))
   assert(f:close())
+  return path
 end
 
 function M.exists(path)
@@ -160,57 +159,7 @@ function M.sluice_json(args, dir)
   return r, recs, out
 end
 
--- ---- tiny captures ---------------------------------------------------------
-
-local function be16(n) return char(band(rshift(n, 8), 0xff), band(n, 0xff)) end
-local function le16(n) return char(band(n, 0xff), band(rshift(n, 8), 0xff)) end
-local function le32(n)
-  return char(band(n, 0xff), band(rshift(n, 8), 0xff), band(rshift(n, 16), 0xff),
-    band(rshift(n, 24), 0xff))
-end
-M.le16, M.le32, M.be16 = le16, le32, be16
-
-local function ip4(s)
-  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  assert(a, "bad IPv4 address " .. tostring(s))
-  return char(tonumber(a), tonumber(b), tonumber(c), tonumber(d))
-end
-
--- Global header of a classic little-endian microsecond pcap.
-function M.pcap_header(linktype)
-  return le32(0xa1b2c3d4) .. le16(2) .. le16(4) .. le32(0) .. le32(0) .. le32(65535) ..
-    le32(linktype or 1)
-end
-
-function M.pcap_record(ts, frame)
-  local sec = math.floor(ts)
-  local usec = math.floor((ts - sec) * 1e6 + 0.5)
-  return le32(sec) .. le32(usec) .. le32(#frame) .. le32(#frame) .. frame
-end
-
--- An Ethernet/IPv4/UDP (proto "udp") or TCP (proto "tcp", flags byte)
--- frame: { src, dst, sport, dport, proto, flags, payload = n bytes }.
-function M.frame(o)
-  local payload = string.rep("x", o.payload or 0)
-  local l4
-  if o.proto == "tcp" then
-    l4 = be16(o.sport) .. be16(o.dport) .. "\0\0\0\1" .. "\0\0\0\0" .. char(0x50, o.flags or 0x10) ..
-      be16(65535) .. "\0\0\0\0" .. payload
-  else
-    l4 = be16(o.sport) .. be16(o.dport) .. be16(8 + #payload) .. "\0\0" .. payload
-  end
-  local ip = char(0x45, 0) .. be16(20 + #l4) .. "\0\1\0\0" .. char(64, o.proto == "tcp" and 6 or 17) ..
-    "\0\0" .. ip4(o.src) .. ip4(o.dst)
-  return "\2\0\0\0\0\2" .. "\2\0\0\0\0\1" .. "\8\0" .. ip .. l4
-end
-
--- Writes a pcap of { ts = seconds, frame = bytes } records; returns path.
-function M.write_pcap(path, records, linktype)
-  local parts = { M.pcap_header(linktype) }
-  for _, rec in ipairs(records) do parts[#parts + 1] = M.pcap_record(rec.ts, rec.frame) end
-  M.spit(path, table.concat(parts))
-  return path
-end
+-- ---- captures --------------------------------------------------------------
 
 -- Walks the records of a classic pcap held in a string: returns a list of
 -- { offset = start of the record header, len = header + data, wirelen }.
