@@ -343,7 +343,10 @@ function Engine:run(policies, options, opts)
     end
   end
   local serr = C.sl_engine_source_error(e)
-  if serr < 0 then return nil, self.read .. ": " .. core.strerror(serr) .. " (everything before it was processed)" end
+  if serr < 0 then
+    return nil, (self.read or self.interface) .. ": " .. core.strerror(serr) ..
+      " (everything before it was processed)"
+  end
   return true
 end
 
