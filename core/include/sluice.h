@@ -206,6 +206,7 @@ enum sl_end_reason {
 	SL_END_ACTIVE,	 /* active timeout: flow lived too long, split */
 	SL_END_EOF,	 /* end of input */
 	SL_END_SHUTDOWN, /* capture stopped (signal, sl_engine_shutdown) */
+	SL_END_TRIMMED,	 /* ended to bring the table down to low_flows */
 	SL_END_COUNT,
 };
 
@@ -292,10 +293,18 @@ struct sl_slice_rec {
 struct sl_config {
 	uint32_t pool_flows; /* flow slots; 0: default (1M) */
 	uint16_t worker;     /* this engine's worker number, from 0 */
-	uint16_t workers;    /* workers in all: flow ids are unique across them */
+	uint16_t workers; /* workers in all: flow ids are unique across them */
 	uint64_t idle_timeout_ns[SL_TIMEOUT_COUNT]; /* 0: default */
 	uint64_t active_timeout_ns;		    /* 0: default (1800 s) */
 	uint64_t slice_ns;			    /* 0: no slices */
+	/* A bounded table: when max_flows flows are live, a trim ends
+	 * unprotected flows older than grace_ns, lowest score first, then
+	 * least recently active, until low_flows remain. At most one trim per
+	 * silence_ns unless the pool is exhausted. 0: no limit. */
+	uint32_t max_flows;
+	uint32_t low_flows;  /* 0: 90% of max_flows */
+	uint64_t grace_ns;   /* 0: default 10 s; use 1 for none */
+	uint64_t silence_ns; /* 0: default 10 s */
 };
 
 struct sl_stats {
@@ -309,6 +318,7 @@ struct sl_stats {
 	uint64_t flows_ended;
 	uint64_t flows_active;
 	uint64_t flows_refused; /* packets dropped: pool exhausted */
+	uint64_t trims;		/* trim passes run */
 	uint64_t ended_by[SL_END_COUNT];
 	uint64_t slices_closed;
 	uint64_t slice_records;
@@ -352,6 +362,14 @@ SL_API void sl_engine_shutdown(struct sl_engine *e);
 SL_API int sl_signal_install(void);
 SL_API int sl_signal_pending(void);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
+/* Scores and protection of a live flow, named by its slot and id (from
+ * an event): -ESRCH if that flow has ended. protect returns 1 if any
+ * protection bit is still set after the change, else 0. */
+SL_API int sl_engine_flow_score(struct sl_engine *e, uint32_t slot,
+				uint64_t fid, double score);
+SL_API int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot,
+				  uint64_t fid, uint32_t bit, int on);
+
 /* Live flow in a slot, or NULL if the slot is free. */
 SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
 						uint32_t slot);

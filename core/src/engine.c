@@ -201,6 +201,29 @@ static int slot_alloc(struct sl_engine *e, uint32_t *slot)
 	return 0;
 }
 
+static int table_trim(struct sl_engine *e);
+
+/* The bounded table: at max_flows, trim (at most once per silence period,
+ * unless the pool is out); if nothing could be trimmed, refuse. */
+static int table_admit(struct sl_engine *e)
+{
+	int pool_out = e->free_head == SL_NIL && e->pool_used == e->pool_size;
+
+	if (!e->cfg.max_flows || e->stats.flows_active < e->cfg.max_flows) {
+		if (!pool_out)
+			return 0;
+		if (!e->cfg.max_flows)
+			return SL_E_POOL;
+	}
+	if (pool_out || !e->last_trim ||
+	    e->now - e->last_trim >= e->cfg.silence_ns) {
+		if (table_trim(e) < 0)
+			return -ENOMEM;
+	}
+	pool_out = e->free_head == SL_NIL && e->pool_used == e->pool_size;
+	return pool_out ? SL_E_POOL : 0;
+}
+
 static struct sl_flow *flow_new(struct sl_engine *e, const struct sl_key *key,
 				const struct sl_key *ck, uint32_t hash,
 				int swapped, uint64_t ts)
@@ -208,7 +231,7 @@ static struct sl_flow *flow_new(struct sl_engine *e, const struct sl_key *key,
 	struct sl_flow *f;
 	uint32_t slot, *b;
 
-	if (slot_alloc(e, &slot))
+	if (table_admit(e) || slot_alloc(e, &slot))
 		return NULL;
 	f = &e->pool[slot];
 	memset(f, 0, sizeof(*f));
@@ -341,6 +364,90 @@ static int flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
 	e->stats.flows_active--;
 	e->stats.ended_by[reason]++;
 	return rc;
+}
+
+static int trim_order(const void *a, const void *b)
+{
+	const struct sl_trim_cand *x = a, *y = b;
+
+	if (x->score != y->score)
+		return x->score < y->score ? -1 : 1;
+	if (x->idle_clock != y->idle_clock)
+		return x->idle_clock < y->idle_clock ? -1 : 1;
+	return x->fid < y->fid ? -1 : x->fid > y->fid;
+}
+
+/* Ends unprotected flows past their grace period, lowest score then least
+ * recently active first, until low_flows remain. Returns how many ended. */
+static int table_trim(struct sl_engine *e)
+{
+	uint32_t n = 0, target = e->cfg.low_flows, ended = 0;
+	int rc;
+
+	e->last_trim = e->now ? e->now : 1;
+	e->stats.trims++;
+	if (e->stats.flows_active <= target)
+		return 0;
+	rc = grow((void **)&e->trim_list, &e->cap_trim,
+		  (uint32_t)e->stats.flows_active, sizeof(*e->trim_list));
+	if (rc)
+		return rc;
+	for (int c = 0; c < SL_TIMEOUT_COUNT; c++) {
+		for (uint32_t s = e->idle[c].head; s != SL_NIL;
+		     s = e->pool[s].idle.next) {
+			const struct sl_flow *f = &e->pool[s];
+
+			if (f->protect ||
+			    e->now - f->start_clock < e->cfg.grace_ns)
+				continue;
+			e->trim_list[n++] = (struct sl_trim_cand){
+			    f->score, f->idle_clock, f->rec.fid, s};
+		}
+	}
+	qsort(e->trim_list, n, sizeof(*e->trim_list), trim_order);
+	for (uint32_t i = 0; i < n && e->stats.flows_active > target; i++) {
+		rc = flow_end(e, &e->pool[e->trim_list[i].slot], SL_END_TRIMMED,
+			      e->now);
+		if (rc)
+			return rc;
+		ended++;
+	}
+	return (int)ended;
+}
+
+static struct sl_flow *flow_at(struct sl_engine *e, uint32_t slot, uint64_t fid)
+{
+	if (slot >= e->pool_used || !e->pool[slot].live ||
+	    e->pool[slot].rec.fid != fid)
+		return NULL;
+	return &e->pool[slot];
+}
+
+int sl_engine_flow_score(struct sl_engine *e, uint32_t slot, uint64_t fid,
+			 double score)
+{
+	struct sl_flow *f = flow_at(e, slot, fid);
+
+	if (!f)
+		return -ESRCH;
+	f->score = score;
+	return 0;
+}
+
+int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot, uint64_t fid,
+			   uint32_t bit, int on)
+{
+	struct sl_flow *f = flow_at(e, slot, fid);
+
+	if (!f)
+		return -ESRCH;
+	if (bit >= 64)
+		return -EINVAL;
+	if (on)
+		f->protect |= 1ULL << bit;
+	else
+		f->protect &= ~(1ULL << bit);
+	return f->protect != 0;
 }
 
 /* The earliest timeout deadline, and the flow and reason it belongs to. */
@@ -619,6 +726,17 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 			e->cfg.idle_timeout_ns[c] = default_idle_ns[c];
 	if (!e->cfg.active_timeout_ns)
 		e->cfg.active_timeout_ns = 1800 * NS;
+	if (e->cfg.max_flows && !e->cfg.low_flows)
+		e->cfg.low_flows = e->cfg.max_flows - e->cfg.max_flows / 10;
+	if (e->cfg.max_flows && (e->cfg.low_flows >= e->cfg.max_flows ||
+				 e->cfg.max_flows > e->cfg.pool_flows)) {
+		rc = -EINVAL;
+		goto out_free;
+	}
+	if (!e->cfg.grace_ns)
+		e->cfg.grace_ns = 10 * NS;
+	if (!e->cfg.silence_ns)
+		e->cfg.silence_ns = 10 * NS;
 	e->pool_size = e->cfg.pool_flows;
 	/* calloc of this size maps fresh zero pages: only slots that get
 	 * used become resident */
@@ -655,6 +773,7 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->pool);
 	free(e->buckets);
 	free(e->touched);
+	free(e->trim_list);
 	free(e->events);
 	free(e->slices);
 	free(e);

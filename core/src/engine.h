@@ -36,6 +36,8 @@ struct sl_flow {
 	uint8_t hist_len;
 	uint8_t slice_flags[2];
 	struct sl_counts base[2]; /* totals when the interval opened */
+	double score;		  /* trims take the lowest first */
+	uint64_t protect;	  /* protection bits: never trimmed while set */
 };
 
 struct sl_frag_ent {
@@ -64,6 +66,14 @@ struct sl_prep {
 	    hashed; /* later fragments are hashed once their ports are known */
 };
 
+/* A copy of the sort keys, so trims sort without touching the pool. */
+struct sl_trim_cand {
+	double score;
+	uint64_t idle_clock;
+	uint64_t fid;
+	uint32_t slot;
+};
+
 struct sl_engine {
 	struct sl_config cfg;
 	struct sl_source *src;
@@ -90,6 +100,10 @@ struct sl_engine {
 	uint32_t slice_epoch;
 	uint32_t *touched; /* slots touched in the open interval */
 	uint32_t n_touched, cap_touched;
+
+	uint64_t last_trim; /* engine clock of the last trim, 0: never */
+	struct sl_trim_cand *trim_list; /* grown to the live count */
+	uint32_t cap_trim;
 
 	struct sl_event *events;
 	uint32_t cap_events;

@@ -1,5 +1,6 @@
 /* test_engine.c - flow table, end reasons, timeouts and slices, driven by
  * pcap images built in memory. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -318,8 +319,94 @@ static void test_shutdown(void)
 	sl_engine_free(e);
 }
 
+/* Steps once and records which flows ended trimmed (bit per fid). */
+static int step_trimmed(struct sl_engine *e, uint32_t *mask)
+{
+	const struct sl_output *out = sl_engine_output(e);
+	int rc = sl_engine_step(e);
+
+	for (uint32_t i = 0; rc > 0 && i < out->n_events; i++)
+		if (out->events[i].flow.reason_code == SL_END_TRIMMED)
+			*mask |= 1u << out->events[i].flow.fid;
+	return rc;
+}
+
+/* 8 flows fill the table (max 8, low 4); flow 1 is protected, flow i
+ * scores i; a 9th flow 20 s later trims the four lowest: 2, 3, 4, 5. With
+ * every flow protected the 9th is refused instead. */
+static void test_trim(int protect_all)
+{
+	struct sl_config cfg = {0};
+	struct sl_engine *e;
+	struct sl_source *src;
+	const struct sl_output *out;
+	uint32_t trimmed = 0;
+
+	cfg.pool_flows = 8;
+	cfg.max_flows = 8;
+	cfg.low_flows = 4;
+	cfg.grace_ns = 1 * NS;
+	img_begin(&m);
+	for (int i = 0; i < SL_BATCH_MAX; i++)
+		img_pkt(&m, NS + (uint64_t)i, 17, 1 + i % 8, 1000, 2, 53, 0, 1);
+	img_pkt(&m, 20 * NS, 17, 9, 1000, 2, 53, 0, 1);
+	CHECK_EQ(sl_engine_new(&e, &cfg), 0);
+	CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	out = sl_engine_output(e);
+	CHECK_EQ(sl_engine_step(e), 1);
+	CHECK_EQ(out->n_events, 8);
+	for (uint32_t i = 0; i < out->n_events; i++) {
+		const struct sl_event *ev = &out->events[i];
+		uint64_t fid = ev->flow.fid;
+
+		CHECK_EQ(sl_engine_flow_score(e, ev->slot, fid, (double)fid),
+			 0);
+		if (fid == 1 || protect_all)
+			CHECK_EQ(sl_engine_flow_protect(e, ev->slot, fid, 3, 1),
+				 1);
+	}
+	CHECK_EQ(sl_engine_flow_score(e, 0, 99, 1.0), -ESRCH);
+	while (step_trimmed(e, &trimmed) > 0 && !sl_engine_stats(e)->trims)
+		;
+	if (protect_all) {
+		CHECK_EQ(trimmed, 0);
+		CHECK_EQ(sl_engine_stats(e)->flows_refused, 1);
+		CHECK_EQ(sl_engine_stats(e)->flows_active, 8);
+	} else {
+		CHECK_EQ(trimmed, 0x3c); /* fids 2..5 */
+		CHECK_EQ(sl_engine_stats(e)->flows_refused, 0);
+		CHECK_EQ(sl_engine_stats(e)->flows_active, 5);
+		CHECK_EQ(sl_engine_stats(e)->ended_by[SL_END_TRIMMED], 4);
+	}
+	sl_engine_free(e);
+}
+
+/* A flow younger than the grace period is never trimmed. */
+static void test_trim_grace(void)
+{
+	struct sl_config cfg = {0};
+	struct run r;
+
+	cfg.pool_flows = 4;
+	cfg.max_flows = 4;
+	cfg.low_flows = 1;
+	cfg.grace_ns = 100 * NS;
+	img_begin(&m);
+	for (int i = 0; i < 6; i++)
+		img_pkt(&m, NS + (uint64_t)i * NS, 17, 1 + i, 1000, 2, 53, 0,
+			1);
+	run_img(&m, &cfg, &r);
+	CHECK_EQ(r.stats.ended_by[SL_END_TRIMMED], 0);
+	CHECK_EQ(r.stats.flows_refused, 2);
+	CHECK_EQ(r.stats.flows_started, 4);
+}
+
 int main(void)
 {
+	test_trim(0);
+	test_trim(1);
+	test_trim_grace();
 	test_shutdown();
 	test_tcp_fin();
 	test_fin_details();
