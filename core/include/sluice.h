@@ -252,6 +252,7 @@ struct sl_flow_rec {
 	uint8_t reason_code; /* enum sl_end_reason */
 	uint8_t pad[2];
 	char hist[12]; /* Zeek-style history, NUL-terminated unless 12 long */
+	uint32_t slot; /* table slot while live: with fid, names the flow */
 };
 
 enum sl_event_type {

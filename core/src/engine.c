@@ -236,6 +236,7 @@ static struct sl_flow *flow_new(struct sl_engine *e, const struct sl_key *key,
 	f = &e->pool[slot];
 	memset(f, 0, sizeof(*f));
 	f->rec.fid = e->next_id;
+	f->rec.slot = slot;
 	e->next_id += e->cfg.workers ? e->cfg.workers : 1;
 	f->rec.key = *key;
 	f->rec.fwd.first_ns = ts;

@@ -129,7 +129,8 @@ function M.open(opts)
     error("sluice.open: give either 'read' (a pcap file) or 'interface' (live capture)", 2)
   end
   local known = { read = true, interface = true, backend = true, filter = true, slice = true,
-    idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true }
+    idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true,
+    max_flows = true, low_flows = true, grace = true, silence = true }
   for k in pairs(LIVE_OPTIONS) do known[k] = not opts.read end
   for k in pairs(opts) do
     if not known[k] then
@@ -162,6 +163,21 @@ function M.open(opts)
     cfg.pool_flows = n
   end
 
+  if opts.max_flows then
+    local hi, lo = tonumber(opts.max_flows), tonumber(opts.low_flows or 0)
+    local pool = tonumber(opts.pool_flows) or 2^20
+    if not hi or hi < 2 or hi > pool or hi ~= math.floor(hi) then
+      error("sluice.open: max_flows must be a whole number 2.." .. pool .. " (pool_flows)", 2)
+    end
+    if not lo or lo < 0 or lo >= hi or lo ~= math.floor(lo) then
+      error("sluice.open: low_flows must be below max_flows", 2)
+    end
+    cfg.max_flows, cfg.low_flows = hi, lo
+  elseif opts.low_flows then
+    error("sluice.open: low_flows needs max_flows", 2)
+  end
+  if opts.grace then cfg.grace_ns = math.max(1, duration_ns(opts.grace, "grace", true)) end
+  if opts.silence then cfg.silence_ns = duration_ns(opts.silence, "silence") end
   if opts.workers or opts.worker then
     local n, w = tonumber(opts.workers or 1), tonumber(opts.worker or 0)
     if not n or n < 1 or n > 1024 or n ~= math.floor(n) or not w or w < 0 or w >= n then
@@ -196,6 +212,7 @@ function Engine:stats()
     malformed = tonumber(s.malformed), frag_unmatched = tonumber(s.frag_unmatched),
     flows_started = tonumber(s.flows_started), flows_ended = tonumber(s.flows_ended),
     flows_active = tonumber(s.flows_active), flows_refused = tonumber(s.flows_refused),
+    trims = tonumber(s.trims),
     slices_closed = tonumber(s.slices_closed), slice_records = tonumber(s.slice_records),
     malformed_by = {}, ended_by = {},
   }
@@ -285,6 +302,11 @@ function Engine:run(policies, options, opts)
   local nstart, nend, nslice = #starts, #ends, #slices
   local want_events = nstart + nend > 0
   local e, out, batch = self.e, self.out, batch_mod.new()
+  -- weights and protection tags of this run's flows (flow:weight, ...)
+  local weights = {}
+  self.flow_state = self.flow_state or { e = e, weights = weights, bits = {}, nbits = 0 }
+  weights = self.flow_state.weights
+  flow.set_current(self.flow_state)
   local progress, monotonic = opts.progress, core.monotonic
   local progress_every = opts.progress_interval or 0.5
   local next_progress = progress and monotonic() + progress_every
@@ -301,7 +323,7 @@ function Engine:run(policies, options, opts)
       if rc == 0 then return true end
       if rc < 0 then return nil, "engine: " .. core.strerror(rc) end
       local n = out.n_events
-      if want_events and n > 0 then
+      if n > 0 and (want_events or next(weights)) then
         local evs = out.events
         for i = 0, n - 1 do
           local ev = evs[i]
@@ -311,6 +333,7 @@ function Engine:run(policies, options, opts)
           else
             local reason = END_REASONS[f.reason_code]
             for j = 1, nend do ends[j](f, reason) end
+            weights[tonumber(f.fid)] = nil
           end
         end
       end

@@ -96,6 +96,84 @@ flow_get.duration = function(r) return flow_get.last(r) - flow_get.first(r) end
 
 local flow_methods = {}
 
+-- Weights and protection act on the live flow in the engine that is
+-- running (set by Engine:run); a flow that has ended is left alone.
+local current -- { e = engine cdata, weights = { [fid] = { name = w } }, bits = { tag = n } }
+function M.set_current(state) current = state end
+
+local function live_engine()
+  if not current then error("flow weights and protection need a running engine", 3) end
+  return current
+end
+
+local function rescore(st, r, w)
+  local score = 0
+  for _, v in pairs(w) do score = score + v end
+  C.sl_engine_flow_score(st.e, r.slot, r.fid, score)
+end
+
+-- flow:weight(name, value): a named part of the flow's score (trims end
+-- the lowest scores first); setting a name again replaces its value.
+function flow_methods.weight(r, name, value)
+  if type(name) ~= "string" or type(value) ~= "number" then
+    error("flow:weight(name, value) expects a string and a number", 2)
+  end
+  local st = live_engine()
+  local fid = tonumber(r.fid)
+  local w = st.weights[fid] or {}
+  st.weights[fid] = w
+  w[name] = value
+  rescore(st, r, w)
+  return value
+end
+
+function flow_methods.unweight(r, name)
+  local st = live_engine()
+  local w = st.weights[tonumber(r.fid)]
+  if w and w[name] ~= nil then
+    w[name] = nil
+    rescore(st, r, w)
+  end
+end
+
+-- flow:upsert_weight(name, fn): sets the weight to fn(current or 0).
+function flow_methods.upsert_weight(r, name, fn)
+  local st = live_engine()
+  local w = st.weights[tonumber(r.fid)]
+  return flow_methods.weight(r, name, fn(w and w[name] or 0))
+end
+
+function flow_methods.weights(r)
+  local st = live_engine()
+  local w, copy = st.weights[tonumber(r.fid)], {}
+  for k, v in pairs(w or {}) do copy[k] = v end
+  return copy
+end
+
+local function tag_bit(st, tag)
+  if type(tag) ~= "string" then error("protection tags are strings", 3) end
+  local bit = st.bits[tag]
+  if not bit then
+    bit = st.nbits
+    if bit >= 64 then error("at most 64 distinct protection tags", 3) end
+    st.bits[tag], st.nbits = bit, bit + 1
+  end
+  return bit
+end
+
+-- flow:protect(tag): never trimmed while any tag protects it. Idempotent,
+-- not counted: one unprotect(tag) undoes any number of protect(tag).
+function flow_methods.protect(r, tag)
+  local st = live_engine()
+  return C.sl_engine_flow_protect(st.e, r.slot, r.fid, tag_bit(st, tag), 1) >= 0
+end
+
+-- Returns whether another tag still protects the flow.
+function flow_methods.unprotect(r, tag)
+  local st = live_engine()
+  return C.sl_engine_flow_protect(st.e, r.slot, r.fid, tag_bit(st, tag), 0) == 1
+end
+
 -- A plain Lua table with the JSON fields of a flow.
 function flow_methods.totable(r)
   return {
