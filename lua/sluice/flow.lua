@@ -7,7 +7,16 @@ local core = require "sluice.core"
 local C = core.C
 local tonumber = tonumber
 
+-- An FFI metatype is set once per process and keeps the closures of the
+-- module instance that set it; if this module is loaded again (busted's
+-- insulation, package.loaded reset), hand back that same instance so its
+-- state is the one the metatype sees.
+local REGISTRY_KEY = "sluice.flow"
+local registry = debug.getregistry()
+if registry[REGISTRY_KEY] then return registry[REGISTRY_KEY] end
+
 local M = {}
+registry[REGISTRY_KEY] = M
 
 -- Protocol and state names come from the core, cached as Lua strings.
 local PROTO_NAMES = setmetatable({}, { __index = function(t, num)
