@@ -246,6 +246,26 @@ function Engine:progress()
   return tonumber(pos[0]) / tonumber(size[0])
 end
 
+-- Per-engine state of flows kept on the Lua side.
+function Engine:flow_state()
+  local st = self.flow_st
+  if not st then
+    st = { e = self.e, weights = {}, tags = {}, queue = {}, ended = {}, bits = {}, nbits = 0 }
+    self.flow_st = st
+  end
+  return st
+end
+
+-- engine:cork(fn): fn runs once every event emitted before this call has
+-- been dispatched (to every policy), and before any emitted after it.
+function Engine:cork(fn)
+  live(self)
+  if type(fn) ~= "function" then error("engine:cork expects a function", 2) end
+  local q = self:flow_state().queue
+  q[#q + 1] = { cork = fn }
+  return true
+end
+
 -- Stops a live capture from a policy: every flow ends with "shutdown".
 function Engine:shutdown()
   live(self)
@@ -299,14 +319,31 @@ function Engine:run(policies, options, opts)
 
   local starts, ends, slices = handlers(list, "on_flow_start"), handlers(list, "on_flow_end"),
     handlers(list, "on_slice")
-  local nstart, nend, nslice = #starts, #ends, #slices
+  local on_tags = handlers(list, "on_tag")
+  local nstart, nend, nslice, ntag = #starts, #ends, #slices, #on_tags
   local want_events = nstart + nend > 0
   local e, out, batch = self.e, self.out, batch_mod.new()
-  -- weights and protection tags of this run's flows (flow:weight, ...)
-  local weights = {}
-  self.flow_state = self.flow_state or { e = e, weights = weights, bits = {}, nbits = 0 }
-  weights = self.flow_state.weights
-  flow.set_current(self.flow_state)
+  -- weights, tags and protection of this run's flows (flow:weight, ...)
+  local st = self:flow_state()
+  local weights, tags, queue = st.weights, st.tags, st.queue
+  flow.set_current(st)
+
+  -- Tag events and cork markers queued by a handler are dispatched right
+  -- after it, before the next event (a tag set in on_tag queues another).
+  local function drain()
+    local i = 1
+    while i <= #queue do
+      local item = queue[i]
+      queue[i] = false
+      if item.cork then
+        item.cork()
+      else
+        for j = 1, ntag do on_tags[j](item.flow, item.name, item.value, item.old) end
+      end
+      i = i + 1
+    end
+    for k = #queue, 1, -1 do queue[k] = nil end
+  end
   local progress, monotonic = opts.progress, core.monotonic
   local progress_every = opts.progress_interval or 0.5
   local next_progress = progress and monotonic() + progress_every
@@ -318,12 +355,13 @@ function Engine:run(policies, options, opts)
 
   local function loop()
     local steps = 0
+    if queue[1] then drain() end -- corks from before the run
     while true do
       local rc = C.sl_engine_step(e)
       if rc == 0 then return true end
       if rc < 0 then return nil, "engine: " .. core.strerror(rc) end
       local n = out.n_events
-      if n > 0 and (want_events or next(weights)) then
+      if n > 0 and (want_events or next(weights) or next(tags)) then
         local evs = out.events
         for i = 0, n - 1 do
           local ev = evs[i]
@@ -333,13 +371,30 @@ function Engine:run(policies, options, opts)
           else
             local reason = END_REASONS[f.reason_code]
             for j = 1, nend do ends[j](f, reason) end
-            weights[tonumber(f.fid)] = nil
+            -- slice records of this flow still to come keep its tags
+            if out.slice_ready == 0 or out.n_slices == 0 then
+              local fid = tonumber(f.fid)
+              weights[fid], tags[fid] = nil, nil
+            else
+              st.ended[#st.ended + 1] = tonumber(f.fid)
+            end
           end
+          if queue[1] then drain() end
         end
       end
       if out.slice_ready ~= 0 and nslice > 0 then
         batch:set(out)
-        for j = 1, nslice do slices[j](batch) end
+        for j = 1, nslice do
+          slices[j](batch)
+          if queue[1] then drain() end
+        end
+      end
+      if queue[1] then drain() end
+      if st.ended[1] then
+        for k = #st.ended, 1, -1 do
+          local fid = st.ended[k]
+          weights[fid], tags[fid], st.ended[k] = nil, nil, nil
+        end
       end
       steps = steps + 1
       if progress and (self.live or steps % 64 == 0) and monotonic() >= next_progress then

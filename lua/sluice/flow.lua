@@ -107,7 +107,9 @@ local flow_methods = {}
 
 -- Weights and protection act on the live flow in the engine that is
 -- running (set by Engine:run); a flow that has ended is left alone.
-local current -- { e = engine cdata, weights = { [fid] = { name = w } }, bits = { tag = n } }
+-- { e = engine cdata, weights = { [fid] = { name = w } }, tags = { [fid] = { name = v } },
+--   bits = { tag = n }, queue = { tag events and cork markers } }
+local current
 function M.set_current(state) current = state end
 
 local function live_engine()
@@ -177,6 +179,52 @@ function flow_methods.protect(r, tag)
   return C.sl_engine_flow_protect(st.e, r.slot, r.fid, tag_bit(st, tag), 1) >= 0
 end
 
+-- flow:tag(name, value): a tag (number or string) on the live flow; a name
+-- set again replaces its value, nil removes it. Each change becomes a tag
+-- event every policy sees (on_tag(flow, name, value, old)) once the
+-- current handler returns. flow:tag(name) reads a value.
+function flow_methods.tag(r, name, ...)
+  if type(name) ~= "string" then error("flow:tag: the name must be a string", 2) end
+  local st = live_engine()
+  local fid = tonumber(r.fid)
+  local tags = st.tags[fid]
+  if select("#", ...) == 0 then return tags and tags[name] end
+  local value = ...
+  local tv = type(value)
+  if tv ~= "number" and tv ~= "string" and value ~= nil then
+    error("flow:tag: a value is a number or a string, got " .. tv, 2)
+  end
+  local old = tags and tags[name]
+  if old == value then return value end
+  if not tags then
+    tags = {}
+    st.tags[fid] = tags
+  end
+  tags[name] = value
+  local q = st.queue
+  q[#q + 1] = { flow = ffi.new("struct sl_flow_rec", r), name = name, value = value, old = old }
+  return value
+end
+
+-- A copy of the flow's tags (name -> value), or nil without tags.
+local function tags_of(fid)
+  local tags = current and current.tags[tonumber(fid)]
+  if not tags or next(tags) == nil then return nil end
+  local copy = {}
+  for k, v in pairs(tags) do copy[k] = v end
+  return copy
+end
+M.tags_of = tags_of
+
+local json_encode
+-- Adds "tags":{...} to a JSON object from the core.
+local function with_tags(json, fid)
+  local tags = tags_of(fid)
+  if not tags then return json end
+  json_encode = json_encode or require("sluice.json").encode
+  return json:sub(1, -2) .. ',"tags":' .. json_encode(tags) .. "}"
+end
+
 -- Returns whether another tag still protects the flow.
 function flow_methods.unprotect(r, tag)
   local st = live_engine()
@@ -195,13 +243,13 @@ function flow_methods.totable(r)
     bytes_fwd = tonumber(r.fwd.bytes), bytes_rev = tonumber(r.rev.bytes),
     tcp_flags_fwd = r.fwd.tcp_flags, tcp_flags_rev = r.rev.tcp_flags,
     history = flow_get.history(r), state = flow_get.state(r),
-    end_reason = flow_get.end_reason(r),
+    end_reason = flow_get.end_reason(r), tags = tags_of(r.fid),
   }
 end
 
 -- The record's JSON line (without newline), formatted by the core.
 function flow_methods.json(r)
-  return ffi.string(jsonbuf, C.sl_flow_rec_json(r, jsonbuf, jsonbuf_len))
+  return with_tags(ffi.string(jsonbuf, C.sl_flow_rec_json(r, jsonbuf, jsonbuf_len)), r.fid)
 end
 
 local function describe(r, kind)
@@ -252,7 +300,7 @@ local slice_get = key_getters {
 local slice_methods = {}
 
 function slice_methods.json(r)
-  return ffi.string(jsonbuf, C.sl_slice_rec_json(r, jsonbuf, jsonbuf_len))
+  return with_tags(ffi.string(jsonbuf, C.sl_slice_rec_json(r, jsonbuf, jsonbuf_len)), r.fid)
 end
 
 function slice_methods.totable(r)
@@ -267,7 +315,7 @@ function slice_methods.totable(r)
     total_pkts_fwd = tonumber(r.total_fwd.pkts), total_pkts_rev = tonumber(r.total_rev.pkts),
     total_bytes_fwd = tonumber(r.total_fwd.bytes), total_bytes_rev = tonumber(r.total_rev.bytes),
     tcp_flags_fwd = r.tcp_flags_fwd, tcp_flags_rev = r.tcp_flags_rev,
-    end_reason = slice_get.end_reason(r),
+    end_reason = slice_get.end_reason(r), tags = tags_of(r.fid),
   }
 end
 

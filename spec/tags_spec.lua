@@ -1,0 +1,102 @@
+-- Tags, tag events and cork through the Lua API.
+local sluice = require "sluice"
+local pcap = require "support.pcap"
+local cjson = require "cjson"
+
+-- Three UDP flows, one packet each at t = 1, 2, 3 s.
+local function capture()
+  local packets = {}
+  for i = 1, 3 do
+    packets[i] = { ts = pcap.t(i), frame = pcap.pkt {
+      proto = "udp", src = "10.0.0." .. i, dst = "10.9.9.9", sport = 1000, dport = 53 } }
+  end
+  return pcap.write(packets)
+end
+
+describe("tags", function()
+  after_each(pcap.cleanup)
+
+  it("replace a value by name, keep the others, and emit one event per change", function()
+    local eng = assert(sluice.open { read = capture() })
+    local events, final = {}, {}
+    assert(eng:run {
+      on_flow_start = function(f)
+        if f.src ~= "10.0.0.1" then return end
+        f:tag("app", "dns")
+        f:tag("risk", 1)
+        f:tag("risk", 1) -- no change, no event
+        f:tag("risk", 5)
+      end,
+      on_tag = function(f, name, value, old)
+        events[#events + 1] = { f.src, name, value, old == nil and "nil" or old }
+      end,
+      on_flow_end = function(f)
+        if f.src == "10.0.0.1" then final = f:totable().tags end
+      end,
+    })
+    assert.same({ { "10.0.0.1", "app", "dns", "nil" }, { "10.0.0.1", "risk", 1, "nil" },
+      { "10.0.0.1", "risk", 5, 1 } }, events)
+    assert.same({ app = "dns", risk = 5 }, final)
+  end)
+
+  it("appear in flow and slice JSON as a tags object", function()
+    local eng = assert(sluice.open { read = capture(), slice = 10 })
+    local flow_json, slice_json = {}, {}
+    assert(eng:run {
+      on_flow_start = function(f) if f.src == "10.0.0.2" then f:tag("seen", "yes") end end,
+      on_flow_end = function(f) flow_json[f.src] = cjson.decode(f:json()) end,
+      on_slice = function(b)
+        for rec in b:records() do slice_json[rec.src] = cjson.decode(rec:json()) end
+      end,
+    })
+    assert.same({ seen = "yes" }, flow_json["10.0.0.2"].tags)
+    assert.is_nil(flow_json["10.0.0.1"].tags)
+    assert.same({ seen = "yes" }, slice_json["10.0.0.2"].tags)
+    assert.is_nil(slice_json["10.0.0.3"].tags)
+  end)
+
+  it("a tag set by one policy is visible to the next", function()
+    local eng = assert(sluice.open { read = capture() })
+    local seen = {}
+    assert(eng:run {
+      { on_flow_start = function(f) f:tag("by", "first") end },
+      { on_flow_start = function(f) seen[#seen + 1] = f:tag("by") end },
+    })
+    assert.same({ "first", "first", "first" }, seen)
+  end)
+
+  it("reject bad names and values", function()
+    local eng = assert(sluice.open { read = capture() })
+    local ok, err = eng:run { on_flow_start = function(f) f:tag("x", {}) end }
+    assert.is_nil(ok)
+    assert.matches("a value is a number or a string", err)
+  end)
+end)
+
+describe("cork", function()
+  after_each(pcap.cleanup)
+
+  it("runs after the events before it and before the events after it", function()
+    local eng = assert(sluice.open { read = capture() })
+    local log = {}
+    assert(eng:run {
+      on_flow_start = function(f)
+        log[#log + 1] = "start " .. f.src
+        if f.src == "10.0.0.1" then
+          f:tag("t", 1) -- a tag event emitted before the cork
+          eng:cork(function() log[#log + 1] = "cork" end)
+        end
+      end,
+      on_tag = function(f, name) log[#log + 1] = "tag " .. name end,
+    })
+    assert.same({ "start 10.0.0.1", "tag t", "cork", "start 10.0.0.2", "start 10.0.0.3" }, log)
+  end)
+
+  it("a cork before the run fires before the first event", function()
+    local eng = assert(sluice.open { read = capture() })
+    local log = {}
+    eng:cork(function() log[#log + 1] = "cork" end)
+    assert(eng:run { on_flow_start = function(f) log[#log + 1] = f.src end })
+    assert.same({ "cork", "10.0.0.1", "10.0.0.2", "10.0.0.3" }, log)
+  end)
+end)
