@@ -100,3 +100,63 @@ describe("cork", function()
     assert.same({ "cork", "10.0.0.1", "10.0.0.2", "10.0.0.3" }, log)
   end)
 end)
+
+describe("query", function()
+  after_each(pcap.cleanup)
+
+  -- flows from 10.0.0.i with i packets each, all live at the cork
+  local function capture_sizes()
+    local packets = {}
+    for i = 1, 4 do
+      for k = 1, i do
+        packets[#packets + 1] = { ts = pcap.t(1 + i + k * 1e-3), frame = pcap.pkt {
+          proto = i == 4 and "tcp" or "udp", src = "10.0.0." .. i, dst = "10.9.9.9",
+          sport = 1000, dport = 53, flags = i == 4 and "A" or nil } }
+      end
+    end
+    return pcap.write(packets)
+  end
+
+  it("finds no live flow once the input has ended", function()
+    local eng = assert(sluice.open { read = capture_sizes() })
+    local live_in_stop
+    assert(eng:run { stop = function() live_in_stop = #eng:query {} end })
+    assert.equal(0, live_in_stop)
+  end)
+
+  it("filters live flows by function, fields and tag, and ranks the top ones", function()
+    local eng = assert(sluice.open { read = capture_sizes() })
+    local res = {}
+    local function srcs(list)
+      local out = {}
+      for i, f in ipairs(list) do out[i] = f.src end
+      return out
+    end
+    assert(eng:run {
+      on_flow_start = function(f)
+        if f.src == "10.0.0.2" or f.src == "10.0.0.4" then f:tag("watch", 1) end
+        if f.src == "10.0.0.4" then
+          eng:cork(function()
+            res.all = #eng:query {}
+            res.top2 = srcs(eng:query { top = 2, by = "pkts" })
+            res.udp = #eng:query { where = { proto = "udp" } }
+            res.fn = srcs(eng:query { where = function(x) return x.pkts >= 2 end, by = "pkts" })
+            res.tag = srcs(eng:query { tag = "watch", by = "pkts" })
+          end)
+        end
+      end,
+    })
+    assert.equal(4, res.all)
+    -- one batch: every packet is counted before events are dispatched
+    assert.same({ "10.0.0.4", "10.0.0.3" }, res.top2)
+    assert.equal(3, res.udp)
+    assert.same({ "10.0.0.4", "10.0.0.3", "10.0.0.2" }, res.fn)
+    assert.same({ "10.0.0.4", "10.0.0.2" }, res.tag)
+  end)
+
+  it("rejects a bad query", function()
+    local eng = assert(sluice.open { read = capture_sizes() })
+    assert.has_error(function() eng:query { top = -1 } end)
+    assert.has_error(function() eng:query { where = 5 } end)
+  end)
+end)

@@ -371,6 +371,9 @@ SL_API int sl_engine_flow_score(struct sl_engine *e, uint32_t slot,
 SL_API int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot,
 				  uint64_t fid, uint32_t bit, int on);
 
+/* Slots ever used: live flows are in slots [0, sl_engine_slots()); walk
+ * them with sl_engine_flow() to query the table (read-only). */
+SL_API uint32_t sl_engine_slots(const struct sl_engine *e);
 /* Live flow in a slot, or NULL if the slot is free. */
 SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
 						uint32_t slot);

@@ -894,6 +894,11 @@ const struct sl_source *sl_engine_source(const struct sl_engine *e)
 	return e->src;
 }
 
+uint32_t sl_engine_slots(const struct sl_engine *e)
+{
+	return e->pool_used;
+}
+
 const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
 					 uint32_t slot)
 {

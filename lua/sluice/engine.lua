@@ -266,6 +266,61 @@ function Engine:cork(fn)
   return true
 end
 
+-- engine:query{ where = fn(flow) | { field = value, ... }, tag = name,
+--               top = n, by = "bytes" } -> list of live flows (read-only
+-- handles, valid until the engine steps again), biggest `by` first when
+-- top or by is given.
+function Engine:query(q)
+  live(self)
+  q = q or {}
+  if type(q) ~= "table" then error("engine:query expects a table", 2) end
+  local where, tag, top, by = q.where, q.tag, q.top, q.by
+  if where ~= nil and type(where) ~= "function" and type(where) ~= "table" then
+    error("engine:query: where must be a function or a table of field = value", 2)
+  end
+  if top ~= nil and (type(top) ~= "number" or top < 0) then
+    error("engine:query: top must be a number >= 0", 2)
+  end
+  if top and not by then by = "bytes" end
+  local tags = self:flow_state().tags
+  local e, found = self.e, {}
+  for slot = 0, C.sl_engine_slots(e) - 1 do
+    local f = C.sl_engine_flow(e, slot)
+    if f ~= nil then
+      local keep = true
+      if tag then
+        local t = tags[tonumber(f.fid)]
+        keep = t ~= nil and t[tag] ~= nil
+      end
+      if keep and type(where) == "function" then
+        keep = where(f) and true or false
+      elseif keep and where then
+        for field, value in pairs(where) do
+          if f[field] ~= value then keep = false break end
+        end
+      end
+      if keep then found[#found + 1] = f end
+    end
+  end
+  if by then
+    local key = {}
+    for i, f in ipairs(found) do
+      local v = f[by]
+      if type(v) ~= "number" then error("engine:query: by = '" .. tostring(by) .. "' is not a number field", 2) end
+      key[f] = v
+      found[i] = f
+    end
+    table.sort(found, function(a, b)
+      if key[a] ~= key[b] then return key[a] > key[b] end
+      return a.fid < b.fid
+    end)
+  end
+  if top then
+    for i = #found, top + 1, -1 do found[i] = nil end
+  end
+  return found
+end
+
 -- Stops a live capture from a policy: every flow ends with "shutdown".
 function Engine:shutdown()
   live(self)
