@@ -105,3 +105,48 @@ describe("bounded table", function()
     assert.has_error(function() sluice.open { read = path, max_flows = 100, pool_flows = 50 } end)
   end)
 end)
+
+describe("decaying weights", function()
+  after_each(pcap.cleanup)
+
+  -- flow A at t = 1 s, then one packet of flow B every second: each slice
+  -- boundary lets the engine's clock, and so the decays, move on.
+  local function observe(decay_fn, interval)
+    local packets = { { ts = pcap.t(1), frame = pcap.pkt {
+      proto = "udp", src = "10.0.0.1", dst = "10.9.9.9", sport = 1000, dport = 53 } } }
+    for t = 1, 6 do
+      packets[#packets + 1] = { ts = pcap.t(t + 0.5), frame = pcap.pkt {
+        proto = "udp", src = "10.0.0.2", dst = "10.9.9.9", sport = 1000, dport = 53 } }
+    end
+    local eng = assert(sluice.open { read = pcap.write(packets), slice = 1 })
+    eng:decay("w", interval, decay_fn)
+    local seen = {}
+    assert(eng:run {
+      on_flow_start = function(f) if f.src == "10.0.0.1" then f:weight("w", 10) end end,
+      on_slice = function(b)
+        local a = eng:query { where = { src = "10.0.0.1" } }[1]
+        local w = a and a:weights().w
+        seen[#seen + 1] = w == nil and "gone" or w
+      end,
+    })
+    return seen
+  end
+
+  it("fixed subtracts the same amount each interval, then removes the weight", function()
+    local seen = observe(sluice.decay.fixed(4), 1)
+    -- the first interval starts with the run: 10 until the first boundary
+    assert.same({ 10, 6, 2, "gone" }, { seen[1], seen[2], seen[3], seen[4] })
+  end)
+
+  it("linear multiplies each interval", function()
+    local seen = observe(sluice.decay.linear(0.5), 1)
+    assert.same({ 10, 5, 2.5, 1.25 }, { seen[1], seen[2], seen[3], seen[4] })
+  end)
+
+  it("expire_when_inactive removes a weight not set again in time", function()
+    -- set at 1.0 s; checked at 2.5 s (idle 1.5: kept) and 3.5 s (2.5: removed)
+    local seen = observe(sluice.decay.expire_when_inactive(2.5), 1)
+    assert.equal(10, seen[1])
+    assert.equal("gone", seen[2])
+  end)
+end)

@@ -250,10 +250,64 @@ end
 function Engine:flow_state()
   local st = self.flow_st
   if not st then
-    st = { e = self.e, weights = {}, tags = {}, queue = {}, ended = {}, bits = {}, nbits = 0 }
+    st = { e = self.e, weights = {}, tags = {}, queue = {}, ended = {}, bits = {}, nbits = 0,
+      decays = {}, now = 0 }
     self.flow_st = st
   end
   return st
+end
+
+-- Decay presets (as libp2p's connection manager): each returns a
+-- function(weight, idle_seconds) -> new weight, or nil to remove it.
+M.decay = {
+  -- subtract a fixed amount per interval
+  fixed = function(minuend)
+    return function(w) w = w - minuend return w > 0 and w or nil end
+  end,
+  -- multiply by coef per interval (0 < coef < 1)
+  linear = function(coef)
+    return function(w) w = w * coef return w > 1e-9 and w or nil end
+  end,
+  -- remove the weight once it was not set again for `after` seconds
+  expire_when_inactive = function(after)
+    return function(w, idle) if idle >= after then return nil end return w end
+  end,
+}
+
+-- engine:decay(name, interval, fn): every interval seconds of engine time,
+-- each flow's weight `name` becomes fn(weight, seconds since it was set),
+-- removed when fn returns nil.
+function Engine:decay(name, interval, fn)
+  live(self)
+  if type(name) ~= "string" or type(fn) ~= "function" then
+    error("engine:decay(name, interval, fn) expects a string, a duration and a function", 2)
+  end
+  local secs = policy.parse_duration(interval)
+  if not secs or secs <= 0 then error("engine:decay: interval must be a positive duration", 2) end
+  local st = self:flow_state()
+  st.decays[#st.decays + 1] = { name = name, interval = secs, fn = fn, due = nil }
+end
+
+local function run_decays(st)
+  local now = st.now
+  for _, d in ipairs(st.decays) do
+    if not d.due then d.due = now + d.interval end
+    if now >= d.due then
+      d.due = now + d.interval
+      for fid, w in pairs(st.weights) do
+        local v = w[d.name]
+        if v then
+          local bumped = w[flow.WEIGHT_BUMPED]
+          local nv = d.fn(v, now - (bumped[d.name] or now))
+          if nv ~= v then
+            w[d.name] = nv
+            if nv == nil then bumped[d.name] = nil end
+            flow.rescore(st, w[flow.WEIGHT_SLOT], fid, w)
+          end
+        end
+      end
+    end
+  end
 end
 
 -- engine:cork(fn): fn runs once every event emitted before this call has
@@ -415,12 +469,15 @@ function Engine:run(policies, options, opts)
       local rc = C.sl_engine_step(e)
       if rc == 0 then return true end
       if rc < 0 then return nil, "engine: " .. core.strerror(rc) end
+      st.now = tonumber(out.now_ns) * 1e-9
+      if st.decays[1] then run_decays(st) end
       local n = out.n_events
       if n > 0 and (want_events or next(weights) or next(tags)) then
         local evs = out.events
         for i = 0, n - 1 do
           local ev = evs[i]
           local f = ev.flow
+          st.now = tonumber(ev.ts_ns) * 1e-9 -- handlers act at their event's time
           if ev.type == EV_START then
             for j = 1, nstart do starts[j](f) end
           else
@@ -445,6 +502,7 @@ function Engine:run(policies, options, opts)
         end
       end
       if queue[1] then drain() end
+      st.now = tonumber(out.now_ns) * 1e-9
       if st.ended[1] then
         for k = #st.ended, 1, -1 do
           local fid = st.ended[k]

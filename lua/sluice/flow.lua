@@ -117,11 +117,18 @@ local function live_engine()
   return current
 end
 
-local function rescore(st, r, w)
+-- Keys of a flow's weight table that are not weights.
+local SLOT, BUMPED = {}, {}
+M.WEIGHT_SLOT, M.WEIGHT_BUMPED = SLOT, BUMPED
+
+local function rescore(st, slot, fid, w)
   local score = 0
-  for _, v in pairs(w) do score = score + v end
-  C.sl_engine_flow_score(st.e, r.slot, r.fid, score)
+  for k, v in pairs(w) do
+    if type(k) == "string" then score = score + v end
+  end
+  C.sl_engine_flow_score(st.e, slot, fid, score)
 end
+M.rescore = rescore
 
 -- flow:weight(name, value): a named part of the flow's score (trims end
 -- the lowest scores first); setting a name again replaces its value.
@@ -131,10 +138,15 @@ function flow_methods.weight(r, name, value)
   end
   local st = live_engine()
   local fid = tonumber(r.fid)
-  local w = st.weights[fid] or {}
-  st.weights[fid] = w
+  local w = st.weights[fid]
+  if not w then
+    -- the slot, and when each weight was last set (for decays)
+    w = { [SLOT] = r.slot, [BUMPED] = {} }
+    st.weights[fid] = w
+  end
   w[name] = value
-  rescore(st, r, w)
+  w[BUMPED][name] = st.now
+  rescore(st, r.slot, r.fid, w)
   return value
 end
 
@@ -143,7 +155,7 @@ function flow_methods.unweight(r, name)
   local w = st.weights[tonumber(r.fid)]
   if w and w[name] ~= nil then
     w[name] = nil
-    rescore(st, r, w)
+    rescore(st, r.slot, r.fid, w)
   end
 end
 
@@ -157,7 +169,9 @@ end
 function flow_methods.weights(r)
   local st = live_engine()
   local w, copy = st.weights[tonumber(r.fid)], {}
-  for k, v in pairs(w or {}) do copy[k] = v end
+  for k, v in pairs(w or {}) do
+    if type(k) == "string" then copy[k] = v end
+  end
   return copy
 end
 

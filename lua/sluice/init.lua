@@ -5,6 +5,7 @@ local ffi = require "ffi"
 local M = {
   version = ffi.string(core.C.sl_version()),
   open = require("sluice.engine").open,
+  decay = require("sluice.engine").decay,
   policy = require "sluice.policy",
   sink = { json = require("sluice.sinks.json").new },
 }
