@@ -40,9 +40,9 @@ core/build-san/sluice_core.so: $(SOBJS)
 lua/sluice/core_h.lua: core/include/sluice.h core/gen_cdefs.sh
 	sh core/gen_cdefs.sh $< > $@.tmp && mv $@.tmp $@
 
-core/build/test_%: core/tests/test_%.c core/tests/test.h $(OBJS)
+core/build/test_%: core/tests/test_%.c core/tests/test.h core/tests/live.h $(OBJS)
 	$(CC) $(CORE_CFLAGS) -Icore/src -o $@ $< $(OBJS) $(LIBS)
-core/build-san/test_%: core/tests/test_%.c core/tests/test.h $(SOBJS)
+core/build-san/test_%: core/tests/test_%.c core/tests/test.h core/tests/live.h $(SOBJS)
 	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -Icore/src -o $@ $< $(SOBJS) $(LIBS)
 
 check: deps

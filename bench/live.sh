@@ -17,10 +17,9 @@
 # LIVE_SETTLE=2 (seconds sluice gets to drain after the replay), CC.
 set -eu
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-GENSRC=${SLUICE_GENPCAP_C:-$(cd "$(dirname "$0")/../.." && pwd)/shared/bench/genpcap.c}
-[ -f "$GENSRC" ] || [ ! -f /work/shared/bench/genpcap.c ] || GENSRC=/work/shared/bench/genpcap.c
-BUILD=$ROOT/bench/build
+NAME=bench-live
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$(dirname "$0")/common.sh"
 TRACE=$BUILD/live.pcap
 TRUTH=$BUILD/live.truth.json
 PARAMS_FILE=$BUILD/live.params
@@ -33,13 +32,6 @@ WORKERS=${LIVE_WORKERS:-1}
 SETTLE=${LIVE_SETTLE:-2}
 CC=${CC:-gcc}
 
-die() {
-	echo "bench-live: $*" >&2
-	exit 1
-}
-note() {
-	echo "bench-live: $*" >&2
-}
 skip() {
 	echo "bench-live: skipped: $*"
 	exit 0
@@ -64,45 +56,15 @@ for tool in ip tcpreplay sysctl; do
 		case $tool in ip) echo iproute2 ;; sysctl) echo procps ;; *) echo "$tool" ;; esac
 	))"
 done
-[ -f "$GENSRC" ] || die "trace generator not found: $GENSRC
-  (bench expects the shared generator at <repo>/../shared/bench/genpcap.c;
-  set SLUICE_GENPCAP_C to its path)"
-command -v "$CC" >/dev/null 2>&1 || die "C compiler '$CC' not found"
 [ -f "$ROOT/core/build/sluice_core.so" ] ||
 	die "core/build/sluice_core.so is missing: run 'make' (or 'make bench-live') first"
-mkdir -p "$BUILD"
 
 # --- generator and trace -----------------------------------------------------
-stale() {
-	[ ! -x "$2" ] || [ -n "$(find "$1" -newer "$2" 2>/dev/null)" ]
-}
-if stale "$GENSRC" "$BUILD/genpcap"; then
-	note "building genpcap from $GENSRC"
-	"$CC" -O2 -o "$BUILD/genpcap" "$GENSRC" -lm || die "cannot build $GENSRC"
-fi
-GENSUM=$(cksum <"$GENSRC" | awk '{ print $1 "-" $2 }')
-PARAMS="genpcap -n $PACKETS -c $CONCURRENT -s $SEED src $GENSUM"
-if [ -f "$TRACE" ] && [ -s "$TRUTH" ] && [ -f "$PARAMS_FILE" ] &&
-	[ "$(cat "$PARAMS_FILE")" = "$PARAMS" ]; then
-	:
-else
-	note "generating trace: $PACKETS packets, $CONCURRENT concurrent flows, seed $SEED"
-	rm -f "$TRACE" "$TRUTH" "$PARAMS_FILE"
-	"$BUILD/genpcap" -o "$TRACE.tmp" -n "$PACKETS" -c "$CONCURRENT" -s "$SEED" 2>"$TRUTH.tmp" || {
-		cat "$TRUTH.tmp" >&2
-		rm -f "$TRACE.tmp" "$TRUTH.tmp"
-		die "genpcap failed"
-	}
-	mv "$TRACE.tmp" "$TRACE"
-	mv "$TRUTH.tmp" "$TRUTH"
-	printf '%s\n' "$PARAMS" >"$PARAMS_FILE"
-fi
-truth() {
-	sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" "$TRUTH" | head -n 1
-}
+build_genpcap
+make_trace
 T_PACKETS=$(truth packets)
 T_FLOWS=$(truth flows)
-T_MB=$(wc -c <"$TRACE" | awk '{ printf "%.0f", $1 / 1048576 }')
+T_MB=$(trace_mb)
 
 # --- namespace and veth pair -------------------------------------------------
 TAG=$$
@@ -174,7 +136,7 @@ counter() {
 	} END { if (n) print s }'
 }
 
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
+CPU=$(cpu_model)
 echo "sluice live bench  $(date '+%Y-%m-%d %H:%M')  $(uname -m)${CPU:+, $CPU}, $(nproc 2>/dev/null || echo '?') CPUs, kernel $(uname -r)"
 echo "trace: ${TRACE#"$ROOT"/}  $T_PACKETS packets  $T_MB MB  $T_FLOWS flows; replayed with tcpreplay --topspeed --preload-pcap"
 echo "veth: $HOST (host, $QUEUES queues) <-> $PEER (in $NS); sluice --workers $WORKERS"

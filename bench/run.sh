@@ -15,10 +15,9 @@
 # BENCH_CONCURRENT=20000, BENCH_SEED=1, BENCH_SLICE=1, CC, LUAJIT.
 set -eu
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-GENSRC=${SLUICE_GENPCAP_C:-$(cd "$(dirname "$0")/../.." && pwd)/shared/bench/genpcap.c}
-[ -f "$GENSRC" ] || [ ! -f /work/shared/bench/genpcap.c ] || GENSRC=/work/shared/bench/genpcap.c
-BUILD=$ROOT/bench/build
+NAME=bench
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$(dirname "$0")/common.sh"
 TRACE=$BUILD/trace.pcap
 TRUTH=$BUILD/trace.truth.json
 PARAMS_FILE=$BUILD/trace.params
@@ -32,14 +31,6 @@ SLICE=${BENCH_SLICE:-1}
 CC=${CC:-gcc}
 LUAJIT=${LUAJIT:-luajit}
 
-die() {
-	echo "bench: $*" >&2
-	exit 1
-}
-note() {
-	echo "bench: $*" >&2
-}
-
 for v in "$PACKETS" "$CONCURRENT" "$SEED" "$RUNS"; do
 	case $v in
 	'' | *[!0-9]*) die "BENCH_PACKETS, BENCH_CONCURRENT, BENCH_SEED and BENCH_RUNS must be integers (got '$v')" ;;
@@ -48,27 +39,14 @@ done
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be at least 1"
 
 # --- prerequisites ---------------------------------------------------------
-[ -f "$GENSRC" ] || die "trace generator not found: $GENSRC
-  (bench expects the shared generator at <repo>/../shared/bench/genpcap.c;
-  it is not part of this repository and is never copied into it)"
-command -v "$CC" >/dev/null 2>&1 || die "C compiler '$CC' not found"
 command -v "$LUAJIT" >/dev/null 2>&1 || die "'$LUAJIT' not found (apt-get install luajit)"
 [ -f "$ROOT/core/build/sluice_core.so" ] ||
 	die "core/build/sluice_core.so is missing: run 'make' (or 'make bench') first"
 [ -f "$ROOT/lua/sluice/core_h.lua" ] ||
 	die "lua/sluice/core_h.lua is missing: run 'make' (or 'make bench') first"
-mkdir -p "$BUILD"
 
 # --- tools -----------------------------------------------------------------
-# stale SRC BIN: BIN is missing or older than SRC (find -newer: POSIX).
-stale() {
-	[ ! -x "$2" ] || [ -n "$(find "$1" -newer "$2" 2>/dev/null)" ]
-}
-if stale "$GENSRC" "$BUILD/genpcap"; then
-	note "building genpcap from $GENSRC"
-	"$CC" -O2 -o "$BUILD/genpcap" "$GENSRC" -lm ||
-		die "cannot build $GENSRC"
-fi
+build_genpcap
 if stale "$ROOT/bench/pcap_floor.c" "$BUILD/pcap_floor"; then
 	note "building pcap_floor"
 	"$CC" -O2 -o "$BUILD/pcap_floor" "$ROOT/bench/pcap_floor.c" -lpcap ||
@@ -76,30 +54,7 @@ if stale "$ROOT/bench/pcap_floor.c" "$BUILD/pcap_floor"; then
 fi
 
 # --- trace -----------------------------------------------------------------
-# Regenerated only when missing or when the parameters (or the generator's
-# source) changed; same parameters give the same bytes.
-GENSUM=$(cksum <"$GENSRC" | awk '{ print $1 "-" $2 }')
-PARAMS="genpcap -n $PACKETS -c $CONCURRENT -s $SEED src $GENSUM"
-if [ -f "$TRACE" ] && [ -s "$TRUTH" ] && [ -f "$PARAMS_FILE" ] &&
-	[ "$(cat "$PARAMS_FILE")" = "$PARAMS" ]; then
-	:
-else
-	note "generating trace: $PACKETS packets, $CONCURRENT concurrent flows, seed $SEED"
-	rm -f "$TRACE" "$TRUTH" "$PARAMS_FILE"
-	"$BUILD/genpcap" -o "$TRACE.tmp" -n "$PACKETS" -c "$CONCURRENT" -s "$SEED" 2>"$TRUTH.tmp" || {
-		cat "$TRUTH.tmp" >&2
-		rm -f "$TRACE.tmp" "$TRUTH.tmp"
-		die "genpcap failed"
-	}
-	mv "$TRACE.tmp" "$TRACE"
-	mv "$TRUTH.tmp" "$TRUTH"
-	printf '%s\n' "$PARAMS" >"$PARAMS_FILE"
-fi
-
-# A number from the ground truth JSON (genpcap prints one key per name).
-truth() {
-	sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" "$TRUTH" | head -n 1
-}
+make_trace
 T_PACKETS=$(truth packets)
 T_FLOWS=$(truth flows)
 T_CONC=$(truth concurrent)
@@ -107,7 +62,7 @@ T_DUR=$(truth duration_s)
 if [ -z "$T_PACKETS" ] || [ -z "$T_FLOWS" ]; then
 	die "cannot read packets/flows from $TRUTH (delete it to regenerate)"
 fi
-T_MB=$(wc -c <"$TRACE" | awk '{ printf "%.0f", $1 / 1048576 }')
+T_MB=$(trace_mb)
 
 # --- clocks and RSS for the CLI subprocess ---------------------------------
 # GNU date has %N; elsewhere fall back to LuaJIT's clock_gettime.
@@ -243,7 +198,7 @@ measure() {
 	fi
 }
 
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
+CPU=$(cpu_model)
 echo "sluice bench  $(date '+%Y-%m-%d %H:%M')  $(uname -m)${CPU:+, $CPU}  best of $RUNS runs"
 echo "trace: ${TRACE#"$ROOT"/}  $T_PACKETS packets  $T_MB MB  ground truth: $T_FLOWS flows, $T_CONC concurrent, ${T_DUR}s of traffic"
 echo

@@ -37,6 +37,20 @@ local function build_traffic(untagged)
     flows[key] = expect
     order[#order + 1] = list
   end
+  -- A packet of the flow e (forward or back) appended to list and counted
+  -- in e; fields: the rest of pcap.pkt's spec (flags, len, vlans).
+  local function add_packet(list, e, fwd, fields)
+    fields.proto = e.proto
+    fields.src, fields.dst = fwd and e.src or e.dst, fwd and e.dst or e.src
+    fields.sport, fields.dport = fwd and e.sport or e.dport, fwd and e.dport or e.sport
+    local frame = pcap.pkt(fields)
+    list[#list + 1] = frame
+    if fwd then
+      e.pkts_fwd, e.bytes_fwd = e.pkts_fwd + 1, e.bytes_fwd + #frame
+    else
+      e.pkts_rev, e.bytes_rev = e.pkts_rev + 1, e.bytes_rev + #frame
+    end
+  end
 
   for i = 1, 30 do
     local c, s = "10.1.0." .. i, "10.2.0." .. (1 + i % 5)
@@ -45,15 +59,7 @@ local function build_traffic(untagged)
     local list, e = {}, { proto = "tcp", src = c, sport = cp, dst = s, dport = sp,
       pkts_fwd = 0, pkts_rev = 0, bytes_fwd = 0, bytes_rev = 0, vlan = vlans and vlans[1] or 0 }
     local function p(fwd, flags, len)
-      local frame = pcap.pkt { proto = "tcp", src = fwd and c or s, dst = fwd and s or c,
-        sport = fwd and cp or sp, dport = fwd and sp or cp, flags = flags, len = len,
-        vlans = vlans }
-      list[#list + 1] = frame
-      if fwd then
-        e.pkts_fwd, e.bytes_fwd = e.pkts_fwd + 1, e.bytes_fwd + #frame
-      else
-        e.pkts_rev, e.bytes_rev = e.pkts_rev + 1, e.bytes_rev + #frame
-      end
+      add_packet(list, e, fwd, { flags = flags, len = len, vlans = vlans })
     end
     p(true, "S", 0)
     p(false, "SA", 0)
@@ -82,14 +88,7 @@ local function build_traffic(untagged)
     local list, e = {}, { proto = "udp", src = c, sport = cp, dst = s, dport = sp,
       pkts_fwd = 0, pkts_rev = 0, bytes_fwd = 0, bytes_rev = 0, vlan = 0, end_reason = "eof" }
     local function p(fwd, len)
-      local frame = pcap.pkt { proto = "udp", src = fwd and c or s, dst = fwd and s or c,
-        sport = fwd and cp or sp, dport = fwd and sp or cp, len = len }
-      list[#list + 1] = frame
-      if fwd then
-        e.pkts_fwd, e.bytes_fwd = e.pkts_fwd + 1, e.bytes_fwd + #frame
-      else
-        e.pkts_rev, e.bytes_rev = e.pkts_rev + 1, e.bytes_rev + #frame
-      end
+      add_packet(list, e, fwd, { len = len })
     end
     for k = 1, 1 + j % 5 do
       p(true, 40 + j + k)

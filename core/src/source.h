@@ -33,4 +33,13 @@ struct bpf_program;
 int sl_filter_compile(const char *filter, int linktype, uint32_t snaplen,
 		      struct bpf_program *prog, char *note, size_t note_len);
 
+/* The start of a live source's open (live.c): both pointers given, *out
+ * and the note cleared, an interface named. 0, or -EINVAL (with a note
+ * when the interface is missing). */
+int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o);
+
+/* Appends to the note, "; " between entries. */
+__attribute__((format(printf, 2, 3))) void
+sl_live_note_add(struct sl_live_opts *o, const char *fmt, ...);
+
 #endif

@@ -83,32 +83,14 @@ static inline const struct afp_source *to_afp_c(const struct sl_source *src)
 	return (const struct afp_source *)src;
 }
 
-/* Appends to the caller's note, "; " between entries. */
-__attribute__((format(printf, 2, 3))) static void
-note_add(struct sl_live_opts *o, const char *fmt, ...)
-{
-	size_t len = strnlen(o->note, sizeof(o->note));
-	va_list ap;
-
-	if (len >= sizeof(o->note) - 1)
-		return;
-	if (len) {
-		snprintf(o->note + len, sizeof(o->note) - len, "; ");
-		len = strnlen(o->note, sizeof(o->note));
-	}
-	va_start(ap, fmt);
-	vsnprintf(o->note + len, sizeof(o->note) - len, fmt, ap);
-	va_end(ap);
-}
-
 /* socket()/setsockopt() failures that mean missing privileges. */
 static int afp_errno(struct sl_live_opts *o, int err, const char *what)
 {
 	if (err == EPERM || err == EACCES) {
-		note_add(o, "capture not permitted (need root or CAP_NET_RAW)");
+		sl_live_note_add(o, "capture not permitted (need root or CAP_NET_RAW)");
 		return -EPERM;
 	}
-	note_add(o, "%s: %s", what, strerror(err));
+	sl_live_note_add(o, "%s: %s", what, strerror(err));
 	return -err;
 }
 
@@ -445,12 +427,12 @@ static int afp_opts(struct afp_source *s, struct sl_live_opts *o,
 	s->snaplen = o->snaplen ? o->snaplen : AFP_SNAPLEN;
 	s->poll_ms = o->poll_ms ? o->poll_ms : AFP_POLL_MS;
 	if (fs % TPACKET_ALIGNMENT || fs < TPACKET3_HDRLEN) {
-		note_add(o, "frame size %u: must be a multiple of %u and >= %u",
+		sl_live_note_add(o, "frame size %u: must be a multiple of %u and >= %u",
 			 fs, TPACKET_ALIGNMENT, (unsigned)TPACKET3_HDRLEN);
 		return -EINVAL;
 	}
 	if (s->block_size % page || s->block_size % fs) {
-		note_add(o,
+		sl_live_note_add(o,
 			 "block size %u: must be a multiple of the page size "
 			 "(%u) and of the frame size (%u)",
 			 s->block_size, page, fs);
@@ -458,12 +440,12 @@ static int afp_opts(struct afp_source *s, struct sl_live_opts *o,
 	}
 	/* the kernel's limit: frame and byte counts fit 32 bits */
 	if ((uint64_t)s->block_size * s->block_nr > UINT32_MAX) {
-		note_add(o, "ring of %u blocks of %u bytes is too large",
+		sl_live_note_add(o, "ring of %u blocks of %u bytes is too large",
 			 s->block_nr, s->block_size);
 		return -EINVAL;
 	}
 	if (o->fanout_group > 0xffff) {
-		note_add(o, "fanout group %u: must be below 65536",
+		sl_live_note_add(o, "fanout group %u: must be below 65536",
 			 o->fanout_group);
 		return -EINVAL;
 	}
@@ -494,7 +476,7 @@ static int afp_linktype_of(struct afp_source *s, struct sl_live_opts *o)
 		s->linktype = SL_LINK_RAW;
 		return 0;
 	}
-	note_add(o, "interface %s: hardware type %u not supported", o->ifname,
+	sl_live_note_add(o, "interface %s: hardware type %u not supported", o->ifname,
 		 ifr.ifr_hwaddr.sa_family);
 	return SL_E_LINKTYPE;
 }
@@ -538,7 +520,7 @@ static int afp_filter_none(struct afp_source *s, struct sl_live_opts *o)
 		rc = afp_attach_const(s, s->snaplen);
 	}
 	if (rc)
-		note_add(o, "replacing the drop-all filter: %s", strerror(-rc));
+		sl_live_note_add(o, "replacing the drop-all filter: %s", strerror(-rc));
 	return rc;
 }
 
@@ -557,7 +539,7 @@ static int afp_filter(struct afp_source *s, struct sl_live_opts *o)
 	if (rc)
 		return rc;
 	if (prog.bf_len > BPF_MAXINSNS) {
-		note_add(o, "filter '%s': too long (%u instructions)",
+		sl_live_note_add(o, "filter '%s': too long (%u instructions)",
 			 o->filter, prog.bf_len);
 		rc = -EINVAL;
 		goto out_free;
@@ -565,7 +547,7 @@ static int afp_filter(struct afp_source *s, struct sl_live_opts *o)
 	/* struct bpf_insn and struct sock_filter have the same layout */
 	rc = afp_attach(s, (struct sock_filter *)prog.bf_insns, prog.bf_len);
 	if (rc)
-		note_add(o, "filter '%s': SO_ATTACH_FILTER: %s", o->filter,
+		sl_live_note_add(o, "filter '%s': SO_ATTACH_FILTER: %s", o->filter,
 			 strerror(-rc));
 out_free:
 	pcap_freecode(&prog);
@@ -597,7 +579,7 @@ static int afp_ring(struct afp_source *s, struct sl_live_opts *o,
 		s->block_nr /= 2;
 	}
 	if (s->block_nr != want)
-		note_add(o, "ring shrunk to %u blocks of %u bytes: ENOMEM",
+		sl_live_note_add(o, "ring shrunk to %u blocks of %u bytes: ENOMEM",
 			 s->block_nr, s->block_size);
 	return 0;
 }
@@ -649,7 +631,7 @@ static int afp_options(struct afp_source *s, struct sl_live_opts *o)
 	if (o->ignore_outgoing > 0 &&
 	    afp_set_int(s, PACKET_IGNORE_OUTGOING, 1)) {
 		s->skip_outgoing = 1;
-		note_add(o, "PACKET_IGNORE_OUTGOING not supported: outgoing "
+		sl_live_note_add(o, "PACKET_IGNORE_OUTGOING not supported: outgoing "
 			    "packets skipped after the ring");
 	}
 	if (o->fanout_group > 0) {
@@ -658,7 +640,7 @@ static int afp_options(struct afp_source *s, struct sl_live_opts *o)
 
 		rc = afp_set_int(s, PACKET_FANOUT, arg);
 		if (rc) {
-			note_add(o,
+			sl_live_note_add(o,
 				 "fanout group %u: %s (a group needs the same "
 				 "interface and mode on every socket)",
 				 o->fanout_group, strerror(-rc));
@@ -676,13 +658,9 @@ static int afp_open(struct afp_source *s, struct sl_live_opts *o)
 	rc = afp_opts(s, o, &frame_size);
 	if (rc)
 		return rc;
-	if (!o->ifname || !o->ifname[0]) {
-		note_add(o, "no interface given");
-		return -EINVAL;
-	}
 	s->ifindex = (int)if_nametoindex(o->ifname);
 	if (!s->ifindex) {
-		note_add(o, "no such interface '%s'", o->ifname);
+		sl_live_note_add(o, "no such interface '%s'", o->ifname);
 		return -ENODEV;
 	}
 	/* protocol 0: nothing is received until bind() */
@@ -719,10 +697,9 @@ int sl_source_open_afpacket(struct sl_source **out, struct sl_live_opts *o)
 	struct afp_source *s;
 	int rc;
 
-	if (!out || !o)
-		return -EINVAL;
-	*out = NULL;
-	o->note[0] = '\0';
+	rc = sl_live_open_check(out, o);
+	if (rc)
+		return rc;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;

@@ -423,7 +423,7 @@ static const char *attached_mode(int ifindex, uint32_t asked)
 static void fail_note(struct sl_live_opts *o, int rc, const char *lib)
 {
 	const char *ifn = o->ifname;
-	size_t len = sizeof(o->note), n;
+	size_t len = sizeof(o->note);
 
 	if (o->zero_copy == SL_ZC_ON && rc != -EPERM && rc != -EACCES &&
 	    rc != -EAFNOSUPPORT && rc != -EBUSY && rc != -ENOMEM &&
@@ -469,9 +469,8 @@ static void fail_note(struct sl_live_opts *o, int rc, const char *lib)
 						     : "drv or skb",
 			 strerror(-rc));
 	}
-	n = strlen(o->note);
-	if (lib && lib[0] && n + 4 < len)
-		snprintf(o->note + n, len - n, "; %s", lib);
+	if (lib && lib[0])
+		sl_live_note_add(o, "%s", lib);
 }
 
 /* One pass: driver then skb mode (as asked), zero-copy then copy (as
@@ -553,14 +552,9 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 	uint32_t idx = 0, i;
 	int rc;
 
-	if (!out || !o)
-		return -EINVAL;
-	*out = NULL;
-	o->note[0] = '\0';
-	if (!o->ifname || !o->ifname[0]) {
-		snprintf(o->note, sizeof(o->note), "no interface given");
-		return -EINVAL;
-	}
+	rc = sl_live_open_check(out, o);
+	if (rc)
+		return rc;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;

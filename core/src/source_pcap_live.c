@@ -214,13 +214,6 @@ static int activate_error(int rc)
 	return -EIO;
 }
 
-static void note_add(struct sl_live_opts *o, const char *what)
-{
-	size_t n = strlen(o->note);
-
-	snprintf(o->note + n, sizeof(o->note) - n, "%s%s", n ? "; " : "", what);
-}
-
 static int set_filter(struct pcap_live_source *s, struct sl_live_opts *o)
 {
 	struct bpf_program prog;
@@ -247,14 +240,9 @@ int sl_source_open_pcap_live(struct sl_source **out, struct sl_live_opts *o)
 	uint32_t snaplen;
 	int rc, snap;
 
-	if (!out || !o)
-		return -EINVAL;
-	*out = NULL;
-	o->note[0] = '\0';
-	if (!o->ifname || !o->ifname[0]) {
-		snprintf(o->note, sizeof(o->note), "no interface given");
-		return -EINVAL;
-	}
+	rc = sl_live_open_check(out, o);
+	if (rc)
+		return rc;
 	snaplen = o->snaplen ? o->snaplen : DEFAULT_SNAPLEN;
 	if (snaplen > DEFAULT_SNAPLEN)
 		snaplen = DEFAULT_SNAPLEN;
@@ -292,8 +280,9 @@ int sl_source_open_pcap_live(struct sl_source **out, struct sl_live_opts *o)
 		goto out_close;
 	}
 	if (rc > 0) /* a warning: capture works, say what is missing */
-		note_add(o, pcap_geterr(s->p)[0] ? pcap_geterr(s->p)
-						 : pcap_statustostr(rc));
+		sl_live_note_add(o, "%s",
+				 pcap_geterr(s->p)[0] ? pcap_geterr(s->p)
+						      : pcap_statustostr(rc));
 
 	if (pcap_setnonblock(s->p, 1, errbuf)) {
 		snprintf(o->note, sizeof(o->note), "%s", errbuf);

@@ -7,23 +7,17 @@
  * sequence number, so each received one is rebuilt and compared byte for
  * byte. Without root (or CAP_NET_RAW) the test prints "skip: ...".
  */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
 #include <net/if.h>
 #include <linux/if_ether.h>
-#include <linux/if_packet.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,15 +25,12 @@
 #include "sluice.h"
 #include "source.h"
 #include "test.h"
+#include "live.h"
 
-#define NS_PER_S  1000000000ULL
-#define NS_PER_MS 1000000ULL
 #define MAX_SEQ	  2048
 #define FRAME_MAX 1600
 
-static char ns_name[32], if0[IF_NAMESIZE], if1[IF_NAMESIZE], tun[IF_NAMESIZE];
-static unsigned int if0_index;
-static int set_up;
+static char tun[IF_NAMESIZE];
 
 /* The generic entry points live in source_pcap.c, which this test is not
  * linked with when built alone: call through the ops table. */
@@ -59,27 +50,6 @@ static void src_close(struct sl_source *s)
 		s->ops->close(s);
 }
 
-static uint64_t now_ns(clockid_t clk)
-{
-	struct timespec ts;
-
-	clock_gettime(clk, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-__attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
-{
-	char cmd[512];
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	rc = system(cmd);
-	return rc == 0 ? 0 : -1;
-}
-
 /* ---- frames ----------------------------------------------------------- */
 
 static const uint8_t dst_mac[6] = {0x02, 0, 0, 0, 0, 0x02}; /* not ours */
@@ -95,12 +65,6 @@ struct fspec {
 	uint32_t plen; /* payload bytes, >= 4: the sequence number first */
 	uint32_t seq;
 };
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -308,28 +272,15 @@ static void pin_cpu(void)
 	(void)sched_setaffinity(0, sizeof(set), &set);
 }
 
-static int sender_run(int sc)
+static int send_scenario(int fd, const void *arg)
 {
-	struct sockaddr_ll sll;
+	int sc = *(const int *)arg;
 	uint8_t buf[FRAME_MAX];
-	char path[64];
 	uint32_t seq, len;
-	int nsfd, fd, tries;
+	int tries;
 
 	/* one CPU: one backlog queue, frames arrive in order */
 	pin_cpu();
-	snprintf(path, sizeof(path), "/run/netns/%s", ns_name);
-	nsfd = open(path, O_RDONLY | O_CLOEXEC);
-	if (nsfd < 0 || setns(nsfd, CLONE_NEWNET))
-		return 10;
-	fd = socket(AF_PACKET, SOCK_RAW, 0);
-	if (fd < 0)
-		return 11;
-	memset(&sll, 0, sizeof(sll));
-	sll.sll_family = AF_PACKET;
-	sll.sll_ifindex = (int)if_nametoindex(if1);
-	if (!sll.sll_ifindex || bind(fd, (struct sockaddr *)&sll, sizeof(sll)))
-		return 12;
 	for (seq = 0; seq < sc_count(sc); seq++) {
 		len = sc_frame(sc, seq, buf);
 		for (tries = 0; send(fd, buf, len, 0) != (ssize_t)len;
@@ -347,13 +298,7 @@ static int sender_run(int sc)
 
 static pid_t sender_start(int sc)
 {
-	pid_t pid;
-
-	fflush(NULL);
-	pid = fork();
-	if (pid == 0)
-		_exit(sender_run(sc));
-	return pid;
+	return fork_sender(pair.ns, pair.peer, send_scenario, &sc);
 }
 
 static void sender_wait(pid_t pid)
@@ -416,13 +361,14 @@ static void rx_packet(struct rx *r, int sc, const struct sl_packet *p)
 	r->ts_bad += p->ts_ns < r->last_ts;
 	r->last_ts = p->ts_ns;
 	r->ts_far += p->ts_ns + 5 * NS_PER_S < now || p->ts_ns > now + NS_PER_S;
-	r->bad_meta += p->linktype != SL_LINK_EN10MB || p->ifindex != if0_index;
+	r->bad_meta +=
+	    p->linktype != SL_LINK_EN10MB || p->ifindex != pair.host_index;
 }
 
 /* Reads all sources until want packets came (then 300 ms more, to catch
  * extras) or timeout_ms passed. */
-static void collect(struct rx *rx, int nrx, int sc, uint32_t want,
-		    uint32_t timeout_ms)
+static void rx_collect(struct rx *rx, int nrx, int sc, uint32_t want,
+		       uint32_t timeout_ms)
 {
 	static struct sl_packet_batch b;
 	uint64_t start = now_ns(CLOCK_MONOTONIC), linger = 0, t;
@@ -471,6 +417,19 @@ static void rx_check_clean(const struct rx *r)
 	CHECK_EQ(r->bad_batch, 0);
 }
 
+/* Sends scenario sc while reading rx[0..nrx) until want packets came (3 s
+ * at most), then checks what holds for any clean capture. */
+static void rx_run(struct rx *rx, int nrx, int sc, uint32_t want)
+{
+	pid_t pid = sender_start(sc);
+	int i;
+
+	rx_collect(rx, nrx, sc, want, 3000);
+	sender_wait(pid);
+	for (i = 0; i < nrx; i++)
+		rx_check_clean(&rx[i]);
+}
+
 static int open_src(struct sl_source **s, struct sl_live_opts *o)
 {
 	int rc = sl_source_open_afpacket(s, o);
@@ -484,14 +443,13 @@ static int open_src(struct sl_source **s, struct sl_live_opts *o)
 
 static void test_all_frames(void)
 {
-	struct sl_live_opts o = {.ifname = if0, .ignore_outgoing = 1};
+	struct sl_live_opts o = {.ifname = pair.host, .ignore_outgoing = 1};
 	static struct rx r;
 	struct sl_source_stats st;
 	struct sl_source *s = NULL;
 	uint8_t buf[FRAME_MAX];
 	uint64_t bytes = 0, pos = 1, size = 1;
 	uint32_t seq;
-	pid_t pid;
 
 	CHECK_EQ(open_src(&s, &o), 0);
 	if (!s)
@@ -500,10 +458,7 @@ static void test_all_frames(void)
 	for (seq = 0; seq < sc_count(SC_MAIN); seq++)
 		bytes += sc_frame(SC_MAIN, seq, buf);
 	rx_init(&r, s, 0);
-	pid = sender_start(SC_MAIN);
-	collect(&r, 1, SC_MAIN, sc_count(SC_MAIN), 3000);
-	sender_wait(pid);
-	rx_check_clean(&r);
+	rx_run(&r, 1, SC_MAIN, sc_count(SC_MAIN));
 	CHECK_EQ(r.n, sc_count(SC_MAIN));
 	CHECK_EQ(r.bytes, bytes);
 	for (seq = 0; seq < sc_count(SC_MAIN); seq++)
@@ -538,7 +493,8 @@ static unsigned long if_flags(const char *ifname)
 /* Nothing sent: -EAGAIN after poll_ms. Promiscuous while open. */
 static void test_idle(void)
 {
-	struct sl_live_opts o = {.ifname = if0, .poll_ms = 50, .promisc = 1};
+	struct sl_live_opts o = {
+	    .ifname = pair.host, .poll_ms = 50, .promisc = 1};
 	static struct sl_packet_batch b;
 	struct sl_source *s = NULL;
 	uint64_t t0, dt;
@@ -554,27 +510,23 @@ static void test_idle(void)
 	CHECK_EQ(b.count, 0);
 	CHECK(dt >= 45 * NS_PER_MS && dt < 1000 * NS_PER_MS);
 	CHECK_EQ(src_next(s, &b), -EAGAIN);
-	CHECK(if_flags(if0) & IFF_PROMISC);
+	CHECK(if_flags(pair.host) & IFF_PROMISC);
 	src_close(s);
-	CHECK(!(if_flags(if0) & IFF_PROMISC));
+	CHECK(!(if_flags(pair.host) & IFF_PROMISC));
 }
 
 static void test_filter(void)
 {
-	struct sl_live_opts o = {.ifname = if0, .filter = "udp"};
+	struct sl_live_opts o = {.ifname = pair.host, .filter = "udp"};
 	static struct rx r;
 	struct sl_source *s = NULL;
 	uint32_t seq, udp = 0, tcp = 0;
-	pid_t pid;
 
 	CHECK_EQ(open_src(&s, &o), 0);
 	if (!s)
 		return;
 	rx_init(&r, s, 0);
-	pid = sender_start(SC_MAIN);
-	collect(&r, 1, SC_MAIN, MAIN_UDP, 3000);
-	sender_wait(pid);
-	rx_check_clean(&r);
+	rx_run(&r, 1, SC_MAIN, MAIN_UDP);
 	for (seq = 0; seq < sc_count(SC_MAIN); seq++) {
 		if (seq < MAIN_UDP)
 			udp += r.seen[seq] == 1;
@@ -591,12 +543,12 @@ static void test_filter(void)
  * the capture but not the wire length. Two sockets: each sees all. */
 static void test_vlan_snaplen(void)
 {
-	struct sl_live_opts o1 = {.ifname = if0, .poll_ms = 20};
-	struct sl_live_opts o2 = {.ifname = if0, .poll_ms = 20, .snaplen = 100};
+	struct sl_live_opts o1 = {.ifname = pair.host, .poll_ms = 20};
+	struct sl_live_opts o2 = {
+	    .ifname = pair.host, .poll_ms = 20, .snaplen = 100};
 	static struct rx r[2];
 	struct sl_source *a = NULL, *b = NULL;
 	uint32_t n = sc_count(SC_VLAN);
-	pid_t pid;
 
 	CHECK_EQ(open_src(&a, &o1), 0);
 	CHECK_EQ(open_src(&b, &o2), 0);
@@ -604,11 +556,7 @@ static void test_vlan_snaplen(void)
 		goto out;
 	rx_init(&r[0], a, 0);
 	rx_init(&r[1], b, 100);
-	pid = sender_start(SC_VLAN);
-	collect(r, 2, SC_VLAN, 2 * n, 3000);
-	sender_wait(pid);
-	rx_check_clean(&r[0]);
-	rx_check_clean(&r[1]);
+	rx_run(r, 2, SC_VLAN, 2 * n);
 	CHECK_EQ(r[0].n, n);
 	CHECK_EQ(r[1].n, n);
 	CHECK_EQ(r[0].bytes, r[1].bytes);
@@ -623,13 +571,12 @@ static void test_fanout(void)
 {
 	uint32_t group = 1000 + (uint32_t)getpid() % 60000;
 	struct sl_live_opts o1 = {
-	    .ifname = if0, .poll_ms = 20, .fanout_group = group};
+	    .ifname = pair.host, .poll_ms = 20, .fanout_group = group};
 	struct sl_live_opts o2 = o1;
 	static struct rx r[2];
 	struct sl_source *a = NULL, *b = NULL;
 	uint32_t n = sc_count(SC_FANOUT), seq, once = 0, split = 0, fl;
 	int owner[FANOUT_FLOWS];
-	pid_t pid;
 
 	CHECK_EQ(open_src(&a, &o1), 0);
 	CHECK_EQ(open_src(&b, &o2), 0);
@@ -637,11 +584,7 @@ static void test_fanout(void)
 		goto out;
 	rx_init(&r[0], a, 0);
 	rx_init(&r[1], b, 0);
-	pid = sender_start(SC_FANOUT);
-	collect(r, 2, SC_FANOUT, n, 3000);
-	sender_wait(pid);
-	rx_check_clean(&r[0]);
-	rx_check_clean(&r[1]);
+	rx_run(r, 2, SC_FANOUT, n);
 	CHECK_EQ(r[0].n + r[1].n, n);
 	CHECK(r[0].n > 0 && r[1].n > 0);
 	for (fl = 0; fl < FANOUT_FLOWS; fl++)
@@ -667,7 +610,7 @@ out:
  * ring nobody reads: it fills up, the rest is dropped. */
 static void test_small_ring(void)
 {
-	struct sl_live_opts o = {.ifname = if0,
+	struct sl_live_opts o = {.ifname = pair.host,
 				 .block_size = 1 << 16,
 				 .block_count = 4,
 				 .block_timeout_ms = 10};
@@ -681,10 +624,7 @@ static void test_small_ring(void)
 	if (!s)
 		return;
 	rx_init(&r, s, 0);
-	pid = sender_start(SC_MAIN);
-	collect(&r, 1, SC_MAIN, n, 3000);
-	sender_wait(pid);
-	rx_check_clean(&r);
+	rx_run(&r, 1, SC_MAIN, n);
 	CHECK_EQ(src_stats(s, &st), 0);
 	CHECK_EQ(st.received, r.n);
 	CHECK_EQ(st.received + st.kernel_drops, n);
@@ -702,7 +642,7 @@ static void test_small_ring(void)
 	sender_wait(pid);
 	usleep(100000);
 	rx_init(&r, s, 0);
-	collect(&r, 1, SC_MAIN, n, 300);
+	rx_collect(&r, 1, SC_MAIN, n, 300);
 	rx_check_clean(&r);
 	CHECK_EQ(src_stats(s, &st), 0);
 	CHECK(r.n > 0 && r.n < 20);
@@ -717,7 +657,7 @@ static void test_errors(void)
 	struct sl_source *s = (struct sl_source *)&o;
 
 	memset(&o, 0, sizeof(o));
-	o.ifname = if0;
+	o.ifname = pair.host;
 	o.filter = "udp and and port";
 	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
 	CHECK(s == NULL);
@@ -729,20 +669,20 @@ static void test_errors(void)
 	CHECK(strstr(o.note, "slafp_nope0") != NULL);
 
 	memset(&o, 0, sizeof(o));
-	o.ifname = if0;
+	o.ifname = pair.host;
 	o.block_size = 1000000; /* not a multiple of the page size */
 	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
 	CHECK(strstr(o.note, "block size") != NULL);
 
 	memset(&o, 0, sizeof(o));
-	o.ifname = if0;
+	o.ifname = pair.host;
 	o.block_size = 1 << 16;
 	o.frame_size = 100; /* not a multiple of TPACKET_ALIGNMENT */
 	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
 	CHECK(strstr(o.note, "frame size") != NULL);
 
 	memset(&o, 0, sizeof(o));
-	o.ifname = if0;
+	o.ifname = pair.host;
 	o.block_size = 1 << 16;
 	o.frame_size = 3072; /* block not a multiple of it */
 	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
@@ -798,7 +738,7 @@ static void test_eperm(void)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
-		struct sl_live_opts o = {.ifname = if0};
+		struct sl_live_opts o = {.ifname = pair.host};
 		struct sl_source *s = NULL;
 		int rc;
 
@@ -817,12 +757,10 @@ static void test_eperm(void)
 
 static void teardown(void)
 {
-	if (!set_up)
+	if (!pair.made)
 		return;
-	set_up = 0;
-	sh("ip link del %s 2>/dev/null", if0);
 	sh("ip link del %s 2>/dev/null", tun);
-	sh("ip netns del %s 2>/dev/null", ns_name);
+	pair_del();
 }
 
 /* Removes interfaces and namespaces of earlier runs that died. */
@@ -851,50 +789,17 @@ static void reap_stale(void)
 		closedir(d);
 }
 
-static int oper_up(const char *ifname)
-{
-	char path[128], state[16] = "";
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/class/net/%s/operstate", ifname);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (!fgets(state, sizeof(state), f))
-		state[0] = '\0';
-	fclose(f);
-	return strncmp(state, "up", 2) == 0;
-}
-
 static const char *setup(void)
 {
-	int pid = (int)getpid(), i;
+	char ns[32], host[IF_NAMESIZE], peer[IF_NAMESIZE];
+	int pid = (int)getpid();
 
-	snprintf(ns_name, sizeof(ns_name), "sl_afp_%d", pid);
-	snprintf(if0, sizeof(if0), "slafp%da", pid);
-	snprintf(if1, sizeof(if1), "slafp%db", pid);
+	snprintf(ns, sizeof(ns), "sl_afp_%d", pid);
+	snprintf(host, sizeof(host), "slafp%da", pid);
+	snprintf(peer, sizeof(peer), "slafp%db", pid);
 	snprintf(tun, sizeof(tun), "slafp%dt", pid);
 	reap_stale();
-	if (sh("ip netns add %s", ns_name))
-		return "cannot create a network namespace";
-	set_up = 1;
-	if (sh("ip link add %s type veth peer name %s netns %s", if0, if1,
-	       ns_name))
-		return "cannot create a veth pair";
-	/* no IPv6: no router solicitations or MLD reports on the link */
-	sh("echo 1 > /proc/sys/net/ipv6/conf/%s/disable_ipv6 2>/dev/null", if0);
-	sh("ip netns exec %s sh -c 'echo 1 > "
-	   "/proc/sys/net/ipv6/conf/%s/disable_ipv6' 2>/dev/null",
-	   ns_name, if1);
-	if (sh("ip link set %s up", if0) ||
-	    sh("ip -n %s link set %s up", ns_name, if1))
-		return "cannot bring the veth pair up";
-	for (i = 0; i < 200 && !oper_up(if0); i++)
-		usleep(10000);
-	if (!oper_up(if0))
-		return "the veth pair does not come up";
-	if0_index = if_nametoindex(if0);
-	return NULL;
+	return pair_add(ns, host, peer);
 }
 
 static const char *can_capture(void)

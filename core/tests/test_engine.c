@@ -117,19 +117,26 @@ static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
 
 static struct img m;
 
+/* 10.0.0.1:40000 -> 10.0.0.2:443 from t on, 1 ns apart: handshake, 100
+ * bytes of data, FIN from each side, the last ACK (7 packets, 4 forward). */
+static void img_tcp_session(struct img *im, uint64_t t)
+{
+	img_pkt(im, t, 6, 1, 40000, 2, 443, 0x02, 0);
+	img_pkt(im, t + 1, 6, 2, 443, 1, 40000, 0x12, 0);
+	img_pkt(im, t + 2, 6, 1, 40000, 2, 443, 0x10, 0);
+	img_pkt(im, t + 3, 6, 1, 40000, 2, 443, 0x18, 100);
+	img_pkt(im, t + 4, 6, 2, 443, 1, 40000, 0x11, 0);
+	img_pkt(im, t + 5, 6, 1, 40000, 2, 443, 0x11, 0);
+	img_pkt(im, t + 6, 6, 2, 443, 1, 40000, 0x10, 0);
+}
+
 static void test_tcp_fin(void)
 {
 	struct run r;
 	uint64_t t = 1000 * NS;
 
 	img_begin(&m);
-	img_pkt(&m, t, 6, 1, 40000, 2, 443, 0x02, 0);
-	img_pkt(&m, t + 1, 6, 2, 443, 1, 40000, 0x12, 0);
-	img_pkt(&m, t + 2, 6, 1, 40000, 2, 443, 0x10, 0);
-	img_pkt(&m, t + 3, 6, 1, 40000, 2, 443, 0x18, 100);
-	img_pkt(&m, t + 4, 6, 2, 443, 1, 40000, 0x11, 0);
-	img_pkt(&m, t + 5, 6, 1, 40000, 2, 443, 0x11, 0);
-	img_pkt(&m, t + 6, 6, 2, 443, 1, 40000, 0x10, 0);
+	img_tcp_session(&m, t);
 	/* the same tuple again right after the close: a new flow */
 	img_pkt(&m, t + 7, 6, 1, 40000, 2, 443, 0x02, 0);
 	run_img(&m, NULL, &r);
@@ -148,13 +155,7 @@ static void test_fin_details(void)
 	uint64_t t = 1000 * NS;
 
 	img_begin(&m);
-	img_pkt(&m, t, 6, 1, 40000, 2, 443, 0x02, 0);
-	img_pkt(&m, t + 1, 6, 2, 443, 1, 40000, 0x12, 0);
-	img_pkt(&m, t + 2, 6, 1, 40000, 2, 443, 0x10, 0);
-	img_pkt(&m, t + 3, 6, 1, 40000, 2, 443, 0x18, 100);
-	img_pkt(&m, t + 4, 6, 2, 443, 1, 40000, 0x11, 0);
-	img_pkt(&m, t + 5, 6, 1, 40000, 2, 443, 0x11, 0);
-	img_pkt(&m, t + 6, 6, 2, 443, 1, 40000, 0x10, 0);
+	img_tcp_session(&m, t);
 	run_img(&m, NULL, &r);
 	CHECK_EQ(r.ends, 1);
 	CHECK_EQ(r.last_end.reason_code, SL_END_FIN);

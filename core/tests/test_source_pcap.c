@@ -183,17 +183,25 @@ static void ng_idb(struct bld *b, uint16_t lt, uint32_t snaplen, int tsresol,
 	blk_end(b, s);
 }
 
+/* What an EPB and the obsolete PB hold after the interface id: timestamp
+ * (high, low), captured and original length, the data. */
+static void ng_pkt_fields(struct bld *b, uint64_t ts, uint32_t caplen,
+			  uint32_t orig, uint8_t fill)
+{
+	put32(b, (uint32_t)(ts >> 32));
+	put32(b, (uint32_t)ts);
+	put32(b, caplen);
+	put32(b, orig);
+	put_data(b, caplen, fill);
+}
+
 static void ng_epb(struct bld *b, uint32_t ifid, uint64_t ts, uint32_t caplen,
 		   uint32_t orig, uint8_t fill)
 {
 	size_t s = blk_begin(b, 6);
 
 	put32(b, ifid);
-	put32(b, (uint32_t)(ts >> 32));
-	put32(b, (uint32_t)ts);
-	put32(b, caplen);
-	put32(b, orig);
-	put_data(b, caplen, fill);
+	ng_pkt_fields(b, ts, caplen, orig, fill);
 	blk_end(b, s);
 }
 
@@ -203,12 +211,8 @@ static void ng_pb(struct bld *b, uint16_t ifid, uint64_t ts, uint32_t caplen,
 	size_t s = blk_begin(b, 2);
 
 	put16(b, ifid);
-	put16(b, 0);
-	put32(b, (uint32_t)(ts >> 32));
-	put32(b, (uint32_t)ts);
-	put32(b, caplen);
-	put32(b, orig);
-	put_data(b, caplen, fill);
+	put16(b, 0); /* drops count */
+	ng_pkt_fields(b, ts, caplen, orig, fill);
 	blk_end(b, s);
 }
 

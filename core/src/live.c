@@ -1,0 +1,37 @@
+/* live.c - for the live sources: the checks their open starts with, and
+ * the note they write. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "source.h"
+
+int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o)
+{
+	if (!out || !o)
+		return -EINVAL;
+	*out = NULL;
+	o->note[0] = '\0';
+	if (!o->ifname || !o->ifname[0]) {
+		snprintf(o->note, sizeof(o->note), "no interface given");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void sl_live_note_add(struct sl_live_opts *o, const char *fmt, ...)
+{
+	size_t len = strnlen(o->note, sizeof(o->note));
+	va_list ap;
+
+	if (len >= sizeof(o->note) - 1)
+		return;
+	if (len) {
+		snprintf(o->note + len, sizeof(o->note) - len, "; ");
+		len = strnlen(o->note, sizeof(o->note));
+	}
+	va_start(ap, fmt);
+	vsnprintf(o->note + len, sizeof(o->note) - len, fmt, ap);
+	va_end(ap);
+}
