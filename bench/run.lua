@@ -33,6 +33,14 @@ local policies, open_opts
 if mode == "engine" then
   policies = {} -- an empty policy table: the engine alone
   open_opts = { read = trace }
+elseif mode == "trim" then
+  -- a bounded table at MAX flows (half the trace's concurrency): trims
+  -- run constantly, the pool is the limit, no grace
+  local max = tonumber(arg[3])
+  if not max then fail("trim mode needs MAX_FLOWS") end
+  policies = {}
+  open_opts = { read = trace, max_flows = max, low_flows = math.floor(max * 0.9),
+    pool_flows = max, grace = 0 }
 elseif mode == "policy" then
   local path, slice = arg[3], arg[4]
   if not path or not slice then fail("policy mode needs POLICY.lua and SLICE") end
@@ -41,7 +49,7 @@ elseif mode == "policy" then
   policies = { inst }
   open_opts = { read = trace, slice = tonumber(slice) or slice }
 else
-  fail("unknown mode '" .. tostring(mode) .. "' (engine or policy)")
+  fail("unknown mode '" .. tostring(mode) .. "' (engine, trim or policy)")
 end
 
 local emitted = 0
@@ -56,6 +64,7 @@ local t1 = core.monotonic()
 if not rok then fail(rerr) end
 
 local st = eng:stats()
-io.write(string.format("packets %d seconds %.6f rss_kb %d flows %d emitted %d\n",
-  st.packets, t1 - t0, math.floor(core.peak_rss() / 1024), st.flows_started, emitted))
+io.write(string.format("packets %d seconds %.6f rss_kb %d flows %d emitted %d trims %d refused %d\n",
+  st.packets, t1 - t0, math.floor(core.peak_rss() / 1024), st.flows_started, emitted, st.trims,
+  st.flows_refused))
 eng:close()

@@ -134,6 +134,7 @@ one_run() {
 	case $1 in
 	floor) "$BUILD/pcap_floor" "$TRACE" ;;
 	engine) "$LUAJIT" "$ROOT/bench/run.lua" engine "$TRACE" ;;
+	trim) "$LUAJIT" "$ROOT/bench/run.lua" trim "$TRACE" $((T_CONC / 2)) ;;
 	cli) run_cli ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
 	esac
@@ -208,6 +209,7 @@ cat "$TRACE" >/dev/null
 
 measure floor "libpcap floor"
 measure engine "sluice engine only"
+measure trim "engine max-flows C/2"
 measure cli "sluice CLI json"
 if [ -f "$TALKERS" ]; then
 	measure talkers "top_talkers slice $SLICE"

@@ -378,6 +378,38 @@ static int trim_order(const void *a, const void *b)
 	return x->fid < y->fid ? -1 : x->fid > y->fid;
 }
 
+static void cand_swap(struct sl_trim_cand *a, struct sl_trim_cand *b)
+{
+	struct sl_trim_cand t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
+/* Moves the k smallest candidates (trim_order) to the front, in no
+ * particular order: a trim needs which flows, not their order, and a full
+ * sort per trim costs too much when low_flows is close to max_flows. */
+static void select_smallest(struct sl_trim_cand *c, uint32_t n, uint32_t k)
+{
+	uint32_t lo = 0, hi = n - 1;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2, store = lo;
+
+		cand_swap(&c[mid], &c[hi]); /* pivot to the end */
+		for (uint32_t i = lo; i < hi; i++)
+			if (trim_order(&c[i], &c[hi]) < 0)
+				cand_swap(&c[i], &c[store++]);
+		cand_swap(&c[store], &c[hi]);
+		if (store == k)
+			return;
+		if (store < k)
+			lo = store + 1;
+		else
+			hi = store - 1;
+	}
+}
+
 /* Ends unprotected flows past their grace period, lowest score then least
  * recently active first, until low_flows remain. Returns how many ended. */
 static int table_trim(struct sl_engine *e)
@@ -405,7 +437,9 @@ static int table_trim(struct sl_engine *e)
 			    f->score, f->idle_clock, f->rec.fid, s};
 		}
 	}
-	qsort(e->trim_list, n, sizeof(*e->trim_list), trim_order);
+	if (n > e->stats.flows_active - target)
+		select_smallest(e->trim_list, n,
+				(uint32_t)(e->stats.flows_active - target));
 	for (uint32_t i = 0; i < n && e->stats.flows_active > target; i++) {
 		rc = flow_end(e, &e->pool[e->trim_list[i].slot], SL_END_TRIMMED,
 			      e->now);
