@@ -522,6 +522,25 @@ return P
     end)
   end)
 
+  describe("--user nobody", function()
+    live_it("drops to the user once capturing and still reports every flow", function()
+      local env = environment()
+      local started = os.time()
+      local p = start(env, "afpacket", "--user nobody")
+      local uid
+      for _ = 1, 50 do
+        local status = run.slurp("/proc/" .. p.pid .. "/status") or ""
+        uid = tonumber(status:match("\nUid:%s+(%d+)"))
+        if uid ~= 0 then break end
+        netns.sleep(0.05)
+      end
+      assert.equal(65534, uid, "sluice should run as nobody\n" .. describe_proc(p))
+      replay(env)
+      netns.sleep(1)
+      assert_same(run.of_type(stop(p), "flow"), nil, started, describe_proc(p, p:exit_code()))
+    end)
+  end)
+
   describe("--stats 1", function()
     live_it("prints stats: lines on stderr while running", function()
       local env = environment()
