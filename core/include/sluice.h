@@ -27,6 +27,7 @@ enum sl_error {
 	SL_E_LINKTYPE = -1003,	/* link type not supported */
 	SL_E_POOL = -1004,	/* flow pool exhausted */
 	SL_E_STATE = -1005,	/* call not valid in the engine's state */
+	SL_E_CONFLICT = -1006,	/* update keys belong to different flows */
 };
 
 /* Link types as written in pcap/pcapng files (LINKTYPE_*). */
@@ -363,6 +364,34 @@ SL_API void sl_engine_shutdown(struct sl_engine *e);
 SL_API int sl_signal_install(void);
 SL_API int sl_signal_pending(void);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
+/* Key kinds besides the 5-tuple (ip_version 4 or 6). An external id sits
+ * in src[0..7] (host order); a string of up to 32 bytes in src and dst,
+ * its length in sport. Other bytes stay zero. */
+enum sl_key_kind {
+	SL_KEY_ID = 100,
+	SL_KEY_STRING = 101,
+};
+
+/* A flow update from any source (a collector, a conntrack feed, Lua):
+ * keys find the flow (each key is the flow's own key or an alias of it);
+ * unknown keys become aliases; with no known key a new flow starts under
+ * the first key. A key owned by another live flow fails the whole update
+ * with SL_E_CONFLICT and changes nothing. A handle (fid and slot) names a
+ * flow instead of keys. The counts are added to the flow's. */
+struct sl_update {
+	const struct sl_key *keys;
+	uint32_t n_keys; /* at most 16 */
+	uint32_t slot;	 /* in: with fid, the handle; out: the flow's slot */
+	uint64_t fid;	 /* in: 0 or a handle; out: the flow's id */
+	struct sl_counts add_fwd;
+	struct sl_counts add_rev;
+	uint32_t created; /* out: 1 if a new flow started */
+	uint32_t pad;
+};
+
+/* Events of a new flow are appended to the current output. */
+SL_API int sl_engine_update(struct sl_engine *e, struct sl_update *u);
+
 /* Scores and protection of a live flow, named by its slot and id (from
  * an event): -ESRCH if that flow has ended. protect returns 1 if any
  * protection bit is still set after the change, else 0. */

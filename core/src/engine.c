@@ -344,6 +344,85 @@ static int slice_close(struct sl_engine *e)
 
 /* ---- ending flows ----------------------------------------------------- */
 
+/* ---- aliases (extra keys from sl_engine_update) ----------------------- */
+
+static uint32_t *abucket_of(struct sl_engine *e, uint32_t hash)
+{
+	return &e->abuckets[hash & e->bucket_mask];
+}
+
+static struct sl_alias *alias_lookup(struct sl_engine *e,
+				     const struct sl_key *ck, uint32_t hash)
+{
+	if (!e->n_aliases)
+		return NULL;
+	for (uint32_t a = *abucket_of(e, hash); a;
+	     a = e->aliases[a - 1].hnext) {
+		struct sl_alias *al = &e->aliases[a - 1];
+
+		if (al->hash == hash && key_equal(&al->key, ck))
+			return al;
+	}
+	return NULL;
+}
+
+/* Room for n more aliases, so that linking cannot fail halfway. */
+static int alias_reserve(struct sl_engine *e, uint32_t n)
+{
+	if (!e->abuckets) {
+		e->abuckets =
+		    calloc((size_t)e->bucket_mask + 1, sizeof(*e->abuckets));
+		if (!e->abuckets)
+			return -ENOMEM;
+	}
+	return grow((void **)&e->aliases, &e->cap_aliases, e->aliases_used + n,
+		    sizeof(*e->aliases));
+}
+
+static void alias_link(struct sl_engine *e, struct sl_flow *f,
+		       const struct sl_key *ck, uint32_t hash, int swapped)
+{
+	struct sl_alias *al;
+	uint32_t a, *b;
+
+	if (e->alias_free) {
+		a = e->alias_free;
+		e->alias_free = e->aliases[a - 1].fnext;
+	} else {
+		a = ++e->aliases_used;
+	}
+	al = &e->aliases[a - 1];
+	al->key = *ck;
+	al->hash = hash;
+	al->slot = slot_of(e, f);
+	al->swapped = (uint8_t)swapped;
+	b = abucket_of(e, hash);
+	al->hnext = *b;
+	*b = a;
+	al->fnext = f->aliases;
+	f->aliases = a;
+	e->n_aliases++;
+}
+
+static void aliases_free(struct sl_engine *e, struct sl_flow *f)
+{
+	uint32_t a = f->aliases;
+
+	while (a) {
+		struct sl_alias *al = &e->aliases[a - 1];
+		uint32_t next = al->fnext, *pp = abucket_of(e, al->hash);
+
+		while (*pp != a)
+			pp = &e->aliases[*pp - 1].hnext;
+		*pp = al->hnext;
+		al->fnext = e->alias_free;
+		e->alias_free = a;
+		e->n_aliases--;
+		a = next;
+	}
+	f->aliases = 0;
+}
+
 static int flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
 		    uint64_t ts)
 {
@@ -356,6 +435,8 @@ static int flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
 	if (!event_push(e, SL_EVENT_FLOW_END, slot, ts))
 		rc = -ENOMEM;
 	hash_unlink(e, slot);
+	if (f->aliases)
+		aliases_free(e, f);
 	LIST_REMOVE(e, &e->idle[f->tclass], slot, idle);
 	LIST_REMOVE(e, &e->age, slot, age);
 	f->live = 0;
@@ -483,6 +564,113 @@ int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot, uint64_t fid,
 	else
 		f->protect &= ~(1ULL << bit);
 	return f->protect != 0;
+}
+
+static int key_is_tuple(const struct sl_key *k)
+{
+	return k->ip_version == 4 || k->ip_version == 6;
+}
+
+/* The live flow owning a canonical key (its own key or an alias). */
+static struct sl_flow *key_owner(struct sl_engine *e, const struct sl_key *ck,
+				 uint32_t hash)
+{
+	struct sl_flow *f = flow_lookup(e, ck, hash);
+	const struct sl_alias *al;
+
+	if (f)
+		return f;
+	al = alias_lookup(e, ck, hash);
+	return al ? &e->pool[al->slot] : NULL;
+}
+
+static void update_counts(struct sl_engine *e, struct sl_flow *f,
+			  const struct sl_update *u)
+{
+	const struct sl_counts *add[2] = {&u->add_fwd, &u->add_rev};
+	struct sl_dir *dir[2] = {&f->rec.fwd, &f->rec.rev};
+	uint32_t slot = slot_of(e, f);
+
+	for (int i = 0; i < 2; i++) {
+		if (!add[i]->pkts && !add[i]->bytes)
+			continue;
+		if (!dir[i]->pkts)
+			dir[i]->first_ns = e->now;
+		dir[i]->last_ns = e->now;
+		dir[i]->pkts += add[i]->pkts;
+		dir[i]->bytes += add[i]->bytes;
+	}
+	f->idle_clock = e->now;
+	LIST_REMOVE(e, &e->idle[f->tclass], slot, idle);
+	LIST_APPEND(e, &e->idle[f->tclass], slot, idle);
+}
+
+enum { UPDATE_MAX_KEYS = 16 };
+
+int sl_engine_update(struct sl_engine *e, struct sl_update *u)
+{
+	struct sl_key ck[UPDATE_MAX_KEYS];
+	uint32_t hash[UPDATE_MAX_KEYS], n = u->n_keys, n_new = 0;
+	uint8_t sw[UPDATE_MAX_KEYS], known[UPDATE_MAX_KEYS];
+	struct sl_flow *f = NULL;
+	int rc;
+
+	if (u->fid ? n != 0 : (n == 0 || n > UPDATE_MAX_KEYS))
+		return -EINVAL;
+	u->created = 0;
+	if (u->fid) {
+		f = flow_at(e, u->slot, u->fid);
+		if (!f)
+			return -ESRCH;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct sl_flow *o;
+
+		ck[i] = u->keys[i];
+		sw[i] =
+		    key_is_tuple(&ck[i]) ? (uint8_t)key_canonical(&ck[i]) : 0;
+		hash[i] = key_hash(&ck[i]);
+		o = key_owner(e, &ck[i], hash[i]);
+		if (o && f && o != f)
+			return SL_E_CONFLICT;
+		if (o)
+			f = o;
+		known[i] = o != NULL;
+		for (uint32_t j = 0; j < i && !known[i]; j++)
+			known[i] = key_equal(&ck[i], &ck[j]); /* repeated */
+		n_new += !known[i];
+	}
+	if (n_new) {
+		rc = alias_reserve(e, n_new);
+		if (rc)
+			return rc;
+	}
+	if (!f) {
+		f = flow_new(e,
+			     key_is_tuple(&u->keys[0]) ? &u->keys[0] : &ck[0],
+			     &ck[0], hash[0], sw[0], e->now);
+		if (!f) {
+			e->stats.flows_refused++;
+			return SL_E_POOL;
+		}
+		known[0] = 1;
+		u->created = 1;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (!known[i])
+			alias_link(e, f, &ck[i], hash[i], sw[i]);
+	update_counts(e, f, u);
+	if (e->cfg.slice_ns && e->slice_end) {
+		rc = slice_touch(e, f);
+		if (rc)
+			return rc;
+	}
+	if (u->created &&
+	    !event_push(e, SL_EVENT_FLOW_START, slot_of(e, f), e->now))
+		return -ENOMEM;
+	u->slot = slot_of(e, f);
+	u->fid = f->rec.fid;
+	return 0;
 }
 
 /* The earliest timeout deadline, and the flow and reason it belongs to. */
@@ -678,7 +866,7 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	struct sl_prep *pp = &e->prep[i];
 	struct sl_flow *f;
 	struct sl_dir *dir;
-	int di, reason = 0, fresh = 0, rc;
+	int di, swapped, reason = 0, fresh = 0, rc;
 
 	prefetch_flow(e, i + 2);
 	e->stats.packets++;
@@ -700,6 +888,18 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 		prep_hash(pp);
 
 	f = flow_lookup(e, &pp->ckey, pp->hash);
+	swapped = pp->swapped;
+	if (!f && e->n_aliases) {
+		const struct sl_alias *al =
+		    alias_lookup(e, &pp->ckey, pp->hash);
+
+		/* a tuple linked to a flow by an update: its direction is
+		 * the one the update gave */
+		if (al) {
+			f = &e->pool[al->slot];
+			swapped ^= al->swapped ^ f->swapped;
+		}
+	}
 	if (!f) {
 		f = flow_new(e, &pp->d.key, &pp->ckey, pp->hash, pp->swapped,
 			     p->ts_ns);
@@ -710,7 +910,7 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 		fresh = 1;
 	}
 
-	di = pp->swapped ^ f->swapped;
+	di = swapped ^ f->swapped;
 	dir = di ? &f->rec.rev : &f->rec.fwd;
 	if (!dir->pkts || p->ts_ns < dir->first_ns)
 		dir->first_ns = p->ts_ns;
@@ -809,6 +1009,8 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->buckets);
 	free(e->touched);
 	free(e->trim_list);
+	free(e->aliases);
+	free(e->abuckets);
 	free(e->events);
 	free(e->slices);
 	free(e);

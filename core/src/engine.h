@@ -37,6 +37,7 @@ struct sl_flow {
 	uint8_t slice_flags[2];
 	struct sl_counts base[2]; /* totals when the interval opened */
 	double score;		  /* trims take the lowest first */
+	uint32_t aliases;	  /* its alias keys: index + 1, 0 ends */
 	uint64_t protect;	  /* protection bits: never trimmed while set */
 };
 
@@ -64,6 +65,16 @@ struct sl_prep {
 	uint8_t swapped;
 	uint8_t
 	    hashed; /* later fragments are hashed once their ports are known */
+};
+
+/* An extra key of a flow (sl_engine_update), in its own hash table. */
+struct sl_alias {
+	struct sl_key key; /* canonical */
+	uint32_t hash;
+	uint32_t slot;	 /* the flow owning it */
+	uint32_t hnext;	 /* hash chain: index + 1 */
+	uint32_t fnext;	 /* next alias of the flow, or of the free list */
+	uint8_t swapped; /* key as given was reversed to canonical form */
 };
 
 /* A copy of the sort keys, so trims sort without touching the pool. */
@@ -100,6 +111,10 @@ struct sl_engine {
 	uint32_t slice_epoch;
 	uint32_t *touched; /* slots touched in the open interval */
 	uint32_t n_touched, cap_touched;
+
+	struct sl_alias *aliases; /* grow-only */
+	uint32_t cap_aliases, aliases_used, alias_free, n_aliases;
+	uint32_t *abuckets; /* index + 1; allocated with the first alias */
 
 	uint64_t last_trim; /* engine clock of the last trim, 0: never */
 	struct sl_trim_cand *trim_list; /* grown to the live count */

@@ -310,6 +310,82 @@ local function run_decays(st)
   end
 end
 
+ffi.cdef "int inet_pton(int af, const char *src, void *dst);"
+local PROTO_NUMBERS = { tcp = 6, udp = 17, icmp = 1, icmp6 = 58, sctp = 132, gre = 47 }
+
+-- One key of an update as struct sl_key: a 5-tuple table, an external id
+-- (a number, or { id = n }) or a string (at most 32 bytes).
+local function make_key(k, out)
+  ffi.fill(out, ffi.sizeof(out))
+  if type(k) == "number" or (type(k) == "table" and k.id ~= nil) then
+    local id = type(k) == "number" and k or k.id
+    if type(id) ~= "number" or id < 0 or id ~= math.floor(id) then
+      error("engine:update: an id key is a whole number >= 0", 4)
+    end
+    out.ip_version = C.SL_KEY_ID
+    ffi.cast("uint64_t *", out.src)[0] = id
+  elseif type(k) == "string" then
+    if #k > 32 then error("engine:update: a string key is at most 32 bytes", 4) end
+    out.ip_version = C.SL_KEY_STRING
+    ffi.copy(out.src, k, #k)
+    out.sport = #k
+  elseif type(k) == "table" then
+    local v6 = tostring(k.src):find(":", 1, true) ~= nil
+    local af = v6 and 10 or 2
+    if ffi.C.inet_pton(af, tostring(k.src), out.src) ~= 1 or
+       ffi.C.inet_pton(af, tostring(k.dst), out.dst) ~= 1 then
+      error("engine:update: a 5-tuple key needs src and dst addresses of one family", 4)
+    end
+    out.ip_version = v6 and 6 or 4
+    out.proto = PROTO_NUMBERS[k.proto] or tonumber(k.proto) or error(
+      "engine:update: unknown proto '" .. tostring(k.proto) .. "'", 4)
+    out.sport, out.dport, out.vlan = k.sport or 0, k.dport or 0, k.vlan or 0
+  else
+    error("engine:update: a key is a 5-tuple table, an id or a string", 4)
+  end
+end
+
+-- engine:update{ keys = { ... } | flow = handle, tags = { name = value },
+--                stats = { pkts_fwd, bytes_fwd, pkts_rev, bytes_rev } }
+-- Finds the flow by any of its keys (linking the unknown ones to it) or
+-- starts one; returns its live handle, or nil, "key conflict: ..." when the
+-- keys belong to different flows (nothing is changed then).
+function Engine:update(u)
+  live(self)
+  if type(u) ~= "table" then error("engine:update expects a table", 2) end
+  local cu = self.cupdate or ffi.new("struct sl_update")
+  self.cupdate = cu
+  local keys = u.keys
+  if u.flow ~= nil and keys ~= nil then
+    error("engine:update: give keys or a flow handle, not both", 2)
+  end
+  if u.flow ~= nil then
+    local h = u.flow
+    if type(h) ~= "cdata" then error("engine:update: flow must be a flow handle", 2) end
+    cu.fid, cu.slot, cu.n_keys, cu.keys = h.fid, h.slot, 0, nil
+  else
+    if type(keys) ~= "table" or #keys == 0 or #keys > 16 then
+      error("engine:update: keys must be a list of 1 to 16 keys", 2)
+    end
+    local arr = ffi.new("struct sl_key[?]", #keys)
+    for i, k in ipairs(keys) do make_key(k, arr[i - 1]) end
+    cu.keys, cu.n_keys, cu.fid, cu.slot = arr, #keys, 0, 0
+    self.keepalive = arr
+  end
+  local st = u.stats or {}
+  if type(st) ~= "table" then error("engine:update: stats must be a table", 2) end
+  cu.add_fwd.pkts, cu.add_fwd.bytes = st.pkts_fwd or st.pkts or 0, st.bytes_fwd or st.bytes or 0
+  cu.add_rev.pkts, cu.add_rev.bytes = st.pkts_rev or 0, st.bytes_rev or 0
+  local rc = C.sl_engine_update(self.e, cu)
+  self.keepalive = nil
+  if rc == C.SL_E_CONFLICT then return nil, "key conflict: the keys belong to different live flows" end
+  if rc < 0 then return nil, "update failed: " .. core.strerror(rc) end
+  local f = C.sl_engine_flow(self.e, cu.slot)
+  flow.set_current(self:flow_state())
+  for name, value in pairs(u.tags or {}) do f:tag(name, value) end
+  return f
+end
+
 -- engine:cork(fn): fn runs once every event emitted before this call has
 -- been dispatched (to every policy), and before any emitted after it.
 function Engine:cork(fn)
@@ -473,9 +549,12 @@ function Engine:run(policies, options, opts)
       if st.decays[1] then run_decays(st) end
       local n = out.n_events
       if n > 0 and (want_events or next(weights) or next(tags)) then
-        local evs = out.events
-        for i = 0, n - 1 do
-          local ev = evs[i]
+        -- handlers may add events (engine:update starting a flow): re-read
+        -- the count, and the array, which may have moved
+        local i = 0
+        while i < out.n_events do
+          local ev = out.events[i]
+          i = i + 1
           local f = ev.flow
           st.now = tonumber(ev.ts_ns) * 1e-9 -- handlers act at their event's time
           if ev.type == EV_START then

@@ -216,7 +216,11 @@ function flow_methods.tag(r, name, ...)
   end
   tags[name] = value
   local q = st.queue
-  q[#q + 1] = { flow = ffi.new("struct sl_flow_rec", r), name = name, value = value, old = old }
+  -- a copy: the event is dispatched after this handler, maybe after the
+  -- flow ended (r may be a record in an event or a live pointer)
+  local copy = ffi.new("struct sl_flow_rec")
+  ffi.copy(copy, r, ffi.sizeof(copy))
+  q[#q + 1] = { flow = copy, name = name, value = value, old = old }
   return value
 end
 

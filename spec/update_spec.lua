@@ -1,0 +1,141 @@
+-- The flow table as a gatherer: engine:update with typed keys, aliases,
+-- conflicts, stats, tags and handles.
+local sluice = require "sluice"
+local pcap = require "support.pcap"
+
+local function udp(t, src, sport)
+  return { ts = pcap.t(t), frame = pcap.pkt {
+    proto = "udp", src = src, dst = "10.9.9.9", sport = sport, dport = 53 } }
+end
+
+-- Runs fn(eng, flow) in the first flow's on_flow_start; returns the ended
+-- flows (as tables, by id) and the engine.
+local function with_engine(packets, fn, open_opts)
+  local o = { read = pcap.write(packets) }
+  for k, v in pairs(open_opts or {}) do o[k] = v end
+  local eng = assert(sluice.open(o))
+  local ended, first = {}, true
+  assert(eng:run {
+    on_flow_start = function(f)
+      if first then
+        first = false
+        fn(eng, f)
+      end
+    end,
+    on_flow_end = function(f) ended[f.id] = f:totable() end,
+  })
+  return ended, eng
+end
+
+local T1 = { src = "10.0.0.1", dst = "10.9.9.9", sport = 1000, dport = 53, proto = "udp" }
+local T2 = { src = "10.0.0.7", dst = "10.9.9.9", sport = 7000, dport = 53, proto = "udp" }
+
+describe("engine:update", function()
+  after_each(pcap.cleanup)
+
+  it("links keys to one flow, found by any of them", function()
+    local ids = {}
+    with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
+      local f = assert(eng:update { keys = { "conn-a", 42 }, stats = { pkts = 2, bytes = 200 } })
+      ids.created = f.id
+      ids.by_string = assert(eng:update { keys = { "conn-a" } }).id
+      ids.by_id = assert(eng:update { keys = { 42 } }).id
+      ids.by_new_alias = assert(eng:update { keys = { 42, { id = 43 } } }).id
+      ids.by_alias = assert(eng:update { keys = { 43 } }).id
+    end)
+    assert.equal(ids.created, ids.by_string)
+    assert.equal(ids.created, ids.by_id)
+    assert.equal(ids.created, ids.by_new_alias)
+    assert.equal(ids.created, ids.by_alias)
+  end)
+
+  it("adds stats to the counters; an update without stats changes none", function()
+    local ended, id = with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
+      eng:update { keys = { "x" }, stats = { pkts_fwd = 3, bytes_fwd = 300, pkts_rev = 1, bytes_rev = 50 } }
+      eng:update { keys = { "x" } }
+      eng:update { keys = { "x" }, stats = { pkts = 1, bytes = 10 } }
+    end)
+    local x
+    for _, f in pairs(ended) do if f.id ~= 1 then x = f end end
+    assert.same({ 4, 310, 1, 50 }, { x.pkts_fwd, x.bytes_fwd, x.pkts_rev, x.bytes_rev })
+  end)
+
+  it("fails a key conflict as a whole and changes nothing", function()
+    local before, after, err
+    with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng, f)
+      assert(eng:update { keys = { "other" } })
+      local function snapshot()
+        local s = {}
+        for _, live in ipairs(eng:query {}) do
+          local t = live:totable()
+          t.aliases_probe = nil
+          s[#s + 1] = t
+        end
+        table.sort(s, function(a, b) return a.id < b.id end)
+        return s
+      end
+      before = snapshot()
+      local ok
+      ok, err = eng:update { keys = { T1, "other", "fresh" }, stats = { pkts = 5 } }
+      assert.is_nil(ok)
+      after = snapshot()
+      -- "fresh" was not linked: it starts its own flow now
+      local fresh = assert(eng:update { keys = { "fresh" } })
+      assert.is_true(fresh.id ~= f.id)
+    end)
+    assert.matches("key conflict", err)
+    assert.same(before, after)
+  end)
+
+  it("rejects a handle mixed with keys, and accepts a handle alone", function()
+    local same
+    with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng, f)
+      assert.has_error(function() eng:update { flow = f, keys = { 1 } } end)
+      local g = assert(eng:update { flow = f, stats = { pkts = 1 } })
+      same = g.id == f.id
+    end)
+    assert.is_true(same)
+  end)
+
+  it("a packet of an aliased 5-tuple counts in the flow it was linked to", function()
+    -- a full first batch of T1, so T2 arrives after the update
+    local packets = {}
+    for i = 1, 256 do packets[i] = udp(1 + i * 1e-6, "10.0.0.1", 1000) end
+    packets[#packets + 1] = udp(2, "10.0.0.7", 7000)
+    packets[#packets + 1] = udp(2.1, "10.0.0.7", 7000)
+    local ended = with_engine(packets, function(eng, f)
+      assert.equal(f.id, assert(eng:update { keys = { T1, T2 } }).id)
+    end)
+    local n = 0
+    for _ in pairs(ended) do n = n + 1 end
+    assert.equal(1, n)
+    assert.equal(258, ended[1].pkts_fwd)
+  end)
+
+  it("tags from an update reach the flow", function()
+    local ended = with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
+      eng:update { keys = { T1 }, tags = { source = "conntrack", zone = 3 } }
+    end)
+    assert.same({ source = "conntrack", zone = 3 }, ended[1].tags)
+  end)
+
+  it("frees a flow's keys when it ends: the same key starts a new flow", function()
+    local ended = with_engine({ udp(1, "10.0.0.1", 1000), udp(100, "10.0.0.2", 1000),
+      udp(101, "10.0.0.1", 1000) }, function(eng)
+      eng:update { keys = { T1, "alias-of-1" } }
+    end, { idle_timeout = { udp = 10 } })
+    local t1 = {}
+    for _, f in pairs(ended) do if f.src == "10.0.0.1" then t1[#t1 + 1] = f end end
+    assert.equal(2, #t1)
+    assert.is_true(t1[1].id ~= t1[2].id)
+  end)
+
+  it("rejects malformed keys", function()
+    with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
+      assert.has_error(function() eng:update { keys = {} } end)
+      assert.has_error(function() eng:update { keys = { string.rep("x", 33) } } end)
+      assert.has_error(function() eng:update { keys = { { src = "nope", dst = "10.0.0.1" } } } end)
+      assert.has_error(function() eng:update { keys = { -1 } } end)
+    end)
+  end)
+end)
