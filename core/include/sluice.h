@@ -305,7 +305,7 @@ struct sl_config {
 	 * silence_ns unless the pool is exhausted. 0: no limit. */
 	uint32_t max_flows;
 	uint32_t low_flows;  /* 0: 90% of max_flows */
-	uint64_t grace_ns;   /* 0: default 10 s; use 1 for none */
+	uint64_t grace_ns;   /* 0: none (sluice.open defaults to 10 s) */
 	uint64_t silence_ns; /* 0: default 10 s */
 };
 

@@ -968,8 +968,6 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 		rc = -EINVAL;
 		goto out_free;
 	}
-	if (!e->cfg.grace_ns)
-		e->cfg.grace_ns = 10 * NS;
 	if (!e->cfg.silence_ns)
 		e->cfg.silence_ns = 10 * NS;
 	e->pool_size = e->cfg.pool_flows;

@@ -176,7 +176,7 @@ function M.open(opts)
   elseif opts.low_flows then
     error("sluice.open: low_flows needs max_flows", 2)
   end
-  if opts.grace then cfg.grace_ns = math.max(1, duration_ns(opts.grace, "grace", true)) end
+  cfg.grace_ns = opts.grace and duration_ns(opts.grace, "grace", true) or 10 * NS
   if opts.silence then cfg.silence_ns = duration_ns(opts.silence, "silence") end
   if opts.workers or opts.worker then
     local n, w = tonumber(opts.workers or 1), tonumber(opts.worker or 0)
@@ -367,17 +367,16 @@ function Engine:update(u)
     if type(keys) ~= "table" or #keys == 0 or #keys > 16 then
       error("engine:update: keys must be a list of 1 to 16 keys", 2)
     end
-    local arr = ffi.new("struct sl_key[?]", #keys)
+    local arr = self.keybuf or ffi.new("struct sl_key[16]") -- reused
+    self.keybuf = arr
     for i, k in ipairs(keys) do make_key(k, arr[i - 1]) end
     cu.keys, cu.n_keys, cu.fid, cu.slot = arr, #keys, 0, 0
-    self.keepalive = arr
   end
   local st = u.stats or {}
   if type(st) ~= "table" then error("engine:update: stats must be a table", 2) end
   cu.add_fwd.pkts, cu.add_fwd.bytes = st.pkts_fwd or st.pkts or 0, st.bytes_fwd or st.bytes or 0
   cu.add_rev.pkts, cu.add_rev.bytes = st.pkts_rev or 0, st.bytes_rev or 0
   local rc = C.sl_engine_update(self.e, cu)
-  self.keepalive = nil
   if rc == C.SL_E_CONFLICT then return nil, "key conflict: the keys belong to different live flows" end
   if rc < 0 then return nil, "update failed: " .. core.strerror(rc) end
   local f = C.sl_engine_flow(self.e, cu.slot)
