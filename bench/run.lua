@@ -41,6 +41,29 @@ elseif mode == "trim" then
   policies = {}
   open_opts = { read = trace, max_flows = max, low_flows = math.floor(max * 0.9),
     pool_flows = max, grace = 0 }
+elseif mode == "update" then
+  -- engine:update from Lua: N updates of single id keys over KEYS keys,
+  -- made from a handler (updates belong to a running engine)
+  local n, keys = tonumber(arg[3]) or 1000000, tonumber(arg[4]) or 100000
+  local eng = assert(sluice.open { read = trace })
+  local t0, t1
+  local done = false
+  assert(eng:run {
+    on_flow_start = function()
+      if done then return end
+      done = true
+      local stats = { pkts = 1, bytes = 100 }
+      local key = { 0 }
+      t0 = core.monotonic()
+      for i = 1, n do
+        key[1] = i % keys
+        assert(eng:update { keys = key, stats = stats })
+      end
+      t1 = core.monotonic()
+    end,
+  }, nil, {})
+  io.write(string.format("updates %d seconds %.6f rate %.0f\n", n, t1 - t0, n / (t1 - t0)))
+  os.exit(0)
 elseif mode == "policy" then
   local path, slice = arg[3], arg[4]
   if not path or not slice then fail("policy mode needs POLICY.lua and SLICE") end
@@ -49,7 +72,7 @@ elseif mode == "policy" then
   policies = { inst }
   open_opts = { read = trace, slice = tonumber(slice) or slice }
 else
-  fail("unknown mode '" .. tostring(mode) .. "' (engine, trim or policy)")
+  fail("unknown mode '" .. tostring(mode) .. "' (engine, trim, update or policy)")
 end
 
 local emitted = 0

@@ -217,6 +217,17 @@ else
 	printf '%-20s skipped: examples/top_talkers.lua does not exist (yet)\n' "top_talkers"
 fi
 
+# engine:update from Lua (the gatherer), best of RUNS
+best_upd=0
+i=0
+while [ "$i" -lt "$RUNS" ]; do
+	line=$("$LUAJIT" "$ROOT/bench/run.lua" update "$TRACE" 1000000 100000) || die "update bench failed"
+	rate=${line##* rate }
+	[ "$rate" -gt "$best_upd" ] && best_upd=$rate
+	i=$((i + 1))
+done
+printf '%-20s %s updates/s (engine:update from Lua, 1M updates over 100k id keys)\n' "engine:update" "$best_upd"
+
 if [ -n "$FLOOR_MPPS" ] && [ -n "$RATIOS" ]; then
 	echo
 	echo "rate relative to the libpcap floor ($FLOOR_MPPS Mpps):"
