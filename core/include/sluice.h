@@ -123,6 +123,8 @@ struct sl_decoded {
 SL_API int sl_decode(const uint8_t *data, uint32_t caplen, uint32_t linktype,
 		     struct sl_decoded *out);
 SL_API const char *sl_malformed_name(int reason);
+/* 1 if sl_decode() knows the link type, else 0. */
+SL_API int sl_linktype_supported(uint32_t linktype);
 
 /* ---- sources ---------------------------------------------------------- */
 

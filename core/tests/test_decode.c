@@ -1096,6 +1096,13 @@ static void test_names(void)
 int main(void)
 {
 	CHECK_EQ(sizeof(struct sl_key), 48);
+	/* every link type the decoder handles, and no other */
+	for (uint32_t lt = 0; lt < 300; lt++)
+		CHECK_EQ(sl_linktype_supported(lt),
+			 lt == SL_LINK_NULL || lt == SL_LINK_EN10MB ||
+			     lt == SL_LINK_RAW || lt == SL_LINK_LOOP ||
+			     lt == SL_LINK_LINUX_SLL || lt == SL_LINK_IPV4 ||
+			     lt == SL_LINK_IPV6 || lt == SL_LINK_LINUX_SLL2);
 	test_ether_ipv4_tcp();
 	test_memset();
 	test_ether_padding();

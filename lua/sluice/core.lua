@@ -1,6 +1,6 @@
 -- The FFI handle to libsluice, loaded once. The cdefs are generated from
 -- core/include/sluice.h (see core_h.lua); nothing here declares C by hand
--- except the few libc functions the Lua side needs.
+-- except the few libc functions the Lua side needs, all of them here.
 local ffi = require "ffi"
 
 ffi.cdef(require "sluice.core_h")
@@ -10,6 +10,8 @@ struct sl_timespec { long tv_sec; long tv_nsec; };
 int clock_gettime(int clk, struct sl_timespec *ts);
 struct sl_rusage { long utime[2]; long stime[2]; long maxrss; long rest[13]; };
 int getrusage(int who, struct sl_rusage *usage);
+size_t strnlen(const char *s, size_t maxlen);
+int inet_pton(int af, const char *src, void *dst);
 ]]
 
 local function find_library()

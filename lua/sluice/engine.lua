@@ -20,9 +20,6 @@ local TIMEOUT_CLASS = { tcp = C.SL_TIMEOUT_TCP, udp = C.SL_TIMEOUT_UDP,
   icmp = C.SL_TIMEOUT_ICMP, other = C.SL_TIMEOUT_OTHER }
 M.TIMEOUT_CLASS = TIMEOUT_CLASS
 
-local SUPPORTED_LINKTYPES = { [0] = true, [1] = true, [101] = true, [108] = true,
-  [113] = true, [228] = true, [229] = true, [276] = true }
-
 local END_REASONS = {}
 for r = 0, C.SL_END_COUNT - 1 do END_REASONS[r] = flow.end_reason_name(r) end
 
@@ -101,7 +98,7 @@ local function open_source(opts, sp)
     local rc = C.sl_source_open_file(sp, opts.read)
     if rc < 0 then return nil, opts.read .. ": " .. core.strerror(rc) end
     local lt = C.sl_source_linktype(sp[0])
-    if lt >= 0 and not SUPPORTED_LINKTYPES[lt] then
+    if lt >= 0 and C.sl_linktype_supported(lt) == 0 then
       C.sl_source_close(sp[0])
       return nil, string.format("%s: unsupported link type %d", opts.read, lt)
     end
@@ -310,7 +307,6 @@ local function run_decays(st)
   end
 end
 
-ffi.cdef "int inet_pton(int af, const char *src, void *dst);"
 local PROTO_NUMBERS = { tcp = 6, udp = 17, icmp = 1, icmp6 = 58, sctp = 132, gre = 47 }
 
 -- One key of an update as struct sl_key: a 5-tuple table, an external id

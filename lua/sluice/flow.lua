@@ -94,7 +94,7 @@ local flow_get = key_getters {
     if r.rev.pkts > 0 and r.rev.last_ns > l then l = r.rev.last_ns end
     return seconds(l)
   end,
-  history = function(r) return ffi.string(r.hist, C.strnlen(r.hist, 12)) end,
+  history = function(r) return ffi.string(r.hist, ffi.C.strnlen(r.hist, 12)) end,
   state = function(r) return TCP_STATES[r.state_code] end,
   end_reason = function(r)
     if r.reason_code == 0 then return nil end
@@ -283,7 +283,6 @@ function flow_methods.__tostring(r)
     tonumber(r.rev.bytes), r.reason_code ~= 0 and (" " .. flow_get.end_reason(r)) or "")
 end
 
-ffi.cdef "size_t strnlen(const char *s, size_t maxlen);"
 
 ffi.metatype("struct sl_flow_rec", {
   __index = function(r, k)
