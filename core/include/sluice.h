@@ -261,6 +261,24 @@ struct sl_flow_rec {
 enum sl_event_type {
 	SL_EVENT_FLOW_START = 1,
 	SL_EVENT_FLOW_END = 2,
+	SL_EVENT_PACKET = 3, /* a packet matched a packet filter */
+};
+
+/* A packet of a packet event, as decoded. data points into the source's
+ * batch: valid until the next sl_engine_step(). */
+struct sl_packet_ev {
+	const uint8_t *data;
+	uint64_t ts_ns;
+	uint32_t caplen;
+	uint32_t wirelen;
+	uint32_t linktype;
+	uint32_t match;		 /* bit i: packet filter i matched */
+	struct sl_key key;	 /* as on the wire: src -> dst */
+	uint16_t l4_offset;	 /* offsets into data */
+	uint16_t payload_offset; /* L4 payload */
+	uint16_t payload_len;	 /* L4 payload bytes present */
+	uint8_t dir;		 /* 0: sent by the initiator, 1: responder */
+	uint8_t tcp_flags;
 };
 
 /* Events carry a copy of the flow: a slot may be reused within one step. */
@@ -268,7 +286,9 @@ struct sl_event {
 	uint32_t type; /* enum sl_event_type */
 	uint32_t slot; /* flow table slot, valid while flow.id still owns it */
 	uint64_t ts_ns;
-	struct sl_flow_rec flow;
+	struct sl_flow_rec flow; /* packet events: the flow with the packet */
+	uint32_t packet; /* packet events: index into sl_output.packets */
+	uint32_t pad;
 };
 
 struct sl_counts {
@@ -293,6 +313,8 @@ struct sl_slice_rec {
 };
 
 /* ---- engine ----------------------------------------------------------- */
+
+struct sl_pcap_writer;
 
 struct sl_config {
 	uint32_t pool_flows; /* flow slots; 0: default (1M) */
@@ -340,6 +362,9 @@ struct sl_output {
 	uint64_t slice_start_ns; /* bounds of the closed interval */
 	uint64_t slice_end_ns;
 	uint64_t now_ns; /* engine clock: newest packet time */
+	const struct sl_packet_ev *packets; /* of this step's packet events */
+	uint32_t n_packets;
+	uint32_t pad2;
 };
 
 struct sl_engine;
@@ -402,12 +427,93 @@ SL_API int sl_engine_flow_score(struct sl_engine *e, uint32_t slot,
 SL_API int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot,
 				  uint64_t fid, uint32_t bit, int on);
 
+/* Packet filters (pcap syntax, for the source's link type): a packet of
+ * a flow that matches filter index (0..31) is reported as an
+ * SL_EVENT_PACKET event, in order with the flow's other events. NULL
+ * removes the filter. On a bad expression, libpcap's message is written
+ * to err. */
+enum { SL_PACKET_FILTERS = 32 };
+SL_API int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
+				   const char *expr, char *err, size_t errlen);
+
+/* Capture to pcap writers: every further packet of a flow goes to the
+ * writer it is set to. add_writer returns the writer's number (1..15);
+ * the engine does not own it. flow_capture sets (or, with 0, clears) a
+ * live flow's writer (-ESRCH if it ended); capture_all sets the writer
+ * every new flow starts with (0: none). */
+enum { SL_WRITERS = 15 };
+SL_API int sl_engine_add_writer(struct sl_engine *e,
+				struct sl_pcap_writer *w);
+SL_API int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot,
+				  uint64_t fid, uint32_t writer);
+SL_API void sl_engine_capture_all(struct sl_engine *e, uint32_t writer);
+
 /* Slots ever used: live flows are in slots [0, sl_engine_slots()); walk
  * them with sl_engine_flow() to query the table (read-only). */
 SL_API uint32_t sl_engine_slots(const struct sl_engine *e);
 /* Live flow in a slot, or NULL if the slot is free. */
 SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
 						uint32_t slot);
+
+/* ---- output formats: pcap writer, IPFIX messages ----------------------- */
+
+/* A pcap file written through a buffer (microsecond timestamps, the
+ * capture's link type). Writes never block on anything but the disk. */
+struct sl_pcap_writer;
+
+struct sl_writer_stats {
+	uint64_t packets; /* written (buffered) */
+	uint64_t bytes;	  /* file bytes, headers included */
+	uint64_t errors;  /* packets lost to a failed write */
+	int32_t last_error; /* negative errno of the last failure, or 0 */
+	uint32_t pad;
+};
+
+SL_API int sl_pcap_writer_open(struct sl_pcap_writer **out, const char *path,
+			       uint32_t linktype, uint32_t snaplen);
+/* Caplen above the snaplen is cut to it. Returns 0 or a negative error
+ * (the packet is lost and counted). */
+SL_API int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
+				const uint8_t *data, uint32_t caplen,
+				uint32_t wirelen);
+SL_API int sl_pcap_writer_flush(struct sl_pcap_writer *w);
+SL_API const struct sl_writer_stats *
+sl_pcap_writer_stats(const struct sl_pcap_writer *w);
+/* Flushes and closes; returns the flush's result. */
+SL_API int sl_pcap_writer_close(struct sl_pcap_writer *w);
+
+/* IPFIX (RFC 7011) message builder, biflows per RFC 5103: one template for
+ * IPv4 and one for IPv6 flows, reverse counters under the reverse PEN
+ * 29305. No I/O: the caller sends each finished message. */
+struct sl_ipfix;
+
+struct sl_ipfix_opts {
+	uint32_t domain;    /* observation domain id */
+	uint32_t max_bytes; /* largest message: 0 is 1400 (UDP); TCP 65535 */
+};
+
+enum { SL_IPFIX_MAX_MESSAGE = 65535 };
+
+SL_API int sl_ipfix_new(struct sl_ipfix **out, const struct sl_ipfix_opts *o);
+SL_API void sl_ipfix_free(struct sl_ipfix *x);
+/* The next message starts with the template set (at the first message,
+ * after a reconnect, on a UDP refresh). */
+SL_API void sl_ipfix_want_templates(struct sl_ipfix *x);
+/* Appends one data record: an ended or live flow with its totals, or a
+ * slice record with its interval as start/end and its deltas. Returns 0,
+ * or -ENOBUFS when the open message is full: take it, then add again. */
+SL_API int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f);
+SL_API int sl_ipfix_add_slice(struct sl_ipfix *x,
+			      const struct sl_slice_rec *s);
+/* Records in the open message. */
+SL_API uint32_t sl_ipfix_pending(const struct sl_ipfix *x);
+/* Closes the open message (header with export_time_s, the domain and the
+ * sequence number: data records sent before it) and points *data at it,
+ * valid until the next add or take. Returns its length, or 0 when there
+ * is nothing to send. */
+SL_API int sl_ipfix_take(struct sl_ipfix *x, uint32_t export_time_s,
+			 const uint8_t **data);
+
 
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
  * RFC 5952 form); returns its length or a negative error. */

@@ -8,11 +8,14 @@
  * list by start, so every expiry is found at a list head.
  */
 #include <errno.h>
+#include <pcap/pcap.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "engine.h"
+#include "source.h"
 
 #define NS 1000000000ULL
 
@@ -91,6 +94,7 @@ static struct sl_event *event_push(struct sl_engine *e, uint32_t type,
 	ev->slot = slot;
 	ev->ts_ns = ts;
 	ev->flow = e->pool[slot].rec;
+	ev->packet = 0;
 	e->out.events = e->events;
 	return ev;
 }
@@ -244,6 +248,7 @@ static struct sl_flow *flow_new(struct sl_engine *e, const struct sl_key *key,
 	f->hash = hash;
 	f->swapped = swapped;
 	f->tclass = timeout_class(key->proto);
+	f->capture = e->capture_all;
 	f->live = 1;
 	f->start_clock = e->now;
 	b = bucket_of(e, hash);
@@ -860,6 +865,51 @@ prefetch_flow(struct sl_engine *e, uint32_t i)
 		__builtin_prefetch(&e->pool[s - 1]);
 }
 
+/* Runs the packet filters; a match becomes a packet event. */
+static int packet_event(struct sl_engine *e, struct sl_flow *f,
+			const struct sl_packet *p, const struct sl_decoded *d,
+			int di)
+{
+	struct sl_packet_ev *pe;
+	struct sl_event *ev;
+	uint32_t match = 0, bits = e->filter_mask;
+
+	if ((int)p->linktype != e->filter_linktype)
+		return 0; /* pcapng: another interface's link type */
+	while (bits) {
+		int i = __builtin_ctz(bits);
+
+		bits &= bits - 1;
+		if (bpf_filter(e->filters[i]->bf_insns, p->data, p->wirelen,
+			       p->caplen))
+			match |= 1u << i;
+	}
+	if (!match)
+		return 0;
+	if (grow((void **)&e->packets, &e->cap_packets, e->out.n_packets + 1,
+		 sizeof(*e->packets)))
+		return -ENOMEM;
+	ev = event_push(e, SL_EVENT_PACKET, slot_of(e, f), p->ts_ns);
+	if (!ev)
+		return -ENOMEM;
+	ev->packet = e->out.n_packets;
+	pe = &e->packets[e->out.n_packets++];
+	e->out.packets = e->packets;
+	pe->data = p->data;
+	pe->ts_ns = p->ts_ns;
+	pe->caplen = p->caplen;
+	pe->wirelen = p->wirelen;
+	pe->linktype = p->linktype;
+	pe->match = match;
+	pe->key = d->key;
+	pe->l4_offset = d->l4_offset;
+	pe->payload_offset = d->payload_offset;
+	pe->payload_len = d->payload_len;
+	pe->dir = (uint8_t)di;
+	pe->tcp_flags = d->tcp_flags;
+	return 0;
+}
+
 static int packet_process(struct sl_engine *e, uint32_t i)
 {
 	const struct sl_packet *p = &e->batch.pkt[i];
@@ -936,6 +986,14 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (fresh &&
 	    !event_push(e, SL_EVENT_FLOW_START, slot_of(e, f), p->ts_ns))
 		return -ENOMEM;
+	if (f->capture)
+		sl_pcap_writer_write(e->writers[f->capture], p->ts_ns, p->data,
+				     p->caplen, p->wirelen);
+	if (e->filter_mask) {
+		rc = packet_event(e, f, p, &pp->d, di);
+		if (rc)
+			return rc;
+	}
 	if (reason)
 		return flow_end(e, f, reason, p->ts_ns);
 	return 0;
@@ -997,6 +1055,77 @@ out_free:
 	return rc;
 }
 
+static void filter_free(struct sl_engine *e, uint32_t i)
+{
+	if (!e->filters[i])
+		return;
+	pcap_freecode(e->filters[i]);
+	free(e->filters[i]);
+	e->filters[i] = NULL;
+	e->filter_mask &= ~(1u << i);
+}
+
+int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
+			    const char *expr, char *err, size_t errlen)
+{
+	struct bpf_program *prog;
+	char note[256] = "";
+	int rc;
+
+	if (index >= SL_PACKET_FILTERS)
+		return -EINVAL;
+	if (!e->src)
+		return SL_E_STATE;
+	filter_free(e, index);
+	if (!expr)
+		return 0;
+	prog = calloc(1, sizeof(*prog));
+	if (!prog)
+		return -ENOMEM;
+	e->filter_linktype = sl_source_linktype(e->src);
+	rc = sl_filter_compile(expr, e->filter_linktype, 0, prog, note,
+			       sizeof(note));
+	if (rc) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s", note);
+		free(prog);
+		return rc;
+	}
+	e->filters[index] = prog;
+	e->filter_mask |= 1u << index;
+	return 0;
+}
+
+int sl_engine_add_writer(struct sl_engine *e, struct sl_pcap_writer *w)
+{
+	for (uint32_t i = 1; i <= SL_WRITERS; i++) {
+		if (!e->writers[i]) {
+			e->writers[i] = w;
+			return (int)i;
+		}
+	}
+	return -ENOSPC;
+}
+
+int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot, uint64_t fid,
+			   uint32_t writer)
+{
+	struct sl_flow *f = flow_at(e, slot, fid);
+
+	if (!f)
+		return -ESRCH;
+	if (writer > SL_WRITERS || (writer && !e->writers[writer]))
+		return -EINVAL;
+	f->capture = (uint8_t)writer;
+	return 0;
+}
+
+void sl_engine_capture_all(struct sl_engine *e, uint32_t writer)
+{
+	if (writer <= SL_WRITERS && (!writer || e->writers[writer]))
+		e->capture_all = writer;
+}
+
 void sl_engine_free(struct sl_engine *e)
 {
 	if (!e)
@@ -1010,7 +1139,10 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->aliases);
 	free(e->abuckets);
 	free(e->events);
+	free(e->packets);
 	free(e->slices);
+	for (int i = 0; i < SL_PACKET_FILTERS; i++)
+		filter_free(e, i);
 	free(e);
 }
 
@@ -1067,6 +1199,7 @@ int sl_engine_step(struct sl_engine *e)
 	if (!e->src)
 		return SL_E_STATE;
 	e->out.n_events = 0;
+	e->out.n_packets = 0;
 	if (e->out.slice_ready) {
 		e->out.n_slices = 0;
 		e->out.slice_ready = 0;

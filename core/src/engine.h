@@ -4,6 +4,8 @@
 
 #include "sluice.h"
 
+struct bpf_program;
+
 #define SL_NIL UINT32_MAX
 
 /* A doubly linked list threaded through the pool by slot index. */
@@ -35,6 +37,7 @@ struct sl_flow {
 	uint8_t hist_seen[2]; /* history letters already written, per dir */
 	uint8_t hist_len;
 	uint8_t slice_flags[2];
+	uint8_t capture;	  /* pcap writer number, 0: none */
 	struct sl_counts base[2]; /* totals when the interval opened */
 	double score;		  /* trims take the lowest first */
 	uint32_t aliases;	  /* its alias keys: index + 1, 0 ends */
@@ -122,6 +125,13 @@ struct sl_engine {
 
 	struct sl_event *events;
 	uint32_t cap_events;
+	struct sl_packet_ev *packets; /* of packet events */
+	uint32_t cap_packets;
+	uint32_t filter_mask; /* bit i: filters[i] is set */
+	struct bpf_program *filters[SL_PACKET_FILTERS];
+	int filter_linktype;
+	struct sl_pcap_writer *writers[SL_WRITERS + 1]; /* [0] unused */
+	uint32_t capture_all;
 	struct sl_slice_rec *slices;
 	uint32_t cap_slices;
 	struct sl_output out;

@@ -17,8 +17,16 @@ function Batch:set(out)
 end
 
 -- for rec in batch:records() do ... end
+-- (without the flows this policy turned down in on_flow_start)
 function Batch:records()
-  local recs, n, i = self.recs, self.n, -1
+  local recs, n, i, skip = self.recs, self.n, -1, self.skip
+  if skip then
+    return function()
+      i = i + 1
+      while i < n and skip[tonumber(recs[i].fid)] do i = i + 1 end
+      if i < n then return recs[i] end
+    end
+  end
   return function()
     i = i + 1
     if i < n then return recs[i] end

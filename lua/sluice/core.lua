@@ -12,6 +12,19 @@ struct sl_rusage { long utime[2]; long stime[2]; long maxrss; long rest[13]; };
 int getrusage(int who, struct sl_rusage *usage);
 size_t strnlen(const char *s, size_t maxlen);
 int inet_pton(int af, const char *src, void *dst);
+int open(const char *path, int flags, int mode);
+long write(int fd, const void *buf, size_t n);
+int fsync(int fd);
+int close(int fd);
+int rename(const char *from, const char *to);
+char *strerror(int errnum);
+int socket(int domain, int type, int protocol);
+int connect(int fd, const void *addr, unsigned len);
+long send(int fd, const void *buf, size_t n, int flags);
+int getsockopt(int fd, int level, int name, void *val, unsigned *len);
+struct sl_sockaddr_in { uint16_t family; uint16_t port; uint8_t addr[4]; uint8_t zero[8]; };
+struct sl_sockaddr_in6 { uint16_t family; uint16_t port; uint32_t flow; uint8_t addr[16]; uint32_t scope; };
+struct sl_sockaddr_un { uint16_t family; char path[108]; };
 ]]
 
 local function find_library()
@@ -44,6 +57,11 @@ local ru = ffi.new("struct sl_rusage")
 function M.peak_rss()
   ffi.C.getrusage(0, ru)
   return tonumber(ru.maxrss) * 1024
+end
+
+-- Text of the current errno.
+function M.errno_text(errno)
+  return ffi.string(ffi.C.strerror(errno or ffi.errno()))
 end
 
 function M.isatty(fd)

@@ -3,12 +3,10 @@
 local ffi = require "ffi"
 local core = require "sluice.core"
 local flow = require "sluice.flow"
-local batch_mod = require "sluice.batch"
 local policy = require "sluice.policy"
 
 local C = core.C
 local tonumber = tonumber
-local EV_START = C.SL_EVENT_FLOW_START
 
 local M = {}
 
@@ -285,28 +283,6 @@ function Engine:decay(name, interval, fn)
   st.decays[#st.decays + 1] = { name = name, interval = secs, fn = fn, due = nil }
 end
 
-local function run_decays(st)
-  local now = st.now
-  for _, d in ipairs(st.decays) do
-    if not d.due then d.due = now + d.interval end
-    if now >= d.due then
-      d.due = now + d.interval
-      for fid, w in pairs(st.weights) do
-        local v = w[d.name]
-        if v then
-          local bumped = w[flow.WEIGHT_BUMPED]
-          local nv = d.fn(v, now - (bumped[d.name] or now))
-          if nv ~= v then
-            w[d.name] = nv
-            if nv == nil then bumped[d.name] = nil end
-            flow.rescore(st, w[flow.WEIGHT_SLOT], fid, w)
-          end
-        end
-      end
-    end
-  end
-end
-
 local PROTO_NUMBERS = { tcp = 6, udp = 17, icmp = 1, icmp6 = 58, sctp = 132, gre = 47 }
 
 -- One key of an update as struct sl_key: a 5-tuple table, an external id
@@ -386,8 +362,8 @@ end
 function Engine:cork(fn)
   live(self)
   if type(fn) ~= "function" then error("engine:cork expects a function", 2) end
-  local q = self:flow_state().queue
-  q[#q + 1] = { cork = fn }
+  local st = self:flow_state()
+  st.queue[#st.queue + 1] = { cork = fn, k = st.current_k }
   return true
 end
 
@@ -452,168 +428,8 @@ function Engine:shutdown()
   C.sl_engine_shutdown(self.e)
 end
 
-local function instances(policies, options)
-  if type(policies) ~= "table" then
-    error("engine:run expects a policy table or a list of policies", 3)
-  end
-  local list = policies[1] and policies or { policies }
-  local out = {}
-  for i, p in ipairs(list) do
-    if type(p) ~= "table" then error("engine:run: policy " .. i .. " is not a table", 3) end
-    if p.P then
-      out[i] = p -- already an instance from sluice.policy.load/new
-    else
-      local inst, err = policy.new(p, #list == 1 and options or nil)
-      if not inst then return nil, err end
-      out[i] = inst
-    end
-  end
-  return out
-end
-
-local function handlers(list, name)
-  local fns = {}
-  for _, inst in ipairs(list) do
-    if inst.P[name] then fns[#fns + 1] = inst.P[name] end
-  end
-  return fns
-end
-
--- Runs policies over the whole input. opts: emit (function(rec) for
--- ctx.emit), progress (function(engine) called about twice a second).
--- Returns true, or nil and an error; the input's own error (a truncated
--- file) is returned after every flow was dispatched.
-function Engine:run(policies, options, opts)
-  live(self)
-  opts = opts or {}
-  local list, err = instances(policies, options)
-  if not list then return nil, err end
-  local emit = opts.emit or function() end
-  for _, inst in ipairs(list) do
-    if inst.P.init then
-      local ctx = { engine = self, worker = opts.worker or 0, emit = emit, name = inst.name }
-      local ok, ierr = pcall(inst.P.init, inst.opts, ctx)
-      if not ok then return nil, "failed to initialize " .. inst.name .. ": " .. tostring(ierr) end
-    end
-  end
-
-  local starts, ends, slices = handlers(list, "on_flow_start"), handlers(list, "on_flow_end"),
-    handlers(list, "on_slice")
-  local on_tags = handlers(list, "on_tag")
-  local nstart, nend, nslice, ntag = #starts, #ends, #slices, #on_tags
-  local want_events = nstart + nend > 0
-  local e, out, batch = self.e, self.out, batch_mod.new()
-  -- weights, tags and protection of this run's flows (flow:weight, ...)
-  local st = self:flow_state()
-  local weights, tags, queue = st.weights, st.tags, st.queue
-  flow.set_current(st)
-
-  -- Tag events and cork markers queued by a handler are dispatched right
-  -- after it, before the next event (a tag set in on_tag queues another).
-  local function drain()
-    local i = 1
-    while i <= #queue do
-      local item = queue[i]
-      queue[i] = false
-      if item.cork then
-        item.cork()
-      else
-        for j = 1, ntag do on_tags[j](item.flow, item.name, item.value, item.old) end
-      end
-      i = i + 1
-    end
-    for k = #queue, 1, -1 do queue[k] = nil end
-  end
-  local progress, monotonic = opts.progress, core.monotonic
-  local progress_every = opts.progress_interval or 0.5
-  local next_progress = progress and monotonic() + progress_every
-  -- live capture stops cleanly on SIGINT/SIGTERM (checked once per step)
-  local watch_signals = opts.signals
-  if watch_signals == nil then watch_signals = self.live end
-  if watch_signals then C.sl_signal_install() end
-  local stopping = false
-
-  local function loop()
-    local steps = 0
-    if queue[1] then drain() end -- corks from before the run
-    while true do
-      local rc = C.sl_engine_step(e)
-      if rc == 0 then return true end
-      if rc < 0 then return nil, "engine: " .. core.strerror(rc) end
-      st.now = tonumber(out.now_ns) * 1e-9
-      if st.decays[1] then run_decays(st) end
-      local n = out.n_events
-      if n > 0 and (want_events or next(weights) or next(tags)) then
-        -- handlers may add events (engine:update starting a flow): re-read
-        -- the count, and the array, which may have moved
-        local i = 0
-        while i < out.n_events do
-          local ev = out.events[i]
-          i = i + 1
-          local f = ev.flow
-          st.now = tonumber(ev.ts_ns) * 1e-9 -- handlers act at their event's time
-          if ev.type == EV_START then
-            for j = 1, nstart do starts[j](f) end
-          else
-            local reason = END_REASONS[f.reason_code]
-            for j = 1, nend do ends[j](f, reason) end
-            -- slice records of this flow still to come keep its tags
-            if out.slice_ready == 0 or out.n_slices == 0 then
-              local fid = tonumber(f.fid)
-              weights[fid], tags[fid] = nil, nil
-            else
-              st.ended[#st.ended + 1] = tonumber(f.fid)
-            end
-          end
-          if queue[1] then drain() end
-        end
-      end
-      if out.slice_ready ~= 0 and nslice > 0 then
-        batch:set(out)
-        for j = 1, nslice do
-          slices[j](batch)
-          if queue[1] then drain() end
-        end
-      end
-      if queue[1] then drain() end
-      st.now = tonumber(out.now_ns) * 1e-9
-      if st.ended[1] then
-        for k = #st.ended, 1, -1 do
-          local fid = st.ended[k]
-          weights[fid], tags[fid], st.ended[k] = nil, nil, nil
-        end
-      end
-      steps = steps + 1
-      if progress and (self.live or steps % 64 == 0) and monotonic() >= next_progress then
-        progress(self)
-        next_progress = monotonic() + progress_every
-      end
-      if watch_signals and not stopping and C.sl_signal_pending() ~= 0 then
-        stopping = true
-        C.sl_engine_shutdown(e)
-      end
-    end
-  end
-
-  local ok, res, lerr = xpcall(loop, debug.traceback)
-  if not ok then
-    -- keep only the message line: it carries the policy's file:line
-    return nil, "policy error: " .. tostring(res):match("^[^\n]*")
-  end
-  if not res then return nil, lerr end
-  for _, inst in ipairs(list) do
-    if inst.P.stop then
-      local sok, serr = pcall(inst.P.stop)
-      if not sok then return nil, "policy " .. inst.name .. ": stop failed: " .. tostring(serr) end
-    end
-  end
-  local serr = C.sl_engine_source_error(e)
-  if serr < 0 then
-    return nil, (self.read or self.interface) .. ": " .. core.strerror(serr) ..
-      " (everything before it was processed)"
-  end
-  return true
-end
+-- engine:run(policies, options, opts): see sluice.runner.
+Engine.run = require("sluice.runner").run
 
 function Engine:close()
   if self.e then

@@ -79,6 +79,7 @@ local function key_getters(g)
 end
 
 local flow_get = key_getters {
+  kind = function() return "flow" end,
   id = function(r) return tonumber(r.fid) end,
   pkts_fwd = function(r) return tonumber(r.fwd.pkts) end,
   pkts_rev = function(r) return tonumber(r.rev.pkts) end,
@@ -218,9 +219,7 @@ function flow_methods.tag(r, name, ...)
   local q = st.queue
   -- a copy: the event is dispatched after this handler, maybe after the
   -- flow ended (r may be a record in an event or a live pointer)
-  local copy = ffi.new("struct sl_flow_rec")
-  ffi.copy(copy, r, ffi.sizeof(copy))
-  q[#q + 1] = { flow = copy, name = name, value = value, old = old }
+  q[#q + 1] = { flow = flow_methods.copy(r), name = name, value = value, old = old }
   return value
 end
 
@@ -248,6 +247,27 @@ function flow_methods.unprotect(r, tag)
   local st = live_engine()
   return C.sl_engine_flow_protect(st.e, r.slot, r.fid, tag_bit(st, tag), 0) == 1
 end
+
+-- flow:capture(sink): every further packet of the live flow goes to a pcap
+-- sink; flow:capture() to the run's default pcap output; flow:capture(false)
+-- stops. Returns true, or nil and why not (the flow ended, no pcap sink).
+function flow_methods.capture(r, sink)
+  local st = live_engine()
+  if not st.capture then return nil, "no pcap sink in this run" end
+  return st.capture(r, sink)
+end
+
+local function copier(ctype)
+  local size = ffi.sizeof(ctype)
+  return function(r)
+    local c = ffi.new(ctype)
+    ffi.copy(c, r, size)
+    return c
+  end
+end
+
+-- A copy that outlives the handler (for queues, or to keep).
+flow_methods.copy = copier("struct sl_flow_rec")
 
 -- A plain Lua table with the JSON fields of a flow.
 function flow_methods.totable(r)
@@ -295,6 +315,7 @@ ffi.metatype("struct sl_flow_rec", {
 
 -- Slice records: one flow in one interval, counters as deltas.
 local slice_get = key_getters {
+  kind = function() return "slice" end,
   flow_id = function(r) return tonumber(r.fid) end,
   pkts_fwd = function(r) return tonumber(r.delta_fwd.pkts) end,
   pkts_rev = function(r) return tonumber(r.delta_rev.pkts) end,
@@ -314,7 +335,7 @@ local slice_get = key_getters {
   end,
 }
 
-local slice_methods = {}
+local slice_methods = { copy = copier("struct sl_slice_rec") }
 
 function slice_methods.json(r)
   return with_tags(ffi.string(jsonbuf, C.sl_slice_rec_json(r, jsonbuf, jsonbuf_len)), r.fid)

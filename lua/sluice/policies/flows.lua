@@ -1,5 +1,6 @@
 -- The policy used when none is given: every ended flow and, with slices,
--- every slice record, to the default output.
+-- every slice record, to the default outputs (each formats it its way:
+-- a JSON line, an IPFIX record).
 local P = { info = { name = "flows", options = {} } }
 
 local emit
@@ -9,12 +10,12 @@ function P.init(_, ctx)
 end
 
 function P.on_flow_end(flow)
-  emit(flow:json())
+  emit(flow)
 end
 
 function P.on_slice(batch)
   for rec in batch:records() do
-    emit(rec:json())
+    emit(rec)
   end
 end
 

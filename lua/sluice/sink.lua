@@ -1,0 +1,158 @@
+-- Routes: how records reach a sink. A sink is any table with write(rec)
+-- (and optionally flush, close, lagged, tick, prepare). write returns
+--   true                        the record is taken
+--   nil, err, "transient"       not now (destination busy): try again later
+--   nil, err                    never (the record is dropped and counted)
+-- A route puts records refused as transient, and every record after them,
+-- in a bounded queue, retried with backoff from the run loop; so a slow or
+-- dead destination never stalls capture. When the queue is full the route
+-- lags: new records are dropped and counted, and the sink is told
+-- lagged(n) once the episode is over (queue drained, or at close).
+local core = require "sluice.core"
+
+local monotonic = core.monotonic
+local type = type
+
+local M = { TRANSIENT = "transient" }
+
+local DEFAULT_QUEUE = 1024
+local MAX_ATTEMPTS = 8 -- tries of one record before it counts as failed
+local BACKOFF_FIRST, BACKOFF_MAX = 0.01, 1.0
+
+local Route = {}
+Route.__index = Route
+
+-- A copy of a record that outlives the step (handles point into engine
+-- memory reused by the next step). A sink's prepare(rec) makes its own
+-- (e.g. the encoded line); packets can only be written at once.
+local function default_copy(rec)
+  if type(rec) ~= "cdata" then return rec end
+  local kind = rec.kind
+  if kind == "flow" or kind == "slice" then return rec:copy() end
+  return nil
+end
+
+function M.new(sink, opts)
+  if type(sink) ~= "table" or type(sink.write) ~= "function" then
+    error("a sink is a table with a write(rec) method", 3)
+  end
+  opts = opts or {}
+  local limit = opts.queue or sink.queue or DEFAULT_QUEUE
+  if type(limit) ~= "number" or limit < 0 or limit ~= math.floor(limit) then
+    error("sink queue must be a whole number >= 0", 3)
+  end
+  return setmetatable({
+    sink = sink, name = opts.name or sink.name or tostring(sink), limit = limit,
+    q = {}, qhead = 1, qtail = 0, retry_at = 0, attempts = 0, lag_n = 0,
+    stats = { written = 0, queued = 0, dropped_lag = 0, dropped_failed = 0,
+      dropped_unqueueable = 0, dropped_at_close = 0, retries = 0, lag_episodes = 0 },
+  }, Route)
+end
+
+function Route:queued()
+  return self.qtail - self.qhead + 1
+end
+
+local function fail(self, err)
+  self.stats.dropped_failed = self.stats.dropped_failed + 1
+  self.last_error = err
+end
+
+-- Queues a record; true if it went in.
+local function enqueue(self, rec)
+  local st = self.stats
+  if self:queued() >= self.limit then
+    if self.lag_n == 0 then st.lag_episodes = st.lag_episodes + 1 end
+    self.lag_n = self.lag_n + 1
+    st.dropped_lag = st.dropped_lag + 1
+    return false
+  end
+  local sink = self.sink
+  local copy = sink.prepare and sink:prepare(rec) or default_copy(rec)
+  if copy == nil then
+    st.dropped_unqueueable = st.dropped_unqueueable + 1
+    return false
+  end
+  self.qtail = self.qtail + 1
+  self.q[self.qtail] = copy
+  st.queued = st.queued + 1
+  return true
+end
+
+local function backoff(self, now)
+  self.attempts = self.attempts + 1
+  self.stats.retries = self.stats.retries + 1
+  self.retry_at = now + math.min(BACKOFF_FIRST * 2 ^ (self.attempts - 1), BACKOFF_MAX)
+end
+
+-- Sends one record; returns true when the caller should go on.
+function Route:write(rec)
+  if self.qtail >= self.qhead then
+    enqueue(self, rec)
+    return
+  end
+  local ok, err, kind = self.sink:write(rec)
+  if ok then
+    self.stats.written = self.stats.written + 1
+  elseif kind == "transient" and self.limit > 0 then
+    if enqueue(self, rec) then backoff(self, monotonic()) end
+  else
+    fail(self, err)
+  end
+end
+
+local function end_lag(self)
+  if self.lag_n > 0 then
+    local n = self.lag_n
+    self.lag_n = 0
+    if self.sink.lagged then self.sink:lagged(n) end
+  end
+end
+
+-- Retries queued records whose time has come; returns true while records
+-- remain queued. force: do not wait for the backoff (used at close).
+function Route:pump(now, force)
+  local q, sink, st = self.q, self.sink, self.stats
+  while self.qhead <= self.qtail do
+    if not force and now < self.retry_at then return true end
+    local rec = q[self.qhead]
+    local ok, err, kind = sink:write(rec)
+    if ok or kind ~= "transient" or self.attempts >= MAX_ATTEMPTS then
+      if ok then st.written = st.written + 1 else fail(self, err) end
+      q[self.qhead] = nil
+      self.qhead = self.qhead + 1
+      self.attempts = 0
+    else
+      backoff(self, now)
+      if force then return true end
+    end
+  end
+  self.qhead, self.qtail = 1, 0
+  end_lag(self)
+  return false
+end
+
+-- Flushes the sink; at close, what is still queued after one last try is
+-- dropped and counted.
+function Route:flush(closing)
+  if self.qtail >= self.qhead then self:pump(monotonic(), true) end
+  if self.sink.flush then self.sink:flush() end
+  if closing then
+    local left = self:queued()
+    if left > 0 then
+      self.stats.dropped_at_close = self.stats.dropped_at_close + left
+      self.lag_n = self.lag_n + left
+      self.q, self.qhead, self.qtail = {}, 1, 0
+    end
+    end_lag(self)
+  end
+end
+
+-- Records lost so far, in all.
+function Route:dropped()
+  local st = self.stats
+  return st.dropped_lag + st.dropped_failed + st.dropped_unqueueable + st.dropped_at_close
+end
+
+M.Route = Route
+return M
