@@ -4,16 +4,17 @@
  * a record never allocates. Two templates, one per IP version; their data
  * sets interleave in the order records arrive.
  *
- * Value choices (see the field table below for the elements):
+ * Value choices:
  * - counters are delta counts: a flow record carries its totals (the delta
  *   since the flow began), a slice record its interval's deltas;
- * - flowEndReason uses the RFC 5102 codes; a live flow or a slice of a flow
- *   that goes on is reported as activeTimeout (2), the code an exporter
+ * - flowEndReason uses the RFC 5102 codes; a live flow, or a slice of a
+ *   flow that goes on, is sent as activeTimeout (2), the code an exporter
  *   gives the periodic record of a flow it keeps counting (0 is reserved);
- * - ICMP: the key holds no type or code, only the echo identifier in both
- *   ports (decode.c), so both ports are sent as 0 for ICMP and ICMPv6:
- *   collectors read destinationTransportPort of ICMP as type * 256 + code,
- *   and the identifier would show there as a false type and code.
+ * - ICMP: see icmp_type_code().
+ *
+ * Checked against nfdump 1.7.1: it reads the RFC 5103 reverse octet and
+ * packet counts as its "out" bytes and packets, and flowEndReason; it
+ * ignores flowId.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -74,21 +75,27 @@ struct ie {
 	uint16_t len;
 };
 
-/* Order matters to nfdump, which stores elements in template order into
- * one record: the reverse tcpControlBits lands in the same slot as the
- * forward one, so it goes first and the forward value stays; likewise the
- * ICMP type/code element precedes destinationTransportPort, which carries
- * the same value for ICMP. */
-#define FIELDS(src, dst, alen, icmp)                                           \
-	{IE_START_MS, 8}, {IE_END_MS, 8}, {src, alen}, {dst, alen}, {icmp, 2}, \
-	    {IE_SPORT, 2}, {IE_DPORT, 2}, {IE_PROTO, 1},                       \
-	    {REV(IE_TCP_FLAGS), 2}, {IE_TCP_FLAGS, 2}, {IE_VLAN, 2},           \
-	    {IE_END_REASON, 1}, {IE_FLOW_ID, 8}, {IE_OCTETS, 8},               \
-	    {IE_PACKETS, 8}, {REV(IE_OCTETS), 8}, {REV(IE_PACKETS), 8},
+/* nfdump 1.7.1 files a reverse element it has no reverse slot for under
+ * the forward element: the reverse tcpControlBits comes first so that
+ * the forward one, written after it, stays. The ICMP type/code element is
+ * sent for every protocol, 0 outside ICMP, so one template serves all. */
+static const struct ie tmpl_v4[] = {
+    {IE_START_MS, 8},	 {IE_END_MS, 8},       {IE_SRC4, 4},
+    {IE_DST4, 4},	 {IE_ICMP4, 2},	       {IE_SPORT, 2},
+    {IE_DPORT, 2},	 {IE_PROTO, 1},	       {REV(IE_TCP_FLAGS), 2},
+    {IE_TCP_FLAGS, 2},	 {IE_VLAN, 2},	       {IE_END_REASON, 1},
+    {IE_FLOW_ID, 8},	 {IE_OCTETS, 8},       {IE_PACKETS, 8},
+    {REV(IE_OCTETS), 8}, {REV(IE_PACKETS), 8},
+};
 
-static const struct ie tmpl_v4[] = {FIELDS(IE_SRC4, IE_DST4, 4, IE_ICMP4)};
-
-static const struct ie tmpl_v6[] = {FIELDS(IE_SRC6, IE_DST6, 16, IE_ICMP6)};
+static const struct ie tmpl_v6[] = {
+    {IE_START_MS, 8},	 {IE_END_MS, 8},       {IE_SRC6, 16},
+    {IE_DST6, 16},	 {IE_ICMP6, 2},	       {IE_SPORT, 2},
+    {IE_DPORT, 2},	 {IE_PROTO, 1},	       {REV(IE_TCP_FLAGS), 2},
+    {IE_TCP_FLAGS, 2},	 {IE_VLAN, 2},	       {IE_END_REASON, 1},
+    {IE_FLOW_ID, 8},	 {IE_OCTETS, 8},       {IE_PACKETS, 8},
+    {REV(IE_OCTETS), 8}, {REV(IE_PACKETS), 8},
+};
 
 struct tmpl {
 	uint16_t id;
@@ -124,8 +131,7 @@ struct sl_ipfix {
 	uint16_t set_id;
 	uint16_t tset_len; /* template set bytes */
 	uint16_t rec_len[2];
-	uint8_t want_tmpl;
-	uint8_t has_tmpl; /* the open message starts with the templates */
+	uint8_t want_tmpl; /* the next message opens with the templates */
 	uint8_t msg[];
 };
 
@@ -192,10 +198,13 @@ static int is_icmp(const struct sl_key *k)
 	return k->proto == IPPROTO_ICMP_ || k->proto == IPPROTO_ICMPV6_;
 }
 
-/* type * 256 + code. The key has no type or code, only the echo
- * identifier in both ports, which decode.c sets for echo alone: such a
- * flow is an echo exchange, begun as a rule by the request. Other ICMP
- * flows are sent as 0 (unknown). */
+/* ICMP type * 256 + code, sent both as icmpTypeCodeIPv4/IPv6 and, as
+ * nfdump and softflowd expect, as destinationTransportPort. The key has
+ * no type or code: decode.c puts the echo identifier in both ports for
+ * echo request and reply alone, so such a flow is an echo exchange, begun
+ * as a rule by the request, and is sent as echo request. Other ICMP flows
+ * are sent as 0; the identifier is never sent as a port, where it would
+ * read as a false type and code. */
 static uint16_t icmp_type_code(const struct sl_key *k)
 {
 	if (!k->sport || k->sport != k->dport)
@@ -217,7 +226,6 @@ static uint64_t ie_value(uint16_t id, const struct rec *r)
 	case IE_SPORT:
 		return is_icmp(r->key) ? 0 : r->key->sport;
 	case IE_DPORT:
-		/* nfdump and softflowd read type * 256 + code here for ICMP */
 		return is_icmp(r->key) ? icmp_type_code(r->key) : r->key->dport;
 	case IE_PROTO:
 		return r->key->proto;
@@ -270,7 +278,6 @@ static void msg_open(struct sl_ipfix *x)
 	x->set_off = 0;
 	x->set_id = 0;
 	x->pending = 0;
-	x->has_tmpl = x->want_tmpl;
 	if (!x->want_tmpl)
 		return;
 	x->want_tmpl = 0;
@@ -283,22 +290,22 @@ static void msg_open(struct sl_ipfix *x)
 
 static int add_rec(struct sl_ipfix *x, const struct rec *r)
 {
-	int v6;
+	int v6, new_set;
 	const struct tmpl *t;
 	uint32_t need;
 
+	/* id and string keys have no addresses to send */
 	if (r->key->ip_version != 4 && r->key->ip_version != 6)
 		return -EAFNOSUPPORT;
 	v6 = r->key->ip_version == 6;
 	t = &templates[v6];
 	if (!x->len)
 		msg_open(x);
-	need = x->rec_len[v6];
-	if (x->set_id != t->id)
-		need += IPFIX_SET_HDR_LEN;
+	new_set = x->set_id != t->id;
+	need = x->rec_len[v6] + (new_set ? IPFIX_SET_HDR_LEN : 0);
 	if (x->len + need > x->max)
 		return -ENOBUFS;
-	if (x->set_id != t->id) {
+	if (new_set) {
 		x->set_off = x->len;
 		x->set_id = t->id;
 		put16(x->msg + x->set_off, t->id);

@@ -7,7 +7,12 @@ local M = {
   open = require("sluice.engine").open,
   decay = require("sluice.engine").decay,
   policy = require "sluice.policy",
-  sink = { json = require("sluice.sinks.json").new },
+  sink = {
+    json = require("sluice.sinks.json").new,
+    pcap = require("sluice.sinks.pcap").new,
+    ipfix = require("sluice.sinks.ipfix").new,
+    TRANSIENT = "transient", -- write(): nil, err, sluice.sink.TRANSIENT
+  },
 }
 
 return M

@@ -126,6 +126,40 @@ function M.new(P, options, name)
   return { P = P, name = name, opts = opts }
 end
 
+local HANDLERS = { "on_flow_start", "on_flow_end", "on_slice", "on_packet", "on_tag",
+  "snapshot", "restore", "stop" }
+
+-- The schema of a policy as text (sluice info): name, what it wants (its
+-- handlers and packet filter) and its options.
+function M.describe(P, name)
+  local info = P.info or {}
+  local lines = { "policy " .. (info.name or name) }
+  if info.description then lines[#lines + 1] = "  " .. info.description end
+  local wants = {}
+  for _, h in ipairs(HANDLERS) do
+    if type(P[h]) == "function" then
+      wants[#wants + 1] = h == "on_packet" and string.format("on_packet (packets matching %q)",
+        tostring(info.packets)) or h
+    end
+  end
+  lines[#lines + 1] = "handlers: " .. (#wants > 0 and table.concat(wants, ", ") or "none")
+  local schema = info.options or {}
+  local names = sorted_keys(schema)
+  if #names == 0 then
+    lines[#lines + 1] = "options: none"
+  else
+    lines[#lines + 1] = "options:"
+    for _, opt in ipairs(names) do
+      local spec = schema[opt]
+      local dflt = spec.required and "required" or
+        (spec.default ~= nil and ("default " .. tostring(spec.default)) or "optional")
+      lines[#lines + 1] = string.format("  %-16s %-9s %-18s %s", opt, spec.type or "string", dflt,
+        spec.description or ""):gsub("%s+$", "")
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
 -- Short name of a policy file: its base name without .lua.
 function M.name_of(path)
   return ((path:match("([^/]+)$") or path):gsub("%.lua$", ""))

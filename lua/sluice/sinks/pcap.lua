@@ -61,6 +61,7 @@ end
 function Sink:prepare() return nil end
 
 function Sink:counts()
+  if not self.stats then return self.final end
   local s = self.stats
   return { packets = tonumber(s.packets), bytes = tonumber(s.bytes), errors = tonumber(s.errors) }
 end
