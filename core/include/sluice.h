@@ -253,7 +253,8 @@ struct sl_flow_rec {
 	struct sl_dir rev;
 	uint8_t state_code;  /* enum sl_tcp_state */
 	uint8_t reason_code; /* enum sl_end_reason */
-	uint8_t pad[2];
+	uint8_t icmp_type;   /* ICMP/ICMPv6: of the first packet, else 0 */
+	uint8_t icmp_code;
 	char hist[12]; /* Zeek-style history, NUL-terminated unless 12 long */
 	uint32_t slot; /* table slot while live: with fid, names the flow */
 };
@@ -309,7 +310,9 @@ struct sl_slice_rec {
 	uint8_t tcp_flags_fwd; /* union over the interval */
 	uint8_t tcp_flags_rev;
 	uint8_t reason_code; /* the flow ended in this interval, else 0 */
-	uint8_t pad[5];
+	uint8_t icmp_type;   /* as in sl_flow_rec */
+	uint8_t icmp_code;
+	uint8_t pad[3];
 };
 
 /* ---- engine ----------------------------------------------------------- */
@@ -489,7 +492,8 @@ struct sl_ipfix;
 
 struct sl_ipfix_opts {
 	uint32_t domain;    /* observation domain id */
-	uint32_t max_bytes; /* largest message: 0 is 1400 (UDP); TCP 65535 */
+	uint32_t max_bytes; /* largest message: 0 is 1400 (UDP); TCP 65535;
+			       below 294 (one IPv6 record) is -EINVAL */
 };
 
 enum { SL_IPFIX_MAX_MESSAGE = 65535 };
@@ -501,7 +505,8 @@ SL_API void sl_ipfix_free(struct sl_ipfix *x);
 SL_API void sl_ipfix_want_templates(struct sl_ipfix *x);
 /* Appends one data record: an ended or live flow with its totals, or a
  * slice record with its interval as start/end and its deltas. Returns 0,
- * or -ENOBUFS when the open message is full: take it, then add again. */
+ * -ENOBUFS when the open message is full (take it, then add again), or
+ * -EAFNOSUPPORT for a flow keyed by an id or a string (no addresses). */
 SL_API int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f);
 SL_API int sl_ipfix_add_slice(struct sl_ipfix *x,
 			      const struct sl_slice_rec *s);

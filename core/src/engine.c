@@ -283,6 +283,8 @@ static int slice_record(struct sl_engine *e, struct sl_flow *f)
 	r->start_ns = e->slice_start;
 	r->end_ns = e->slice_end;
 	r->reason_code = f->rec.reason_code;
+	r->icmp_type = f->rec.icmp_type;
+	r->icmp_code = f->rec.icmp_code;
 	for (int i = 0; i < 2; i++) {
 		struct sl_counts *delta = i ? &r->delta_rev : &r->delta_fwd;
 		struct sl_counts *total = i ? &r->total_rev : &r->total_fwd;
@@ -958,6 +960,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 			return 0;
 		}
 		fresh = 1;
+		f->rec.icmp_type = pp->d.icmp_type;
+		f->rec.icmp_code = pp->d.icmp_code;
 	}
 
 	di = swapped ^ f->swapped;
@@ -1107,6 +1111,26 @@ int sl_engine_add_writer(struct sl_engine *e, struct sl_pcap_writer *w)
 	return -ENOSPC;
 }
 
+/* A capture set from a handler (on_flow_start, usually) comes after the
+ * step that processed the flow's first packets: those of the current batch
+ * are still in memory, so they are written first, and the capture holds
+ * the flow from its start. */
+static void capture_backfill(struct sl_engine *e, struct sl_flow *f,
+			     uint32_t writer)
+{
+	for (uint32_t i = 0; i < e->cursor && i < e->batch.count; i++) {
+		const struct sl_packet *p = &e->batch.pkt[i];
+		const struct sl_prep *pp = &e->prep[i];
+
+		if (pp->status != SL_DECODE_OK || !pp->hashed ||
+		    p->ts_ns < f->rec.fwd.first_ns ||
+		    !key_equal(&pp->ckey, &f->ckey))
+			continue;
+		sl_pcap_writer_write(e->writers[writer], p->ts_ns, p->data,
+				     p->caplen, p->wirelen);
+	}
+}
+
 int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot, uint64_t fid,
 			   uint32_t writer)
 {
@@ -1116,6 +1140,8 @@ int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot, uint64_t fid,
 		return -ESRCH;
 	if (writer > SL_WRITERS || (writer && !e->writers[writer]))
 		return -EINVAL;
+	if (writer && !f->capture)
+		capture_backfill(e, f, writer);
 	f->capture = (uint8_t)writer;
 	return 0;
 }

@@ -33,10 +33,8 @@
 #define PEN_REVERSE	   29305 /* RFC 5103 reverse information elements */
 #define NS_PER_MS	   1000000ULL
 
-#define IPPROTO_ICMP_	   1
-#define IPPROTO_ICMPV6_	   58
-#define ICMP_ECHO_REQUEST  8
-#define ICMP6_ECHO_REQUEST 128
+#define IPPROTO_ICMP_	1
+#define IPPROTO_ICMPV6_ 58
 
 /* Information element ids (IANA); REV() is the RFC 5103 reverse of one. */
 enum ie_id {
@@ -119,6 +117,8 @@ struct rec {
 	uint8_t flags_fwd;
 	uint8_t flags_rev;
 	uint8_t reason;
+	uint8_t icmp_type;
+	uint8_t icmp_code;
 };
 
 struct sl_ipfix {
@@ -198,19 +198,13 @@ static int is_icmp(const struct sl_key *k)
 	return k->proto == IPPROTO_ICMP_ || k->proto == IPPROTO_ICMPV6_;
 }
 
-/* ICMP type * 256 + code, sent both as icmpTypeCodeIPv4/IPv6 and, as
- * nfdump and softflowd expect, as destinationTransportPort. The key has
- * no type or code: decode.c puts the echo identifier in both ports for
- * echo request and reply alone, so such a flow is an echo exchange, begun
- * as a rule by the request, and is sent as echo request. Other ICMP flows
- * are sent as 0; the identifier is never sent as a port, where it would
- * read as a false type and code. */
-static uint16_t icmp_type_code(const struct sl_key *k)
+/* ICMP type * 256 + code (of the flow's first packet), sent both as
+ * icmpTypeCodeIPv4/IPv6 and, as nfdump and softflowd expect, as
+ * destinationTransportPort; the echo identifier in the key's ports is
+ * never sent as a port. */
+static uint16_t icmp_type_code(const struct rec *r)
 {
-	if (!k->sport || k->sport != k->dport)
-		return 0;
-	return k->proto == IPPROTO_ICMP_ ? ICMP_ECHO_REQUEST << 8
-					 : ICMP6_ECHO_REQUEST << 8;
+	return (uint16_t)(r->icmp_type << 8 | r->icmp_code);
 }
 
 static uint64_t ie_value(uint16_t id, const struct rec *r)
@@ -218,7 +212,7 @@ static uint64_t ie_value(uint16_t id, const struct rec *r)
 	switch (id) {
 	case IE_ICMP4:
 	case IE_ICMP6:
-		return is_icmp(r->key) ? icmp_type_code(r->key) : 0;
+		return is_icmp(r->key) ? icmp_type_code(r) : 0;
 	case IE_START_MS:
 		return r->start_ms;
 	case IE_END_MS:
@@ -226,7 +220,7 @@ static uint64_t ie_value(uint16_t id, const struct rec *r)
 	case IE_SPORT:
 		return is_icmp(r->key) ? 0 : r->key->sport;
 	case IE_DPORT:
-		return is_icmp(r->key) ? icmp_type_code(r->key) : r->key->dport;
+		return is_icmp(r->key) ? icmp_type_code(r) : r->key->dport;
 	case IE_PROTO:
 		return r->key->proto;
 	case IE_TCP_FLAGS:
@@ -352,6 +346,8 @@ int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f)
 	    .flags_fwd = f->fwd.tcp_flags,
 	    .flags_rev = f->rev.tcp_flags,
 	    .reason = end_reason(f->reason_code),
+	    .icmp_type = f->icmp_type,
+	    .icmp_code = f->icmp_code,
 	};
 	if (f->rev.pkts && f->rev.last_ns > f->fwd.last_ns)
 		r.end_ms = f->rev.last_ns / NS_PER_MS;
@@ -374,6 +370,8 @@ int sl_ipfix_add_slice(struct sl_ipfix *x, const struct sl_slice_rec *s)
 	    .flags_fwd = s->tcp_flags_fwd,
 	    .flags_rev = s->tcp_flags_rev,
 	    .reason = end_reason(s->reason_code),
+	    .icmp_type = s->icmp_type,
+	    .icmp_code = s->icmp_code,
 	};
 	return add_rec(x, &r);
 }

@@ -455,8 +455,9 @@ static void test_end_reasons(void)
 	sl_ipfix_free(x);
 }
 
-/* Echo flows (both ports hold the identifier) are sent as echo request;
- * other ICMP as type/code 0; never the identifier as a port. */
+/* ICMP type and code of the flow's first packet go out as icmpTypeCode
+ * and as the destination port; the echo identifier in the key's ports
+ * never goes out as a port. */
 static void test_icmp(void)
 {
 	struct sl_ipfix *x = new_x(1, 0);
@@ -464,22 +465,26 @@ static void test_icmp(void)
 
 	f4.key.proto = 1;
 	f4.key.sport = f4.key.dport = 0x1234;
+	f4.icmp_type = 8;
 	f6.key.proto = 58;
 	f6.key.sport = f6.key.dport = 77;
+	f6.icmp_type = 1; /* destination unreachable, code 4 */
+	f6.icmp_code = 4;
 	CHECK_EQ(sl_ipfix_add_flow(x, &f4), 0);
 	CHECK_EQ(sl_ipfix_add_flow(x, &f6), 0);
-	f4.key.sport = f4.key.dport = 0;
+	f4.icmp_type = 3;
+	f4.icmp_code = 1;
 	CHECK_EQ(sl_ipfix_add_flow(x, &f4), 0);
 	CHECK(take(x, 5, &m) > 0);
 	CHECK_EQ(m.n_recs, 3);
 	CHECK_EQ(get(&m.recs[0], 32, 0), 8 << 8);
 	CHECK_EQ(get(&m.recs[0], 11, 0), 8 << 8);
 	CHECK_EQ(get(&m.recs[0], 7, 0), 0);
-	CHECK_EQ(get(&m.recs[1], 139, 0), 128 << 8);
-	CHECK_EQ(get(&m.recs[1], 11, 0), 128 << 8);
+	CHECK_EQ(get(&m.recs[1], 139, 0), 1 << 8 | 4);
+	CHECK_EQ(get(&m.recs[1], 11, 0), 1 << 8 | 4);
 	CHECK_EQ(get(&m.recs[1], 7, 0), 0);
-	CHECK_EQ(get(&m.recs[2], 32, 0), 0);
-	CHECK_EQ(get(&m.recs[2], 11, 0), 0);
+	CHECK_EQ(get(&m.recs[2], 32, 0), 3 << 8 | 1);
+	CHECK_EQ(get(&m.recs[2], 11, 0), 3 << 8 | 1);
 	sl_ipfix_free(x);
 }
 

@@ -238,8 +238,9 @@ function M.run(self, policies, options, opts)
     for _, r in ipairs(routes) do
       r:flush(closing)
       if closing and r.sink.close then r.sink:close() end
-      -- flow captures reach a pcap writer without passing the route
-      if r.sink.counts then r.stats.captured = r.sink:counts().packets end
+      -- the sink's own counters (a pcap writer's packets include flow
+      -- captures, which never pass the route)
+      if r.sink.counts then r.stats.counts = r.sink:counts() end
       report.sinks[r.name] = r.stats
     end
   end

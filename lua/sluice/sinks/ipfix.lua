@@ -46,7 +46,7 @@ function M.new(opts)
     name = "ipfix:" .. transport .. ":" .. opts.collector, queue = opts.queue,
     refresh = refresh, flush_every = flush_every, templates_at = now, sent_at = now,
     connects = s.connects, dptr = ffi.new("const uint8_t *[1]"),
-    counts = { records = 0, messages = 0, bytes = 0, lost_records = 0, lost_messages = 0 },
+    sent = { records = 0, messages = 0, bytes = 0, lost_records = 0, lost_messages = 0 },
   }, Sink)
 end
 
@@ -73,14 +73,14 @@ local function send_pending(self)
   end
   self.pending_off = self.pending_off + n
   if self.pending_off < #p then return false end
-  local c = self.counts
+  local c = self.sent
   c.messages, c.bytes = c.messages + 1, c.bytes + #p
   self.pending = nil
   return true
 end
 
 function Sink:lose_pending()
-  local c = self.counts
+  local c = self.sent
   c.lost_messages = c.lost_messages + 1
   c.lost_records = c.lost_records + self.pending_records
   self.pending = nil
@@ -110,7 +110,7 @@ function Sink:write(rec)
     rc = add(self.x, rec)
   end
   if rc < 0 then return nil, "ipfix: " .. core.strerror(rc) end
-  self.counts.records = self.counts.records + 1
+  self.sent.records = self.sent.records + 1
   return true
 end
 
@@ -131,6 +131,11 @@ function Sink:flush()
   if self.pending and not send_pending(self) then return nil, self.err end
   if not send_message(self) then return nil, self.err end
   return true
+end
+
+-- Records and messages sent, and lost with a datagram or a connection.
+function Sink:counts()
+  return self.sent
 end
 
 function Sink:close()
