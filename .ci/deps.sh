@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages sluice builds, runs and tests with, if missing.
 set -e
-PKGS="build-essential luajit libluajit-5.1-dev libpcap-dev libxdp-dev libbpf-dev xdp-tools iproute2 lua-cjson lua-busted luarocks tshark tcpreplay"
+PKGS="build-essential luajit libluajit-5.1-dev libpcap-dev libxdp-dev libbpf-dev xdp-tools iproute2 lua-cjson lua-busted luarocks tshark tcpreplay nfdump softflowd"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -1,0 +1,328 @@
+-- Sinks and routes: transient and permanent failures, bounded queues that
+-- lag instead of stalling, JSON rotation, pcap output read by tshark, user
+-- sinks, and a destination that blocks (a unix socket nobody reads).
+local ffi = require "ffi"
+local run = require "support.run"
+local sluice = require "sluice"
+local sink_mod = require "sluice.sink"
+local core = require "sluice.core"
+
+local SAMPLE = run.root .. "/examples/sample.pcap"
+
+local function has(s, needle)
+  return s:find(needle, 1, true) ~= nil
+end
+
+-- A sink whose answers are scripted: results[i] is the answer to the i-th
+-- write ("ok", "transient", "permanent"), the last one repeats.
+local function scripted(results)
+  local s = { got = {}, calls = 0, lagged_calls = {}, flushed = 0 }
+  function s:write(rec)
+    self.calls = self.calls + 1
+    local r = results[math.min(self.calls, #results)]
+    if r == "ok" then
+      self.got[#self.got + 1] = rec
+      return true
+    end
+    if r == "transient" then return nil, "busy", sluice.sink.TRANSIENT end
+    return nil, "refused"
+  end
+  function s:lagged(n) self.lagged_calls[#self.lagged_calls + 1] = n end
+  function s:flush() self.flushed = self.flushed + 1 end
+  return s
+end
+
+local function lines_of(path)
+  local n, bad = 0, 0
+  for line in (run.slurp(path) or ""):gmatch("[^\n]*\n") do
+    n = n + 1
+    if not pcall(run.decode, line) then bad = bad + 1 end
+  end
+  return n, bad
+end
+
+describe("routes", function()
+  it("count a permanent failure as failed and go on", function()
+    local s = scripted { "permanent", "ok" }
+    local r = sink_mod.new(s)
+    r:write "a"
+    r:write "b"
+    assert.equal(1, r.stats.dropped_failed)
+    assert.equal(1, r.stats.written)
+    assert.same({ "b" }, s.got)
+  end)
+
+  it("queue a transient failure, and what follows it, and keep the order", function()
+    local s = scripted { "transient", "ok" }
+    local r = sink_mod.new(s)
+    r:write "a"
+    r:write "b"
+    r:write "c"
+    assert.equal(3, r:queued())
+    assert.same({}, s.got)
+    -- before the backoff has passed nothing is retried
+    assert.is_true(r:pump(core.monotonic() - 1))
+    assert.equal(3, r:queued())
+    assert.is_false(r:pump(core.monotonic() + 10))
+    assert.same({ "a", "b", "c" }, s.got)
+    assert.equal(0, r:dropped())
+    assert.equal(1, r.stats.retries)
+  end)
+
+  it("lag when the queue is full: drop and count, tell the sink once", function()
+    local s = scripted { "transient" }
+    local r = sink_mod.new(s, { queue = 2 })
+    for i = 1, 10 do r:write(tostring(i)) end
+    assert.equal(2, r:queued())
+    assert.equal(8, r.stats.dropped_lag)
+    assert.same({}, s.lagged_calls) -- the episode is not over yet
+    r:flush(true)
+    assert.equal(2, r.stats.dropped_at_close)
+    assert.same({ 10 }, s.lagged_calls)
+    assert.equal(10, r:dropped())
+    assert.equal(1, r.stats.lag_episodes)
+  end)
+
+  it("end a lag episode when the destination recovers, telling lagged(n) then", function()
+    local results = { "transient" }
+    local s = scripted(results)
+    local r = sink_mod.new(s, { queue = 1 })
+    r:write "a" -- queued
+    r:write "b" -- dropped
+    r:write "c" -- dropped
+    results[1] = "ok"
+    s.calls = 0
+    assert.is_false(r:pump(core.monotonic() + 10))
+    assert.same({ 2 }, s.lagged_calls)
+    assert.same({ "a" }, s.got)
+    r:write "d"
+    assert.same({ "a", "d" }, s.got)
+  end)
+
+  it("retry a transient record a bounded number of times, then count it failed", function()
+    local s = scripted { "transient" }
+    local r = sink_mod.new(s)
+    r:write "a"
+    local t = core.monotonic()
+    for _ = 1, 20 do
+      t = t + 5
+      if not r:pump(t) then break end
+    end
+    assert.equal(0, r:queued())
+    assert.equal(1, r.stats.dropped_failed)
+    assert.is_true(s.calls >= 3 and s.calls <= 12, "attempts: " .. s.calls)
+  end)
+
+  it("refuse a sink without write, and a bad queue size", function()
+    assert.has_error(function() sink_mod.new({}) end)
+    assert.has_error(function() sink_mod.new(scripted { "ok" }, { queue = -1 }) end)
+  end)
+end)
+
+describe("JSON sink", function()
+  teardown(run.cleanup)
+
+  it("rotates by size without splitting or losing a line", function()
+    local dir = run.tmpdir()
+    local path = dir .. "/out.json"
+    local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " -q --rotate 8K --out json:" .. run.q(path))
+    assert(r.code == 0, run.describe(r))
+    local total, files = 0, 0
+    for i = 0, 1000 do
+      local p = i == 0 and path or (path .. "." .. i)
+      if not run.exists(p) then break end
+      files = files + 1
+      local n, bad = lines_of(p)
+      assert.equal(0, bad, p .. " has a broken line")
+      local size = #run.slurp(p)
+      assert(size <= 8192, p .. " is " .. size .. " bytes")
+      assert.equal("\n", run.slurp(p):sub(-1))
+      total = total + n
+    end
+    assert(files > 3, "expected several files, got " .. files)
+    assert.equal(161, total)
+  end)
+
+  it("rotates by time", function()
+    local dir = run.tmpdir()
+    local s = assert(sluice.sink.json { path = dir .. "/t.json", rotate = "0.2s" })
+    assert(s:write { n = 1 })
+    os.execute("sleep 0.3")
+    assert(s:write { n = 2 })
+    s:close()
+    assert.same({ { n = 1 } }, run.json_lines(dir .. "/t.json.1"))
+    assert.same({ { n = 2 } }, run.json_lines(dir .. "/t.json"))
+  end)
+
+  it("rejects bad rotate specs", function()
+    local dir = run.tmpdir()
+    for _, bad in ipairs { "10Q", { size = "x" }, {}, 5 } do
+      assert.has_error(function() sluice.sink.json { path = dir .. "/x.json", rotate = bad } end)
+    end
+    assert.has_error(function() sluice.sink.json { path = "-", rotate = "1M" } end)
+    local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " --rotate 10Q --out json:" ..
+      run.q(dir .. "/y.json"))
+    assert(r.code ~= 0 and has(r.err, "rotate"), run.describe(r))
+  end)
+end)
+
+describe("pcap sink", function()
+  teardown(run.cleanup)
+
+  local function tshark_count(path, filter)
+    local r = run.sh(run.PLAIN .. "tshark -r " .. run.q(path) ..
+      (filter and (" -Y " .. run.q(filter)) or "") .. " 2>/dev/null | wc -l")
+    return tonumber(r.out:match("%d+"))
+  end
+
+  local function skip_without_tshark()
+    if run.have("tshark") then return false end
+    pending("tshark is not installed (CI installs it): pcap output not cross-checked")
+    return true
+  end
+
+  it("the default job with --out pcap: rewrites every packet, readable by tshark", function()
+    if skip_without_tshark() then return end
+    local dir = run.tmpdir()
+    local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " -q --out pcap:" .. run.q(dir .. "/all.pcap"))
+    assert(r.code == 0, run.describe(r))
+    assert.equal(tshark_count(SAMPLE), tshark_count(dir .. "/all.pcap"))
+  end)
+
+  it("writes the packets a policy emits from on_packet, and the flows it captures", function()
+    if skip_without_tshark() then return end
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/p.lua", [[
+      local sluice = require "sluice"
+      local P = { info = { name = "p", packets = "tcp port 80" } }
+      local emit, pk, fl, n
+      function P.init(_, ctx)
+        emit, n = ctx.emit, 0
+        pk = assert(sluice.sink.pcap { path = "]] .. dir .. [[/http.pcap" })
+        fl = assert(sluice.sink.pcap { path = "]] .. dir .. [[/udp.pcap" })
+      end
+      function P.on_packet(pkt) n = n + 1 emit(pk, pkt) end
+      function P.on_flow_start(f)
+        if f.proto == "udp" then assert(f:capture(fl)) end
+      end
+      function P.on_flow_end(f) emit(f) end
+      function P.stop() emit { type = "count", n = n } end
+      return P
+    ]])
+    local r, recs = run.sluice_json(run.q(policy) .. " -r " .. run.q(SAMPLE), dir)
+    assert(r.code == 0, run.describe(r))
+    local n = run.of_type(recs, "count")[1].n
+    assert(n > 0)
+    assert.equal(n, tshark_count(dir .. "/http.pcap"))
+    -- BPF semantics: "tcp port 80" does not look inside VLAN tags
+    assert.equal(tshark_count(SAMPLE, "tcp.port == 80 && !vlan"), n)
+    local udp_pkts = 0
+    for _, f in ipairs(run.of_type(recs, "flow")) do
+      if f.proto == "udp" then udp_pkts = udp_pkts + f.pkts_fwd + f.pkts_rev end
+    end
+    assert(udp_pkts > 0)
+    -- captured from the first packet on, though set in on_flow_start
+    assert.equal(udp_pkts, tshark_count(dir .. "/udp.pcap"))
+    assert.equal(udp_pkts, tshark_count(SAMPLE, "udp && !icmp"))
+  end)
+
+  it("refuses to capture into a sink that is not a pcap sink", function()
+    local eng = assert(sluice.open { read = SAMPLE })
+    local got
+    assert(eng:run({ on_flow_start = function(f)
+      if not got then got = { f:capture({ write = function() return true end }) } end
+    end }))
+    assert.is_nil(got[1])
+    assert.matches("pcap sink", got[2])
+  end)
+end)
+
+describe("user sinks", function()
+  it("get the records routed to them, then flush and close", function()
+    local s = { got = 0, flushed = 0, closed = 0 }
+    function s:write(rec)
+      assert(rec.kind == "flow")
+      self.got = self.got + 1
+      return true
+    end
+    function s:flush() self.flushed = self.flushed + 1 end
+    function s:close() self.closed = self.closed + 1 end
+    local eng = assert(sluice.open { read = SAMPLE })
+    local P = {}
+    local emit
+    function P.init(_, ctx) emit = ctx.emit end
+    function P.on_flow_end(f) emit(s, f) end
+    local ok, report = eng:run(P)
+    assert(ok, report)
+    assert.equal(161, s.got)
+    assert.equal(1, s.flushed)
+    assert.equal(1, s.closed)
+    assert.equal(161, report.sinks[tostring(s)].written)
+  end)
+
+  it("are refused by ctx.emit when they have no write method", function()
+    local eng = assert(sluice.open { read = SAMPLE })
+    local ok, err = eng:run { init = function(_, ctx) ctx.emit({}, { x = 1 }) end }
+    assert.is_nil(ok)
+    assert.matches("failed to initialize", err)
+    assert.matches("write", err)
+  end)
+end)
+
+-- A listening unix socket that never accepts or reads: connections queue in
+-- the backlog and their buffers fill up.
+ffi.cdef [[
+int bind(int fd, const void *addr, unsigned len);
+int listen(int fd, int backlog);
+]]
+
+describe("a destination that blocks", function()
+  teardown(run.cleanup)
+
+  it("makes its sink lag while the JSON file sink gets every record", function()
+    local dir = run.tmpdir()
+    local path = dir .. "/stuck.sock"
+    local fd = ffi.C.socket(1, 1, 0)
+    assert(fd >= 0)
+    local sa = ffi.new("struct sl_sockaddr_un")
+    sa.family = 1
+    ffi.copy(sa.path, path)
+    assert.equal(0, ffi.C.bind(fd, sa, ffi.sizeof(sa)))
+    assert.equal(0, ffi.C.listen(fd, 1))
+
+    local stuck = assert(sluice.sink.json { socket = "unix:" .. path, queue = 16 })
+    local told = {}
+    -- a user sink around it, to see what it is told
+    local watcher = { queue = 16, name = "watcher" }
+    function watcher:write(rec) return stuck:write(rec) end
+    function watcher:prepare(rec) return stuck:prepare(rec) end
+    function watcher:lagged(n) told[#told + 1] = n end
+    function watcher:close() return stuck:close() end
+    local file = assert(sluice.sink.json { path = dir .. "/all.json" })
+    local pad = string.rep("x", 8192)
+    local P = {}
+    local emit
+    function P.init(_, ctx) emit = ctx.emit end
+    function P.on_flow_end(f)
+      local t = f:totable()
+      t.pad = pad -- 161 records of 8 KiB: far more than the socket buffer
+      emit(watcher, t)
+      emit(file, t)
+    end
+    local eng = assert(sluice.open { read = SAMPLE })
+    local t0 = core.monotonic()
+    local ok, report = eng:run(P)
+    local took = core.monotonic() - t0
+    ffi.C.close(fd)
+    assert(ok, report)
+    assert(took < 10, "the run took " .. took .. " s: the blocked sink stalled it")
+    local n = lines_of(dir .. "/all.json")
+    assert.equal(161, n)
+    local ws = report.sinks.watcher
+    assert(ws.dropped_lag > 0, "the stuck sink should lag")
+    assert.equal(161, ws.written + ws.dropped_lag + ws.dropped_failed + ws.dropped_at_close)
+    assert.equal(1, #told, "lagged(n) is told once")
+    assert.equal(ws.dropped_lag + ws.dropped_at_close, told[1])
+    assert.equal(0, report.sinks["json:" .. dir .. "/all.json"].dropped_lag)
+  end)
+end)
