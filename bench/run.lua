@@ -3,6 +3,10 @@
 --
 --   luajit bench/run.lua engine TRACE               no policy handlers
 --   luajit bench/run.lua policy TRACE POLICY SLICE  a policy file, --slice SLICE
+--   luajit bench/run.lua slices TRACE SLICE         engine only, slices on
+--   luajit bench/run.lua sinks TRACE SLICE JSON     the default job: every flow
+--       and slice to a JSON file and exported as IPFIX (UDP, to a socket of
+--       this process that never reads: the kernel drops what overflows)
 --
 -- Prints one line for bench/run.sh:
 --   packets N seconds S rss_kb K flows F
@@ -29,8 +33,30 @@ if not trace then
   fail("usage: luajit bench/run.lua engine TRACE | policy TRACE POLICY.lua SLICE")
 end
 
-local policies, open_opts
-if mode == "engine" then
+local policies, open_opts, outputs
+if mode == "slices" then
+  policies = {}
+  open_opts = { read = trace, slice = tonumber(arg[3]) or arg[3] }
+elseif mode == "sinks" then
+  local ffi = require "ffi"
+  ffi.cdef [[
+    int bind(int fd, const void *addr, unsigned len);
+    int getsockname(int fd, void *addr, unsigned *len);
+  ]]
+  local fd = ffi.C.socket(2, 2, 0)
+  local sa = ffi.new("struct sl_sockaddr_in")
+  sa.family = 2
+  ffi.C.inet_pton(2, "127.0.0.1", sa.addr)
+  local len = ffi.new("unsigned[1]", ffi.sizeof(sa))
+  if fd < 0 or ffi.C.bind(fd, sa, ffi.sizeof(sa)) ~= 0 or ffi.C.getsockname(fd, sa, len) ~= 0 then
+    fail("cannot bind a UDP socket on 127.0.0.1")
+  end
+  local port = bit.bor(bit.rshift(sa.port, 8), bit.lshift(bit.band(sa.port, 0xff), 8))
+  policies = { sluice.policy.new(require "sluice.policies.flows", nil, "flows") }
+  open_opts = { read = trace, slice = tonumber(arg[3]) or arg[3] }
+  outputs = { assert(sluice.sink.json { path = arg[4] }),
+    assert(sluice.sink.ipfix { collector = "127.0.0.1:" .. port }) }
+elseif mode == "engine" then
   policies = {} -- an empty policy table: the engine alone
   open_opts = { read = trace }
 elseif mode == "trim" then
@@ -82,11 +108,18 @@ collectgarbage()
 local t0 = core.monotonic()
 local eng, err = sluice.open(open_opts)
 if not eng then fail(err) end
-local rok, rerr = eng:run(policies, nil, { emit = emit })
+local rok, rerr = eng:run(policies, nil, { emit = not outputs and emit or nil, outputs = outputs })
 local t1 = core.monotonic()
 if not rok then fail(rerr) end
 
 local st = eng:stats()
+if outputs then
+  local json, ipfix = rerr.sinks[outputs[1].name], outputs[2]:counts()
+  emitted = json.written
+  io.stderr:write(string.format("json lines %d, ipfix records %d in %d messages (lost %d)\n",
+    json.written, ipfix.records, ipfix.messages, ipfix.lost_records))
+  os.remove(arg[4])
+end
 io.write(string.format("packets %d seconds %.6f rss_kb %d flows %d emitted %d trims %d refused %d\n",
   st.packets, t1 - t0, math.floor(core.peak_rss() / 1024), st.flows_started, emitted, st.trims,
   st.flows_refused))

@@ -485,6 +485,38 @@ sl_pcap_writer_stats(const struct sl_pcap_writer *w);
 /* Flushes and closes; returns the flush's result. */
 SL_API int sl_pcap_writer_close(struct sl_pcap_writer *w);
 
+/* A JSON lines file written through a buffer: records are formatted
+ * straight into it (no string crosses to Lua). path "-" is stdout.
+ * line_buffered: one write(2) per line, atomic with O_APPEND, for a file
+ * several processes share. */
+struct sl_json_writer;
+
+SL_API int sl_json_writer_open(struct sl_json_writer **out, const char *path,
+			       int append, int line_buffered);
+/* Appends a record, or a line (given without its newline). Returns the
+ * bytes appended, -EFBIG if the line would take the file past max_size
+ * (0: no limit) while it is not empty (nothing is written: rotate and
+ * append again), or another negative error (the line is lost). */
+SL_API int sl_json_writer_flow(struct sl_json_writer *w,
+			       const struct sl_flow_rec *r, uint64_t max_size);
+SL_API int sl_json_writer_slice(struct sl_json_writer *w,
+				const struct sl_slice_rec *r,
+				uint64_t max_size);
+/* n slice records in a row; returns how many were appended (fewer than n
+ * when a rotation is due, -EFBIG, or an error stopped it), or the error
+ * when it stopped the first. */
+SL_API int sl_json_writer_slices(struct sl_json_writer *w,
+				 const struct sl_slice_rec *r, uint32_t n,
+				 uint64_t max_size);
+SL_API int sl_json_writer_line(struct sl_json_writer *w, const char *line,
+			       size_t len, uint64_t max_size);
+/* Bytes in the file, buffered ones included. */
+SL_API uint64_t sl_json_writer_size(const struct sl_json_writer *w);
+SL_API int sl_json_writer_flush(struct sl_json_writer *w);
+/* Flushes, then continues in a fresh file at path (after a rotation). */
+SL_API int sl_json_writer_reopen(struct sl_json_writer *w, const char *path);
+SL_API int sl_json_writer_close(struct sl_json_writer *w);
+
 /* IPFIX (RFC 7011) message builder, biflows per RFC 5103: one template for
  * IPv4 and one for IPv6 flows, reverse counters under the reverse PEN
  * 29305. No I/O: the caller sends each finished message. */
@@ -510,6 +542,11 @@ SL_API void sl_ipfix_want_templates(struct sl_ipfix *x);
 SL_API int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f);
 SL_API int sl_ipfix_add_slice(struct sl_ipfix *x,
 			      const struct sl_slice_rec *s);
+/* Up to n slice records; returns how many were added (fewer when the
+ * message filled up: take it and add the rest), or the error that stopped
+ * the first. */
+SL_API int sl_ipfix_add_slices(struct sl_ipfix *x,
+			       const struct sl_slice_rec *s, uint32_t n);
 /* Records in the open message. */
 SL_API uint32_t sl_ipfix_pending(const struct sl_ipfix *x);
 /* Closes the open message (header with export_time_s, the domain and the

@@ -376,6 +376,20 @@ int sl_ipfix_add_slice(struct sl_ipfix *x, const struct sl_slice_rec *s)
 	return add_rec(x, &r);
 }
 
+int sl_ipfix_add_slices(struct sl_ipfix *x, const struct sl_slice_rec *s,
+			uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		int rc = sl_ipfix_add_slice(x, &s[i]);
+
+		if (rc < 0)
+			return i ? (int)i : rc;
+	}
+	return (int)i;
+}
+
 uint32_t sl_ipfix_pending(const struct sl_ipfix *x)
 {
 	return x && x->len ? x->pending : 0;

@@ -2,7 +2,8 @@
 -- engine's slice array. Valid while on_slice runs.
 local M = {}
 
-local Batch = {}
+-- kind: ctx.emit(batch) emits every record (sinks may take it at once)
+local Batch = { kind = "slices" }
 Batch.__index = Batch
 
 function M.new()

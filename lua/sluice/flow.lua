@@ -233,6 +233,17 @@ local function tags_of(fid)
 end
 M.tags_of = tags_of
 
+-- Whether any live flow has tags.
+function M.any_tagged()
+  return current ~= nil and next(current.tags) ~= nil
+end
+
+-- Whether a flow has tags (its JSON then is not the core's alone).
+function M.tagged(fid)
+  local tags = current and current.tags[tonumber(fid)]
+  return tags ~= nil and next(tags) ~= nil
+end
+
 local json_encode
 -- Adds "tags":{...} to a JSON object from the core.
 local function with_tags(json, fid)

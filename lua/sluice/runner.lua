@@ -154,12 +154,18 @@ function M.run(self, policies, options, opts)
   local function commit()
     for i = 1, stage_n do
       local route, rec = stage_route[i], stage_rec[i]
+      local t = type(rec)
+      local kind = (t == "cdata" or t == "table") and rec.kind
       if route == DEFAULT then
-        local packet = type(rec) == "cdata" and rec.kind == "packet"
+        local packet = kind == "packet"
         for d = 1, ndefaults do
           local r = defaults[d]
-          if (r.sink.accepts_packets == true) == packet then r:write(rec) end
+          if (r.sink.accepts_packets == true) == packet then
+            if kind == "slices" then r:write_batch(rec) else r:write(rec) end
+          end
         end
+      elseif kind == "slices" then
+        route:write_batch(rec)
       else
         route:write(rec)
       end

@@ -101,6 +101,21 @@ function Route:write(rec)
   end
 end
 
+-- Every record of a slice batch: in one call to the sink when it can
+-- (write_batch returns how many it took), else one by one.
+function Route:write_batch(batch)
+  local sink, taken = self.sink, 0
+  if self.qtail < self.qhead and sink.write_batch and not batch.skip then
+    taken = sink:write_batch(batch)
+    self.stats.written = self.stats.written + taken
+  end
+  local recs = batch.recs
+  for i = taken, batch.n - 1 do
+    local rec = recs[i]
+    if not (batch.skip and batch.skip[tonumber(rec.fid)]) then self:write(rec) end
+  end
+end
+
 local function end_lag(self)
   if self.lag_n > 0 then
     local n = self.lag_n

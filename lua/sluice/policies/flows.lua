@@ -14,9 +14,7 @@ function P.on_flow_end(flow)
 end
 
 function P.on_slice(batch)
-  for rec in batch:records() do
-    emit(rec)
-  end
+  emit(batch)
 end
 
 return P

@@ -114,6 +114,20 @@ function Sink:write(rec)
   return true
 end
 
+-- A slice batch, a message-full at a time; returns how many were taken.
+function Sink:write_batch(batch)
+  local done, n = 0, batch.n
+  while done < n do
+    if self.pending and not send_pending(self) then break end
+    local rc = C.sl_ipfix_add_slices(self.x, batch.recs + done, n - done)
+    if rc < 0 and rc ~= ENOBUFS then break end
+    if rc > 0 then done = done + rc end
+    if done < n then send_message(self) end
+  end
+  self.sent.records = self.sent.records + done
+  return done
+end
+
 -- Partial messages go out after flush_interval; UDP collectors get the
 -- templates again every template_refresh.
 function Sink:tick(now)
