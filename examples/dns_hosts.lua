@@ -3,9 +3,10 @@
 --   sluice run examples/dns_hosts.lua -r trace.pcap -o max_names=100000 -o hold_min=10m
 -- Every DNS response over UDP (port 53, VLAN tagged or not) that answers
 -- a standard query without error teaches the policy address -> name for
--- the A and AAAA records it carries. A flow that starts later towards (or, failing that,
--- from) a remembered address gets the tag `host` = that name, and every
--- ended flow is written as its usual JSON line, with "tags":{"host":...}.
+-- the A and AAAA records it carries. A flow that starts later towards (or,
+-- failing that, from) a remembered address gets the tag `host` = that
+-- name, and every ended flow is written as its usual JSON line, with
+-- "tags":{"host":...}. A flow that started before the answer stays as it is.
 --
 -- The name is the question's name (lower case, no trailing dot): what the
 -- client asked for, which for a CNAME chain is the chain's first name
@@ -16,9 +17,10 @@
 --
 -- A response is used whole or not at all: a header, name or record that
 -- runs past the captured payload, a compression pointer that does not
--- point strictly before the name part it ends (which also rules out
--- pointer loops), a name over 255 bytes, or an A/AAAA record of the wrong
--- size, and nothing of that response is learned. DNS over TCP is not read.
+-- point before the part of the name that led to it (so no pointer loops),
+-- a name over 255 bytes, or an A/AAAA record of the wrong size, and
+-- nothing of that response is learned. DNS over TCP is not read, nor are
+-- IP fragments put together (a response in fragments is cut short).
 --
 -- The table is bounded: at most max_names addresses (with per_client, at
 -- most max_names client/address pairs), the oldest learned evicted first;
@@ -47,7 +49,7 @@ local P = {
       hold_max = { type = "duration", default = "1d",
         description = "an answer is remembered at most this long, whatever its TTL" },
       per_client = { type = "boolean", default = false,
-        description = "remember answers per client: a flow gets the name its own source asked for" },
+        description = "answers per client: a flow gets the name its own end asked for" },
       flows = { type = "string", default = "all",
         description = "ended flows to write: all, tagged or none" },
     },
@@ -233,7 +235,8 @@ local addrs, ttls = {}, {}
 function P.init(opts, ctx)
   if opts.max_names < 1 then error("option 'max_names' must be at least 1") end
   if opts.hold_min > opts.hold_max then
-    error("option 'hold_min' (" .. opts.hold_min .. " s) exceeds 'hold_max' (" .. opts.hold_max .. " s)")
+    error(string.format("option 'hold_min' (%g s) exceeds 'hold_max' (%g s)", opts.hold_min,
+      opts.hold_max))
   end
   if opts.flows ~= "all" and opts.flows ~= "tagged" and opts.flows ~= "none" then
     error("option 'flows' must be all, tagged or none, got '" .. opts.flows .. "'")
@@ -259,12 +262,13 @@ function P.on_packet(pkt)
 end
 
 function P.on_flow_start(flow)
+  if count == 0 then return end
   local now, dst, src = flow.first, flow.dst, flow.src
   local name
   if per_client then
     name = lookup(src .. " " .. dst, now) or lookup(dst .. " " .. src, now)
   else
-    name = lookup(dst, now)
+    name = lookup(dst, now) or lookup(src, now)
   end
   if name then flow:tag(tag, name) end
 end
@@ -289,7 +293,8 @@ end
 
 function P.restore(s)
   for key, name, expires in s:gmatch("([^\t\n]+)\t([^\t\n]*)\t([^\t\n]+)") do
-    remember(key, name, tonumber(expires))
+    expires = tonumber(expires)
+    if expires then remember(key, name, expires) end
   end
 end
 

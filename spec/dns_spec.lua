@@ -264,7 +264,7 @@ describe("examples/dns_hosts.lua", function()
   describe("through the CLI", function()
     local main
 
-    it("tags flows to answered addresses with the question name (compression, CNAME chain, AAAA)", function()
+    it("tags flows to answered addresses with the question name (pointers, CNAMEs, AAAA)", function()
       main = main or main_capture()
       local flows = dns_run(main)
       expect_hosts(flows, MAIN_CASES)
@@ -301,7 +301,7 @@ describe("examples/dns_hosts.lua", function()
       assert.are.equal(7, tagged)
     end)
 
-    it("-o flows=tagged writes only tagged flows, flows=none nothing; -o tag renames the tag", function()
+    it("-o flows=tagged writes tagged flows only, flows=none nothing; -o tag renames it", function()
       main = main or main_capture()
       local flows = dns_run(main, { flows = "tagged", tag = "dns" })
       assert.are.equal(7, #flows)
@@ -399,6 +399,17 @@ describe("examples/dns_hosts.lua", function()
         local name = concat({ long, long, long, long, long }, ".")
         add("long", "192.0.2.18", simple_response(name, T_A, { { T_A, "192.0.2.18" } }))
       end
+      -- the first fragment of a response in two IP fragments (the second
+      -- carries no UDP header, so the packet filter does not see it)
+      do
+        local whole = simple_response("frag.test", T_A, { { T_A, "192.0.2.19" } })
+        t = t + 0.1
+        c:frame(t, { proto = "udp", src = RESOLVER, dst = CLIENT, sport = 53, dport = 39999,
+          payload = whole:sub(1, 32), length = 8 + #whole, ip = { mf = true, id = 7 } })
+        c:frame(t, { proto = 17, src = RESOLVER, dst = CLIENT,
+          payload = whole:sub(33), ip = { frag_offset = 40, id = 7 } })
+        bad[#bad + 1] = "192.0.2.19"
+      end
       -- then a good answer: the policy still works
       t = t + 0.1
       c:dns(t, "good.test", T_A, simple_response("good.test", T_A, { { T_A, "192.0.2.100" } }))
@@ -442,9 +453,11 @@ describe("examples/dns_hosts.lua", function()
     it("holds an answer for its TTL clamped to [hold_min, hold_max]", function()
       local c = capture()
       c:dns(0, "short.test", T_A, simple_response("short.test", T_A, { { T_A, "192.0.2.1", 60 } }))
-      c:dns(0, "long.test", T_A, simple_response("long.test", T_A, { { T_A, "192.0.2.2", 86400 } }))
+      c:dns(0, "long.test", T_A, simple_response("long.test", T_A,
+        { { T_A, "192.0.2.2", 86400 } }))
       -- a TTL with the top bit set counts as 0 (RFC 2181)
-      c:dns(0, "neg.test", T_A, simple_response("neg.test", T_A, { { T_A, "192.0.2.3", 0x80000000 } }))
+      c:dns(0, "neg.test", T_A, simple_response("neg.test", T_A,
+        { { T_A, "192.0.2.3", 0x80000000 } }))
       for _, at in ipairs { 30, 120, 1000 } do
         for i = 1, 3 do c:tcp(at + i * 0.01, CLIENT, "192.0.2." .. i, at) end
       end
@@ -520,7 +533,8 @@ describe("examples/dns_hosts.lua", function()
         return
       end
       local r = run.sh(run.PLAIN .. "tshark -r " .. run.q(SAMPLE) .. " -Y " ..
-        run.q("udp.port == 53 && dns.flags.response == 1 && dns.flags.rcode == 0 && dns.flags.opcode == 0") ..
+        run.q("udp.port == 53 && dns.flags.response == 1 && dns.flags.rcode == 0 && " ..
+          "dns.flags.opcode == 0") ..
         " -T fields -E separator=/t -e dns.qry.name -e dns.a -e dns.aaaa -e dns.cname 2>/dev/null")
       assert(r.code == 0, run.describe(r))
       local want, nwant = {}, 0
@@ -651,6 +665,25 @@ describe("examples/dns_hosts.lua", function()
       -- a CNAME loop ends the chain without hanging
       m:rr(dname("c.test"), T_CNAME, 1, dname("a.test"))
       assert.are.same({ "a.test", { "192.0.2.3" }, { 1 } }, parsed(m:bytes()))
+    end)
+
+    it("keeps nothing of one message for the next (chains, also after a rejected one)", function()
+      local function cname_then(an)
+        local m = dns { an = an }
+        m:question(dname("a.test"), T_A)
+        m:rr(dname("a.test"), T_CNAME, 1, dname("b.test"))
+        m:rr(dname("b.test"), T_A, 1, pcap.ip4("192.0.2.1"))
+        return m:bytes()
+      end
+      -- b.test's address, but no CNAME from a.test to it in this message
+      local m = dns()
+      m:question(dname("a.test"), T_A)
+      m:rr(dname("b.test"), T_A, 1, pcap.ip4("192.0.2.2"))
+      local unchained = m:bytes()
+      assert.are.same({ "a.test", { "192.0.2.1" }, { 1 } }, parsed(cname_then()))
+      assert.are.same({ "a.test", {}, {} }, parsed(unchained))
+      assert.is_nil(parsed(cname_then(3))[1]) -- rejected after reading the CNAME
+      assert.are.same({ "a.test", {}, {} }, parsed(unchained))
     end)
 
     it("formats AAAA addresses as flows show them (RFC 5952)", function()

@@ -457,16 +457,27 @@ local function json_flows(path)
   return flows
 end
 
--- A policy that emits the slice records only (no flow records).
-local SLICES_ONLY = [[
+-- Policies that emit the slice records only (no flow records): the whole
+-- batch at once (sinks take it with write_batch, as the default job does),
+-- or record by record (write).
+local SLICES_ONLY = {
+  batch = [[
 local P = { info = { name = "slices_only", options = {} } }
+local emit
+function P.init(_, ctx) emit = ctx.emit end
+function P.on_slice(batch) emit(batch) end
+return P
+]],
+  each = [[
+local P = { info = { name = "slices_each", options = {} } }
 local emit
 function P.init(_, ctx) emit = ctx.emit end
 function P.on_slice(batch)
   for rec in batch:records() do emit(rec) end
 end
 return P
-]]
+]],
+}
 
 -- Flow copies of a capture, for driving a sink directly.
 local function flow_copies(path)
@@ -684,9 +695,9 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
   end)
 
   describe("slices (--slice 5) are exported as deltas over their interval", function()
-    local function check_slices(trace)
+    local function check_slices(trace, how)
       local dir = run.tmpdir()
-      local policy = run.spit(dir .. "/slices_only.lua", SLICES_ONLY)
+      local policy = run.spit(dir .. "/slices_" .. how .. ".lua", SLICES_ONLY[how])
       local c, recs = export_to_nfcapd(trace, q(policy) .. " --slice 5")
       local slices = run.of_type(recs, "slice")
       assert.equal(#recs, #slices, "the policy emits slice records only")
@@ -702,49 +713,83 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
       check_collected(c, slices) -- count, totals = the flows' totals, every record
     end
 
-    it("examples/sample.pcap", function()
+    it("examples/sample.pcap, each batch emitted at once (write_batch)", function()
       need_nfdump()
-      check_slices(SAMPLE)
+      check_slices(SAMPLE, "batch")
     end)
 
-    it("a generated trace over 10 s (genpcap " .. SPREAD_ARGS .. ")", function()
+    it("examples/sample.pcap, record by record (write)", function()
       need_nfdump()
-      check_slices((generated(SPREAD_ARGS)))
+      check_slices(SAMPLE, "each")
+    end)
+
+    it("a generated trace over 10 s (genpcap " .. SPREAD_ARGS .. "), batches", function()
+      need_nfdump()
+      check_slices((generated(SPREAD_ARGS)), "batch")
+    end)
+
+    it("the default job exports flows and slices: nfdump has both", function()
+      need_nfdump()
+      local c, recs = export_to_nfcapd(SAMPLE, "--slice 5")
+      local flows, slices = run.of_type(recs, "flow"), run.of_type(recs, "slice")
+      assert.equal(161, #flows)
+      assert.equal(#recs, #flows + #slices)
+      assert(#slices > #flows, "slices: " .. #slices)
+      check_collected(c, recs)
+      local nflows, nbytes, npkts = nfdump_summary(c.nf)
+      assert.equal(#flows + #slices, nflows)
+      assert.equal(2 * 1600, npkts, "the flows' packets, and the slices' again")
+      assert.equal(2 * 831733, nbytes)
     end)
   end)
 end)
 
--- Checks a decoded TCP stream against the JSON flows: templates in the first
--- message only, headers, every record (flow id and end reason too).
-local function check_tcp_stream(d, flows, domain, max_bytes)
+-- A JSON line's record: a flow by its id, a slice by its flow and interval.
+local function json_key(f)
+  if f.type == "slice" then return f.flow_id .. "@" .. ms(f.start) end
+  return f.id .. ""
+end
+
+local function ipfix_key(r, slices)
+  if slices then return r[148] .. "@" .. r[152] end
+  return r[148] .. ""
+end
+
+-- Checks a decoded TCP stream against JSON flow or slice lines: templates
+-- in the first message only, headers, every record (flowId, flowEndReason,
+-- ICMP type/code, reverse TCP flags too).
+local function check_tcp_stream(d, recs, domain, max_bytes)
   assert(#d.messages > 0, "no messages")
   check_template_message(d.messages[1], 1)
   for m = 2, #d.messages do
     assert.equal(0, d.messages[m].ntemplates, "templates again in message " .. m .. " on one connection")
   end
   local nrec = check_headers(d, domain, max_bytes)
-  assert.equal(#flows, nrec, "data records vs JSON flows")
-  same_lines(map(flows, json_line), map(d.records, ipfix_line), "decoded records vs sluice's JSON")
-  local by_id = {}
-  for _, f in ipairs(flows) do by_id[f.id] = f end
+  assert.equal(#recs, nrec, "data records vs JSON lines")
+  same_lines(map(recs, json_line), map(d.records, ipfix_line), "decoded records vs sluice's JSON")
+  local slices = recs[1] and recs[1].type == "slice"
+  local by_key = {}
+  for _, f in ipairs(recs) do by_key[json_key(f)] = f end
   for _, r in ipairs(d.records) do
-    local f = by_id[r[148]]
-    assert(f, "flowId " .. tostring(r[148]) .. " is no flow of the JSON")
-    assert.equal(json_line(f), ipfix_line(r), "the record of flow " .. f.id)
-    assert.equal(END_CODE[f.end_reason], r[136], "flowEndReason of flow " .. f.id .. " (" ..
-      f.end_reason .. ")")
+    local key = ipfix_key(r, slices)
+    local f = by_key[key]
+    assert(f, "no JSON line for the record of flowId@start " .. key)
+    assert.equal(json_line(f), ipfix_line(r), "the record of " .. key)
+    -- a slice of a flow that goes on: activeTimeout (2)
+    local reason = f.end_reason and END_CODE[f.end_reason] or 2
+    assert.equal(reason, r[136], "flowEndReason of " .. key .. " (" .. tostring(f.end_reason) .. ")")
     assert.equal(f.ip_version == 6 and 257 or 256, r.template)
     local proto = PROTO[f.proto]
     local tc = r[r.template == 256 and 32 or 139]
     if is_icmp(proto) then
-      assert.equal((proto == 1 and 8 or 128) * 256, tc, "icmpTypeCode of flow " .. f.id)
+      assert.equal((proto == 1 and 8 or 128) * 256, tc, "icmpTypeCode of " .. key)
       assert.equal(tc, r[11], "ICMP type/code as destinationTransportPort")
       assert.equal(0, r[7], "ICMP source port")
     else
       assert.equal(0, tc, "icmpTypeCode outside ICMP")
     end
-    assert.equal(f.tcp_flags_rev, r.r6, "reverse tcpControlBits of flow " .. f.id)
-    by_id[r[148]] = nil -- each flow once
+    assert.equal(f.tcp_flags_rev, r.r6, "reverse tcpControlBits of " .. key)
+    by_key[key] = nil -- each once
   end
 end
 
@@ -784,6 +829,35 @@ describe("IPFIX over TCP to a collector written here", function()
     assert.equal(0, st.dropped_lag + st.dropped_failed + st.dropped_unqueueable + st.dropped_at_close)
     assert.same({ records = 161, messages = #d.messages, bytes = #stream, lost_records = 0,
       lost_messages = 0 }, st.counts)
+  end)
+
+  it("slice batches (write_batch) through the library: message by message, every record", function()
+    local lfd, port = listener()
+    local dir = run.tmpdir()
+    local xp = sluice.sink.ipfix { collector = "127.0.0.1:" .. port, transport = "tcp", max_bytes = 1000 }
+    local js = assert(sluice.sink.json { path = dir .. "/slices.json" })
+    local eng = assert(sluice.open { read = SAMPLE, slice = 5 })
+    local emit, batches = nil, 0
+    local ok, report = eng:run({
+      init = function(_, ctx) emit = ctx.emit end,
+      on_slice = function(batch)
+        batches = batches + 1
+        emit(batch)
+      end,
+    }, nil, { outputs = { xp, js } })
+    assert(ok, report)
+    assert(batches >= 4, "slice batches: " .. batches)
+    local fd = accept(lfd, 10)
+    local d = decode(split_stream(read_stream(fd, 10)))
+    local slices = run.json_lines(dir .. "/slices.json")
+    assert.equal(357, #run.of_type(slices, "slice"))
+    assert.equal(#slices, #run.of_type(slices, "slice"))
+    assert(#d.messages > 20, "357 records in 1000-byte messages: got " .. #d.messages)
+    check_tcp_stream(d, slices, 0, 1000)
+    local st = report.sinks[xp.name]
+    assert.equal(357, st.written)
+    assert.equal(357, st.counts.records)
+    assert.equal(#d.messages, st.counts.messages)
   end)
 
   it("from the CLI (--out ipfix:tcp:HOST:PORT) with a generated trace, read while it runs", function()
@@ -891,10 +965,8 @@ describe("IPFIX over UDP read from a socket here", function()
     local P = {
       init = function(_, ctx) emit = ctx.emit end,
       on_slice = function(batch)
-        for rec in batch:records() do
-          emit(rec)
-          n = n + 1
-        end
+        emit(batch)
+        n = n + batch:count()
         C.usleep(40000) -- 16 one-second slices: 0.64 s, several ticks of the run loop
       end,
     }
@@ -1038,6 +1110,38 @@ describe("IPFIX to a collector that is not there", function()
     assert(st.counts.lost_records > 0 and st.counts.lost_records <= st.counts.records)
     local jst = report.sinks["json:" .. dir .. "/flows.json"]
     assert.equal(emitted, jst.written, "the JSON sink is not held up")
+    close_fd(lfd)
+  end)
+
+  it("TCP to a listener that never accepts, slice batches (write_batch): drops counted, the run is quick", function()
+    local trace = generated(GEN_ARGS)
+    local lfd, port = listener(0)
+    local filler = C.socket(AF_INET, SOCK_STREAM, 0)
+    open_fds[filler] = true
+    local sa = loopback(port)
+    assert.equal(0, C.connect(filler, sa, ffi.sizeof(sa)), "filler connect: " .. core.errno_text())
+    local xp = sluice.sink.ipfix { collector = "127.0.0.1:" .. port, transport = "tcp" }
+    local eng = assert(sluice.open { read = trace, slice = 5 })
+    local emit, emitted = nil, 0
+    local t0 = core.monotonic()
+    local ok, report = eng:run({
+      init = function(_, ctx) emit = ctx.emit end,
+      on_slice = function(batch)
+        emitted = emitted + batch:count()
+        emit(batch)
+      end,
+    }, nil, { outputs = { xp } })
+    local took = core.monotonic() - t0
+    assert(ok, report)
+    assert(took < 10, "the run took " .. took .. " s: the stuck collector stalled it")
+    assert(emitted > 2000, "slice records: " .. emitted)
+    local st = report.sinks[xp.name]
+    assert(st.dropped_lag > 0, "the route should lag")
+    local dropped = st.dropped_lag + st.dropped_failed + st.dropped_unqueueable + st.dropped_at_close
+    assert.equal(emitted, st.written + dropped, "written + dropped = records emitted")
+    assert.equal(st.written, st.counts.records)
+    assert.equal(0, st.counts.messages, "nothing can be sent")
+    assert.equal(st.counts.records, st.counts.lost_records, "every record taken is counted as lost")
     close_fd(lfd)
   end)
 

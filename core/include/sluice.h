@@ -557,6 +557,42 @@ SL_API int sl_ipfix_take(struct sl_ipfix *x, uint32_t export_time_s,
 			 const uint8_t **data);
 
 
+/* A sender: messages (IPFIX, JSON lines...) copied into a bounded queue
+ * and sent on a socket by a thread of its own, so the capture thread never
+ * waits for the network. A datagram socket gets one send per message; a
+ * stream socket whose send fails is broken: its queue is dropped (counted)
+ * until a new socket is given. The sender does not own the socket. */
+struct sl_sender;
+
+struct sl_sender_stats {
+	uint64_t messages; /* sent */
+	uint64_t bytes;
+	uint64_t records; /* the records of the messages sent */
+	uint64_t lost_messages; /* send failed, or dropped with a broken stream */
+	uint64_t lost_records;
+	int32_t last_error; /* negative errno of the last failure, or 0 */
+	int32_t broken;	    /* a stream failed: needs sl_sender_set_fd() */
+};
+
+SL_API int sl_sender_new(struct sl_sender **out, int fd, int stream,
+			 uint32_t slots, uint32_t slot_bytes);
+/* Copies a message into the queue. -EAGAIN: the queue is full (the peer
+ * is slow or gone: try later); -EPIPE: the stream is broken; -EMSGSIZE:
+ * longer than slot_bytes. */
+SL_API int sl_sender_push(struct sl_sender *s, const uint8_t *data,
+			  uint32_t len, uint32_t records);
+/* A new socket (after a reconnect): the stream is no longer broken. */
+SL_API void sl_sender_set_fd(struct sl_sender *s, int fd);
+/* Waits until the queue is empty, at most timeout_ms; returns the number
+ * of messages still queued. */
+SL_API int sl_sender_drain(struct sl_sender *s, int timeout_ms);
+SL_API const struct sl_sender_stats *
+sl_sender_stats(const struct sl_sender *s);
+/* Stops the thread; what is still queued is counted lost. The stats stay
+ * readable until free (which stops a sender not stopped yet). */
+SL_API void sl_sender_stop(struct sl_sender *s);
+SL_API void sl_sender_free(struct sl_sender *s);
+
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
  * RFC 5952 form); returns its length or a negative error. */
 SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,

@@ -1,15 +1,16 @@
 -- IPFIX exporter sink (RFC 7011, biflows per RFC 5103): flow and slice
--- records are encoded by the core into messages sent to a collector over
--- UDP (templates refreshed periodically) or TCP (templates once per
--- connection). Sends never block: a busy socket is a transient failure,
--- so the route queues, then lags.
+-- records are encoded by the core into messages, which a sender thread of
+-- the core sends to the collector over UDP (templates refreshed
+-- periodically) or TCP (templates once per connection). Capture never
+-- waits for the network: when the sender's queue is full the sink answers
+-- "transient", so its route queues, then lags.
 local ffi = require "ffi"
 local core = require "sluice.core"
 local sock = require "sluice.sock"
 local policy = require "sluice.policy"
 
 local C = core.C
-local ENOBUFS = -105
+local ENOBUFS, EAGAIN = -105, -11
 
 local M = {}
 
@@ -18,7 +19,7 @@ Sink.__index = Sink
 
 -- sluice.sink.ipfix{ collector = "HOST:PORT", transport = "udp" | "tcp",
 --   domain = 0, template_refresh = "60s" (udp), flush_interval = "1s",
---   max_bytes = 1400 (udp) | 65535 (tcp) }
+--   max_bytes = 1400 (udp) | 65535 (tcp), messages = 256 (sender queue) }
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.collector) ~= "string" then
     error("sluice.sink.ipfix{ collector = \"HOST:PORT\" } needs a collector", 2)
@@ -40,60 +41,58 @@ function M.new(opts)
   local xp = ffi.new("struct sl_ipfix *[1]")
   local rc = C.sl_ipfix_new(xp, o)
   if rc < 0 then return nil, "ipfix: " .. core.strerror(rc) end
+  local x = ffi.gc(xp[0], C.sl_ipfix_free)
+  local sp = ffi.new("struct sl_sender *[1]")
+  rc = C.sl_sender_new(sp, s.fd, transport == "tcp" and 1 or 0, opts.messages or 256, o.max_bytes)
+  if rc < 0 then return nil, "ipfix: " .. core.strerror(rc) end
+  local sender = ffi.gc(sp[0], C.sl_sender_free)
   local now = core.monotonic()
   return setmetatable({
-    x = ffi.gc(xp[0], C.sl_ipfix_free), sock = s, udp = transport == "udp",
-    name = "ipfix:" .. transport .. ":" .. opts.collector, queue = opts.queue,
-    refresh = refresh, flush_every = flush_every, templates_at = now, sent_at = now,
-    connects = s.connects, dptr = ffi.new("const uint8_t *[1]"),
-    sent = { records = 0, messages = 0, bytes = 0, lost_records = 0, lost_messages = 0 },
+    x = x, sender = sender, sstats = C.sl_sender_stats(sender), sock = s,
+    udp = transport == "udp", name = "ipfix:" .. transport .. ":" .. opts.collector,
+    queue = opts.queue, refresh = refresh, flush_every = flush_every, templates_at = now,
+    sent_at = now, dptr = ffi.new("const uint8_t *[1]"), accepted = 0, lost_here = 0,
+    lost_here_records = 0,
   }, Sink)
 end
 
--- Sends what is pending, if anything: true when the socket took it all.
-local function send_pending(self)
+-- A broken TCP connection: a new one, which starts with the templates.
+local function reconnect(self)
+  self.sock:reconnect()
+  C.sl_sender_set_fd(self.sender, self.sock.fd)
+  C.sl_ipfix_want_templates(self.x)
+end
+
+local function lose(self, records)
+  self.lost_here = self.lost_here + 1
+  self.lost_here_records = self.lost_here_records + records
+end
+
+-- Hands the pending message to the sender: true when it took it.
+local function push_pending(self)
   local p = self.pending
   if not p then return true end
-  if not self.udp and self.sock.connects ~= self.connects then
-    -- a new connection: the message may lack its templates; start over
-    self.connects = self.sock.connects
-    C.sl_ipfix_want_templates(self.x)
-    self:lose_pending()
-    return true
-  end
-  local n, err, retry = self.sock:send(ffi.cast("const char *", p) + self.pending_off,
-    #p - self.pending_off)
-  if not n then
-    if self.udp and err ~= "would block" then
-      self:lose_pending() -- UDP: that datagram is gone (no collector)
-      return true
-    end
-    self.err = err
-    return false
-  end
-  self.pending_off = self.pending_off + n
-  if self.pending_off < #p then return false end
-  local c = self.sent
-  c.messages, c.bytes = c.messages + 1, c.bytes + #p
+  local rc = C.sl_sender_push(self.sender, p, #p, self.pending_records)
+  if rc == EAGAIN then return false end
   self.pending = nil
+  if rc < 0 then
+    -- a broken stream (its templates went with it) or a failure: the
+    -- message is lost, counted
+    lose(self, self.pending_records)
+    if not self.udp and self.sstats.broken ~= 0 then reconnect(self) end
+  end
   return true
 end
 
-function Sink:lose_pending()
-  local c = self.sent
-  c.lost_messages = c.lost_messages + 1
-  c.lost_records = c.lost_records + self.pending_records
-  self.pending = nil
-end
-
--- Closes the open message and sends it.
+-- Closes the open message and hands it over (kept pending if the sender's
+-- queue is full).
 local function send_message(self)
   local nrec = C.sl_ipfix_pending(self.x)
   local len = C.sl_ipfix_take(self.x, os.time(), self.dptr)
   if len <= 0 then return true end
-  self.pending, self.pending_off, self.pending_records = ffi.string(self.dptr[0], len), 0, nrec
+  self.pending, self.pending_records = ffi.string(self.dptr[0], len), nrec
   self.sent_at = core.monotonic()
-  return send_pending(self)
+  return push_pending(self)
 end
 
 function Sink:write(rec)
@@ -103,35 +102,38 @@ function Sink:write(rec)
   if kind == "flow" then add = C.sl_ipfix_add_flow
   elseif kind == "slice" then add = C.sl_ipfix_add_slice
   else return nil, "an IPFIX sink takes flow and slice records, not " .. tostring(kind) end
-  if self.pending and not send_pending(self) then return nil, self.err, "transient" end
+  if self.pending and not push_pending(self) then
+    return nil, "collector is slow: the send queue is full", "transient"
+  end
   local rc = add(self.x, rec)
   if rc == ENOBUFS then
-    send_message(self) -- taken even if the socket is busy: sent later
+    send_message(self) -- taken even if the queue is full: it stays pending
     rc = add(self.x, rec)
   end
   if rc < 0 then return nil, "ipfix: " .. core.strerror(rc) end
-  self.sent.records = self.sent.records + 1
+  self.accepted = self.accepted + 1
   return true
 end
 
--- A slice batch, a message-full at a time; returns how many were taken.
+-- A slice batch, a message at a time; returns how many were taken.
 function Sink:write_batch(batch)
   local done, n = 0, batch.n
   while done < n do
-    if self.pending and not send_pending(self) then break end
+    if self.pending and not push_pending(self) then break end
     local rc = C.sl_ipfix_add_slices(self.x, batch.recs + done, n - done)
     if rc < 0 and rc ~= ENOBUFS then break end
     if rc > 0 then done = done + rc end
     if done < n then send_message(self) end
   end
-  self.sent.records = self.sent.records + done
+  self.accepted = self.accepted + done
   return done
 end
 
 -- Partial messages go out after flush_interval; UDP collectors get the
--- templates again every template_refresh.
+-- templates again every template_refresh; a broken TCP stream reconnects.
 function Sink:tick(now)
-  if self.pending then send_pending(self) end
+  if not self.udp and self.sstats.broken ~= 0 then reconnect(self) end
+  if self.pending then push_pending(self) end
   if self.udp and now - self.templates_at >= self.refresh then
     self.templates_at = now
     C.sl_ipfix_want_templates(self.x)
@@ -141,21 +143,37 @@ function Sink:tick(now)
   end
 end
 
-function Sink:flush()
-  if self.pending and not send_pending(self) then return nil, self.err end
-  if not send_message(self) then return nil, self.err end
-  return true
+-- Records accepted, sent (with messages and bytes) and lost.
+function Sink:counts()
+  if self.final then return self.final end
+  local s = self.sstats
+  return { accepted = self.accepted, records = tonumber(s.records), messages = tonumber(s.messages),
+    bytes = tonumber(s.bytes), lost_messages = tonumber(s.lost_messages) + self.lost_here,
+    lost_records = tonumber(s.lost_records) + self.lost_here_records }
 end
 
--- Records and messages sent, and lost with a datagram or a connection.
-function Sink:counts()
-  return self.sent
+-- Sends the open message and waits (up to 2 s) for the queue to empty.
+function Sink:flush()
+  if not self.x then return true end
+  send_message(self)
+  local t = core.monotonic() + 2
+  while self.pending and core.monotonic() < t do
+    C.sl_sender_drain(self.sender, 50)
+    push_pending(self)
+  end
+  local left = C.sl_sender_drain(self.sender, math.max(0, math.floor((t - core.monotonic()) * 1000)))
+  if left > 0 or self.pending then return nil, "collector did not take everything in time" end
+  return true
 end
 
 function Sink:close()
   if not self.x then return true end
   local ok, err = self:flush()
-  if self.pending then self:lose_pending() end -- the socket never took it
+  if self.pending then lose(self, self.pending_records) self.pending = nil end
+  C.sl_sender_stop(self.sender) -- what is left is counted lost
+  self.final = self:counts()
+  C.sl_sender_free(ffi.gc(self.sender, nil))
+  self.sender, self.sstats = nil, nil
   self.sock:close()
   C.sl_ipfix_free(ffi.gc(self.x, nil))
   self.x = nil

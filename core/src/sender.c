@@ -1,0 +1,250 @@
+/* sender.c - messages sent on a socket by a thread of their own.
+ *
+ * The capture thread copies each message into a slot of a ring and goes
+ * on; the sender thread sends the slots in order. When the peer is slow the
+ * ring fills and sl_sender_push() says -EAGAIN: the caller's queue, then
+ * its lag counters, take over, and capture never waits.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "sluice.h"
+
+struct slot {
+	uint32_t len;
+	uint32_t records;
+};
+
+struct sl_sender {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	int fd;
+	int stream;
+	int stop;
+	int joined;
+	uint32_t nslots, slot_bytes;
+	uint32_t head;	 /* next slot to send */
+	uint32_t queued; /* slots waiting */
+	struct slot *slots;
+	uint8_t *data;
+	struct sl_sender_stats stats;
+};
+
+/* Sends one message; 0 or a negative errno. Waits (bounded polls) while
+ * the socket is full, giving up when the sender stops. */
+static int send_msg(struct sl_sender *s, int fd, const uint8_t *p, uint32_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n >= 0) {
+			if (!s->stream)
+				return 0; /* a datagram goes whole */
+			p += n;
+			len -= (uint32_t)n;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+
+		if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
+			return -errno;
+		pthread_mutex_lock(&s->lock);
+		int stop = s->stop;
+
+		pthread_mutex_unlock(&s->lock);
+		if (stop)
+			return -ECANCELED;
+	}
+	return 0;
+}
+
+/* With the lock held: drops every queued message, counted lost. */
+static void drop_queued(struct sl_sender *s)
+{
+	while (s->queued) {
+		struct slot *sl = &s->slots[s->head];
+
+		s->stats.lost_messages++;
+		s->stats.lost_records += sl->records;
+		s->head = (s->head + 1) % s->nslots;
+		s->queued--;
+	}
+}
+
+static void *sender_thread(void *arg)
+{
+	struct sl_sender *s = arg;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while ((!s->queued || s->stats.broken) && !s->stop)
+			pthread_cond_wait(&s->cond, &s->lock);
+		if (s->stop)
+			break;
+		uint32_t i = s->head;
+		struct slot sl = s->slots[i];
+		int fd = s->fd;
+
+		pthread_mutex_unlock(&s->lock);
+		int rc = send_msg(s, fd, s->data + (size_t)i * s->slot_bytes,
+				  sl.len);
+		pthread_mutex_lock(&s->lock);
+		if (rc == -ECANCELED)
+			break;
+		if (rc) {
+			s->stats.last_error = rc;
+			s->stats.lost_messages++;
+			s->stats.lost_records += sl.records;
+		} else {
+			s->stats.messages++;
+			s->stats.bytes += sl.len;
+			s->stats.records += sl.records;
+		}
+		s->head = (i + 1) % s->nslots;
+		s->queued--;
+		/* a stream that failed has lost its framing: the rest waits
+		 * for a new connection, dropped */
+		if (rc && s->stream) {
+			s->stats.broken = 1;
+			drop_queued(s);
+		}
+		pthread_cond_broadcast(&s->cond);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+int sl_sender_new(struct sl_sender **out, int fd, int stream, uint32_t slots,
+		  uint32_t slot_bytes)
+{
+	struct sl_sender *s;
+	int rc = -ENOMEM;
+
+	if (!slots || !slot_bytes)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->slots = calloc(slots, sizeof(*s->slots));
+	s->data = malloc((size_t)slots * slot_bytes);
+	if (!s->slots || !s->data)
+		goto out_free;
+	s->fd = fd;
+	s->stream = stream;
+	s->nslots = slots;
+	s->slot_bytes = slot_bytes;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	rc = -pthread_create(&s->thread, NULL, sender_thread, s);
+	if (rc)
+		goto out_sync;
+	*out = s;
+	return 0;
+
+out_sync:
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+out_free:
+	free(s->slots);
+	free(s->data);
+	free(s);
+	return rc;
+}
+
+int sl_sender_push(struct sl_sender *s, const uint8_t *data, uint32_t len,
+		   uint32_t records)
+{
+	uint32_t i;
+	int rc = 0;
+
+	if (len > s->slot_bytes)
+		return -EMSGSIZE;
+	pthread_mutex_lock(&s->lock);
+	if (s->stop) {
+		rc = -ECANCELED;
+	} else if (s->stats.broken) {
+		rc = -EPIPE;
+	} else if (s->queued == s->nslots) {
+		rc = -EAGAIN;
+	} else {
+		i = (s->head + s->queued) % s->nslots;
+		/* the thread never touches a slot past head + queued */
+		memcpy(s->data + (size_t)i * s->slot_bytes, data, len);
+		s->slots[i].len = len;
+		s->slots[i].records = records;
+		s->queued++;
+		pthread_cond_broadcast(&s->cond);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+void sl_sender_set_fd(struct sl_sender *s, int fd)
+{
+	pthread_mutex_lock(&s->lock);
+	s->fd = fd;
+	s->stats.broken = 0;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int sl_sender_drain(struct sl_sender *s, int timeout_ms)
+{
+	struct timespec until;
+	int left;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->lock);
+	while (s->queued && !s->stats.broken &&
+	       pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
+		;
+	left = (int)s->queued;
+	pthread_mutex_unlock(&s->lock);
+	return left;
+}
+
+const struct sl_sender_stats *sl_sender_stats(const struct sl_sender *s)
+{
+	return &s->stats;
+}
+
+void sl_sender_stop(struct sl_sender *s)
+{
+	if (s->joined)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stop = 1;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(s->thread, NULL);
+	s->joined = 1;
+	drop_queued(s);
+}
+
+void sl_sender_free(struct sl_sender *s)
+{
+	if (!s)
+		return;
+	sl_sender_stop(s);
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s->slots);
+	free(s->data);
+	free(s);
+}
