@@ -300,12 +300,24 @@ static int l4_icmp(struct frame *f, const struct l3 *l3, uint8_t echo_req,
 
 static int decode_l4(struct frame *f, const struct l3 *l3)
 {
+	int rc;
+
 	f->out->key.proto = l3->proto;
 	switch (l3->proto) {
 	case IPPROTO_TCP_:
 		return l4_tcp(f, l3);
 	case IPPROTO_UDP_:
-		return l4_ports(f, l3, UDP_HLEN);
+		rc = l4_ports(f, l3, UDP_HLEN);
+		/* the payload ends where the UDP length says, if sooner */
+		if (rc == SL_DECODE_OK) {
+			uint32_t ulen = get16(f->data + l3->l4 + 4);
+
+			if (ulen >= UDP_HLEN &&
+			    ulen - UDP_HLEN < f->out->payload_len)
+				f->out->payload_len =
+				    (uint16_t)(ulen - UDP_HLEN);
+		}
+		return rc;
 	case IPPROTO_SCTP_:
 		return l4_ports(f, l3, SCTP_HLEN);
 	case IPPROTO_ICMP_:

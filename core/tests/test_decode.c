@@ -297,6 +297,24 @@ static void test_ether_padding(void)
 	CHECK_EQ(d.payload_len, 1);
 	CHECK_EQ(decode_n(&b, 42, SL_LINK_EN10MB, &d), SL_DECODE_OK);
 	CHECK_EQ(d.payload_len, 0);
+
+	/* the UDP length ends the payload before the IP packet does; a UDP
+	 * length past the IP end (or below 8) changes nothing */
+	b.n = 0;
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 17, 0, 0);
+	udp(&b, 5353, 53, 5);
+	payload(&b, 10);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.payload_len, 5);
+	b.b[38] = 0;
+	b.b[39] = 200;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.payload_len, 10);
+	b.b[39] = 3;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.payload_len, 10);
 }
 
 static void test_vlan(void)
