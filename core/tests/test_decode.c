@@ -818,6 +818,7 @@ static void test_ipv6_jumbo(void)
 	put8(&b, 4);
 	put32(&b, 200);
 	udp(&b, 9, 10, 0);
+	set16(&b, b.n - 4, 0); /* RFC 2675: a jumbogram's UDP length is 0 */
 	payload(&b, 11);
 	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
 	check_v6_key(&d.key, 17);
