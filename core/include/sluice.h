@@ -593,6 +593,92 @@ sl_sender_stats(const struct sl_sender *s);
 SL_API void sl_sender_stop(struct sl_sender *s);
 SL_API void sl_sender_free(struct sl_sender *s);
 
+/* ---- collector: NetFlow v5, NetFlow v9 and IPFIX messages --------------- */
+
+/* Why a message, or a part of it, was not taken. */
+enum sl_coll_drop {
+	SL_COLL_OK = 0,
+	SL_COLL_SHORT,	     /* shorter than its header */
+	SL_COLL_VERSION,     /* not 5, 9 or 10 */
+	SL_COLL_LENGTH,	     /* header length or count disagrees with the data */
+	SL_COLL_SET,	     /* a set (flowset) header is bad: length < 4, past the end */
+	SL_COLL_TEMPLATE,    /* a template is malformed */
+	SL_COLL_NO_TEMPLATE, /* data for a template never seen (held, then dropped) */
+	SL_COLL_RECORD,	     /* a record is malformed (variable length past its set) */
+	SL_COLL_EMPTY,	     /* a message without any set or record */
+	SL_COLL_EXPORTERS,   /* too many exporters: the message was refused */
+	SL_COLL_COUNT,
+};
+
+/* One flow record from an exporter, normalized. Counts are what the
+ * record adds (deltas); a uniflow record has rev zero. */
+struct sl_coll_rec {
+	struct sl_key key; /* as exported: src -> dst */
+	uint64_t first_ns;
+	uint64_t last_ns;
+	struct sl_counts fwd;
+	struct sl_counts rev; /* RFC 5103 reverse elements, else 0 */
+	uint32_t exporter;    /* index for sl_flowmsg_exporter() */
+	uint32_t domain;      /* observation domain (IPFIX), source id (v9),
+				 engine type << 8 | engine id (v5) */
+	uint8_t tcp_flags;
+	uint8_t tcp_flags_rev;
+	uint8_t end_reason; /* IPFIX flowEndReason (RFC 5102), 0 if absent */
+	uint8_t version;    /* 5, 9 or 10 */
+	uint8_t icmp_type;
+	uint8_t icmp_code;
+	uint8_t pad[2];
+};
+
+/* Counters of one exporter (a source address and port). */
+struct sl_exporter_stats {
+	uint8_t addr[16]; /* IPv4 in the first 4 bytes */
+	uint8_t family;	  /* 4 or 6 */
+	uint8_t pad;
+	uint16_t port;
+	uint32_t pad2;
+	uint64_t messages;  /* decoded, in part or whole */
+	uint64_t records;   /* flow records taken */
+	uint64_t templates; /* template records (options templates included) */
+	uint64_t dropped[SL_COLL_COUNT]; /* messages or sets, by reason */
+	uint64_t seq_lost; /* by sequence numbers: records (v5, IPFIX) or
+			      export packets (v9) never received */
+	uint64_t seq_resets; /* sequence went backwards: exporter restart */
+	uint64_t held;	     /* data sets held for a template to come */
+};
+
+struct sl_flowmsg_opts {
+	uint64_t template_timeout_ns; /* 0: 1800 s */
+	uint64_t hold_ns;	      /* data waiting for its template: 0: 5 s */
+	uint32_t hold_max;	      /* such sets, in all: 0: 256 */
+	uint32_t max_exporters;	      /* 0: 65536 */
+};
+
+struct sl_flowmsg;
+
+SL_API int sl_flowmsg_new(struct sl_flowmsg **out,
+			  const struct sl_flowmsg_opts *o);
+SL_API void sl_flowmsg_free(struct sl_flowmsg *m);
+/* Decodes one message (a datagram, or one IPFIX message of a TCP stream)
+ * from an exporter (addr: 4 or 16 bytes by family; port). Returns the
+ * number of records now in sl_flowmsg_records() (a malformed part is
+ * counted and skipped: the valid records of the message are still taken),
+ * or a negative error only for a failed allocation. now_ns drives template
+ * expiry and the hold of data that came before its template; held data
+ * decoded when its template arrives is in this call's records. */
+SL_API int sl_flowmsg_decode(struct sl_flowmsg *m, const uint8_t *msg,
+			     uint32_t len, const uint8_t *addr, int family,
+			     uint16_t port, uint64_t now_ns);
+/* The records of the last decode; valid until the next decode. */
+SL_API const struct sl_coll_rec *sl_flowmsg_records(const struct sl_flowmsg *m);
+SL_API uint32_t sl_flowmsg_exporters(const struct sl_flowmsg *m);
+SL_API const struct sl_exporter_stats *
+sl_flowmsg_exporter(const struct sl_flowmsg *m, uint32_t index);
+/* Drops held data older than hold_ns and expired templates (counted);
+ * call it now and then when no message comes. */
+SL_API void sl_flowmsg_expire(struct sl_flowmsg *m, uint64_t now_ns);
+SL_API const char *sl_coll_drop_name(int reason);
+
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
  * RFC 5952 form); returns its length or a negative error. */
 SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,
