@@ -288,7 +288,8 @@ struct sl_event {
 	uint32_t slot; /* flow table slot, valid while flow.id still owns it */
 	uint64_t ts_ns;
 	struct sl_flow_rec flow; /* packet events: the flow with the packet */
-	uint32_t packet; /* packet events: index into sl_output.packets */
+	uint32_t packet; /* packet events: index into sl_output.packets;
+			    a collector's start events: into .records */
 	uint32_t pad;
 };
 
@@ -351,7 +352,11 @@ struct sl_stats {
 	uint64_t ended_by[SL_END_COUNT];
 	uint64_t slices_closed;
 	uint64_t slice_records;
+	uint64_t records; /* collector: flow records taken (packets and bytes
+			     then are the sums the records report) */
 };
+
+struct sl_coll_rec;
 
 /* What one sl_engine_step() produced: events in order, then, if an
  * interval closed (slice_ready), its slice records. */
@@ -368,6 +373,7 @@ struct sl_output {
 	const struct sl_packet_ev *packets; /* of this step's packet events */
 	uint32_t n_packets;
 	uint32_t pad2;
+	const struct sl_coll_rec *records; /* a collector's current records */
 };
 
 struct sl_engine;
@@ -678,6 +684,30 @@ sl_flowmsg_exporter(const struct sl_flowmsg *m, uint32_t index);
  * call it now and then when no message comes. */
 SL_API void sl_flowmsg_expire(struct sl_flowmsg *m, uint64_t now_ns);
 SL_API const char *sl_coll_drop_name(int reason);
+
+/* A collector source: listens for NetFlow v5/v9 and IPFIX exporters and
+ * hands the engine their flow records instead of packets. */
+struct sl_collect_opts {
+	const char *listen[8]; /* "udp:ADDR:PORT" or "tcp:ADDR:PORT" (IPFIX
+				  over TCP); IPv6 as [ADDR]:PORT */
+	uint32_t n_listen;
+	uint32_t workers;      /* > 1: the ports are shared by that many
+				  processes, exporters spread by address */
+	uint32_t rcvbuf;       /* socket receive buffer, 0: 8 MiB */
+	uint32_t poll_ms;      /* longest wait for a message, 0: 100 */
+	uint32_t idle_exit_ms; /* > 0: the input ends after this long without
+				  a message, once one came */
+	uint32_t pad;
+	struct sl_flowmsg_opts msg;
+	char note[256]; /* out: why opening failed, in words */
+};
+
+SL_API int sl_source_open_collector(struct sl_source **out,
+				    struct sl_collect_opts *o);
+/* The exporters a collector source has heard (0 for other sources). */
+SL_API uint32_t sl_collector_exporters(const struct sl_source *src);
+SL_API const struct sl_exporter_stats *
+sl_collector_exporter(const struct sl_source *src, uint32_t index);
 
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
  * RFC 5952 form); returns its length or a negative error. */

@@ -1003,6 +1003,178 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	return 0;
 }
 
+/* ---- per collected record --------------------------------------------- */
+
+static int engine_finish(struct sl_engine *e, int reason);
+
+static void dir_add(struct sl_dir *d, const struct sl_counts *c,
+		    const struct sl_coll_rec *r, uint8_t flags)
+{
+	if (!c->pkts && !c->bytes && !flags)
+		return;
+	if (!d->pkts || r->first_ns < d->first_ns)
+		d->first_ns = r->first_ns;
+	if (r->last_ns > d->last_ns)
+		d->last_ns = r->last_ns;
+	d->pkts += c->pkts;
+	d->bytes += c->bytes;
+	d->tcp_flags |= flags;
+}
+
+/* Exporters report each direction of a flow on its own (uniflows), in any
+ * order: the flow's initiator is the side that sent first, as in capture,
+ * so a reverse report with an earlier start turns the flow around. */
+static void flow_turn(struct sl_flow *f)
+{
+	struct sl_dir d = f->rec.fwd;
+	struct sl_key *k = &f->rec.key;
+	uint8_t a[16];
+	uint16_t p = k->sport;
+
+	f->rec.fwd = f->rec.rev;
+	f->rec.rev = d;
+	memcpy(a, k->src, 16);
+	memcpy(k->src, k->dst, 16);
+	memcpy(k->dst, a, 16);
+	k->sport = k->dport;
+	k->dport = p;
+	f->swapped ^= 1;
+	p = f->slice_flags[0];
+	f->slice_flags[0] = f->slice_flags[1];
+	f->slice_flags[1] = (uint8_t)p;
+	d.pkts = f->base[0].pkts;
+	d.bytes = f->base[0].bytes;
+	f->base[0] = f->base[1];
+	f->base[1].pkts = d.pkts;
+	f->base[1].bytes = d.bytes;
+}
+
+static int record_process(struct sl_engine *e, uint32_t i)
+{
+	const struct sl_coll_rec *r = &e->recs[i];
+	struct sl_key ck = r->key;
+	struct sl_flow *f;
+	uint32_t hash;
+	int swapped, di, rc;
+
+	e->stats.records++;
+	e->stats.packets += r->fwd.pkts + r->rev.pkts;
+	e->stats.bytes += r->fwd.bytes + r->rev.bytes;
+	swapped = key_canonical(&ck);
+	hash = key_hash(&ck);
+	f = flow_lookup(e, &ck, hash);
+	if (!f && e->n_aliases) {
+		const struct sl_alias *al = alias_lookup(e, &ck, hash);
+
+		if (al) {
+			f = &e->pool[al->slot];
+			swapped ^= al->swapped ^ f->swapped;
+		}
+	}
+	if (!f) {
+		f = flow_new(e, &r->key, &ck, hash, swapped, r->first_ns);
+		if (!f) {
+			e->stats.flows_refused++;
+			return 0;
+		}
+		f->rec.icmp_type = r->icmp_type;
+		f->rec.icmp_code = r->icmp_code;
+		dir_add(&f->rec.fwd, &r->fwd, r, r->tcp_flags);
+		dir_add(&f->rec.rev, &r->rev, r, r->tcp_flags_rev);
+		f->slice_flags[0] |= r->tcp_flags;
+		f->slice_flags[1] |= r->tcp_flags_rev;
+		if (e->cfg.slice_ns && (rc = slice_touch(e, f)))
+			return rc;
+		if (!event_push(e, SL_EVENT_FLOW_START, slot_of(e, f),
+				r->first_ns))
+			return -ENOMEM;
+		e->events[e->out.n_events - 1].packet = i;
+	} else {
+		di = swapped ^ f->swapped;
+		if (di && r->fwd.pkts && r->first_ns < f->rec.fwd.first_ns) {
+			flow_turn(f);
+			di = 0;
+		}
+		dir_add(di ? &f->rec.rev : &f->rec.fwd, &r->fwd, r,
+			r->tcp_flags);
+		dir_add(di ? &f->rec.fwd : &f->rec.rev, &r->rev, r,
+			r->tcp_flags_rev);
+		f->slice_flags[di] |= r->tcp_flags;
+		f->slice_flags[!di] |= r->tcp_flags_rev;
+		if (e->cfg.slice_ns && (rc = slice_touch(e, f)))
+			return rc;
+	}
+	f->idle_clock = e->now;
+	LIST_REMOVE(e, &e->idle[f->tclass], slot_of(e, f), idle);
+	LIST_APPEND(e, &e->idle[f->tclass], slot_of(e, f), idle);
+	return 0;
+}
+
+static uint64_t wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
+}
+
+/* A collector's clock follows the records' times; while none come it runs
+ * on with the wall clock, so idle flows still end and slices close. */
+static int record_clock_tick(struct sl_engine *e)
+{
+	uint64_t now = wall_ns();
+
+	if (!e->rec_wall || (e->cfg.slice_ns && !e->slice_end))
+		return 0;
+	if (now > e->rec_wall) {
+		uint64_t t = e->now + (now - e->rec_wall);
+
+		e->rec_wall = now;
+		return clock_advance(e, t);
+	}
+	return 0;
+}
+
+static int step_records(struct sl_engine *e)
+{
+	int rc;
+
+	if (e->rcursor >= e->rcount) {
+		if (e->stopping)
+			return engine_finish(e, SL_END_SHUTDOWN);
+		e->rcursor = e->rcount = 0;
+		rc = e->src->ops->records(e->src, &e->recs);
+		if (rc == -EAGAIN) {
+			rc = record_clock_tick(e);
+			return rc < 0 ? rc : 1;
+		}
+		if (rc <= 0) {
+			if (rc < 0)
+				e->source_error = rc;
+			return engine_finish(e, SL_END_EOF);
+		}
+		e->rcount = (uint32_t)rc;
+		e->out.records = e->recs;
+		e->rec_wall = wall_ns();
+	}
+	while (e->rcursor < e->rcount) {
+		uint64_t t = e->recs[e->rcursor].last_ns;
+
+		if (!t)
+			t = e->now; /* an exporter without times */
+		if (e->cfg.slice_ns && !e->slice_end)
+			slice_open(e, t);
+		rc = clock_advance(e, t);
+		if (rc)
+			return rc;
+		rc = record_process(e, e->rcursor);
+		e->rcursor++;
+		if (rc)
+			return rc;
+	}
+	return 1;
+}
+
 /* ---- the engine ------------------------------------------------------- */
 
 int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
@@ -1230,6 +1402,8 @@ int sl_engine_step(struct sl_engine *e)
 		e->out.n_slices = 0;
 		e->out.slice_ready = 0;
 	}
+	if (e->src->ops->records)
+		return step_records(e);
 	if (e->stopping && e->cursor >= e->batch.count)
 		return engine_finish(e, SL_END_SHUTDOWN);
 	if (e->cursor >= e->batch.count) {

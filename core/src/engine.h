@@ -137,6 +137,11 @@ struct sl_engine {
 	struct sl_output out;
 	struct sl_stats stats;
 
+	/* a collector's records (instead of packets) */
+	const struct sl_coll_rec *recs;
+	uint32_t rcount, rcursor;
+	uint64_t rec_wall; /* wall clock at the last records, 0: none yet */
+
 	struct sl_frag_ent frags[SL_FRAG_SLOTS];
 };
 

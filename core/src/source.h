@@ -21,6 +21,10 @@ struct sl_source_ops {
 	/* Live sources: counters (kernel drops read on each call). May be
 	 * NULL: sl_source_stats() then returns -EOPNOTSUPP. */
 	int (*stats)(struct sl_source *src, struct sl_source_stats *st);
+	/* Collectors: flow records instead of packets (next is then NULL).
+	 * Same returns as next, -EAGAIN when idle; *out stays valid until
+	 * the next call. */
+	int (*records)(struct sl_source *src, const struct sl_coll_rec **out);
 };
 
 struct sl_source {
