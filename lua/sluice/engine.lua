@@ -91,7 +91,35 @@ end
 -- Opens the packet source: a file (read) or an interface (interface,
 -- backend). Returns the source or nil, err; notes (ring shrunk, copy mode)
 -- go to the third value.
+-- A collector: listen = { "udp:0.0.0.0:4739", "tcp:[::]:4739" }.
+local function open_collector(opts, sp)
+  local listen = opts.listen
+  if type(listen) == "string" then listen = { listen } end
+  if type(listen) ~= "table" or #listen == 0 or #listen > 8 then
+    error("sluice.open: listen is an address or a list of 1 to 8 (udp:ADDR:PORT, tcp:ADDR:PORT)", 3)
+  end
+  local co = ffi.new("struct sl_collect_opts")
+  local keep = {}
+  for i, spec in ipairs(listen) do
+    if type(spec) ~= "string" then error("sluice.open: listen addresses are strings", 3) end
+    keep[i] = spec
+    co.listen[i - 1] = spec
+  end
+  co.n_listen = #listen
+  co.workers = tonumber(opts.workers) or 1
+  if opts.idle_exit then co.idle_exit_ms = math.max(1, math.floor(duration_ns(opts.idle_exit, "idle_exit") / 1e6)) end
+  if opts.template_timeout then co.msg.template_timeout_ns = duration_ns(opts.template_timeout, "template_timeout") end
+  if opts.rcvbuf then co.rcvbuf = tonumber(opts.rcvbuf) end
+  local rc = C.sl_source_open_collector(sp, co)
+  local note = ffi.string(co.note)
+  if rc < 0 then
+    return nil, table.concat(keep, ", ") .. ": " .. (note ~= "" and note or core.strerror(rc))
+  end
+  return sp[0]
+end
+
 local function open_source(opts, sp)
+  if opts.listen then return open_collector(opts, sp) end
   if opts.read then
     local rc = C.sl_source_open_file(sp, opts.read)
     if rc < 0 then return nil, opts.read .. ": " .. core.strerror(rc) end
@@ -120,13 +148,19 @@ end
 --              active_timeout = 1800, pool_flows = 1e6, ... }
 function M.open(opts)
   if type(opts) ~= "table" then error("sluice.open expects a table of options", 2) end
-  if (type(opts.read) == "string") == (type(opts.interface) == "string") then
-    error("sluice.open: give either 'read' (a pcap file) or 'interface' (live capture)", 2)
+  local inputs = (opts.read ~= nil and 1 or 0) + (opts.interface ~= nil and 1 or 0) +
+    (opts.listen ~= nil and 1 or 0)
+  if inputs ~= 1 or (opts.read ~= nil and type(opts.read) ~= "string") or
+     (opts.interface ~= nil and type(opts.interface) ~= "string") then
+    error("sluice.open: give one of 'read' (a pcap file), 'interface' (live capture) or " ..
+          "'listen' (collect from exporters)", 2)
   end
   local known = { read = true, interface = true, backend = true, filter = true, slice = true,
     idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true,
-    max_flows = true, low_flows = true, grace = true, silence = true }
-  for k in pairs(LIVE_OPTIONS) do known[k] = not opts.read end
+    max_flows = true, low_flows = true, grace = true, silence = true, listen = true,
+    idle_exit = true, template_timeout = true, rcvbuf = true }
+  for k in pairs(LIVE_OPTIONS) do known[k] = opts.interface ~= nil end
+  for _, k in ipairs { "idle_exit", "template_timeout", "rcvbuf" } do known[k] = opts.listen ~= nil end
   for k in pairs(opts) do
     if not known[k] then
       error("sluice.open: unknown option '" .. tostring(k) .. "'" ..
@@ -190,7 +224,9 @@ function M.open(opts)
   if not src then return nil, err end
   C.sl_engine_attach(e, src)
   return setmetatable({ e = e, read = opts.read, interface = opts.interface,
-    live = opts.interface ~= nil, note = note, src = src, out = C.sl_engine_output(e),
+    collector = opts.listen ~= nil, input = opts.read or opts.interface or
+      table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
+    live = opts.read == nil, note = note, src = src, out = C.sl_engine_output(e),
     cstats = C.sl_engine_stats(e), slice = opts.slice }, Engine)
 end
 
@@ -209,6 +245,7 @@ function Engine:stats()
     flows_active = tonumber(s.flows_active), flows_refused = tonumber(s.flows_refused),
     trims = tonumber(s.trims),
     slices_closed = tonumber(s.slices_closed), slice_records = tonumber(s.slice_records),
+    records = tonumber(s.records),
     malformed_by = {}, ended_by = {},
   }
   local ss = self.source_stats
@@ -229,6 +266,26 @@ function Engine:stats()
     if n > 0 then t.ended_by[name] = n end
   end
   return t
+end
+
+-- A collector's exporters: a list of { address, port, messages, records,
+-- templates, dropped = { reason = n }, seq_lost, seq_resets, held }.
+function Engine:exporters()
+  live(self)
+  local list = {}
+  for i = 0, C.sl_collector_exporters(self.src) - 1 do
+    local x = C.sl_collector_exporter(self.src, i)
+    local dropped = {}
+    for r = 1, C.SL_COLL_COUNT - 1 do
+      local n = tonumber(x.dropped[r])
+      if n > 0 then dropped[ffi.string(C.sl_coll_drop_name(r))] = n end
+    end
+    list[#list + 1] = { address = flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16)),
+      port = x.port, messages = tonumber(x.messages), records = tonumber(x.records),
+      templates = tonumber(x.templates), dropped = dropped, seq_lost = tonumber(x.seq_lost),
+      seq_resets = tonumber(x.seq_resets), held = tonumber(x.held) }
+  end
+  return list
 end
 
 -- Fraction of the input consumed (0..1).

@@ -324,7 +324,7 @@ function M.run(self, policies, options, opts)
   local slices, slice_k, nslice = handlers(list, "on_slice")
   local on_tags, tag_k, ntag = handlers(list, "on_tag")
   local on_pkts, pkt_k, npkt = handlers(list, "on_packet")
-  local want_events = nstart + nend + npkt > 0
+  local want_events = nstart + nend + npkt > 0 or self.collector
   local batch = batch_mod.new()
   local weights, tags, queue = st.weights, st.tags, st.queue
   -- flows a policy turned down (on_flow_start returned false): it sees
@@ -380,6 +380,18 @@ function M.run(self, policies, options, opts)
   if watch_signals then C.sl_signal_install() end
   local stopping = false
 
+  local collector = self.collector
+  local exporter_names = {}
+  local function exporter_name(i)
+    local name = exporter_names[i]
+    if not name then
+      local x = C.sl_collector_exporter(self.src, i)
+      name = flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16))
+      exporter_names[i] = name
+    end
+    return name
+  end
+
   local function dispatch(ev)
     local f = ev.flow
     st.now = tonumber(ev.ts_ns) * 1e-9 -- handlers act at their event's time
@@ -395,6 +407,12 @@ function M.run(self, policies, options, opts)
         end
       end
     elseif t == EV_START then
+      if collector then
+        -- where the flow was reported from, as tags (no tag events: they
+        -- are there from the start)
+        local r = out.records[ev.packet]
+        tags[tonumber(f.fid)] = { exporter = exporter_name(r.exporter), domain = r.domain }
+      end
       for j = 1, nstart do
         local k = start_k[j]
         if call(k, "on_flow_start", starts[j], f) == false then
@@ -518,7 +536,7 @@ function M.run(self, policies, options, opts)
   if not state_ok then return nil, "cannot save state: " .. state_err end
   local serr = C.sl_engine_source_error(e)
   if serr < 0 then
-    return nil, (self.read or self.interface) .. ": " .. core.strerror(serr) ..
+    return nil, self.input .. ": " .. core.strerror(serr) ..
       " (everything before it was processed)"
   end
   return true, report
