@@ -3,10 +3,10 @@
 --
 --   luajit bench/run.lua engine TRACE               no policy handlers
 --   luajit bench/run.lua policy TRACE POLICY SLICE  a policy file, --slice SLICE
---   luajit bench/run.lua slices TRACE SLICE         engine only, slices on
 --   luajit bench/run.lua sinks TRACE SLICE JSON     the default job: every flow
 --       and slice to a JSON file and exported as IPFIX (UDP, to a socket of
---       this process that never reads: the kernel drops what overflows)
+--       this process that never reads: the kernel drops what overflows);
+--       JSON "none": the same job without any sink
 --
 -- Prints one line for bench/run.sh:
 --   packets N seconds S rss_kb K flows F
@@ -34,9 +34,10 @@ if not trace then
 end
 
 local policies, open_opts, outputs
-if mode == "slices" then
-  policies = {}
+if mode == "sinks" and arg[4] == "none" then
+  policies = { sluice.policy.new(require "sluice.policies.flows", nil, "flows") }
   open_opts = { read = trace, slice = tonumber(arg[3]) or arg[3] }
+  outputs = {}
 elseif mode == "sinks" then
   local ffi = require "ffi"
   ffi.cdef [[
@@ -113,7 +114,7 @@ local t1 = core.monotonic()
 if not rok then fail(rerr) end
 
 local st = eng:stats()
-if outputs then
+if outputs and outputs[1] then
   local json, ipfix = rerr.sinks[outputs[1].name], outputs[2]:counts()
   emitted = json.written
   io.stderr:write(string.format("json lines %d, ipfix records %d in %d messages (lost %d)\n",

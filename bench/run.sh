@@ -8,8 +8,8 @@
 #   2. sluice, engine only, no policy handlers   (bench/run.lua engine)
 #   3. sluice's default CLI job, every ended flow as JSON to /dev/null
 #   4. examples/top_talkers.lua on 1 s slices     (bench/run.lua policy)
-#   5. the engine with 1 s slices, no sink         (bench/run.lua slices)
-#   6. every flow and slice to a JSON file and as IPFIX (bench/run.lua sinks)
+#   5. the default job with 1 s slices, no sink    (bench/run.lua sinks none)
+#   6. the same, every flow and slice to a JSON file and as IPFIX
 # and prints one table plus each sluice rate as a fraction of the floor,
 # and the sinks' rate as a fraction of the no-sink rate (issue 5's bar: 70%).
 # See bench/README.md.
@@ -140,7 +140,7 @@ one_run() {
 	trim) "$LUAJIT" "$ROOT/bench/run.lua" trim "$TRACE" $((T_CONC / 2)) ;;
 	cli) run_cli ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
-	slices) "$LUAJIT" "$ROOT/bench/run.lua" slices "$TRACE" "$SLICE" ;;
+	nosink) "$LUAJIT" "$ROOT/bench/run.lua" sinks "$TRACE" "$SLICE" none ;;
 	sinks) "$LUAJIT" "$ROOT/bench/run.lua" sinks "$TRACE" "$SLICE" "$BUILD/sinks.json" ;;
 	esac
 }
@@ -222,7 +222,7 @@ else
 	printf '%-20s skipped: examples/top_talkers.lua does not exist (yet)\n' "top_talkers"
 fi
 
-measure slices "no sink, slice $SLICE"
+measure nosink "no sink, slice $SLICE"
 measure sinks "json+ipfix slice $SLICE"
 NOSINK=$(printf '%s' "$RATIOS" | sed -n "s/^no sink, slice $SLICE|//p")
 WITHSINKS=$(printf '%s' "$RATIOS" | sed -n "s/^json+ipfix slice $SLICE|//p")

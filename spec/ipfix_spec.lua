@@ -597,8 +597,9 @@ local function nfdump_summary(nf)
 end
 
 -- Runs `sluice run ARGS -r TRACE --out ipfix:127.0.0.1:PORT --out
--- json:OUT` into a fresh nfcapd. A datagram the kernel dropped shows as a
--- sequence error in nfcapd's summary: the run is then repeated (three
+-- json:OUT -v` into a fresh nfcapd. sluice must report every record sent
+-- (its -v sink line). A datagram lost on the way shows as a sequence error
+-- or a shortfall in nfcapd's summary: the run is then repeated (three
 -- tries); any other difference is for the caller to find. Returns the
 -- collector, the JSON records and nfcapd's log.
 local function export_to_nfcapd(trace, args)
@@ -607,17 +608,26 @@ local function export_to_nfcapd(trace, args)
     local c = nfcapd_start()
     local out = c.dir .. "/out" .. attempt .. ".json"
     local r = run.sh(run.SLUICE .. " run " .. (args or "") .. " -r " .. q(trace) ..
-      " --out ipfix:127.0.0.1:" .. c.port .. " --out json:" .. q(out) .. " -q")
+      " --out ipfix:127.0.0.1:" .. c.port .. " --out json:" .. q(out) .. " -q -v")
     local log = nfcapd_stop(c)
     assert(r.code == 0, run.describe(r))
+    local line = r.err:match("sink ipfix:udp:127%.0%.0%.1:" .. c.port .. ":[^\n]*")
+    assert(line, "sluice -v printed no line for the IPFIX sink\n" .. run.describe(r))
+    local n = {}
+    for k, v in line:gmatch("([%a_]+)=(%d+)") do n[k] = tonumber(v) end
+    local taken, sent, lost = counted(n)
+    assert(taken == sent and lost == 0 and n.lost_messages == 0,
+      "sluice did not send every record to nfcapd:\n" .. line)
     local seq_errors = tonumber(log:match("Sequence Errors: (%d+)"))
-    assert(seq_errors, "nfcapd printed no summary:\n" .. log)
+    local seen = tonumber(log:match("Flows: (%d+)"))
+    assert(seq_errors and seen, "nfcapd printed no summary:\n" .. log)
     assert(has(log, "Bad Packets: 0"), "nfcapd found bad packets:\n" .. log)
-    if seq_errors == 0 then return c, run.json_lines(out), log end
-    logs[#logs + 1] = log
-    io.stderr:write("ipfix_spec: nfcapd saw sequence errors (datagrams lost?), trying again\n")
+    if seq_errors == 0 and seen == sent then return c, run.json_lines(out), log end
+    logs[#logs + 1] = log .. "sluice: " .. line .. "\n"
+    io.stderr:write("ipfix_spec: nfcapd got ", seen, " of ", sent, " records with ", seq_errors,
+      " sequence errors (datagrams lost?), trying again\n")
   end
-  error("nfcapd reported sequence errors in 3 runs:\n" .. table.concat(logs, "\n"))
+  error("nfcapd missed records in 3 runs:\n" .. table.concat(logs, "\n"))
 end
 
 -- nfdump's view of a run equals sluice's JSON: record count, the totals,

@@ -587,6 +587,9 @@ SL_API int sl_sender_new(struct sl_sender **out, int fd, int stream,
  * longer than slot_bytes. */
 SL_API int sl_sender_push(struct sl_sender *s, const uint8_t *data,
 			  uint32_t len, uint32_t records);
+/* Messages wake the thread in batches; this sends what is queued now
+ * (drain does too). */
+SL_API void sl_sender_kick(struct sl_sender *s);
 /* A new socket (after a reconnect): the stream is no longer broken. */
 SL_API void sl_sender_set_fd(struct sl_sender *s, int fd);
 /* Waits until the queue is empty, at most timeout_ms; returns the number

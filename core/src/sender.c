@@ -15,6 +15,8 @@
 
 #include "sluice.h"
 
+enum { WAKE_BATCH = 16 };
+
 struct slot {
 	uint32_t len;
 	uint32_t records;
@@ -28,6 +30,8 @@ struct sl_sender {
 	int stream;
 	int stop;
 	int joined;
+	int idle;	  /* the thread waits for work */
+	uint32_t wake_at; /* queued messages that wake it */
 	uint32_t nslots, slot_bytes;
 	uint32_t head;	 /* next slot to send */
 	uint32_t queued; /* slots waiting */
@@ -87,8 +91,11 @@ static void *sender_thread(void *arg)
 
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		while ((!s->queued || s->stats.broken) && !s->stop)
+		while ((!s->queued || s->stats.broken) && !s->stop) {
+			s->idle = 1;
 			pthread_cond_wait(&s->cond, &s->lock);
+			s->idle = 0;
+		}
 		if (s->stop)
 			break;
 		uint32_t i = s->head;
@@ -143,6 +150,7 @@ int sl_sender_new(struct sl_sender **out, int fd, int stream, uint32_t slots,
 	s->stream = stream;
 	s->nslots = slots;
 	s->slot_bytes = slot_bytes;
+	s->wake_at = slots / 2 < WAKE_BATCH ? slots / 2 + 1 : WAKE_BATCH;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	rc = -pthread_create(&s->thread, NULL, sender_thread, s);
@@ -183,7 +191,10 @@ int sl_sender_push(struct sl_sender *s, const uint8_t *data, uint32_t len,
 		s->slots[i].len = len;
 		s->slots[i].records = records;
 		s->queued++;
-		pthread_cond_broadcast(&s->cond);
+		/* waking the thread costs a system call and a context
+		 * switch: it is woken for a batch, or by sl_sender_kick() */
+		if (s->idle && s->queued >= s->wake_at)
+			pthread_cond_broadcast(&s->cond);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return rc;
@@ -195,6 +206,14 @@ void sl_sender_set_fd(struct sl_sender *s, int fd)
 	s->fd = fd;
 	s->stats.broken = 0;
 	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void sl_sender_kick(struct sl_sender *s)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->queued)
+		pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -211,6 +230,7 @@ int sl_sender_drain(struct sl_sender *s, int timeout_ms)
 		until.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&s->lock);
+	pthread_cond_broadcast(&s->cond);
 	while (s->queued && !s->stats.broken &&
 	       pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
 		;

@@ -132,6 +132,7 @@ end
 -- Partial messages go out after flush_interval; UDP collectors get the
 -- templates again every template_refresh; a broken TCP stream reconnects.
 function Sink:tick(now)
+  C.sl_sender_kick(self.sender)
   if not self.udp and self.sstats.broken ~= 0 then reconnect(self) end
   if self.pending then push_pending(self) end
   if self.udp and now - self.templates_at >= self.refresh then
