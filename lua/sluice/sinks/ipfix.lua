@@ -35,16 +35,27 @@ function M.new(opts)
   if not refresh or refresh <= 0 or not flush_every then
     error("sluice.sink.ipfix: template_refresh and flush_interval are durations", 2)
   end
+  local max_bytes = opts.max_bytes or (transport == "tcp" and 65535 or 1400)
+  if type(max_bytes) ~= "number" or max_bytes < 294 or max_bytes > 65535 then
+    s:close()
+    error("sluice.sink.ipfix: max_bytes must be 294..65535 (a message holds one IPv6 record)", 2)
+  end
   local o = ffi.new("struct sl_ipfix_opts")
   o.domain = opts.domain or 0
-  o.max_bytes = opts.max_bytes or (transport == "tcp" and 65535 or 1400)
+  o.max_bytes = max_bytes
   local xp = ffi.new("struct sl_ipfix *[1]")
   local rc = C.sl_ipfix_new(xp, o)
-  if rc < 0 then return nil, "ipfix: " .. core.strerror(rc) end
+  if rc < 0 then
+    s:close()
+    return nil, "ipfix: " .. core.strerror(rc)
+  end
   local x = ffi.gc(xp[0], C.sl_ipfix_free)
   local sp = ffi.new("struct sl_sender *[1]")
   rc = C.sl_sender_new(sp, s.fd, transport == "tcp" and 1 or 0, opts.messages or 256, o.max_bytes)
-  if rc < 0 then return nil, "ipfix: " .. core.strerror(rc) end
+  if rc < 0 then
+    s:close()
+    return nil, "ipfix: " .. core.strerror(rc)
+  end
   local sender = ffi.gc(sp[0], C.sl_sender_free)
   local now = core.monotonic()
   return setmetatable({
@@ -56,16 +67,31 @@ function M.new(opts)
   }, Sink)
 end
 
--- A broken TCP connection: a new one, which starts with the templates.
-local function reconnect(self)
-  self.sock:reconnect()
-  C.sl_sender_set_fd(self.sender, self.sock.fd)
-  C.sl_ipfix_want_templates(self.x)
-end
-
 local function lose(self, records)
   self.lost_here = self.lost_here + 1
   self.lost_here_records = self.lost_here_records + records
+end
+
+-- The open message, which will never be sent: counted lost.
+local function lose_open(self)
+  local open = C.sl_ipfix_pending(self.x)
+  if open > 0 then
+    C.sl_ipfix_take(self.x, 0, self.dptr)
+    lose(self, open)
+  end
+end
+
+-- A broken TCP connection: a new one, which starts with the templates.
+-- Messages made for the old one may lack them: they are lost, counted.
+local function reconnect(self)
+  if self.pending then
+    lose(self, self.pending_records)
+    self.pending = nil
+  end
+  lose_open(self)
+  self.sock:reconnect()
+  C.sl_sender_set_fd(self.sender, self.sock.fd)
+  C.sl_ipfix_want_templates(self.x)
 end
 
 -- Hands the pending message to the sender: true when it took it.
@@ -87,6 +113,7 @@ end
 -- Closes the open message and hands it over (kept pending if the sender's
 -- queue is full).
 local function send_message(self)
+  if self.pending and not push_pending(self) then return false end
   local nrec = C.sl_ipfix_pending(self.x)
   local len = C.sl_ipfix_take(self.x, os.time(), self.dptr)
   if len <= 0 then return true end
@@ -132,7 +159,6 @@ end
 -- Partial messages go out after flush_interval; UDP collectors get the
 -- templates again every template_refresh; a broken TCP stream reconnects.
 function Sink:tick(now)
-  C.sl_sender_kick(self.sender)
   if not self.udp and self.sstats.broken ~= 0 then reconnect(self) end
   if self.pending then push_pending(self) end
   if self.udp and now - self.templates_at >= self.refresh then
@@ -142,6 +168,7 @@ function Sink:tick(now)
   if not self.pending and C.sl_ipfix_pending(self.x) > 0 and now - self.sent_at >= self.flush_every then
     send_message(self)
   end
+  C.sl_sender_kick(self.sender)
 end
 
 -- Records accepted, sent (with messages and bytes) and lost.
@@ -156,11 +183,9 @@ end
 -- Sends the open message and waits (up to 2 s) for the queue to empty.
 function Sink:flush()
   if not self.x then return true end
-  send_message(self)
   local t = core.monotonic() + 2
-  while self.pending and core.monotonic() < t do
+  while not send_message(self) and core.monotonic() < t do
     C.sl_sender_drain(self.sender, 50)
-    push_pending(self)
   end
   local left = C.sl_sender_drain(self.sender, math.max(0, math.floor((t - core.monotonic()) * 1000)))
   if left > 0 or self.pending then return nil, "collector did not take everything in time" end
@@ -171,6 +196,7 @@ function Sink:close()
   if not self.x then return true end
   local ok, err = self:flush()
   if self.pending then lose(self, self.pending_records) self.pending = nil end
+  lose_open(self)
   C.sl_sender_stop(self.sender) -- what is left is counted lost
   self.final = self:counts()
   C.sl_sender_free(ffi.gc(self.sender, nil))
