@@ -180,15 +180,17 @@ function Sink:counts()
     lost_records = tonumber(s.lost_records) + self.lost_here_records }
 end
 
--- Sends the open message and waits (up to 2 s) for the queue to empty.
+-- Sends the open message and waits (up to 2 s; once a collector was
+-- that slow, 0.1 s) for the queue to empty.
 function Sink:flush()
   if not self.x then return true end
-  local t = core.monotonic() + 2
+  local t = core.monotonic() + (self.stuck and 0.1 or 2)
   while not send_message(self) and core.monotonic() < t do
     C.sl_sender_drain(self.sender, 50)
   end
   local left = C.sl_sender_drain(self.sender, math.max(0, math.floor((t - core.monotonic()) * 1000)))
-  if left > 0 or self.pending then return nil, "collector did not take everything in time" end
+  self.stuck = left > 0 or self.pending ~= nil
+  if self.stuck then return nil, "collector did not take everything in time" end
   return true
 end
 
