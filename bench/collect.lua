@@ -48,14 +48,15 @@ local function take()
 end
 for i = 0, n - 1 do
   local flow_no = math.floor(i / 2) % 50000
-  f.key.ip_version, f.key.proto = 4, 6
-  f.key.src[0], f.key.src[1], f.key.src[2], f.key.src[3] = 10, 1, math.floor(flow_no / 256), flow_no % 256
-  f.key.dst[0], f.key.dst[1], f.key.dst[2], f.key.dst[3] = 192, 0, 2, 1 + flow_no % 200
-  f.key.sport, f.key.dport = 1024 + flow_no % 60000, 443
+  local client, server = f.key.src, f.key.dst
+  local cport, sport = 1024 + flow_no % 60000, 443
   if i % 2 == 1 then -- the reverse uniflow
-    f.key.src, f.key.dst = f.key.dst, f.key.src
-    f.key.sport, f.key.dport = f.key.dport, f.key.sport
+    client, server, cport, sport = f.key.dst, f.key.src, sport, cport
   end
+  f.key.ip_version, f.key.proto = 4, 6
+  client[0], client[1], client[2], client[3] = 10, 1, math.floor(flow_no / 256), flow_no % 256
+  server[0], server[1], server[2], server[3] = 192, 0, 2, 1 + flow_no % 200
+  f.key.sport, f.key.dport = cport, sport
   local t = base + (i * 1000ULL)
   f.fwd.first_ns, f.fwd.last_ns = t, t + 1000000ULL
   f.fwd.pkts, f.fwd.bytes = 10, 5000

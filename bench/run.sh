@@ -241,6 +241,32 @@ while [ "$i" -lt "$RUNS" ]; do
 done
 printf '%-20s %s updates/s (engine:update from Lua, 1M updates over 100k id keys)\n' "engine:update" "$best_upd"
 
+# The collector: an exporter replay (sluice's own IPFIX, 2M records: 50k
+# flows as uniflow pairs, reported again and again) over TCP (lossless) and UDP (drops counted) into
+# the default job writing JSON to /dev/null, best of RUNS.
+for tr in tcp udp; do
+	best_rate=0
+	best_line=
+	i=0
+	while [ "$i" -lt "$RUNS" ]; do
+		line=$("$LUAJIT" "$ROOT/bench/collect.lua" "$tr" 2000000 2>"$BUILD/collect.err") || {
+			FAILED=1
+			printf '%-20s FAILED:\n' "collect $tr"
+			sed 's/^/    /' "$BUILD/collect.err" | tail -n 8
+			break
+		}
+		rate=$(field rate "$line")
+		if [ "${rate%.*}" -gt "$best_rate" ]; then
+			best_rate=${rate%.*}
+			best_line=$line
+		fi
+		i=$((i + 1))
+	done
+	[ -n "$best_line" ] && printf '%-20s %s records/s (%s records, %s flows, %s socket drops)\n' \
+		"collect ipfix/$tr" "$best_rate" "$(field records "$best_line")" "$(field flows "$best_line")" \
+		"$(field drops "$best_line")"
+done
+
 if [ -n "$FLOOR_MPPS" ] && [ -n "$RATIOS" ]; then
 	echo
 	echo "rate relative to the libpcap floor ($FLOOR_MPPS Mpps):"
