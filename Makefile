@@ -79,3 +79,46 @@ install: all
 
 clean:
 	rm -rf core/build core/build-san lua/sluice/core_h.lua bench/build
+
+# Fuzzing (libFuzzer): the collector's decoders (core/fuzz/fuzz_*.c), built
+# with clang, ASan and UBSan from the core sources compiled the same way
+# (not the gcc objects) into core/build-fuzz/. Each runs FUZZ_SECONDS over
+# a copy of its seed corpus (core/fuzz/corpus/<target>); a crash, a hang
+# (FUZZ_TIMEOUT s on one input) or a sanitizer report fails the target,
+# leaving its input as core/build-fuzz/crash_<target>-*.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 10
+FUZZ_TARGETS := v5 v9 ipfix
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fPIC -D_GNU_SOURCE \
+		-Icore/include -fno-sanitize-recover=all
+FUZZ_OBJS    := $(SRCS:core/src/%.c=core/build-fuzz/%.o)
+
+.PHONY: fuzz fuzz-build fuzz-deps clean-fuzz
+fuzz-deps:
+	@sh .ci/deps.sh clang llvm libclang-rt-14-dev
+.SECONDARY: $(FUZZ_OBJS)
+core/build-fuzz:
+	mkdir -p $@
+core/build-fuzz/%.o: core/src/%.c $(HDRS) | core/build-fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+core/build-fuzz/fuzz_%: core/fuzz/fuzz_%.c $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJS) $(LIBS)
+fuzz-build: $(FUZZ_TARGETS:%=core/build-fuzz/fuzz_%)
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		d=core/build-fuzz/corpus_$$t; \
+		rm -rf $$d && mkdir -p $$d && cp core/fuzz/corpus/$$t/* $$d/ || exit 1; \
+		echo "== fuzz_$$t: $(FUZZ_SECONDS) s"; \
+		core/build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+			-max_len=65535 -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
+			-artifact_prefix=core/build-fuzz/crash_$$t- $$d \
+			>core/build-fuzz/fuzz_$$t.log 2>&1 || \
+			{ tail -n 60 core/build-fuzz/fuzz_$$t.log; \
+			  echo "!! fuzz_$$t failed"; exit 1; }; \
+		grep -E '^#[0-9]+.*DONE|^stat::(number_of_executed_units|peak_rss)' \
+			core/build-fuzz/fuzz_$$t.log; \
+	done
+clean-fuzz:
+	rm -rf core/build-fuzz

@@ -668,7 +668,10 @@ struct sl_flowmsg;
 SL_API int sl_flowmsg_new(struct sl_flowmsg **out,
 			  const struct sl_flowmsg_opts *o);
 SL_API void sl_flowmsg_free(struct sl_flowmsg *m);
-/* Decodes one message (a datagram, or one IPFIX message of a TCP stream)
+/* Exporters: index 0 is not one (family 0), it counts messages refused
+ * before an exporter is known (too short, a wrong version, too many
+ * exporters); exporters start at 1.
+ * Decodes one message (a datagram, or one IPFIX message of a TCP stream)
  * from an exporter (addr: 4 or 16 bytes by family; port). Returns the
  * number of records now in sl_flowmsg_records() (a malformed part is
  * counted and skipped: the valid records of the message are still taken),
@@ -699,7 +702,8 @@ struct sl_collect_opts {
 	uint32_t rcvbuf;       /* socket receive buffer, 0: 8 MiB */
 	uint32_t poll_ms;      /* longest wait for a message, 0: 100 */
 	uint32_t idle_exit_ms; /* > 0: the input ends after this long without
-				  a message, once one came */
+				  a message (counted from the start until one
+				  comes) */
 	uint32_t pad;
 	struct sl_flowmsg_opts msg;
 	char note[256]; /* out: why opening failed, in words */
@@ -707,7 +711,9 @@ struct sl_collect_opts {
 
 SL_API int sl_source_open_collector(struct sl_source **out,
 				    struct sl_collect_opts *o);
-/* The exporters a collector source has heard (0 for other sources). */
+/* The exporters a collector source has heard (0 for other sources).
+ * Index 0 is not an exporter (family 0): it counts messages from sources
+ * refused or unknown (too short, a wrong version). */
 SL_API uint32_t sl_collector_exporters(const struct sl_source *src);
 SL_API const struct sl_exporter_stats *
 sl_collector_exporter(const struct sl_source *src, uint32_t index);

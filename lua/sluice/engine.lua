@@ -280,7 +280,9 @@ function Engine:exporters()
       local n = tonumber(x.dropped[r])
       if n > 0 then dropped[ffi.string(C.sl_coll_drop_name(r))] = n end
     end
-    list[#list + 1] = { address = flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16)),
+    -- index 0 is not an exporter: it counts messages from unknown sources
+    list[#list + 1] = { address = x.family == 0 and "unknown" or
+        flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16)),
       port = x.port, messages = tonumber(x.messages), records = tonumber(x.records),
       templates = tonumber(x.templates), dropped = dropped, seq_lost = tonumber(x.seq_lost),
       seq_resets = tonumber(x.seq_resets), held = tonumber(x.held) }

@@ -1,0 +1,562 @@
+/* source_collect.c - a collector: NetFlow v5/v9 and IPFIX messages from
+ * exporters, over UDP (and IPFIX over TCP), decoded into flow records for
+ * the engine.
+ *
+ * Datagrams are read in batches (recvmmsg) without waiting while any are
+ * queued; the socket buffer is the only queue, so a slow policy shows up
+ * as socket drops (SO_RXQ_OVFL, counted), never as memory. With several
+ * workers the ports are shared (SO_REUSEPORT) and a classic BPF program
+ * picks the socket by the exporter's address, so an exporter's templates
+ * and sequence numbers stay with one worker.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "source.h"
+
+#ifndef SO_RXQ_OVFL
+#define SO_RXQ_OVFL 40
+#endif
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+
+enum {
+	MAX_SOCKS = 8,
+	MAX_CONNS = 256,
+	BATCH = 64,
+	DGRAM_MAX = 65536,
+	CONN_BUF = 2 * 65536,
+	IPFIX_HDR = 16,
+};
+
+struct listener {
+	int fd;
+	int tcp;
+	int family;
+	uint32_t drops; /* the kernel's count, from SO_RXQ_OVFL */
+};
+
+struct conn {
+	int fd;
+	int family;
+	uint8_t addr[16];
+	uint16_t port;
+	uint32_t have;
+	uint8_t *buf;
+};
+
+struct collector {
+	struct sl_source base;
+	struct sl_flowmsg *msg;
+	struct listener socks[MAX_SOCKS];
+	uint32_t nsocks;
+	struct conn conns[MAX_CONNS];
+	uint32_t nconns;
+	uint32_t poll_ms, idle_exit_ms;
+	uint64_t last_msg_ns; /* monotonic: the last message, or the start */
+	uint64_t last_expire_ns;
+	uint64_t messages;
+	/* the records handed out: grow-only, reused */
+	struct sl_coll_rec *recs;
+	uint32_t nrecs, cap;
+	/* recvmmsg buffers */
+	struct mmsghdr mm[BATCH];
+	struct iovec iov[BATCH];
+	struct sockaddr_storage from[BATCH];
+	char ctl[BATCH][CMSG_SPACE(sizeof(uint32_t))];
+	uint8_t *dgrams;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* "udp:ADDR:PORT" / "tcp:[ADDR]:PORT" */
+static int parse_listen(const char *spec, int *tcp, struct sockaddr_storage *sa,
+			socklen_t *len)
+{
+	char host[64];
+	const char *rest, *colon;
+	long port;
+	char *end;
+
+	if (!strncmp(spec, "udp:", 4))
+		*tcp = 0;
+	else if (!strncmp(spec, "tcp:", 4))
+		*tcp = 1;
+	else
+		return -EINVAL;
+	rest = spec + 4;
+	colon = strrchr(rest, ':');
+	if (!colon || colon == rest || (size_t)(colon - rest) >= sizeof(host))
+		return -EINVAL;
+	port = strtol(colon + 1, &end, 10);
+	if (*end || port < 1 || port > 65535)
+		return -EINVAL;
+	if (rest[0] == '[') {
+		if (colon[-1] != ']')
+			return -EINVAL;
+		memcpy(host, rest + 1, (size_t)(colon - rest - 2));
+		host[colon - rest - 2] = 0;
+	} else {
+		memcpy(host, rest, (size_t)(colon - rest));
+		host[colon - rest] = 0;
+	}
+	memset(sa, 0, sizeof(*sa));
+	struct sockaddr_in *v4 = (struct sockaddr_in *)sa;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)sa;
+
+	if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)port);
+		*len = sizeof(*v4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*v6);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* The reuseport group's socket for a datagram: the exporter's address
+ * (its last 32 bits for IPv6) modulo the workers. */
+static int attach_spread(int fd, int family, uint32_t workers)
+{
+	struct sock_filter code[] = {
+	    {BPF_LD | BPF_W | BPF_ABS, 0, 0,
+	     (uint32_t)(SKF_NET_OFF + (family == AF_INET ? 12 : 20))},
+	    {BPF_ALU | BPF_MOD | BPF_K, 0, 0, workers},
+	    {BPF_RET | BPF_A, 0, 0, 0},
+	};
+	struct sock_fprog prog = {.len = 3, .filter = code};
+
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
+		       sizeof(prog)))
+		return -errno;
+	return 0;
+}
+
+static int open_listener(struct collector *c, const char *spec,
+			 struct sl_collect_opts *o)
+{
+	struct sockaddr_storage sa;
+	socklen_t len;
+	int tcp, fd, one = 1, rc;
+	int rcvbuf = o->rcvbuf ? (int)o->rcvbuf : 8 << 20;
+	struct listener *l = &c->socks[c->nsocks];
+
+	if (c->nsocks == MAX_SOCKS)
+		return -E2BIG;
+	if (parse_listen(spec, &tcp, &sa, &len)) {
+		snprintf(o->note, sizeof(o->note),
+			 "bad listen address '%s' (udp:ADDR:PORT or "
+			 "tcp:ADDR:PORT, IPv6 as [ADDR]:PORT)",
+			 spec);
+		return -EINVAL;
+	}
+	fd = socket(
+	    sa.ss_family,
+	    (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (o->workers > 1 &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) {
+		rc = -errno;
+		goto out_close;
+	}
+	if (!tcp) {
+		/* root may go past rmem_max; others get what they may */
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf,
+			       sizeof(rcvbuf)))
+			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+				   sizeof(rcvbuf));
+		setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
+	}
+	if (bind(fd, (struct sockaddr *)&sa, len)) {
+		rc = -errno;
+		snprintf(o->note, sizeof(o->note), "cannot listen on %s: %s",
+			 spec, strerror(-rc));
+		goto out_close;
+	}
+	if (tcp && listen(fd, 64)) {
+		rc = -errno;
+		goto out_close;
+	}
+	if (!tcp && o->workers > 1) {
+		rc = attach_spread(fd, sa.ss_family, o->workers);
+		if (rc)
+			goto out_close;
+	}
+	l->fd = fd;
+	l->tcp = tcp;
+	l->family = sa.ss_family;
+	c->nsocks++;
+	return 0;
+
+out_close:
+	close(fd);
+	return rc;
+}
+
+/* The exporter's address and port out of a sockaddr. */
+static int peer_of(const struct sockaddr_storage *sa, uint8_t *addr,
+		   uint16_t *port)
+{
+	if (sa->ss_family == AF_INET) {
+		const struct sockaddr_in *v4 = (const void *)sa;
+
+		memcpy(addr, &v4->sin_addr, 4);
+		*port = ntohs(v4->sin_port);
+		return 4;
+	}
+	const struct sockaddr_in6 *v6 = (const void *)sa;
+
+	memcpy(addr, &v6->sin6_addr, 16);
+	*port = ntohs(v6->sin6_port);
+	return 6;
+}
+
+/* Decodes one message and appends its records. */
+static int take_message(struct collector *c, const uint8_t *msg, uint32_t len,
+			const uint8_t *addr, int family, uint16_t port)
+{
+	int n =
+	    sl_flowmsg_decode(c->msg, msg, len, addr, family, port, real_ns());
+
+	c->messages++;
+	c->last_msg_ns = mono_ns();
+	if (n <= 0)
+		return n;
+	if (c->nrecs + (uint32_t)n > c->cap) {
+		uint32_t cap = c->cap ? c->cap : 4096;
+		struct sl_coll_rec *p;
+
+		while (cap < c->nrecs + (uint32_t)n)
+			cap *= 2;
+		p = realloc(c->recs, (size_t)cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		c->recs = p;
+		c->cap = cap;
+	}
+	memcpy(c->recs + c->nrecs, sl_flowmsg_records(c->msg),
+	       (size_t)n * sizeof(*c->recs));
+	c->nrecs += (uint32_t)n;
+	return n;
+}
+
+static void note_drops(struct listener *l, struct msghdr *h)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm;
+	     cm = CMSG_NXTHDR(h, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET &&
+		    cm->cmsg_type == SO_RXQ_OVFL)
+			memcpy(&l->drops, CMSG_DATA(cm), sizeof(l->drops));
+	}
+}
+
+/* Reads what one UDP socket has queued (a batch); returns datagrams. */
+static int read_udp(struct collector *c, struct listener *l)
+{
+	int n;
+
+	for (int i = 0; i < BATCH; i++) {
+		struct msghdr *h = &c->mm[i].msg_hdr;
+
+		c->iov[i].iov_base = c->dgrams + (size_t)i * DGRAM_MAX;
+		c->iov[i].iov_len = DGRAM_MAX;
+		h->msg_name = &c->from[i];
+		h->msg_namelen = sizeof(c->from[i]);
+		h->msg_iov = &c->iov[i];
+		h->msg_iovlen = 1;
+		h->msg_control = c->ctl[i];
+		h->msg_controllen = sizeof(c->ctl[i]);
+		h->msg_flags = 0;
+	}
+	n = recvmmsg(l->fd, c->mm, BATCH, MSG_DONTWAIT, NULL);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++) {
+		uint8_t addr[16];
+		uint16_t port;
+		int fam = peer_of(&c->from[i], addr, &port), rc;
+
+		note_drops(l, &c->mm[i].msg_hdr);
+		rc = take_message(c, c->iov[i].iov_base, c->mm[i].msg_len, addr,
+				  fam, port);
+		if (rc < 0)
+			return rc;
+	}
+	return n;
+}
+
+static void conn_close(struct collector *c, uint32_t i)
+{
+	close(c->conns[i].fd);
+	free(c->conns[i].buf);
+	c->conns[i] = c->conns[--c->nconns];
+}
+
+static void accept_conns(struct collector *c, struct listener *l)
+{
+	for (;;) {
+		struct sockaddr_storage sa;
+		socklen_t len = sizeof(sa);
+		int fd = accept4(l->fd, (struct sockaddr *)&sa, &len,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct conn *cn;
+
+		if (fd < 0)
+			return;
+		if (c->nconns == MAX_CONNS) {
+			close(fd);
+			continue;
+		}
+		cn = &c->conns[c->nconns];
+		cn->buf = malloc(CONN_BUF);
+		if (!cn->buf) {
+			close(fd);
+			return;
+		}
+		cn->fd = fd;
+		cn->have = 0;
+		cn->family = peer_of(&sa, cn->addr, &cn->port);
+		c->nconns++;
+	}
+}
+
+/* IPFIX over TCP: messages framed by their header's length. A stream that
+ * is not IPFIX is handed to the decoder once (so it is counted with its
+ * reason) and closed. Returns 1 if the connection was closed. */
+static int read_conn(struct collector *c, uint32_t i)
+{
+	struct conn *cn = &c->conns[i];
+	ssize_t n =
+	    recv(cn->fd, cn->buf + cn->have, CONN_BUF - cn->have, MSG_DONTWAIT);
+	uint32_t off = 0;
+
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		conn_close(c, i);
+		return 1;
+	}
+	if (n < 0)
+		return 0;
+	cn->have += (uint32_t)n;
+	while (cn->have - off >= 4) {
+		const uint8_t *m = cn->buf + off;
+		uint32_t len = (uint32_t)m[2] << 8 | m[3];
+
+		if (m[0] != 0 || m[1] != 10 || len < IPFIX_HDR) {
+			take_message(c, m, cn->have - off, cn->addr, cn->family,
+				     cn->port);
+			conn_close(c, i);
+			return 1;
+		}
+		if (cn->have - off < len)
+			break;
+		take_message(c, m, len, cn->addr, cn->family, cn->port);
+		off += len;
+	}
+	memmove(cn->buf, cn->buf + off, cn->have - off);
+	cn->have -= off;
+	return 0;
+}
+
+/* Everything readable now, without waiting; returns messages read. */
+static int read_all(struct collector *c)
+{
+	int got = 0, rc;
+
+	for (uint32_t s = 0; s < c->nsocks; s++) {
+		if (c->socks[s].tcp) {
+			accept_conns(c, &c->socks[s]);
+			continue;
+		}
+		rc = read_udp(c, &c->socks[s]);
+		if (rc < 0)
+			return rc;
+		got += rc;
+	}
+	for (uint32_t i = 0; i < c->nconns;) {
+		uint64_t before = c->messages;
+
+		if (!read_conn(c, i))
+			i++;
+		got += (int)(c->messages - before);
+	}
+	return got;
+}
+
+static int wait_input(struct collector *c)
+{
+	struct pollfd pfd[MAX_SOCKS + MAX_CONNS];
+	uint32_t n = 0;
+
+	for (uint32_t s = 0; s < c->nsocks; s++)
+		pfd[n++] =
+		    (struct pollfd){.fd = c->socks[s].fd, .events = POLLIN};
+	for (uint32_t i = 0; i < c->nconns; i++)
+		pfd[n++] =
+		    (struct pollfd){.fd = c->conns[i].fd, .events = POLLIN};
+	if (poll(pfd, n, (int)c->poll_ms) < 0 && errno != EINTR)
+		return -errno;
+	return 0;
+}
+
+static int collect_records(struct sl_source *src,
+			   const struct sl_coll_rec **out)
+{
+	struct collector *c = (struct collector *)src;
+	uint64_t now = mono_ns();
+	int rc;
+
+	c->nrecs = 0;
+	*out = c->recs;
+	if (now - c->last_expire_ns > 1000000000ULL) {
+		sl_flowmsg_expire(c->msg, real_ns());
+		c->last_expire_ns = now;
+	}
+	for (int round = 0; round < 2; round++) {
+		rc = read_all(c);
+		if (rc < 0)
+			return rc;
+		if (c->nrecs) {
+			*out = c->recs;
+			return (int)c->nrecs;
+		}
+		if (rc > 0)
+			return -EAGAIN; /* messages without records */
+		if (round == 0) {
+			rc = wait_input(c);
+			if (rc)
+				return rc;
+		}
+	}
+	if (c->idle_exit_ms &&
+	    mono_ns() - c->last_msg_ns >= (uint64_t)c->idle_exit_ms * 1000000)
+		return 0;
+	return -EAGAIN;
+}
+
+static int collect_linktype(const struct sl_source *src)
+{
+	return -EOPNOTSUPP;
+}
+
+static void collect_progress(const struct sl_source *src, uint64_t *pos,
+			     uint64_t *size)
+{
+	*pos = *size = 0;
+}
+
+static int collect_stats(struct sl_source *src, struct sl_source_stats *st)
+{
+	struct collector *c = (struct collector *)src;
+
+	memset(st, 0, sizeof(*st));
+	st->received = c->messages;
+	for (uint32_t s = 0; s < c->nsocks; s++)
+		st->kernel_drops += c->socks[s].drops;
+	return 0;
+}
+
+static void collect_close(struct sl_source *src)
+{
+	struct collector *c = (struct collector *)src;
+
+	while (c->nconns)
+		conn_close(c, 0);
+	for (uint32_t s = 0; s < c->nsocks; s++)
+		close(c->socks[s].fd);
+	sl_flowmsg_free(c->msg);
+	free(c->recs);
+	free(c->dgrams);
+	free(c);
+}
+
+static const struct sl_source_ops collect_ops = {
+    .next = NULL,
+    .linktype = collect_linktype,
+    .progress = collect_progress,
+    .close = collect_close,
+    .stats = collect_stats,
+    .records = collect_records,
+};
+
+int sl_source_open_collector(struct sl_source **out, struct sl_collect_opts *o)
+{
+	struct collector *c;
+	int rc = -ENOMEM;
+
+	if (!out || !o || !o->n_listen || o->n_listen > MAX_SOCKS)
+		return -EINVAL;
+	o->note[0] = 0;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->base.ops = &collect_ops;
+	c->poll_ms = o->poll_ms ? o->poll_ms : 100;
+	c->last_msg_ns = mono_ns();
+	c->idle_exit_ms = o->idle_exit_ms;
+	c->dgrams = malloc((size_t)BATCH * DGRAM_MAX);
+	if (!c->dgrams)
+		goto out_free;
+	rc = sl_flowmsg_new(&c->msg, &o->msg);
+	if (rc)
+		goto out_free;
+	for (uint32_t i = 0; i < o->n_listen; i++) {
+		rc = open_listener(c, o->listen[i], o);
+		if (rc)
+			goto out_close;
+	}
+	*out = &c->base;
+	return 0;
+
+out_close:
+	collect_close(&c->base);
+	return rc;
+out_free:
+	free(c->dgrams);
+	free(c);
+	return rc;
+}
+
+uint32_t sl_collector_exporters(const struct sl_source *src)
+{
+	if (src->ops != &collect_ops)
+		return 0;
+	return sl_flowmsg_exporters(((const struct collector *)src)->msg);
+}
+
+const struct sl_exporter_stats *
+sl_collector_exporter(const struct sl_source *src, uint32_t index)
+{
+	if (src->ops != &collect_ops)
+		return NULL;
+	return sl_flowmsg_exporter(((const struct collector *)src)->msg, index);
+}
