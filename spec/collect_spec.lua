@@ -1449,4 +1449,32 @@ describe("sluice collect", function()
       end
     end)
   end)
+
+  it("a slow policy shows up as socket drops, every one counted", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/slow.lua", [[
+      local P = {}
+      function P.on_flow_start()
+        local t = os.clock() + 0.0002
+        while os.clock() < t do end
+      end
+      return P
+    ]])
+    local port = free_port(SOCK_DGRAM)
+    local h = collect(q(policy) .. " --listen udp:127.0.0.1:" .. port ..
+      " --idle-exit 1 --rcvbuf 65536 -v", "udp", port)
+    local s = assert(require("sluice.sock").connect("udp:127.0.0.1:" .. port))
+    local sent = 0
+    for k = 0, 2999 do
+      local msg = v5_message(40 + k % 8, (k * 30) % 60000, (k * 30) % 60000 + 29, k * 30)
+      if s:send(msg, #msg) then sent = sent + 1 end
+    end
+    s:close()
+    local r = collected(h, 60)
+    local received, _, drops = totals_line(r.err)
+    assert(drops > 0, "a policy this slow must lose datagrams\n" .. r.err)
+    -- the socket buffer is the only queue: every datagram is taken or
+    -- counted as dropped
+    assert.equal(sent, received + drops, r.err)
+  end)
 end)

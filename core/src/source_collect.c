@@ -25,6 +25,10 @@
 #ifndef SO_RXQ_OVFL
 #define SO_RXQ_OVFL 40
 #endif
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
+#define MEMINFO_DROPS 8 /* SK_MEMINFO_DROPS */
 #ifndef SO_ATTACH_REUSEPORT_CBPF
 #define SO_ATTACH_REUSEPORT_CBPF 51
 #endif
@@ -480,8 +484,19 @@ static int collect_stats(struct sl_source *src, struct sl_source_stats *st)
 
 	memset(st, 0, sizeof(*st));
 	st->received = c->messages;
-	for (uint32_t s = 0; s < c->nsocks; s++)
+	for (uint32_t s = 0; s < c->nsocks; s++) {
+		uint32_t mem[16] = {0};
+		socklen_t len = sizeof(mem);
+
+		/* drops after the last datagram read are only in the
+		 * socket's own counter; SO_RXQ_OVFL's is the fallback */
+		if (!c->socks[s].tcp &&
+		    !getsockopt(c->socks[s].fd, SOL_SOCKET, SO_MEMINFO, mem,
+				&len) &&
+		    len > MEMINFO_DROPS * sizeof(uint32_t))
+			c->socks[s].drops = mem[MEMINFO_DROPS];
 		st->kernel_drops += c->socks[s].drops;
+	}
 	return 0;
 }
 

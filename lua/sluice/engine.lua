@@ -109,7 +109,11 @@ local function open_collector(opts, sp)
   co.workers = tonumber(opts.workers) or 1
   if opts.idle_exit then co.idle_exit_ms = math.max(1, math.floor(duration_ns(opts.idle_exit, "idle_exit") / 1e6)) end
   if opts.template_timeout then co.msg.template_timeout_ns = duration_ns(opts.template_timeout, "template_timeout") end
-  if opts.rcvbuf then co.rcvbuf = tonumber(opts.rcvbuf) end
+  if opts.rcvbuf then
+    local n = tonumber(opts.rcvbuf)
+    if not n or n < 1 or n >= 2^31 then error("sluice.open: rcvbuf must be a byte count", 3) end
+    co.rcvbuf = n
+  end
   local rc = C.sl_source_open_collector(sp, co)
   local note = ffi.string(co.note)
   if rc < 0 then
