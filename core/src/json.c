@@ -447,10 +447,10 @@ out_free:
 	return rc;
 }
 
-/* Makes room for a record's line. */
-static int reserve(struct sl_json_writer *w)
+/* Makes room for need bytes in the buffer being filled. */
+static int reserve(struct sl_json_writer *w, size_t need)
 {
-	if (JSON_BUF - w->used > LINE_MAX)
+	if (JSON_BUF - w->used >= need)
 		return 0;
 	if (!w->have_thread)
 		return sl_json_writer_flush(w);
@@ -480,7 +480,7 @@ static int commit_line(struct sl_json_writer *w, int n, uint64_t max_size)
 int sl_json_writer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r,
 			uint64_t max_size)
 {
-	int rc = reserve(w);
+	int rc = reserve(w, LINE_MAX + 1);
 
 	if (rc)
 		return rc;
@@ -490,7 +490,7 @@ int sl_json_writer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r,
 int sl_json_writer_slice(struct sl_json_writer *w, const struct sl_slice_rec *r,
 			 uint64_t max_size)
 {
-	int rc = reserve(w);
+	int rc = reserve(w, LINE_MAX + 1);
 
 	if (rc)
 		return rc;
@@ -519,12 +519,9 @@ int sl_json_writer_line(struct sl_json_writer *w, const char *line, size_t len,
 
 	if (max_size && w->size && w->size + len + 1 > max_size)
 		return -EFBIG;
-	if (len + 1 > JSON_BUF - w->used) {
-		if (w->have_thread)
-			submit(w);
-		else if ((rc = sl_json_writer_flush(w)))
-			return rc;
-	}
+	rc = reserve(w, len + 1);
+	if (rc)
+		return rc;
 	if (len + 1 > JSON_BUF) { /* a huge line goes out on its own */
 		rc = sl_json_writer_flush(w);
 		if (!rc)
