@@ -102,7 +102,7 @@ core/build-fuzz:
 	mkdir -p $@
 core/build-fuzz/%.o: core/src/%.c $(HDRS) | core/build-fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
-core/build-fuzz/fuzz_%: core/fuzz/fuzz_%.c $(FUZZ_OBJS)
+core/build-fuzz/fuzz_%: core/fuzz/fuzz_%.c core/fuzz/fuzz.h $(FUZZ_OBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJS) $(LIBS)
 fuzz-build: $(FUZZ_TARGETS:%=core/build-fuzz/fuzz_%)
 fuzz: fuzz-deps
