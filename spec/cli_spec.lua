@@ -22,15 +22,6 @@ local function usage_error(r, ...)
   end
 end
 
-local function sum_flows(flows)
-  local pkts, bytes = 0, 0
-  for _, f in ipairs(flows) do
-    pkts = pkts + f.pkts_fwd + f.pkts_rev
-    bytes = bytes + f.bytes_fwd + f.bytes_rev
-  end
-  return pkts, bytes
-end
-
 local function write_policy(dir, name, text)
   return run.spit(dir .. "/" .. name .. ".lua", text)
 end
@@ -129,7 +120,7 @@ describe("sluice CLI", function()
         assert(has(r.err, path), "stderr should name the file\n" .. run.describe(r))
         local flows = run.of_type(out, "flow")
         assert(#flows > 0, "no flows written before the damage\n" .. run.describe(r))
-        local pkts, bytes = sum_flows(flows)
+        local pkts, bytes = run.flow_totals(flows)
         assert.are.equal(whole, pkts, "packets in the flows = complete records before the cut")
         assert.are.equal(want_bytes, bytes, "bytes in the flows = bytes before the cut")
       end

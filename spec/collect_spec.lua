@@ -331,13 +331,7 @@ end
 -- ---- traces and tools ---------------------------------------------------------
 
 local function generated(args)
-  local path, truth, absent = run.generate(args)
-  if not path then
-    if not absent then error(truth) end
-    io.stderr:write("collect_spec: skipping the generated trace: ", truth, "\n")
-    pending(truth)
-  end
-  return path, truth
+  return run.generated(args, "collect_spec", pending)
 end
 
 local function need_softflowd()
@@ -509,15 +503,6 @@ local function compare(direct, got, opts, what)
     what, #direct, n_icmp_direct, #got, n_icmp_got, table.concat(problems, "\n  ")))
   return { matched = matched, icmp_direct = n_icmp_direct, icmp_got = n_icmp_got,
     same_orientation = same_orientation }
-end
-
-local function sums(flows)
-  local p, b = 0, 0
-  for _, f in ipairs(flows) do
-    p = p + f.pkts_fwd + f.pkts_rev
-    b = b + f.bytes_fwd + f.bytes_rev
-  end
-  return p, b
 end
 
 -- ---- exports made here ---------------------------------------------------------
@@ -820,8 +805,8 @@ describe("sluice collect", function()
       assert(c.icmp_direct > 0 and c.icmp_direct < #direct / 10, "ICMP flows: " .. c.icmp_direct)
       assert.equal(#direct - c.icmp_direct, c.matched)
       -- the same packets and IP bytes in all
-      local dp, db = sums(direct)
-      local cp, cb = sums(flows)
+      local dp, db = run.flow_totals(direct)
+      local cp, cb = run.flow_totals(flows)
       local l2 = 0
       for _, d in ipairs(direct) do l2 = l2 + l2_len(d) * (d.pkts_fwd + d.pkts_rev) end
       assert.equal(dp, cp)

@@ -14,13 +14,7 @@ local MID_ARGS = "-n 50000 -c 500 -s 3"
 -- the test is pending when the generator source is absent, an error when
 -- the generator fails.
 local function generated(args)
-  local path, truth, absent = run.generate(args)
-  if not path then
-    if not absent then error(truth) end
-    io.stderr:write("ground_truth_spec: skipping generated trace: ", truth, "\n")
-    pending(truth)
-  end
-  return path, truth
+  return run.generated(args, "ground_truth_spec", pending)
 end
 
 -- The flow records of one default run over a capture.

@@ -440,27 +440,12 @@ local function map(list, fn)
   return out
 end
 
-local function totals(recs)
-  local pkts, bytes = 0, 0
-  for _, f in ipairs(recs) do
-    pkts = pkts + f.pkts_fwd + f.pkts_rev
-    bytes = bytes + f.bytes_fwd + f.bytes_rev
-  end
-  return pkts, bytes
-end
-
 -- ---- traces, the CLI, policies ---------------------------------------------
 
 -- A generated trace; pending (with the reason, also on stderr) when the
 -- generator source is absent, an error when it fails.
 local function generated(args)
-  local path, truth, absent = run.generate(args)
-  if not path then
-    if not absent then error(truth) end
-    io.stderr:write("ipfix_spec: skipping the generated trace: ", truth, "\n")
-    pending(truth)
-  end
-  return path, truth
+  return run.generated(args, "ipfix_spec", pending)
 end
 
 local function need_nfdump()
@@ -636,7 +621,7 @@ end
 local function check_collected(c, recs)
   local nf = nfdump_records(c.nf)
   assert.equal(#recs, #nf, "records in nfdump vs lines in sluice's JSON")
-  local pkts, bytes = totals(recs)
+  local pkts, bytes = run.flow_totals(recs)
   local nflows, nbytes, npkts = nfdump_summary(c.nf)
   assert.equal(#recs, nflows, "nfdump summary: flows")
   assert.equal(pkts, npkts, "nfdump summary: packets (in + out)")
@@ -696,7 +681,7 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
     local flows = run.of_type(recs, "flow")
     assert.equal(161, #flows, "sluice's JSON flows")
     assert.equal(#flows, #recs, "the default job emits flows only")
-    local pkts, bytes = totals(flows)
+    local pkts, bytes = run.flow_totals(flows)
     assert.equal(1600, pkts)
     assert.equal(831733, bytes)
     assert(has(log, "Flows: 161, Packets: 1600, Bytes: 831733"), "nfcapd's own count:\n" .. log)
@@ -713,7 +698,7 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
     local c, recs, log = export_to_nfcapd(trace)
     local flows = run.of_type(recs, "flow")
     assert.equal(truth.flows, #flows, "sluice's JSON flows vs the generator")
-    local pkts, bytes = totals(flows)
+    local pkts, bytes = run.flow_totals(flows)
     assert.equal(truth.packets, pkts)
     assert.equal(truth.bytes_frame, bytes)
     assert(has(log, string.format("Flows: %d, Packets: %d, Bytes: %d", truth.flows, truth.packets,
@@ -742,8 +727,8 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
         #flows .. " flows)")
       -- deltas: the slices add up to the trace's totals (running totals
       -- would add up to more)
-      local fp, fb = totals(flows)
-      local sp, sb = totals(slices)
+      local fp, fb = run.flow_totals(flows)
+      local sp, sb = run.flow_totals(slices)
       assert.equal(fp, sp, "slice packets vs flow packets in the JSON")
       assert.equal(fb, sb, "slice bytes vs flow bytes in the JSON")
       check_collected(c, slices) -- count, totals = the flows' totals, every record

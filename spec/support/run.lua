@@ -159,6 +159,16 @@ function M.sluice_json(args, dir)
   return r, recs, out
 end
 
+-- Packets and bytes of flow (or slice) records, both directions summed.
+function M.flow_totals(recs)
+  local pkts, bytes = 0, 0
+  for _, f in ipairs(recs) do
+    pkts = pkts + f.pkts_fwd + f.pkts_rev
+    bytes = bytes + f.bytes_fwd + f.bytes_rev
+  end
+  return pkts, bytes
+end
+
 -- ---- captures --------------------------------------------------------------
 
 -- Walks the records of a classic pcap held in a string: returns a list of
@@ -231,6 +241,20 @@ function M.generate(args)
   local ok, truth = pcall(cjson.decode, r.err)
   if not ok then return nil, "genpcap printed no JSON ground truth: " .. r.err end
   generated[args] = { path = path, truth = truth }
+  return path, truth
+end
+
+-- A generated trace and its ground truth for the spec named who. When
+-- only the generator source is absent, the test is pending (busted's
+-- pending, passed in: a module does not see it) with the reason, also
+-- written to stderr; a generator that fails is an error.
+function M.generated(args, who, pending)
+  local path, truth, absent = M.generate(args)
+  if not path then
+    if not absent then error(truth) end
+    io.stderr:write(who, ": skipping the generated trace: ", truth, "\n")
+    pending(truth)
+  end
   return path, truth
 end
 
