@@ -20,6 +20,56 @@
 #define SL_API __attribute__((visibility("default")))
 #endif
 
+/* The ABI of this header. sluice.core compares it with sl_abi_version() of
+ * the library it loads, so a stale build fails with one clear line. Bump it
+ * whenever a declaration here changes. */
+enum { SL_ABI_VERSION = 2 };
+SL_API uint32_t sl_abi_version(void);
+
+/* System constants the Lua side needs (Linux values; the core checks each
+ * against the system headers at compile time, in util.c), so that no
+ * number with a C meaning is written in Lua. */
+enum sl_sys {
+	SL_EINTR = 4,
+	SL_ENOENT = 2,
+	SL_ESRCH = 3,
+	SL_EAGAIN = 11,
+	SL_ENOMEM = 12,
+	SL_EINVAL = 22,
+	SL_EFBIG = 27,
+	SL_EPIPE = 32,
+	SL_EMSGSIZE = 90,
+	SL_ENOTSUP = 95,
+	SL_ENOBUFS = 105,
+	SL_EINPROGRESS = 115,
+	SL_O_WRONLY = 1,
+	SL_O_CREAT = 64,
+	SL_O_TRUNC = 512,
+	SL_O_APPEND = 1024,
+	SL_O_DIRECTORY = 65536,
+	SL_O_CLOEXEC = 524288,
+	SL_AF_UNIX = 1,
+	SL_AF_INET = 2,
+	SL_AF_INET6 = 10,
+	SL_SOCK_STREAM = 1,
+	SL_SOCK_DGRAM = 2,
+	SL_SOCK_NONBLOCK = 2048,
+	SL_SOCK_CLOEXEC = 524288,
+	SL_SOL_SOCKET = 1,
+	SL_SO_ERROR = 4,
+	SL_MSG_DONTWAIT = 64,
+	SL_MSG_NOSIGNAL = 16384,
+	SL_CLOCK_REALTIME = 0,
+	SL_CLOCK_MONOTONIC = 1,
+	SL_RUSAGE_SELF = 0,
+	SL_SIGINT = 2,
+	SL_SIGTERM = 15,
+	SL_SIG_BLOCK = 0,
+	SL_SIG_UNBLOCK = 1,
+	SL_WNOHANG = 1,
+	SL_PR_SET_PDEATHSIG = 1,
+};
+
 /* Error codes beyond errno's range. */
 enum sl_error {
 	SL_E_FORMAT = -1001, /* not a pcap/pcapng file, or a corrupt record */

@@ -1,9 +1,61 @@
 /* util.c - error texts, names and the version string. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #include "sluice.h"
+
+/* The header's copies of system constants (enum sl_sys) are right. */
+_Static_assert(SL_EINTR == EINTR, "SL_EINTR");
+_Static_assert(SL_ENOENT == ENOENT, "SL_ENOENT");
+_Static_assert(SL_ESRCH == ESRCH, "SL_ESRCH");
+_Static_assert(SL_EAGAIN == EAGAIN, "SL_EAGAIN");
+_Static_assert(SL_ENOMEM == ENOMEM, "SL_ENOMEM");
+_Static_assert(SL_EINVAL == EINVAL, "SL_EINVAL");
+_Static_assert(SL_EFBIG == EFBIG, "SL_EFBIG");
+_Static_assert(SL_EPIPE == EPIPE, "SL_EPIPE");
+_Static_assert(SL_EMSGSIZE == EMSGSIZE, "SL_EMSGSIZE");
+_Static_assert(SL_ENOTSUP == ENOTSUP, "SL_ENOTSUP");
+_Static_assert(SL_ENOBUFS == ENOBUFS, "SL_ENOBUFS");
+_Static_assert(SL_EINPROGRESS == EINPROGRESS, "SL_EINPROGRESS");
+_Static_assert(SL_O_WRONLY == O_WRONLY, "SL_O_WRONLY");
+_Static_assert(SL_O_CREAT == O_CREAT, "SL_O_CREAT");
+_Static_assert(SL_O_TRUNC == O_TRUNC, "SL_O_TRUNC");
+_Static_assert(SL_O_APPEND == O_APPEND, "SL_O_APPEND");
+_Static_assert(SL_O_DIRECTORY == O_DIRECTORY, "SL_O_DIRECTORY");
+_Static_assert(SL_O_CLOEXEC == O_CLOEXEC, "SL_O_CLOEXEC");
+_Static_assert(SL_AF_UNIX == AF_UNIX, "SL_AF_UNIX");
+_Static_assert(SL_AF_INET == AF_INET, "SL_AF_INET");
+_Static_assert(SL_AF_INET6 == AF_INET6, "SL_AF_INET6");
+_Static_assert(SL_SOCK_STREAM == SOCK_STREAM, "SL_SOCK_STREAM");
+_Static_assert(SL_SOCK_DGRAM == SOCK_DGRAM, "SL_SOCK_DGRAM");
+_Static_assert(SL_SOCK_NONBLOCK == SOCK_NONBLOCK, "SL_SOCK_NONBLOCK");
+_Static_assert(SL_SOCK_CLOEXEC == SOCK_CLOEXEC, "SL_SOCK_CLOEXEC");
+_Static_assert(SL_SOL_SOCKET == SOL_SOCKET, "SL_SOL_SOCKET");
+_Static_assert(SL_SO_ERROR == SO_ERROR, "SL_SO_ERROR");
+_Static_assert(SL_MSG_DONTWAIT == MSG_DONTWAIT, "SL_MSG_DONTWAIT");
+_Static_assert(SL_MSG_NOSIGNAL == MSG_NOSIGNAL, "SL_MSG_NOSIGNAL");
+_Static_assert(SL_CLOCK_REALTIME == CLOCK_REALTIME, "SL_CLOCK_REALTIME");
+_Static_assert(SL_CLOCK_MONOTONIC == CLOCK_MONOTONIC, "SL_CLOCK_MONOTONIC");
+_Static_assert(SL_RUSAGE_SELF == RUSAGE_SELF, "SL_RUSAGE_SELF");
+_Static_assert(SL_SIGINT == SIGINT, "SL_SIGINT");
+_Static_assert(SL_SIGTERM == SIGTERM, "SL_SIGTERM");
+_Static_assert(SL_SIG_BLOCK == SIG_BLOCK, "SL_SIG_BLOCK");
+_Static_assert(SL_SIG_UNBLOCK == SIG_UNBLOCK, "SL_SIG_UNBLOCK");
+_Static_assert(SL_WNOHANG == WNOHANG, "SL_WNOHANG");
+_Static_assert(SL_PR_SET_PDEATHSIG == PR_SET_PDEATHSIG, "SL_PR_SET_PDEATHSIG");
+
+uint32_t sl_abi_version(void)
+{
+	return SL_ABI_VERSION;
+}
 
 #define SL_VERSION "0.1.0"
 
