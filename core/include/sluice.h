@@ -7,8 +7,17 @@
  *
  * Conventions: functions return >= 0 on success or a negative errno-style
  * code (sl_strerror() gives the text). Times are nanoseconds since the Unix
- * epoch. Pointers handed out by the engine stay valid until the next call
- * to sl_engine_step() on the same engine.
+ * epoch.
+ *
+ * What the engine hands out does not move while it is read: the output of
+ * a step (events, packets, slice records) stays valid and unchanged until
+ * the next sl_engine_step(); events caused between steps (sl_engine_update,
+ * and the trims it may cause) are kept apart and handed out by
+ * sl_engine_late(), valid until the next sl_engine_late() or step. Calls
+ * made between steps never reallocate either. sl_output.generation counts
+ * these hand-overs: a pointer taken at one generation is not valid at
+ * another. A live flow's record (sl_engine_flow, sl_engine_flow_find) is
+ * valid while that flow lives.
  */
 #ifndef SLUICE_H
 #define SLUICE_H
@@ -78,6 +87,9 @@ enum sl_error {
 	SL_E_POOL = -1004,	/* flow pool exhausted */
 	SL_E_STATE = -1005,	/* call not valid in the engine's state */
 	SL_E_CONFLICT = -1006,	/* update keys belong to different flows */
+	/* The last (most negative) code: sluice's own codes run from -1001
+	 * down to SL_E_LAST. A new code goes below it and moves SL_E_LAST. */
+	SL_E_LAST = SL_E_CONFLICT,
 };
 
 /* Link types as written in pcap/pcapng files (LINKTYPE_*). */
@@ -180,6 +192,14 @@ SL_API int sl_linktype_supported(uint32_t linktype);
 
 struct sl_source;
 
+/* Source kinds: files and buffers (sl_source_open_file/_mem), live
+ * capture (sl_source_open_afpacket/_afxdp/_pcap_live) and collectors
+ * (sl_source_open_collector). Every sl_source_* call below takes a source
+ * of any kind: where one does not apply to a kind, its comment says what
+ * it returns then (-ENOTSUP, or zeros). A NULL source or
+ * output pointer is -EINVAL (progress: 0 and 0; close: nothing). Each
+ * open sets *out to NULL on failure. */
+
 /* Opens a pcap (micro/nanosecond, either byte order) or pcapng file. The
  * file is mapped, packets point into the mapping (no copy). */
 SL_API int sl_source_open_file(struct sl_source **out, const char *path);
@@ -187,13 +207,19 @@ SL_API int sl_source_open_file(struct sl_source **out, const char *path);
 SL_API int sl_source_open_mem(struct sl_source **out, const uint8_t *buf,
 			      size_t len);
 /* Fills up to SL_BATCH_MAX packets. Returns the count, 0 at the end of the
- * file, or an error once every packet before the damage was returned. */
+ * file, or an error once every packet before the damage was returned.
+ * Live sources: see below (-EAGAIN, never 0). Collectors (flow records,
+ * not packets): -ENOTSUP, b->count 0. */
 SL_API int sl_source_next(struct sl_source *src, struct sl_packet_batch *b);
-/* Link type of a pcap file, or of the first pcapng interface. */
+/* Link type of a pcap file, or of the first pcapng interface; of the
+ * interface for live sources. Collectors: -ENOTSUP. */
 SL_API int sl_source_linktype(const struct sl_source *src);
-/* Bytes consumed and total, for progress reports. */
+/* Bytes consumed and total, for progress reports (either pointer may be
+ * NULL). Live sources: what was captured so far (bytes; afpacket:
+ * packets), total 0. Collectors: 0 and 0. */
 SL_API void sl_source_progress(const struct sl_source *src, uint64_t *pos,
 			       uint64_t *size);
+/* Frees a source of any kind; NULL is a no-op. */
 SL_API void sl_source_close(struct sl_source *src);
 
 /* ---- live capture ----------------------------------------------------- */
@@ -246,7 +272,9 @@ struct sl_source_stats {
 	uint64_t ring_errors; /* afxdp: invalid descriptors, full rings */
 };
 
-/* Counters of a live source; -EOPNOTSUPP for files. */
+/* Counters of a live source or a collector (received: messages; kernel
+ * drops: the sockets' overflows); 0. Files and buffers: -ENOTSUP (the
+ * same value as -EOPNOTSUPP on Linux), *st zeroed. */
 SL_API int sl_source_stats(struct sl_source *src, struct sl_source_stats *st);
 
 /* ---- flows ------------------------------------------------------------ */
@@ -307,6 +335,20 @@ struct sl_flow_rec {
 	uint8_t icmp_code;
 	char hist[12]; /* Zeek-style history, NUL-terminated unless 12 long */
 	uint32_t slot; /* table slot while live: with fid, names the flow */
+	uint32_t engine; /* the engine's number (sl_engine_id) */
+	uint32_t pad;
+};
+
+/* A flow handle as Lua policies hold it: the record it reads and what
+ * names its flow. Used at a later generation, the handle finds its live
+ * flow again (sl_engine_flow_find) or fails: it never reads another
+ * flow's record. */
+struct sl_flow_handle {
+	const struct sl_flow_rec *rec;
+	uint64_t fid;
+	uint64_t generation; /* sl_output.generation at which rec is valid */
+	uint32_t slot;
+	uint32_t engine;
 };
 
 enum sl_event_type {
@@ -330,6 +372,8 @@ struct sl_packet_ev {
 	uint16_t payload_len;	 /* L4 payload bytes present */
 	uint8_t dir;		 /* 0: sent by the initiator, 1: responder */
 	uint8_t tcp_flags;
+	uint32_t batch_index; /* for sl_engine_packet_capture() */
+	uint32_t pad;
 };
 
 /* Events carry a copy of the flow: a slot may be reused within one step. */
@@ -364,6 +408,7 @@ struct sl_slice_rec {
 	uint8_t icmp_type;   /* as in sl_flow_rec */
 	uint8_t icmp_code;
 	uint8_t pad[3];
+	uint32_t engine; /* as in sl_flow_rec */
 };
 
 /* ---- engine ----------------------------------------------------------- */
@@ -424,6 +469,7 @@ struct sl_output {
 	uint32_t n_packets;
 	uint32_t pad2;
 	const struct sl_coll_rec *records; /* a collector's current records */
+	uint64_t generation; /* see the top of this header */
 };
 
 struct sl_engine;
@@ -475,8 +521,22 @@ struct sl_update {
 	uint32_t pad;
 };
 
-/* Events of a new flow are appended to the current output. */
+/* Events of a new flow (and of flows a trim ended to make room) are kept
+ * apart from the step's output: see sl_engine_late(). */
 SL_API int sl_engine_update(struct sl_engine *e, struct sl_update *u);
+/* Hands out the events caused since the last call (updates, trims): their
+ * count, *events pointing at them, valid until the next sl_engine_late()
+ * or sl_engine_step(). Dispatch them before the step's next event, and
+ * call again until it returns 0 (handlers of late events may cause
+ * more). */
+SL_API uint32_t sl_engine_late(struct sl_engine *e,
+			       const struct sl_event **events);
+/* The record of the live flow named by slot and id, or NULL if it ended. */
+SL_API const struct sl_flow_rec *
+sl_engine_flow_find(const struct sl_engine *e, uint32_t slot, uint64_t fid);
+/* This engine's number, as in its records' engine field (from 1, unique
+ * in the process). */
+SL_API uint32_t sl_engine_id(const struct sl_engine *e);
 
 /* Scores and protection of a live flow, named by its slot and id (from
  * an event): -ESRCH if that flow has ended. protect returns 1 if any
@@ -498,14 +558,28 @@ SL_API int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
 /* Capture to pcap writers: every further packet of a flow goes to the
  * writer it is set to. add_writer returns the writer's number (1..15);
  * the engine does not own it. flow_capture sets (or, with 0, clears) a
- * live flow's writer (-ESRCH if it ended); capture_all sets the writer
- * every new flow starts with (0: none). */
+ * flow's writer; the packets of the flow that the last step processed are
+ * written too, so a capture set in a start event's handler holds the flow
+ * from its first packet (also when the flow already ended in that step);
+ * -ESRCH if the flow ended before. capture_all sets the writer every new
+ * flow starts with (0: none). Captured packets are written at the start of
+ * the next step, in the order they were read, with their own timestamps
+ * and lengths, so a file gets packets in capture order whichever way they
+ * came (flow captures, packet events, capture_all). */
 enum { SL_WRITERS = 15 };
 SL_API int sl_engine_add_writer(struct sl_engine *e,
 				struct sl_pcap_writer *w);
 SL_API int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot,
 				  uint64_t fid, uint32_t writer);
 SL_API void sl_engine_capture_all(struct sl_engine *e, uint32_t writer);
+/* Writes what was captured so far and forgets every writer (before they
+ * are closed): flows keep no capture. */
+SL_API void sl_engine_detach_writers(struct sl_engine *e);
+/* Writes a packet of this step's packet events to a writer, in order with
+ * the captures; -ESTALE if pe is not one of the current step's. */
+SL_API int sl_engine_packet_capture(struct sl_engine *e,
+				    const struct sl_packet_ev *pe,
+				    uint32_t writer);
 
 /* Slots ever used: live flows are in slots [0, sl_engine_slots()); walk
  * them with sl_engine_flow() to query the table (read-only). */
@@ -759,9 +833,13 @@ struct sl_collect_opts {
 	char note[256]; /* out: why opening failed, in words */
 };
 
+/* Its sources give flow records to the engine, not packets:
+ * sl_source_next() and sl_source_linktype() are -ENOTSUP, progress is 0
+ * and 0; sl_source_stats() and sl_source_close() work. */
 SL_API int sl_source_open_collector(struct sl_source **out,
 				    struct sl_collect_opts *o);
-/* The exporters a collector source has heard (0 for other sources).
+/* The exporters a collector source has heard (0 for other sources and
+ * NULL; sl_collector_exporter() is then NULL).
  * Index 0 is not an exporter (family 0): it counts messages from sources
  * refused or unknown (too short, a wrong version). */
 SL_API uint32_t sl_collector_exporters(const struct sl_source *src);

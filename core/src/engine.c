@@ -28,6 +28,8 @@ static const uint64_t default_idle_ns[SL_TIMEOUT_COUNT] = {
 
 enum { DEFAULT_POOL = 1 << 20 };
 
+static uint32_t engines_made; /* engine numbers, from 1 */
+
 /* ---- lists ---------------------------------------------------------- */
 
 #define LINK(e, slot, member) (&(e)->pool[slot].member)
@@ -81,21 +83,27 @@ static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 	return 0;
 }
 
+/* Events of a step go to its output; events caused between steps (an
+ * update, the trim it triggers) go apart, so that what Lua is reading
+ * never moves. */
 static struct sl_event *event_push(struct sl_engine *e, uint32_t type,
 				   uint32_t slot, uint64_t ts)
 {
+	struct sl_evbuf *b = e->in_step ? &e->step_ev : &e->late_ev;
 	struct sl_event *ev;
 
-	if (grow((void **)&e->events, &e->cap_events, e->out.n_events + 1,
-		 sizeof(*e->events)))
+	if (grow((void **)&b->ev, &b->cap, b->n + 1, sizeof(*b->ev)))
 		return NULL;
-	ev = &e->events[e->out.n_events++];
+	ev = &b->ev[b->n++];
 	ev->type = type;
 	ev->slot = slot;
 	ev->ts_ns = ts;
 	ev->flow = e->pool[slot].rec;
 	ev->packet = 0;
-	e->out.events = e->events;
+	if (e->in_step) {
+		e->out.events = b->ev;
+		e->out.n_events = b->n;
+	}
 	return ev;
 }
 
@@ -241,6 +249,7 @@ static struct sl_flow *flow_new(struct sl_engine *e, const struct sl_key *key,
 	memset(f, 0, sizeof(*f));
 	f->rec.fid = e->next_id;
 	f->rec.slot = slot;
+	f->rec.engine = e->id;
 	e->next_id += e->cfg.workers ? e->cfg.workers : 1;
 	f->rec.key = *key;
 	f->rec.fwd.first_ns = ts;
@@ -273,12 +282,13 @@ static int slice_record(struct sl_engine *e, struct sl_flow *f)
 	struct sl_slice_rec *r;
 	const struct sl_dir *d[2] = {&f->rec.fwd, &f->rec.rev};
 
-	if (grow((void **)&e->slices, &e->cap_slices, e->out.n_slices + 1,
+	if (grow((void **)&e->slices, &e->cap_slices, e->n_slices + 1,
 		 sizeof(*e->slices)))
 		return -ENOMEM;
-	r = &e->slices[e->out.n_slices++];
+	r = &e->slices[e->n_slices++];
 	memset(r, 0, sizeof(*r));
 	r->fid = f->rec.fid;
+	r->engine = e->id;
 	r->key = f->rec.key;
 	r->start_ns = e->slice_start;
 	r->end_ns = e->slice_end;
@@ -326,9 +336,12 @@ static void slice_open(struct sl_engine *e, uint64_t t)
 }
 
 /* Writes a record for every flow touched in the open interval (flows that
- * ended in it already wrote theirs) and publishes the batch. */
+ * ended in it already wrote theirs) and publishes the batch; the next
+ * interval collects its records in the other array. */
 static int slice_close(struct sl_engine *e)
 {
+	struct sl_slice_rec *t;
+	uint32_t cap;
 	int rc;
 
 	for (uint32_t i = 0; i < e->n_touched; i++) {
@@ -341,7 +354,15 @@ static int slice_close(struct sl_engine *e)
 		if (rc)
 			return rc;
 	}
-	e->out.slices = e->slices;
+	t = e->slices_pub;
+	e->slices_pub = e->slices;
+	e->slices = t;
+	cap = e->cap_slices_pub;
+	e->cap_slices_pub = e->cap_slices;
+	e->cap_slices = cap;
+	e->out.slices = e->slices_pub;
+	e->out.n_slices = e->n_slices;
+	e->n_slices = 0;
 	e->out.slice_start_ns = e->slice_start;
 	e->out.slice_end_ns = e->slice_end;
 	e->out.slice_ready = 1;
@@ -845,6 +866,8 @@ static void batch_prepare(struct sl_engine *e)
 		struct sl_prep *pp = &e->prep[i];
 
 		pp->hashed = 0;
+		pp->wmask = 0;
+		pp->fid = 0;
 		pp->status = sl_decode(p->data, p->caplen, p->linktype, &pp->d);
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
@@ -909,6 +932,7 @@ static int packet_event(struct sl_engine *e, struct sl_flow *f,
 	pe->payload_len = d->payload_len;
 	pe->dir = (uint8_t)di;
 	pe->tcp_flags = d->tcp_flags;
+	pe->batch_index = (uint32_t)(p - e->batch.pkt);
 	return 0;
 }
 
@@ -990,9 +1014,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (fresh &&
 	    !event_push(e, SL_EVENT_FLOW_START, slot_of(e, f), p->ts_ns))
 		return -ENOMEM;
-	if (f->capture)
-		sl_pcap_writer_write(e->writers[f->capture], p->ts_ns, p->data,
-				     p->caplen, p->wirelen);
+	pp->fid = f->rec.fid;
+	pp->wmask = f->capture ? (uint16_t)(1u << f->capture) : 0;
 	if (e->filter_mask) {
 		rc = packet_event(e, f, p, &pp->d, di);
 		if (rc)
@@ -1053,6 +1076,7 @@ static int record_process(struct sl_engine *e, uint32_t i)
 {
 	const struct sl_coll_rec *r = &e->recs[i];
 	struct sl_key ck = r->key;
+	struct sl_event *ev;
 	struct sl_flow *f;
 	uint32_t hash;
 	int swapped, di, rc;
@@ -1085,10 +1109,11 @@ static int record_process(struct sl_engine *e, uint32_t i)
 		f->slice_flags[1] |= r->tcp_flags_rev;
 		if (e->cfg.slice_ns && (rc = slice_touch(e, f)))
 			return rc;
-		if (!event_push(e, SL_EVENT_FLOW_START, slot_of(e, f),
-				r->first_ns))
+		ev = event_push(e, SL_EVENT_FLOW_START, slot_of(e, f),
+				r->first_ns);
+		if (!ev)
 			return -ENOMEM;
-		e->events[e->out.n_events - 1].packet = i;
+		ev->packet = i;
 	} else {
 		di = swapped ^ f->swapped;
 		if (di && r->fwd.pkts && r->first_ns < f->rec.fwd.first_ns) {
@@ -1218,6 +1243,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	e->bucket_mask = nb - 1;
 	e->free_head = SL_NIL;
 	e->next_id = 1 + e->cfg.worker;
+	e->id = __atomic_add_fetch(&engines_made, 1, __ATOMIC_RELAXED);
 	for (int c = 0; c < SL_TIMEOUT_COUNT; c++)
 		list_init(&e->idle[c]);
 	list_init(&e->age);
@@ -1277,30 +1303,52 @@ int sl_engine_add_writer(struct sl_engine *e, struct sl_pcap_writer *w)
 	for (uint32_t i = 1; i <= SL_WRITERS; i++) {
 		if (!e->writers[i]) {
 			e->writers[i] = w;
+			e->n_writers++;
 			return (int)i;
 		}
 	}
 	return -ENOSPC;
 }
 
-/* A capture set from a handler (on_flow_start, usually) comes after the
- * step that processed the flow's first packets: those of the current batch
- * are still in memory, so they are written first, and the capture holds
- * the flow from its start. */
-static void capture_backfill(struct sl_engine *e, struct sl_flow *f,
+/* Marks the flow's packets of the current batch that are not written
+ * yet for a writer; returns how many. A capture set from a handler (in
+ * on_flow_start, usually) comes after the step that processed the flow's
+ * first packets: marked, they are written in order at the next step. */
+static uint32_t capture_mark(struct sl_engine *e, uint64_t fid,
 			     uint32_t writer)
 {
-	for (uint32_t i = 0; i < e->cursor && i < e->batch.count; i++) {
-		const struct sl_packet *p = &e->batch.pkt[i];
-		const struct sl_prep *pp = &e->prep[i];
+	uint32_t n = 0;
 
-		if (pp->status != SL_DECODE_OK || !pp->hashed ||
-		    p->ts_ns < f->rec.fwd.first_ns ||
-		    !key_equal(&pp->ckey, &f->ckey))
-			continue;
-		sl_pcap_writer_write(e->writers[writer], p->ts_ns, p->data,
-				     p->caplen, p->wirelen);
+	for (uint32_t i = e->flushed; i < e->cursor && i < e->batch.count;
+	     i++) {
+		if (e->prep[i].fid == fid) {
+			e->prep[i].wmask |= (uint16_t)(1u << writer);
+			n++;
+		}
 	}
+	return n;
+}
+
+/* Writes the marked packets of the batch read so far, in batch order. */
+static void capture_flush(struct sl_engine *e)
+{
+	uint32_t end = e->cursor < e->batch.count ? e->cursor : e->batch.count;
+
+	for (uint32_t i = e->flushed; e->n_writers && i < end; i++) {
+		const struct sl_packet *p = &e->batch.pkt[i];
+		uint32_t bits = e->prep[i].wmask;
+
+		while (bits) {
+			int w = __builtin_ctz(bits);
+
+			bits &= bits - 1;
+			if (e->writers[w])
+				sl_pcap_writer_write(e->writers[w], p->ts_ns,
+						     p->data, p->caplen,
+						     p->wirelen);
+		}
+	}
+	e->flushed = end;
 }
 
 int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot, uint64_t fid,
@@ -1308,13 +1356,33 @@ int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot, uint64_t fid,
 {
 	struct sl_flow *f = flow_at(e, slot, fid);
 
-	if (!f)
-		return -ESRCH;
 	if (writer > SL_WRITERS || (writer && !e->writers[writer]))
 		return -EINVAL;
+	if (!f) /* it may have ended in the last step: its packets are here */
+		return writer && capture_mark(e, fid, writer) ? 0 : -ESRCH;
 	if (writer && !f->capture)
-		capture_backfill(e, f, writer);
+		capture_mark(e, fid, writer);
 	f->capture = (uint8_t)writer;
+	return 0;
+}
+
+void sl_engine_detach_writers(struct sl_engine *e)
+{
+	capture_flush(e);
+	memset(e->writers, 0, sizeof(e->writers));
+	e->n_writers = 0;
+	e->capture_all = 0;
+}
+
+int sl_engine_packet_capture(struct sl_engine *e, const struct sl_packet_ev *pe,
+			     uint32_t writer)
+{
+	if (writer == 0 || writer > SL_WRITERS || !e->writers[writer])
+		return -EINVAL;
+	if (pe < e->packets || pe >= e->packets + e->out.n_packets ||
+	    pe->batch_index < e->flushed || pe->batch_index >= e->batch.count)
+		return -ESTALE;
+	e->prep[pe->batch_index].wmask |= (uint16_t)(1u << writer);
 	return 0;
 }
 
@@ -1336,9 +1404,12 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->trim_list);
 	free(e->aliases);
 	free(e->abuckets);
-	free(e->events);
+	free(e->step_ev.ev);
+	free(e->late_ev.ev);
+	free(e->late_out.ev);
 	free(e->packets);
 	free(e->slices);
+	free(e->slices_pub);
 	for (int i = 0; i < SL_PACKET_FILTERS; i++)
 		filter_free(e, i);
 	free(e);
@@ -1363,7 +1434,7 @@ static int engine_finish(struct sl_engine *e, int reason)
 			return rc;
 	}
 	if (e->cfg.slice_ns && e->slice_end &&
-	    (e->out.n_slices || e->n_touched)) {
+	    (e->n_slices || e->n_touched)) {
 		rc = slice_close(e);
 		if (rc)
 			return rc;
@@ -1388,27 +1459,17 @@ void sl_engine_shutdown(struct sl_engine *e)
 	e->stopping = 1;
 }
 
-int sl_engine_step(struct sl_engine *e)
+static int engine_step(struct sl_engine *e)
 {
 	int rc;
 
-	if (e->done)
-		return 0;
-	if (!e->src)
-		return SL_E_STATE;
-	e->out.n_events = 0;
-	e->out.n_packets = 0;
-	if (e->out.slice_ready) {
-		e->out.n_slices = 0;
-		e->out.slice_ready = 0;
-	}
 	if (e->src->ops->records)
 		return step_records(e);
 	if (e->stopping && e->cursor >= e->batch.count)
 		return engine_finish(e, SL_END_SHUTDOWN);
 	if (e->cursor >= e->batch.count) {
 		rc = sl_source_next(e->src, &e->batch);
-		e->cursor = 0;
+		e->cursor = e->flushed = 0;
 		if (rc == -EAGAIN) {
 			/* a live source with nothing to read: the wall clock
 			 * still moves timeouts and slices */
@@ -1439,6 +1500,55 @@ int sl_engine_step(struct sl_engine *e)
 			return rc;
 	}
 	return 1;
+}
+
+int sl_engine_step(struct sl_engine *e)
+{
+	int rc;
+
+	if (!e->src)
+		return SL_E_STATE;
+	/* what the last step read and handlers chose to capture goes out
+	 * before the batch is reused */
+	capture_flush(e);
+	if (e->done)
+		return 0;
+	e->out.generation++;
+	e->out.n_events = 0;
+	e->out.n_packets = 0;
+	e->step_ev.n = 0;
+	e->out.slice_ready = 0;
+	e->out.n_slices = 0;
+	e->in_step = 1;
+	rc = engine_step(e);
+	e->in_step = 0;
+	return rc;
+}
+
+uint32_t sl_engine_late(struct sl_engine *e, const struct sl_event **events)
+{
+	struct sl_evbuf t = e->late_out;
+
+	e->late_out = e->late_ev;
+	e->late_ev = t;
+	e->late_ev.n = 0;
+	e->out.generation++;
+	*events = e->late_out.ev;
+	return e->late_out.n;
+}
+
+const struct sl_flow_rec *sl_engine_flow_find(const struct sl_engine *e,
+					      uint32_t slot, uint64_t fid)
+{
+	if (slot >= e->pool_used || !e->pool[slot].live ||
+	    e->pool[slot].rec.fid != fid)
+		return NULL;
+	return &e->pool[slot].rec;
+}
+
+uint32_t sl_engine_id(const struct sl_engine *e)
+{
+	return e->id;
 }
 
 const struct sl_output *sl_engine_output(const struct sl_engine *e)

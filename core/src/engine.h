@@ -68,6 +68,14 @@ struct sl_prep {
 	uint8_t swapped;
 	uint8_t
 	    hashed; /* later fragments are hashed once their ports are known */
+	uint16_t wmask;	 /* pcap writers the packet goes to (bit = number) */
+	uint64_t fid;	 /* the flow it was counted in, 0: none */
+};
+
+/* A growable array of events. */
+struct sl_evbuf {
+	struct sl_event *ev;
+	uint32_t n, cap;
 };
 
 /* An extra key of a flow (sl_engine_update), in its own hash table. */
@@ -123,8 +131,13 @@ struct sl_engine {
 	struct sl_trim_cand *trim_list; /* grown to the live count */
 	uint32_t cap_trim;
 
-	struct sl_event *events;
-	uint32_t cap_events;
+	uint32_t id;	     /* names the engine in its flow records */
+	int in_step;	     /* inside sl_engine_step() */
+	uint32_t flushed;    /* batch packets before it are written (pcap) */
+	uint32_t n_writers;  /* pcap writers registered */
+	struct sl_evbuf step_ev; /* the step's events (sl_output.events) */
+	struct sl_evbuf late_ev; /* caused between steps (sl_engine_update) */
+	struct sl_evbuf late_out; /* handed out by sl_engine_late() */
 	struct sl_packet_ev *packets; /* of packet events */
 	uint32_t cap_packets;
 	uint32_t filter_mask; /* bit i: filters[i] is set */
@@ -132,8 +145,10 @@ struct sl_engine {
 	int filter_linktype;
 	struct sl_pcap_writer *writers[SL_WRITERS + 1]; /* [0] unused */
 	uint32_t capture_all;
-	struct sl_slice_rec *slices;
-	uint32_t cap_slices;
+	/* slice records: the open interval's (flows that ended in it) are
+	 * collected apart from the closed interval's, which Lua may be reading */
+	struct sl_slice_rec *slices, *slices_pub;
+	uint32_t n_slices, cap_slices, cap_slices_pub;
 	struct sl_output out;
 	struct sl_stats stats;
 

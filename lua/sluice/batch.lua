@@ -6,8 +6,9 @@ local M = {}
 local Batch = { kind = "slices" }
 Batch.__index = Batch
 
-function M.new()
-  return setmetatable({ n = 0, start = 0, ["end"] = 0, recs = nil }, Batch)
+-- engine: the engine's number (sluice.flow's engines), for its flows' tags
+function M.new(engine)
+  return setmetatable({ n = 0, start = 0, ["end"] = 0, recs = nil, engine = engine }, Batch)
 end
 
 function Batch:set(out)

@@ -4,6 +4,7 @@ local ffi = require "ffi"
 local core = require "sluice.core"
 local flow = require "sluice.flow"
 local policy = require "sluice.policy"
+local flowstate = require "sluice.flowstate"
 
 local C = core.C
 local tonumber = tonumber
@@ -227,10 +228,11 @@ function M.open(opts)
   local src, err, note = open_source(opts, ffi.new("struct sl_source *[1]"))
   if not src then return nil, err end
   C.sl_engine_attach(e, src)
-  return setmetatable({ e = e, read = opts.read, interface = opts.interface,
+  local out = C.sl_engine_output(e)
+  return setmetatable({ e = e, st = flowstate.new(e, out), read = opts.read, interface = opts.interface,
     collector = opts.listen ~= nil, input = opts.read or opts.interface or
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
-    live = opts.read == nil, note = note, src = src, out = C.sl_engine_output(e),
+    live = opts.read == nil, note = note, src = src, out = out,
     cstats = C.sl_engine_stats(e), slice = opts.slice }, Engine)
 end
 
@@ -304,46 +306,20 @@ function Engine:progress()
   return tonumber(pos[0]) / tonumber(size[0])
 end
 
--- Per-engine state of flows kept on the Lua side.
+-- The engine's per-flow state on the Lua side (sluice.flowstate).
 function Engine:flow_state()
-  local st = self.flow_st
-  if not st then
-    st = { e = self.e, weights = {}, tags = {}, queue = {}, ended = {}, bits = {}, nbits = 0,
-      decays = {}, now = 0 }
-    self.flow_st = st
-  end
-  return st
+  live(self)
+  return self.st
 end
 
--- Decay presets (as libp2p's connection manager): each returns a
--- function(weight, idle_seconds) -> new weight, or nil to remove it.
-M.decay = {
-  -- subtract a fixed amount per interval
-  fixed = function(minuend)
-    return function(w) w = w - minuend return w > 0 and w or nil end
-  end,
-  -- multiply by coef per interval (0 < coef < 1)
-  linear = function(coef)
-    return function(w) w = w * coef return w > 1e-9 and w or nil end
-  end,
-  -- remove the weight once it was not set again for `after` seconds
-  expire_when_inactive = function(after)
-    return function(w, idle) if idle >= after then return nil end return w end
-  end,
-}
+M.decay = flowstate.decay
 
 -- engine:decay(name, interval, fn): every interval seconds of engine time,
 -- each flow's weight `name` becomes fn(weight, seconds since it was set),
 -- removed when fn returns nil.
 function Engine:decay(name, interval, fn)
   live(self)
-  if type(name) ~= "string" or type(fn) ~= "function" then
-    error("engine:decay(name, interval, fn) expects a string, a duration and a function", 2)
-  end
-  local secs = policy.parse_duration(interval)
-  if not secs or secs <= 0 then error("engine:decay: interval must be a positive duration", 2) end
-  local st = self:flow_state()
-  st.decays[#st.decays + 1] = { name = name, interval = secs, fn = fn, due = nil }
+  flowstate.add_decay(self.st, name, interval, fn)
 end
 
 local PROTO_NUMBERS = { tcp = 6, udp = 17, icmp = 1, icmp6 = 58, sctp = 132, gre = 47 }
@@ -366,7 +342,7 @@ local function make_key(k, out)
     out.sport = #k
   elseif type(k) == "table" then
     local v6 = tostring(k.src):find(":", 1, true) ~= nil
-    local af = v6 and 10 or 2
+    local af = v6 and C.SL_AF_INET6 or C.SL_AF_INET
     if ffi.C.inet_pton(af, tostring(k.src), out.src) ~= 1 or
        ffi.C.inet_pton(af, tostring(k.dst), out.dst) ~= 1 then
       error("engine:update: a 5-tuple key needs src and dst addresses of one family", 4)
@@ -397,6 +373,7 @@ function Engine:update(u)
   if u.flow ~= nil then
     local h = u.flow
     if type(h) ~= "cdata" then error("engine:update: flow must be a flow handle", 2) end
+    h = flow.rec_of(h)
     cu.fid, cu.slot, cu.n_keys, cu.keys = h.fid, h.slot, 0, nil
   else
     if type(keys) ~= "table" or #keys == 0 or #keys > 16 then
@@ -412,10 +389,10 @@ function Engine:update(u)
   cu.add_fwd.pkts, cu.add_fwd.bytes = st.pkts_fwd or st.pkts or 0, st.bytes_fwd or st.bytes or 0
   cu.add_rev.pkts, cu.add_rev.bytes = st.pkts_rev or 0, st.bytes_rev or 0
   local rc = C.sl_engine_update(self.e, cu)
+  self.st.late = true -- a new flow, or a trim to make room: events to dispatch
   if rc == C.SL_E_CONFLICT then return nil, "key conflict: the keys belong to different live flows" end
   if rc < 0 then return nil, "update failed: " .. core.strerror(rc) end
-  local f = C.sl_engine_flow(self.e, cu.slot)
-  flow.set_current(self:flow_state())
+  local f = flow.handle(self.st, C.sl_engine_flow(self.e, cu.slot))
   for name, value in pairs(u.tags or {}) do f:tag(name, value) end
   return f
 end
@@ -424,65 +401,15 @@ end
 -- been dispatched (to every policy), and before any emitted after it.
 function Engine:cork(fn)
   live(self)
-  if type(fn) ~= "function" then error("engine:cork expects a function", 2) end
-  local st = self:flow_state()
-  st.queue[#st.queue + 1] = { cork = fn, k = st.current_k }
-  return true
+  return flowstate.cork(self.st, fn)
 end
 
 -- engine:query{ where = fn(flow) | { field = value, ... }, tag = name,
---               top = n, by = "bytes" } -> list of live flows (read-only
--- handles, valid until the engine steps again), biggest `by` first when
--- top or by is given.
+--               top = n, by = "bytes" } -> list of handles on live flows,
+-- biggest `by` first when top or by is given.
 function Engine:query(q)
   live(self)
-  q = q or {}
-  if type(q) ~= "table" then error("engine:query expects a table", 2) end
-  local where, tag, top, by = q.where, q.tag, q.top, q.by
-  if where ~= nil and type(where) ~= "function" and type(where) ~= "table" then
-    error("engine:query: where must be a function or a table of field = value", 2)
-  end
-  if top ~= nil and (type(top) ~= "number" or top < 0) then
-    error("engine:query: top must be a number >= 0", 2)
-  end
-  if top and not by then by = "bytes" end
-  local tags = self:flow_state().tags
-  local e, found = self.e, {}
-  for slot = 0, C.sl_engine_slots(e) - 1 do
-    local f = C.sl_engine_flow(e, slot)
-    if f ~= nil then
-      local keep = true
-      if tag then
-        local t = tags[tonumber(f.fid)]
-        keep = t ~= nil and t[tag] ~= nil
-      end
-      if keep and type(where) == "function" then
-        keep = where(f) and true or false
-      elseif keep and where then
-        for field, value in pairs(where) do
-          if f[field] ~= value then keep = false break end
-        end
-      end
-      if keep then found[#found + 1] = f end
-    end
-  end
-  if by then
-    local key = {}
-    for i, f in ipairs(found) do
-      local v = f[by]
-      if type(v) ~= "number" then error("engine:query: by = '" .. tostring(by) .. "' is not a number field", 2) end
-      key[f] = v
-      found[i] = f
-    end
-    table.sort(found, function(a, b)
-      if key[a] ~= key[b] then return key[a] > key[b] end
-      return a.fid < b.fid
-    end)
-  end
-  if top then
-    for i = #found, top + 1, -1 do found[i] = nil end
-  end
-  return found
+  return flowstate.query(self.st, q)
 end
 
 -- Stops a live capture from a policy: every flow ends with "shutdown".
@@ -491,11 +418,12 @@ function Engine:shutdown()
   C.sl_engine_shutdown(self.e)
 end
 
--- engine:run(policies, options, opts): see sluice.runner.
-Engine.run = require("sluice.runner").run
+-- engine:run(policies, options, opts): see sluice.run.
+Engine.run = require("sluice.run").run
 
 function Engine:close()
   if self.e then
+    flowstate.close(self.st)
     C.sl_engine_free(ffi.gc(self.e, nil))
     self.e, self.out, self.cstats = nil, nil, nil
   end

@@ -105,127 +105,17 @@ local flow_get = key_getters {
 flow_get.duration = function(r) return flow_get.last(r) - flow_get.first(r) end
 
 local flow_methods = {}
+M.methods = flow_methods -- sluice.flowstate adds the methods that act on the table
 
--- Weights and protection act on the live flow in the engine that is
--- running (set by Engine:run); a flow that has ended is left alone.
--- { e = engine cdata, weights = { [fid] = { name = w } }, tags = { [fid] = { name = v } },
---   bits = { tag = n }, queue = { tag events and cork markers } }
-local current
-function M.set_current(state) current = state end
-
-local function live_engine()
-  if not current then error("flow weights and protection need a running engine", 3) end
-  return current
-end
-
--- Keys of a flow's weight table that are not weights.
-local SLOT, BUMPED = {}, {}
-M.WEIGHT_SLOT, M.WEIGHT_BUMPED = SLOT, BUMPED
-
-local function rescore(st, slot, fid, w)
-  local score = 0
-  for k, v in pairs(w) do
-    if type(k) == "string" then score = score + v end
-  end
-  C.sl_engine_flow_score(st.e, slot, fid, score)
-end
-M.rescore = rescore
-
--- flow:weight(name, value): a named part of the flow's score (trims end
--- the lowest scores first); setting a name again replaces its value.
-function flow_methods.weight(r, name, value)
-  if type(name) ~= "string" or type(value) ~= "number" then
-    error("flow:weight(name, value) expects a string and a number", 2)
-  end
-  local st = live_engine()
-  local fid = tonumber(r.fid)
-  local w = st.weights[fid]
-  if not w then
-    -- the slot, and when each weight was last set (for decays)
-    w = { [SLOT] = r.slot, [BUMPED] = {} }
-    st.weights[fid] = w
-  end
-  w[name] = value
-  w[BUMPED][name] = st.now
-  rescore(st, r.slot, r.fid, w)
-  return value
-end
-
-function flow_methods.unweight(r, name)
-  local st = live_engine()
-  local w = st.weights[tonumber(r.fid)]
-  if w and w[name] ~= nil then
-    w[name] = nil
-    rescore(st, r.slot, r.fid, w)
-  end
-end
-
--- flow:upsert_weight(name, fn): sets the weight to fn(current or 0).
-function flow_methods.upsert_weight(r, name, fn)
-  local st = live_engine()
-  local w = st.weights[tonumber(r.fid)]
-  return flow_methods.weight(r, name, fn(w and w[name] or 0))
-end
-
-function flow_methods.weights(r)
-  local st = live_engine()
-  local w, copy = st.weights[tonumber(r.fid)], {}
-  for k, v in pairs(w or {}) do
-    if type(k) == "string" then copy[k] = v end
-  end
-  return copy
-end
-
-local function tag_bit(st, tag)
-  if type(tag) ~= "string" then error("protection tags are strings", 3) end
-  local bit = st.bits[tag]
-  if not bit then
-    bit = st.nbits
-    if bit >= 64 then error("at most 64 distinct protection tags", 3) end
-    st.bits[tag], st.nbits = bit, bit + 1
-  end
-  return bit
-end
-
--- flow:protect(tag): never trimmed while any tag protects it. Idempotent,
--- not counted: one unprotect(tag) undoes any number of protect(tag).
-function flow_methods.protect(r, tag)
-  local st = live_engine()
-  return C.sl_engine_flow_protect(st.e, r.slot, r.fid, tag_bit(st, tag), 1) >= 0
-end
-
--- flow:tag(name, value): a tag (number or string) on the live flow; a name
--- set again replaces its value, nil removes it. Each change becomes a tag
--- event every policy sees (on_tag(flow, name, value, old)) once the
--- current handler returns. flow:tag(name) reads a value.
-function flow_methods.tag(r, name, ...)
-  if type(name) ~= "string" then error("flow:tag: the name must be a string", 2) end
-  local st = live_engine()
-  local fid = tonumber(r.fid)
-  local tags = st.tags[fid]
-  if select("#", ...) == 0 then return tags and tags[name] end
-  local value = ...
-  local tv = type(value)
-  if tv ~= "number" and tv ~= "string" and value ~= nil then
-    error("flow:tag: a value is a number or a string, got " .. tv, 2)
-  end
-  local old = tags and tags[name]
-  if old == value then return value end
-  if not tags then
-    tags = {}
-    st.tags[fid] = tags
-  end
-  tags[name] = value
-  local q = st.queue
-  -- a copy: the event is dispatched after this handler, maybe after the
-  -- flow ended (r may be a record in an event or a live pointer)
-  q[#q + 1] = { flow = flow_methods.copy(r), name = name, value = value, old = old }
-  return value
-end
+-- Open engines by number (struct sl_flow_rec's engine field): their flow
+-- state (sluice.flowstate), which records and handles find through it.
+local engines = setmetatable({}, { __mode = "v" })
+M.engines = engines
 
 -- A copy of the flow's tags (name -> value), or nil without tags.
-local function tags_of(fid)
-  local tags = current and current.tags[tonumber(fid)]
+local function tags_of(r)
+  local st = engines[r.engine]
+  local tags = st and st.tags[tonumber(r.fid)]
   if not tags or next(tags) == nil then return nil end
   local copy = {}
   for k, v in pairs(tags) do copy[k] = v end
@@ -233,39 +123,26 @@ local function tags_of(fid)
 end
 M.tags_of = tags_of
 
--- Whether any live flow has tags.
-function M.any_tagged()
-  return current ~= nil and next(current.tags) ~= nil
+-- Whether any live flow of the engine has tags.
+function M.any_tagged(engine)
+  local st = engines[engine]
+  return st ~= nil and next(st.tags) ~= nil
 end
 
--- Whether a flow has tags (its JSON then is not the core's alone).
-function M.tagged(fid)
-  local tags = current and current.tags[tonumber(fid)]
+-- Whether a record's flow has tags (its JSON then is not the core's alone).
+function M.tagged(r)
+  local st = engines[r.engine]
+  local tags = st and st.tags[tonumber(r.fid)]
   return tags ~= nil and next(tags) ~= nil
 end
 
 local json_encode
 -- Adds "tags":{...} to a JSON object from the core.
-local function with_tags(json, fid)
-  local tags = tags_of(fid)
+local function with_tags(json, r)
+  local tags = tags_of(r)
   if not tags then return json end
   json_encode = json_encode or require("sluice.json").encode
   return json:sub(1, -2) .. ',"tags":' .. json_encode(tags) .. "}"
-end
-
--- Returns whether another tag still protects the flow.
-function flow_methods.unprotect(r, tag)
-  local st = live_engine()
-  return C.sl_engine_flow_protect(st.e, r.slot, r.fid, tag_bit(st, tag), 0) == 1
-end
-
--- flow:capture(sink): every further packet of the live flow goes to a pcap
--- sink; flow:capture() to the run's default pcap output; flow:capture(false)
--- stops. Returns true, or nil and why not (the flow ended, no pcap sink).
-function flow_methods.capture(r, sink)
-  local st = live_engine()
-  if not st.capture then return nil, "no pcap sink in this run" end
-  return st.capture(r, sink)
 end
 
 local function copier(ctype)
@@ -292,13 +169,13 @@ function flow_methods.totable(r)
     bytes_fwd = tonumber(r.fwd.bytes), bytes_rev = tonumber(r.rev.bytes),
     tcp_flags_fwd = r.fwd.tcp_flags, tcp_flags_rev = r.rev.tcp_flags,
     history = flow_get.history(r), state = flow_get.state(r),
-    end_reason = flow_get.end_reason(r), tags = tags_of(r.fid),
+    end_reason = flow_get.end_reason(r), tags = tags_of(r),
   }
 end
 
 -- The record's JSON line (without newline), formatted by the core.
 function flow_methods.json(r)
-  return with_tags(ffi.string(jsonbuf, C.sl_flow_rec_json(r, jsonbuf, jsonbuf_len)), r.fid)
+  return with_tags(ffi.string(jsonbuf, C.sl_flow_rec_json(r, jsonbuf, jsonbuf_len)), r)
 end
 
 local function describe(r, kind)
@@ -322,6 +199,58 @@ ffi.metatype("struct sl_flow_rec", {
     return flow_methods[k]
   end,
   __tostring = flow_methods.__tostring,
+})
+
+-- Flow handles (struct sl_flow_handle): what handlers get. A handle reads
+-- its record in place while the output it came with is current; used
+-- later, it finds its flow in the table again, or fails if the flow has
+-- ended: it never reads a record that was reused for another flow.
+local handle_t = ffi.typeof("struct sl_flow_handle")
+M.handle_t = handle_t
+
+local STALE = "flow %d: handle used after its handler returned, and the flow has ended " ..
+  "(keep flow:copy() or flow:totable() instead)"
+
+-- The record a handle reads now; level: where errors point.
+local function resolve(h, level)
+  local st = engines[h.engine]
+  if not st then error("flow handle used after its engine was closed", level) end
+  local gen = st.out.generation
+  if h.generation == gen then return h.rec end
+  local r = C.sl_engine_flow_find(st.e, h.slot, h.fid)
+  if r == nil then error(string.format(STALE, tonumber(h.fid)), level) end
+  h.rec, h.generation = r, gen
+  return r
+end
+
+-- A record or a handle, as a record (for sinks and the C functions).
+function M.rec_of(x)
+  if ffi.istype(handle_t, x) then return resolve(x, 3) end
+  return x
+end
+
+-- A handle on a record valid at the engine's current generation.
+function M.handle(st, rec)
+  return handle_t(rec, rec.fid, st.out.generation, rec.slot, rec.engine)
+end
+
+local handle_methods = setmetatable({}, { __index = function(t, k)
+  local m = flow_methods[k]
+  if type(m) ~= "function" then return nil end
+  local wrapped = function(h, ...) return m(resolve(h, 3), ...) end
+  t[k] = wrapped
+  return wrapped
+end })
+
+ffi.metatype(handle_t, {
+  __index = function(h, k)
+    local g = flow_get[k]
+    if g then return g(resolve(h, 3)) end
+    local m = handle_methods[k]
+    if m then return m end
+    return resolve(h, 3)[k] -- the record's own fields (key, fwd, rev...)
+  end,
+  __tostring = function(h) return flow_methods.__tostring(resolve(h, 3)) end,
 })
 
 -- Slice records: one flow in one interval, counters as deltas.
@@ -349,7 +278,7 @@ local slice_get = key_getters {
 local slice_methods = { copy = copier("struct sl_slice_rec") }
 
 function slice_methods.json(r)
-  return with_tags(ffi.string(jsonbuf, C.sl_slice_rec_json(r, jsonbuf, jsonbuf_len)), r.fid)
+  return with_tags(ffi.string(jsonbuf, C.sl_slice_rec_json(r, jsonbuf, jsonbuf_len)), r)
 end
 
 function slice_methods.totable(r)
@@ -364,7 +293,7 @@ function slice_methods.totable(r)
     total_pkts_fwd = tonumber(r.total_fwd.pkts), total_pkts_rev = tonumber(r.total_rev.pkts),
     total_bytes_fwd = tonumber(r.total_fwd.bytes), total_bytes_rev = tonumber(r.total_rev.bytes),
     tcp_flags_fwd = r.tcp_flags_fwd, tcp_flags_rev = r.tcp_flags_rev,
-    end_reason = slice_get.end_reason(r), tags = tags_of(r.fid),
+    end_reason = slice_get.end_reason(r), tags = tags_of(r),
   }
 end
 

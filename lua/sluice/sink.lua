@@ -4,20 +4,30 @@
 --   nil, err, "transient"       not now (destination busy): try again later
 --   nil, err                    never (the record is dropped and counted)
 -- A route puts records refused as transient, and every record after them,
--- in a bounded queue, retried with backoff from the run loop; so a slow or
--- dead destination never stalls capture. When the queue is full the route
--- lags: new records are dropped and counted, and the sink is told
--- lagged(n) once the episode is over (queue drained, or at close).
+-- in a bounded queue, retried with backoff from the run loop. When the
+-- queue is full, what happens depends on what the run reads:
+--   wait  (files, stdin: a source the run can pace) the run waits for the
+--         destination, so nothing is lost to a slow sink; a destination
+--         that takes nothing for WAIT_GIVE_UP seconds is given up on, and
+--         the route lags from then on, until it takes records again;
+--   drop  (live capture, collecting: waiting would only move the loss
+--         into the kernel) the route lags: new records are dropped and
+--         counted, and the sink is told lagged(n) once the episode is over
+--         (queue drained, or at close).
 local core = require "sluice.core"
 
 local monotonic = core.monotonic
 local type = type
+
+local ffi = require "ffi"
 
 local M = { TRANSIENT = "transient" }
 
 local DEFAULT_QUEUE = 1024
 local MAX_ATTEMPTS = 8 -- tries of one record before it counts as failed
 local BACKOFF_FIRST, BACKOFF_MAX = 0.01, 1.0
+local WAIT_GIVE_UP = 30 -- seconds a waiting run gives a destination that takes nothing
+local WAIT_STEP_MS = 1
 
 local Route = {}
 Route.__index = Route
@@ -32,6 +42,7 @@ local function default_copy(rec)
   return nil
 end
 
+-- M.new(sink, { queue = n, name = s, wait = true|false })
 function M.new(sink, opts)
   if type(sink) ~= "table" or type(sink.write) ~= "function" then
     error("a sink is a table with a write(rec) method", 3)
@@ -43,9 +54,11 @@ function M.new(sink, opts)
   end
   return setmetatable({
     sink = sink, name = opts.name or sink.name or tostring(sink), limit = limit,
+    wait = opts.wait and limit > 0 or false, gave_up = false,
     q = {}, qhead = 1, qtail = 0, retry_at = 0, attempts = 0, lag_n = 0,
     stats = { written = 0, queued = 0, dropped_lag = 0, dropped_failed = 0,
-      dropped_unqueueable = 0, dropped_at_close = 0, retries = 0, lag_episodes = 0 },
+      dropped_unqueueable = 0, dropped_at_close = 0, retries = 0, lag_episodes = 0,
+      waits = 0, wait_seconds = 0 },
   }, Route)
 end
 
@@ -58,9 +71,49 @@ local function fail(self, err)
   self.last_error = err
 end
 
+-- Writes queued records until the sink refuses one as transient; returns
+-- whether any was taken. Waiting, a busy sink is not failing: no backoff.
+local function drain_now(self)
+  local q, sink, st, moved = self.q, self.sink, self.stats, false
+  while self.qhead <= self.qtail do
+    local ok, err, kind = sink:write(q[self.qhead])
+    if not ok and kind == "transient" then return moved end
+    if ok then st.written = st.written + 1 else fail(self, err) end
+    q[self.qhead] = nil
+    self.qhead, self.attempts, moved = self.qhead + 1, 0, true
+  end
+  self.qhead, self.qtail = 1, 0
+  return moved
+end
+
+-- Waits until the queue has room (or is empty, with all): the run is paced
+-- by the destination. Returns false when the destination took nothing for
+-- WAIT_GIVE_UP seconds: it is given up on (the route lags from then on).
+local function wait_room(self, all)
+  local st, sink = self.stats, self.sink
+  local start = monotonic()
+  local progress = start
+  st.waits = st.waits + 1
+  while self:queued() >= (all and 1 or self.limit) do
+    local now = monotonic()
+    if drain_now(self) then
+      progress = now
+    elseif now - progress >= WAIT_GIVE_UP then
+      self.gave_up = true
+      break
+    else
+      if sink.tick then sink:tick(now) end
+      ffi.C.poll(nil, 0, WAIT_STEP_MS)
+    end
+  end
+  st.wait_seconds = st.wait_seconds + (monotonic() - start)
+  return not self.gave_up
+end
+
 -- Queues a record; true if it went in.
 local function enqueue(self, rec)
   local st = self.stats
+  if self.wait and not self.gave_up and self:queued() >= self.limit then wait_room(self) end
   if self:queued() >= self.limit then
     if self.lag_n == 0 then st.lag_episodes = st.lag_episodes + 1 end
     self.lag_n = self.lag_n + 1
@@ -132,6 +185,7 @@ function Route:pump(now, force)
     if not force and now < self.retry_at then return true end
     local rec = q[self.qhead]
     local ok, err, kind = sink:write(rec)
+    if ok then self.gave_up = false end
     if ok or kind ~= "transient" or self.attempts >= MAX_ATTEMPTS then
       if ok then st.written = st.written + 1 else fail(self, err) end
       q[self.qhead] = nil
@@ -150,6 +204,9 @@ end
 -- Flushes the sink; at close, what is still queued after one last try is
 -- dropped and counted.
 function Route:flush(closing)
+  if closing and self.wait and not self.gave_up and self.qtail >= self.qhead then
+    wait_room(self, true)
+  end
   if self.qtail >= self.qhead then self:pump(monotonic(), true) end
   if self.sink.flush then self.sink:flush() end
   if closing then

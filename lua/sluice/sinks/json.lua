@@ -144,7 +144,7 @@ end
 -- One line into the writer; -EFBIG when a size rotation is due first.
 local function append(self, rec)
   local w, max = self.w, self.max_size
-  if type(rec) == "cdata" and not tagged(rec.fid) then
+  if type(rec) == "cdata" and not tagged(rec) then
     local kind = rec.kind
     if kind == "flow" then return C.sl_json_writer_flow(w, rec, max) end
     if kind == "slice" then return C.sl_json_writer_slice(w, rec, max) end
@@ -174,7 +174,7 @@ end
 -- A slice batch in one call to the core; returns how many records were
 -- written (0: the caller writes them one by one: tagged flows, a socket).
 function Sink:write_batch(batch)
-  if not self.w or flow.any_tagged() then return 0 end
+  if not self.w or flow.any_tagged(batch.engine) then return 0 end
   local done, n = 0, batch.n
   while done < n do
     local rc = C.sl_json_writer_slices(self.w, batch.recs + done, n - done, self.max_size)

@@ -1,0 +1,230 @@
+-- engine:run(policies, options, opts): one run of policies over an engine.
+-- A run pulls steps from the core (C never calls Lua), dispatches each
+-- step's output (sluice.dispatch), routes what policies emit
+-- (sluice.outputs), keeps their snapshots (sluice.snapshots) and ends with
+-- stop() and flushed outputs, or with an abort that still flushes what was
+-- accepted.
+local ffi = require "ffi"
+local core = require "sluice.core"
+local batch_mod = require "sluice.batch"
+local policy = require "sluice.policy"
+local outputs_mod = require "sluice.outputs"
+local dispatch = require "sluice.dispatch"
+local flowstate = require "sluice.flowstate"
+require "sluice.packet"
+
+local C = core.C
+local monotonic = core.monotonic
+local tonumber, type, xpcall = tonumber, type, xpcall
+local ABORT, locate = dispatch.ABORT, dispatch.locate
+
+local M = {}
+
+local function instances(policies, options)
+  if type(policies) ~= "table" then
+    error("engine:run expects a policy table or a list of policies", 3)
+  end
+  local list = policies[1] and policies or { policies }
+  local out = {}
+  for i, p in ipairs(list) do
+    if type(p) ~= "table" then error("engine:run: policy " .. i .. " is not a table", 3) end
+    if p.P then
+      out[i] = p -- already an instance from sluice.policy.load/new
+    else
+      local inst, err = policy.new(p, #list == 1 and options or nil)
+      if not inst then return nil, err end
+      out[i] = inst
+    end
+  end
+  return out
+end
+
+local Run = {}
+Run.__index = Run
+
+-- Packet filters of the policies with on_packet, compiled by the core.
+function Run:packet_filters()
+  local errbuf = ffi.new("char[256]")
+  for k, inst in ipairs(self.list) do
+    local want = inst.P.info and inst.P.info.packets
+    if inst.P.on_packet then
+      if type(want) ~= "string" then
+        return nil, "policy " .. inst.name .. ": on_packet needs info.packets, a pcap filter " ..
+          "(\"udp port 53\"; \"ip or ip6\" for every packet)"
+      end
+      if k > C.SL_PACKET_FILTERS then return nil, "at most 32 policies can have on_packet" end
+      local rc = C.sl_engine_packet_filter(self.e, k - 1, want, errbuf, 256)
+      if rc < 0 then
+        return nil, "policy " .. inst.name .. ": info.packets: " ..
+          (rc == -C.SL_EINVAL and ffi.string(errbuf) or core.strerror(rc))
+      end
+    end
+  end
+  return true
+end
+
+-- Before data: init every policy, then restore the snapshots.
+function Run:start()
+  local ok, err = self:packet_filters()
+  if not ok then return nil, err end
+  local opts, st, out = self.opts, self.st, self.outputs
+  for k, inst in ipairs(self.list) do
+    if inst.P.init then
+      local ctx = { engine = self.engine, worker = opts.worker or 0, emit = out.emit, name = inst.name,
+        options = inst.opts, outputs = opts.outputs or {} }
+      st.current_k = k
+      local iok, ierr = xpcall(inst.P.init, locate, inst.opts, ctx)
+      if not iok then return nil, "failed to initialize " .. inst.name .. ": " .. tostring(ierr) end
+      if out.stage_n > 0 then out:commit() end
+    end
+  end
+  if self.snap then
+    local rok, rerr = self.snap:restore(function(...) return self.d:call(...) end)
+    if not rok then return nil, rerr end
+  end
+  return true
+end
+
+-- Timers read once per step: route retries, sink ticks, progress, snapshots.
+function Run:timers()
+  local now = monotonic()
+  if now >= self.next_tick then
+    self.next_tick = now + 0.1
+    self.outputs:tick(now)
+  end
+  if self.progress and now >= self.next_progress then
+    self.progress(self.engine)
+    self.next_progress = now + self.progress_every
+  end
+  if self.snap and now >= self.next_state then
+    self:save_state()
+    self.next_state = monotonic() + self.state_every
+  end
+end
+
+function Run:save_state()
+  local ok, err = self.snap:save(function(...) return self.d:call(...) end)
+  self.report.snapshots = self.snap.saves
+  if not ok then self.report.state_error = err end
+  return ok, err
+end
+
+function Run:loop()
+  local e, out, st, d, batch = self.e, self.out, self.st, self.d, self.batch
+  if st.queue[1] then d:drain() end -- corks from before the run
+  d:late_events() -- flows updated in before the run
+  while true do
+    local rc = C.sl_engine_step(e)
+    if rc == 0 then return true end
+    if rc < 0 then return nil, "engine: " .. core.strerror(rc) end
+    st.now = tonumber(out.now_ns) * 1e-9
+    if st.decays[1] then flowstate.run_decays(st) end
+    if out.n_events > 0 and (d.want_events or next(st.weights) or next(st.tags)) then
+      d:events()
+    end
+    if out.slice_ready ~= 0 and d.slices.n > 0 then
+      batch:set(out)
+      d:slice_batch(batch)
+    end
+    if st.queue[1] then d:drain() end
+    if st.late then d:late_events() end
+    st.now = tonumber(out.now_ns) * 1e-9
+    if st.ended[1] then d:step_done() end
+    self:timers()
+    if self.watch_signals and not self.stopping and C.sl_signal_pending() ~= 0 then
+      self.stopping = true
+      C.sl_engine_shutdown(e)
+    end
+  end
+end
+
+-- After the last data: every stop(), in load order; they may still emit.
+function Run:stop_policies()
+  for k, inst in ipairs(self.list) do
+    if inst.P.stop then self.d:call(k, "stop", inst.P.stop) end
+  end
+  return true
+end
+
+-- Outputs flushed and closed; no more captures.
+function Run:close_outputs()
+  self.outputs:flush(true, self.report.sinks)
+  self.st.capture = nil
+end
+
+function Run:finish(ok, res, lerr)
+  if ok and res then ok, res = pcall(self.stop_policies, self) end
+  if not ok then
+    -- an abort: nothing more from the policies, no snapshot of a state
+    -- the error may have left half-changed; what was accepted is flushed
+    self:close_outputs()
+    if res == ABORT then return nil, self.report.abort end
+    return nil, "policy error: " .. tostring(res):match("^[^\n]*")
+  end
+  local state_ok, state_err = true, nil
+  if self.snap then
+    local sok, r1, r2 = pcall(self.save_state, self)
+    if not sok then
+      self:close_outputs()
+      return nil, r1 == ABORT and self.report.abort or tostring(r1)
+    end
+    state_ok, state_err = r1, r2
+  end
+  self:close_outputs()
+  if not res then return nil, lerr end
+  if not state_ok then return nil, "cannot save state: " .. state_err end
+  local serr = C.sl_engine_source_error(self.e)
+  if serr < 0 then
+    return nil, self.engine.input .. ": " .. core.strerror(serr) ..
+      " (everything before it was processed)"
+  end
+  return true, self.report
+end
+
+-- opts: outputs, emit, on_error = "abort"|"skip", on_lag = "wait"|"drop",
+-- worker, progress = fn(engine), progress_interval, state, state_interval,
+-- signals, capture_all.
+function M.run(engine, policies, options, opts)
+  if not engine.e then error("engine is closed", 2) end
+  opts = opts or {}
+  if opts.on_error ~= nil and opts.on_error ~= "skip" and opts.on_error ~= "abort" then
+    error("engine:run: on_error is 'abort' or 'skip'", 2)
+  end
+  local list, err = instances(policies, options)
+  if not list then return nil, err end
+  local report = { errors = {}, skipped = 0, dropped_on_error = 0, sinks = {}, snapshots = 0 }
+  engine.report = report
+  local st = engine.st
+  local outputs = outputs_mod.new(engine, opts)
+  local self = setmetatable({ engine = engine, e = engine.e, out = engine.out, st = st, list = list,
+    opts = opts, report = report, outputs = outputs, batch = batch_mod.new(st.id),
+    d = dispatch.new(engine, list, outputs, report, opts.on_error == "skip"),
+    progress = opts.progress, progress_every = opts.progress_interval or 0.5,
+    state_every = opts.state_interval or 60, next_tick = monotonic(), stopping = false }, Run)
+  self.next_progress = monotonic() + self.progress_every
+  self.next_state = monotonic() + self.state_every
+  st.capture = function(r, sink) return outputs:capture(r, sink) end
+  if opts.capture_all then
+    local n, werr = outputs:writer(nil)
+    if not n then return nil, werr end
+    C.sl_engine_capture_all(engine.e, n)
+  end
+  if opts.state then
+    local snap, serr = require("sluice.snapshots").new(list, opts.state)
+    if not snap then return nil, serr end
+    self.snap = snap
+  end
+  local sok, started, serr = pcall(self.start, self)
+  if not sok or not started then
+    self:close_outputs()
+    if not sok then return nil, started == ABORT and report.abort or tostring(started) end
+    return nil, serr
+  end
+  -- live capture stops cleanly on SIGINT/SIGTERM (checked once per step)
+  self.watch_signals = opts.signals
+  if self.watch_signals == nil then self.watch_signals = engine.live end
+  if self.watch_signals then C.sl_signal_install() end
+  return self:finish(xpcall(self.loop, debug.traceback, self))
+end
+
+return M
