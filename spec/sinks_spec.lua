@@ -311,7 +311,7 @@ describe("a destination that blocks", function()
     end
     local eng = assert(sluice.open { read = SAMPLE })
     local t0 = core.monotonic()
-    local ok, report = eng:run(P)
+    local ok, report = eng:run(P, nil, { on_lag = "drop" }) -- as a live capture would
     local took = core.monotonic() - t0
     ffi.C.close(fd)
     assert(ok, report)

@@ -714,6 +714,8 @@ SL_API int sl_sender_push(struct sl_sender *s, const uint8_t *data,
 /* Messages wake the thread in batches; this sends what is queued now
  * (drain does too). */
 SL_API void sl_sender_kick(struct sl_sender *s);
+/* Paces sending to records_per_sec (0: as fast as the socket takes it). */
+SL_API void sl_sender_pace(struct sl_sender *s, uint32_t records_per_sec);
 /* A new socket (after a reconnect): the stream is no longer broken. */
 SL_API void sl_sender_set_fd(struct sl_sender *s, int fd);
 /* Waits until the queue is empty, at most timeout_ms; returns the number

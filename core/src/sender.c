@@ -37,8 +37,50 @@ struct sl_sender {
 	uint32_t queued; /* slots waiting */
 	struct slot *slots;
 	uint8_t *data;
+	uint32_t pace;	   /* records per second, 0: as fast as the socket */
+	double tokens;	   /* records that may go now */
+	uint64_t paced_at; /* monotonic ns of the last refill */
 	struct sl_sender_stats stats;
 };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Without the lock: waits until records may go at the paced rate. A
+ * datagram collector drops what its socket buffer cannot hold, silently
+ * for us: pacing is how an export reaches a slow collector whole. The
+ * bucket holds at most 10 ms of records (and one message). */
+static void pace_wait(struct sl_sender *s, uint32_t pace, uint32_t records)
+{
+	double burst = (double)pace / 100;
+
+	if (!pace)
+		return;
+	if (burst < records)
+		burst = records;
+	for (;;) {
+		uint64_t now = mono_ns();
+
+		s->tokens += (double)(now - s->paced_at) * pace / 1e9;
+		s->paced_at = now;
+		if (s->tokens > burst)
+			s->tokens = burst;
+		if (s->tokens >= records)
+			break;
+		double wait_ns = (records - s->tokens) * 1e9 / pace;
+		struct timespec ts = {.tv_sec = (time_t)(wait_ns / 1e9),
+				      .tv_nsec = (long)((uint64_t)wait_ns %
+							1000000000ULL)};
+
+		nanosleep(&ts, NULL);
+	}
+	s->tokens -= records;
+}
 
 /* Sends one message; 0 or a negative errno. Waits (bounded polls) while
  * the socket is full, giving up when the sender stops. */
@@ -101,8 +143,10 @@ static void *sender_thread(void *arg)
 		uint32_t i = s->head;
 		struct slot sl = s->slots[i];
 		int fd = s->fd;
+		uint32_t pace = s->pace;
 
 		pthread_mutex_unlock(&s->lock);
+		pace_wait(s, pace, sl.records);
 		int rc = send_msg(s, fd, s->data + (size_t)i * s->slot_bytes,
 				  sl.len);
 		pthread_mutex_lock(&s->lock);
@@ -267,4 +311,13 @@ void sl_sender_free(struct sl_sender *s)
 	free(s->slots);
 	free(s->data);
 	free(s);
+}
+
+void sl_sender_pace(struct sl_sender *s, uint32_t records_per_sec)
+{
+	pthread_mutex_lock(&s->lock);
+	s->pace = records_per_sec;
+	s->tokens = 0;
+	s->paced_at = mono_ns();
+	pthread_mutex_unlock(&s->lock);
 }

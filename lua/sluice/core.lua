@@ -6,6 +6,7 @@ local ffi = require "ffi"
 ffi.cdef(require "sluice.core_h")
 ffi.cdef [[
 int isatty(int fd);
+int poll(void *fds, unsigned long nfds, int timeout);
 struct sl_timespec { long tv_sec; long tv_nsec; };
 int clock_gettime(int clk, struct sl_timespec *ts);
 struct sl_rusage { long utime[2]; long stime[2]; long maxrss; long rest[13]; };
@@ -38,7 +39,34 @@ local function find_library()
   return path
 end
 
-local M = { C = ffi.load(find_library()) }
+-- The library must speak the ABI of the header these modules were
+-- generated from (C.SL_ABI_VERSION, in core_h.lua). Checked before any
+-- other symbol is used: a stale or foreign build fails here with one line
+-- (level 0: no position prefix), not later with a missing symbol or a
+-- struct read at the wrong offsets.
+local function load_checked(path)
+  local ok, lib = pcall(ffi.load, path)
+  if not ok then
+    error("sluice: cannot load core library " .. path .. ": " .. tostring(lib) ..
+          ": build it (make) or reinstall the rock", 0)
+  end
+  local want = lib.SL_ABI_VERSION
+  local has, fn = pcall(function() return lib.sl_abi_version end)
+  local what
+  if not has then
+    what = "predates ABI versions (no sl_abi_version)"
+  else
+    local got = tonumber(fn())
+    if got ~= want then what = "is ABI " .. tostring(got) end
+  end
+  if what then
+    error(string.format("sluice: core library %s %s, these Lua modules need ABI %d: " ..
+                        "rebuild it (make) or reinstall the rock", path, what, want), 0)
+  end
+  return lib
+end
+
+local M = { C = load_checked(find_library()) }
 local C = M.C
 
 function M.strerror(code)
@@ -48,14 +76,14 @@ end
 local ts = ffi.new("struct sl_timespec")
 -- Monotonic seconds, for progress and rates.
 function M.monotonic()
-  ffi.C.clock_gettime(1, ts)
+  ffi.C.clock_gettime(C.SL_CLOCK_MONOTONIC, ts)
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
 end
 
 local ru = ffi.new("struct sl_rusage")
 -- Peak resident set size of this process, in bytes.
 function M.peak_rss()
-  ffi.C.getrusage(0, ru)
+  ffi.C.getrusage(C.SL_RUSAGE_SELF, ru)
   return tonumber(ru.maxrss) * 1024
 end
 

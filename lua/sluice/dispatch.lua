@@ -192,6 +192,7 @@ function D:event(ev, late)
   local st = self.st
   st.now = tonumber(ev.ts_ns) * 1e-9 -- handlers act at their event's time
   local h = flow.handle(st, ev.flow)
+  st.current = ev.flow
   local fid = self.nignored > 0 and tonumber(ev.flow.fid)
   local t = ev.type
   if t == EV_PACKET then
@@ -201,6 +202,7 @@ function D:event(ev, late)
   else
     self:end_event(ev, h, fid)
   end
+  st.current = nil
   if st.queue[1] then self:drain() end
   if st.late then self:late_events() end
 end

@@ -218,7 +218,12 @@ local function resolve(h, level)
   local gen = st.out.generation
   if h.generation == gen then return h.rec end
   local r = C.sl_engine_flow_find(st.e, h.slot, h.fid)
-  if r == nil then error(string.format(STALE, tonumber(h.fid)), level) end
+  if r == nil then
+    -- the flow whose event is being dispatched (its end: kept from its start)
+    local cur = st.current
+    if cur == nil or cur.fid ~= h.fid then error(string.format(STALE, tonumber(h.fid)), level) end
+    return cur
+  end
   h.rec, h.generation = r, gen
   return r
 end

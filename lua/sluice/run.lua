@@ -149,7 +149,7 @@ end
 -- Outputs flushed and closed; no more captures.
 function Run:close_outputs()
   self.outputs:flush(true, self.report.sinks)
-  self.st.capture = nil
+  self.st.capture, self.st.current = nil, nil
 end
 
 function Run:finish(ok, res, lerr)

@@ -42,7 +42,8 @@ local function default_copy(rec)
   return nil
 end
 
--- M.new(sink, { queue = n, name = s, wait = true|false })
+-- M.new(sink, { queue = n, name = s, wait = true|false, give_up = seconds });
+-- queue and give_up may also be fields of the sink.
 function M.new(sink, opts)
   if type(sink) ~= "table" or type(sink.write) ~= "function" then
     error("a sink is a table with a write(rec) method", 3)
@@ -55,6 +56,7 @@ function M.new(sink, opts)
   return setmetatable({
     sink = sink, name = opts.name or sink.name or tostring(sink), limit = limit,
     wait = opts.wait and limit > 0 or false, gave_up = false,
+    give_up = opts.give_up or sink.give_up or WAIT_GIVE_UP,
     q = {}, qhead = 1, qtail = 0, retry_at = 0, attempts = 0, lag_n = 0,
     stats = { written = 0, queued = 0, dropped_lag = 0, dropped_failed = 0,
       dropped_unqueueable = 0, dropped_at_close = 0, retries = 0, lag_episodes = 0,
@@ -98,7 +100,7 @@ local function wait_room(self, all)
     local now = monotonic()
     if drain_now(self) then
       progress = now
-    elseif now - progress >= WAIT_GIVE_UP then
+    elseif now - progress >= self.give_up then
       self.gave_up = true
       break
     else

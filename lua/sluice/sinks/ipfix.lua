@@ -10,16 +10,21 @@ local sock = require "sluice.sock"
 local policy = require "sluice.policy"
 
 local C = core.C
-local ENOBUFS, EAGAIN = -105, -11
+local ENOBUFS, EAGAIN = -C.SL_ENOBUFS, -C.SL_EAGAIN -- as the core returns them
 
 local M = {}
+
+-- Records per second sent to a UDP collector unless told otherwise: a
+-- datagram a collector has no room for is lost without a word to us.
+M.UDP_RATE = 50000
 
 local Sink = {}
 Sink.__index = Sink
 
 -- sluice.sink.ipfix{ collector = "HOST:PORT", transport = "udp" | "tcp",
 --   domain = 0, template_refresh = "60s" (udp), flush_interval = "1s",
---   max_bytes = 1400 (udp) | 65535 (tcp), messages = 256 (sender queue) }
+--   max_bytes = 1400 (udp) | 65535 (tcp), messages = 256 (sender queue),
+--   rate = records per second (udp: M.UDP_RATE, tcp: 0 = unpaced) }
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.collector) ~= "string" then
     error("sluice.sink.ipfix{ collector = \"HOST:PORT\" } needs a collector", 2)
@@ -35,8 +40,8 @@ function M.new(opts)
   if not refresh or refresh <= 0 or not flush_every then
     error("sluice.sink.ipfix: template_refresh and flush_interval are durations", 2)
   end
-  local max_bytes = opts.max_bytes or (transport == "tcp" and 65535 or 1400)
-  if type(max_bytes) ~= "number" or max_bytes < 294 or max_bytes > 65535 then
+  local max_bytes = opts.max_bytes or (transport == "tcp" and C.SL_IPFIX_MAX_MESSAGE or 1400)
+  if type(max_bytes) ~= "number" or max_bytes < 294 or max_bytes > C.SL_IPFIX_MAX_MESSAGE then
     s:close()
     error("sluice.sink.ipfix: max_bytes must be 294..65535 (a message holds one IPv6 record)", 2)
   end
@@ -57,6 +62,12 @@ function M.new(opts)
     return nil, "ipfix: " .. core.strerror(rc)
   end
   local sender = ffi.gc(sp[0], C.sl_sender_free)
+  local rate = opts.rate
+  if rate == nil then rate = transport == "udp" and M.UDP_RATE or 0 end
+  if type(rate) ~= "number" or rate < 0 or rate >= 2^32 or rate ~= math.floor(rate) then
+    error("sluice.sink.ipfix: rate is a whole number of records per second (0: unpaced)", 2)
+  end
+  C.sl_sender_pace(sender, rate)
   local now = core.monotonic()
   return setmetatable({
     x = x, sender = sender, sstats = C.sl_sender_stats(sender), sock = s,
