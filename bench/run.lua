@@ -56,7 +56,7 @@ elseif mode == "sinks" then
   policies = { sluice.policy.new(require "sluice.policies.flows", nil, "flows") }
   open_opts = { read = trace, slice = tonumber(arg[3]) or arg[3] }
   outputs = { assert(sluice.sink.json { path = arg[4] }),
-    assert(sluice.sink.ipfix { collector = "127.0.0.1:" .. port }) }
+    assert(sluice.sink.ipfix { collector = "127.0.0.1:" .. port, rate = 0 }) } -- unpaced: the cost, not the delivery
 elseif mode == "engine" then
   policies = {} -- an empty policy table: the engine alone
   open_opts = { read = trace }

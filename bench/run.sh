@@ -14,7 +14,10 @@
 # and the sinks' rate as a fraction of the no-sink rate (issue 5's bar: 70%).
 # See bench/README.md.
 #
-# Knobs (environment): BENCH_RUNS=3, BENCH_PACKETS=2000000,
+# With BENCH_BASE=REV, the engine, handle and CLI jobs are measured again
+# with the build of revision REV (before/after, side by side).
+#
+# Knobs (environment): BENCH_BASE, BENCH_RUNS=3, BENCH_PACKETS=2000000,
 # BENCH_CONCURRENT=20000, BENCH_SEED=1, BENCH_SLICE=1, CC, LUAJIT.
 set -eu
 
@@ -102,7 +105,7 @@ run_cli() {
 	errf=$BUILD/cli.stderr
 	rm -f "$rssf"
 	rc=0
-	set -- "$ROOT/scripts/sluice" run -r "$TRACE" -q -v --out json:/dev/null
+	set -- "$TREE/scripts/sluice" run -r "$TRACE" -q -v --out json:/dev/null
 	t0=$(now)
 	case $RSS_TOOL in
 	time) /usr/bin/time -f %M -o "$rssf" "$@" 2>"$errf" || rc=$? ;;
@@ -136,7 +139,8 @@ sys.exit(rc)' "$rssf" "$@" 2>"$errf" || rc=$? ;;
 one_run() {
 	case $1 in
 	floor) "$BUILD/pcap_floor" "$TRACE" ;;
-	engine) "$LUAJIT" "$ROOT/bench/run.lua" engine "$TRACE" ;;
+	engine) "$LUAJIT" "$TREE/bench/run.lua" engine "$TRACE" ;;
+	handles) "$LUAJIT" "$TREE/bench/run.lua" policy "$TRACE" "$ROOT/bench/handles.lua" 0 ;;
 	trim) "$LUAJIT" "$ROOT/bench/run.lua" trim "$TRACE" $((T_CONC / 2)) ;;
 	cli) run_cli ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
@@ -212,14 +216,34 @@ echo
 # Warm the page cache so the first run does not pay for the disk.
 cat "$TRACE" >/dev/null
 
+TREE=$ROOT
 measure floor "libpcap floor"
 measure engine "sluice engine only"
+measure handles "flow handles"
 measure trim "engine max-flows C/2"
 measure cli "sluice CLI json"
 if [ -f "$TALKERS" ]; then
 	measure talkers "top_talkers slice $SLICE"
 else
 	printf '%-20s skipped: examples/top_talkers.lua does not exist (yet)\n' "top_talkers"
+fi
+
+# BENCH_BASE=REV: the same jobs with the build of an earlier revision, in
+# the same run (so the machine's noise is shared), e.g. before a change.
+if [ -n "${BENCH_BASE:-}" ]; then
+	BASE=$BUILD/base
+	rm -rf "$BASE" && mkdir -p "$BASE"
+	if git -C "$ROOT" archive "$BENCH_BASE" | tar -x -C "$BASE" &&
+		make -C "$BASE" all >"$BUILD/base.log" 2>&1; then
+		TREE=$BASE
+		measure engine "base engine only"
+		measure handles "base flow handles"
+		measure cli "base CLI json"
+		TREE=$ROOT
+	else
+		FAILED=1
+		echo "BENCH_BASE=$BENCH_BASE: cannot build it (bench/build/base.log)"
+	fi
 fi
 
 measure nosink "no sink, slice $SLICE"

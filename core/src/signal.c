@@ -1,9 +1,10 @@
 /* signal.c - a clean stop on SIGINT/SIGTERM: the first signal only sets a
- * flag the run loop reads between batches; a second one exits at once. */
+ * flag the run loop reads between batches; the handler then is gone
+ * (SA_RESETHAND), so a second signal ends the process the default way.
+ * Nothing here exits. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sluice.h"
 
@@ -11,9 +12,13 @@ static volatile sig_atomic_t pending;
 
 static void on_signal(int sig)
 {
-	if (pending)
-		_exit(128 + sig);
+	struct sigaction dfl;
+
 	pending = sig;
+	/* the other signal of the pair ends the process too */
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigaction(sig == SIGINT ? SIGTERM : SIGINT, &dfl, NULL);
 }
 
 int sl_signal_install(void)
@@ -22,6 +27,7 @@ int sl_signal_install(void)
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESETHAND;
 	sigemptyset(&sa.sa_mask);
 	/* no SA_RESTART: a blocking poll returns and the loop sees the flag */
 	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))

@@ -11,6 +11,7 @@ local policy = require "sluice.policy"
 local outputs_mod = require "sluice.outputs"
 local dispatch = require "sluice.dispatch"
 local flowstate = require "sluice.flowstate"
+local signals = require "sluice.signals"
 require "sluice.packet"
 
 local C = core.C
@@ -131,7 +132,7 @@ function Run:loop()
     st.now = tonumber(out.now_ns) * 1e-9
     if st.ended[1] then d:step_done() end
     self:timers()
-    if self.watch_signals and not self.stopping and C.sl_signal_pending() ~= 0 then
+    if self.watch_signals and not self.stopping and signals.pending() then
       self.stopping = true
       C.sl_engine_shutdown(e)
     end
@@ -223,7 +224,7 @@ function M.run(engine, policies, options, opts)
   -- live capture stops cleanly on SIGINT/SIGTERM (checked once per step)
   self.watch_signals = opts.signals
   if self.watch_signals == nil then self.watch_signals = engine.live end
-  if self.watch_signals then C.sl_signal_install() end
+  if self.watch_signals then signals.install() end
   return self:finish(xpcall(self.loop, debug.traceback, self))
 end
 
