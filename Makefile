@@ -30,9 +30,35 @@ core/build/%.o: core/src/%.c $(HDRS) | core/build
 core/build-san/%.o: core/src/%.c $(HDRS) | core/build-san
 	$(CC) $(CORE_CFLAGS) $(SAN) -O1 -c -o $@ $<
 
-core/build/sluice_core.so: $(OBJS)
+# The export map names every SL_API function of the header, and nothing
+# else: checked before each link (a failure leaves no new library) and by
+# `make check-map` (spec/api_spec.lua runs it under make check). SL_MAP
+# picks another map to check.
+SL_MAP ?= core/sluice.map
+MAP_CHECK = set -e; t=$$(mktemp -d); trap 'rm -rf "$$t"' EXIT; \
+	$(CC) -E -P -DSL_API=SL_API core/include/sluice.h | tr '\n' ' ' | \
+		grep -o 'SL_API [^(]*(' | \
+		sed -E 's/.*[^A-Za-z0-9_]([A-Za-z_][A-Za-z0-9_]*) *\($$/\1/' | \
+		LC_ALL=C sort -u >"$$t/h"; \
+	sed -n 's/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_]*\);.*/\1/p' $(SL_MAP) >"$$t/m"; \
+	LC_ALL=C sort -u "$$t/m" >"$$t/ms"; bad=0; \
+	for f in $$(LC_ALL=C comm -23 "$$t/h" "$$t/ms"); do bad=1; \
+		echo "$(SL_MAP): $$f is declared SL_API in core/include/sluice.h but not exported: add \"$$f;\" to the map (sorted)" >&2; done; \
+	for f in $$(LC_ALL=C comm -13 "$$t/h" "$$t/ms"); do bad=1; \
+		echo "$(SL_MAP): $$f is exported but no SL_API function of core/include/sluice.h: remove it from the map" >&2; done; \
+	cmp -s "$$t/m" "$$t/ms" || { bad=1; \
+		echo "$(SL_MAP): the names are not sorted (LC_ALL=C) or one repeats" >&2; }; \
+	exit $$bad
+
+.PHONY: check-map
+check-map:
+	@$(MAP_CHECK)
+
+core/build/sluice_core.so: $(OBJS) core/sluice.map
+	@$(MAP_CHECK)
 	$(CC) -shared -Wl,--version-script=core/sluice.map -o $@ $(OBJS) $(LIBS)
-core/build-san/sluice_core.so: $(SOBJS)
+core/build-san/sluice_core.so: $(SOBJS) core/sluice.map
+	@$(MAP_CHECK)
 	$(CC) $(SAN) -shared -Wl,--version-script=core/sluice.map -o $@ $(SOBJS) $(LIBS)
 
 # The FFI cdefs come from the header alone: drop preprocessor lines and the

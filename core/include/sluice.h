@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 2 };
+enum { SL_ABI_VERSION = 3 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -196,9 +196,9 @@ struct sl_source;
  * capture (sl_source_open_afpacket/_afxdp/_pcap_live) and collectors
  * (sl_source_open_collector). Every sl_source_* call below takes a source
  * of any kind: where one does not apply to a kind, its comment says what
- * it returns then (-ENOTSUP, or zeros). A NULL source or
- * output pointer is -EINVAL (progress: 0 and 0; close: nothing). Each
- * open sets *out to NULL on failure. */
+ * it returns then (-ENOTSUP, or zeros). A NULL source or output pointer
+ * is -EINVAL (progress: 0 and 0; close: nothing). Each open sets *out to
+ * NULL when it fails. */
 
 /* Opens a pcap (micro/nanosecond, either byte order) or pcapng file. The
  * file is mapped, packets point into the mapping (no copy). */
@@ -272,9 +272,10 @@ struct sl_source_stats {
 	uint64_t ring_errors; /* afxdp: invalid descriptors, full rings */
 };
 
-/* Counters of a live source or a collector (received: messages; kernel
- * drops: the sockets' overflows); 0. Files and buffers: -ENOTSUP (the
- * same value as -EOPNOTSUPP on Linux), *st zeroed. */
+/* Fills *st and returns 0 for a live source or a collector (whose
+ * received counts messages, kernel_drops its sockets' overflows). Files
+ * and buffers: -ENOTSUP (the same value as -EOPNOTSUPP on Linux), *st
+ * zeroed. */
 SL_API int sl_source_stats(struct sl_source *src, struct sl_source_stats *st);
 
 /* ---- flows ------------------------------------------------------------ */

@@ -9,9 +9,11 @@
 
 int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o)
 {
-	if (!out || !o)
+	if (!out)
 		return -EINVAL;
 	*out = NULL;
+	if (!o)
+		return -EINVAL;
 	o->note[0] = '\0';
 	if (!o->ifname || !o->ifname[0]) {
 		snprintf(o->note, sizeof(o->note), "no interface given");

@@ -3,7 +3,10 @@
  * A source kind (pcap file, live capture, ...) defines its own struct with
  * a struct sl_source as its first member, points base.ops at a static ops
  * table, and hands &base out as the opaque struct sl_source. The public
- * sl_source_next/linktype/progress/close dispatch through the table.
+ * sl_source_next/linktype/progress/stats/close dispatch through the table
+ * (source_pcap.c). An op that does not apply to a kind is left NULL: the
+ * dispatcher then answers -ENOTSUP (progress: 0 and 0) without calling it,
+ * as sluice.h documents for each function. Only close is required.
  */
 #ifndef SL_SOURCE_H
 #define SL_SOURCE_H
@@ -11,19 +14,24 @@
 #include "sluice.h"
 
 struct sl_source_ops {
-	/* As sl_source_next(): count, 0 at the end, or a sticky error. */
+	/* As sl_source_next(): count, 0 at the end, or a sticky error.
+	 * NULL for a kind without packets (collectors). */
 	int (*next)(struct sl_source *src, struct sl_packet_batch *b);
+	/* NULL: no packets, no link type. */
 	int (*linktype)(const struct sl_source *src);
+	/* Both pointers are given (the dispatcher handles NULL ones). NULL:
+	 * nothing to report, sl_source_progress() gives 0 and 0. */
 	void (*progress)(const struct sl_source *src, uint64_t *pos,
 			 uint64_t *size);
 	/* Frees the source and everything it owns. */
 	void (*close)(struct sl_source *src);
 	/* Live sources: counters (kernel drops read on each call). May be
-	 * NULL: sl_source_stats() then returns -EOPNOTSUPP. */
+	 * NULL: sl_source_stats() then returns -ENOTSUP. */
 	int (*stats)(struct sl_source *src, struct sl_source_stats *st);
 	/* Collectors: flow records instead of packets (next is then NULL).
 	 * Same returns as next, -EAGAIN when idle; *out stays valid until
-	 * the next call. */
+	 * the next call. NULL for packet sources: there is no public
+	 * dispatcher, the engine (engine.c) checks it before calling. */
 	int (*records)(struct sl_source *src, const struct sl_coll_rec **out);
 };
 

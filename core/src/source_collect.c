@@ -467,17 +467,6 @@ static int collect_records(struct sl_source *src,
 	return -EAGAIN;
 }
 
-static int collect_linktype(const struct sl_source *src)
-{
-	return -EOPNOTSUPP;
-}
-
-static void collect_progress(const struct sl_source *src, uint64_t *pos,
-			     uint64_t *size)
-{
-	*pos = *size = 0;
-}
-
 static int collect_stats(struct sl_source *src, struct sl_source_stats *st)
 {
 	struct collector *c = (struct collector *)src;
@@ -514,10 +503,12 @@ static void collect_close(struct sl_source *src)
 	free(c);
 }
 
+/* No packets: next, linktype and progress do not apply (the public
+ * sl_source_* calls answer -ENOTSUP, or 0 and 0 for progress). */
 static const struct sl_source_ops collect_ops = {
     .next = NULL,
-    .linktype = collect_linktype,
-    .progress = collect_progress,
+    .linktype = NULL,
+    .progress = NULL,
     .close = collect_close,
     .stats = collect_stats,
     .records = collect_records,
@@ -528,7 +519,10 @@ int sl_source_open_collector(struct sl_source **out, struct sl_collect_opts *o)
 	struct collector *c;
 	int rc = -ENOMEM;
 
-	if (!out || !o || !o->n_listen || o->n_listen > MAX_SOCKS)
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!o || !o->n_listen || o->n_listen > MAX_SOCKS)
 		return -EINVAL;
 	o->note[0] = 0;
 	c = calloc(1, sizeof(*c));
@@ -563,7 +557,7 @@ out_free:
 
 uint32_t sl_collector_exporters(const struct sl_source *src)
 {
-	if (src->ops != &collect_ops)
+	if (!src || src->ops != &collect_ops)
 		return 0;
 	return sl_flowmsg_exporters(((const struct collector *)src)->msg);
 }
@@ -571,7 +565,7 @@ uint32_t sl_collector_exporters(const struct sl_source *src)
 const struct sl_exporter_stats *
 sl_collector_exporter(const struct sl_source *src, uint32_t index)
 {
-	if (src->ops != &collect_ops)
+	if (!src || src->ops != &collect_ops)
 		return NULL;
 	return sl_flowmsg_exporter(((const struct collector *)src)->msg, index);
 }

@@ -314,7 +314,7 @@ int sl_source_open_pcap_live(struct sl_source **out, struct sl_live_opts *o)
 	if (s->fd < 0) {
 		snprintf(o->note, sizeof(o->note),
 			 "%s: no descriptor to wait on", o->ifname);
-		rc = -EOPNOTSUPP;
+		rc = -ENOTSUP;
 		goto out_close;
 	}
 	s->poll_ms = o->poll_ms ? (int)o->poll_ms : DEFAULT_POLL_MS;

@@ -64,7 +64,9 @@ const char *sl_version(void)
 	return SL_VERSION;
 }
 
-const char *sl_strerror(int code)
+/* The switch is over the enum, without a default: -Wswitch (an error
+ * with -Werror) names any code of enum sl_error that has no text. */
+static const char *sl_error_text(enum sl_error code)
 {
 	switch (code) {
 	case SL_E_FORMAT:
@@ -77,10 +79,23 @@ const char *sl_strerror(int code)
 		return "flow pool exhausted";
 	case SL_E_STATE:
 		return "call not valid in this engine state";
+	case SL_E_CONFLICT:
+		return "update keys belong to different flows";
 	}
-	if (code < 0 && code > -4096)
-		return strerror(-code);
-	return code >= 0 ? "success" : "unknown error";
+	return NULL;
+}
+
+const char *sl_strerror(int code)
+{
+	const char *text;
+
+	if (code >= 0)
+		return "success";
+	if (code <= SL_E_FORMAT) {
+		text = sl_error_text((enum sl_error)code);
+		return text ? text : "unknown error";
+	}
+	return strerror(-code);
 }
 
 const char *sl_end_reason_name(int reason)

@@ -4,15 +4,18 @@
 local ffi = require "ffi"
 local core = require "sluice.core"
 
-local C = ffi.C
+local C = ffi.C -- libc (declared in sluice.core)
+local K = core.C -- the system constants of sluice.h (enum sl_sys)
 local M = {}
 
-local AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
-local SOCK_STREAM, SOCK_DGRAM = 1, 2
-local SOCK_NONBLOCK, SOCK_CLOEXEC = 2048, 524288
-local MSG_DONTWAIT, MSG_NOSIGNAL = 64, 16384
-local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
-local SOL_SOCKET, SO_ERROR = 1, 4
+local AF_UNIX, AF_INET, AF_INET6 = K.SL_AF_UNIX, K.SL_AF_INET, K.SL_AF_INET6
+local SOCK_STREAM, SOCK_DGRAM = K.SL_SOCK_STREAM, K.SL_SOCK_DGRAM
+local SOCK_NONBLOCK, SOCK_CLOEXEC = K.SL_SOCK_NONBLOCK, K.SL_SOCK_CLOEXEC
+local MSG_DONTWAIT, MSG_NOSIGNAL = K.SL_MSG_DONTWAIT, K.SL_MSG_NOSIGNAL
+local EINTR, EAGAIN, EINPROGRESS = K.SL_EINTR, K.SL_EAGAIN, K.SL_EINPROGRESS
+local SOL_SOCKET, SO_ERROR = K.SL_SOL_SOCKET, K.SL_SO_ERROR
+-- sun_path's size, from the declaration (the path and its NUL)
+local SUN_PATH_MAX = ffi.sizeof("struct sl_sockaddr_un") - ffi.offsetof("struct sl_sockaddr_un", "path")
 
 local function htons(p)
   return bit.bor(bit.rshift(p, 8), bit.lshift(bit.band(p, 0xff), 8))
@@ -23,7 +26,7 @@ function M.parse(spec)
   if type(spec) ~= "string" then return nil, "an address is a string" end
   local kind, rest = spec:match("^(%a+):(.+)$")
   if kind == "unix" then
-    if #rest >= 108 then return nil, "unix socket path too long" end
+    if #rest >= SUN_PATH_MAX then return nil, "unix socket path too long" end
     local sa = ffi.new("struct sl_sockaddr_un")
     sa.family = AF_UNIX
     ffi.copy(sa.path, rest)
@@ -112,7 +115,8 @@ end
 -- Whether a stream's connect finished without error.
 function Sock:connected()
   if self.fd < 0 then return false end
-  local v, len = ffi.new("int[1]"), ffi.new("unsigned[1]", 4)
+  local v = ffi.new("int[1]")
+  local len = ffi.new("unsigned[1]", ffi.sizeof(v))
   return C.getsockopt(self.fd, SOL_SOCKET, SO_ERROR, v, len) == 0 and v[0] == 0
 end
 

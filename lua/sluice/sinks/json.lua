@@ -14,7 +14,7 @@ local sock = require "sluice.sock"
 local C = core.C
 local type = type
 local tagged = flow.tagged
-local EFBIG = -27
+local EFBIG = -C.SL_EFBIG -- as the core returns it
 
 local M = {}
 
@@ -66,7 +66,7 @@ function M.new(opts)
   if opts.socket then
     local s, err = sock.connect(opts.socket)
     if not s then error("sluice.sink.json: " .. err, 2) end
-    if s.addr.type ~= 1 then error("sluice.sink.json: socket must be a stream (tcp: or unix:)", 2) end
+    if s.addr.type ~= C.SL_SOCK_STREAM then error("sluice.sink.json: socket must be a stream (tcp: or unix:)", 2) end
     self.sock = s
     return self
   end

@@ -19,7 +19,7 @@ local function open(self, linktype)
   return true
 end
 
--- sluice.sink.pcap{ path = "out.pcap", snaplen = 262144, linktype = 1 }
+-- sluice.sink.pcap{ path = "out.pcap", snaplen = 262144, linktype = 1 (Ethernet) }
 -- The link type follows the capture the sink is used with, unless given.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.path) ~= "string" then
@@ -27,7 +27,7 @@ function M.new(opts)
   end
   local self = setmetatable({ path = opts.path, snaplen = opts.snaplen or 0, name = "pcap:" .. opts.path,
     fixed = opts.linktype ~= nil, accepts_packets = true }, Sink)
-  local ok, err = open(self, opts.linktype or 1)
+  local ok, err = open(self, opts.linktype or C.SL_LINK_EN10MB)
   if not ok then return nil, err end
   return self
 end
