@@ -322,7 +322,12 @@ function Engine:decay(name, interval, fn)
   flowstate.add_decay(self.st, name, interval, fn)
 end
 
-local PROTO_NUMBERS = { tcp = 6, udp = 17, icmp = 1, icmp6 = 58, sctp = 132, gre = 47 }
+-- Protocol numbers by the names the core gives them (tcp, udp, ...).
+local PROTO_NUMBERS = {}
+for p = 0, 255 do
+  local name = C.sl_proto_name(p)
+  if name ~= nil then PROTO_NUMBERS[ffi.string(name)] = p end
+end
 
 -- One key of an update as struct sl_key: a 5-tuple table, an external id
 -- (a number, or { id = n }) or a string (at most 32 bytes).

@@ -95,10 +95,10 @@ local flow_get = key_getters {
     if r.rev.pkts > 0 and r.rev.last_ns > l then l = r.rev.last_ns end
     return seconds(l)
   end,
-  history = function(r) return ffi.string(r.hist, ffi.C.strnlen(r.hist, 12)) end,
+  history = function(r) return ffi.string(r.hist, ffi.C.strnlen(r.hist, ffi.sizeof(r.hist))) end,
   state = function(r) return TCP_STATES[r.state_code] end,
   end_reason = function(r)
-    if r.reason_code == 0 then return nil end
+    if r.reason_code == C.SL_END_NONE then return nil end
     return ffi.string(C.sl_end_reason_name(r.reason_code))
   end,
 }
@@ -275,7 +275,7 @@ local slice_get = key_getters {
   start = function(r) return seconds(r.start_ns) end,
   ["end"] = function(r) return seconds(r.end_ns) end,
   end_reason = function(r)
-    if r.reason_code == 0 then return nil end
+    if r.reason_code == C.SL_END_NONE then return nil end
     return ffi.string(C.sl_end_reason_name(r.reason_code))
   end,
 }

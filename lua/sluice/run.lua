@@ -53,8 +53,10 @@ function Run:packet_filters()
         return nil, "policy " .. inst.name .. ": on_packet needs info.packets, a pcap filter " ..
           "(\"udp port 53\"; \"ip or ip6\" for every packet)"
       end
-      if k > C.SL_PACKET_FILTERS then return nil, "at most 32 policies can have on_packet" end
-      local rc = C.sl_engine_packet_filter(self.e, k - 1, want, errbuf, 256)
+      if k > C.SL_PACKET_FILTERS then
+        return nil, "at most " .. C.SL_PACKET_FILTERS .. " policies can have on_packet"
+      end
+      local rc = C.sl_engine_packet_filter(self.e, k - 1, want, errbuf, ffi.sizeof(errbuf))
       if rc < 0 then
         return nil, "policy " .. inst.name .. ": info.packets: " ..
           (rc == -C.SL_EINVAL and ffi.string(errbuf) or core.strerror(rc))

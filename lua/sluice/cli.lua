@@ -1,0 +1,626 @@
+-- The command line (scripts/sluice is a thin front to cli.main): one option
+-- table, the usage generated from it, the parser, the mapping of parsed
+-- options onto sluice.open and engine:run, and the commands.
+--
+--   local cli = require "sluice.cli"
+--   local o, err = cli.parse({ "-r", "x.pcap", "--slice", "5" }, "run")
+--   local eng = sluice.open(cli.open_options(o, 0))
+--   os.exit(cli.main(arg), true)
+local sluice = require "sluice"
+local policy = require "sluice.policy"
+local core = require "sluice.core"
+local report = require "sluice.report"
+local workers = require "sluice.workers"
+
+local M = {}
+
+-- ---- value parsers: (value, flag) -> parsed [, second] or nil, message ----
+
+local function positive_duration(v, flag)
+  local d = policy.parse_duration(v)
+  if not d or d <= 0 then return nil, flag .. " expects a positive duration" end
+  return d
+end
+
+-- "a, b or c"
+local function alternatives(list)
+  return table.concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
+end
+
+local function one_of(...)
+  local choices, set = { ... }, {}
+  for _, c in ipairs(choices) do set[c] = true end
+  local text = alternatives(choices)
+  return function(v, flag)
+    if not set[v] then return nil, flag .. " is " .. text end
+    return v
+  end
+end
+
+local function integer_in(lo, hi)
+  return function(v, flag)
+    local n = tonumber(v)
+    if not n or n < lo or n > hi or n ~= math.floor(n) then
+      return nil, flag .. " must be " .. lo .. ".." .. hi
+    end
+    return n
+  end
+end
+
+-- NAME=VALUE as two values ("map" options), or a message naming the form.
+local function pair(pattern, message)
+  return function(v)
+    local k, val = v:match(pattern)
+    if not k then return nil, message end
+    return k, val
+  end
+end
+
+-- --out DEST: { kind = "json"|"pcap"|"ipfix", path =, collector =, transport = }
+function M.parse_out(spec)
+  local kind, rest = spec:match("^(%w+):(.+)$")
+  if kind == "json" or kind == "pcap" then return { kind = kind, path = rest } end
+  if kind == "ipfix" then
+    local transport, addr = rest:match("^(%a+):(.+:%d+)$")
+    if transport ~= "udp" and transport ~= "tcp" then transport, addr = "udp", rest end
+    if not addr:match(":%d+$") then
+      return nil, "--out ipfix: expects HOST:PORT, got '" .. rest .. "'"
+    end
+    return { kind = kind, collector = addr, transport = transport }
+  end
+  return nil, "--out expects json:PATH, pcap:PATH or ipfix:HOST:PORT, got '" .. spec .. "'"
+end
+
+-- ---- the option table -------------------------------------------------
+--
+-- flags: the spellings; value: the value's name in the usage (none: a
+-- switch, which stores `set`, default true); help: its description (more:
+-- lines shown verbatim under it); commands: "run", "collect" or "both";
+-- repeatable: "list" (each value appended) or "map" (parse returns key,
+-- value); to: where it goes: "open.NAME" a sluice.open option, "live.NAME"
+-- one for live capture only (given with -i), "run.NAME" an engine:run
+-- option, "NAME" a field of the parsed options; parse: (value, flag) ->
+-- the value or nil, message; default: stored, as if given, when absent;
+-- stop: parsing ends there (--help).
+
+M.GROUPS = {
+  { "inputs", "inputs" }, { "live", "live capture (-i)" }, { "collect", "collecting" },
+  { "table", "flow table" }, { "policies", "policies and outputs" },
+  { "misc", "processes and reporting" },
+}
+
+M.OPTIONS = {
+  { group = "inputs", flags = { "-r", "--read" }, value = "FILE", commands = "run",
+    to = "open.read", help = "pcap or pcapng file to read" },
+  { group = "inputs", flags = { "-i", "--interface" }, value = "IFACE", commands = "run",
+    to = "open.interface", help = "capture live on IFACE (SIGINT/SIGTERM stop cleanly)" },
+  { group = "inputs", flags = { "--listen" }, value = "udp:ADDR:PORT", commands = "collect",
+    repeatable = "list", to = "open.listen", help = "where to listen for NetFlow v5/v9 and " ..
+    "IPFIX (repeatable; tcp:ADDR:PORT for IPFIX over TCP; IPv6 as [ADDR]:PORT)" },
+
+  { group = "live", flags = { "--backend" }, value = "afpacket|afxdp|pcap", commands = "run",
+    to = "open.backend", help = "live capture method (default afpacket)" },
+  { group = "live", flags = { "--filter" }, value = "EXPR", commands = "run", to = "open.filter",
+    help = "pcap-syntax filter, applied in the kernel" },
+  { group = "live", flags = { "--snaplen" }, value = "N", commands = "both", to = "live.snaplen",
+    help = "bytes kept per packet (default 262144)" },
+  { group = "live", flags = { "--no-promisc" }, commands = "both", to = "live.promisc",
+    set = false, default = true, help = "do not put the interface in promiscuous mode" },
+  { group = "live", flags = { "--ignore-outgoing" }, commands = "both",
+    to = "live.ignore_outgoing", help = "only packets the interface received" },
+  { group = "live", flags = { "--ring-block-size" }, value = "N", commands = "both",
+    to = "live.block_size", help = "afpacket TPACKET_V3 ring: bytes per block (1 MiB)" },
+  { group = "live", flags = { "--ring-blocks" }, value = "N", commands = "both",
+    to = "live.block_count", help = "afpacket ring: blocks (64)" },
+  { group = "live", flags = { "--ring-frame-size" }, value = "N", commands = "both",
+    to = "live.frame_size", help = "afpacket ring: frame size (2048)" },
+  { group = "live", flags = { "--ring-timeout" }, value = "MS", commands = "both",
+    to = "live.block_timeout", parse = function(v) return v .. "ms" end,
+    help = "afpacket ring: a block is handed over after MS (100ms)" },
+  { group = "live", flags = { "--xdp-mode" }, value = "auto|skb|drv", commands = "both",
+    to = "live.xdp_mode", help = "afxdp attach mode (default auto)" },
+  { group = "live", flags = { "--zero-copy" }, value = "auto|on|off", commands = "both",
+    to = "live.zero_copy", help = "afxdp zero-copy (default auto: try, else copy)" },
+  { group = "live", flags = { "--queue" }, value = "N", commands = "both", to = "live.queue",
+    help = "afxdp: first NIC queue (worker w uses N + w)" },
+
+  { group = "collect", flags = { "--idle-exit" }, value = "S", commands = "collect",
+    to = "open.idle_exit", help = "stop once no message came for S" },
+  { group = "collect", flags = { "--template-timeout" }, value = "S", commands = "collect",
+    to = "open.template_timeout", help = "forget templates not refreshed for S (1800s)" },
+  { group = "collect", flags = { "--rcvbuf" }, value = "BYTES", commands = "collect",
+    to = "open.rcvbuf", help = "socket receive buffer (8 MiB): the only queue, so a slow " ..
+    "policy means socket drops (counted)" },
+
+  { group = "table", flags = { "--slice" }, value = "S", commands = "both", to = "open.slice",
+    help = "cut flows into slices every S (seconds or 10s/5m/1h)" },
+  { group = "table", flags = { "--idle-timeout" }, value = "PROTO=S", commands = "both",
+    repeatable = "map", to = "open.idle_timeout",
+    parse = pair("^(%w+)=(.+)$", "--idle-timeout expects PROTO=SECONDS, e.g. tcp=300"),
+    help = "idle timeout for tcp|udp|icmp|other (repeatable; defaults tcp=300 udp=60 " ..
+    "icmp=30 other=30)" },
+  { group = "table", flags = { "--active-timeout" }, value = "S", commands = "both",
+    to = "open.active_timeout", help = "split flows older than S (default 1800)" },
+  { group = "table", flags = { "--pool-flows" }, value = "N", commands = "both",
+    to = "open.pool_flows", help = "flow table slots (default 1048576)" },
+  { group = "table", flags = { "--max-flows" }, value = "HIGH", commands = "both",
+    to = "open.max_flows", help = "at HIGH live flows, trim down to --low-flows: unprotected " ..
+    "flows older than --grace end with reason \"trimmed\", lowest score first" },
+  { group = "table", flags = { "--low-flows" }, value = "LOW", commands = "both",
+    to = "open.low_flows", help = "where trimming stops (default 90% of HIGH)" },
+  { group = "table", flags = { "--grace" }, value = "S", commands = "both", to = "open.grace",
+    help = "flows younger than S are not trimmed (default 10s)" },
+
+  { group = "policies", flags = { "-o", "--option" }, value = "NAME=VALUE", commands = "both",
+    repeatable = "list", to = "options",
+    parse = function(v)
+      local name, val = v:match("^([%w_%.%-]+)=(.*)$")
+      if not name then return nil, "-o expects NAME=VALUE" end
+      return { name = name, value = val }
+    end,
+    help = "policy option, to every policy declaring NAME (POLICY.NAME=VALUE for one policy; " ..
+    "repeatable)" },
+  { group = "policies", flags = { "--out" }, value = "DEST", commands = "both",
+    repeatable = "list", to = "outs", parse = M.parse_out, default = "json:-",
+    help = "where ctx.emit(record) goes (repeatable; default json:-):",
+    more = { "json:PATH, json:-      JSON lines file, stdout",
+      "pcap:PATH              packets; without a policy,",
+      "                       every packet of every flow",
+      "ipfix:HOST:PORT        IPFIX over UDP", "ipfix:tcp:HOST:PORT    IPFIX over TCP" } },
+  { group = "policies", flags = { "--rotate" }, value = "SIZE|TIME", commands = "both",
+    to = "rotate", help = "rotate json:PATH files (100M, 1h): PATH.1, PATH.2..." },
+  { group = "policies", flags = { "--state" }, value = "FILE", commands = "both", to = "state",
+    help = "restore policies from FILE at start, save them there every --state-interval and " ..
+    "at the end (written atomically; workers: FILE.N)" },
+  { group = "policies", flags = { "--state-interval" }, value = "S", commands = "both",
+    to = "run.state_interval", parse = positive_duration,
+    help = "how often --state is saved (default 60s)" },
+  { group = "policies", flags = { "--on-error" }, value = "abort|skip", commands = "both",
+    to = "run.on_error", parse = one_of("abort", "skip"),
+    help = "a policy handler error aborts the run (default), or is counted and skipped" },
+  { group = "policies", flags = { "--on-lag" }, value = "wait|drop", commands = "both",
+    to = "run.on_lag", parse = one_of("wait", "drop"),
+    help = "what a full output queue does: wait (the default when reading files: nothing is " ..
+    "lost) or drop and count (the default for live capture and collect, where waiting only " ..
+    "moves the loss into the kernel)" },
+
+  { group = "misc", flags = { "--workers" }, value = "N", commands = "both", to = "workers",
+    parse = integer_in(1, 64), default = "1",
+    help = "N processes, each with its own flow table and policies: live capture gives each " ..
+    "its own ring (afpacket: fanout hash group; afxdp: one queue each), collect shares the " ..
+    "ports and spreads exporters by address" },
+  { group = "misc", flags = { "--user" }, value = "NAME", commands = "both", to = "user",
+    help = "drop privileges to NAME once the input is open" },
+  { group = "misc", flags = { "--stats" }, value = "S", commands = "both", to = "stats",
+    parse = positive_duration, help = "print counters on stderr every S seconds (collect: " ..
+    "each exporter's messages, records, templates, drops, gaps)" },
+  { group = "misc", flags = { "-v", "--verbose" }, commands = "both", to = "verbose",
+    help = "final counters on stderr" },
+  { group = "misc", flags = { "-q", "--quiet" }, commands = "both", to = "quiet",
+    help = "no progress line" },
+  { group = "misc", flags = { "-h", "--help" }, commands = "both", to = "help", stop = true,
+    help = "this text" },
+}
+
+-- Checks across options, in order, once every argument is read.
+M.RULES = {
+  { command = "collect", message = "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)",
+    broken = function(o) return not o.open.listen end },
+  { command = "run", message = "run needs one input: -r FILE or -i IFACE",
+    broken = function(o) return not o.open.read == not o.open.interface end },
+  { message = "--filter, --backend and --workers apply to live capture (-i)",
+    broken = function(o)
+      return o.open.read and (o.open.filter or o.workers or o.open.backend)
+    end },
+  -- libpcap has no way to split one interface's traffic between handles
+  { message = "--workers needs --backend afpacket (fanout) or afxdp (one queue each)",
+    broken = function(o) return (o.workers or 1) > 1 and o.open.backend == "pcap" end },
+  { message = "--state-interval needs --state FILE",
+    broken = function(o) return o.run.state_interval and not o.state end },
+}
+
+local BY_FLAG = {}
+for _, opt in ipairs(M.OPTIONS) do
+  for _, f in ipairs(opt.flags) do BY_FLAG[f] = opt end
+  opt.section, opt.field = opt.to:match("^(%a+)%.([%w_]+)$")
+  if not opt.section then opt.field = opt.to end
+end
+
+local function accepts(opt, command)
+  return opt.commands == "both" or opt.commands == command
+end
+
+-- collect's answer to an option of run only: "-r, -i, --backend or --filter"
+local RUN_ONLY = {}
+for _, opt in ipairs(M.OPTIONS) do
+  if opt.commands == "run" then RUN_ONLY[#RUN_ONLY + 1] = opt.flags[1] end
+end
+local NOT_FOR = { collect = "collect takes --listen, not " .. alternatives(RUN_ONLY) }
+
+-- ---- usage ------------------------------------------------------------
+
+local HEADER = [[
+usage: sluice run [POLICY.lua ...] (-r FILE | -i IFACE) [options]
+       sluice collect [POLICY.lua ...] --listen udp:ADDR:PORT [options]
+       sluice info POLICY.lua      what the policy wants, and its options
+       sluice --help | --version
+
+Reads a pcap/pcapng file or captures on an interface, tracks bidirectional
+flows and runs each POLICY over the flow events and slices. Without a
+policy, every ended flow (and, with --slice, every slice record) is written
+as a JSON line.
+
+collect takes NetFlow v5/v9 and IPFIX from exporters instead of packets;
+flows get the tags exporter and domain. Options marked [run] or [collect]
+are taken by that command only.
+]]
+
+local WIDTH, COLUMN = 78, 29
+
+local function wrap(text, indent)
+  local lines, line = {}, ""
+  for word in text:gmatch("%S+") do
+    if line ~= "" and #line + 1 + #word > WIDTH - indent then
+      lines[#lines + 1] = line
+      line = word
+    else
+      line = line == "" and word or (line .. " " .. word)
+    end
+  end
+  lines[#lines + 1] = line
+  return lines
+end
+
+local function describe_option(opt, out)
+  local left = "  " .. table.concat(opt.flags, ", ") .. (opt.value and (" " .. opt.value) or "")
+  local help = opt.help .. (opt.commands ~= "both" and (" [" .. opt.commands .. "]") or "")
+  local pad = (" "):rep(COLUMN)
+  local lines = wrap(help, COLUMN)
+  if #left + 2 > COLUMN then
+    out[#out + 1] = left
+    out[#out + 1] = pad .. lines[1]
+  else
+    out[#out + 1] = left .. (" "):rep(COLUMN - #left) .. lines[1]
+  end
+  for k = 2, #lines do out[#out + 1] = pad .. lines[k] end
+  for _, line in ipairs(opt.more or {}) do out[#out + 1] = pad .. "  " .. line end
+end
+
+-- The --help text, generated from M.OPTIONS.
+function M.usage()
+  local out = { HEADER:sub(1, -2) }
+  for _, g in ipairs(M.GROUPS) do
+    out[#out + 1] = ""
+    out[#out + 1] = g[2] .. ":"
+    for _, opt in ipairs(M.OPTIONS) do
+      if opt.group == g[1] then describe_option(opt, out) end
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- ---- parsing ----------------------------------------------------------
+
+local function store(o, opt, v)
+  local value, second = opt.set, nil
+  if opt.value then
+    value = v
+    if opt.parse then
+      value, second = opt.parse(v, opt.flags[1])
+      if value == nil then return nil, second end
+    end
+  elseif value == nil then
+    value = true
+  end
+  local t, field = opt.section and o[opt.section] or o, opt.field
+  if opt.repeatable == "list" then
+    t[field] = t[field] or {}
+    t[field][#t[field] + 1] = value
+  elseif opt.repeatable == "map" then
+    t[field] = t[field] or {}
+    t[field][value] = second
+  else
+    t[field] = value
+  end
+  return true
+end
+
+local function finish(o, command)
+  for _, rule in ipairs(M.RULES) do
+    if (rule.command or command) == command and rule.broken(o) then return nil, rule.message end
+  end
+  for _, opt in ipairs(M.OPTIONS) do
+    local t = opt.section and o[opt.section] or o
+    if opt.default ~= nil and t[opt.field] == nil and accepts(opt, command) then
+      if opt.value then -- as if given on the command line
+        assert(store(o, opt, opt.default))
+      else
+        t[opt.field] = opt.default
+      end
+    end
+  end
+  return o
+end
+
+-- cli.parse(args, command): the arguments after "run" or "collect" as
+--   { command =, policies = { path... }, options = { { name =, value = }... },
+--     outs = { parsed --out... }, open = { sluice.open options },
+--     live = { sluice.open options for -i }, run = { engine:run options },
+--     workers =, stats =, user =, state =, rotate =, verbose =, quiet =, help = }
+-- or nil, message (a usage error). With -h/--help, parsing stops there and
+-- help is true.
+function M.parse(args, command)
+  if type(args) ~= "table" then error("cli.parse: args must be a list of strings", 2) end
+  if command ~= "run" and command ~= "collect" then
+    error("cli.parse: command must be 'run' or 'collect'", 2)
+  end
+  local o = { command = command, policies = {}, options = {}, open = {}, live = {}, run = {} }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    flag = flag or a
+    local opt = BY_FLAG[flag]
+    if opt then
+      if not accepts(opt, command) then
+        return nil, NOT_FOR[command] or ("unknown option " .. flag)
+      end
+      local v = inline
+      if opt.value and v == nil then
+        i = i + 1
+        v = args[i]
+        if v == nil then return nil, flag .. " needs a value" end
+      elseif not opt.value and v ~= nil then
+        return nil, flag .. " takes no value"
+      end
+      local ok, err = store(o, opt, v)
+      if not ok then return nil, err end
+      if opt.stop then return o end
+    elseif a:sub(1, 1) == "-" and a ~= "-" then
+      return nil, "unknown option " .. flag
+    else
+      o.policies[#o.policies + 1] = a
+    end
+    i = i + 1
+  end
+  return finish(o, command)
+end
+
+-- ---- from parsed options to the library -------------------------------
+
+-- The sluice.open options of worker w (0 .. o.workers - 1). Live capture
+-- options go only with -i; workers share an afpacket fanout group
+-- (o.fanout_group) or take one afxdp queue each.
+function M.open_options(o, w)
+  local t = {}
+  for k, v in pairs(o.open) do t[k] = v end
+  if o.open.interface then
+    for k, v in pairs(o.live) do t[k] = v end
+  end
+  if o.workers > 1 and (o.open.interface or o.open.listen) then
+    t.worker, t.workers = w, o.workers
+    if o.open.interface and (o.open.backend or "afpacket") == "afpacket" then
+      t.fanout_group = o.fanout_group
+    end
+    if o.open.backend == "afxdp" then t.queue = (tonumber(o.live.queue) or 0) + w end
+  end
+  return t
+end
+
+-- The engine:run options of worker w, from the command line (the caller
+-- adds outputs and progress).
+function M.run_options(o, w)
+  local t = { worker = w, state = o.state, progress_interval = o.stats }
+  for k, v in pairs(o.run) do t[k] = v end
+  if o.state and o.workers > 1 then t.state = o.state .. "." .. w end
+  -- the default job with --out pcap: rewrites every packet of every flow
+  if #o.policies == 0 then
+    for _, out in ipairs(o.outs) do t.capture_all = t.capture_all or out.kind == "pcap" or nil end
+  end
+  return t
+end
+
+-- The --out sinks of worker w as { kind, options } for sluice.sink[kind].
+-- Workers share a JSON file (appending a line per write, atomic with
+-- O_APPEND), write a pcap file each (PATH.N) and export IPFIX as
+-- observation domain N.
+function M.sink_options(o, w, shared)
+  local list = {}
+  for _, out in ipairs(o.outs) do
+    local opts
+    if out.kind == "json" then
+      opts = { path = out.path, append = shared, line_buffered = shared, rotate = o.rotate }
+    elseif out.kind == "pcap" then
+      opts = { path = o.workers > 1 and (out.path .. "." .. w) or out.path }
+    else
+      opts = { collector = out.collector, transport = out.transport, domain = w }
+    end
+    list[#list + 1] = { kind = out.kind, options = opts, name = out.path or out.collector }
+  end
+  return list
+end
+
+-- Spreads -o NAME=VALUE over the policies (paths and the tables they
+-- returned): POLICY.NAME targets one, a plain NAME every policy declaring
+-- it. Returns a table of options per policy, or nil, message.
+function M.spread_options(paths, loaded, options)
+  local per = {}
+  for i = 1, #paths do per[i] = {} end
+  for _, opt in ipairs(options) do
+    local target, name = opt.name:match("^([^%.]+)%.(.+)$")
+    local taken = false
+    for i, path in ipairs(paths) do
+      local schema = loaded[i].info and loaded[i].info.options or {}
+      if target then
+        if policy.name_of(path) == target then
+          per[i][name], taken = opt.value, true
+        end
+      elseif schema[opt.name] then
+        per[i][opt.name], taken = opt.value, true
+      end
+    end
+    if not taken then
+      if target then return nil, "-o " .. opt.name .. ": no policy named '" .. target .. "'" end
+      local known = {}
+      for _, P in ipairs(loaded) do
+        for k in pairs(P.info and P.info.options or {}) do known[#known + 1] = k end
+      end
+      table.sort(known)
+      return nil, "-o " .. opt.name .. ": no policy declares option '" .. opt.name ..
+        "' (known: " .. (#known > 0 and table.concat(known, ", ") or "none") .. ")"
+    end
+  end
+  return per
+end
+
+-- ---- the commands -----------------------------------------------------
+-- Each returns an exit code: 0, 1 for a runtime failure, 2 for a usage
+-- error (with a pointer to --help) or a policy that cannot be loaded.
+
+local function fail(msg, code)
+  io.stderr:write("sluice: ", msg, "\n")
+  return code or 1
+end
+
+local function usage_error(msg)
+  io.stderr:write("sluice: ", msg, "\n", "try 'sluice --help'\n")
+  return 2
+end
+
+-- an error raised by the library, without its file:line
+local function bare(err)
+  return (tostring(err):gsub("^[^:]*:%d+: ", ""))
+end
+
+-- The policy instances, or nil and an exit code (the error printed).
+local function load_policies(o)
+  local raw = {}
+  for i, path in ipairs(o.policies) do
+    local P, err = policy.load_file(path)
+    if not P then return nil, fail(err, 2) end
+    raw[i] = P
+  end
+  local per, err = M.spread_options(o.policies, raw, o.options)
+  if not per then return nil, usage_error(err) end
+  local list = {}
+  for i, path in ipairs(o.policies) do
+    local inst, ierr = policy.new(raw[i], per[i], policy.name_of(path))
+    if not inst then return nil, fail(ierr, 2) end
+    list[i] = inst
+  end
+  if #list == 0 then list[1] = assert(policy.new(require "sluice.policies.flows", nil, "flows")) end
+  return list
+end
+
+local function open_outputs(o, w, shared)
+  local sinks = {}
+  for _, s in ipairs(M.sink_options(o, w, shared)) do
+    local sink, err = sluice.sink[s.kind](s.options)
+    if not sink then return nil, "cannot open " .. s.name .. ": " .. tostring(err) end
+    sinks[#sinks + 1] = sink
+  end
+  return sinks
+end
+
+-- One capture (or file, or collector) from open to exit code.
+local function run_one(o, list, w, shared)
+  local ok, eng, err = pcall(sluice.open, M.open_options(o, w))
+  if not ok then return usage_error(bare(eng)) end
+  if not eng then return fail(err) end
+  if eng.note then io.stderr:write("sluice: ", eng.input, ": ", eng.note, "\n") end
+  -- the outputs are opened before privileges go: a probe's log directory
+  -- is usually root's
+  local ok_out, outputs, oerr = pcall(open_outputs, o, w, shared)
+  if not ok_out then return fail(bare(outputs)) end
+  if not outputs then return fail(oerr) end
+  if o.user then
+    local dropped, derr = workers.drop_privileges(o.user)
+    if not dropped then return fail("--user: " .. derr) end
+  end
+  local started = core.monotonic()
+  local show = not o.quiet and o.open.read and core.isatty(2)
+  local opts = M.run_options(o, w)
+  opts.outputs = outputs
+  if o.stats then
+    opts.progress = report.stats_line
+  elseif show then
+    opts.progress = function(e) report.progress_line(e, started) end
+  end
+  local rok, rerr, rep = eng:run(list, nil, opts)
+  rep = rok and rerr or rep or eng.report
+  for _, sink in ipairs(outputs) do sink:close() end
+  if show then
+    report.progress_line(eng, started)
+    io.stderr:write("\n")
+  end
+  if o.verbose then report.final_counters(eng) end
+  report.losses(rep, o.verbose)
+  if not rok then return fail(rerr) end
+  return 0
+end
+
+-- Workers are processes, each its own ring, flow table and Lua state.
+local function run_workers(o, list)
+  -- an afpacket fanout group id: 16 bits, 0 meaning none
+  o.fanout_group = workers.pid() % 65535 + 1
+  for _, out in ipairs(o.outs) do -- shared JSON files: truncated once, then appended to
+    if out.kind == "json" and out.path ~= "-" then
+      local f = io.open(out.path, "w")
+      if not f then return fail("cannot open " .. out.path) end
+      f:close()
+    end
+  end
+  local ok, err = workers.run(o.workers, function(w) return run_one(o, list, w, true) end)
+  if ok == nil then return fail(err) end
+  -- a failed worker reported why itself
+  return ok and 0 or 1
+end
+
+local function run(args, command)
+  local o, err = M.parse(args, command)
+  if not o then return usage_error(err) end
+  if o.help then
+    io.stdout:write(M.usage())
+    return 0
+  end
+  local list, code = load_policies(o)
+  if not list then return code end
+  if o.workers > 1 then return run_workers(o, list) end
+  return run_one(o, list, 0, false)
+end
+
+-- sluice info POLICY.lua: what a policy declares, as its user needs it.
+local function info(args)
+  if #args ~= 1 then return usage_error("info expects one policy file") end
+  local P, err = policy.load_file(args[1])
+  if not P then return fail(err, 2) end
+  io.stdout:write(policy.describe(P, policy.name_of(args[1])))
+  return 0
+end
+
+local HELP = { ["--help"] = true, ["-h"] = true, help = true }
+
+-- cli.main(argv): argv as the script's arg (argv[1] the command); returns
+-- the exit code.
+function M.main(argv)
+  if type(argv) ~= "table" then error("cli.main: argv must be a list of strings", 2) end
+  local command = argv[1]
+  local rest = {}
+  for i = 2, #argv do rest[#rest + 1] = argv[i] end
+  if command == "--version" or command == "-V" then
+    io.stdout:write("sluice ", sluice.version, "\n")
+    return 0
+  elseif HELP[command] then
+    io.stdout:write(M.usage())
+    return 0
+  elseif command == nil then
+    return usage_error("no command given")
+  elseif command == "info" then
+    return info(rest)
+  elseif command == "run" or command == "collect" then
+    return run(rest, command)
+  end
+  return usage_error("unknown command '" .. command .. "'")
+end
+
+return M

@@ -1,0 +1,138 @@
+-- Worker processes and privileges, for the command line: N workers, each
+-- a process with its own source share, flow table and Lua state, and
+-- drop_privileges(name) as tcpdump -Z.
+--
+--   local workers = require "sluice.workers"
+--   local ok, err = workers.run(4, function(w) return run_one(w) end)
+--   local ok, err = workers.drop_privileges("nobody")
+local ffi = require "ffi"
+local core = require "sluice.core"
+
+local S = core.C
+
+-- libc, under names no other module can declare (the symbols are
+-- redirected with asm labels), so a later cdef of fork or kill elsewhere
+-- cannot clash with these.
+ffi.cdef [[
+int sluice_workers_fork(void) __asm__("fork");
+int sluice_workers_getpid(void) __asm__("getpid");
+int sluice_workers_setpgid(int pid, int pgid) __asm__("setpgid");
+int sluice_workers_waitpid(int pid, int *status, int options) __asm__("waitpid");
+int sluice_workers_kill(int pid, int sig) __asm__("kill");
+int sluice_workers_usleep(unsigned int usec) __asm__("usleep");
+int sluice_workers_prctl(int option, unsigned long arg2) __asm__("prctl");
+struct sluice_workers_passwd { char *pw_name; char *pw_passwd; unsigned pw_uid; unsigned pw_gid; };
+struct sluice_workers_passwd *sluice_workers_getpwnam(const char *name) __asm__("getpwnam");
+int sluice_workers_setgroups(size_t size, const unsigned *list) __asm__("setgroups");
+int sluice_workers_setgid(unsigned gid) __asm__("setgid");
+int sluice_workers_setuid(unsigned uid) __asm__("setuid");
+]]
+local C = ffi.C
+
+local M = {}
+
+-- The SIGINT/SIGTERM flag the parent waits on: the core's handler for now,
+-- in this one place so that moving it to a Lua module changes one line.
+local signals = require "sluice.signals"
+
+local POLL_US = 20000 -- how often the parent looks at its workers and signals
+
+function M.pid()
+  return C.sluice_workers_getpid()
+end
+
+local function terminate(pids)
+  for pid in pairs(pids) do C.sluice_workers_kill(pid, S.SL_SIGTERM) end
+end
+
+-- In the child: its own process group (a terminal's SIGINT reaches the
+-- parent only), SIGTERM when the parent dies, then fn(w) and exit with
+-- what it returns, closing the Lua state (finalizers detach XDP programs).
+local function child(fn, w)
+  local me = C.sluice_workers_getpid()
+  C.sluice_workers_setpgid(me, me)
+  C.sluice_workers_prctl(S.SL_PR_SET_PDEATHSIG, S.SL_SIGTERM)
+  local ok, code = pcall(fn, w)
+  if not ok then
+    io.stderr:write("sluice: worker ", w, ": ", tostring(code), "\n")
+    code = 1
+  end
+  os.exit(code or 0, true)
+end
+
+-- Waits for every worker. The first signal to the parent becomes one
+-- SIGTERM to each worker (each stops cleanly once); a worker that fails
+-- stops the rest, as a partial capture is no capture. Returns the first
+-- failed worker's number and status, or nil.
+local function wait_all(pids)
+  signals.install()
+  local status = ffi.new("int[1]")
+  local forwarded, failed, why = false, nil, nil
+  while next(pids) do
+    for pid, w in pairs(pids) do
+      local r = C.sluice_workers_waitpid(pid, status, S.SL_WNOHANG)
+      local errno = r < 0 and ffi.errno()
+      if r == pid or (errno and errno ~= S.SL_EINTR) then
+        pids[pid] = nil
+        local st = r == pid and status[0] or nil
+        if st ~= 0 and not failed then
+          failed, why = w, st and ("status " .. st) or core.errno_text(errno)
+          terminate(pids)
+        end
+      end
+    end
+    if next(pids) then
+      if not forwarded and signals.pending() then
+        forwarded = true
+        terminate(pids)
+      end
+      C.sluice_workers_usleep(POLL_US)
+    end
+  end
+  return failed, why
+end
+
+-- workers.run(n, fn): runs fn(w) for w = 0 .. n-1, each in a process of
+-- its own; fn returns the worker's exit code (an error in it is printed
+-- and exits 1). Returns true once every worker exited 0; false, err when
+-- one failed (it has reported why itself; the others were stopped); nil,
+-- err when the workers could not be started.
+function M.run(n, fn)
+  if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
+    error("workers.run: n must be a positive integer", 2)
+  end
+  if type(fn) ~= "function" then error("workers.run: fn must be a function", 2) end
+  io.stdout:flush()
+  io.stderr:flush()
+  local pids = {}
+  for w = 0, n - 1 do
+    local pid = C.sluice_workers_fork()
+    if pid < 0 then
+      local err = "fork failed: " .. core.errno_text()
+      terminate(pids)
+      wait_all(pids)
+      return nil, err
+    end
+    if pid == 0 then child(fn, w) end
+    pids[pid] = w
+  end
+  local failed, why = wait_all(pids)
+  if failed then return false, "worker " .. failed .. " failed (" .. why .. ")" end
+  return true
+end
+
+-- As tcpdump -Z: once the input is open, run as the user NAME (its uid and
+-- gid, no supplementary groups). Returns true, or nil, err.
+function M.drop_privileges(name)
+  if type(name) ~= "string" then error("drop_privileges: name must be a string", 2) end
+  local pw = C.sluice_workers_getpwnam(name)
+  if pw == nil then return nil, "no user named '" .. name .. "'" end
+  local uid, gid = pw.pw_uid, pw.pw_gid
+  if C.sluice_workers_setgroups(0, nil) ~= 0 or C.sluice_workers_setgid(gid) ~= 0 or
+     C.sluice_workers_setuid(uid) ~= 0 then
+    return nil, "cannot change user to '" .. name .. "': " .. core.errno_text()
+  end
+  return true
+end
+
+return M
