@@ -167,6 +167,10 @@ M.OPTIONS = {
       "pcap:PATH              packets; without a policy,",
       "                       every packet of every flow",
       "ipfix:HOST:PORT        IPFIX over UDP", "ipfix:tcp:HOST:PORT    IPFIX over TCP" } },
+  { group = "policies", flags = { "--export-rate" }, value = "N", commands = "both",
+    to = "export_rate", parse = integer_in(0, 4294967295),
+    help = "IPFIX records per second sent to each ipfix: output (UDP default 50000, so a " ..
+    "plain nfcapd keeps up; TCP default unpaced; 0: unpaced)" },
   { group = "policies", flags = { "--rotate" }, value = "SIZE|TIME", commands = "both",
     to = "rotate", help = "rotate json:PATH files (100M, 1h): PATH.1, PATH.2..." },
   { group = "policies", flags = { "--state" }, value = "FILE", commands = "both", to = "state",
@@ -433,7 +437,8 @@ function M.sink_options(o, w, shared)
     elseif out.kind == "pcap" then
       opts = { path = o.workers > 1 and (out.path .. "." .. w) or out.path }
     else
-      opts = { collector = out.collector, transport = out.transport, domain = w }
+      opts = { collector = out.collector, transport = out.transport, domain = w,
+        rate = o.export_rate }
     end
     list[#list + 1] = { kind = out.kind, options = opts, name = out.path or out.collector }
   end
