@@ -36,19 +36,8 @@ Snap.__index = Snap
 -- Marks a snapshot() that returned nil: the entry goes.
 local NONE = {}
 
--- Where an error was raised, added when the message has no position
--- (error("x", 0), a table): what the runner's message handler does.
-local function locate(e)
-  if type(e) == "string" and e:find("^[^\n]-:%d+: ") then return e end
-  for level = 2, 6 do
-    local info = debug.getinfo(level, "Sl")
-    if not info then break end
-    if info.what ~= "C" and info.currentline > 0 then
-      return info.short_src .. ":" .. info.currentline .. ": " .. tostring(e)
-    end
-  end
-  return tostring(e)
-end
+-- Where an error was raised (the runner's message handler).
+local locate = require("sluice.dispatch").locate
 
 -- The key of a policy instance, before making it unique.
 local function base_key(inst)
