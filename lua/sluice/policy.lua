@@ -61,6 +61,7 @@ local function sorted_keys(t)
   table.sort(keys)
   return keys
 end
+M.sorted_keys = sorted_keys
 
 -- Validates given options (a table of name -> value, values may be strings
 -- from the command line) against a schema; returns the full option table.

@@ -8,12 +8,7 @@ local format = string.format
 
 local M = {}
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = require("sluice.policy").sorted_keys
 
 -- " (a=1 b=2)" of a table of counters, sorted by name; "" when empty.
 local function counters(t)
