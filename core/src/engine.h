@@ -1,12 +1,27 @@
-/* engine.h - internals shared by the engine's files and the C tests. */
+/* engine.h - internals shared by the engine's files and the C tests.
+ *
+ * The engine is split by concern: engine.c (the step loop, events, ending
+ * flows), flowtable.c (pool, hash, aliases, the bounded table), slice.c,
+ * timeout.c (the clock), frag.c, packet.c (the packet path and captures),
+ * record.c (a collector's records) and update.c (sl_engine_update). This
+ * header holds the engine's structures and the functions those files call
+ * in one another; none of it is the public ABI (sluice.h is), and with
+ * -fvisibility=hidden none of it leaves the library. What runs per packet
+ * is inline, in flowtable.h and tcp.h, so that it still inlines across the
+ * files.
+ */
 #ifndef SL_ENGINE_H
 #define SL_ENGINE_H
+
+#include <errno.h>
+#include <stdlib.h>
 
 #include "sluice.h"
 
 struct bpf_program;
 
 #define SL_NIL UINT32_MAX
+#define SL_SEC 1000000000ULL /* one second of engine clock (ns) */
 
 /* A doubly linked list threaded through the pool by slot index. */
 struct sl_list {
@@ -159,5 +174,92 @@ struct sl_engine {
 
 	struct sl_frag_ent frags[SL_FRAG_SLOTS];
 };
+
+/* Grows an output array to hold need elements (grow only: after warm-up
+ * it is reused, and the packet path allocates nothing). */
+static inline int sl_grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
+{
+	uint32_t ncap = *cap ? *cap : 1024;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	p = realloc(*arr, (size_t)ncap * elem);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = ncap;
+	return 0;
+}
+
+/* ---- engine.c: events and the end of flows ---------------------------- */
+
+/* Appends an event (to the step's output, or between steps to the late
+ * events); NULL when out of memory. */
+struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
+			       uint32_t slot, uint64_t ts);
+/* Ends a live flow: its last slice record, the end event, its slot freed. */
+int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
+		uint64_t ts);
+/* End of input: ends every flow, closes the last interval; returns 1.
+ * Internal, as everything here: it is not in sluice.h. */
+int sl_engine_finish(struct sl_engine *e, int reason);
+
+/* ---- flowtable.c ------------------------------------------------------ */
+
+/* A new live flow for a key (ck: canonical, hashed), admitted by the
+ * bounded table; NULL when the table refuses it. */
+struct sl_flow *sl_flow_new(struct sl_engine *e, const struct sl_key *key,
+			    const struct sl_key *ck, uint32_t hash, int swapped,
+			    uint64_t ts);
+/* Takes an ended flow out of the table and frees its slot. */
+void sl_flow_release(struct sl_engine *e, struct sl_flow *f);
+struct sl_alias *sl_alias_lookup(struct sl_engine *e, const struct sl_key *ck,
+				 uint32_t hash);
+/* Room for n more aliases, so that linking cannot fail halfway. */
+int sl_alias_reserve(struct sl_engine *e, uint32_t n);
+void sl_alias_link(struct sl_engine *e, struct sl_flow *f,
+		   const struct sl_key *ck, uint32_t hash, int swapped);
+
+/* ---- slice.c ---------------------------------------------------------- */
+
+/* Writes the flow's record of the open interval (deltas since its last). */
+int sl_slice_record(struct sl_engine *e, struct sl_flow *f);
+/* slice_touch() (below) for a flow not yet listed in the open interval. */
+int sl_slice_list(struct sl_engine *e, struct sl_flow *f);
+void sl_slice_open(struct sl_engine *e, uint64_t t);
+int sl_slice_close(struct sl_engine *e);
+
+/* Lists a flow as touched in the open interval (once). */
+static inline int slice_touch(struct sl_engine *e, struct sl_flow *f)
+{
+	if (f->slice_epoch == e->slice_epoch)
+		return 0;
+	return sl_slice_list(e, f);
+}
+
+/* ---- timeout.c -------------------------------------------------------- */
+
+/* Moves the clock to t: 1 when an interval closed, 0, or an error. */
+int sl_clock_advance(struct sl_engine *e, uint64_t t);
+/* CLOCK_REALTIME in ns. */
+uint64_t sl_wall_ns(void);
+/* The wall clock moves a live source's clock while no packet comes. */
+int sl_clock_tick(struct sl_engine *e);
+/* A collector's clock runs on with the wall clock while no record comes. */
+int sl_clock_tick_records(struct sl_engine *e);
+
+/* ---- frag.c, packet.c, record.c --------------------------------------- */
+
+/* Remembers a first fragment's ports; gives them to its later fragments. */
+void sl_frag_remember(struct sl_engine *e, struct sl_decoded *d);
+/* One step over packets (a batch read if the last one is done). */
+int sl_step_packets(struct sl_engine *e);
+/* Writes the batch's packets marked for pcap writers, up to the cursor. */
+void sl_capture_flush(struct sl_engine *e);
+/* One step over a collector's records. */
+int sl_step_records(struct sl_engine *e);
 
 #endif

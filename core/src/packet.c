@@ -1,0 +1,297 @@
+/* packet.c - the packet path: a batch of packets into flows and events.
+ *
+ * A step reads a batch from the source, decodes and hashes all of it first
+ * (prefetching the hash buckets), then counts each packet in its flow,
+ * creating the flow on its first packet, with TCP state, slices and the
+ * packet filters (packet events) on the way. Captures to pcap writers are
+ * marks on the batch's packets, written in read order before the batch is
+ * reused, so that a capture chosen by a handler after the step still gets
+ * the packets the step read. Nothing here allocates once warm.
+ */
+#include <errno.h>
+#include <pcap/pcap.h>
+#include <string.h>
+
+#include "flowtable.h"
+#include "tcp.h"
+
+static inline void prep_hash(struct sl_prep *pp)
+{
+	pp->ckey = pp->d.key;
+	pp->swapped = key_canonical(&pp->ckey);
+	pp->hash = key_hash(&pp->ckey);
+	pp->hashed = 1;
+}
+
+/* Decodes and hashes a whole batch first and prefetches the buckets: the
+ * lookups that follow then mostly hit the cache. */
+static void batch_prepare(struct sl_engine *e)
+{
+	for (uint32_t i = 0; i < e->batch.count; i++) {
+		const struct sl_packet *p = &e->batch.pkt[i];
+		struct sl_prep *pp = &e->prep[i];
+
+		pp->hashed = 0;
+		pp->wmask = 0;
+		pp->fid = 0;
+		pp->status = sl_decode(p->data, p->caplen, p->linktype, &pp->d);
+		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
+			continue;
+		prep_hash(pp);
+		__builtin_prefetch(bucket_of(e, pp->hash));
+	}
+}
+
+/* always_inline: gcc 12 drops a separate function whose only effect is a
+ * prefetch */
+static inline __attribute__((always_inline)) void
+prefetch_flow(struct sl_engine *e, uint32_t i)
+{
+	uint32_t s;
+
+	if (i >= e->batch.count || !e->prep[i].hashed)
+		return;
+	s = *bucket_of(e, e->prep[i].hash);
+	if (s)
+		__builtin_prefetch(&e->pool[s - 1]);
+}
+
+/* Runs the packet filters; a match becomes a packet event. */
+static int packet_event(struct sl_engine *e, struct sl_flow *f,
+			const struct sl_packet *p, const struct sl_decoded *d,
+			int di)
+{
+	struct sl_packet_ev *pe;
+	struct sl_event *ev;
+	uint32_t match = 0, bits = e->filter_mask;
+
+	if ((int)p->linktype != e->filter_linktype)
+		return 0; /* pcapng: another interface's link type */
+	while (bits) {
+		int i = __builtin_ctz(bits);
+
+		bits &= bits - 1;
+		if (bpf_filter(e->filters[i]->bf_insns, p->data, p->wirelen,
+			       p->caplen))
+			match |= 1u << i;
+	}
+	if (!match)
+		return 0;
+	if (sl_grow((void **)&e->packets, &e->cap_packets, e->out.n_packets + 1,
+		    sizeof(*e->packets)))
+		return -ENOMEM;
+	ev = sl_event_push(e, SL_EVENT_PACKET, slot_of(e, f), p->ts_ns);
+	if (!ev)
+		return -ENOMEM;
+	ev->packet = e->out.n_packets;
+	pe = &e->packets[e->out.n_packets++];
+	e->out.packets = e->packets;
+	pe->data = p->data;
+	pe->ts_ns = p->ts_ns;
+	pe->caplen = p->caplen;
+	pe->wirelen = p->wirelen;
+	pe->linktype = p->linktype;
+	pe->match = match;
+	pe->key = d->key;
+	pe->l4_offset = d->l4_offset;
+	pe->payload_offset = d->payload_offset;
+	pe->payload_len = d->payload_len;
+	pe->dir = (uint8_t)di;
+	pe->tcp_flags = d->tcp_flags;
+	pe->batch_index = (uint32_t)(p - e->batch.pkt);
+	return 0;
+}
+
+/* Counts a packet in its direction of the flow. */
+static void dir_count(struct sl_flow *f, int di, const struct sl_packet *p,
+		      const struct sl_decoded *d)
+{
+	struct sl_dir *dir = di ? &f->rec.rev : &f->rec.fwd;
+
+	if (!dir->pkts || p->ts_ns < dir->first_ns)
+		dir->first_ns = p->ts_ns;
+	if (p->ts_ns > dir->last_ns)
+		dir->last_ns = p->ts_ns;
+	dir->pkts++;
+	dir->bytes += p->wirelen;
+	dir->tcp_flags |= d->tcp_flags;
+	f->slice_flags[di] |= d->tcp_flags;
+}
+
+static int packet_process(struct sl_engine *e, uint32_t i)
+{
+	const struct sl_packet *p = &e->batch.pkt[i];
+	struct sl_prep *pp = &e->prep[i];
+	struct sl_flow *f;
+	int di, swapped, reason = 0, fresh = 0, rc;
+
+	prefetch_flow(e, i + 2);
+	e->stats.packets++;
+	e->stats.bytes += p->wirelen;
+	if (pp->status == SL_DECODE_NOT_IP) {
+		e->stats.not_ip++;
+		return 0;
+	}
+	if (pp->status != SL_DECODE_OK) {
+		e->stats.malformed++;
+		e->stats.malformed_by[pp->d.malformed < SL_MAL_COUNT
+					  ? pp->d.malformed
+					  : 0]++;
+		return 0;
+	}
+	if (pp->d.frag)
+		sl_frag_remember(e, &pp->d);
+	if (!pp->hashed)
+		prep_hash(pp);
+
+	swapped = pp->swapped;
+	f = flow_find_key(e, &pp->ckey, pp->hash, &swapped);
+	if (!f) {
+		f = sl_flow_new(e, &pp->d.key, &pp->ckey, pp->hash, pp->swapped,
+				p->ts_ns);
+		if (!f) {
+			e->stats.flows_refused++;
+			return 0;
+		}
+		fresh = 1;
+		f->rec.icmp_type = pp->d.icmp_type;
+		f->rec.icmp_code = pp->d.icmp_code;
+	}
+
+	di = swapped ^ f->swapped;
+	dir_count(f, di, p, &pp->d);
+	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
+		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);
+
+	flow_touch(e, f);
+	if (e->cfg.slice_ns) {
+		rc = slice_touch(e, f);
+		if (rc)
+			return rc;
+	}
+	/* the start event is written after the first packet is counted, so
+	 * handlers see what opened the flow */
+	if (fresh &&
+	    !sl_event_push(e, SL_EVENT_FLOW_START, slot_of(e, f), p->ts_ns))
+		return -ENOMEM;
+	pp->fid = f->rec.fid;
+	pp->wmask = f->capture ? (uint16_t)(1u << f->capture) : 0;
+	if (e->filter_mask) {
+		rc = packet_event(e, f, p, &pp->d, di);
+		if (rc)
+			return rc;
+	}
+	if (reason)
+		return sl_flow_end(e, f, reason, p->ts_ns);
+	return 0;
+}
+
+int sl_step_packets(struct sl_engine *e)
+{
+	int rc;
+
+	if (e->stopping && e->cursor >= e->batch.count)
+		return sl_engine_finish(e, SL_END_SHUTDOWN);
+	if (e->cursor >= e->batch.count) {
+		rc = sl_source_next(e->src, &e->batch);
+		e->cursor = e->flushed = 0;
+		if (rc == -EAGAIN) {
+			/* a live source with nothing to read: the wall clock
+			 * still moves timeouts and slices */
+			e->batch.count = 0;
+			rc = sl_clock_tick(e);
+			return rc < 0 ? rc : 1;
+		}
+		if (rc <= 0) {
+			e->batch.count = 0;
+			if (rc < 0)
+				e->source_error = rc;
+			return sl_engine_finish(e, SL_END_EOF);
+		}
+		batch_prepare(e);
+	}
+	while (e->cursor < e->batch.count) {
+		const struct sl_packet *p = &e->batch.pkt[e->cursor];
+
+		if (e->cfg.slice_ns && !e->slice_end)
+			sl_slice_open(e, p->ts_ns);
+		rc = sl_clock_advance(e, p->ts_ns);
+		if (rc)
+			return rc; /* 1: an interval closed before this packet
+				    */
+		rc = packet_process(e, e->cursor);
+		e->cursor++;
+		if (rc)
+			return rc;
+	}
+	return 1;
+}
+
+/* ---- captures to pcap writers ----------------------------------------- */
+
+/* Marks the flow's packets of the current batch that are not written
+ * yet for a writer; returns how many. A capture set from a handler (in
+ * on_flow_start, usually) comes after the step that processed the flow's
+ * first packets: marked, they are written in order at the next step. */
+static uint32_t capture_mark(struct sl_engine *e, uint64_t fid, uint32_t writer)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = e->flushed; i < e->cursor && i < e->batch.count;
+	     i++) {
+		if (e->prep[i].fid == fid) {
+			e->prep[i].wmask |= (uint16_t)(1u << writer);
+			n++;
+		}
+	}
+	return n;
+}
+
+/* Writes the marked packets of the batch read so far, in batch order. */
+void sl_capture_flush(struct sl_engine *e)
+{
+	uint32_t end = e->cursor < e->batch.count ? e->cursor : e->batch.count;
+
+	for (uint32_t i = e->flushed; e->n_writers && i < end; i++) {
+		const struct sl_packet *p = &e->batch.pkt[i];
+		uint32_t bits = e->prep[i].wmask;
+
+		while (bits) {
+			int w = __builtin_ctz(bits);
+
+			bits &= bits - 1;
+			if (e->writers[w])
+				sl_pcap_writer_write(e->writers[w], p->ts_ns,
+						     p->data, p->caplen,
+						     p->wirelen);
+		}
+	}
+	e->flushed = end;
+}
+
+int sl_engine_flow_capture(struct sl_engine *e, uint32_t slot, uint64_t fid,
+			   uint32_t writer)
+{
+	struct sl_flow *f = flow_at(e, slot, fid);
+
+	if (writer > SL_WRITERS || (writer && !e->writers[writer]))
+		return -EINVAL;
+	if (!f) /* it may have ended in the last step: its packets are here */
+		return writer && capture_mark(e, fid, writer) ? 0 : -ESRCH;
+	if (writer && !f->capture)
+		capture_mark(e, fid, writer);
+	f->capture = (uint8_t)writer;
+	return 0;
+}
+
+int sl_engine_packet_capture(struct sl_engine *e, const struct sl_packet_ev *pe,
+			     uint32_t writer)
+{
+	if (writer == 0 || writer > SL_WRITERS || !e->writers[writer])
+		return -EINVAL;
+	if (pe < e->packets || pe >= e->packets + e->out.n_packets ||
+	    pe->batch_index < e->flushed || pe->batch_index >= e->batch.count)
+		return -ESTALE;
+	e->prep[pe->batch_index].wmask |= (uint16_t)(1u << writer);
+	return 0;
+}

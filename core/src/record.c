@@ -1,0 +1,166 @@
+/* record.c - the collector's path: flow records into flows and events.
+ *
+ * A collector source hands out flow records (NetFlow, IPFIX) decoded by
+ * flowmsg.c instead of packets. Each record is counted in the flow of its
+ * key, as a packet would be, but with the record's counts and times; the
+ * engine clock follows the records' end times. Exporters often report the
+ * two directions of a flow apart (uniflows): both land in one flow, and
+ * the side that started first is its initiator.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "flowtable.h"
+#include "source.h"
+
+static void dir_add(struct sl_dir *d, const struct sl_counts *c,
+		    const struct sl_coll_rec *r, uint8_t flags)
+{
+	if (!c->pkts && !c->bytes && !flags)
+		return;
+	if (!d->pkts || r->first_ns < d->first_ns)
+		d->first_ns = r->first_ns;
+	if (r->last_ns > d->last_ns)
+		d->last_ns = r->last_ns;
+	d->pkts += c->pkts;
+	d->bytes += c->bytes;
+	d->tcp_flags |= flags;
+}
+
+/* Exporters report each direction of a flow on its own (uniflows), in any
+ * order: the flow's initiator is the side that sent first, as in capture,
+ * so a reverse report with an earlier start turns the flow around. */
+static void flow_turn(struct sl_flow *f)
+{
+	struct sl_dir d = f->rec.fwd;
+	struct sl_key *k = &f->rec.key;
+	uint8_t a[16];
+	uint16_t p = k->sport;
+
+	f->rec.fwd = f->rec.rev;
+	f->rec.rev = d;
+	memcpy(a, k->src, 16);
+	memcpy(k->src, k->dst, 16);
+	memcpy(k->dst, a, 16);
+	k->sport = k->dport;
+	k->dport = p;
+	f->swapped ^= 1;
+	p = f->slice_flags[0];
+	f->slice_flags[0] = f->slice_flags[1];
+	f->slice_flags[1] = (uint8_t)p;
+	d.pkts = f->base[0].pkts;
+	d.bytes = f->base[0].bytes;
+	f->base[0] = f->base[1];
+	f->base[1].pkts = d.pkts;
+	f->base[1].bytes = d.bytes;
+}
+
+/* Counts record i in the flow it just created, and writes the flow's start
+ * event (its packet field: the record's index in the batch). */
+static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i)
+{
+	const struct sl_coll_rec *r = &e->recs[i];
+	struct sl_event *ev;
+	int rc;
+
+	f->rec.icmp_type = r->icmp_type;
+	f->rec.icmp_code = r->icmp_code;
+	dir_add(&f->rec.fwd, &r->fwd, r, r->tcp_flags);
+	dir_add(&f->rec.rev, &r->rev, r, r->tcp_flags_rev);
+	f->slice_flags[0] |= r->tcp_flags;
+	f->slice_flags[1] |= r->tcp_flags_rev;
+	if (e->cfg.slice_ns && (rc = slice_touch(e, f)))
+		return rc;
+	ev = sl_event_push(e, SL_EVENT_FLOW_START, slot_of(e, f), r->first_ns);
+	if (!ev)
+		return -ENOMEM;
+	ev->packet = i;
+	return 0;
+}
+
+/* Counts a record in a known flow; di: the record's direction in it. */
+static int record_add(struct sl_engine *e, struct sl_flow *f,
+		      const struct sl_coll_rec *r, int di)
+{
+	if (di && r->fwd.pkts && r->first_ns < f->rec.fwd.first_ns) {
+		flow_turn(f);
+		di = 0;
+	}
+	dir_add(di ? &f->rec.rev : &f->rec.fwd, &r->fwd, r, r->tcp_flags);
+	dir_add(di ? &f->rec.fwd : &f->rec.rev, &r->rev, r, r->tcp_flags_rev);
+	f->slice_flags[di] |= r->tcp_flags;
+	f->slice_flags[!di] |= r->tcp_flags_rev;
+	if (e->cfg.slice_ns)
+		return slice_touch(e, f);
+	return 0;
+}
+
+static int record_process(struct sl_engine *e, uint32_t i)
+{
+	const struct sl_coll_rec *r = &e->recs[i];
+	struct sl_key ck = r->key;
+	struct sl_flow *f;
+	uint32_t hash;
+	int swapped, rc;
+
+	e->stats.records++;
+	e->stats.packets += r->fwd.pkts + r->rev.pkts;
+	e->stats.bytes += r->fwd.bytes + r->rev.bytes;
+	swapped = key_canonical(&ck);
+	hash = key_hash(&ck);
+	f = flow_find_key(e, &ck, hash, &swapped);
+	if (!f) {
+		f = sl_flow_new(e, &r->key, &ck, hash, swapped, r->first_ns);
+		if (!f) {
+			e->stats.flows_refused++;
+			return 0;
+		}
+		rc = record_start(e, f, i);
+	} else {
+		rc = record_add(e, f, r, swapped ^ f->swapped);
+	}
+	if (rc)
+		return rc;
+	flow_touch(e, f);
+	return 0;
+}
+
+int sl_step_records(struct sl_engine *e)
+{
+	int rc;
+
+	if (e->rcursor >= e->rcount) {
+		if (e->stopping)
+			return sl_engine_finish(e, SL_END_SHUTDOWN);
+		e->rcursor = e->rcount = 0;
+		rc = e->src->ops->records(e->src, &e->recs);
+		if (rc == -EAGAIN) {
+			rc = sl_clock_tick_records(e);
+			return rc < 0 ? rc : 1;
+		}
+		if (rc <= 0) {
+			if (rc < 0)
+				e->source_error = rc;
+			return sl_engine_finish(e, SL_END_EOF);
+		}
+		e->rcount = (uint32_t)rc;
+		e->out.records = e->recs;
+		e->rec_wall = sl_wall_ns();
+	}
+	while (e->rcursor < e->rcount) {
+		uint64_t t = e->recs[e->rcursor].last_ns;
+
+		if (!t)
+			t = e->now; /* an exporter without times */
+		if (e->cfg.slice_ns && !e->slice_end)
+			sl_slice_open(e, t);
+		rc = sl_clock_advance(e, t);
+		if (rc)
+			return rc;
+		rc = record_process(e, e->rcursor);
+		e->rcursor++;
+		if (rc)
+			return rc;
+	}
+	return 1;
+}

@@ -1,0 +1,68 @@
+/* tcp.h - TCP connection state and Zeek-style history.
+ *
+ * Each TCP packet moves its flow's state (SYN sent, established, closing,
+ * ...) and adds the history letters of what it carried, once per letter
+ * and direction (upper case: the initiator). A RST, or the ACK after both
+ * FINs, ends the flow. It runs for every TCP packet, from packet.c: it is
+ * static inline here, not in a .c file of its own, so that it still
+ * inlines into the packet path.
+ */
+#ifndef SL_TCP_H
+#define SL_TCP_H
+
+#include "engine.h"
+
+enum { H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST };
+
+static inline void history_add(struct sl_flow *f, int dir, int letter)
+{
+	static const char up[] = "SHADFR", low[] = "shadfr";
+
+	if (f->hist_seen[dir] & (1u << letter))
+		return;
+	f->hist_seen[dir] |= 1u << letter;
+	if (f->hist_len < sizeof(f->rec.hist))
+		f->rec.hist[f->hist_len++] = dir ? low[letter] : up[letter];
+}
+
+/* Updates TCP state and history; returns an end reason when this packet
+ * closes the flow, else 0. */
+static inline int tcp_update(struct sl_flow *f, int dir, uint8_t flags,
+			     uint16_t payload)
+{
+	int syn = flags & 0x02, ack = flags & 0x10, fin = flags & 0x01;
+	uint8_t *st = &f->rec.state_code;
+
+	if (syn)
+		history_add(f, dir, ack ? H_SYNACK : H_SYN);
+	if (payload)
+		history_add(f, dir, H_DATA);
+	else if (ack && !(flags & 0x07))
+		history_add(f, dir, H_ACK);
+	if (fin)
+		history_add(f, dir, H_FIN);
+	if (flags & 0x04) {
+		history_add(f, dir, H_RST);
+		*st = SL_TCP_RESET;
+		return SL_END_RST;
+	}
+
+	if (*st == SL_TCP_NONE)
+		*st = syn && !ack ? SL_TCP_SYN_SENT : SL_TCP_MIDSTREAM;
+	else if (*st == SL_TCP_SYN_SENT && syn && ack && dir)
+		*st = SL_TCP_SYN_RECEIVED;
+	else if (*st == SL_TCP_SYN_RECEIVED && ack && !syn && !dir)
+		*st = SL_TCP_ESTABLISHED;
+
+	if (f->fin_seen == 3 && ack && !fin && !syn) {
+		*st = SL_TCP_CLOSED;
+		return SL_END_FIN;
+	}
+	if (fin) {
+		f->fin_seen |= 1u << dir;
+		*st = f->fin_seen == 3 ? SL_TCP_CLOSING : SL_TCP_FIN_WAIT;
+	}
+	return 0;
+}
+
+#endif
