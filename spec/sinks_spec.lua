@@ -282,7 +282,7 @@ describe("a destination that blocks", function()
   it("makes its sink lag while the JSON file sink gets every record", function()
     local dir = run.tmpdir()
     local path = dir .. "/stuck.sock"
-    local fd = ffi.C.socket(1, 1, 0)
+    local fd = ffi.C.socket(core.C.SL_AF_UNIX, core.C.SL_SOCK_STREAM, 0)
     assert(fd >= 0)
     local sa = ffi.new("struct sl_sockaddr_un")
     sa.family = 1

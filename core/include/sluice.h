@@ -312,6 +312,9 @@ enum sl_timeout_class {
 	SL_TIMEOUT_COUNT,
 };
 
+/* Which side sent a packet: the flow's initiator (fwd) or responder. */
+enum { SL_DIR_FWD = 0, SL_DIR_REV = 1 };
+
 struct sl_dir {
 	uint64_t pkts;
 	uint64_t bytes; /* frame length on the wire */
@@ -371,7 +374,7 @@ struct sl_packet_ev {
 	uint16_t l4_offset;	 /* offsets into data */
 	uint16_t payload_offset; /* L4 payload */
 	uint16_t payload_len;	 /* L4 payload bytes present */
-	uint8_t dir;		 /* 0: sent by the initiator, 1: responder */
+	uint8_t dir;		 /* SL_DIR_FWD: sent by the initiator */
 	uint8_t tcp_flags;
 	uint32_t batch_index; /* for sl_engine_packet_capture() */
 	uint32_t pad;
@@ -551,7 +554,7 @@ SL_API int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot,
  * a flow that matches filter index (0..31) is reported as an
  * SL_EVENT_PACKET event, in order with the flow's other events. NULL
  * removes the filter. On a bad expression, libpcap's message is written
- * to err. */
+ * to err. A collector's engine has no frames: -ENOTSUP. */
 enum { SL_PACKET_FILTERS = 32 };
 SL_API int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
 				   const char *expr, char *err, size_t errlen);
@@ -655,11 +658,15 @@ struct sl_ipfix;
 
 struct sl_ipfix_opts {
 	uint32_t domain;    /* observation domain id */
-	uint32_t max_bytes; /* largest message: 0 is 1400 (UDP); TCP 65535;
-			       below 294 (one IPv6 record) is -EINVAL */
+	uint32_t max_bytes; /* largest message: 0 is SL_IPFIX_UDP_MESSAGE;
+			       below SL_IPFIX_MIN_MESSAGE is -EINVAL */
 };
 
-enum { SL_IPFIX_MAX_MESSAGE = 65535 };
+enum {
+	SL_IPFIX_MAX_MESSAGE = 65535, /* the length field's limit (TCP) */
+	SL_IPFIX_UDP_MESSAGE = 1400,  /* fits a 1500-byte MTU path */
+	SL_IPFIX_MIN_MESSAGE = 294,   /* header, templates and one IPv6 record */
+};
 
 SL_API int sl_ipfix_new(struct sl_ipfix **out, const struct sl_ipfix_opts *o);
 SL_API void sl_ipfix_free(struct sl_ipfix *x);

@@ -185,10 +185,14 @@ int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
 	filter_free(e, index);
 	if (!expr)
 		return 0;
+	/* a collector has flow records, no frames to filter */
+	rc = sl_source_linktype(e->src);
+	if (rc < 0)
+		return rc;
 	prog = calloc(1, sizeof(*prog));
 	if (!prog)
 		return -ENOMEM;
-	e->filter_linktype = sl_source_linktype(e->src);
+	e->filter_linktype = rc;
 	rc = sl_filter_compile(expr, e->filter_linktype, 0, prog, note,
 			       sizeof(note));
 	if (rc) {

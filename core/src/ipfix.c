@@ -26,7 +26,6 @@
 #define IPFIX_HDR_LEN	   16
 #define IPFIX_SET_HDR_LEN  4
 #define IPFIX_TEMPLATE_SET 2
-#define IPFIX_DEFAULT_MAX  1400
 #define TEMPLATE_V4	   256
 #define TEMPLATE_V6	   257
 #define ENTERPRISE_BIT	   0x8000
@@ -432,7 +431,7 @@ int sl_ipfix_take(struct sl_ipfix *x, uint32_t export_time_s,
 int sl_ipfix_new(struct sl_ipfix **out, const struct sl_ipfix_opts *o)
 {
 	struct sl_ipfix *x;
-	uint32_t max = o && o->max_bytes ? o->max_bytes : IPFIX_DEFAULT_MAX;
+	uint32_t max = o && o->max_bytes ? o->max_bytes : SL_IPFIX_UDP_MESSAGE;
 	uint16_t rec4 = tmpl_rec_len(&templates[0]);
 	uint16_t rec6 = tmpl_rec_len(&templates[1]);
 	uint16_t tset = IPFIX_SET_HDR_LEN + tmpl_def_len(&templates[0]) +

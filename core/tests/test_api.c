@@ -198,6 +198,26 @@ static void walk_next(struct sl_source *src, enum kind k)
 	CHECK_EQ(sl_source_next(src, NULL), -EINVAL);
 }
 
+/* Engine calls that depend on the source kind; the engine closes src. */
+static void walk_engine(struct sl_source *src, enum kind k)
+{
+	struct sl_config cfg = {0};
+	struct sl_engine *e;
+	char err[256] = "";
+
+	if (sl_engine_new(&e, &cfg)) {
+		CHECK(0);
+		sl_source_close(src);
+		return;
+	}
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	/* a collector has no frames to filter */
+	CHECK_EQ(sl_engine_packet_filter(e, 0, "udp", err, sizeof(err)),
+		 k == K_COLLECTOR ? -ENOTSUP : 0);
+	CHECK_EQ(sl_engine_packet_filter(e, 0, NULL, NULL, 0), 0);
+	sl_engine_free(e);
+}
+
 static void walk(struct sl_source *src, enum kind k)
 {
 	struct sl_source_stats st;
@@ -259,7 +279,7 @@ static void walk(struct sl_source *src, enum kind k)
 		CHECK_EQ(sl_collector_exporters(src), 0);
 		CHECK(sl_collector_exporter(src, 0) == NULL);
 	}
-	sl_source_close(src);
+	walk_engine(src, k);
 }
 
 /* No source at all: -EINVAL, zeros, nothing done. */

@@ -610,13 +610,14 @@ static void test_max_bytes(void)
 	struct sl_ipfix *x;
 	struct sl_ipfix_opts o = {.max_bytes = 200};
 
-	fill_messages(0, 1400, 500);
+	fill_messages(0, SL_IPFIX_UDP_MESSAGE, 500);
 	fill_messages(512, 512, 100);
 	fill_messages(100000, 65535, 3000);
 	fill_messages(65535, 65535, 3000);
 	/* too small for the templates and one record */
 	CHECK_EQ(sl_ipfix_new(&x, &o), -EINVAL);
 	o.max_bytes = 16 + 4 + 2 * (4 + 20 * 4) + 4 + 102;
+	CHECK_EQ(o.max_bytes, SL_IPFIX_MIN_MESSAGE);
 	CHECK_EQ(sl_ipfix_new(&x, &o), 0);
 	sl_ipfix_free(x);
 	o.max_bytes--;

@@ -6,6 +6,7 @@
 local ffi = require "ffi"
 local bit = require "bit"
 local flow = require "sluice.flow"
+local DIR_FWD = require("sluice.core").C.SL_DIR_FWD
 
 local tonumber, bor, lshift = tonumber, bit.bor, bit.lshift
 
@@ -24,7 +25,7 @@ local get = {
   sport = function(p) return p.key.sport end,
   dport = function(p) return p.key.dport end,
   proto = function(p) return flow.PROTO_NAMES[p.key.proto] end,
-  from_initiator = function(p) return p.dir == 0 end,
+  from_initiator = function(p) return p.dir == DIR_FWD end,
 }
 
 local methods = {}
@@ -68,7 +69,7 @@ end
 function methods.totable(p)
   return { type = "packet", ts = get.ts(p), len = p.wirelen, caplen = p.caplen,
     src = get.src(p), dst = get.dst(p), sport = p.key.sport, dport = p.key.dport,
-    proto = get.proto(p), payload_len = p.payload_len, dir = p.dir == 0 and "fwd" or "rev" }
+    proto = get.proto(p), payload_len = p.payload_len, dir = p.dir == DIR_FWD and "fwd" or "rev" }
 end
 
 ffi.metatype("struct sl_packet_ev", {

@@ -40,10 +40,11 @@ function M.new(opts)
   if not refresh or refresh <= 0 or not flush_every then
     error("sluice.sink.ipfix: template_refresh and flush_interval are durations", 2)
   end
-  local max_bytes = opts.max_bytes or (transport == "tcp" and C.SL_IPFIX_MAX_MESSAGE or 1400)
-  if type(max_bytes) ~= "number" or max_bytes < 294 or max_bytes > C.SL_IPFIX_MAX_MESSAGE then
+  local max_bytes = opts.max_bytes or (transport == "tcp" and C.SL_IPFIX_MAX_MESSAGE or C.SL_IPFIX_UDP_MESSAGE)
+  if type(max_bytes) ~= "number" or max_bytes < C.SL_IPFIX_MIN_MESSAGE or max_bytes > C.SL_IPFIX_MAX_MESSAGE then
     s:close()
-    error("sluice.sink.ipfix: max_bytes must be 294..65535 (a message holds one IPv6 record)", 2)
+    error(("sluice.sink.ipfix: max_bytes must be %d..%d (a message holds one IPv6 record)")
+      :format(C.SL_IPFIX_MIN_MESSAGE, C.SL_IPFIX_MAX_MESSAGE), 2)
   end
   local o = ffi.new("struct sl_ipfix_opts")
   o.domain = opts.domain or 0
