@@ -1,5 +1,5 @@
--- sluice collect (core/src/flowmsg.c, core/src/source_collect.c, the CLI's
--- collect command) end to end, with real exporters and hostile input:
+-- sluice collect (core/src/collector_*.c, core/src/source_collector.c, the
+-- CLI's collect command) end to end, with real exporters and hostile input:
 --
 --   1. softflowd 1.1.0 reads a generated trace (IPv4 and IPv6, TCP, UDP,
 --      ICMP, 802.1Q) and exports NetFlow v9, IPFIX, bidirectional IPFIX
@@ -1163,8 +1163,8 @@ describe("sluice collect", function()
       local h = collect("--listen udp:127.0.0.1:" .. port .. " --idle-exit 1 -v", "udp", port)
       local s = assert(sock.connect("udp:127.0.0.1:" .. port))
       -- the domains of the valid messages at the end are known from the
-      -- start: an exporter has at most 1024 domains (flowmsg.c MAX_DOMAINS),
-      -- and the mutated headers bring many new ones
+      -- start: an exporter has at most 1024 domains (collector_state.c
+      -- MAX_DOMAINS), and the mutated headers bring many new ones
       send_all(s, { v5_pool[3], ipfix_pool[1] })
       local sent, by_kind, hlen_short = 2, { valid = 2 }, 0
       local started = monotonic()

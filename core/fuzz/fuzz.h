@@ -8,7 +8,7 @@
 
 #include "sluice.h"
 
-static struct sl_flowmsg *m;
+static struct sl_collector_msg *m;
 static uint64_t now_ns;
 
 /* Two IPv4 sources, one IPv6, and the first IPv4 again as IPv4-mapped
@@ -26,7 +26,7 @@ static inline int fuzz_family(unsigned src)
 
 /* Small bounds (8 held sets for 5 s, templates for 30 s, 2 exporters)
  * bring the hold, expiry and refusal paths in reach. */
-static const struct sl_flowmsg_opts fuzz_small_opts = {
+static const struct sl_collector_msg_opts fuzz_small_opts = {
     .template_timeout_ns = 30000000000ULL,
     .hold_ns = 5000000000ULL,
     .hold_max = 8,
@@ -36,14 +36,15 @@ static const struct sl_flowmsg_opts fuzz_small_opts = {
 /* A failed decode or a record that breaks the decoder's promises traps. */
 static inline void check(int n)
 {
-	const struct sl_coll_rec *r = sl_flowmsg_records(m);
+	const struct sl_collector_rec *r = sl_collector_msg_records(m);
 
 	if (n < 0)
 		__builtin_trap();
 	for (int i = 0; i < n; i++) {
 		if (r[i].key.ip_version != 4 && r[i].key.ip_version != 6)
 			__builtin_trap();
-		if (!r[i].exporter || r[i].exporter >= sl_flowmsg_exporters(m))
+		if (!r[i].exporter ||
+		    r[i].exporter >= sl_collector_msg_exporters(m))
 			__builtin_trap();
 		if (r[i].version != 5 && r[i].version != 9 &&
 		    r[i].version != 10)

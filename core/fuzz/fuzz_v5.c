@@ -6,12 +6,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (!m && sl_flowmsg_new(&m, NULL))
+	if (!m && sl_collector_msg_new(&m, NULL))
 		return 0;
 	if (size > 65535)
 		return 0;
 	now_ns += 1000000000ULL;
-	check(
-	    sl_flowmsg_decode(m, data, (uint32_t)size, src4a, 4, 2055, now_ns));
+	check(sl_collector_msg_decode(m, data, (uint32_t)size, src4a, 4, 2055,
+				      now_ns));
 	return 0;
 }

@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 3 };
+enum { SL_ABI_VERSION = 4 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -455,7 +455,7 @@ struct sl_stats {
 			     then are the sums the records report) */
 };
 
-struct sl_coll_rec;
+struct sl_collector_rec;
 
 /* What one sl_engine_step() produced: events in order, then, if an
  * interval closed (slice_ready), its slice records. */
@@ -472,7 +472,8 @@ struct sl_output {
 	const struct sl_packet_ev *packets; /* of this step's packet events */
 	uint32_t n_packets;
 	uint32_t pad2;
-	const struct sl_coll_rec *records; /* a collector's current records */
+	/* a collector's current records */
+	const struct sl_collector_rec *records;
 	uint64_t generation; /* see the top of this header */
 };
 
@@ -739,29 +740,34 @@ SL_API void sl_sender_free(struct sl_sender *s);
 /* ---- collector: NetFlow v5, NetFlow v9 and IPFIX messages --------------- */
 
 /* Why a message, or a part of it, was not taken. */
-enum sl_coll_drop {
-	SL_COLL_OK = 0,
-	SL_COLL_SHORT,	     /* shorter than its header */
-	SL_COLL_VERSION,     /* not 5, 9 or 10 */
-	SL_COLL_LENGTH,	     /* header length or count disagrees with the data */
-	SL_COLL_SET,	     /* a set (flowset) header is bad: length < 4, past the end */
-	SL_COLL_TEMPLATE,    /* a template is malformed */
-	SL_COLL_NO_TEMPLATE, /* data for a template never seen (held, then dropped) */
-	SL_COLL_RECORD,	     /* a record is malformed (variable length past its set) */
-	SL_COLL_EMPTY,	     /* a message without any set or record */
-	SL_COLL_EXPORTERS,   /* too many exporters: the message was refused */
-	SL_COLL_COUNT,
+enum sl_collector_drop {
+	SL_COLLECTOR_DROP_OK = 0,
+	SL_COLLECTOR_DROP_SHORT,       /* shorter than its header */
+	SL_COLLECTOR_DROP_VERSION,     /* not 5, 9 or 10 */
+	SL_COLLECTOR_DROP_LENGTH,      /* header length or count disagrees with
+					  the data */
+	SL_COLLECTOR_DROP_SET,	       /* a set (flowset) header is bad: length
+					  < 4, past the end */
+	SL_COLLECTOR_DROP_TEMPLATE,    /* a template is malformed */
+	SL_COLLECTOR_DROP_NO_TEMPLATE, /* data for a template never seen (held,
+					  then dropped) */
+	SL_COLLECTOR_DROP_RECORD,      /* a record is malformed (variable length
+					  past its set) */
+	SL_COLLECTOR_DROP_EMPTY,       /* a message without any set or record */
+	SL_COLLECTOR_DROP_EXPORTERS,   /* too many exporters: the message was
+					  refused */
+	SL_COLLECTOR_DROP_COUNT,
 };
 
 /* One flow record from an exporter, normalized. Counts are what the
  * record adds (deltas); a uniflow record has rev zero. */
-struct sl_coll_rec {
+struct sl_collector_rec {
 	struct sl_key key; /* as exported: src -> dst */
 	uint64_t first_ns;
 	uint64_t last_ns;
 	struct sl_counts fwd;
 	struct sl_counts rev; /* RFC 5103 reverse elements, else 0 */
-	uint32_t exporter;    /* index for sl_flowmsg_exporter() */
+	uint32_t exporter;    /* index for sl_collector_msg_exporter() */
 	uint32_t domain;      /* observation domain (IPFIX), source id (v9),
 				 engine type << 8 | engine id (v5) */
 	uint8_t tcp_flags;
@@ -783,51 +789,55 @@ struct sl_exporter_stats {
 	uint64_t messages;  /* decoded, in part or whole */
 	uint64_t records;   /* flow records taken */
 	uint64_t templates; /* template records (options templates included) */
-	uint64_t dropped[SL_COLL_COUNT]; /* messages or sets, by reason */
+	/* messages or sets, by reason */
+	uint64_t dropped[SL_COLLECTOR_DROP_COUNT];
 	uint64_t seq_lost; /* by sequence numbers: records (v5, IPFIX) or
 			      export packets (v9) never received */
 	uint64_t seq_resets; /* sequence went backwards: exporter restart */
 	uint64_t held;	     /* data sets held for a template to come */
 };
 
-struct sl_flowmsg_opts {
+struct sl_collector_msg_opts {
 	uint64_t template_timeout_ns; /* 0: 1800 s */
 	uint64_t hold_ns;	      /* data waiting for its template: 0: 5 s */
 	uint32_t hold_max;	      /* such sets, in all: 0: 256 */
 	uint32_t max_exporters;	      /* 0: 65536 */
 };
 
-struct sl_flowmsg;
+struct sl_collector_msg;
 
-SL_API int sl_flowmsg_new(struct sl_flowmsg **out,
-			  const struct sl_flowmsg_opts *o);
-SL_API void sl_flowmsg_free(struct sl_flowmsg *m);
+SL_API int sl_collector_msg_new(struct sl_collector_msg **out,
+				const struct sl_collector_msg_opts *o);
+SL_API void sl_collector_msg_free(struct sl_collector_msg *m);
 /* Exporters: index 0 is not one (family 0), it counts messages refused
  * before an exporter is known (too short, a wrong version, too many
  * exporters); exporters start at 1.
  * Decodes one message (a datagram, or one IPFIX message of a TCP stream)
  * from an exporter (addr: 4 or 16 bytes by family; port). Returns the
- * number of records now in sl_flowmsg_records() (a malformed part is
+ * number of records now in sl_collector_msg_records() (a malformed part is
  * counted and skipped: the valid records of the message are still taken),
  * or a negative error only for a failed allocation. now_ns drives template
  * expiry and the hold of data that came before its template; held data
  * decoded when its template arrives is in this call's records. */
-SL_API int sl_flowmsg_decode(struct sl_flowmsg *m, const uint8_t *msg,
-			     uint32_t len, const uint8_t *addr, int family,
-			     uint16_t port, uint64_t now_ns);
+SL_API int sl_collector_msg_decode(struct sl_collector_msg *m,
+				   const uint8_t *msg, uint32_t len,
+				   const uint8_t *addr, int family,
+				   uint16_t port, uint64_t now_ns);
 /* The records of the last decode; valid until the next decode. */
-SL_API const struct sl_coll_rec *sl_flowmsg_records(const struct sl_flowmsg *m);
-SL_API uint32_t sl_flowmsg_exporters(const struct sl_flowmsg *m);
+SL_API const struct sl_collector_rec *
+sl_collector_msg_records(const struct sl_collector_msg *m);
+SL_API uint32_t sl_collector_msg_exporters(const struct sl_collector_msg *m);
 SL_API const struct sl_exporter_stats *
-sl_flowmsg_exporter(const struct sl_flowmsg *m, uint32_t index);
+sl_collector_msg_exporter(const struct sl_collector_msg *m, uint32_t index);
 /* Drops held data older than hold_ns and expired templates (counted);
  * call it now and then when no message comes. */
-SL_API void sl_flowmsg_expire(struct sl_flowmsg *m, uint64_t now_ns);
-SL_API const char *sl_coll_drop_name(int reason);
+SL_API void sl_collector_msg_expire(struct sl_collector_msg *m,
+				    uint64_t now_ns);
+SL_API const char *sl_collector_drop_name(int reason);
 
 /* A collector source: listens for NetFlow v5/v9 and IPFIX exporters and
  * hands the engine their flow records instead of packets. */
-struct sl_collect_opts {
+struct sl_collector_opts {
 	const char *listen[8]; /* "udp:ADDR:PORT" or "tcp:ADDR:PORT" (IPFIX
 				  over TCP); IPv6 as [ADDR]:PORT */
 	uint32_t n_listen;
@@ -839,7 +849,7 @@ struct sl_collect_opts {
 				  a message (counted from the start until one
 				  comes) */
 	uint32_t pad;
-	struct sl_flowmsg_opts msg;
+	struct sl_collector_msg_opts msg;
 	char note[256]; /* out: why opening failed, in words */
 };
 
@@ -847,7 +857,7 @@ struct sl_collect_opts {
  * sl_source_next() and sl_source_linktype() are -ENOTSUP, progress is 0
  * and 0; sl_source_stats() and sl_source_close() work. */
 SL_API int sl_source_open_collector(struct sl_source **out,
-				    struct sl_collect_opts *o);
+				    struct sl_collector_opts *o);
 /* The exporters a collector source has heard (0 for other sources and
  * NULL; sl_collector_exporter() is then NULL).
  * Index 0 is not an exporter (family 0): it counts messages from sources

@@ -168,7 +168,7 @@ struct sl_engine {
 	struct sl_stats stats;
 
 	/* a collector's records (instead of packets) */
-	const struct sl_coll_rec *recs;
+	const struct sl_collector_rec *recs;
 	uint32_t rcount, rcursor;
 	uint64_t rec_wall; /* wall clock at the last records, 0: none yet */
 

@@ -1,7 +1,7 @@
 /* record.c - the collector's path: flow records into flows and events.
  *
  * A collector source hands out flow records (NetFlow, IPFIX) decoded by
- * flowmsg.c instead of packets. Each record is counted in the flow of its
+ * collector_*.c instead of packets. Each record is counted in the flow of its
  * key, as a packet would be, but with the record's counts and times; the
  * engine clock follows the records' end times. Exporters often report the
  * two directions of a flow apart (uniflows): both land in one flow, and
@@ -14,7 +14,7 @@
 #include "source.h"
 
 static void dir_add(struct sl_dir *d, const struct sl_counts *c,
-		    const struct sl_coll_rec *r, uint8_t flags)
+		    const struct sl_collector_rec *r, uint8_t flags)
 {
 	if (!c->pkts && !c->bytes && !flags)
 		return;
@@ -59,7 +59,7 @@ static void flow_turn(struct sl_flow *f)
  * event (its packet field: the record's index in the batch). */
 static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i)
 {
-	const struct sl_coll_rec *r = &e->recs[i];
+	const struct sl_collector_rec *r = &e->recs[i];
 	struct sl_event *ev;
 	int rc;
 
@@ -80,7 +80,7 @@ static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i)
 
 /* Counts a record in a known flow; di: the record's direction in it. */
 static int record_add(struct sl_engine *e, struct sl_flow *f,
-		      const struct sl_coll_rec *r, int di)
+		      const struct sl_collector_rec *r, int di)
 {
 	if (di && r->fwd.pkts && r->first_ns < f->rec.fwd.first_ns) {
 		flow_turn(f);
@@ -97,7 +97,7 @@ static int record_add(struct sl_engine *e, struct sl_flow *f,
 
 static int record_process(struct sl_engine *e, uint32_t i)
 {
-	const struct sl_coll_rec *r = &e->recs[i];
+	const struct sl_collector_rec *r = &e->recs[i];
 	struct sl_key ck = r->key;
 	struct sl_flow *f;
 	uint32_t hash;

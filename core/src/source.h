@@ -32,7 +32,8 @@ struct sl_source_ops {
 	 * Same returns as next, -EAGAIN when idle; *out stays valid until
 	 * the next call. NULL for packet sources: there is no public
 	 * dispatcher, the engine (engine.c) checks it before calling. */
-	int (*records)(struct sl_source *src, const struct sl_coll_rec **out);
+	int (*records)(struct sl_source *src,
+		       const struct sl_collector_rec **out);
 };
 
 struct sl_source {

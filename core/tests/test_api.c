@@ -305,7 +305,7 @@ static void test_null_source(void)
 static void test_open_errors(void)
 {
 	struct sl_live_opts lo;
-	struct sl_collect_opts co;
+	struct sl_collector_opts co;
 	struct sl_source *src;
 
 	memset(&lo, 0, sizeof(lo));
@@ -374,7 +374,7 @@ static int free_udp_port(void)
 
 static void test_collector(void)
 {
-	struct sl_collect_opts o;
+	struct sl_collector_opts o;
 	struct sl_source *src = NULL;
 	char listen[64];
 	int rc = -EADDRINUSE, tries;

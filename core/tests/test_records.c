@@ -17,12 +17,13 @@
 /* A source that hands out a fixed list of record batches. */
 struct fake {
 	struct sl_source base;
-	const struct sl_coll_rec *recs;
+	const struct sl_collector_rec *recs;
 	const uint32_t *batches; /* sizes, 0 ends */
 	uint32_t next_batch, pos;
 };
 
-static int fake_records(struct sl_source *src, const struct sl_coll_rec **out)
+static int fake_records(struct sl_source *src,
+			const struct sl_collector_rec **out)
 {
 	struct fake *f = (struct fake *)src;
 	uint32_t n = f->batches[f->next_batch];
@@ -58,11 +59,11 @@ static const struct sl_source_ops fake_ops = {
     .records = fake_records,
 };
 
-static struct sl_coll_rec rec(const char *src, int sport, const char *dst,
-			      int dport, uint64_t first, uint64_t last,
-			      uint64_t pkts, uint64_t bytes)
+static struct sl_collector_rec rec(const char *src, int sport, const char *dst,
+				   int dport, uint64_t first, uint64_t last,
+				   uint64_t pkts, uint64_t bytes)
 {
-	struct sl_coll_rec r;
+	struct sl_collector_rec r;
 
 	memset(&r, 0, sizeof(r));
 	r.key.ip_version = 4;
@@ -88,8 +89,9 @@ struct run {
 	struct sl_stats stats;
 };
 
-static void run_records(const struct sl_coll_rec *recs, const uint32_t *batches,
-			const struct sl_config *cfg, struct run *r)
+static void run_records(const struct sl_collector_rec *recs,
+			const uint32_t *batches, const struct sl_config *cfg,
+			struct run *r)
 {
 	struct sl_engine *e;
 	struct fake *f = calloc(1, sizeof(*f));
@@ -130,7 +132,7 @@ static void run_records(const struct sl_coll_rec *recs, const uint32_t *batches,
  * the earlier sender is the initiator, counts by direction. */
 static void test_fold_uniflows(void)
 {
-	struct sl_coll_rec recs[3];
+	struct sl_collector_rec recs[3];
 	const uint32_t batches[] = {1, 2, 0};
 	struct run r;
 	char a[16];
@@ -171,7 +173,7 @@ static void test_fold_uniflows(void)
  * new one. Slices get the deltas at the records' times. */
 static void test_repeated_reports(void)
 {
-	struct sl_coll_rec recs[4];
+	struct sl_collector_rec recs[4];
 	const uint32_t batches[] = {1, 1, 1, 1, 0};
 	struct sl_config cfg = {.slice_ns = S(10)};
 	struct run r;

@@ -99,7 +99,7 @@ local function open_collector(opts, sp)
   if type(listen) ~= "table" or #listen == 0 or #listen > 8 then
     error("sluice.open: listen is an address or a list of 1 to 8 (udp:ADDR:PORT, tcp:ADDR:PORT)", 3)
   end
-  local co = ffi.new("struct sl_collect_opts")
+  local co = ffi.new("struct sl_collector_opts")
   local keep = {}
   for i, spec in ipairs(listen) do
     if type(spec) ~= "string" then error("sluice.open: listen addresses are strings", 3) end
@@ -282,9 +282,9 @@ function Engine:exporters()
   for i = 0, C.sl_collector_exporters(self.src) - 1 do
     local x = C.sl_collector_exporter(self.src, i)
     local dropped = {}
-    for r = 1, C.SL_COLL_COUNT - 1 do
+    for r = 1, C.SL_COLLECTOR_DROP_COUNT - 1 do
       local n = tonumber(x.dropped[r])
-      if n > 0 then dropped[ffi.string(C.sl_coll_drop_name(r))] = n end
+      if n > 0 then dropped[ffi.string(C.sl_collector_drop_name(r))] = n end
     end
     -- index 0 is not an exporter: it counts messages from unknown sources
     list[#list + 1] = { address = x.family == 0 and "unknown" or

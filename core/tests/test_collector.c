@@ -1,4 +1,4 @@
-/* test_flowmsg.c - the collector's message decoder: NetFlow v5, v9 and IPFIX
+/* test_collector.c - the collector's message decoder: NetFlow v5, v9 and IPFIX
  * messages built here byte by byte from the RFCs, real softflowd 1.1.0
  * exports (core/tests/data), sluice's own IPFIX export read back, every
  * malformed case, a mutation loop, and a decode rate.
@@ -147,34 +147,35 @@ static const uint8_t EXB[4] = {192, 0, 2, 2};
 static const uint8_t EXC[4] = {192, 0, 2, 3};
 static const uint8_t EX6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 0x99};
 
-static struct sl_flowmsg *fm_new(uint32_t hold_max, uint64_t hold_ns,
-				 uint64_t tmpl_ns, uint32_t max_exp)
+static struct sl_collector_msg *msg_new(uint32_t hold_max, uint64_t hold_ns,
+					uint64_t tmpl_ns, uint32_t max_exp)
 {
-	struct sl_flowmsg_opts o = {.template_timeout_ns = tmpl_ns,
-				    .hold_ns = hold_ns,
-				    .hold_max = hold_max,
-				    .max_exporters = max_exp};
-	struct sl_flowmsg *m = NULL;
+	struct sl_collector_msg_opts o = {.template_timeout_ns = tmpl_ns,
+					  .hold_ns = hold_ns,
+					  .hold_max = hold_max,
+					  .max_exporters = max_exp};
+	struct sl_collector_msg *m = NULL;
 
-	CHECK_EQ(sl_flowmsg_new(&m, &o), 0);
+	CHECK_EQ(sl_collector_msg_new(&m, &o), 0);
 	return m;
 }
 
-static int dec(struct sl_flowmsg *m, const struct buf *b, const uint8_t *a,
-	       uint64_t now)
+static int dec(struct sl_collector_msg *m, const struct buf *b,
+	       const uint8_t *a, uint64_t now)
 {
-	return sl_flowmsg_decode(m, b->b, b->n, a, 4, 2055, now);
+	return sl_collector_msg_decode(m, b->b, b->n, a, 4, 2055, now);
 }
 
-static const struct sl_coll_rec *rec(struct sl_flowmsg *m, int i)
+static const struct sl_collector_rec *rec(struct sl_collector_msg *m, int i)
 {
-	return &sl_flowmsg_records(m)[i];
+	return &sl_collector_msg_records(m)[i];
 }
 
 /* Stats of the exporter at EXA:2055 (the first one made: index 1). */
-static const struct sl_exporter_stats *st(struct sl_flowmsg *m, uint32_t i)
+static const struct sl_exporter_stats *st(struct sl_collector_msg *m,
+					  uint32_t i)
 {
-	return sl_flowmsg_exporter(m, i);
+	return sl_collector_msg_exporter(m, i);
 }
 
 static int ip4_is(const uint8_t *a, const char *s)
@@ -197,7 +198,7 @@ static uint64_t dropped_total(const struct sl_exporter_stats *s)
 {
 	uint64_t n = 0;
 
-	for (int i = 0; i < SL_COLL_COUNT; i++)
+	for (int i = 0; i < SL_COLLECTOR_DROP_COUNT; i++)
 		n += s->dropped[i];
 	return n;
 }
@@ -255,9 +256,9 @@ static const struct v5rec v5r[3] = {
 
 static void test_v5(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	const struct sl_exporter_stats *s;
-	const struct sl_coll_rec *r;
+	const struct sl_collector_rec *r;
 	struct buf b;
 	uint64_t hdr = 1700000000ULL * SEC + 250000000;
 
@@ -298,7 +299,7 @@ static void test_v5(void)
 	CHECK_EQ(dec(m, &b, EXA, 2), 1);
 	CHECK(rec(m, 0)->first_ns == 1700000000ULL * SEC - 1296 * MS);
 
-	CHECK_EQ(sl_flowmsg_exporters(m), 2);
+	CHECK_EQ(sl_collector_msg_exporters(m), 2);
 	s = st(m, 1);
 	CHECK(ip4_is(s->addr, "192.0.2.1"));
 	CHECK_EQ(s->family, 4);
@@ -312,41 +313,41 @@ static void test_v5(void)
 	CHECK_EQ(s->family, 0);
 	CHECK_EQ(s->messages, 0);
 	CHECK(st(m, 2) == NULL);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 static void test_v5_length(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	struct buf b;
 
 	/* count above what fits: the whole records present are taken */
 	v5_msg(&b, 3, 100000, 1700000000, 0, 0, v5r, 2);
 	CHECK_EQ(dec(m, &b, EXA, 1), 2);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_LENGTH], 1);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_LENGTH], 1);
 	/* and a partial record at the end */
 	v5_msg(&b, 3, 100000, 1700000000, 0, 3, v5r, 3);
 	b.n -= 10;
 	CHECK_EQ(dec(m, &b, EXA, 2), 2);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_LENGTH], 2);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_LENGTH], 2);
 	/* count below: count records */
 	v5_msg(&b, 1, 100000, 1700000000, 0, 6, v5r, 2);
 	CHECK_EQ(dec(m, &b, EXA, 3), 1);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_LENGTH], 3);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_LENGTH], 3);
 	v5_msg(&b, 0, 100000, 1700000000, 0, 0, v5r, 0);
 	CHECK_EQ(dec(m, &b, EXA, 4), 0);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_EMPTY], 1);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_EMPTY], 1);
 	b.n = 20;
 	CHECK_EQ(dec(m, &b, EXA, 5), 0);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_SHORT], 1);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_SHORT], 1);
 	CHECK_EQ(st(m, 1)->messages, 3);
 	CHECK_EQ(st(m, 1)->records, 5);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 static void test_v5_seq(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	const struct sl_exporter_stats *s;
 	struct buf b;
 
@@ -396,7 +397,7 @@ static void test_v5_seq(void)
 	dec(m, &b, EXA, 10);
 	CHECK_EQ(s->seq_resets, 3);
 	CHECK_EQ(rec(m, 0)->domain, 3 << 8 | 8);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- NetFlow v9 --------------------------------------------------------- */
@@ -480,9 +481,9 @@ static void v9_full(struct buf *b, uint32_t seq)
 
 static void test_v9(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	const struct sl_exporter_stats *s;
-	const struct sl_coll_rec *r;
+	const struct sl_collector_rec *r;
 	struct buf b;
 	uint64_t hdr = 1700000000ULL * SEC;
 
@@ -540,12 +541,12 @@ static void test_v9(void)
 	b.b[19] = 43;
 	CHECK_EQ(dec(m, &b, EXA, 3), 0);
 	CHECK_EQ(s->held, 1);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 static void test_v9_seq(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	const struct sl_exporter_stats *s;
 	struct buf b;
 
@@ -570,7 +571,7 @@ static void test_v9_seq(void)
 	dec(m, &b, EXA, 6);
 	CHECK_EQ(s->seq_lost, 3);
 	CHECK_EQ(s->seq_resets, 1);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- IPFIX -------------------------------------------------------------- */
@@ -738,9 +739,9 @@ static void ipfix_full(struct buf *b, uint32_t seq)
 
 static void test_ipfix(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	const struct sl_exporter_stats *s;
-	const struct sl_coll_rec *r;
+	const struct sl_collector_rec *r;
 	struct buf b;
 
 	ipfix_full(&b, 0);
@@ -808,7 +809,7 @@ static void test_ipfix(void)
 	CHECK_EQ(dec(m, &b, EXA, 2), 1);
 	CHECK(rec(m, 0)->first_ns == 1699999005000ULL * MS);
 	CHECK_EQ(s->seq_lost, 0);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 static void test_ipfix_init_in_record(void)
@@ -817,7 +818,7 @@ static void test_ipfix_init_in_record(void)
 	    {22, 4, 0}, {21, 4, 0},  {160, 8, 0}, {8, 4, 0},
 	    {12, 4, 0}, {158, 4, 0}, {159, 4, 0},
 	};
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	struct buf b;
 	uint32_t s;
 
@@ -846,7 +847,7 @@ static void test_ipfix_init_in_record(void)
 	CHECK(rec(m, 0)->last_ns == 1600000000020ULL * MS);
 	CHECK(rec(m, 1)->first_ns == 1700000010ULL * SEC - 2500 * MS);
 	CHECK(rec(m, 1)->last_ns == 1700000010ULL * SEC - 1 * MS);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* A message of n records of template 404 (templates included). */
@@ -862,7 +863,7 @@ static void ipfix_n(struct buf *b, uint32_t seq, int n, int with_tmpl)
 
 static void test_ipfix_seq(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	const struct sl_exporter_stats *s;
 	struct buf b;
 
@@ -890,10 +891,10 @@ static void test_ipfix_seq(void)
 	dec(m, &b, EXA, 7);
 	CHECK_EQ(s->seq_resets, 1);
 	CHECK_EQ(s->seq_lost, 11);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 
 	/* softflowd counts the message's own records too: followed as such */
-	m = fm_new(0, 0, 0, 0);
+	m = msg_new(0, 0, 0, 0);
 	ipfix_n(&b, 3, 3, 1);
 	dec(m, &b, EXA, 1);
 	s = st(m, 1);
@@ -909,7 +910,7 @@ static void test_ipfix_seq(void)
 	dec(m, &b, EXA, 5);
 	CHECK_EQ(s->seq_lost, 4);
 	CHECK_EQ(s->seq_resets, 0);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- templates per exporter and domain, expiry, withdrawal -------------- */
@@ -956,7 +957,7 @@ static void data_msg_pad(struct buf *b, uint32_t dom, uint16_t tid, uint32_t n)
 
 static void test_template_scope(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	uint8_t mapped[16] = {[10] = 0xff, [11] = 0xff, 192, 0, 2, 1};
 	struct buf b;
 
@@ -972,7 +973,7 @@ static void test_template_scope(void)
 	CHECK_EQ(rec(m, 0)->exporter, 1);
 	/* B's record is 20 bytes: the set is short of one */
 	CHECK_EQ(dec(m, &b, EXB, 2), 0);
-	CHECK_EQ(st(m, 2)->dropped[SL_COLL_RECORD], 1);
+	CHECK_EQ(st(m, 2)->dropped[SL_COLLECTOR_DROP_RECORD], 1);
 	data_msg_pad(&b, 1, 500, 4);
 	CHECK_EQ(dec(m, &b, EXB, 2), 1);
 	CHECK(ip4_is(rec(m, 0)->key.src, "2.2.2.2"));
@@ -982,27 +983,27 @@ static void test_template_scope(void)
 	CHECK_EQ(rec(m, 0)->exporter, 2);
 	data_msg(&b, 1, 500, 0);
 	/* the same address from another port is another exporter */
-	CHECK_EQ(sl_flowmsg_decode(m, b.b, b.n, EXA, 4, 2056, 3), 0);
-	CHECK_EQ(sl_flowmsg_exporters(m), 4);
+	CHECK_EQ(sl_collector_msg_decode(m, b.b, b.n, EXA, 4, 2056, 3), 0);
+	CHECK_EQ(sl_collector_msg_exporters(m), 4);
 	CHECK_EQ(st(m, 3)->held, 1);
 	CHECK_EQ(st(m, 3)->port, 2056);
 	/* an IPv4-mapped IPv6 source is the IPv4 exporter */
-	CHECK_EQ(sl_flowmsg_decode(m, b.b, b.n, mapped, 6, 2055, 4), 1);
+	CHECK_EQ(sl_collector_msg_decode(m, b.b, b.n, mapped, 6, 2055, 4), 1);
 	CHECK_EQ(rec(m, 0)->exporter, 1);
 	/* and a real IPv6 one is new */
-	CHECK_EQ(sl_flowmsg_decode(m, b.b, b.n, EX6, 6, 2055, 5), 0);
+	CHECK_EQ(sl_collector_msg_decode(m, b.b, b.n, EX6, 6, 2055, 5), 0);
 	CHECK_EQ(st(m, 4)->family, 6);
 	CHECK(!memcmp(st(m, 4)->addr, EX6, 16));
 	/* another domain of A does not see A's domain 1 templates */
 	data_msg(&b, 2, 500, 0);
 	CHECK_EQ(dec(m, &b, EXA, 6), 0);
 	CHECK_EQ(st(m, 1)->held, 1);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 static void test_template_life(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 5 * SEC, 10 * SEC, 0);
+	struct sl_collector_msg *m = msg_new(0, 5 * SEC, 10 * SEC, 0);
 	struct buf b;
 	uint32_t s;
 
@@ -1018,12 +1019,12 @@ static void test_template_life(void)
 	CHECK_EQ(dec(m, &b, EXA, 12 * SEC), 1);
 	CHECK(ip4_is(rec(m, 0)->key.src, "1.1.1.1"));
 	/* expire() forgets it too */
-	sl_flowmsg_expire(m, 30 * SEC);
+	sl_collector_msg_expire(m, 30 * SEC);
 	data_msg(&b, 1, 500, 0);
 	CHECK_EQ(dec(m, &b, EXA, 30 * SEC), 0);
 	CHECK_EQ(st(m, 1)->held, 2);
-	sl_flowmsg_expire(m, 36 * SEC);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_NO_TEMPLATE], 1);
+	sl_collector_msg_expire(m, 36 * SEC);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_NO_TEMPLATE], 1);
 	tmpl_msg(&b, 1, 500, lay_a, 3);
 	CHECK_EQ(dec(m, &b, EXA, 37 * SEC), 0);
 
@@ -1076,14 +1077,14 @@ static void test_template_life(void)
 	CHECK_EQ(dec(m, &b, EXA, 41 * SEC), 1);
 	CHECK(ip4_is(rec(m, 0)->key.src, "2.2.2.2"));
 	CHECK_EQ(rec(m, 0)->fwd.pkts, 0);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- data before its template ------------------------------------------ */
 
 static void test_hold(void)
 {
-	struct sl_flowmsg *m = fm_new(3, 5 * SEC, 0, 0);
+	struct sl_collector_msg *m = msg_new(3, 5 * SEC, 0, 0);
 	struct buf b;
 
 	/* records of 600 and 601 before their templates, in this order:
@@ -1117,7 +1118,7 @@ static void test_hold(void)
 	/* 601's waited too long */
 	tmpl_msg(&b, 1, 601, lay_a, 3);
 	CHECK_EQ(dec(m, &b, EXA, 7 * SEC), 0);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_NO_TEMPLATE], 1);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_NO_TEMPLATE], 1);
 
 	/* more than hold_max sets: the oldest goes */
 	for (uint32_t i = 0; i < 4; i++) {
@@ -1125,7 +1126,7 @@ static void test_hold(void)
 		b.b[16 + 4 + 3] = (uint8_t)(10 + i);
 		CHECK_EQ(dec(m, &b, EXA, 10 * SEC), 0);
 	}
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_NO_TEMPLATE], 2);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_NO_TEMPLATE], 2);
 	tmpl_msg(&b, 1, 602, lay_a, 3);
 	CHECK_EQ(dec(m, &b, EXA, 11 * SEC), 3);
 	CHECK(ip4_is(rec(m, 0)->key.src, "1.1.1.11"));
@@ -1153,14 +1154,14 @@ static void test_hold(void)
 	}
 	CHECK_EQ(dec(m, &b, EXA, 13 * SEC), 1);
 	CHECK(ip4_is(rec(m, 0)->key.src, "4.4.4.4"));
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- malformed messages ------------------------------------------------- */
 
 static void test_malformed(void)
 {
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 2);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 2);
 	const struct sl_exporter_stats *s;
 	struct buf b;
 	uint32_t at;
@@ -1169,20 +1170,21 @@ static void test_malformed(void)
 	dec(m, &b, EXA, 1);
 	s = st(m, 1);
 
-	/* SL_COLL_SET: a set past the end; the record before it is kept */
+	/* SL_COLLECTOR_DROP_SET: a set past the end; the record before it is
+	 * kept */
 	data_msg(&b, 1, 500, 0);
 	at = set_begin(&b, 500);
 	b32(&b, 0);
 	patch16(&b, at + 2, 100);
 	ipfix_end(&b);
 	CHECK_EQ(dec(m, &b, EXA, 2), 1);
-	CHECK_EQ(s->dropped[SL_COLL_SET], 1);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_SET], 1);
 	/* a set length below 4 */
 	data_msg(&b, 1, 500, 0);
 	set_begin(&b, 500);
 	ipfix_end(&b);
 	CHECK_EQ(dec(m, &b, EXA, 3), 1);
-	CHECK_EQ(s->dropped[SL_COLL_SET], 2);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_SET], 2);
 	/* a reserved set id is skipped, the sets after it are read */
 	ipfix_hdr(&b, 1700000000, 0, 1);
 	at = set_begin(&b, 7);
@@ -1195,16 +1197,16 @@ static void test_malformed(void)
 	set_end(&b, at);
 	ipfix_end(&b);
 	CHECK_EQ(dec(m, &b, EXA, 4), 1);
-	CHECK_EQ(s->dropped[SL_COLL_SET], 3);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_SET], 3);
 	/* trailing bytes after the last set */
 	data_msg(&b, 1, 500, 0);
 	b16(&b, 0x0002);
 	ipfix_end(&b);
 	CHECK_EQ(dec(m, &b, EXA, 4), 1);
-	CHECK_EQ(s->dropped[SL_COLL_SET], 4);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_SET], 4);
 
-	/* SL_COLL_TEMPLATE: more fields than the set holds; the data set
-	 * after it is still read */
+	/* SL_COLLECTOR_DROP_TEMPLATE: more fields than the set holds; the data
+	 * set after it is still read */
 	ipfix_hdr(&b, 1700000000, 0, 1);
 	at = set_begin(&b, 2);
 	b16(&b, 510);
@@ -1218,18 +1220,18 @@ static void test_malformed(void)
 	set_end(&b, at);
 	ipfix_end(&b);
 	CHECK_EQ(dec(m, &b, EXA, 5), 1);
-	CHECK_EQ(s->dropped[SL_COLL_TEMPLATE], 1);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_TEMPLATE], 1);
 	/* template id below 256 */
 	tmpl_msg(&b, 1, 255, lay_a, 3);
 	dec(m, &b, EXA, 6);
-	CHECK_EQ(s->dropped[SL_COLL_TEMPLATE], 2);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_TEMPLATE], 2);
 	/* every field of length 0: a record of no bytes */
 	{
 		static const struct fs zero[] = {{8, 0, 0}, {1, 0, 0}};
 
 		tmpl_msg(&b, 1, 511, zero, 2);
 		dec(m, &b, EXA, 7);
-		CHECK_EQ(s->dropped[SL_COLL_TEMPLATE], 3);
+		CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_TEMPLATE], 3);
 	}
 	/* options template with no scope field */
 	ipfix_hdr(&b, 1700000000, 0, 1);
@@ -1241,7 +1243,7 @@ static void test_malformed(void)
 	set_end(&b, at);
 	ipfix_end(&b);
 	dec(m, &b, EXA, 8);
-	CHECK_EQ(s->dropped[SL_COLL_TEMPLATE], 4);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_TEMPLATE], 4);
 	/* an enterprise field cut by the end of the set */
 	ipfix_hdr(&b, 1700000000, 0, 1);
 	at = set_begin(&b, 2);
@@ -1252,7 +1254,7 @@ static void test_malformed(void)
 	set_end(&b, at);
 	ipfix_end(&b);
 	dec(m, &b, EXA, 9);
-	CHECK_EQ(s->dropped[SL_COLL_TEMPLATE], 5);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_TEMPLATE], 5);
 	/* v9: a template of no field */
 	v9_hdr(&b, 1, 1, 1, 0, 0);
 	at = set_begin(&b, 0);
@@ -1260,10 +1262,10 @@ static void test_malformed(void)
 	b16(&b, 0);
 	set_end(&b, at);
 	dec(m, &b, EXA, 10);
-	CHECK_EQ(s->dropped[SL_COLL_TEMPLATE], 6);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_TEMPLATE], 6);
 	CHECK_EQ(s->templates, 1);
 
-	/* SL_COLL_RECORD: a variable-length field past the set */
+	/* SL_COLLECTOR_DROP_RECORD: a variable-length field past the set */
 	{
 		static const struct fs var[] = {
 		    {8, 4, 0}, {12, 4, 0}, {82, 65535, 0}};
@@ -1284,7 +1286,7 @@ static void test_malformed(void)
 		set_end(&b, at);
 		ipfix_end(&b);
 		CHECK_EQ(dec(m, &b, EXA, 12), 1);
-		CHECK_EQ(s->dropped[SL_COLL_RECORD], 1);
+		CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_RECORD], 1);
 		/* the long form cut in its length */
 		b.n = 16;
 		at = set_begin(&b, 520);
@@ -1295,7 +1297,7 @@ static void test_malformed(void)
 		set_end(&b, at);
 		ipfix_end(&b);
 		CHECK_EQ(dec(m, &b, EXA, 13), 0);
-		CHECK_EQ(s->dropped[SL_COLL_RECORD], 2);
+		CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_RECORD], 2);
 	}
 	/* a set shorter than its template's record */
 	ipfix_hdr(&b, 1700000000, 0, 1);
@@ -1304,68 +1306,72 @@ static void test_malformed(void)
 	set_end(&b, at);
 	ipfix_end(&b);
 	CHECK_EQ(dec(m, &b, EXA, 14), 0);
-	CHECK_EQ(s->dropped[SL_COLL_RECORD], 3);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_RECORD], 3);
 
-	/* SL_COLL_EMPTY */
+	/* SL_COLLECTOR_DROP_EMPTY */
 	ipfix_hdr(&b, 1700000000, 0, 1);
 	ipfix_end(&b);
 	CHECK_EQ(dec(m, &b, EXA, 15), 0);
 	v9_hdr(&b, 0, 1, 1, 0, 0);
 	CHECK_EQ(dec(m, &b, EXA, 15), 0);
-	CHECK_EQ(s->dropped[SL_COLL_EMPTY], 2);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_EMPTY], 2);
 
-	/* SL_COLL_LENGTH: the header says more than came... */
+	/* SL_COLLECTOR_DROP_LENGTH: the header says more than came... */
 	data_msg(&b, 1, 500, 0);
 	patch16(&b, 2, b.n + 8);
 	CHECK_EQ(dec(m, &b, EXA, 16), 1);
-	CHECK_EQ(s->dropped[SL_COLL_LENGTH], 1);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_LENGTH], 1);
 	/* ...or less: what it covers is read */
 	data_msg(&b, 1, 500, 0);
 	b32(&b, 0xdeadbeef);
 	CHECK_EQ(dec(m, &b, EXA, 17), 1);
-	CHECK_EQ(s->dropped[SL_COLL_LENGTH], 2);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_LENGTH], 2);
 	patch16(&b, 2, 8);
 	CHECK_EQ(dec(m, &b, EXA, 18), 0);
-	CHECK_EQ(s->dropped[SL_COLL_LENGTH], 3);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_LENGTH], 3);
 
-	/* SL_COLL_SHORT, SL_COLL_VERSION from a known exporter */
-	CHECK_EQ(sl_flowmsg_decode(m, b.b, 10, EXA, 4, 2055, 19), 0);
-	CHECK_EQ(sl_flowmsg_decode(m, b.b, 1, EXA, 4, 2055, 19), 0);
-	CHECK_EQ(s->dropped[SL_COLL_SHORT], 2);
+	/* SL_COLLECTOR_DROP_SHORT, SL_COLLECTOR_DROP_VERSION from a known
+	 * exporter */
+	CHECK_EQ(sl_collector_msg_decode(m, b.b, 10, EXA, 4, 2055, 19), 0);
+	CHECK_EQ(sl_collector_msg_decode(m, b.b, 1, EXA, 4, 2055, 19), 0);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_SHORT], 2);
 	b.b[1] = 7;
 	CHECK_EQ(dec(m, &b, EXA, 20), 0);
-	CHECK_EQ(s->dropped[SL_COLL_VERSION], 1);
+	CHECK_EQ(s->dropped[SL_COLLECTOR_DROP_VERSION], 1);
 	/* from an unknown source: slot 0, no exporter made */
 	CHECK_EQ(dec(m, &b, EXC, 21), 0);
-	CHECK_EQ(sl_flowmsg_decode(m, b.b, 0, EXC, 4, 1, 21), 0);
-	CHECK_EQ(sl_flowmsg_exporters(m), 2);
-	CHECK_EQ(st(m, 0)->dropped[SL_COLL_VERSION], 1);
-	CHECK_EQ(st(m, 0)->dropped[SL_COLL_SHORT], 1);
+	CHECK_EQ(sl_collector_msg_decode(m, b.b, 0, EXC, 4, 1, 21), 0);
+	CHECK_EQ(sl_collector_msg_exporters(m), 2);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_VERSION], 1);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_SHORT], 1);
 
-	/* SL_COLL_EXPORTERS: max_exporters is 2 */
+	/* SL_COLLECTOR_DROP_EXPORTERS: max_exporters is 2 */
 	data_msg(&b, 1, 500, 0);
 	CHECK_EQ(dec(m, &b, EXB, 22), 0);
-	CHECK_EQ(sl_flowmsg_exporters(m), 3);
+	CHECK_EQ(sl_collector_msg_exporters(m), 3);
 	CHECK_EQ(dec(m, &b, EXC, 23), 0);
-	CHECK_EQ(sl_flowmsg_exporters(m), 3);
-	CHECK_EQ(st(m, 0)->dropped[SL_COLL_EXPORTERS], 1);
+	CHECK_EQ(sl_collector_msg_exporters(m), 3);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_EXPORTERS], 1);
 	CHECK_EQ(dec(m, &b, EXA, 24), 1);
 	CHECK_EQ(s->messages, 18);
 
-	CHECK(!strcmp(sl_coll_drop_name(SL_COLL_NO_TEMPLATE), "no_template"));
-	CHECK(!strcmp(sl_coll_drop_name(SL_COLL_EXPORTERS), "exporters"));
-	CHECK(!strcmp(sl_coll_drop_name(99), "unknown"));
-	CHECK_EQ(sl_flowmsg_decode(NULL, b.b, b.n, EXA, 4, 1, 0), -EINVAL);
-	CHECK_EQ(sl_flowmsg_decode(m, b.b, b.n, EXA, 5, 1, 0), -EINVAL);
-	CHECK_EQ(sl_flowmsg_decode(m, NULL, 4, EXA, 4, 1, 0), -EINVAL);
-	sl_flowmsg_free(m);
+	CHECK(!strcmp(sl_collector_drop_name(SL_COLLECTOR_DROP_NO_TEMPLATE),
+		      "no_template"));
+	CHECK(!strcmp(sl_collector_drop_name(SL_COLLECTOR_DROP_EXPORTERS),
+		      "exporters"));
+	CHECK(!strcmp(sl_collector_drop_name(99), "unknown"));
+	CHECK_EQ(sl_collector_msg_decode(NULL, b.b, b.n, EXA, 4, 1, 0),
+		 -EINVAL);
+	CHECK_EQ(sl_collector_msg_decode(m, b.b, b.n, EXA, 5, 1, 0), -EINVAL);
+	CHECK_EQ(sl_collector_msg_decode(m, NULL, 4, EXA, 4, 1, 0), -EINVAL);
+	sl_collector_msg_free(m);
 }
 
 /* ---- bounds ------------------------------------------------------------- */
 
 static void test_limits(void)
 {
-	struct sl_flowmsg *m = fm_new(200, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(200, 0, 0, 0);
 	static struct fs many[300];
 	struct buf b;
 	uint8_t a[4] = {10, 0, 0, 0};
@@ -1383,23 +1389,23 @@ static void test_limits(void)
 				continue;
 			}
 			data_msg(&b, 1, 500, 0);
-			ok &= sl_flowmsg_decode(m, b.b, b.n, a, 4,
-						(uint16_t)(i % 3), 2) == 0;
+			ok &= sl_collector_msg_decode(
+				  m, b.b, b.n, a, 4, (uint16_t)(i % 3), 2) == 0;
 			ok &= dec(m, &b, a, 2) == 1 &&
 			      rec(m, 0)->exporter == (uint32_t)i + 1;
 		}
 	}
 	CHECK(ok);
-	CHECK_EQ(sl_flowmsg_exporters(m), 1 + 300 + 300);
-	sl_flowmsg_free(m);
+	CHECK_EQ(sl_collector_msg_exporters(m), 1 + 300 + 300);
+	sl_collector_msg_free(m);
 
 	/* more than 256 fields that each need reading: refused... */
-	m = fm_new(200, 0, 0, 0);
+	m = msg_new(200, 0, 0, 0);
 	for (int i = 0; i < 300; i++)
 		many[i] = (struct fs){1, 4, 0};
 	tmpl_msg(&b, 1, 501, many, 300);
 	dec(m, &b, EXA, 3);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_TEMPLATE], 1);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_TEMPLATE], 1);
 	/* ...while unmapped ones cost nothing */
 	for (int i = 0; i < 300; i++)
 		many[i] = (struct fs){(uint16_t)(1000 + i), 4, 0};
@@ -1420,14 +1426,14 @@ static void test_limits(void)
 		dec(m, &b, EXA, 4);
 	}
 	CHECK_EQ(st(m, 1)->templates, 4096);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_TEMPLATE], 2);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_TEMPLATE], 2);
 	/* 1024 domains per exporter: past them the least recently heard one
 	 * is recycled, so a flood of invented domains locks nobody out */
 	for (uint32_t d = 0; d < 1030; d++) {
 		data_msg(&b, d, 500, 0);
 		dec(m, &b, EXC, 5);
 	}
-	CHECK_EQ(st(m, 3)->dropped[SL_COLL_EXPORTERS], 0);
+	CHECK_EQ(st(m, 3)->dropped[SL_COLLECTOR_DROP_EXPORTERS], 0);
 	CHECK_EQ(st(m, 3)->held, 1030);
 	tmpl_msg(&b, 99999, 500, lay_a, 3);
 	dec(m, &b, EXC, 6);
@@ -1439,10 +1445,10 @@ static void test_limits(void)
 	CHECK_EQ(dec(m, &b, EXC, 7), 0);
 	data_msg(&b, 0, 500, 0);
 	CHECK_EQ(dec(m, &b, EXC, 7), 1);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 
 	/* held bytes are bounded as well as held sets */
-	m = fm_new(200, 0, 0, 0);
+	m = msg_new(200, 0, 0, 0);
 	for (int i = 0; i < 70; i++) {
 		ipfix_hdr(&b, 1700000000, 0, 1);
 		s = set_begin(&b, 700);
@@ -1453,8 +1459,8 @@ static void test_limits(void)
 		dec(m, &b, EXA, 6);
 	}
 	CHECK_EQ(st(m, 1)->held, 70);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLL_NO_TEMPLATE], 70 - 64);
-	sl_flowmsg_free(m);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_NO_TEMPLATE], 70 - 64);
+	sl_collector_msg_free(m);
 }
 
 /* ---- softflowd ---------------------------------------------------------- */
@@ -1489,9 +1495,9 @@ struct sums {
 };
 
 /* Decodes a capture; the records that match src go to *found. */
-static void replay(struct sl_flowmsg *m, const char *name, struct sums *sum,
-		   const char *src, uint8_t proto, struct sl_coll_rec *found,
-		   int n_found)
+static void replay(struct sl_collector_msg *m, const char *name,
+		   struct sums *sum, const char *src, uint8_t proto,
+		   struct sl_collector_rec *found, int n_found)
 {
 	uint32_t len = 0, off = 0;
 	uint8_t *p = load(name, &len);
@@ -1506,12 +1512,12 @@ static void replay(struct sl_flowmsg *m, const char *name, struct sums *sum,
 	memset(sum, 0, sizeof(*sum));
 	while (off + 2 <= len) {
 		uint32_t ml = (uint32_t)p[off] << 8 | p[off + 1];
-		int n = sl_flowmsg_decode(m, p + off + 2, ml, EXA, 4, 9995,
-					  sum->msgs * SEC);
+		int n = sl_collector_msg_decode(m, p + off + 2, ml, EXA, 4,
+						9995, sum->msgs * SEC);
 
 		CHECK(n >= 0);
 		for (int i = 0; i < n; i++) {
-			const struct sl_coll_rec *r = rec(m, i);
+			const struct sl_collector_rec *r = rec(m, i);
 
 			sum->bytes += r->fwd.bytes + r->rev.bytes;
 			sum->pkts += r->fwd.pkts + r->rev.pkts;
@@ -1532,12 +1538,12 @@ static void replay(struct sl_flowmsg *m, const char *name, struct sums *sum,
  * its own statistics give the totals (v5 has no IPv6 flows). */
 static void test_softflowd(void)
 {
-	struct sl_coll_rec f[4];
-	struct sl_flowmsg *m;
+	struct sl_collector_rec f[4];
+	struct sl_collector_msg *m;
 	const struct sl_exporter_stats *s;
 	struct sums sum;
 
-	m = fm_new(0, 0, 0, 0);
+	m = msg_new(0, 0, 0, 0);
 	replay(m, "softflowd_v5.bin", &sum, "10.109.218.232", 0, f, 1);
 	CHECK_EQ(sum.msgs, 9);
 	CHECK_EQ(sum.recs, 244);
@@ -1557,12 +1563,12 @@ static void test_softflowd(void)
 	CHECK_EQ(s->seq_lost, 0);
 	CHECK_EQ(s->seq_resets, 0);
 	CHECK_EQ(dropped_total(s), 0);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 
 	/* v9: templates 1024/1025 (IPv4, ICMP), 2048/2049 (IPv6), options
 	 * template 256; FIRST/LAST_SWITCHED against the header's uptime,
 	 * which has whole seconds only */
-	m = fm_new(0, 0, 0, 0);
+	m = msg_new(0, 0, 0, 0);
 	replay(m, "softflowd_v9.bin", &sum, "10.109.218.232", 0, f, 1);
 	CHECK_EQ(sum.msgs, 13);
 	CHECK_EQ(sum.recs, 316);
@@ -1577,11 +1583,11 @@ static void test_softflowd(void)
 	CHECK_EQ(s->seq_lost, 0);
 	CHECK_EQ(s->seq_resets, 0);
 	CHECK_EQ(dropped_total(s), 0);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 
 	/* IPFIX: the same templates; flowStart/EndSysUpTime after the
 	 * systemInitTimeMilliseconds of an options record (template 256) */
-	m = fm_new(0, 0, 0, 0);
+	m = msg_new(0, 0, 0, 0);
 	replay(m, "softflowd_ipfix.bin", &sum, "10.254.51.19", 1, f, 2);
 	CHECK_EQ(sum.msgs, 13);
 	CHECK_EQ(sum.recs, 316);
@@ -1598,8 +1604,8 @@ static void test_softflowd(void)
 	CHECK_EQ(s->seq_lost, 0);
 	CHECK_EQ(s->seq_resets, 0);
 	CHECK_EQ(dropped_total(s), 0);
-	sl_flowmsg_free(m);
-	m = fm_new(0, 0, 0, 0);
+	sl_collector_msg_free(m);
+	m = msg_new(0, 0, 0, 0);
 	replay(m, "softflowd_ipfix.bin", &sum,
 	       "2001:db8:c:0:c7c4:ca77:abed:a695", 0, f, 1);
 	CHECK_EQ(f[0].key.ip_version, 6);
@@ -1607,10 +1613,10 @@ static void test_softflowd(void)
 	CHECK_EQ(f[0].key.proto, 17);
 	CHECK_EQ(f[0].key.dport, 53);
 	CHECK_EQ(f[0].fwd.bytes, 85);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 
 	/* -b: one biflow record with RFC 5103 reverse counters and flags */
-	m = fm_new(0, 0, 0, 0);
+	m = msg_new(0, 0, 0, 0);
 	replay(m, "softflowd_ipfix_bidir.bin", &sum, "10.109.218.232", 0, f, 1);
 	CHECK_EQ(sum.msgs, 9);
 	CHECK_EQ(sum.recs, 177);
@@ -1627,7 +1633,7 @@ static void test_softflowd(void)
 	CHECK_EQ(s->seq_lost, 0);
 	CHECK_EQ(s->seq_resets, 0);
 	CHECK_EQ(dropped_total(s), 0);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- sluice's own export read back ------------------------------------ */
@@ -1711,7 +1717,7 @@ static uint8_t ipfix_reason(int code)
 	return 2;
 }
 
-static void check_round(const struct sl_coll_rec *r,
+static void check_round(const struct sl_collector_rec *r,
 			const struct sl_flow_rec *f, uint32_t exporter)
 {
 	uint64_t last = f->fwd.last_ns;
@@ -1745,7 +1751,7 @@ static void check_round(const struct sl_coll_rec *r,
 static void test_roundtrip(void)
 {
 	struct sl_ipfix_opts xo = {.domain = 31337, .max_bytes = 700};
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	struct sl_ipfix *x = NULL;
 	struct sl_slice_rec sl;
 	const uint8_t *data;
@@ -1762,8 +1768,9 @@ static void test_roundtrip(void)
 			int len = sl_ipfix_take(x, 1700000100, &data);
 			int base = got;
 
-			n = sl_flowmsg_decode(m, data, (uint32_t)len, EXA, 4,
-					      4739, (uint64_t)msgs * SEC);
+			n = sl_collector_msg_decode(m, data, (uint32_t)len, EXA,
+						    4, 4739,
+						    (uint64_t)msgs * SEC);
 			for (int k = 0; k < n; k++) {
 				struct sl_flow_rec want = flow(base + k);
 
@@ -1776,7 +1783,7 @@ static void test_roundtrip(void)
 		i++;
 	}
 	n = sl_ipfix_take(x, 1700000100, &data);
-	n = sl_flowmsg_decode(m, data, (uint32_t)n, EXA, 4, 4739, 99);
+	n = sl_collector_msg_decode(m, data, (uint32_t)n, EXA, 4, 4739, 99);
 	for (int k = 0; k < n; k++) {
 		struct sl_flow_rec want = flow(got + k);
 
@@ -1799,7 +1806,9 @@ static void test_roundtrip(void)
 	sl.tcp_flags_fwd = 0x10;
 	CHECK_EQ(sl_ipfix_add_slice(x, &sl), 0);
 	n = sl_ipfix_take(x, 1700000200, &data);
-	CHECK_EQ(sl_flowmsg_decode(m, data, (uint32_t)n, EXA, 4, 4739, 100), 1);
+	CHECK_EQ(
+	    sl_collector_msg_decode(m, data, (uint32_t)n, EXA, 4, 4739, 100),
+	    1);
 	CHECK(rec(m, 0)->first_ns == T0 + 5 * SEC);
 	CHECK(rec(m, 0)->last_ns == T0 + 10 * SEC);
 	CHECK_EQ(rec(m, 0)->fwd.bytes, 200);
@@ -1807,7 +1816,7 @@ static void test_roundtrip(void)
 	CHECK_EQ(rec(m, 0)->end_reason, 2);
 	CHECK_EQ(st(m, 1)->seq_lost, 0);
 	sl_ipfix_free(x);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- mutations ---------------------------------------------------------- */
@@ -1898,7 +1907,7 @@ static void mutate(struct buf *b)
 
 static void test_mutations(void)
 {
-	struct sl_flowmsg *m = fm_new(16, 2 * SEC, 20 * SEC, 8);
+	struct sl_collector_msg *m = msg_new(16, 2 * SEC, 20 * SEC, 8);
 	const uint8_t *ex[3] = {EXA, EXB, EXC};
 	uint64_t now = 0;
 	int bad = 0;
@@ -1914,14 +1923,14 @@ static void test_mutations(void)
 		n = dec(m, &b, ex[rnd() % 3], now);
 		bad += n < 0;
 		for (int r = 0; r < n; r++) {
-			const struct sl_coll_rec *c = rec(m, r);
+			const struct sl_collector_rec *c = rec(m, r);
 
 			bad += c->key.ip_version != 4 && c->key.ip_version != 6;
 			bad += c->exporter == 0 ||
-			       c->exporter >= sl_flowmsg_exporters(m);
+			       c->exporter >= sl_collector_msg_exporters(m);
 		}
 		if (i % 1000 == 0)
-			sl_flowmsg_expire(m, now);
+			sl_collector_msg_expire(m, now);
 	}
 	CHECK_EQ(bad, 0);
 	/* still decodes a valid message exactly */
@@ -1934,7 +1943,7 @@ static void test_mutations(void)
 	CHECK_EQ(dec(m, &b, EXB, now + 2), 7);
 	CHECK_EQ(rec(m, 0)->tcp_flags_rev, 0x12);
 	CHECK(rec(m, 6)->first_ns == 1699999001000ULL * MS);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- decode rate -------------------------------------------------------- */
@@ -1950,7 +1959,7 @@ static double now_s(void)
 static void test_rate(void)
 {
 	struct sl_ipfix_opts xo = {.domain = 1, .max_bytes = 65535};
-	struct sl_flowmsg *m = fm_new(0, 0, 0, 0);
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
 	struct sl_ipfix *x = NULL;
 	const uint8_t *data;
 	uint64_t total = 0;
@@ -1970,11 +1979,12 @@ static void test_rate(void)
 	if (!msg)
 		return;
 	memcpy(msg, data, (size_t)len);
-	sl_flowmsg_decode(m, msg, (uint32_t)len, EXA, 4, 1, 0);
+	sl_collector_msg_decode(m, msg, (uint32_t)len, EXA, 4, 1, 0);
 	/* the same message again: the templates are cached */
 	t0 = now_s();
 	while (total < 2000000) {
-		int n = sl_flowmsg_decode(m, msg, (uint32_t)len, EXA, 4, 1, 1);
+		int n = sl_collector_msg_decode(m, msg, (uint32_t)len, EXA, 4,
+						1, 1);
 
 		if (n <= 0)
 			break;
@@ -1990,7 +2000,7 @@ static void test_rate(void)
 #endif
 	free(msg);
 	sl_ipfix_free(x);
-	sl_flowmsg_free(m);
+	sl_collector_msg_free(m);
 }
 
 /* ---- fuzz seeds -----------------------------------------------------------

@@ -1,4 +1,4 @@
-/* source_collect.c - a collector: NetFlow v5/v9 and IPFIX messages from
+/* source_collector.c - a collector: NetFlow v5/v9 and IPFIX messages from
  * exporters, over UDP (and IPFIX over TCP), decoded into flow records for
  * the engine.
  *
@@ -58,9 +58,9 @@ struct conn {
 	uint8_t *buf;
 };
 
-struct collector {
+struct collector_source {
 	struct sl_source base;
-	struct sl_flowmsg *msg;
+	struct sl_collector_msg *msg;
 	struct listener socks[MAX_SOCKS];
 	uint32_t nsocks;
 	struct conn conns[MAX_CONNS];
@@ -70,7 +70,7 @@ struct collector {
 	uint64_t last_expire_ns;
 	uint64_t messages;
 	/* the records handed out: grow-only, reused */
-	struct sl_coll_rec *recs;
+	struct sl_collector_rec *recs;
 	uint32_t nrecs, cap;
 	/* recvmmsg buffers */
 	struct mmsghdr mm[BATCH];
@@ -164,8 +164,8 @@ static int attach_spread(int fd, int family, uint32_t workers)
 	return 0;
 }
 
-static int open_listener(struct collector *c, const char *spec,
-			 struct sl_collect_opts *o)
+static int open_listener(struct collector_source *c, const char *spec,
+			 struct sl_collector_opts *o)
 {
 	struct sockaddr_storage sa;
 	socklen_t len;
@@ -246,11 +246,12 @@ static int peer_of(const struct sockaddr_storage *sa, uint8_t *addr,
 }
 
 /* Decodes one message and appends its records. */
-static int take_message(struct collector *c, const uint8_t *msg, uint32_t len,
-			const uint8_t *addr, int family, uint16_t port)
+static int take_message(struct collector_source *c, const uint8_t *msg,
+			uint32_t len, const uint8_t *addr, int family,
+			uint16_t port)
 {
-	int n =
-	    sl_flowmsg_decode(c->msg, msg, len, addr, family, port, real_ns());
+	int n = sl_collector_msg_decode(c->msg, msg, len, addr, family, port,
+					real_ns());
 
 	c->messages++;
 	c->last_msg_ns = mono_ns();
@@ -258,7 +259,7 @@ static int take_message(struct collector *c, const uint8_t *msg, uint32_t len,
 		return n;
 	if (c->nrecs + (uint32_t)n > c->cap) {
 		uint32_t cap = c->cap ? c->cap : 4096;
-		struct sl_coll_rec *p;
+		struct sl_collector_rec *p;
 
 		while (cap < c->nrecs + (uint32_t)n)
 			cap *= 2;
@@ -268,7 +269,7 @@ static int take_message(struct collector *c, const uint8_t *msg, uint32_t len,
 		c->recs = p;
 		c->cap = cap;
 	}
-	memcpy(c->recs + c->nrecs, sl_flowmsg_records(c->msg),
+	memcpy(c->recs + c->nrecs, sl_collector_msg_records(c->msg),
 	       (size_t)n * sizeof(*c->recs));
 	c->nrecs += (uint32_t)n;
 	return n;
@@ -285,7 +286,7 @@ static void note_drops(struct listener *l, struct msghdr *h)
 }
 
 /* Reads what one UDP socket has queued (a batch); returns datagrams. */
-static int read_udp(struct collector *c, struct listener *l)
+static int read_udp(struct collector_source *c, struct listener *l)
 {
 	int n;
 
@@ -319,14 +320,14 @@ static int read_udp(struct collector *c, struct listener *l)
 	return n;
 }
 
-static void conn_close(struct collector *c, uint32_t i)
+static void conn_close(struct collector_source *c, uint32_t i)
 {
 	close(c->conns[i].fd);
 	free(c->conns[i].buf);
 	c->conns[i] = c->conns[--c->nconns];
 }
 
-static void accept_conns(struct collector *c, struct listener *l)
+static void accept_conns(struct collector_source *c, struct listener *l)
 {
 	for (;;) {
 		struct sockaddr_storage sa;
@@ -357,7 +358,7 @@ static void accept_conns(struct collector *c, struct listener *l)
 /* IPFIX over TCP: messages framed by their header's length. A stream that
  * is not IPFIX is handed to the decoder once (so it is counted with its
  * reason) and closed. Returns 1 if the connection was closed. */
-static int read_conn(struct collector *c, uint32_t i)
+static int read_conn(struct collector_source *c, uint32_t i)
 {
 	struct conn *cn = &c->conns[i];
 	ssize_t n =
@@ -392,7 +393,7 @@ static int read_conn(struct collector *c, uint32_t i)
 }
 
 /* Everything readable now, without waiting; returns messages read. */
-static int read_all(struct collector *c)
+static int read_all(struct collector_source *c)
 {
 	int got = 0, rc;
 
@@ -416,7 +417,7 @@ static int read_all(struct collector *c)
 	return got;
 }
 
-static int wait_input(struct collector *c)
+static int wait_input(struct collector_source *c)
 {
 	struct pollfd pfd[MAX_SOCKS + MAX_CONNS];
 	uint32_t n = 0;
@@ -432,17 +433,17 @@ static int wait_input(struct collector *c)
 	return 0;
 }
 
-static int collect_records(struct sl_source *src,
-			   const struct sl_coll_rec **out)
+static int collector_records(struct sl_source *src,
+			     const struct sl_collector_rec **out)
 {
-	struct collector *c = (struct collector *)src;
+	struct collector_source *c = (struct collector_source *)src;
 	uint64_t now = mono_ns();
 	int rc;
 
 	c->nrecs = 0;
 	*out = c->recs;
 	if (now - c->last_expire_ns > 1000000000ULL) {
-		sl_flowmsg_expire(c->msg, real_ns());
+		sl_collector_msg_expire(c->msg, real_ns());
 		c->last_expire_ns = now;
 	}
 	for (int round = 0; round < 2; round++) {
@@ -467,9 +468,9 @@ static int collect_records(struct sl_source *src,
 	return -EAGAIN;
 }
 
-static int collect_stats(struct sl_source *src, struct sl_source_stats *st)
+static int collector_stats(struct sl_source *src, struct sl_source_stats *st)
 {
-	struct collector *c = (struct collector *)src;
+	struct collector_source *c = (struct collector_source *)src;
 
 	memset(st, 0, sizeof(*st));
 	st->received = c->messages;
@@ -489,15 +490,15 @@ static int collect_stats(struct sl_source *src, struct sl_source_stats *st)
 	return 0;
 }
 
-static void collect_close(struct sl_source *src)
+static void collector_close(struct sl_source *src)
 {
-	struct collector *c = (struct collector *)src;
+	struct collector_source *c = (struct collector_source *)src;
 
 	while (c->nconns)
 		conn_close(c, 0);
 	for (uint32_t s = 0; s < c->nsocks; s++)
 		close(c->socks[s].fd);
-	sl_flowmsg_free(c->msg);
+	sl_collector_msg_free(c->msg);
 	free(c->recs);
 	free(c->dgrams);
 	free(c);
@@ -505,18 +506,19 @@ static void collect_close(struct sl_source *src)
 
 /* No packets: next, linktype and progress do not apply (the public
  * sl_source_* calls answer -ENOTSUP, or 0 and 0 for progress). */
-static const struct sl_source_ops collect_ops = {
+static const struct sl_source_ops collector_ops = {
     .next = NULL,
     .linktype = NULL,
     .progress = NULL,
-    .close = collect_close,
-    .stats = collect_stats,
-    .records = collect_records,
+    .close = collector_close,
+    .stats = collector_stats,
+    .records = collector_records,
 };
 
-int sl_source_open_collector(struct sl_source **out, struct sl_collect_opts *o)
+int sl_source_open_collector(struct sl_source **out,
+			     struct sl_collector_opts *o)
 {
-	struct collector *c;
+	struct collector_source *c;
 	int rc = -ENOMEM;
 
 	if (!out)
@@ -528,14 +530,14 @@ int sl_source_open_collector(struct sl_source **out, struct sl_collect_opts *o)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->base.ops = &collect_ops;
+	c->base.ops = &collector_ops;
 	c->poll_ms = o->poll_ms ? o->poll_ms : 100;
 	c->last_msg_ns = mono_ns();
 	c->idle_exit_ms = o->idle_exit_ms;
 	c->dgrams = malloc((size_t)BATCH * DGRAM_MAX);
 	if (!c->dgrams)
 		goto out_free;
-	rc = sl_flowmsg_new(&c->msg, &o->msg);
+	rc = sl_collector_msg_new(&c->msg, &o->msg);
 	if (rc)
 		goto out_free;
 	for (uint32_t i = 0; i < o->n_listen; i++) {
@@ -547,7 +549,7 @@ int sl_source_open_collector(struct sl_source **out, struct sl_collect_opts *o)
 	return 0;
 
 out_close:
-	collect_close(&c->base);
+	collector_close(&c->base);
 	return rc;
 out_free:
 	free(c->dgrams);
@@ -557,15 +559,17 @@ out_free:
 
 uint32_t sl_collector_exporters(const struct sl_source *src)
 {
-	if (!src || src->ops != &collect_ops)
+	if (!src || src->ops != &collector_ops)
 		return 0;
-	return sl_flowmsg_exporters(((const struct collector *)src)->msg);
+	return sl_collector_msg_exporters(
+	    ((const struct collector_source *)src)->msg);
 }
 
 const struct sl_exporter_stats *
 sl_collector_exporter(const struct sl_source *src, uint32_t index)
 {
-	if (!src || src->ops != &collect_ops)
+	if (!src || src->ops != &collector_ops)
 		return NULL;
-	return sl_flowmsg_exporter(((const struct collector *)src)->msg, index);
+	return sl_collector_msg_exporter(
+	    ((const struct collector_source *)src)->msg, index);
 }

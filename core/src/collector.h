@@ -1,0 +1,338 @@
+/* collector.h - what the collector's message decoder shares between its
+ * files: the limits of the formats, the state (exporters, domains,
+ * templates, held data, the records of the last decode), the context of
+ * one message, and the functions one file gives the others.
+ *
+ *   collector_state.c     key/value table, exporters, domains, templates;
+ *                         creating, expiring and freeing the state
+ *   collector_hold.c      data held for its template
+ *   collector_template.c  template records: compiled into operations
+ *   collector_data.c      data records: read by their template into
+ *                         flat flow records (struct sl_collector_rec)
+ *   collector_decode.c    NetFlow v5, v9 (RFC 3954) and IPFIX (RFC 7011,
+ *                         biflows RFC 5103) messages, sequence numbers
+ *
+ * Identity and state:
+ * - An exporter is a source address and port (an IPv4-mapped IPv6 address is
+ *   taken as the IPv4 address, so a dual-stack socket and an IPv4 socket see
+ *   the same exporter). Exporter index 0 is reserved: it is no exporter but
+ *   counts the messages that could not be given to one: from a new source
+ *   beyond max_exporters (SL_COLLECTOR_DROP_EXPORTERS), or from a new
+ *   source whose message has no known version (SL_COLLECTOR_DROP_SHORT,
+ *   SL_COLLECTOR_DROP_VERSION), so that a port scan or stray traffic does
+ *   not use up exporter slots.
+ * - Per exporter, a domain is (version, observation domain / source id /
+ *   engine). It holds the sequence state and, for IPFIX, the exporter's
+ *   systemInitTimeMilliseconds when an options record told it.
+ * - Templates are keyed by (domain, template id); two exporters, or two
+ *   domains of one, never share one. A template is compiled once into a
+ *   short list of operations (fields we do not map, when adjacent and of
+ *   fixed length, cost nothing), so a record costs one pass over the fields
+ *   that matter.
+ */
+#ifndef SL_COLLECTOR_H
+#define SL_COLLECTOR_H
+
+#include <errno.h>
+
+#include "sluice.h"
+
+#define V9_TEMPLATE_SET	   0
+#define V9_OPTIONS_SET	   1
+#define IPFIX_TEMPLATE_SET 2
+#define IPFIX_OPTIONS_SET  3
+#define MIN_DATA_SET	   256
+
+#define VARLEN	    65535
+#define VARLEN_LONG 255
+
+#define NS_PER_US 1000ULL
+#define NS_PER_MS 1000000ULL
+#define NS_PER_S  1000000000ULL
+
+#define IPPROTO_ICMP_	1
+#define IPPROTO_ICMPV6_ 58
+
+/* What a field of a template feeds. Start and end times come in pairs
+ * (end = start + 1). */
+enum fk {
+	F_SKIP = 0,
+	F_BYTES,
+	F_PKTS,
+	F_BYTES_TOT,
+	F_PKTS_TOT,
+	F_BYTES_OUT,
+	F_PKTS_OUT,
+	F_RBYTES,
+	F_RPKTS,
+	F_RBYTES_TOT,
+	F_RPKTS_TOT,
+	F_PROTO,
+	F_FLAGS,
+	F_RFLAGS,
+	F_SPORT,
+	F_DPORT,
+	F_VLAN,
+	F_ICMP,
+	F_ICMP_TYPE,
+	F_ICMP_CODE,
+	F_END_REASON,
+	F_START_S,
+	F_END_S,
+	F_START_MS,
+	F_END_MS,
+	F_START_US,
+	F_END_US,
+	F_START_NS,
+	F_END_NS,
+	F_START_UP,
+	F_END_UP,
+	F_START_DELTA,
+	F_END_DELTA,
+	F_INIT_MS,
+	F_SRC4, /* addresses: the four last, pointers rather than values */
+	F_DST4,
+	F_SRC6,
+	F_DST6,
+	F_COUNT,
+};
+
+#define BIT(k)	    (1ULL << (k))
+#define ADDR_BITS   (BIT(F_SRC4) | BIT(F_DST4) | BIT(F_SRC6) | BIT(F_DST6))
+#define ADDR6_BITS  (BIT(F_SRC6) | BIT(F_DST6))
+#define IS_ADDR(k)  ((k) >= F_SRC4)
+#define ADDR_LEN(k) ((k) >= F_SRC6 ? 16 : 4)
+
+struct op {
+	uint32_t off; /* fixed-length templates: offset in the record */
+	uint16_t len; /* VARLEN (IPFIX): length in the record */
+	uint8_t kind; /* enum fk */
+	uint8_t pad;
+};
+
+struct tmpl {
+	uint64_t key;
+	uint64_t seen_ns; /* last (re)definition */
+	uint64_t have;	  /* kinds a record of it carries (fixed length) */
+	struct op *ops;
+	uint32_t n_ops;
+	uint32_t cap_ops;
+	uint32_t min_len; /* the record length, or its minimum with VARLEN */
+	uint32_t dom;
+	uint32_t gen; /* the domain's generation when defined */
+	uint16_t id;
+	uint8_t valid;
+	uint8_t opt; /* options template: no flows in its records */
+	uint8_t var; /* has VARLEN fields: walk the ops in order */
+	uint8_t pad[3];
+};
+
+struct seq {
+	uint32_t last;	 /* sequence number of the newest message */
+	uint32_t n_all;	 /* its data records */
+	uint32_t n_flow; /* the same without options records */
+	uint8_t valid;	 /* last and the counts can predict the next */
+	uint8_t post;	 /* this exporter counts the message's own records */
+	uint8_t pad[2];
+};
+
+struct domain {
+	uint64_t key;	  /* its key in dom_tab (a recycled slot changes it) */
+	uint64_t seen_ns; /* last message */
+	uint32_t exp;
+	uint32_t id;
+	uint64_t init_ms; /* IPFIX systemInitTimeMilliseconds */
+	struct seq seq;
+	/* bumped by an all-templates withdrawal: [0] templates, [1] options
+	 * templates; older templates are then dead at no cost */
+	uint32_t gen[2];
+	uint8_t version;
+	uint8_t have_init;
+	uint8_t pad[6];
+};
+
+struct exporter {
+	struct sl_exporter_stats st; /* first: handed out as is */
+	uint32_t n_domains;
+	uint32_t n_tmpls;
+};
+
+/* Data waiting for its template; slots keep their buffer for reuse. */
+struct held {
+	uint8_t *buf;
+	uint32_t cap;
+	uint32_t len;
+	uint64_t at_ns;
+	uint32_t dom;
+	uint32_t export_s; /* v9 unix_secs, IPFIX export time */
+	uint32_t uptime;   /* v9 sys_uptime */
+	uint16_t tid;
+	uint8_t live;
+	uint8_t pad;
+};
+
+/* Open addressing, linear probing; key 0 is an empty slot. */
+struct kv {
+	uint64_t key;
+	uint32_t val;
+	uint32_t pad;
+};
+
+struct table {
+	struct kv *slot;
+	uint32_t mask; /* slots - 1 */
+	uint32_t n;
+};
+
+struct sl_collector_msg {
+	uint64_t tmpl_timeout_ns;
+	uint64_t hold_ns;
+	uint32_t hold_max;
+	uint32_t max_exporters;
+
+	struct sl_collector_rec
+	    *recs; /* output of the last decode, grow-only */
+	uint32_t n_recs;
+	uint32_t cap_recs;
+
+	struct exporter **exp; /* [0]: the messages of no exporter */
+	uint32_t n_exp;
+	uint32_t cap_exp;
+	uint32_t *exp_hash; /* exporter index + 1, 0: empty */
+	uint32_t exp_mask;
+
+	struct domain *dom;
+	uint32_t n_dom;
+	uint32_t cap_dom;
+	struct table dom_tab;
+
+	struct tmpl *tmpl;
+	uint32_t n_tmpl;
+	uint32_t cap_tmpl;
+	struct table tmpl_tab;
+
+	struct op *scratch; /* a template being compiled */
+	uint32_t cap_scratch;
+
+	struct held *hold; /* ring of hold_max slots */
+	uint32_t hold_head;
+	uint32_t hold_count; /* slots in use from head, released ones too */
+	uint32_t hold_live;
+	uint32_t hold_bytes;
+};
+
+/* One message (or one held set) being decoded. */
+struct ctx {
+	struct sl_collector_msg *m;
+	struct exporter *ex;
+	uint32_t exp;
+	uint32_t dom;
+	uint64_t now;
+	uint32_t export_s;
+	uint32_t uptime;
+	uint32_t n_all; /* data records, for the sequence */
+	uint32_t n_flow;
+	uint8_t version;
+	uint8_t partial; /* a set was dropped or held */
+	uint8_t pad[2];
+};
+
+/* An exporter: a source address (IPv4 in the first 4 bytes) and port. */
+struct ident {
+	uint8_t addr[16];
+	uint16_t port;
+	uint8_t family;
+};
+
+/* ---- between the files -------------------------------------------------- */
+
+/* collector_state.c */
+int collector_grow(void **arr, uint32_t *cap, uint32_t want, size_t sz);
+void collector_ident_make(struct ident *id, const uint8_t *addr, int family,
+			  uint16_t port);
+uint32_t collector_exp_find(const struct sl_collector_msg *m,
+			    const struct ident *id);
+int collector_exp_add(struct sl_collector_msg *m, const struct ident *id);
+int collector_dom_get(struct ctx *c, uint32_t id);
+struct tmpl *collector_tmpl_find(struct ctx *c, uint16_t tid);
+struct tmpl *collector_tmpl_slot(struct ctx *c, uint16_t tid, int *err);
+
+/* collector_hold.c */
+struct held *collector_hold_at(const struct sl_collector_msg *m, uint32_t i);
+void collector_hold_kill(struct sl_collector_msg *m, struct held *h,
+			 int counted);
+void collector_hold_trim(struct sl_collector_msg *m);
+void collector_hold_expire(struct sl_collector_msg *m, uint64_t now);
+int collector_hold_add(struct ctx *c, uint16_t tid, const uint8_t *p,
+		       uint32_t len);
+int collector_hold_release(struct ctx *c, uint16_t tid);
+
+/* collector_template.c */
+int collector_template_set(struct ctx *c, const uint8_t *p, uint32_t len,
+			   int opt);
+
+/* collector_data.c */
+int collector_data_records(struct ctx *c, const struct tmpl *t,
+			   const uint8_t *p, uint32_t len);
+int collector_data_set(struct ctx *c, uint16_t tid, const uint8_t *p,
+		       uint32_t len);
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Small and used by several files on the paths of every message or
+ * record: static inline here, so that they still inline in each file, as
+ * they did when the decoder was one file. */
+
+static inline uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void drop(struct ctx *c, int reason)
+{
+	c->ex->st.dropped[reason]++;
+	c->partial = 1;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static inline int recs_reserve(struct sl_collector_msg *m, uint32_t more)
+{
+	if (m->n_recs + more <= m->cap_recs)
+		return 0;
+	if (more > UINT32_MAX - m->n_recs)
+		return -ENOMEM;
+	return collector_grow((void **)&m->recs, &m->cap_recs, m->n_recs + more,
+			      sizeof(*m->recs));
+}
+
+/* The time of sysUpTime value then, given base_ns at sysUpTime now. The
+ * difference is what counts (uptime wraps after 49.7 days); a value a
+ * little after now is clock skew, not a wrap. */
+static inline uint64_t uptime_at(uint64_t base_ns, uint32_t now, uint32_t then)
+{
+	uint32_t diff = now - then;
+
+	if (diff & 0x80000000u)
+		return base_ns + (uint64_t)(uint32_t)-diff * NS_PER_MS;
+	return base_ns - (uint64_t)diff * NS_PER_MS;
+}
+
+static inline void icmp_from(struct sl_collector_rec *r, uint64_t type_code)
+{
+	r->icmp_type = (uint8_t)(type_code >> 8);
+	r->icmp_code = (uint8_t)type_code;
+}
+
+static inline int is_icmp(uint8_t proto)
+{
+	return proto == IPPROTO_ICMP_ || proto == IPPROTO_ICMPV6_;
+}
+
+#endif

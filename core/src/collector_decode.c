@@ -1,0 +1,318 @@
+/* collector_decode.c - NetFlow v5, NetFlow v9 (RFC 3954) and IPFIX
+ * (RFC 7011, biflows RFC 5103) messages: the exporter they come from,
+ * their headers and sets, their sequence numbers.
+ *
+ * Sequence numbers: v5 and IPFIX count records before the message, v9 counts
+ * packets. A forward gap adds to seq_lost; going back by more than a small
+ * reorder window, or jumping forward by more than SEQ_JUMP, is a reset. Some
+ * exporters (softflowd 1.1 in IPFIX) count the records of the message itself
+ * too: a stream that matches that rule and not the RFC's is followed by it.
+ * After a message that was not decoded whole (a set dropped or held), the
+ * record count the exporter used is unknown, so the next message only
+ * resynchronizes: the records we lost are already counted as drops.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "collector.h"
+
+#define V5_HDR_LEN    24
+#define V5_REC_LEN    48
+#define V9_HDR_LEN    20
+#define IPFIX_HDR_LEN 16
+#define SET_HDR_LEN   4
+
+#define SEQ_REORDER_RECORDS 256
+#define SEQ_REORDER_PACKETS 16
+#define SEQ_JUMP	    (1u << 24)
+
+/* ---- sequence numbers --------------------------------------------------- */
+
+/* unit_pkts: v9 counts export packets, the others records. */
+static void seq_track(struct ctx *c, struct seq *s, uint32_t seq, int unit_pkts)
+{
+	struct sl_exporter_stats *st = &c->ex->st;
+	uint32_t n_all = unit_pkts ? 1 : c->n_all;
+	uint32_t n_flow = unit_pkts ? 1 : c->n_flow;
+	uint32_t window = unit_pkts ? SEQ_REORDER_PACKETS : SEQ_REORDER_RECORDS;
+	uint32_t want, d;
+
+	if (!s->valid)
+		goto out_set;
+	if (seq == s->last + s->n_all || seq == s->last + s->n_flow) {
+		s->post = 0;
+		goto out_set;
+	}
+	if (seq == s->last + n_all || seq == s->last + n_flow) {
+		s->post = 1;
+		goto out_set;
+	}
+	want = s->last + (s->post ? n_flow : s->n_all);
+	d = seq - want;
+	if (d < SEQ_JUMP) {
+		st->seq_lost += d;
+	} else if (want - seq <= window) {
+		/* late or repeated: the newest message sets what comes next */
+		return;
+	} else {
+		st->seq_resets++;
+	}
+out_set:
+	s->last = seq;
+	s->n_all = n_all;
+	s->n_flow = n_flow;
+	s->valid = unit_pkts || !c->partial;
+}
+
+/* ---- NetFlow v5 --------------------------------------------------------- */
+
+static void v5_record(struct ctx *c, const uint8_t *p, uint64_t hdr_ns,
+		      uint32_t uptime, uint32_t domain)
+{
+	struct sl_collector_rec *r = &c->m->recs[c->m->n_recs++];
+	uint32_t first = rd32(p + 24), last = rd32(p + 28);
+
+	memset(r, 0, sizeof(*r));
+	memcpy(r->key.src, p, 4);
+	memcpy(r->key.dst, p + 4, 4);
+	r->key.ip_version = 4;
+	r->key.sport = rd16(p + 32);
+	r->key.dport = rd16(p + 34);
+	r->key.proto = p[38];
+	r->tcp_flags = p[37];
+	r->fwd.pkts = rd32(p + 16);
+	r->fwd.bytes = rd32(p + 20);
+	r->first_ns = uptime_at(hdr_ns, uptime, first);
+	r->last_ns = uptime_at(hdr_ns, uptime, last);
+	if (is_icmp(r->key.proto))
+		icmp_from(r, r->key.dport);
+	r->exporter = c->exp;
+	r->domain = domain;
+	r->version = 5;
+}
+
+/* A count above what the datagram holds, or a datagram longer than the
+ * count says, is SL_COLLECTOR_DROP_LENGTH; the whole records present are taken.
+ */
+static int decode_v5(struct ctx *c, const uint8_t *p, uint32_t len)
+{
+	uint32_t count, fit, domain, uptime;
+	uint64_t hdr_ns;
+	int d;
+
+	if (len < V5_HDR_LEN) {
+		drop(c, SL_COLLECTOR_DROP_SHORT);
+		return 0;
+	}
+	count = rd16(p + 2);
+	if (!count) {
+		drop(c, SL_COLLECTOR_DROP_EMPTY);
+		return 0;
+	}
+	domain = (uint32_t)p[20] << 8 | p[21];
+	d = collector_dom_get(c, domain);
+	if (d < 0) {
+		drop(c, SL_COLLECTOR_DROP_EXPORTERS);
+		return d == -ENOSPC ? 0 : d;
+	}
+	c->dom = (uint32_t)d;
+	fit = (len - V5_HDR_LEN) / V5_REC_LEN;
+	if (count != fit || (len - V5_HDR_LEN) % V5_REC_LEN) {
+		drop(c, SL_COLLECTOR_DROP_LENGTH);
+		if (count > fit)
+			count = fit;
+	}
+	if (recs_reserve(c->m, count))
+		return -ENOMEM;
+	uptime = rd32(p + 4);
+	hdr_ns = (uint64_t)rd32(p + 8) * NS_PER_S + rd32(p + 12);
+	for (uint32_t i = 0; i < count; i++)
+		v5_record(c, p + V5_HDR_LEN + i * V5_REC_LEN, hdr_ns, uptime,
+			  domain);
+	c->ex->st.messages++;
+	c->ex->st.records += count;
+	c->n_all = c->n_flow = count;
+	seq_track(c, &c->m->dom[c->dom].seq, rd32(p + 16), 0);
+	return 0;
+}
+
+/* ---- NetFlow v9 and IPFIX sets ------------------------------------------ */
+
+/* Walks the sets of a message body. A set header that is short or runs
+ * past the end stops the walk: nothing after it can be found. */
+static int decode_sets(struct ctx *c, const uint8_t *p, uint32_t len)
+{
+	int tset = c->version == 9 ? V9_TEMPLATE_SET : IPFIX_TEMPLATE_SET;
+	int oset = c->version == 9 ? V9_OPTIONS_SET : IPFIX_OPTIONS_SET;
+	uint32_t off = 0;
+	int rc = 0;
+
+	while (len - off >= SET_HDR_LEN && !rc) {
+		uint16_t id = rd16(p + off), slen = rd16(p + off + 2);
+		const uint8_t *body = p + off + SET_HDR_LEN;
+
+		if (slen < SET_HDR_LEN || slen > len - off) {
+			drop(c, SL_COLLECTOR_DROP_SET);
+			return 0;
+		}
+		if (id == tset)
+			rc = collector_template_set(c, body, slen - SET_HDR_LEN,
+						    0);
+		else if (id == oset)
+			rc = collector_template_set(c, body, slen - SET_HDR_LEN,
+						    1);
+		else if (id >= MIN_DATA_SET)
+			rc =
+			    collector_data_set(c, id, body, slen - SET_HDR_LEN);
+		else
+			drop(c,
+			     SL_COLLECTOR_DROP_SET); /* reserved id: skipped */
+		off += slen;
+	}
+	/* v9 datagrams may be padded; IPFIX sets fill their message */
+	if (!rc && off < len && c->version == 10)
+		drop(c, SL_COLLECTOR_DROP_SET);
+	return rc;
+}
+
+static int decode_v9(struct ctx *c, const uint8_t *p, uint32_t len)
+{
+	int d, rc;
+
+	if (len < V9_HDR_LEN) {
+		drop(c, SL_COLLECTOR_DROP_SHORT);
+		return 0;
+	}
+	/* the count is not checked: exporters disagree on what it counts */
+	if (len - V9_HDR_LEN < SET_HDR_LEN) {
+		drop(c, SL_COLLECTOR_DROP_EMPTY);
+		return 0;
+	}
+	d = collector_dom_get(c, rd32(p + 16));
+	if (d < 0) {
+		drop(c, SL_COLLECTOR_DROP_EXPORTERS);
+		return d == -ENOSPC ? 0 : d;
+	}
+	c->dom = (uint32_t)d;
+	c->uptime = rd32(p + 4);
+	c->export_s = rd32(p + 8);
+	c->ex->st.messages++;
+	rc = decode_sets(c, p + V9_HDR_LEN, len - V9_HDR_LEN);
+	seq_track(c, &c->m->dom[c->dom].seq, rd32(p + 12), 1);
+	return rc;
+}
+
+static int decode_ipfix(struct ctx *c, const uint8_t *p, uint32_t len)
+{
+	uint32_t hlen;
+	int d, rc;
+
+	if (len < IPFIX_HDR_LEN) {
+		drop(c, SL_COLLECTOR_DROP_SHORT);
+		return 0;
+	}
+	hlen = rd16(p + 2);
+	if (hlen < IPFIX_HDR_LEN) {
+		drop(c, SL_COLLECTOR_DROP_LENGTH);
+		return 0;
+	}
+	/* a datagram cut short, or bytes after the message: what the
+	 * header covers and the datagram holds is read */
+	if (hlen != len) {
+		drop(c, SL_COLLECTOR_DROP_LENGTH);
+		if (hlen < len)
+			len = hlen;
+	}
+	if (len == IPFIX_HDR_LEN) {
+		drop(c, SL_COLLECTOR_DROP_EMPTY);
+		return 0;
+	}
+	d = collector_dom_get(c, rd32(p + 12));
+	if (d < 0) {
+		drop(c, SL_COLLECTOR_DROP_EXPORTERS);
+		return d == -ENOSPC ? 0 : d;
+	}
+	c->dom = (uint32_t)d;
+	c->export_s = rd32(p + 4);
+	c->ex->st.messages++;
+	rc = decode_sets(c, p + IPFIX_HDR_LEN, len - IPFIX_HDR_LEN);
+	seq_track(c, &c->m->dom[c->dom].seq, rd32(p + 8), 0);
+	return rc;
+}
+
+/* ---- API ---------------------------------------------------------------- */
+
+static int known_version(uint16_t v)
+{
+	return v == 5 || v == 9 || v == 10;
+}
+
+/* The exporter's index, 0 when the message goes to the "no exporter"
+ * slot (its reason already counted), or a negative error. */
+static int exporter_of(struct sl_collector_msg *m, const uint8_t *msg,
+		       uint32_t len, const struct ident *id)
+{
+	uint32_t i = collector_exp_find(m, id);
+
+	if (i)
+		return (int)i;
+	if (len < 2) {
+		m->exp[0]->st.dropped[SL_COLLECTOR_DROP_SHORT]++;
+		return 0;
+	}
+	if (!known_version(rd16(msg))) {
+		m->exp[0]->st.dropped[SL_COLLECTOR_DROP_VERSION]++;
+		return 0;
+	}
+	if (m->n_exp - 1 >= m->max_exporters) {
+		m->exp[0]->st.dropped[SL_COLLECTOR_DROP_EXPORTERS]++;
+		return 0;
+	}
+	return collector_exp_add(m, id);
+}
+
+int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
+			    uint32_t len, const uint8_t *addr, int family,
+			    uint16_t port, uint64_t now_ns)
+{
+	struct ident id;
+	struct ctx c;
+	int rc, e;
+
+	if (!m)
+		return -EINVAL;
+	m->n_recs = 0;
+	if ((!msg && len) || !addr || (family != 4 && family != 6))
+		return -EINVAL;
+	collector_ident_make(&id, addr, family, port);
+	e = exporter_of(m, msg, len, &id);
+	if (e <= 0)
+		return e;
+	if (m->hold_live)
+		collector_hold_expire(m, now_ns);
+	memset(&c, 0, sizeof(c));
+	c.m = m;
+	c.exp = (uint32_t)e;
+	c.ex = m->exp[e];
+	c.now = now_ns;
+	if (len < 2) {
+		drop(&c, SL_COLLECTOR_DROP_SHORT);
+		return 0;
+	}
+	c.version = (uint8_t)rd16(msg);
+	switch (rd16(msg)) {
+	case 5:
+		rc = decode_v5(&c, msg, len);
+		break;
+	case 9:
+		rc = decode_v9(&c, msg, len);
+		break;
+	case 10:
+		rc = decode_ipfix(&c, msg, len);
+		break;
+	default:
+		drop(&c, SL_COLLECTOR_DROP_VERSION);
+		rc = 0;
+	}
+	return rc < 0 ? rc : (int)m->n_recs;
+}
