@@ -342,7 +342,7 @@ describe("sluice.cli", function()
       local o = assert(parse("-r x --state s.json --state-interval 30 --on-error skip --on-lag drop " ..
         "--stats 5"))
       assert.are.same({ worker = 0, state = "s.json", state_interval = 30, on_error = "skip",
-        on_lag = "drop", progress_interval = 5 }, cli.run_options(o, 0))
+        on_lag = "drop", progress_interval = 5, signals = true }, cli.run_options(o, 0))
       o = assert(parse("-i eth0 --state s.json --workers 2"))
       assert.are.equal("s.json.1", cli.run_options(o, 1).state)
       o = assert(parse("-r x --out pcap:all.pcap"))

@@ -496,10 +496,16 @@ SL_API int sl_engine_source_error(const struct sl_engine *e);
  * SL_END_SHUTDOWN and closes the last interval; then steps return 0. */
 SL_API void sl_engine_shutdown(struct sl_engine *e);
 
-/* SIGINT/SIGTERM: the first sets a flag (read with sl_signal_pending(),
- * which returns the signal number or 0); a second one exits at once. */
+/* SIGINT/SIGTERM, for a front that wants a clean stop (the core installs
+ * no handler by itself): the first sets a flag (read with
+ * sl_signal_pending(), which returns the signal number or 0); a second one
+ * ends the process the default way. The loop that stops calls
+ * sl_signal_taken(); if it does not within 3 s (a policy handler that
+ * never returns), a line on stderr and the signal's default action end
+ * the process. */
 SL_API int sl_signal_install(void);
 SL_API int sl_signal_pending(void);
+SL_API void sl_signal_taken(void);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
 /* Key kinds besides the 5-tuple (ip_version 4 or 6). An external id sits
  * in src[0..7] (host order); a string of up to 32 bytes in src and dst,

@@ -15,7 +15,7 @@
 
 #include "sluice.h"
 
-enum { WAKE_BATCH = 16 };
+enum { WAKE_BATCH = 16, LAST_REFUSAL_WAIT_MS = 50 };
 
 struct slot {
 	uint32_t len;
@@ -40,6 +40,7 @@ struct sl_sender {
 	uint32_t pace;	   /* records per second, 0: as fast as the socket */
 	double tokens;	   /* records that may go now */
 	uint64_t paced_at; /* monotonic ns of the last refill */
+	struct slot last;  /* datagrams: the last one sent, not yet refused */
 	struct sl_sender_stats stats;
 };
 
@@ -114,6 +115,38 @@ static int send_msg(struct sl_sender *s, int fd, const uint8_t *p, uint32_t len)
 	return 0;
 }
 
+/* With the lock held: a datagram counted sent was refused after all (an
+ * ICMP port unreachable; the socket reports it at the next call). */
+static void refused_last(struct sl_sender *s)
+{
+	if (!s->last.records && !s->last.len)
+		return;
+	s->stats.messages--;
+	s->stats.bytes -= s->last.len;
+	s->stats.records -= s->last.records;
+	s->stats.lost_messages++;
+	s->stats.lost_records += s->last.records;
+	s->stats.last_error = -ECONNREFUSED;
+	memset(&s->last, 0, sizeof(s->last));
+}
+
+/* Sends one message as send_msg(). A connected datagram socket answers
+ * the send after a refused datagram with ECONNREFUSED without sending:
+ * the earlier one is counted lost and this one sent again. */
+static int send_counted(struct sl_sender *s, int fd, const uint8_t *p,
+			uint32_t len)
+{
+	int rc = send_msg(s, fd, p, len);
+
+	if (rc == -ECONNREFUSED && !s->stream) {
+		pthread_mutex_lock(&s->lock);
+		refused_last(s);
+		pthread_mutex_unlock(&s->lock);
+		rc = send_msg(s, fd, p, len);
+	}
+	return rc;
+}
+
 /* With the lock held: drops every queued message, counted lost. */
 static void drop_queued(struct sl_sender *s)
 {
@@ -147,8 +180,8 @@ static void *sender_thread(void *arg)
 
 		pthread_mutex_unlock(&s->lock);
 		pace_wait(s, pace, sl.records);
-		int rc = send_msg(s, fd, s->data + (size_t)i * s->slot_bytes,
-				  sl.len);
+		int rc = send_counted(s, fd, s->data + (size_t)i * s->slot_bytes,
+				      sl.len);
 		pthread_mutex_lock(&s->lock);
 		if (rc == -ECANCELED)
 			break;
@@ -160,6 +193,7 @@ static void *sender_thread(void *arg)
 			s->stats.messages++;
 			s->stats.bytes += sl.len;
 			s->stats.records += sl.records;
+			s->last = sl;
 		}
 		s->head = (i + 1) % s->nslots;
 		s->queued--;
@@ -288,6 +322,24 @@ const struct sl_sender_stats *sl_sender_stats(const struct sl_sender *s)
 	return &s->stats;
 }
 
+/* After the thread: was the last datagram refused? The ICMP error comes
+ * a round trip later; wait for it a little (loopback answers at once). */
+static void check_last_refused(struct sl_sender *s)
+{
+	struct pollfd pfd = {.fd = s->fd, .events = 0};
+	socklen_t elen = sizeof(int);
+	int err = 0;
+
+	if (s->stream || s->fd < 0 || !s->last.len)
+		return;
+	if (poll(&pfd, 1, LAST_REFUSAL_WAIT_MS) <= 0 ||
+	    !(pfd.revents & POLLERR))
+		return;
+	if (!getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &elen) &&
+	    err == ECONNREFUSED)
+		refused_last(s);
+}
+
 void sl_sender_stop(struct sl_sender *s)
 {
 	if (s->joined)
@@ -299,6 +351,7 @@ void sl_sender_stop(struct sl_sender *s)
 	pthread_join(s->thread, NULL);
 	s->joined = 1;
 	drop_queued(s);
+	check_last_refused(s);
 }
 
 void sl_sender_free(struct sl_sender *s)

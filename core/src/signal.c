@@ -1,24 +1,60 @@
-/* signal.c - a clean stop on SIGINT/SIGTERM: the first signal only sets a
- * flag the run loop reads between batches; the handler then is gone
- * (SA_RESETHAND), so a second signal ends the process the default way.
+/* signal.c - a clean stop on SIGINT/SIGTERM, for fronts that ask for it
+ * (sl_signal_install; the core installs nothing by itself). The first
+ * signal only sets a flag the run loop reads between steps; the handler
+ * is then gone (SA_RESETHAND), so a second signal ends the process the
+ * default way. A run loop that does not take the flag within
+ * GRACE_S seconds (a policy handler that loops) is stopped by a
+ * watchdog: one line on stderr, then the signal's default action.
  * Nothing here exits. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sluice.h"
 
+#define GRACE_S 3
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static volatile sig_atomic_t pending;
 
-static void on_signal(int sig)
+static void set_default(int sig)
 {
 	struct sigaction dfl;
 
-	pending = sig;
-	/* the other signal of the pair ends the process too */
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;
-	sigaction(sig == SIGINT ? SIGTERM : SIGINT, &dfl, NULL);
+	sigaction(sig, &dfl, NULL);
+}
+
+static void on_alarm(int unused)
+{
+	static const char msg[] =
+		"sluice: the run did not stop within " STR(GRACE_S)
+		" s of the signal (a policy handler that does not return?): "
+		"stopped without a summary\n";
+	int sig = pending;
+	ssize_t rc;
+
+	rc = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)rc;
+	set_default(sig);
+	raise(sig);
+}
+
+static void on_signal(int sig)
+{
+	struct sigaction sa;
+
+	pending = sig;
+	/* the other signal of the pair ends the process too */
+	set_default(sig == SIGINT ? SIGTERM : SIGINT);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = SA_RESETHAND;
+	sigaction(SIGALRM, &sa, NULL);
+	alarm(GRACE_S);
 }
 
 int sl_signal_install(void)
@@ -38,4 +74,9 @@ int sl_signal_install(void)
 int sl_signal_pending(void)
 {
 	return pending;
+}
+
+void sl_signal_taken(void)
+{
+	alarm(0);
 }

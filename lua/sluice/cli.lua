@@ -11,6 +11,7 @@ local policy = require "sluice.policy"
 local core = require "sluice.core"
 local report = require "sluice.report"
 local workers = require "sluice.workers"
+local signals = require "sluice.signals"
 
 local M = {}
 
@@ -414,7 +415,8 @@ end
 -- The engine:run options of worker w, from the command line (the caller
 -- adds outputs and progress).
 function M.run_options(o, w)
-  local t = { worker = w, state = o.state, progress_interval = o.stats }
+  -- every CLI run stops cleanly on SIGINT/SIGTERM, files too
+  local t = { worker = w, state = o.state, progress_interval = o.stats, signals = true }
   for k, v in pairs(o.run) do t[k] = v end
   if o.state and o.workers > 1 then t.state = o.state .. "." .. w end
   -- the default job with --out pcap: rewrites every packet of every flow
@@ -479,8 +481,9 @@ function M.spread_options(paths, loaded, options)
 end
 
 -- ---- the commands -----------------------------------------------------
--- Each returns an exit code: 0, 1 for a runtime failure, 2 for a usage
--- error (with a pointer to --help) or a policy that cannot be loaded.
+-- Each returns an exit code (sluice.report's EXIT_*): 0, 1 for a runtime
+-- failure, 2 for a usage error (with a pointer to --help) or a policy that
+-- cannot be loaded, 3 for a run that completed but lost records.
 
 local function fail(msg, code)
   io.stderr:write("sluice: ", msg, "\n")
@@ -559,9 +562,14 @@ local function run_one(o, list, w, shared)
     io.stderr:write("\n")
   end
   if o.verbose then report.final_counters(eng) end
-  report.losses(rep, o.verbose)
+  if rep and rep.stopped_by and o.open.read and not o.quiet then
+    io.stderr:write(string.format("sluice: %s: stopped by %s at %.1f%% of the input; " ..
+      "every active flow ended (shutdown)\n", eng.input, signals.name(rep.stopped_by),
+      eng:progress() * 100))
+  end
+  local lost = report.losses(rep, o.verbose)
   if not rok then return fail(rerr) end
-  return 0
+  return lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
 end
 
 -- Workers are processes, each its own ring, flow table and Lua state.
@@ -575,10 +583,10 @@ local function run_workers(o, list)
       f:close()
     end
   end
-  local ok, err = workers.run(o.workers, function(w) return run_one(o, list, w, true) end)
-  if ok == nil then return fail(err) end
+  local ok, code = workers.run(o.workers, function(w) return run_one(o, list, w, true) end)
+  if ok == nil then return fail(code) end
   -- a failed worker reported why itself
-  return ok and 0 or 1
+  return ok and code or report.EXIT_ERROR
 end
 
 local function run(args, command)

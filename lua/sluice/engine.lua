@@ -199,7 +199,7 @@ function M.open(opts)
 
   if opts.max_flows then
     local hi, lo = tonumber(opts.max_flows), tonumber(opts.low_flows or 0)
-    local pool = tonumber(opts.pool_flows) or 2^20
+    local pool = cfg.pool_flows ~= 0 and cfg.pool_flows or 2^20
     if not hi or hi < 2 or hi > pool or hi ~= math.floor(hi) then
       error("sluice.open: max_flows must be a whole number 2.." .. pool .. " (pool_flows)", 2)
     end
@@ -233,7 +233,8 @@ function M.open(opts)
     collector = opts.listen ~= nil, input = opts.read or opts.interface or
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
     live = opts.read == nil, note = note, src = src, out = out,
-    cstats = C.sl_engine_stats(e), slice = opts.slice }, Engine)
+    cstats = C.sl_engine_stats(e), slice = opts.slice,
+    pool_flows = cfg.pool_flows ~= 0 and cfg.pool_flows or 2^20 }, Engine)
 end
 
 local function live(self)

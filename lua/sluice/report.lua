@@ -82,13 +82,19 @@ local function sink_lost(s)
     (s.counts and s.counts.lost_records or 0)
 end
 
+-- Exit codes of the CLI (documented in the README).
+M.EXIT_OK, M.EXIT_ERROR, M.EXIT_USAGE, M.EXIT_LOSSES = 0, 1, 2, 3
+
 -- The losses of a run (engine:run's report): skipped handler errors,
--- records dropped with failed handlers, each sink that lost something (every
--- sink with verbose) and a state file that could not be saved. Losses are
--- never silent: this is printed with or without -v.
+-- records dropped with failed handlers, packets of flows a full table
+-- refused, each sink that lost something (every sink with verbose) and a
+-- state file that could not be saved. Losses are never silent: this is
+-- printed with or without -v. Returns how many records and packets were
+-- lost (0 when none).
 function M.losses(report, verbose, out)
   out = out or io.stderr
-  if not report then return end
+  if not report then return 0 end
+  local lost = report.dropped_on_error + (report.flows_refused or 0)
   -- an abort's error is the exit message itself
   local errors = report.abort and {} or report.errors
   for _, k in ipairs(sorted_keys(errors)) do
@@ -100,17 +106,23 @@ function M.losses(report, verbose, out)
     out:write(format("sluice: %d record(s) emitted by failed handlers dropped\n",
       report.dropped_on_error))
   end
+  if (report.flows_refused or 0) > 0 then
+    out:write(format("sluice: %d packet(s) dropped: the flow table was full (%d slots; " ..
+      "see --pool-flows)\n", report.flows_refused, report.pool_flows))
+  end
   for _, name in ipairs(sorted_keys(report.sinks)) do
     local s = report.sinks[name]
-    local lost = sink_lost(s)
-    if lost > 0 or verbose then
+    local sink_loss = sink_lost(s)
+    lost = lost + sink_loss
+    if sink_loss > 0 or verbose then
       out:write(format("sink %s: written %d dropped %d (lagging %d, failed %d, unqueueable %d, " ..
-        "at close %d) retries %d%s\n", name, s.written, lost, s.dropped_lag, s.dropped_failed,
+        "at close %d) retries %d%s\n", name, s.written, sink_loss, s.dropped_lag, s.dropped_failed,
         s.dropped_unqueueable, s.dropped_at_close, s.retries,
         s.counts and counters(s.counts) or ""))
     end
   end
   if report.state_error then out:write("sluice: state: ", report.state_error, "\n") end
+  return lost
 end
 
 return M

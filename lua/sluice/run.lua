@@ -135,7 +135,9 @@ function Run:loop()
     if st.ended[1] then d:step_done() end
     self:timers()
     if self.watch_signals and not self.stopping and signals.pending() then
+      signals.taken()
       self.stopping = true
+      self.report.stopped_by = signals.pending()
       C.sl_engine_shutdown(e)
     end
   end
@@ -152,6 +154,8 @@ end
 -- Outputs flushed and closed; no more captures.
 function Run:close_outputs()
   self.outputs:flush(true, self.report.sinks)
+  self.report.flows_refused = tonumber(self.engine.cstats.flows_refused)
+  self.report.pool_flows = self.engine.pool_flows
   self.st.capture, self.st.current = nil, nil
 end
 
@@ -223,7 +227,9 @@ function M.run(engine, policies, options, opts)
     if not sok then return nil, started == ABORT and report.abort or tostring(started) end
     return nil, serr
   end
-  -- live capture stops cleanly on SIGINT/SIGTERM (checked once per step)
+  -- live capture (and, with opts.signals, any run) stops cleanly on
+  -- SIGINT/SIGTERM: checked once per step, every active flow ends with
+  -- reason shutdown
   self.watch_signals = opts.signals
   if self.watch_signals == nil then self.watch_signals = engine.live end
   if self.watch_signals then signals.install() end

@@ -1,14 +1,19 @@
 -- A clean stop on SIGINT/SIGTERM for runs and worker parents: install()
--- once, then pending() between steps says whether (and which) signal came.
--- The first signal only sets a flag in the core; a second one ends the
--- process the default way (the core never exits on its own).
-local C = require("sluice.core").C
+-- once, then pending() between steps says whether (and which) signal came;
+-- the loop that stops for it calls taken(). The first signal only sets a
+-- flag in the core; a second one ends the process the default way, and so
+-- does a watchdog when nothing took the flag within 3 s (a policy handler
+-- that never returns). The core itself never exits.
+local core = require "sluice.core"
+local C = core.C
 
 local M = {}
 
+local NAMES = { [C.SL_SIGINT] = "SIGINT", [C.SL_SIGTERM] = "SIGTERM" }
+
 function M.install()
   local rc = C.sl_signal_install()
-  if rc < 0 then return nil, require("sluice.core").strerror(rc) end
+  if rc < 0 then return nil, core.strerror(rc) end
   return true
 end
 
@@ -16,6 +21,15 @@ end
 function M.pending()
   local sig = C.sl_signal_pending()
   return sig ~= 0 and sig or nil
+end
+
+-- The stop has begun: the watchdog is called off.
+function M.taken()
+  C.sl_signal_taken()
+end
+
+function M.name(sig)
+  return NAMES[sig] or ("signal " .. tostring(sig))
 end
 
 return M

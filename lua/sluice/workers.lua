@@ -7,6 +7,7 @@
 --   local ok, err = workers.drop_privileges("nobody")
 local ffi = require "ffi"
 local core = require "sluice.core"
+local report = require "sluice.report"
 
 local S = core.C
 
@@ -62,12 +63,13 @@ end
 
 -- Waits for every worker. The first signal to the parent becomes one
 -- SIGTERM to each worker (each stops cleanly once); a worker that fails
--- stops the rest, as a partial capture is no capture. Returns the first
--- failed worker's number and status, or nil.
+-- stops the rest, as a partial capture is no capture (one that completed
+-- with losses is no failure). Returns the first failed worker's number and
+-- status, or nil and whether any worker completed with losses.
 local function wait_all(pids)
   signals.install()
   local status = ffi.new("int[1]")
-  local forwarded, failed, why = false, nil, nil
+  local forwarded, failed, why, lossy = false, nil, nil, false
   while next(pids) do
     for pid, w in pairs(pids) do
       local r = C.sluice_workers_waitpid(pid, status, S.SL_WNOHANG)
@@ -75,6 +77,10 @@ local function wait_all(pids)
       if r == pid or (errno and errno ~= S.SL_EINTR) then
         pids[pid] = nil
         local st = r == pid and status[0] or nil
+        -- a wait status: the exit code in bits 8..15, no signal
+        if st == report.EXIT_LOSSES * 256 then
+          lossy, st = true, 0
+        end
         if st ~= 0 and not failed then
           failed, why = w, st and ("status " .. st) or core.errno_text(errno)
           terminate(pids)
@@ -83,20 +89,22 @@ local function wait_all(pids)
     end
     if next(pids) then
       if not forwarded and signals.pending() then
+        signals.taken()
         forwarded = true
         terminate(pids)
       end
       C.sluice_workers_usleep(POLL_US)
     end
   end
-  return failed, why
+  return failed, why, lossy
 end
 
 -- workers.run(n, fn): runs fn(w) for w = 0 .. n-1, each in a process of
 -- its own; fn returns the worker's exit code (an error in it is printed
--- and exits 1). Returns true once every worker exited 0; false, err when
--- one failed (it has reported why itself; the others were stopped); nil,
--- err when the workers could not be started.
+-- and exits 1). Returns true and the exit code for the whole once every
+-- worker exited 0 or EXIT_LOSSES (the latter when any did); false, err
+-- when one failed (it has reported why itself; the others were stopped);
+-- nil, err when the workers could not be started.
 function M.run(n, fn)
   if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
     error("workers.run: n must be a positive integer", 2)
@@ -116,9 +124,9 @@ function M.run(n, fn)
     if pid == 0 then child(fn, w) end
     pids[pid] = w
   end
-  local failed, why = wait_all(pids)
+  local failed, why, lossy = wait_all(pids)
   if failed then return false, "worker " .. failed .. " failed (" .. why .. ")" end
-  return true
+  return true, lossy and report.EXIT_LOSSES or report.EXIT_OK
 end
 
 -- As tcpdump -Z: once the input is open, run as the user NAME (its uid and

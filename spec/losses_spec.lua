@@ -1,0 +1,132 @@
+-- Fail loudly, lose nothing (issue 11): a run that loses records says so on
+-- stderr without -v and exits 3 ("completed with losses"); a file run
+-- stopped by SIGINT/SIGTERM ends every active flow (reason shutdown),
+-- prints its summary and flushes its outputs; a policy handler that never
+-- returns cannot hold a signal off.
+local run = require "support.run"
+
+local SAMPLE = run.root .. "/examples/sample.pcap"
+local SLUICE, q = run.SLUICE, run.q
+local SAMPLE_FLOWS = 161
+local EXIT_LOSSES = require("sluice.report").EXIT_LOSSES
+
+local function has(s, needle)
+  return s:find(needle, 1, true) ~= nil
+end
+
+describe("a run that loses records", function()
+  teardown(run.cleanup)
+
+  it("exits 3 with one line when the flow table is full, without -v", function()
+    local dir = run.tmpdir()
+    local r = run.sh(string.format("%s run -r %s -q --pool-flows 100 --out json:%s",
+      SLUICE, q(SAMPLE), q(dir .. "/out.json")))
+    assert.equal(EXIT_LOSSES, r.code, run.describe(r))
+    assert(r.err:match("sluice: %d+ packet%(s%) dropped: the flow table was full %(100 slots"),
+      run.describe(r))
+  end)
+
+  it("exits 3 when an IPFIX/TCP collector refuses the connection", function()
+    -- port 9 (discard) on loopback: nothing listens there in the test machine
+    local r = run.sh(string.format("%s run -r %s --out ipfix:tcp:127.0.0.1:9", SLUICE, q(SAMPLE)))
+    assert.equal(EXIT_LOSSES, r.code, run.describe(r))
+    assert(r.err:match("sink ipfix:tcp:127%.0%.0%.1:9: written %d+ dropped " .. SAMPLE_FLOWS),
+      run.describe(r))
+  end)
+
+  it("exits 0 when nothing was lost", function()
+    local dir = run.tmpdir()
+    local r = run.sh(string.format("%s run -r %s -q --out json:%s", SLUICE, q(SAMPLE),
+      q(dir .. "/out.json")))
+    assert.equal(0, r.code, run.describe(r))
+    assert.equal("", r.err)
+  end)
+end)
+
+describe("a file run stopped by a signal", function()
+  teardown(run.cleanup)
+
+  -- A policy that touches a marker file once 1000 flows started and then
+  -- takes about 40 us per flow start, so that the run is still reading
+  -- when the test sends its signal, on any machine and build.
+  local SLOW = [[
+local P = { info = { name = "slow" } }
+local n, marker, emit = 0, os.getenv("SLUICE_MARKER"), nil
+function P.init(opts, ctx) emit = ctx.emit end
+function P.on_flow_end(f, reason) emit { type = "end", reason = reason } end
+function P.on_flow_start(f)
+  n = n + 1
+  if n == 1000 then io.open(marker, "w"):close() end
+  if n > 1000 then local t = os.clock() + 40e-6 while os.clock() < t do end end
+end
+return P
+]]
+
+  local LOOP = [[
+local P = { info = { name = "loop" } }
+local n, marker = 0, os.getenv("SLUICE_MARKER")
+function P.on_flow_start(f)
+  n = n + 1
+  if n == 50 then
+    io.open(marker, "w"):close()
+    local x = 0
+    while true do x = x + 1 end
+  end
+end
+return P
+]]
+
+  -- Starts SLUICE ARGS in the background, waits (at most 60 s) for the
+  -- marker, sends sig and waits for the process; prints the seconds from
+  -- the signal to its end last on stdout.
+  local function signalled(dir, args, sig)
+    local marker = dir .. "/marker"
+    return run.sh(string.format("SLUICE_MARKER=%s %s %s & p=$!; i=0; " ..
+      "while [ ! -e %s ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; " ..
+      "t0=$(date +%%s%%N); kill -%s $p; wait $p; rc=$?; " ..
+      "echo $(( ($(date +%%s%%N) - t0) / 1000000 )); exit $rc",
+      q(marker), SLUICE, args, q(marker), sig))
+  end
+
+  for _, sig in ipairs { "TERM", "INT" } do
+    it("SIG" .. sig .. ": ends every active flow (shutdown), prints the summary, flushes", function()
+      local path, truth = run.generated("-n 600000 -c 20000 -r 20000", "losses_spec", pending)
+      local dir = run.tmpdir()
+      local policy = dir .. "/slow.lua"
+      run.spit(policy, SLOW)
+      local out = dir .. "/flows.json"
+      local r = signalled(dir, string.format("run %s -r %s -v --out json:%s", q(policy), q(path),
+        q(out)), sig)
+      assert.equal(0, r.code, run.describe(r))
+      assert(r.err:match("sluice: [^\n]*: stopped by SIG" .. sig .. " at [%d.]+%% of the input"),
+        run.describe(r))
+      local started, ended = r.err:match("\nflows (%d+) ended (%d+)")
+      assert(started, run.describe(r))
+      started, ended = tonumber(started), tonumber(ended)
+      assert.equal(started, ended, "every flow that started has ended")
+      assert(started < truth.flows, "the run was stopped before the end of the trace")
+      -- every end reached the file, some of them the shutdown's
+      local recs = run.json_lines(out)
+      assert.equal(ended, #recs)
+      local shutdown = 0
+      for _, rec in ipairs(recs) do
+        if rec.reason == "shutdown" then shutdown = shutdown + 1 end
+      end
+      assert.equal(tonumber(r.err:match("shutdown=(%d+)")), shutdown)
+      assert(shutdown > 0, "flows active at the signal end with reason shutdown")
+    end)
+  end
+
+  it("SIGINT while a policy handler loops: stopped within the grace time, with a line", function()
+    local path = run.generated("-n 600000 -c 20000 -r 20000", "losses_spec", pending)
+    local dir = run.tmpdir()
+    local policy = dir .. "/loop.lua"
+    run.spit(policy, LOOP)
+    local r = signalled(dir, string.format("run %s -r %s -q", q(policy), q(path)), "INT")
+    -- the shell's status of a process ended by SIGINT
+    assert.equal(128 + 2, r.code, run.describe(r))
+    assert(has(r.err, "did not stop within 3 s of the signal"), run.describe(r))
+    local ms = tonumber(r.out:match("(%d+)%s*$"))
+    assert(ms and ms >= 2500 and ms < 10000, "stopped " .. tostring(ms) .. " ms after SIGINT")
+  end)
+end)
