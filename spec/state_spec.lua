@@ -176,6 +176,27 @@ describe("policy snapshots", function()
       assert.is_nil(state.parse("sluice-state 1\ncounter 99\nshort"))
     end)
 
+    it("keeps a policy named end (the terminator's word), in version 1 and 2 files", function()
+      local v1 = "sluice-state 1\nend 3\n161\nend 1\n"
+      assert.same({ ["end"] = "161" }, assert(state.decode(v1)))
+      local v2 = state.encode { { name = "end", data = "161" }, { name = "a", data = { n = 1 } } }
+      assert.same({ ["end"] = "161", a = { n = 1 } }, assert(state.decode(v2)))
+    end)
+
+    it("takes only a regular file or nothing: a directory, a device, a FIFO are one-line errors", function()
+      local dir = run.tmpdir()
+      local doc, err = state.read(dir)
+      assert.is_nil(doc)
+      assert.equal("state file " .. dir .. " is a directory", err)
+      doc, err = state.read("/dev/full")
+      assert.is_nil(doc)
+      assert.equal("state file /dev/full is not a regular file (a device, FIFO or socket)", err)
+      assert.equal(0, os.execute("mkfifo " .. run.q(dir .. "/fifo")))
+      doc, err = state.read(dir .. "/fifo")
+      assert.is_nil(doc)
+      assert_has(err, "is not a regular file")
+    end)
+
     it("saves atomically: no temporary file left, an unwritable place is an error", function()
       local dir = run.tmpdir()
       assert(state.save(dir .. "/s", { { name = "a", data = "1" } }))
@@ -495,6 +516,35 @@ describe("policy snapshots", function()
       assert.equal(1, r.code, run.describe(r))
       assert_has(r.err, "state file " .. st .. ": entry for policy alpha: bad JSON")
       assert.equal(bad, run.slurp(st))
+    end)
+
+    it("a state path that is not a regular file stops the run before data with one line", function()
+      local dir = run.tmpdir()
+      run.spit(dir .. "/a.lua", A)
+      assert.equal(0, os.execute("mkfifo " .. run.q(dir .. "/fifo")))
+      for _, st in ipairs { dir, "/dev/full", dir .. "/fifo" } do
+        local r, recs = sluice_run(dir, { "a.lua" }, st)
+        assert.equal(1, r.code, run.describe(r))
+        assert_has(r.err, "state file " .. st .. " is ")
+        assert.equal(1, select(2, r.err:gsub("\n", "")), "one line: " .. r.err)
+        assert.equal(0, #recs)
+      end
+    end)
+
+    it("a policy named end restores its own state", function()
+      local dir = run.tmpdir()
+      -- no info.name: the entry is keyed by the file name, "end"
+      local unnamed = B:gsub('{ info = { name = "beta" } }', "{}")
+      assert(not unnamed:find("info"))
+      run.spit(dir .. "/end.lua", unnamed)
+      local st = dir .. "/state"
+      local r = sluice_run(dir, { "end.lua" }, st)
+      assert(r.code == 0, run.describe(r))
+      local recs
+      r, recs = sluice_run(dir, { "end.lua" }, st)
+      assert(r.code == 0, run.describe(r))
+      assert.same({ type = "beta", flows = 2 * SAMPLE_FLOWS }, recs[1])
+      assert.same({ ["end"] = "flows=" .. 2 * SAMPLE_FLOWS }, assert(state.load(st)))
     end)
 
     it("a version-1 file from an older sluice is restored and rewritten as version 2", function()

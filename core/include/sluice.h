@@ -44,6 +44,7 @@ enum sl_sys {
 	SL_ESRCH = 3,
 	SL_EAGAIN = 11,
 	SL_ENOMEM = 12,
+	SL_EISDIR = 21,
 	SL_EINVAL = 22,
 	SL_EFBIG = 27,
 	SL_EPIPE = 32,
@@ -883,6 +884,11 @@ SL_API int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf, size_t len);
 SL_API int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf,
 			     size_t len);
 SL_API const char *sl_strerror(int code);
+/* What is at path (symbolic links followed): 1 a regular file, 0 nothing,
+ * -EISDIR a directory, -ENOTSUP any other kind (device, FIFO, socket),
+ * or the negative errno of stat(). For files sluice replaces whole (state
+ * files), where only a regular file will do. */
+SL_API int sl_path_kind(const char *path);
 SL_API const char *sl_end_reason_name(int reason);
 SL_API const char *sl_tcp_state_name(int state);
 /* "tcp", "udp", ...; NULL for a protocol without a name here. */

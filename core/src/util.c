@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -18,6 +19,7 @@ _Static_assert((int)SL_ENOENT == (int)ENOENT, "SL_ENOENT");
 _Static_assert((int)SL_ESRCH == (int)ESRCH, "SL_ESRCH");
 _Static_assert((int)SL_EAGAIN == (int)EAGAIN, "SL_EAGAIN");
 _Static_assert((int)SL_ENOMEM == (int)ENOMEM, "SL_ENOMEM");
+_Static_assert((int)SL_EISDIR == (int)EISDIR, "SL_EISDIR");
 _Static_assert((int)SL_EINVAL == (int)EINVAL, "SL_EINVAL");
 _Static_assert((int)SL_EFBIG == (int)EFBIG, "SL_EFBIG");
 _Static_assert((int)SL_EPIPE == (int)EPIPE, "SL_EPIPE");
@@ -165,4 +167,17 @@ const char *sl_proto_name(int proto)
 		return "sctp";
 	}
 	return NULL;
+}
+
+int sl_path_kind(const char *path)
+{
+	struct stat st;
+
+	if (!path)
+		return -EINVAL;
+	if (stat(path, &st))
+		return errno == ENOENT ? 0 : -errno;
+	if (S_ISREG(st.st_mode))
+		return 1;
+	return S_ISDIR(st.st_mode) ? -EISDIR : -ENOTSUP;
 }

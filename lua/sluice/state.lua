@@ -255,9 +255,10 @@ function M.parse(s)
   end
   local entries, count = {}, 0
   while true do
+    -- the terminator; a policy may be named "end" too (version 1 wrote
+    -- "end LEN"): a line that does not end the file is an entry
     local n, after = s:match("^end (%d+)\n()", pos)
-    if n then
-      if tonumber(n) ~= count or after ~= #s + 1 then break end
+    if n and tonumber(n) == count and after == #s + 1 then
       return { version = version, entries = entries }
     end
     local name, kind, len
@@ -357,10 +358,24 @@ function M.save(path, entries)
   return true
 end
 
+-- A state file is replaced whole (written beside it, renamed over it): it
+-- must be a regular file or absent. Returns true, or nil and why.
+function M.check_path(path)
+  local kind = C.sl_path_kind(path)
+  if kind >= 0 then return true end
+  if kind == -C.SL_EISDIR then return nil, "state file " .. path .. " is a directory" end
+  if kind == -C.SL_ENOTSUP then
+    return nil, "state file " .. path .. " is not a regular file (a device, FIFO or socket)"
+  end
+  return nil, "state file " .. path .. ": " .. core.strerror(kind)
+end
+
 -- The parsed file (see M.parse), with no entries when it does not exist
 -- yet (a first start); nil and "state file PATH ..." when it cannot be
 -- read, is damaged or is not a state file.
 function M.read(path)
+  local okp, perr = M.check_path(path)
+  if not okp then return nil, perr end
   local f, err, code = io.open(path, "rb")
   if not f then
     if code == C.SL_ENOENT then return { version = nil, entries = {} } end
