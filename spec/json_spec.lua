@@ -26,6 +26,21 @@ describe("sluice.json.encode", function()
       assert.equal([["\u0008\u000c"]], encode("\b\f"))
     end)
 
+    it("writes valid UTF-8 only: a byte outside a valid sequence becomes U+FFFD", function()
+      local R = "\239\191\189"
+      assert.equal('"x' .. R .. 'y"', encode("x\255y"))
+      assert.equal('"\195\169\240\159\152\128"', encode("\195\169\240\159\152\128"), "é and an emoji kept")
+      -- overlong, surrogate, truncated, above U+10FFFF
+      assert.equal('"' .. R .. R .. '"', encode("\192\128"))
+      assert.equal('"' .. R .. R .. R .. '"', encode("\237\160\128"))
+      assert.equal('"a' .. R .. '"', encode("a\226\130"):gsub(R .. R, R))
+      assert.equal('"' .. R .. R .. R .. R .. '"', encode("\244\144\128\128"))
+      -- cjson reads every line back
+      for i = 128, 255 do
+        assert.equal("table", type(cjson.decode(encode({ s = "a" .. string.char(i) .. "b" }))))
+      end
+    end)
+
     it("round-trips every byte below 0x80 through cjson", function()
       local t = {}
       for i = 0, 127 do t[#t + 1] = string.char(i) end
@@ -142,6 +157,26 @@ describe("sluice.json.encode", function()
       local back = cjson.decode(encode(rec))
       assert.same({ type = "flow", id = 12, src = "2001:db8::1", sport = 443, first = 1700000000.25,
         last = 1700000001.75, history = "ShADdFf", tags = { "a", "b" } }, back)
+    end)
+  end)
+
+  describe("what JSON cannot hold", function()
+    it("refuses functions, cycles and keys that are not strings or numbers, without a position", function()
+      local ok, err = pcall(encode, { f = print })
+      assert.is_false(ok)
+      assert.equal("cannot encode a function as JSON", err)
+      local t = {}
+      t.self = t
+      ok, err = pcall(encode, t)
+      assert.is_false(ok)
+      assert.equal("JSON nesting too deep (a cycle?)", err)
+      ok, err = pcall(encode, { [true] = 1 })
+      assert.is_false(ok)
+      assert.equal("cannot encode a table with a boolean key as JSON", err)
+    end)
+
+    it("writes number keys as their text", function()
+      assert.equal('{"1.5":2,"a":1}', encode({ a = 1, [1.5] = 2 }))
     end)
   end)
 end)

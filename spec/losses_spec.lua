@@ -130,3 +130,56 @@ return P
     assert(ms and ms >= 2500 and ms < 10000, "stopped " .. tostring(ms) .. " ms after SIGINT")
   end)
 end)
+
+describe("what a policy emits", function()
+  teardown(run.cleanup)
+
+  -- every 40th flow end emits a function, every 41st a cycle, the rest a
+  -- string with a byte that is not UTF-8
+  local EMITTER = [[
+local P = { info = { name = "emitter" } }
+local emit, n = nil, 0
+function P.init(o, ctx) emit = ctx.emit end
+function P.on_flow_end(f)
+  n = n + 1
+  if n % 40 == 0 then emit { bad = print }
+  elseif n % 41 == 0 then local t = {} t.t = t emit(t)
+  else emit { n = n, s = "x\255y" } end
+end
+return P
+]]
+
+  it("a record JSON cannot hold aborts the run naming the policy and handler", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/emitter.lua", EMITTER)
+    local r = run.sh(string.format("%s run %s -r %s --out json:%s", SLUICE, q(policy), q(SAMPLE),
+      q(dir .. "/out.json")))
+    assert.equal(1, r.code, run.describe(r))
+    assert(has(r.err, "policy emitter: on_flow_end failed: ctx.emit: cannot encode a function as JSON"),
+      run.describe(r))
+    assert.equal(39, #run.json_lines(dir .. "/out.json"), "what was emitted before is kept")
+  end)
+
+  it("with --on-error skip, each bad record is counted and the rest written as valid UTF-8", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/emitter.lua", EMITTER)
+    local out = dir .. "/out.json"
+    local r = run.sh(string.format("%s run %s --on-error skip -r %s --out json:%s", SLUICE, q(policy),
+      q(SAMPLE), q(out)))
+    assert.equal(EXIT_LOSSES, r.code, run.describe(r))
+    -- 161 ends: 4 multiples of 40, 3 of 41
+    assert(has(r.err, "7 error(s) in policy emitter, on_flow_end"), run.describe(r))
+    assert(has(r.err, "7 record(s) emitted by failed handlers dropped"), run.describe(r))
+    local recs = run.json_lines(out)
+    assert.equal(SAMPLE_FLOWS - 7, #recs)
+    for _, rec in ipairs(recs) do assert.equal("x\239\191\189y", rec.s) end
+  end)
+
+  it("a handler that is not a function is refused before data, naming it", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/odd.lua", "return { on_flow_start = 5 }\n")
+    local r = run.sh(string.format("%s run %s -r %s", SLUICE, q(policy), q(SAMPLE)))
+    assert.equal(2, r.code, run.describe(r))
+    assert.equal("sluice: policy odd: on_flow_start must be a function, not a number\n", r.err)
+  end)
+end)

@@ -87,7 +87,13 @@ function D:call(k, hname, fn, a, b, c, d)
   self.st.current_k = k
   local ok, res = xpcall(fn, locate, a, b, c, d)
   if ok then
-    if self.outputs.stage_n > 0 then self.outputs:commit() end
+    local outputs = self.outputs
+    if outputs.stage_n > 0 then
+      -- a record no sink can take (a function, a cycle) is the handler's
+      -- error, under --on-error like any other
+      local cok, cerr = pcall(outputs.commit, outputs)
+      if not cok then return self:fault(k, hname, "ctx.emit: " .. tostring(cerr)) end
+    end
     return res
   end
   self:fault(k, hname, res)

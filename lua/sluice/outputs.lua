@@ -24,7 +24,7 @@ function M.new(engine, opts)
   end
   local self = setmetatable({ e = engine.e, linktype = C.sl_source_linktype(engine.src),
     wait = on_lag == "wait", routes = {}, route_of = {}, ticking = {}, defaults = {},
-    writer_no = {}, stage_route = {}, stage_rec = {}, stage_n = 0 }, Outputs)
+    writer_no = {}, stage_route = {}, stage_rec = {}, stage_n = 0, stage_at = 0 }, Outputs)
   for _, s in ipairs(opts.outputs or {}) do self.defaults[#self.defaults + 1] = self:route_for(s, 4) end
   if opts.emit then
     local fn = opts.emit
@@ -97,6 +97,7 @@ end
 function Outputs:commit()
   local defaults, stage_route, stage_rec = self.defaults, self.stage_route, self.stage_rec
   for i = 1, self.stage_n do
+    self.stage_at = i
     local route, rec = stage_route[i], stage_rec[i]
     if route == self.DEFAULT then
       local packet = kind_of(rec) == "packet"
@@ -109,15 +110,17 @@ function Outputs:commit()
     end
     stage_rec[i] = nil
   end
-  self.stage_n = 0
+  self.stage_n, self.stage_at = 0, 0
 end
 
--- The handler failed: its emits are dropped; returns how many.
+-- The handler failed, or a commit failed at record stage_at (one that
+-- cannot be encoded): the emits not delivered are dropped; returns how
+-- many.
 function Outputs:discard()
-  local n = self.stage_n
+  local n, at = self.stage_n, self.stage_at
   for i = 1, n do self.stage_rec[i] = nil end
-  self.stage_n = 0
-  return n
+  self.stage_n, self.stage_at = 0, 0
+  return at > 0 and n - at + 1 or n
 end
 
 -- The engine's writer number for a pcap sink (nil = the run's default pcap

@@ -102,9 +102,18 @@ function M.check_options(name, schema, given)
   return opts
 end
 
+-- The functions a policy may have (the contract in the README).
+local HANDLERS = { "init", "on_flow_start", "on_flow_end", "on_slice", "on_packet", "on_tag",
+  "snapshot", "restore", "stop" }
+
 local function check_schema(name, P)
   if type(P) ~= "table" then
     return nil, string.format("policy %s must return a table, got %s", name, type(P))
+  end
+  for _, h in ipairs(HANDLERS) do
+    if P[h] ~= nil and type(P[h]) ~= "function" then
+      return nil, string.format("policy %s: %s must be a function, not a %s", name, h, type(P[h]))
+    end
   end
   local schema = P.info and P.info.options or {}
   for opt, spec in pairs(schema) do
@@ -127,9 +136,6 @@ function M.new(P, options, name)
   return { P = P, name = name, opts = opts }
 end
 
-local HANDLERS = { "on_flow_start", "on_flow_end", "on_slice", "on_packet", "on_tag",
-  "snapshot", "restore", "stop" }
-
 -- The schema of a policy as text (sluice info): name, what it wants (its
 -- handlers and packet filter) and its options.
 function M.describe(P, name)
@@ -138,7 +144,7 @@ function M.describe(P, name)
   if info.description then lines[#lines + 1] = "  " .. info.description end
   local wants = {}
   for _, h in ipairs(HANDLERS) do
-    if type(P[h]) == "function" then
+    if h ~= "init" and type(P[h]) == "function" then
       wants[#wants + 1] = h == "on_packet" and string.format("on_packet (packets matching %q)",
         tostring(info.packets)) or h
     end

@@ -78,7 +78,10 @@ function Run:start()
       st.current_k = k
       local iok, ierr = xpcall(inst.P.init, locate, inst.opts, ctx)
       if not iok then return nil, "failed to initialize " .. inst.name .. ": " .. tostring(ierr) end
-      if out.stage_n > 0 then out:commit() end
+      if out.stage_n > 0 then
+        local cok, cerr = pcall(out.commit, out)
+        if not cok then return nil, "failed to initialize " .. inst.name .. ": ctx.emit: " .. tostring(cerr) end
+      end
     end
   end
   if self.snap then
