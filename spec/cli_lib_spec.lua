@@ -213,6 +213,16 @@ describe("sluice.cli", function()
       { "--listen udp:1.2.3.4:5 --backend pcap",
         "collect takes --listen, not -r, -i, --backend or --filter", "collect" },
       { "--listen udp:1.2.3.4:5 --workers 99", "--workers must be 1..64", "collect" },
+      -- options that would do nothing (issue 11)
+      { "-r x.pcap --snaplen 100", "--snaplen applies to live capture (-i)" },
+      { "-r x.pcap --ring-blocks 4", "--ring-blocks applies to live capture (-i)" },
+      { "-r x.pcap --ring-timeout 5", "--ring-timeout applies to live capture (-i)" },
+      { "-r x.pcap --xdp-mode skb", "--xdp-mode applies to live capture (-i)" },
+      { "-r x.pcap --queue 1", "--queue applies to live capture (-i)" },
+      { "-r x.pcap --no-promisc", "--no-promisc applies to live capture (-i)" },
+      { "--listen udp:1.2.3.4:5 --snaplen 9", "--snaplen applies to live capture (-i)", "collect" },
+      { "-r x.pcap --out json:a --out json:a", "--out json:a is given twice" },
+      { "-r x.pcap --out ipfix:h:1 --out ipfix:udp:h:1", "--out ipfix:udp:h:1 is given twice" },
     }
     for _, case in ipairs(BAD) do
       it("refuses " .. (case[3] or "run") .. " " .. case[1], function()

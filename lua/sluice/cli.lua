@@ -207,7 +207,8 @@ M.OPTIONS = {
     help = "this text" },
 }
 
--- Checks across options, in order, once every argument is read.
+-- Checks across options, in order, once every argument is read: broken(o)
+-- returns true (the rule's message) or a message of its own.
 M.RULES = {
   { command = "collect", message = "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)",
     broken = function(o) return not o.open.listen end },
@@ -222,6 +223,23 @@ M.RULES = {
     broken = function(o) return (o.workers or 1) > 1 and o.open.backend == "pcap" end },
   { message = "--state-interval needs --state FILE",
     broken = function(o) return o.run.state_interval and not o.state end },
+  -- an option that would do nothing is a mistake worth a line
+  { broken = function(o)
+      if o.open.interface or not next(o.live) then return false end
+      for _, opt in ipairs(M.OPTIONS) do
+        if opt.section == "live" and o.live[opt.field] ~= nil then
+          return opt.flags[1] .. " applies to live capture (-i)"
+        end
+      end
+    end },
+  { broken = function(o)
+      local seen = {}
+      for _, out in ipairs(o.outs or {}) do
+        local id = out.kind .. ":" .. (out.path or (out.transport .. ":" .. out.collector))
+        if seen[id] then return "--out " .. id .. " is given twice" end
+        seen[id] = true
+      end
+    end },
 }
 
 local BY_FLAG = {}
@@ -332,7 +350,10 @@ end
 
 local function finish(o, command)
   for _, rule in ipairs(M.RULES) do
-    if (rule.command or command) == command and rule.broken(o) then return nil, rule.message end
+    if (rule.command or command) == command then
+      local broken = rule.broken(o)
+      if broken then return nil, type(broken) == "string" and broken or rule.message end
+    end
   end
   for _, opt in ipairs(M.OPTIONS) do
     local t = opt.section and o[opt.section] or o
