@@ -315,9 +315,9 @@ describe("sluice.cli", function()
   describe("mapping onto the library", function()
     it("sluice.open options: flow table options, --idle-timeout as a table", function()
       local o = assert(parse("-r x.pcap --idle-timeout udp=30 --idle-timeout tcp=5m --slice 10 " ..
-        "--snaplen 64 --max-flows 100"))
+        "--max-flows 100"))
       assert.are.same({ read = "x.pcap", idle_timeout = { udp = "30", tcp = "5m" }, slice = "10",
-        max_flows = "100" }, cli.open_options(o, 0), "live options only with -i")
+        max_flows = "100" }, cli.open_options(o, 0))
       -- and sluice.open takes them
       o = assert(parse("-r " .. SAMPLE .. " --idle-timeout udp=30 --slice 10"))
       local eng = assert(sluice.open(cli.open_options(o, 0)))
@@ -340,7 +340,7 @@ describe("sluice.cli", function()
     end)
 
     it("collect: the listen options, and the worker's share", function()
-      local o = assert(parse("--listen udp:127.0.0.1:2055 --rcvbuf 65536 --workers 2 --snaplen 9",
+      local o = assert(parse("--listen udp:127.0.0.1:2055 --rcvbuf 65536 --workers 2",
         "collect"))
       assert.are.same({ listen = { "udp:127.0.0.1:2055" }, rcvbuf = "65536", worker = 1, workers = 2 },
         cli.open_options(o, 1))

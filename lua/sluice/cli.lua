@@ -208,7 +208,7 @@ M.OPTIONS = {
 }
 
 -- Checks across options, in order, once every argument is read: broken(o)
--- returns true (the rule's message) or a message of its own.
+-- is true for the rule's message, or (a rule without one) the message.
 M.RULES = {
   { command = "collect", message = "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)",
     broken = function(o) return not o.open.listen end },
@@ -352,7 +352,7 @@ local function finish(o, command)
   for _, rule in ipairs(M.RULES) do
     if (rule.command or command) == command then
       local broken = rule.broken(o)
-      if broken then return nil, type(broken) == "string" and broken or rule.message end
+      if broken then return nil, rule.message or broken end
     end
   end
   for _, opt in ipairs(M.OPTIONS) do
