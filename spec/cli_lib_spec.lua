@@ -134,11 +134,11 @@ describe("sluice.cli", function()
     end)
 
     it("live capture options, converted where needed", function()
-      local o = assert(parse("-i eth0 --backend afxdp --filter tcp --snaplen 128 --no-promisc " ..
+      local o = assert(parse("-i eth0 --backend afpacket --filter tcp --snaplen 128 --no-promisc " ..
         "--ignore-outgoing --ring-block-size 4096 --ring-blocks 8 --ring-frame-size 2048 " ..
         "--ring-timeout 50 --xdp-mode skb --zero-copy off --queue 3 --workers 4 --user nobody " ..
         "--stats 10s"))
-      assert.are.same({ interface = "eth0", backend = "afxdp", filter = "tcp" }, o.open)
+      assert.are.same({ interface = "eth0", backend = "afpacket", filter = "tcp" }, o.open)
       assert.are.same({ snaplen = "128", promisc = false, ignore_outgoing = true, block_size = "4096",
         block_count = "8", frame_size = "2048", block_timeout = "50ms", xdp_mode = "skb",
         zero_copy = "off", queue = "3" }, o.live)
@@ -222,6 +222,8 @@ describe("sluice.cli", function()
       { "-r x.pcap --no-promisc", "--no-promisc applies to live capture (-i)" },
       { "--listen udp:1.2.3.4:5 --snaplen 9", "--snaplen applies to live capture (-i)", "collect" },
       { "-r x.pcap --out json:a --out json:a", "--out json:a is given twice" },
+      { "-i eth0 --backend afxdp --user nobody", "--user cannot be used with --backend afxdp (the " ..
+        "XDP program must be detached at exit, which needs the privileges --user gives up)" },
       { "-r x.pcap --out ipfix:h:1 --out ipfix:udp:h:1", "--out ipfix:udp:h:1 is given twice" },
     }
     for _, case in ipairs(BAD) do

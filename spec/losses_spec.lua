@@ -183,3 +183,71 @@ return P
     assert.equal("sluice: policy odd: on_flow_start must be a function, not a number\n", r.err)
   end)
 end)
+
+describe("--user", function()
+  teardown(run.cleanup)
+
+  -- root, and a user nobody to become
+  local function can_switch()
+    local r = run.sh("id -u; id -u nobody")
+    local me, nobody = r.out:match("^(%d+)\n(%d+)")
+    if me ~= "0" or not nobody then
+      io.stderr:write("losses_spec: skipping --user: needs root and a user nobody\n")
+      return false
+    end
+    return true
+  end
+
+  it("sets no_new_privs: nothing the policy runs gains privileges back", function()
+    if not can_switch() then return pending("needs root and a user nobody") end
+    local dir = run.tmpdir()
+    os.execute("chmod 777 " .. q(dir))
+    local policy = run.spit(dir .. "/p.lua", [[
+local P = {}
+local emit
+function P.init(o, ctx) emit = ctx.emit end
+function P.stop()
+  local f = io.open("/proc/self/status")
+  local s = f:read("*a") f:close()
+  emit { nnp = s:match("NoNewPrivs:%s*(%d)"), uid = s:match("Uid:%s*(%d+)") }
+end
+return P
+]])
+    local out = dir .. "/out.json"
+    local r = run.sh(string.format("%s run %s -r %s --user nobody --out json:%s", SLUICE, q(policy),
+      q(SAMPLE), q(out)))
+    assert.equal(0, r.code, run.describe(r))
+    local rec = run.json_lines(out)[1]
+    assert.equal("1", rec.nnp)
+    assert.are_not.equal("0", rec.uid)
+  end)
+
+  it("with --rotate or --state in a directory that user cannot write: an error before data", function()
+    if not can_switch() then return pending("needs root and a user nobody") end
+    local dir = run.tmpdir()
+    os.execute("chmod 755 " .. q(dir))
+    local r = run.sh(string.format("%s run -r %s --user nobody --rotate 10 --out json:%s", SLUICE,
+      q(SAMPLE), q(dir .. "/x.json")))
+    assert.equal(1, r.code, run.describe(r))
+    assert.equal(string.format("sluice: --rotate: %s is not writable by user nobody, who writes %s\n",
+      dir, dir .. "/x.json"), r.err)
+    assert.is_nil(io.open(dir .. "/x.json.1"), "no data was read")
+    r = run.sh(string.format("%s run -r %s --user nobody --state %s -q", SLUICE, q(SAMPLE),
+      q(dir .. "/st")))
+    assert.equal(1, r.code, run.describe(r))
+    -- a writable directory: the rotated files are there
+    local open_dir = dir .. "/open"
+    os.execute("mkdir " .. q(open_dir) .. " && chmod 777 " .. q(open_dir))
+    r = run.sh(string.format("%s run -r %s --user nobody --rotate 20 --out json:%s", SLUICE,
+      q(SAMPLE), q(open_dir .. "/x.json")))
+    assert.equal(0, r.code, run.describe(r))
+    local lines = #run.json_lines(open_dir .. "/x.json")
+    local n = 1
+    while run.exists(open_dir .. "/x.json." .. n) do
+      lines = lines + #run.json_lines(open_dir .. "/x.json." .. n)
+      n = n + 1
+    end
+    assert(n > 2, "rotated files: " .. (n - 1))
+    assert.equal(SAMPLE_FLOWS, lines)
+  end)
+end)

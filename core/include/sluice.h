@@ -78,6 +78,8 @@ enum sl_sys {
 	SL_SIG_UNBLOCK = 1,
 	SL_WNOHANG = 1,
 	SL_PR_SET_PDEATHSIG = 1,
+	SL_PR_SET_NO_NEW_PRIVS = 38,
+	SL_W_OK = 2,
 };
 
 /* Error codes beyond errno's range. */

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sluice.h"
 
@@ -53,6 +54,9 @@ _Static_assert((int)SL_SIG_BLOCK == (int)SIG_BLOCK, "SL_SIG_BLOCK");
 _Static_assert((int)SL_SIG_UNBLOCK == (int)SIG_UNBLOCK, "SL_SIG_UNBLOCK");
 _Static_assert((int)SL_WNOHANG == (int)WNOHANG, "SL_WNOHANG");
 _Static_assert((int)SL_PR_SET_PDEATHSIG == (int)PR_SET_PDEATHSIG, "SL_PR_SET_PDEATHSIG");
+_Static_assert((int)SL_PR_SET_NO_NEW_PRIVS == (int)PR_SET_NO_NEW_PRIVS,
+	       "SL_PR_SET_NO_NEW_PRIVS");
+_Static_assert((int)SL_W_OK == (int)W_OK, "SL_W_OK");
 
 uint32_t sl_abi_version(void)
 {

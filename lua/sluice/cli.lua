@@ -221,6 +221,10 @@ M.RULES = {
   -- libpcap has no way to split one interface's traffic between handles
   { message = "--workers needs --backend afpacket (fanout) or afxdp (one queue each)",
     broken = function(o) return (o.workers or 1) > 1 and o.open.backend == "pcap" end },
+  -- a user without CAP_NET_ADMIN could not detach the XDP program at exit
+  { message = "--user cannot be used with --backend afxdp (the XDP program must be " ..
+      "detached at exit, which needs the privileges --user gives up)",
+    broken = function(o) return o.user and o.open.backend == "afxdp" end },
   { message = "--state-interval needs --state FILE",
     broken = function(o) return o.run.state_interval and not o.state end },
   -- an option that would do nothing is a mistake worth a line
@@ -565,6 +569,19 @@ local function run_one(o, list, w, shared)
   if o.user then
     local dropped, derr = workers.drop_privileges(o.user)
     if not dropped then return fail("--user: " .. derr) end
+    -- rotated files and state files are created later, as that user
+    local later = {}
+    for _, out in ipairs(o.rotate and o.outs or {}) do
+      if out.kind == "json" and out.path ~= "-" then later[#later + 1] = { "--rotate", out.path } end
+    end
+    if o.state then later[#later + 1] = { "--state", o.state } end
+    for _, l in ipairs(later) do
+      local dir = l[2]:match("^(.*)/[^/]*$") or "."
+      if not workers.writable_dir(dir == "" and "/" or dir) then
+        return fail(string.format("%s: %s is not writable by user %s, who writes %s", l[1], dir,
+          o.user, l[2]))
+      end
+    end
   end
   local started = core.monotonic()
   local show = not o.quiet and o.open.read and core.isatty(2)

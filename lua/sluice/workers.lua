@@ -21,19 +21,20 @@ int sluice_workers_setpgid(int pid, int pgid) __asm__("setpgid");
 int sluice_workers_waitpid(int pid, int *status, int options) __asm__("waitpid");
 int sluice_workers_kill(int pid, int sig) __asm__("kill");
 int sluice_workers_usleep(unsigned int usec) __asm__("usleep");
-int sluice_workers_prctl(int option, unsigned long arg2) __asm__("prctl");
+int sluice_workers_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+                         unsigned long arg5) __asm__("prctl");
 struct sluice_workers_passwd { char *pw_name; char *pw_passwd; unsigned pw_uid; unsigned pw_gid; };
 struct sluice_workers_passwd *sluice_workers_getpwnam(const char *name) __asm__("getpwnam");
 int sluice_workers_setgroups(size_t size, const unsigned *list) __asm__("setgroups");
 int sluice_workers_setgid(unsigned gid) __asm__("setgid");
 int sluice_workers_setuid(unsigned uid) __asm__("setuid");
+int sluice_workers_access(const char *path, int mode) __asm__("access");
 ]]
 local C = ffi.C
 
 local M = {}
 
--- The SIGINT/SIGTERM flag the parent waits on: the core's handler for now,
--- in this one place so that moving it to a Lua module changes one line.
+-- The SIGINT/SIGTERM flag the parent waits on.
 local signals = require "sluice.signals"
 
 local POLL_US = 20000 -- how often the parent looks at its workers and signals
@@ -52,7 +53,7 @@ end
 local function child(fn, w)
   local me = C.sluice_workers_getpid()
   C.sluice_workers_setpgid(me, me)
-  C.sluice_workers_prctl(S.SL_PR_SET_PDEATHSIG, S.SL_SIGTERM)
+  C.sluice_workers_prctl(S.SL_PR_SET_PDEATHSIG, S.SL_SIGTERM, 0, 0, 0)
   local ok, code = pcall(fn, w)
   if not ok then
     io.stderr:write("sluice: worker ", w, ": ", tostring(code), "\n")
@@ -140,7 +141,16 @@ function M.drop_privileges(name)
      C.sluice_workers_setuid(uid) ~= 0 then
     return nil, "cannot change user to '" .. name .. "': " .. core.errno_text()
   end
+  -- nothing run from here on (a policy's os.execute) gains privileges back
+  if C.sluice_workers_prctl(S.SL_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ~= 0 then
+    return nil, "cannot set no_new_privs: " .. core.errno_text()
+  end
   return true
+end
+
+-- Can this process create files in dir (after drop_privileges)?
+function M.writable_dir(dir)
+  return C.sluice_workers_access(dir, S.SL_W_OK) == 0
 end
 
 return M
