@@ -113,6 +113,52 @@ describe("routes", function()
     assert.is_true(s.calls >= 3 and s.calls <= 12, "attempts: " .. s.calls)
   end)
 
+  it("follow a buffering sink's settle(): records lost after write() took them are failed, not written", function()
+    local s = { taken = 0, lost = 0 }
+    function s:write() self.taken = self.taken + 1 return true end
+    function s:settle() return self.taken - self.lost, self.lost, self.lost > 0 and "disk full" or nil end
+    local told = {}
+    local r = sink_mod.new(s, { name = "buffered", on_error = function(name, err) told[#told + 1] = name .. ": " .. err end })
+    for i = 1, 10 do r:write(i) end
+    s.lost = 4 -- the buffer's write failed later
+    r:flush()
+    assert.equal(6, r.stats.written)
+    assert.equal(4, r.stats.dropped_failed)
+    assert.equal(4, r:dropped())
+    assert.equal("disk full", r.stats.last_error)
+    s.lost = 7
+    r:settle()
+    assert.equal(3, r.stats.written)
+    assert.equal(7, r.stats.dropped_failed)
+    assert.same({ "buffered: disk full" }, told, "the error is told once")
+  end)
+
+  it("do not count twice a failure the sink counted itself (\"counted\")", function()
+    local s = { lost = 0 }
+    function s:write()
+      self.lost = self.lost + 1
+      return nil, "no room", sink_mod.COUNTED
+    end
+    function s:settle() return 0, self.lost, "no room" end
+    local told = 0
+    local r = sink_mod.new(s, { on_error = function() told = told + 1 end })
+    for i = 1, 3 do r:write(i) end
+    r:flush()
+    assert.equal(3, r.stats.dropped_failed)
+    assert.equal(0, r.stats.written)
+    assert.equal(1, told)
+  end)
+
+  it("tell a sink's first failure once, with its message", function()
+    local told = {}
+    local r = sink_mod.new(scripted { "permanent" }, { name = "x", on_error = function(name, err)
+      told[#told + 1] = name .. ": " .. err
+    end })
+    for i = 1, 5 do r:write(i) end
+    assert.equal(5, r.stats.dropped_failed)
+    assert.same({ "x: refused" }, told)
+  end)
+
   it("refuse a sink without write, and a bad queue size", function()
     assert.has_error(function() sink_mod.new({}) end)
     assert.has_error(function() sink_mod.new(scripted { "ok" }, { queue = -1 }) end)

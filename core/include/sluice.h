@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 4 };
+enum { SL_ABI_VERSION = 5 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -509,6 +509,12 @@ SL_API void sl_engine_shutdown(struct sl_engine *e);
 SL_API int sl_signal_install(void);
 SL_API int sl_signal_pending(void);
 SL_API void sl_signal_taken(void);
+/* A write past the file size limit (RLIMIT_FSIZE, `ulimit -f`) raises
+ * SIGXFSZ, which kills the process by default. This ignores it (unless the
+ * program already handles or ignores it), so such a write fails with
+ * EFBIG and is counted like any other write error. File sinks call it when
+ * they open; nothing else in the core touches signals. */
+SL_API int sl_signal_ignore_xfsz(void);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
 /* Key kinds besides the 5-tuple (ip_version 4 or 6). An external id sits
  * in src[0..7] (host order); a string of up to 32 bytes in src and dst,
@@ -605,21 +611,34 @@ SL_API const struct sl_flow_rec *sl_engine_flow(const struct sl_engine *e,
 /* ---- output formats: pcap writer, IPFIX messages ----------------------- */
 
 /* A pcap file written through a buffer (microsecond timestamps, the
- * capture's link type). Writes never block on anything but the disk. */
+ * capture's link type). Writes never block on anything but the disk;
+ * EINTR and EAGAIN are retried, never a loss.
+ *
+ * What it guarantees when a write fails (a full disk, EFBIG past the file
+ * size limit, /dev/full): every packet taken is either in the file or
+ * counted in errors (with last_error); the file never ends in a half
+ * record: a short write is cut back (ftruncate) to the last whole record,
+ * so the file stays readable and later packets follow that record. Only
+ * an output that cannot be cut (a pipe) may keep a half record, and then
+ * it is counted in partial. The file header is written with the first
+ * data that lands, so a writer that starts on a full disk recovers too. */
 struct sl_pcap_writer;
 
 struct sl_writer_stats {
-	uint64_t packets; /* written (buffered) */
+	uint64_t packets; /* written (buffered): in the file once flushed */
 	uint64_t bytes;	  /* file bytes, headers included */
 	uint64_t errors;  /* packets lost to a failed write */
 	int32_t last_error; /* negative errno of the last failure, or 0 */
-	uint32_t pad;
+	uint32_t partial;   /* half records left in an output that cannot be
+			       cut back (a pipe); 0 for a file */
 };
 
 SL_API int sl_pcap_writer_open(struct sl_pcap_writer **out, const char *path,
 			       uint32_t linktype, uint32_t snaplen);
-/* Caplen above the snaplen is cut to it. Returns 0 or a negative error
- * (the packet is lost and counted). */
+/* Caplen above the snaplen is cut to it. Returns 0, or the error of a
+ * write this call made: the packets it lost are counted in the stats (this
+ * one too if it was larger than the buffer and went out with it; else it
+ * is buffered and tried with the next write). */
 SL_API int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
 				const uint8_t *data, uint32_t caplen,
 				uint32_t wirelen);
@@ -632,15 +651,38 @@ SL_API int sl_pcap_writer_close(struct sl_pcap_writer *w);
 /* A JSON lines file written through a buffer: records are formatted
  * straight into it (no string crosses to Lua). path "-" is stdout.
  * line_buffered: one write(2) per line, atomic with O_APPEND, for a file
- * several processes share. */
+ * several processes share.
+ *
+ * Write errors: a line the writer took (an append returned its length)
+ * either reaches the file or is counted lost in the stats; a failed write
+ * (now, or later in the writer's thread) loses the lines it carried and
+ * nothing else, and later lines are tried again (a disk that frees up gets
+ * them). The file never ends in a half line: a short write (ENOSPC, EFBIG
+ * past the file size limit) is cut back (ftruncate) to the end of its last
+ * whole line, and the lines before it count as written. Appending
+ * (O_APPEND, a file other processes write too) the cut is made only while
+ * the file still ends with this writer's half line; an output that cannot
+ * be cut (a pipe, or a file another process wrote to since) keeps it, and
+ * the stats count it in partial. EINTR and EAGAIN are retried, never a
+ * loss. */
 struct sl_json_writer;
+
+struct sl_json_writer_stats {
+	uint64_t lines;	    /* lines in the file */
+	uint64_t bytes;	    /* their bytes */
+	uint64_t lost;	    /* lines taken, then lost to a failed write */
+	uint64_t partial;   /* of those, cut short but left in the output */
+	int32_t last_error; /* negative errno of the last failed write, or 0 */
+	uint32_t pad;
+};
 
 SL_API int sl_json_writer_open(struct sl_json_writer **out, const char *path,
 			       int append, int line_buffered);
 /* Appends a record, or a line (given without its newline). Returns the
- * bytes appended, -EFBIG if the line would take the file past max_size
- * (0: no limit) while it is not empty (nothing is written: rotate and
- * append again), or another negative error (the line is lost). */
+ * bytes taken, or -EFBIG if the line would take the file past max_size
+ * (0: no limit) while it is not empty (nothing is taken: rotate and
+ * append again). A write error is not returned here: the line is counted
+ * lost (sl_json_writer_stats), and flush returns the error. */
 SL_API int sl_json_writer_flow(struct sl_json_writer *w,
 			       const struct sl_flow_rec *r, uint64_t max_size);
 SL_API int sl_json_writer_slice(struct sl_json_writer *w,
@@ -654,11 +696,22 @@ SL_API int sl_json_writer_slices(struct sl_json_writer *w,
 				 uint64_t max_size);
 SL_API int sl_json_writer_line(struct sl_json_writer *w, const char *line,
 			       size_t len, uint64_t max_size);
-/* Bytes in the file, buffered ones included. */
+/* Bytes in the file, buffered ones included; after a flush, the bytes
+ * that reached the file (lost lines are no longer counted). */
 SL_API uint64_t sl_json_writer_size(const struct sl_json_writer *w);
+/* Writes everything buffered; returns the first write error since the last
+ * flush (the lines it lost are counted), else 0. */
 SL_API int sl_json_writer_flush(struct sl_json_writer *w);
-/* Flushes, then continues in a fresh file at path (after a rotation). */
+/* Counters since open (a copy, taken under the writer's lock). After a
+ * flush, lines + lost is every line taken. */
+SL_API int sl_json_writer_stats(struct sl_json_writer *w,
+				struct sl_json_writer_stats *st);
+/* Flushes (a write error there is counted, as always), then continues in
+ * a fresh file at path (after a rotation), appending if the writer was
+ * opened to append. Returns a negative error if path cannot be opened:
+ * the writer then goes on in its current file. */
 SL_API int sl_json_writer_reopen(struct sl_json_writer *w, const char *path);
+/* Flushes and closes; returns the flush's (or close's) error. */
 SL_API int sl_json_writer_close(struct sl_json_writer *w);
 
 /* IPFIX (RFC 7011) message builder, biflows per RFC 5103: one template for

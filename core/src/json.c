@@ -4,10 +4,12 @@
  * building and encoding a Lua table, and keeps times to the microsecond. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "sluice.h"
@@ -277,6 +279,11 @@ int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf, size_t len)
  * written in order; only when all of them wait for the disk does the
  * capture thread wait. A line-buffered writer (files several processes
  * share) writes each line itself: one write(2) per line keeps them whole.
+ *
+ * Each buffer holds whole lines and knows how many. A write that fails
+ * loses the lines it carried and no others: the whole lines a short write
+ * got out stay (the half line after them is cut off the file), the rest is
+ * counted lost, and the next buffer is tried as if nothing happened.
  */
 
 enum { JSON_BUF = 1 << 20, JSON_BUFS = 4 };
@@ -284,9 +291,11 @@ enum { JSON_BUF = 1 << 20, JSON_BUFS = 4 };
 struct sl_json_writer {
 	int fd;
 	int line_buffered;
+	int append;    /* O_APPEND, kept across reopen */
 	uint64_t size; /* file bytes, buffered ones included */
 	char *buf;     /* bufs[cur], being filled */
 	size_t used;
+	uint32_t lines; /* whole lines in buf */
 	uint32_t cur;
 
 	pthread_mutex_t lock;
@@ -296,25 +305,125 @@ struct sl_json_writer {
 	int stop;
 	uint32_t next;	 /* the buffer the thread writes next */
 	uint32_t queued; /* buffers handed to the thread, not yet written */
-	int error;	 /* first write error since the last flush */
+	/* under lock: the outcome of writes, whichever thread made them */
+	int error;	     /* first write error since the last flush */
+	uint64_t lost_bytes; /* of lost lines, still in size until a flush */
+	struct sl_json_writer_stats st;
 	size_t len[JSON_BUFS];
+	uint32_t nlines[JSON_BUFS];
 	char *bufs[JSON_BUFS];
 };
 
-static int write_all(int fd, const char *p, size_t n)
+/* Writes n bytes from the pieces of iov; *done says how many went out,
+ * also on error. EINTR is retried; EAGAIN (a full non-blocking pipe or
+ * socket, stdout maybe) is waited out: neither loses anything. */
+static int write_all(int fd, struct iovec *iov, int cnt, size_t *done)
 {
-	while (n) {
-		ssize_t w = write(fd, p, n);
+	*done = 0;
+	while (cnt > 0) {
+		ssize_t rc;
 
-		if (w < 0) {
+		if (!iov->iov_len) {
+			iov++, cnt--;
+			continue;
+		}
+		rc = writev(fd, iov, cnt);
+		if (rc < 0) {
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			if (errno != EAGAIN)
+				return -errno;
+			poll(&pfd, 1, -1);
+			continue;
 		}
-		p += w;
-		n -= (size_t)w;
+		if (rc == 0)
+			return -EIO;
+		*done += (size_t)rc;
+		while (cnt > 0 && (size_t)rc >= iov->iov_len) {
+			rc -= (ssize_t)iov->iov_len;
+			iov++, cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + rc;
+			iov->iov_len -= (size_t)rc;
+		}
 	}
 	return 0;
+}
+
+/* A write failed after done bytes, of which keep are whole lines: the half
+ * line after them is cut off, if it still ends the file (appending, other
+ * writers may have written after it). Returns 1 if it stays (a pipe). */
+static int cut_back(int fd, size_t done, size_t keep)
+{
+	struct stat st;
+	off_t end, cut;
+
+	if (done == keep)
+		return 0;
+	end = lseek(fd, 0, SEEK_CUR);
+	if (end < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) ||
+	    st.st_size != end)
+		return 1;
+	cut = end - (off_t)(done - keep);
+	/* not appending, the next write goes where the cut is */
+	if (ftruncate(fd, cut) || lseek(fd, cut, SEEK_SET) != cut)
+		return 1;
+	return 0;
+}
+
+static uint32_t count_lines(const char *p, size_t len)
+{
+	const char *end = p + len;
+	uint32_t n = 0;
+
+	while (p < end && (p = memchr(p, '\n', (size_t)(end - p)))) {
+		n++;
+		p++;
+	}
+	return n;
+}
+
+/* Writes n whole lines (len bytes in up to two pieces) and counts what
+ * became of them. Only one thread writes at a time: the writer's thread,
+ * or, when it is idle or absent, the caller. */
+static int write_lines(struct sl_json_writer *w, int fd, const char *p,
+		       size_t len, const char *tail, size_t tail_len,
+		       uint32_t n)
+{
+	struct iovec iov[2] = {{.iov_base = (void *)p, .iov_len = len},
+			       {.iov_base = (void *)tail, .iov_len = tail_len}};
+	size_t done, keep, total = len + tail_len;
+	uint32_t landed = n;
+	int rc, partial = 0;
+
+	rc = write_all(fd, iov, 2, &done);
+	keep = total;
+	if (rc) {
+		/* the tail is the newline of a line that did not end */
+		keep = done < len ? done : len;
+		while (keep && p[keep - 1] != '\n')
+			keep--;
+		landed = count_lines(p, keep);
+		if (landed > n) /* a newline inside a caller's line */
+			landed = n;
+		partial = cut_back(fd, done, keep);
+	}
+	pthread_mutex_lock(&w->lock);
+	w->st.lines += landed;
+	w->st.bytes += keep;
+	if (rc) {
+		w->st.lost += n - landed;
+		w->st.partial += (uint64_t)partial;
+		w->st.last_error = rc;
+		w->lost_bytes += total - (partial ? done : keep);
+		if (!w->error)
+			w->error = rc;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return rc;
 }
 
 static void *writer_thread(void *arg)
@@ -324,7 +433,7 @@ static void *writer_thread(void *arg)
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
 		uint32_t i;
-		int fd, rc;
+		int fd;
 
 		while (!w->queued && !w->stop)
 			pthread_cond_wait(&w->cond, &w->lock);
@@ -333,10 +442,9 @@ static void *writer_thread(void *arg)
 		i = w->next;
 		fd = w->fd;
 		pthread_mutex_unlock(&w->lock);
-		rc = write_all(fd, w->bufs[i], w->len[i]);
+		write_lines(w, fd, w->bufs[i], w->len[i], NULL, 0,
+			    w->nlines[i]);
 		pthread_mutex_lock(&w->lock);
-		if (rc && !w->error)
-			w->error = rc;
 		w->next = (i + 1) % JSON_BUFS;
 		w->queued--;
 		pthread_cond_broadcast(&w->cond);
@@ -353,6 +461,7 @@ static void submit(struct sl_json_writer *w)
 		return;
 	pthread_mutex_lock(&w->lock);
 	w->len[w->cur] = w->used;
+	w->nlines[w->cur] = w->lines;
 	w->queued++;
 	w->cur = (w->cur + 1) % JSON_BUFS;
 	pthread_cond_broadcast(&w->cond);
@@ -361,27 +470,59 @@ static void submit(struct sl_json_writer *w)
 	pthread_mutex_unlock(&w->lock);
 	w->buf = w->bufs[w->cur];
 	w->used = 0;
+	w->lines = 0;
 }
 
-/* Everything buffered reaches the file; returns the first write error
- * since the last flush (those lines are lost). */
-int sl_json_writer_flush(struct sl_json_writer *w)
+/* Everything buffered is written (or counted lost); the thread is idle
+ * after it. */
+static void drain(struct sl_json_writer *w)
 {
-	int rc;
-
 	if (!w->have_thread) {
-		rc = write_all(w->fd, w->buf, w->used);
+		if (w->used)
+			write_lines(w, w->fd, w->buf, w->used, NULL, 0,
+				    w->lines);
 		w->used = 0;
-		return rc;
+		w->lines = 0;
+		return;
 	}
 	submit(w);
 	pthread_mutex_lock(&w->lock);
 	while (w->queued)
 		pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* After a drain: lost lines leave the size. */
+static void settle_size(struct sl_json_writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->size -= w->lost_bytes;
+	w->lost_bytes = 0;
+	pthread_mutex_unlock(&w->lock);
+}
+
+int sl_json_writer_flush(struct sl_json_writer *w)
+{
+	int rc;
+
+	drain(w);
+	settle_size(w);
+	pthread_mutex_lock(&w->lock);
 	rc = w->error;
 	w->error = 0;
 	pthread_mutex_unlock(&w->lock);
 	return rc;
+}
+
+int sl_json_writer_stats(struct sl_json_writer *w,
+			 struct sl_json_writer_stats *st)
+{
+	if (!w || !st)
+		return -EINVAL;
+	pthread_mutex_lock(&w->lock);
+	*st = w->st;
+	pthread_mutex_unlock(&w->lock);
+	return 0;
 }
 
 static int open_path(const char *path, int append)
@@ -392,6 +533,14 @@ static int open_path(const char *path, int append)
 	if (!strcmp(path, "-"))
 		return dup(1);
 	return open(path, flags, 0644);
+}
+
+static uint64_t file_size(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size
+							  : 0;
 }
 
 static void writer_free(struct sl_json_writer *w)
@@ -405,7 +554,6 @@ int sl_json_writer_open(struct sl_json_writer **out, const char *path,
 			int append, int line_buffered)
 {
 	struct sl_json_writer *w;
-	struct stat st;
 	int rc = -ENOMEM;
 
 	w = calloc(1, sizeof(*w));
@@ -419,17 +567,16 @@ int sl_json_writer_open(struct sl_json_writer **out, const char *path,
 	}
 	w->buf = w->bufs[0];
 	w->line_buffered = line_buffered;
+	w->append = append;
 	w->fd = open_path(path, append);
 	if (w->fd < 0) {
 		rc = -errno;
 		goto out_free;
 	}
-	w->size = fstat(w->fd, &st) == 0 && S_ISREG(st.st_mode)
-		      ? (uint64_t)st.st_size
-		      : 0;
+	w->size = file_size(w->fd);
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
 	if (!line_buffered) {
-		pthread_mutex_init(&w->lock, NULL);
-		pthread_cond_init(&w->cond, NULL);
 		rc = -pthread_create(&w->thread, NULL, writer_thread, w);
 		if (rc)
 			goto out_close;
@@ -448,31 +595,30 @@ out_free:
 }
 
 /* Makes room for need bytes in the buffer being filled. */
-static int reserve(struct sl_json_writer *w, size_t need)
+static void reserve(struct sl_json_writer *w, size_t need)
 {
 	if (JSON_BUF - w->used >= need)
-		return 0;
-	if (!w->have_thread)
-		return sl_json_writer_flush(w);
-	submit(w);
-	return 0;
+		return;
+	if (w->have_thread)
+		submit(w);
+	else
+		drain(w);
 }
 
 /* The line is formatted at buf + used; this commits it (with its
  * newline) or takes it back. */
 static int commit_line(struct sl_json_writer *w, int n, uint64_t max_size)
 {
-	int rc;
-
 	if (max_size && w->size && w->size + (uint64_t)n + 1 > max_size)
 		return -EFBIG;
 	w->buf[w->used + (size_t)n] = '\n';
 	w->used += (size_t)n + 1;
+	w->lines++;
 	w->size += (uint64_t)n + 1;
 	if (w->line_buffered) {
-		rc = sl_json_writer_flush(w);
-		if (rc)
-			return rc;
+		/* a failure is counted; flush returns it */
+		drain(w);
+		settle_size(w);
 	}
 	return n + 1;
 }
@@ -480,20 +626,14 @@ static int commit_line(struct sl_json_writer *w, int n, uint64_t max_size)
 int sl_json_writer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r,
 			uint64_t max_size)
 {
-	int rc = reserve(w, LINE_MAX + 1);
-
-	if (rc)
-		return rc;
+	reserve(w, LINE_MAX + 1);
 	return commit_line(w, flow_line(r, w->buf + w->used), max_size);
 }
 
 int sl_json_writer_slice(struct sl_json_writer *w, const struct sl_slice_rec *r,
 			 uint64_t max_size)
 {
-	int rc = reserve(w, LINE_MAX + 1);
-
-	if (rc)
-		return rc;
+	reserve(w, LINE_MAX + 1);
 	return commit_line(w, slice_line(r, w->buf + w->used), max_size);
 }
 
@@ -515,31 +655,28 @@ int sl_json_writer_slices(struct sl_json_writer *w,
 int sl_json_writer_line(struct sl_json_writer *w, const char *line, size_t len,
 			uint64_t max_size)
 {
-	int rc;
-
+	if (len >= INT32_MAX) /* the length is returned as an int */
+		return -EINVAL;
 	if (max_size && w->size && w->size + len + 1 > max_size)
 		return -EFBIG;
-	rc = reserve(w, len + 1);
-	if (rc)
-		return rc;
-	if (len + 1 > JSON_BUF) { /* a huge line goes out on its own */
-		rc = sl_json_writer_flush(w);
-		if (!rc)
-			rc = write_all(w->fd, line, len);
-		if (!rc)
-			rc = write_all(w->fd, "\n", 1);
-		if (rc)
-			return rc;
-	} else {
-		memcpy(w->buf + w->used, line, len);
-		w->buf[w->used + len] = '\n';
-		w->used += len + 1;
+	if (len + 1 > JSON_BUF) {
+		/* a huge line goes out on its own, written here while the
+		 * thread is idle */
+		drain(w);
+		w->size += len + 1;
+		write_lines(w, w->fd, line, len, "\n", 1, 1);
+		settle_size(w);
+		return (int)(len + 1);
 	}
+	reserve(w, len + 1);
+	memcpy(w->buf + w->used, line, len);
+	w->buf[w->used + len] = '\n';
+	w->used += len + 1;
+	w->lines++;
 	w->size += len + 1;
 	if (w->line_buffered) {
-		rc = sl_json_writer_flush(w);
-		if (rc)
-			return rc;
+		drain(w);
+		settle_size(w);
 	}
 	return (int)(len + 1);
 }
@@ -551,21 +688,18 @@ uint64_t sl_json_writer_size(const struct sl_json_writer *w)
 
 int sl_json_writer_reopen(struct sl_json_writer *w, const char *path)
 {
-	int rc = sl_json_writer_flush(w);
 	int fd;
 
-	if (rc)
-		return rc;
-	fd = open_path(path, 0);
+	drain(w);
+	settle_size(w);
+	fd = open_path(path, w->append);
 	if (fd < 0)
 		return -errno;
-	if (w->have_thread)
-		pthread_mutex_lock(&w->lock);
+	pthread_mutex_lock(&w->lock);
 	close(w->fd);
 	w->fd = fd;
-	if (w->have_thread)
-		pthread_mutex_unlock(&w->lock);
-	w->size = 0;
+	pthread_mutex_unlock(&w->lock);
+	w->size = file_size(fd);
 	return 0;
 }
 
@@ -582,9 +716,9 @@ int sl_json_writer_close(struct sl_json_writer *w)
 		pthread_cond_broadcast(&w->cond);
 		pthread_mutex_unlock(&w->lock);
 		pthread_join(w->thread, NULL);
-		pthread_cond_destroy(&w->cond);
-		pthread_mutex_destroy(&w->lock);
 	}
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
 	if (close(w->fd) && !rc)
 		rc = -errno;
 	writer_free(w);

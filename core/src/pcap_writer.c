@@ -1,13 +1,15 @@
 /* pcap_writer.c - classic pcap output (microsecond timestamps, host byte
  * order) through one buffer allocated at open.
  *
- * A failed write loses the packets it carried; the file is cut back to the
- * last complete record where it can be (a regular file), so later packets
- * still land in a readable file. The file header stays pending until it
- * reaches the file, so a writer that starts on a full disk recovers too.
+ * A failed write loses the packets it did not get out whole: the records a
+ * short write got out stay, the half record after them is cut off the file
+ * where it can be (a regular file), so later packets still land in a
+ * readable file. The file header stays pending until it reaches the file,
+ * so a writer that starts on a full disk recovers too.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -34,8 +36,9 @@ struct sl_pcap_writer {
 	uint8_t buf[WRITER_BUF];
 };
 
-/* Writes every byte of iov[0..n), across short writes and EINTR. The iov
- * array is consumed. */
+/* Writes every byte of iov[0..n), across short writes, EINTR and EAGAIN
+ * (a full non-blocking pipe: waited out, never a loss). The iov array is
+ * consumed. */
 static int write_all(int fd, struct iovec *iov, int n, size_t *done)
 {
 	ssize_t rc;
@@ -48,9 +51,14 @@ static int write_all(int fd, struct iovec *iov, int n, size_t *done)
 		}
 		rc = writev(fd, iov, n);
 		if (rc < 0) {
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			if (errno != EAGAIN)
+				return -errno;
+			poll(&pfd, 1, -1);
+			continue;
 		}
 		if (rc == 0)
 			return -EIO;
@@ -68,13 +76,36 @@ static int write_all(int fd, struct iovec *iov, int n, size_t *done)
 }
 
 /* After a partial write, cut the file back so the next record follows a
- * complete one. Pipes and devices cannot be cut: nothing to do there. */
-static void rewind_to_good(struct sl_pcap_writer *w, size_t written)
+ * complete one. A pipe cannot be cut: the half record stays, counted. */
+static void rewind_to_good(struct sl_pcap_writer *w)
 {
-	if (!written)
-		return;
-	if (ftruncate(w->fd, w->good) == 0)
-		lseek(w->fd, w->good, SEEK_SET);
+	if (ftruncate(w->fd, w->good) ||
+	    lseek(w->fd, w->good, SEEK_SET) != w->good)
+		w->st.partial++;
+}
+
+/* Of the first done bytes of buf that a failed write got out, the bytes
+ * of the header (if pending) and whole records; *pkts: those records. */
+static size_t whole_records(const struct sl_pcap_writer *w, size_t done,
+			    uint32_t *pkts)
+{
+	size_t off = w->hdr_done ? 0 : PCAP_HDR_LEN;
+
+	*pkts = 0;
+	if (done < off)
+		return 0;
+	while (off + PCAP_REC_LEN <= w->len) {
+		uint32_t caplen;
+		size_t end;
+
+		memcpy(&caplen, w->buf + off + 8, sizeof(caplen));
+		end = off + PCAP_REC_LEN + caplen;
+		if (end > done)
+			break;
+		off = end;
+		(*pkts)++;
+	}
+	return off;
 }
 
 static void count_loss(struct sl_pcap_writer *w, uint32_t pkts, uint64_t bytes,
@@ -107,8 +138,8 @@ static int out_write(struct sl_pcap_writer *w, const void *rec, size_t rec_len,
 	    {.iov_base = (void *)rec, .iov_len = rec_len},
 	    {.iov_base = (void *)data, .iov_len = data_len},
 	};
-	size_t done, total = w->len + rec_len + data_len;
-	uint32_t pkts = w->buf_pkts + extra_pkts;
+	size_t done, keep, total = w->len + rec_len + data_len;
+	uint32_t pkts = w->buf_pkts + extra_pkts, landed;
 	uint64_t lost;
 	int rc;
 
@@ -121,10 +152,17 @@ static int out_write(struct sl_pcap_writer *w, const void *rec, size_t rec_len,
 		buf_reset(w);
 		return 0;
 	}
-	rewind_to_good(w, done);
-	/* the header stays counted: it is written again with the next data */
-	lost = total - (w->hdr_done ? 0 : PCAP_HDR_LEN);
-	count_loss(w, pkts, lost, rc);
+	keep = whole_records(w, done, &landed);
+	/* a pending header that did not land stays counted: it is written
+	 * again with the next data */
+	lost = total - keep - (!w->hdr_done && !keep ? PCAP_HDR_LEN : 0);
+	if (keep) {
+		w->good += (off_t)keep;
+		w->hdr_done = 1;
+	}
+	if (done > keep)
+		rewind_to_good(w);
+	count_loss(w, pkts - landed, lost, rc);
 	buf_reset(w);
 	return rc;
 }
@@ -193,7 +231,7 @@ int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
 {
 	uint8_t rec[PCAP_REC_LEN];
 	size_t need;
-	int rc;
+	int rc = 0;
 
 	if (!w || (!data && caplen))
 		return -EINVAL;
@@ -210,19 +248,15 @@ int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
 		if (need + (w->hdr_done ? 0 : PCAP_HDR_LEN) > WRITER_BUF)
 			/* larger than the buffer: goes out with it, uncopied */
 			return out_write(w, rec, sizeof(rec), data, caplen, 1);
+		/* a failure loses what was buffered, not this packet: it
+		 * goes into the emptied buffer and is tried with the next */
 		rc = out_write(w, NULL, 0, NULL, 0, 0);
-		if (rc) {
-			/* as documented: a negative return means this packet
-			 * is lost too */
-			count_loss(w, 1, need, rc);
-			return rc;
-		}
 	}
 	put_rec(w->buf + w->len, ts_ns, caplen, wirelen);
 	memcpy(w->buf + w->len + PCAP_REC_LEN, data, caplen);
 	w->len += (uint32_t)need;
 	w->buf_pkts++;
-	return 0;
+	return rc;
 }
 
 const struct sl_writer_stats *

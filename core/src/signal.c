@@ -5,7 +5,8 @@
  * default way. A run loop that does not take the flag within
  * GRACE_S seconds (a policy handler that loops) is stopped by a
  * watchdog: one line on stderr, then the signal's default action.
- * Nothing here exits. */
+ * Nothing here exits. sl_signal_ignore_xfsz() lets writes past the file
+ * size limit fail (EFBIG) instead of killing the process. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -79,4 +80,21 @@ int sl_signal_pending(void)
 void sl_signal_taken(void)
 {
 	alarm(0);
+}
+
+int sl_signal_ignore_xfsz(void)
+{
+	struct sigaction sa;
+
+	if (sigaction(SIGXFSZ, NULL, &sa))
+		return -errno;
+	/* a handler, or SIG_IGN, is the program's own choice */
+	if ((sa.sa_flags & SA_SIGINFO) || sa.sa_handler != SIG_DFL)
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGXFSZ, &sa, NULL))
+		return -errno;
+	return 0;
 }

@@ -1,10 +1,17 @@
 /* test_json.c - JSON lines: addresses as inet_ntop writes them, records
  * that fit or report the size they need, and the buffered writer (its
- * thread, size limits for rotation, reopen, line-buffered appends). */
+ * thread, size limits for rotation, reopen, line-buffered appends, write
+ * errors: a full device, short writes past the file size limit cut back
+ * to whole lines and counted, a full non-blocking pipe waited out). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sluice.h"
@@ -250,11 +257,22 @@ static void test_line_buffered_append(void)
 	CHECK_EQ(sl_json_writer_close(w), 0);
 }
 
-/* A full device: the error comes back from flush, nothing crashes. */
+static struct sl_json_writer_stats stats_of(struct sl_json_writer *w)
+{
+	struct sl_json_writer_stats st;
+
+	memset(&st, 0xff, sizeof(st));
+	CHECK_EQ(sl_json_writer_stats(w, &st), 0);
+	return st;
+}
+
+/* A full device: every line is taken, then lost and counted; the error
+ * comes back from flush once; later lines are tried again. */
 static void test_write_error(void)
 {
 	struct sl_json_writer *w;
-	int rc = 0;
+	struct sl_json_writer_stats st;
+	int ok = 1;
 
 	if (access("/dev/full", W_OK)) {
 		printf("skipped write-error test: /dev/full is not writable\n");
@@ -262,12 +280,274 @@ static void test_write_error(void)
 	}
 	CHECK_EQ(sl_json_writer_open(&w, "/dev/full", 1, 0), 0);
 	CHECK_EQ(sl_json_writer_line(w, "{}", 2, 0), 3);
-	rc = sl_json_writer_flush(w);
-	CHECK_EQ(rc, -ENOSPC);
+	CHECK_EQ(sl_json_writer_flush(w), -ENOSPC);
 	CHECK_EQ(sl_json_writer_flush(w), 0); /* reported once */
+	st = stats_of(w);
+	CHECK_EQ(st.lines, 0);
+	CHECK_EQ(st.bytes, 0);
+	CHECK_EQ(st.lost, 1);
+	CHECK_EQ(st.partial, 0);
+	CHECK_EQ(st.last_error, -ENOSPC);
+	CHECK_EQ(sl_json_writer_size(w), 0);
+	/* several buffers through the thread: each fails, each is counted */
+	for (int i = 0; i < 100000; i++)
+		if (sl_json_writer_line(w, "{\"n\":12345678901234567890}", 26,
+					0) != 27)
+			ok = 0;
+	CHECK(ok);
+	CHECK_EQ(sl_json_writer_flush(w), -ENOSPC);
+	st = stats_of(w);
+	CHECK_EQ(st.lines, 0);
+	CHECK_EQ(st.lost, 100001);
+	CHECK_EQ(sl_json_writer_size(w), 0);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+
+	/* line-buffered: the line is lost at once, the append still takes it */
+	CHECK_EQ(sl_json_writer_open(&w, "/dev/full", 1, 1), 0);
+	CHECK_EQ(sl_json_writer_line(w, "{}", 2, 0), 3);
+	st = stats_of(w);
+	CHECK_EQ(st.lost, 1);
+	CHECK_EQ(st.last_error, -ENOSPC);
+	CHECK_EQ(sl_json_writer_flush(w), -ENOSPC);
 	CHECK_EQ(sl_json_writer_close(w), 0);
 	CHECK(sl_json_writer_open(&w, "/nonexistent/dir/x.json", 0, 0) ==
 	      -ENOENT);
+}
+
+/* SIGXFSZ: ignored when it has its default action, so writes past the
+ * file size limit fail with EFBIG; a program's own handler is kept. */
+static void on_xfsz(int sig)
+{
+	(void)sig;
+}
+
+static void test_ignore_xfsz(void)
+{
+	struct sigaction sa;
+
+	signal(SIGXFSZ, on_xfsz);
+	CHECK_EQ(sl_signal_ignore_xfsz(), 0);
+	CHECK_EQ(sigaction(SIGXFSZ, NULL, &sa), 0);
+	CHECK(sa.sa_handler == on_xfsz);
+	signal(SIGXFSZ, SIG_DFL);
+	CHECK_EQ(sl_signal_ignore_xfsz(), 0);
+	CHECK_EQ(sigaction(SIGXFSZ, NULL, &sa), 0);
+	CHECK(sa.sa_handler == SIG_IGN);
+}
+
+static void set_fsize(rlim_t n)
+{
+	struct rlimit lim;
+
+	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &lim), 0);
+	lim.rlim_cur = n;
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+}
+
+/* Every line of the file is whole: it ends with a newline, and each line
+ * is the given one. Returns the number of lines. */
+static int whole_lines(const char *path, const char *line)
+{
+	size_t len, n = strlen(line);
+	char *data = slurp(path, &len);
+	int lines = 0, ok = 1;
+
+	CHECK(data != NULL);
+	if (!data)
+		return -1;
+	CHECK(len % (n + 1) == 0);
+	for (size_t off = 0; off + n < len; off += n + 1) {
+		if (memcmp(data + off, line, n) || data[off + n] != '\n')
+			ok = 0;
+		lines++;
+	}
+	CHECK(ok);
+	free(data);
+	return lines;
+}
+
+/* A write cut short by the file size limit (as on a full disk): the file
+ * goes back to its last whole line, the lines after it are counted lost,
+ * and the size the writer reports is the file's again. */
+static void test_short_write(void)
+{
+	const char *line = "{\"pad\":\"0123456789012345678901234567890123\"}";
+	size_t n = strlen(line);
+	char path[128], *big;
+	struct sl_json_writer *w;
+	struct sl_json_writer_stats st;
+	struct rlimit old;
+	int ok = 1;
+
+	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+	snprintf(path, sizeof(path), "%s/short.json", dir);
+	CHECK_EQ(sl_json_writer_open(&w, path, 0, 0), 0);
+	for (int i = 0; i < 10; i++)
+		sl_json_writer_line(w, line, n, 0);
+	CHECK_EQ(sl_json_writer_flush(w), 0);
+	/* room for 5 more lines and part of a sixth */
+	set_fsize((rlim_t)(15 * (n + 1) + n / 2));
+	for (int i = 0; i < 20; i++)
+		if (sl_json_writer_line(w, line, n, 0) != (int)n + 1)
+			ok = 0;
+	CHECK(ok);
+	CHECK_EQ(sl_json_writer_flush(w), -EFBIG);
+	st = stats_of(w);
+	CHECK_EQ(st.lines, 15);
+	CHECK_EQ(st.bytes, 15 * (n + 1));
+	CHECK_EQ(st.lost, 15);
+	CHECK_EQ(st.partial, 0);
+	CHECK_EQ(st.last_error, -EFBIG);
+	CHECK_EQ(sl_json_writer_size(w), 15 * (n + 1));
+	CHECK_EQ(whole_lines(path, line), 15);
+
+	/* a line too large for a buffer goes out on its own: cut back too */
+	big = malloc((2u << 20) + 1);
+	memset(big, ' ', 2u << 20);
+	big[0] = '{';
+	big[(2u << 20) - 1] = '}';
+	CHECK_EQ(sl_json_writer_line(w, big, 2u << 20, 0), (2 << 20) + 1);
+	free(big);
+	CHECK_EQ(sl_json_writer_flush(w), -EFBIG);
+	CHECK_EQ(stats_of(w).lost, 16);
+	CHECK_EQ(whole_lines(path, line), 15);
+
+	/* room again: later lines follow the last whole one */
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+	for (int i = 0; i < 3; i++)
+		sl_json_writer_line(w, line, n, 0);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+	CHECK_EQ(whole_lines(path, line), 18);
+}
+
+/* Line-buffered appends to a shared file: the line the limit cuts is taken
+ * off again, counted, and the next line (room again) follows a whole one. */
+static void test_short_append(void)
+{
+	const char *line = "{\"pad\":\"0123456789012345678901234567890123\"}";
+	size_t n = strlen(line);
+	char path[128];
+	struct sl_json_writer *w;
+	struct sl_json_writer_stats st;
+	struct rlimit old;
+	int taken = 0;
+
+	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+	snprintf(path, sizeof(path), "%s/append.json", dir);
+	CHECK_EQ(sl_json_writer_open(&w, path, 0, 0), 0);
+	sl_json_writer_line(w, line, n, 0);
+	sl_json_writer_line(w, line, n, 0);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+	CHECK_EQ(sl_json_writer_open(&w, path, 1, 1), 0);
+	set_fsize((rlim_t)(4 * (n + 1) + 7));
+	for (int i = 0; i < 5; i++)
+		if (sl_json_writer_line(w, line, n, 0) == (int)n + 1)
+			taken++;
+	CHECK_EQ(taken, 5);
+	st = stats_of(w);
+	CHECK_EQ(st.lines, 2);
+	CHECK_EQ(st.lost, 3);
+	CHECK_EQ(st.partial, 0);
+	CHECK_EQ(st.last_error, -EFBIG);
+	CHECK_EQ(sl_json_writer_flush(w), -EFBIG);
+	CHECK_EQ(sl_json_writer_size(w), 4 * (n + 1));
+	CHECK_EQ(whole_lines(path, line), 4);
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+	CHECK_EQ(sl_json_writer_line(w, line, n, 0), (int)n + 1);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+	CHECK_EQ(whole_lines(path, line), 5);
+}
+
+/* A rotation's reopen after a failed flush still moves to the new file
+ * (the failure is counted); one that cannot open the new file keeps the
+ * writer in its current one. */
+static void test_reopen_after_error(void)
+{
+	const char *line = "{\"a\":1}";
+	char path[128], next[128], bad[160];
+	struct sl_json_writer *w;
+	struct rlimit old;
+
+	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+	snprintf(path, sizeof(path), "%s/rot.json", dir);
+	snprintf(next, sizeof(next), "%s/rot2.json", dir);
+	snprintf(bad, sizeof(bad), "%s/no/such/dir.json", dir);
+	CHECK_EQ(sl_json_writer_open(&w, path, 0, 0), 0);
+	sl_json_writer_line(w, line, 7, 0);
+	CHECK_EQ(sl_json_writer_flush(w), 0);
+	set_fsize(8);
+	sl_json_writer_line(w, line, 7, 0);
+	CHECK_EQ(sl_json_writer_reopen(w, next), 0);
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+	CHECK_EQ(stats_of(w).lost, 1);
+	CHECK_EQ(sl_json_writer_flush(w), -EFBIG); /* kept for the flush */
+	CHECK_EQ(sl_json_writer_size(w), 0);
+	sl_json_writer_line(w, line, 7, 0);
+	CHECK_EQ(sl_json_writer_reopen(w, bad), -ENOENT);
+	CHECK_EQ(sl_json_writer_size(w), 8);
+	sl_json_writer_line(w, line, 7, 0);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+	CHECK_EQ(whole_lines(path, line), 1);
+	CHECK_EQ(whole_lines(next, line), 2);
+}
+
+struct reader {
+	int fd;
+	long lines;
+};
+
+/* Reads a pipe slowly to its end, counting lines. */
+static void *slow_reader(void *arg)
+{
+	struct reader *r = arg;
+	char buf[4096];
+	ssize_t n;
+
+	while ((n = read(r->fd, buf, sizeof(buf))) != 0) {
+		if (n < 0)
+			continue;
+		for (ssize_t i = 0; i < n; i++)
+			r->lines += buf[i] == '\n';
+		usleep(50);
+	}
+	return NULL;
+}
+
+/* A non-blocking pipe that is full (EAGAIN) is waited for: nothing lost. */
+static void test_nonblocking_pipe(void)
+{
+	const char *line = "{\"pad\":\"0123456789012345678901234567890123\"}";
+	size_t n = strlen(line);
+	struct reader r = {0};
+	struct sl_json_writer *w;
+	struct sl_json_writer_stats st;
+	struct stat a, b;
+	pthread_t t;
+	char path[64];
+	int p[2], probe;
+
+	CHECK_EQ(pipe(p), 0);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", p[1]);
+	/* the writer gets the lowest free descriptor: probe's */
+	probe = dup(0);
+	close(probe);
+	CHECK_EQ(sl_json_writer_open(&w, path, 0, 0), 0);
+	CHECK(fstat(probe, &a) == 0 && fstat(p[1], &b) == 0 &&
+	      a.st_ino == b.st_ino);
+	CHECK_EQ(fcntl(probe, F_SETFL, fcntl(probe, F_GETFL) | O_NONBLOCK), 0);
+	close(p[1]);
+	r.fd = p[0];
+	CHECK_EQ(pthread_create(&t, NULL, slow_reader, &r), 0);
+	for (int i = 0; i < 50000; i++)
+		sl_json_writer_line(w, line, n, 0);
+	CHECK_EQ(sl_json_writer_flush(w), 0);
+	st = stats_of(w);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+	pthread_join(t, NULL);
+	close(p[0]);
+	CHECK_EQ(st.lines, 50000);
+	CHECK_EQ(st.lost, 0);
+	CHECK_EQ(r.lines, 50000);
 }
 
 int main(void)
@@ -282,6 +562,12 @@ int main(void)
 	test_limit_and_reopen();
 	test_line_buffered_append();
 	test_write_error();
+	test_ignore_xfsz();
+	test_short_write();
+	test_short_append();
+	test_reopen_after_error();
+	test_nonblocking_pipe();
+	signal(SIGXFSZ, SIG_DFL);
 	char cmd[160];
 
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

@@ -1,8 +1,9 @@
 /* test_pcap_writer.c - files written by the pcap writer, read back byte by
  * byte and by tshark when it is installed; snaplen cuts; write errors on a
- * full device and past a file size limit. */
+ * full device and past a file size limit; a full non-blocking pipe. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,8 +258,9 @@ static void test_full_device(void)
 	CHECK_EQ(sl_pcap_writer_close(w), -ENOSPC);
 }
 
-/* A write cut short by the file size limit: the file goes back to its
- * last whole record and stays readable; later packets follow it. */
+/* A write cut short by the file size limit: the records it got out whole
+ * stay, the file goes back to its last whole record and stays readable;
+ * the rest is counted lost; later packets follow. */
 static void test_partial_write(void)
 {
 	struct sl_pcap_writer *w;
@@ -266,7 +268,7 @@ static void test_partial_write(void)
 	struct rlimit old, lim;
 	long off = HDR_LEN, want;
 
-	signal(SIGXFSZ, SIG_IGN);
+	CHECK_EQ(sl_signal_ignore_xfsz(), 0);
 	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
 	CHECK_EQ(sl_pcap_writer_open(&w, path, SL_LINK_EN10MB, 0), 0);
 	st = sl_pcap_writer_stats(w);
@@ -274,24 +276,143 @@ static void test_partial_write(void)
 	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 500, 500), 0);
 	CHECK_EQ(sl_pcap_writer_flush(w), 0);
 	lim = old;
-	lim.rlim_cur = 2000;
+	lim.rlim_cur = 2000; /* room for one more 1000-byte record, and half */
 	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
 	fill(pkt, 1000, 2);
 	for (int i = 0; i < 3; i++)
 		CHECK_EQ(sl_pcap_writer_write(w, 2 * NS, pkt, 1000, 1000), 0);
 	CHECK_EQ(sl_pcap_writer_flush(w), -EFBIG);
 	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
-	CHECK_EQ(st->errors, 3);
-	CHECK_EQ(st->packets, 1);
+	CHECK_EQ(st->errors, 2);
+	CHECK_EQ(st->packets, 2);
+	CHECK_EQ(st->partial, 0);
+	CHECK_EQ(st->last_error, -EFBIG);
+	want = HDR_LEN + 2 * REC_LEN + 500 + 1000;
+	CHECK_EQ(st->bytes, want);
+	/* cut back to the last whole record */
+	CHECK_EQ(read_back(), want);
 	fill(pkt, 200, 3);
 	CHECK_EQ(sl_pcap_writer_write(w, 3 * NS, pkt, 200, 200), 0);
-	want = HDR_LEN + 2 * REC_LEN + 500 + 200;
+	want += REC_LEN + 200;
 	CHECK_EQ(st->bytes, want);
 	CHECK_EQ(sl_pcap_writer_close(w), 0);
 	CHECK_EQ(read_back(), want);
 	check_rec(&off, NS, 500, 500, 1);
+	fill(pkt, 1000, 2);
+	check_rec(&off, 2 * NS, 1000, 1000, 2);
 	check_rec(&off, 3 * NS, 200, 200, 3);
-	signal(SIGXFSZ, SIG_DFL);
+}
+
+/* A writer that starts past the limit: the header itself is cut short;
+ * nothing is left in the file, and it comes with the first packets that
+ * land. A buffer flush that fails keeps the packet that caused it. */
+static void test_partial_header(void)
+{
+	struct sl_pcap_writer *w;
+	const struct sl_writer_stats *st;
+	struct rlimit old, lim;
+	long off = HDR_LEN, left;
+
+	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+	CHECK_EQ(sl_pcap_writer_open(&w, path, SL_LINK_EN10MB, 0), 0);
+	st = sl_pcap_writer_stats(w);
+	lim = old;
+	lim.rlim_cur = 10;
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	fill(pkt, 100, 1);
+	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 100, 100), 0);
+	CHECK_EQ(sl_pcap_writer_flush(w), -EFBIG);
+	CHECK_EQ(read_back(), 0);
+	CHECK_EQ(st->errors, 1);
+	CHECK_EQ(st->packets, 0);
+	CHECK_EQ(st->bytes, HDR_LEN);
+	/* fill the buffer: its flush fails, the packet that caused it waits */
+	for (int i = 0; i < 3000; i++)
+		sl_pcap_writer_write(w, NS, pkt, 100, 100);
+	CHECK(st->errors > 1);
+	CHECK_EQ(st->packets + st->errors, 3001);
+	left = (long)st->packets;
+	CHECK(left > 0);
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+	fill(pkt, 60, 2);
+	CHECK_EQ(sl_pcap_writer_write(w, 2 * NS, pkt, 60, 60), 0);
+	CHECK_EQ(sl_pcap_writer_close(w), 0);
+	CHECK_EQ(read_back(), HDR_LEN + left * (REC_LEN + 100) + REC_LEN + 60);
+	CHECK_EQ(get32(file), 0xa1b2c3d4);
+	fill(pkt, 100, 1);
+	for (long i = 0; i < left; i++)
+		check_rec(&off, NS, 100, 100, 1);
+	fill(pkt, 60, 2);
+	check_rec(&off, 2 * NS, 60, 60, 2);
+}
+
+struct reader {
+	int fd;
+	long bytes;
+};
+
+/* Reads a pipe slowly to its end. */
+static void *slow_reader(void *arg)
+{
+	struct reader *r = arg;
+	ssize_t n;
+
+	while ((n = read(r->fd, file + r->bytes,
+			 sizeof(file) - (size_t)r->bytes)) != 0) {
+		if (n > 0)
+			r->bytes += n;
+		usleep(50);
+	}
+	return NULL;
+}
+
+/* A non-blocking pipe that is full (EAGAIN) is waited for: every packet
+ * arrives, none is counted lost. */
+static void test_nonblocking_pipe(void)
+{
+	struct sl_pcap_writer *w;
+	const struct sl_writer_stats *st;
+	struct reader r = {0};
+	struct stat a, b;
+	pthread_t t;
+	char fdpath[64];
+	long off = HDR_LEN;
+	int p[2], probe, ok = 1;
+
+	CHECK_EQ(pipe(p), 0);
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", p[1]);
+	/* the writer gets the lowest free descriptor: probe's */
+	probe = dup(0);
+	close(probe);
+	CHECK_EQ(sl_pcap_writer_open(&w, fdpath, SL_LINK_EN10MB, 0), 0);
+	CHECK(fstat(probe, &a) == 0 && fstat(p[1], &b) == 0 &&
+	      a.st_ino == b.st_ino);
+	CHECK_EQ(fcntl(probe, F_SETFL, fcntl(probe, F_GETFL) | O_NONBLOCK), 0);
+	close(p[1]);
+	r.fd = p[0];
+	CHECK_EQ(pthread_create(&t, NULL, slow_reader, &r), 0);
+	for (uint32_t i = 0; i < 2000; i++) {
+		fill(pkt, 1000, i);
+		if (sl_pcap_writer_write(w, i * NS, pkt, 1000, 1000))
+			ok = 0;
+	}
+	CHECK(ok);
+	st = sl_pcap_writer_stats(w);
+	CHECK_EQ(sl_pcap_writer_flush(w), 0);
+	CHECK_EQ(st->packets, 2000);
+	CHECK_EQ(st->errors, 0);
+	CHECK_EQ(sl_pcap_writer_close(w), 0);
+	pthread_join(t, NULL);
+	close(p[0]);
+	CHECK_EQ(r.bytes, HDR_LEN + 2000 * (REC_LEN + 1000));
+	for (uint32_t i = 0; i < 2000 && off < r.bytes; i++) {
+		long before = test_failed;
+
+		check_rec(&off, i * NS, 1000, 1000, i);
+		if (test_failed != before)
+			ok = 0;
+	}
+	CHECK(ok);
 }
 
 static void test_open_errors(void)
@@ -317,6 +438,8 @@ int main(void)
 	test_tshark();
 	test_full_device();
 	test_partial_write();
+	test_partial_header();
+	test_nonblocking_pipe();
 	test_open_errors();
 	unlink(path);
 	rmdir(dir);

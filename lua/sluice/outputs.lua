@@ -13,18 +13,34 @@ local M = {}
 local Outputs = {}
 Outputs.__index = Outputs
 
--- M.new(engine, { outputs = { sink, ... }, emit = fn(rec), on_lag = "wait"|"drop" })
+-- The first error of each sink, on stderr as it happens (a disk that fills
+-- up during a long capture is not news for the end of the run); what it
+-- lost is in the report.
+local function tell_error(name, err)
+  io.stderr:write("sluice: sink ", name, ": ", err, "\n")
+end
+
+-- M.new(engine, { outputs = { sink, ... }, emit = fn(rec), on_lag = "wait"|"drop",
+--                 on_sink_error = fn(name, err) | false })
 -- Default routes get every emit without a sink; on_lag defaults to "wait"
 -- for a source the run can pace (a file) and "drop" otherwise.
+-- on_sink_error is told each sink's first error (default: a line on
+-- stderr; false: nothing).
 function M.new(engine, opts)
   local on_lag = opts.on_lag
   if on_lag == nil then on_lag = engine.live and "drop" or "wait" end
   if on_lag ~= "wait" and on_lag ~= "drop" then
     error("engine:run: on_lag is 'wait' or 'drop'", 3)
   end
+  local on_error = opts.on_sink_error
+  if on_error == nil then on_error = tell_error end
+  if on_error ~= false and type(on_error) ~= "function" then
+    error("engine:run: on_sink_error is a function or false", 3)
+  end
   local self = setmetatable({ e = engine.e, linktype = C.sl_source_linktype(engine.src),
-    wait = on_lag == "wait", routes = {}, route_of = {}, ticking = {}, defaults = {},
-    writer_no = {}, stage_route = {}, stage_rec = {}, stage_n = 0, stage_at = 0 }, Outputs)
+    wait = on_lag == "wait", on_error = on_error or nil, routes = {}, route_of = {},
+    ticking = {}, settling = {}, defaults = {}, writer_no = {}, stage_route = {},
+    stage_rec = {}, stage_n = 0, stage_at = 0 }, Outputs)
   for _, s in ipairs(opts.outputs or {}) do self.defaults[#self.defaults + 1] = self:route_for(s, 4) end
   if opts.emit then
     local fn = opts.emit
@@ -46,9 +62,10 @@ function Outputs:route_for(sink, level)
     local ok, err = sink:attach(self.linktype)
     if not ok then error(err, level or 3) end
   end
-  r = sink_mod.new(sink, { wait = self.wait })
+  r = sink_mod.new(sink, { wait = self.wait, on_error = self.on_error })
   self.routes[#self.routes + 1], self.route_of[sink] = r, r
   if sink.tick then self.ticking[#self.ticking + 1] = sink end
+  if sink.settle then self.settling[#self.settling + 1] = r end
   return r
 end
 
@@ -154,12 +171,14 @@ function Outputs:capture(r, sink)
   return true
 end
 
--- Retries queued records and lets sinks do their periodic work.
+-- Retries queued records, lets sinks do their periodic work and hears
+-- from buffering sinks what their writes became.
 function Outputs:tick(now)
   for _, r in ipairs(self.routes) do
     if r.qtail >= r.qhead then r:pump(now) end
   end
   for _, s in ipairs(self.ticking) do s:tick(now) end
+  for _, r in ipairs(self.settling) do r:settle() end
 end
 
 -- Flushes every route (closing: for good, after the core wrote its last
@@ -168,7 +187,11 @@ function Outputs:flush(closing, sinks)
   if closing then C.sl_engine_detach_writers(self.e) end
   for _, r in ipairs(self.routes) do
     r:flush(closing)
-    if closing and r.sink.close then r.sink:close() end
+    if closing and r.sink.close then
+      local ok, err = r.sink:close()
+      if ok == nil and err ~= nil then r:note_error(err) end
+      r:settle() -- what the last writes became
+    end
     -- the sink's own counters (a pcap writer's packets include flow
     -- captures, which never pass the route)
     if r.sink.counts then r.stats.counts = r.sink:counts() end

@@ -192,8 +192,9 @@ function Run:finish(ok, res, lerr)
 end
 
 -- opts: outputs, emit, on_error = "abort"|"skip", on_lag = "wait"|"drop",
--- worker, progress = fn(engine), progress_interval, state, state_interval,
--- signals, capture_all.
+-- on_sink_error = fn(name, err) | false (default: each sink's first error
+-- on stderr), worker, progress = fn(engine), progress_interval, state,
+-- state_interval, signals, capture_all.
 function M.run(engine, policies, options, opts)
   if not engine.e then error("engine is closed", 2) end
   opts = opts or {}

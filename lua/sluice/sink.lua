@@ -1,8 +1,19 @@
 -- Routes: how records reach a sink. A sink is any table with write(rec)
--- (and optionally flush, close, lagged, tick, prepare). write returns
+-- (and optionally flush, close, lagged, tick, prepare, settle). write returns
 --   true                        the record is taken
 --   nil, err, "transient"       not now (destination busy): try again later
 --   nil, err                    never (the record is dropped and counted)
+--   nil, err, "counted"         never, and the sink counted the loss itself
+--                               (in what settle returns)
+-- A sink that buffers (a file) learns of a failed write after write() took
+-- the records: its settle() returns written, lost, err: the records it took
+-- that reached the destination (or wait in its buffer), those it lost, and
+-- its last error (a message naming the destination), totals since it
+-- opened, counting also records that never passed the route (flow captures
+-- into a pcap file). The route's written and dropped_failed follow them
+-- after each flush, tick and close, so written is what reached the file.
+-- The first error of a route (a failed record, or what settle tells) is
+-- passed to opts.on_error(name, err) once; stats.last_error keeps the last.
 -- A route puts records refused as transient, and every record after them,
 -- in a bounded queue, retried with backoff from the run loop. When the
 -- queue is full, what happens depends on what the run reads:
@@ -21,7 +32,7 @@ local type = type
 
 local ffi = require "ffi"
 
-local M = { TRANSIENT = "transient" }
+local M = { TRANSIENT = "transient", COUNTED = "counted" }
 
 local DEFAULT_QUEUE = 1024
 local MAX_ATTEMPTS = 8 -- tries of one record before it counts as failed
@@ -42,7 +53,8 @@ local function default_copy(rec)
   return nil
 end
 
--- M.new(sink, { queue = n, name = s, wait = true|false, give_up = seconds });
+-- M.new(sink, { queue = n, name = s, wait = true|false, give_up = seconds,
+--               on_error = fn(name, err) });
 -- queue and give_up may also be fields of the sink.
 function M.new(sink, opts)
   if type(sink) ~= "table" or type(sink.write) ~= "function" then
@@ -53,11 +65,16 @@ function M.new(sink, opts)
   if type(limit) ~= "number" or limit < 0 or limit ~= math.floor(limit) then
     error("sink queue must be a whole number >= 0", 3)
   end
+  -- a sink used before this route (or by an earlier run) counts from here
+  local base_written, base_lost, base_err = 0, 0, nil
+  if sink.settle then base_written, base_lost, base_err = sink:settle() end
   return setmetatable({
+    base_written = base_written, base_lost = base_lost, base_err = base_err,
     sink = sink, name = opts.name or sink.name or tostring(sink), limit = limit,
     wait = opts.wait and limit > 0 or false, gave_up = false,
     give_up = opts.give_up or sink.give_up or WAIT_GIVE_UP,
     q = {}, qhead = 1, qtail = 0, retry_at = 0, attempts = 0, lag_n = 0,
+    on_error = opts.on_error, told = false, failed_here = 0,
     stats = { written = 0, queued = 0, dropped_lag = 0, dropped_failed = 0,
       dropped_unqueueable = 0, dropped_at_close = 0, retries = 0, lag_episodes = 0,
       waits = 0, wait_seconds = 0 },
@@ -68,9 +85,23 @@ function Route:queued()
   return self.qtail - self.qhead + 1
 end
 
-local function fail(self, err)
-  self.stats.dropped_failed = self.stats.dropped_failed + 1
-  self.last_error = err
+-- An error of the sink: kept, and told once.
+local function note_error(self, err)
+  err = tostring(err)
+  self.last_error, self.stats.last_error = err, err
+  if not self.told then
+    self.told = true
+    if self.on_error then self.on_error(self.name, err) end
+  end
+end
+
+-- A record the sink did not take; counted here unless the sink counted it.
+local function fail(self, err, kind)
+  if kind ~= M.COUNTED then
+    self.failed_here = self.failed_here + 1
+    self.stats.dropped_failed = self.stats.dropped_failed + 1
+  end
+  note_error(self, err or "failed")
 end
 
 -- Writes queued records until the sink refuses one as transient; returns
@@ -80,7 +111,7 @@ local function drain_now(self)
   while self.qhead <= self.qtail do
     local ok, err, kind = sink:write(q[self.qhead])
     if not ok and kind == "transient" then return moved end
-    if ok then st.written = st.written + 1 else fail(self, err) end
+    if ok then st.written = st.written + 1 else fail(self, err, kind) end
     q[self.qhead] = nil
     self.qhead, self.attempts, moved = self.qhead + 1, 0, true
   end
@@ -152,7 +183,7 @@ function Route:write(rec)
   elseif kind == "transient" and self.limit > 0 then
     if enqueue(self, rec) then backoff(self, monotonic()) end
   else
-    fail(self, err)
+    fail(self, err, kind)
   end
 end
 
@@ -189,7 +220,7 @@ function Route:pump(now, force)
     local ok, err, kind = sink:write(rec)
     if ok then self.gave_up = false end
     if ok or kind ~= "transient" or self.attempts >= MAX_ATTEMPTS then
-      if ok then st.written = st.written + 1 else fail(self, err) end
+      if ok then st.written = st.written + 1 else fail(self, err, kind) end
       q[self.qhead] = nil
       self.qhead = self.qhead + 1
       self.attempts = 0
@@ -203,14 +234,35 @@ function Route:pump(now, force)
   return false
 end
 
+-- An error of the sink that is not a record's (a failed close): told once.
+function Route:note_error(err)
+  note_error(self, err)
+end
+
+-- The sink's own account of what it took (see settle() above).
+function Route:settle()
+  local sink = self.sink
+  if not sink.settle then return end
+  local written, lost, err = sink:settle()
+  local st = self.stats
+  st.written = written - self.base_written
+  st.dropped_failed = self.failed_here + lost - self.base_lost
+  if err and err ~= self.base_err then note_error(self, err) end
+end
+
 -- Flushes the sink; at close, what is still queued after one last try is
--- dropped and counted.
+-- dropped and counted. A failed flush is an error of the sink: what it
+-- lost, settle counts.
 function Route:flush(closing)
   if closing and self.wait and not self.gave_up and self.qtail >= self.qhead then
     wait_room(self, true)
   end
   if self.qtail >= self.qhead then self:pump(monotonic(), true) end
-  if self.sink.flush then self.sink:flush() end
+  if self.sink.flush then
+    local ok, err = self.sink:flush()
+    if ok == nil and err ~= nil then note_error(self, err) end
+  end
+  self:settle()
   if closing then
     local left = self:queued()
     if left > 0 then

@@ -4,6 +4,17 @@
 -- time without splitting a line) or a stream socket (never blocks: a full
 -- socket is a transient failure, so the sink's route queues and, if it
 -- stays full, lags).
+--
+-- Write errors on a file (a full disk, the file size limit, /dev/full):
+-- the core's writer takes each line and either writes it or counts it lost
+-- (the file is cut back to its last whole line); settle() gives the route
+-- those counts and the error, so lost lines are failed drops, not written.
+-- Later lines are tried again: a disk that frees up gets them. Rotation
+-- moves a file away only once a line has reached it, so a full disk leaves
+-- no empty rotated files; a file the sink rotated into and could not write
+-- a line to is removed at close. A rotation that fails (the rename, or the
+-- new file) loses nothing: the sink goes on in its current file, counts it
+-- in rotation_errors, and tries again a second later.
 local ffi = require "ffi"
 local encode = require("sluice.json").encode
 local policy = require "sluice.policy"
@@ -15,6 +26,7 @@ local C = core.C
 local type = type
 local tagged = flow.tagged
 local EFBIG = -C.SL_EFBIG -- as the core returns it
+local ROTATE_RETRY = 1 -- seconds before a failed rotation is tried again
 
 local M = {}
 
@@ -60,9 +72,10 @@ function M.new(opts)
     error("sluice.sink.json{ path = ... } or { socket = ... } needs one destination", 2)
   end
   local rotate = parse_rotate(opts.rotate)
-  local self = setmetatable({ path = opts.path, written = 0, queue = opts.queue,
-    name = "json:" .. (opts.path or opts.socket), rotations = 0, rotate = rotate,
-    max_size = rotate and rotate.size or 0, interval = rotate and rotate.interval }, Sink)
+  local self = setmetatable({ path = opts.path, written = 0, lost = 0, queue = opts.queue,
+    name = "json:" .. (opts.path or opts.socket), rotations = 0, rotated = 0,
+    rotation_errors = 0, rotate = rotate, max_size = rotate and rotate.size or 0,
+    interval = rotate and rotate.interval }, Sink)
   if opts.socket then
     local s, err = sock.connect(opts.socket)
     if not s then error("sluice.sink.json: " .. err, 2) end
@@ -71,12 +84,26 @@ function M.new(opts)
     return self
   end
   if opts.path == "-" and rotate then error("sluice.sink.json: cannot rotate stdout", 2) end
+  -- past the file size limit a write fails (EFBIG, counted), not the process
+  C.sl_signal_ignore_xfsz()
   local wp = ffi.new("struct sl_json_writer *[1]")
   local rc = C.sl_json_writer_open(wp, opts.path, opts.append and 1 or 0, opts.line_buffered and 1 or 0)
   if rc < 0 then return nil, core.strerror(rc) end
   self.w = ffi.gc(wp[0], C.sl_json_writer_close)
+  self.st = ffi.new("struct sl_json_writer_stats")
   self.opened = core.monotonic()
   return self
+end
+
+-- The writer's counters: a new loss makes the error the sink reports.
+local function read_stats(self)
+  if self.w then C.sl_json_writer_stats(self.w, self.st) end
+  local lost = tonumber(self.st.lost)
+  if lost > self.lost then
+    self.lost = lost
+    self.err = "cannot write " .. (self.path == "-" and "stdout" or self.path) .. ": " ..
+      core.strerror(self.st.last_error)
+  end
 end
 
 local function line_of(rec)
@@ -105,17 +132,40 @@ local function rotated_name(self)
   end
 end
 
+-- Moves the current file away (PATH.N) and starts a fresh PATH. A file no
+-- line has reached yet stays where it is. On failure the sink goes on in
+-- the current file (renamed back if it was moved) and the rotation waits
+-- ROTATE_RETRY seconds before it is tried again; returns nil, err then.
 function Sink:rotate_now()
-  if not self.w or self.path == "-" or C.sl_json_writer_size(self.w) == 0 then return true end
-  local rc = C.sl_json_writer_flush(self.w)
-  if rc < 0 then return nil, core.strerror(rc) end
+  if not self.w or self.path == "-" then return true end
+  local now = core.monotonic()
+  if self.retry_rotate_at and now < self.retry_rotate_at then return nil, self.err end
+  C.sl_json_writer_flush(self.w) -- what the disk refused is counted by the writer
+  if C.sl_json_writer_size(self.w) == 0 then
+    self.opened = now
+    return true
+  end
   local to = rotated_name(self)
   local ok, err = os.rename(self.path, to)
-  if not ok then return nil, err end
-  rc = C.sl_json_writer_reopen(self.w, self.path)
-  if rc < 0 then return nil, core.strerror(rc) end
-  self.opened = core.monotonic()
-  return true
+  if ok then
+    local rc = C.sl_json_writer_reopen(self.w, self.path)
+    if rc == 0 then
+      self.opened, self.retry_rotate_at, self.rotated = now, nil, self.rotated + 1
+      -- a file of the sink's own making: removed at close if no line reaches it
+      read_stats(self)
+      self.fresh_lines, self.fresh_lost = tonumber(self.st.lines), self.lost
+      return true
+    end
+    err = "cannot rotate: cannot create " .. self.path .. ": " .. core.strerror(rc)
+    os.rename(to, self.path) -- on in the current file
+    self.rotations = self.rotations - 1
+  else
+    err = "cannot rotate " .. tostring(err)
+  end
+  self.rotation_errors = self.rotation_errors + 1
+  self.err = err
+  self.retry_rotate_at = now + ROTATE_RETRY
+  return nil, err
 end
 
 -- A line waiting for the socket: at most one, partly sent maybe.
@@ -141,9 +191,10 @@ local function write_socket(self, rec)
   return true
 end
 
--- One line into the writer; -EFBIG when a size rotation is due first.
-local function append(self, rec)
-  local w, max = self.w, self.max_size
+-- One line into the writer, size limit max; EFBIG when a size rotation is
+-- due first.
+local function append(self, rec, max)
+  local w = self.w
   if type(rec) == "cdata" and not tagged(rec) then
     local kind = rec.kind
     if kind == "flow" then return C.sl_json_writer_flow(w, rec, max) end
@@ -153,20 +204,27 @@ local function append(self, rec)
   return C.sl_json_writer_line(w, line, #line, max)
 end
 
+-- An append was refused with EFBIG (the line would take the file past the
+-- rotation size): makes room, and returns the size limit to append again
+-- with. Lines the disk refused leave the size at a flush, which may make
+-- room; else the file is rotated; if that fails, the line goes into the
+-- current file past the size (0: no limit) rather than being lost.
+local function make_room(self)
+  if self.retry_rotate_at and core.monotonic() < self.retry_rotate_at then return 0 end
+  local before = C.sl_json_writer_size(self.w)
+  C.sl_json_writer_flush(self.w)
+  if C.sl_json_writer_size(self.w) < before then return self.max_size end
+  if self:rotate_now() then return self.max_size end
+  return 0
+end
+
 function Sink:write(rec)
   if self.sock then return write_socket(self, rec) end
   if not self.w then return nil, "sink is closed" end
-  if self.interval and core.monotonic() - self.opened >= self.interval then
-    local ok, err = self:rotate_now()
-    if not ok then return nil, "cannot rotate " .. self.path .. ": " .. tostring(err) end
-  end
-  local rc = append(self, rec)
-  if rc == EFBIG then
-    local ok, err = self:rotate_now()
-    if not ok then return nil, "cannot rotate " .. self.path .. ": " .. tostring(err) end
-    rc = append(self, rec)
-  end
-  if rc < 0 then return nil, core.strerror(rc) end
+  if self.interval and core.monotonic() - self.opened >= self.interval then self:rotate_now() end
+  local rc = append(self, rec, self.max_size)
+  while rc == EFBIG do rc = append(self, rec, make_room(self)) end
+  if rc < 0 then return nil, self.path .. ": " .. core.strerror(rc) end
   self.written = self.written + 1
   return true
 end
@@ -175,15 +233,15 @@ end
 -- written (0: the caller writes them one by one: tagged flows, a socket).
 function Sink:write_batch(batch)
   if not self.w or flow.any_tagged(batch.engine) then return 0 end
-  local done, n = 0, batch.n
+  local done, n, max = 0, batch.n, self.max_size
   while done < n do
-    local rc = C.sl_json_writer_slices(self.w, batch.recs + done, n - done, self.max_size)
+    local rc = C.sl_json_writer_slices(self.w, batch.recs + done, n - done, max)
     if rc == EFBIG then
-      if not self:rotate_now() then break end
+      max = make_room(self)
     elseif rc < 0 then
       break
     else
-      done = done + rc
+      done, max = done + rc, self.max_size
     end
   end
   self.written = self.written + done
@@ -208,8 +266,29 @@ function Sink:flush()
   end
   if not self.w then return true end
   local rc = C.sl_json_writer_flush(self.w)
-  if rc < 0 then return nil, core.strerror(rc) end
+  if rc < 0 then
+    read_stats(self)
+    return nil, self.err or (self.path .. ": " .. core.strerror(rc))
+  end
   return true
+end
+
+-- For the route: lines taken that are in the file (or its buffer) and
+-- lines lost, since the sink opened, and the last error.
+function Sink:settle()
+  if self.w then read_stats(self) end
+  return self.written - self.lost, self.lost, self.err
+end
+
+-- What the report shows besides written and dropped (only what happened).
+function Sink:counts()
+  local c = {}
+  if self.rotated > 0 then c.rotations = self.rotated end
+  if self.rotation_errors > 0 then c.rotation_errors = self.rotation_errors end
+  local partial = self.st and tonumber(self.st.partial) or 0
+  if partial > 0 then c.partial_lines = partial end
+  if self.removed then c.removed_empty = 1 end
+  return c
 end
 
 -- Idempotent: a run closes the sinks it used, and so may their owner.
@@ -220,10 +299,19 @@ function Sink:close()
     return true
   end
   if not self.w then return true end
+  local ok, err = self:flush()
+  read_stats(self)
   local rc = C.sl_json_writer_close(ffi.gc(self.w, nil))
   self.w = nil
-  if rc < 0 then return nil, core.strerror(rc) end
-  return true
+  if rc < 0 then
+    self.err = "cannot close " .. self.path .. ": " .. core.strerror(rc)
+    ok, err = nil, self.err
+  end
+  -- a file rotated into that no line reached (a full disk): not left behind
+  if self.fresh_lines and tonumber(self.st.lines) == self.fresh_lines and self.lost > self.fresh_lost then
+    self.removed = os.remove(self.path) and true or nil
+  end
+  return ok, err
 end
 
 return M
