@@ -192,6 +192,18 @@ function Sink:counts()
     lost_records = tonumber(s.lost_records) + self.lost_here_records }
 end
 
+-- For the route (see sluice.sink): the records taken that are sent or on
+-- their way, those lost, and the sender's last error.
+function Sink:settle()
+  local c = self:counts()
+  local s = self.sstats
+  if s and s.last_error ~= 0 then
+    self.err = "cannot send to " .. self.name:match("^ipfix:%a+:(.*)$") .. ": " ..
+      core.strerror(s.last_error)
+  end
+  return c.accepted - c.lost_records, c.lost_records, self.err
+end
+
 -- Sends the open message and waits (up to 2 s; once a collector was
 -- that slow, 0.1 s) for the queue to empty.
 function Sink:flush()
@@ -212,6 +224,7 @@ function Sink:close()
   if self.pending then lose(self, self.pending_records) self.pending = nil end
   lose_open(self)
   C.sl_sender_stop(self.sender) -- what is left is counted lost
+  self:settle() -- the last error, while the sender's stats are there
   self.final = self:counts()
   C.sl_sender_free(ffi.gc(self.sender, nil))
   self.sender, self.sstats = nil, nil
