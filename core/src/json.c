@@ -4,7 +4,6 @@
  * building and encoding a Lua table, and keeps times to the microsecond. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "sluice.h"
 
 /* Records are formatted without bounds checks into a scratch line of
@@ -314,45 +314,6 @@ struct sl_json_writer {
 	char *bufs[JSON_BUFS];
 };
 
-/* Writes n bytes from the pieces of iov; *done says how many went out,
- * also on error. EINTR is retried; EAGAIN (a full non-blocking pipe or
- * socket, stdout maybe) is waited out: neither loses anything. */
-static int write_all(int fd, struct iovec *iov, int cnt, size_t *done)
-{
-	*done = 0;
-	while (cnt > 0) {
-		ssize_t rc;
-
-		if (!iov->iov_len) {
-			iov++, cnt--;
-			continue;
-		}
-		rc = writev(fd, iov, cnt);
-		if (rc < 0) {
-			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		if (rc == 0)
-			return -EIO;
-		*done += (size_t)rc;
-		while (cnt > 0 && (size_t)rc >= iov->iov_len) {
-			rc -= (ssize_t)iov->iov_len;
-			iov++, cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (char *)iov->iov_base + rc;
-			iov->iov_len -= (size_t)rc;
-		}
-	}
-	return 0;
-}
-
 /* A write failed after done bytes, of which keep are whole lines: the half
  * line after them is cut off, if it still ends the file (appending, other
  * writers may have written after it). Returns 1 if it stays (a pipe). */
@@ -399,7 +360,7 @@ static int write_lines(struct sl_json_writer *w, int fd, const char *p,
 	uint32_t landed = n;
 	int rc, partial = 0;
 
-	rc = write_all(fd, iov, 2, &done);
+	rc = sl_write_iov_all(fd, iov, 2, &done);
 	keep = total;
 	if (rc) {
 		/* the tail is the newline of a line that did not end */

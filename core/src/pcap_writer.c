@@ -9,12 +9,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "sluice.h"
 
 #define PCAP_MAGIC_US	 0xa1b2c3d4U
@@ -35,45 +35,6 @@ struct sl_pcap_writer {
 	uint8_t hdr[PCAP_HDR_LEN];
 	uint8_t buf[WRITER_BUF];
 };
-
-/* Writes every byte of iov[0..n), across short writes, EINTR and EAGAIN
- * (a full non-blocking pipe: waited out, never a loss). The iov array is
- * consumed. */
-static int write_all(int fd, struct iovec *iov, int n, size_t *done)
-{
-	ssize_t rc;
-
-	*done = 0;
-	while (n > 0) {
-		if (!iov->iov_len) {
-			iov++, n--;
-			continue;
-		}
-		rc = writev(fd, iov, n);
-		if (rc < 0) {
-			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		if (rc == 0)
-			return -EIO;
-		*done += (size_t)rc;
-		while (n > 0 && (size_t)rc >= iov->iov_len) {
-			rc -= (ssize_t)iov->iov_len;
-			iov++, n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + rc;
-			iov->iov_len -= (size_t)rc;
-		}
-	}
-	return 0;
-}
 
 /* After a partial write, cut the file back so the next record follows a
  * complete one. A pipe cannot be cut: the half record stays, counted. */
@@ -145,7 +106,7 @@ static int out_write(struct sl_pcap_writer *w, const void *rec, size_t rec_len,
 
 	if (!total)
 		return 0;
-	rc = write_all(w->fd, iov, 3, &done);
+	rc = sl_write_iov_all(w->fd, iov, 3, &done);
 	if (!rc) {
 		w->good += (off_t)total;
 		w->hdr_done = 1;
