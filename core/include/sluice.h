@@ -499,14 +499,16 @@ SL_API int sl_engine_source_error(const struct sl_engine *e);
  * SL_END_SHUTDOWN and closes the last interval; then steps return 0. */
 SL_API void sl_engine_shutdown(struct sl_engine *e);
 
-/* SIGINT/SIGTERM, for a front that wants a clean stop (the core installs
- * no handler by itself): the first sets a flag (read with
- * sl_signal_pending(), which returns the signal number or 0); a second one
- * ends the process the default way. The loop that stops calls
- * sl_signal_taken(); if it does not within 3 s (a policy handler that
- * never returns), a line on stderr and the signal's default action end
- * the process. */
+/* SIGINT/SIGTERM, for a run that wants a clean stop (the core installs no
+ * handler by itself), from sl_signal_install() to sl_signal_restore(),
+ * which puts back what the process had (calls nest: the outermost pair
+ * counts). The first signal sets a flag (read with sl_signal_pending(),
+ * which returns the signal number or 0); a second one ends the process
+ * the default way. The loop that stops calls sl_signal_taken(); if it
+ * does not within 3 s (a policy handler that never returns), a line on
+ * stderr and the signal's default action end the process. */
 SL_API int sl_signal_install(void);
+SL_API void sl_signal_restore(void);
 SL_API int sl_signal_pending(void);
 SL_API void sl_signal_taken(void);
 /* A write past the file size limit (RLIMIT_FSIZE, `ulimit -f`) raises

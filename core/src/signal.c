@@ -1,10 +1,10 @@
-/* signal.c - a clean stop on SIGINT/SIGTERM, for fronts that ask for it
- * (sl_signal_install; the core installs nothing by itself). The first
- * signal only sets a flag the run loop reads between steps; the handler
- * is then gone (SA_RESETHAND), so a second signal ends the process the
- * default way. A run loop that does not take the flag within
- * GRACE_S seconds (a policy handler that loops) is stopped by a
- * watchdog: one line on stderr, then the signal's default action.
+/* signal.c - a clean stop on SIGINT/SIGTERM, for the length of a run that
+ * asks for it (sl_signal_install .. sl_signal_restore; the core installs
+ * nothing by itself). The first signal only sets a flag the run loop reads
+ * between steps; the handler is then gone (SA_RESETHAND), so a second
+ * signal ends the process the default way. A run loop that does not take
+ * the flag within GRACE_S seconds (a policy handler that loops) is stopped
+ * by a watchdog: one line on stderr, then the signal's default action.
  * Nothing here exits. sl_signal_ignore_xfsz() lets writes past the file
  * size limit fail (EFBIG) instead of killing the process. */
 #include <errno.h>
@@ -19,6 +19,10 @@
 #define STR(x) STR_(x)
 
 static volatile sig_atomic_t pending;
+/* runs that installed (nested runs share one installation), and what the
+ * process had before the first */
+static unsigned depth;
+static struct sigaction saved_int, saved_term, saved_alrm;
 
 static void set_default(int sig)
 {
@@ -62,14 +66,38 @@ int sl_signal_install(void)
 {
 	struct sigaction sa;
 
+	if (depth) {
+		depth++;
+		return 0;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sa.sa_flags = SA_RESETHAND;
 	sigemptyset(&sa.sa_mask);
+	pending = 0;
 	/* no SA_RESTART: a blocking poll returns and the loop sees the flag */
-	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
+	if (sigaction(SIGALRM, NULL, &saved_alrm) ||
+	    sigaction(SIGINT, &sa, &saved_int))
 		return -errno;
+	if (sigaction(SIGTERM, &sa, &saved_term)) {
+		int rc = -errno;
+
+		sigaction(SIGINT, &saved_int, NULL);
+		return rc;
+	}
+	depth = 1;
 	return 0;
+}
+
+void sl_signal_restore(void)
+{
+	if (!depth || --depth)
+		return;
+	alarm(0);
+	sigaction(SIGINT, &saved_int, NULL);
+	sigaction(SIGTERM, &saved_term, NULL);
+	sigaction(SIGALRM, &saved_alrm, NULL);
+	pending = 0;
 }
 
 int sl_signal_pending(void)

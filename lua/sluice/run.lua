@@ -236,8 +236,11 @@ function M.run(engine, policies, options, opts)
   -- reason shutdown
   self.watch_signals = opts.signals
   if self.watch_signals == nil then self.watch_signals = engine.live end
-  if self.watch_signals then signals.install() end
-  return self:finish(xpcall(self.loop, debug.traceback, self))
+  if not self.watch_signals then return self:finish(xpcall(self.loop, debug.traceback, self)) end
+  signals.install()
+  local ok, res = self:finish(xpcall(self.loop, debug.traceback, self))
+  signals.restore()
+  return ok, res
 end
 
 return M

@@ -1,9 +1,10 @@
 -- A clean stop on SIGINT/SIGTERM for runs and worker parents: install()
--- once, then pending() between steps says whether (and which) signal came;
--- the loop that stops for it calls taken(). The first signal only sets a
--- flag in the core; a second one ends the process the default way, and so
--- does a watchdog when nothing took the flag within 3 s (a policy handler
--- that never returns). The core itself never exits.
+-- when the run starts and restore() when it ends (what the process had is
+-- back); in between, pending() between steps says whether (and which)
+-- signal came, and the loop that stops for it calls taken(). The first
+-- signal only sets a flag in the core; a second one ends the process the
+-- default way, and so does a watchdog when nothing took the flag within
+-- 3 s (a policy handler that never returns). The core itself never exits.
 local core = require "sluice.core"
 local C = core.C
 
@@ -15,6 +16,10 @@ function M.install()
   local rc = C.sl_signal_install()
   if rc < 0 then return nil, core.strerror(rc) end
   return true
+end
+
+function M.restore()
+  C.sl_signal_restore()
 end
 
 -- The signal number that asked for a stop, or nil.

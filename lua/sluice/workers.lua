@@ -97,6 +97,7 @@ local function wait_all(pids)
       C.sluice_workers_usleep(POLL_US)
     end
   end
+  signals.restore()
   return failed, why, lossy
 end
 
