@@ -58,7 +58,7 @@ describe("sluice.cli", function()
       for _, f in ipairs { "-r", "--read", "-i", "--interface", "--listen", "--backend", "--filter",
         "--snaplen", "--no-promisc", "--ignore-outgoing", "--ring-block-size", "--ring-blocks",
         "--ring-frame-size", "--ring-timeout", "--xdp-mode", "--zero-copy", "--queue", "--idle-exit",
-        "--template-timeout", "--rcvbuf", "--slice", "--idle-timeout", "--active-timeout",
+        "--template-timeout", "--rcvbuf", "--collector-memory", "--tcp-idle-timeout", "--slice", "--idle-timeout", "--active-timeout",
         "--pool-flows", "--max-flows", "--low-flows", "--grace", "-o", "--option", "--out", "--rotate",
         "--state", "--state-interval", "--on-error", "--on-lag", "--workers", "--user", "--stats",
         "-v", "--verbose", "-q", "--quiet", "-h", "--help" } do
@@ -158,11 +158,19 @@ describe("sluice.cli", function()
 
     it("collect: --listen repeatable, collector options, --workers", function()
       local o = assert(parse("p.lua --listen udp:0.0.0.0:2055 --listen tcp:[::1]:4739 --idle-exit 2 " ..
-        "--template-timeout 60 --rcvbuf 1048576 --workers 2", "collect"))
+        "--template-timeout 60 --rcvbuf 1048576 --collector-memory 64M --tcp-idle-timeout 2m " ..
+        "--workers 2", "collect"))
       assert.are.equal("collect", o.command)
       assert.are.same({ listen = { "udp:0.0.0.0:2055", "tcp:[::1]:4739" }, idle_exit = "2",
-        template_timeout = "60", rcvbuf = "1048576" }, o.open)
+        template_timeout = "60", rcvbuf = "1048576", collector_memory = 64 * 1024 * 1024,
+        tcp_idle_timeout = 120 }, o.open)
       assert.are.equal(2, o.workers)
+      local _, err = parse("--listen udp:0.0.0.0:2055 --collector-memory 1K", "collect")
+      assert.are.equal("--collector-memory expects a size of at least 64K (256M, 1G)", err)
+      _, err = parse("--listen udp:0.0.0.0:2055 --tcp-idle-timeout 0", "collect")
+      assert.are.equal("--tcp-idle-timeout expects a positive duration", err)
+      _, err = parse("-r x --collector-memory 64M")
+      assert.truthy(err and err:find("collect", 1, true), err)
     end)
 
     it("--help stops at once, whatever follows", function()
@@ -449,7 +457,8 @@ describe("sluice.report", function()
     eng:close()
   end)
 
-  it("a collector's lines: totals, then each exporter that sent or lost something", function()
+  it("a collector's lines: totals, its state, then each exporter that sent, lost or had " ..
+     "something evicted", function()
     local eng = { collector = true }
     function eng.stats()
       return { packets = 0, bytes = 0, not_ip = 0, malformed = 0, malformed_by = {}, flows_started = 4,
@@ -459,25 +468,62 @@ describe("sluice.report", function()
     function eng.exporters()
       return {
         { address = "unknown", port = 0, messages = 0, records = 0, templates = 0, seq_lost = 0,
-          seq_resets = 0, held = 0, dropped = {} },
+          seq_resets = 0, held = 0, evicted_templates = 0, evicted_domains = 0, dropped = {} },
         { address = "192.0.2.1", port = 2055, messages = 12, records = 40, templates = 2,
-          seq_lost = 3, seq_resets = 1, held = 0, dropped = {} },
+          seq_lost = 3, seq_resets = 1, held = 0, evicted_templates = 0, evicted_domains = 0,
+          dropped = {} },
         { address = "192.0.2.2", port = 9995, messages = 0, records = 0, templates = 0,
-          seq_lost = 0, seq_resets = 0, held = 5, dropped = { short = 1, no_template = 4 } },
+          seq_lost = 0, seq_resets = 0, held = 5, evicted_templates = 0, evicted_domains = 0,
+          dropped = { short = 1, no_template = 4 } },
+        { address = "192.0.2.3", port = 4739, messages = 0, records = 0, templates = 0,
+          seq_lost = 0, seq_resets = 0, held = 0, evicted_templates = 7, evicted_domains = 1,
+          dropped = {} },
       }
     end
+    function eng.collector_state()
+      return { memory = 1000, max_memory = 268435456, exporters = 3, domains = 2, templates = 2,
+        evicted_exporters = 1, evicted_domains = 1, evicted_templates = 7, expired_templates = 0,
+        tcp_open = 1, tcp_accepted = 20, tcp_closed_idle = 2, tcp_closed_limit = 17, tcp_refused = 0 }
+    end
+    local state = "collector memory 1000 max_memory 268435456 exporters 3 domains 2 templates 2 " ..
+      "evicted_exporters 1 evicted_domains 1 evicted_templates 7 expired_templates 0 tcp_open 1 " ..
+      "tcp_accepted 20 tcp_closed_idle 2 tcp_closed_limit 17 tcp_refused 0\n"
     local s = stream()
     report.stats_line(eng, s)
-    assert.are.equal("stats: messages 12 records 40 socket drops 2 flows active 1 ended 3\n" ..
+    assert.are.equal("stats: messages 12 records 40 socket drops 2 flows active 1 ended 3\n" .. state ..
       "exporter 192.0.2.1:2055 messages 12 records 40 templates 2 seq_lost 3 seq_resets 1 held 0 " ..
-      "dropped 0\n" ..
+      "evicted_templates 0 evicted_domains 0 dropped 0\n" ..
       "exporter 192.0.2.2:9995 messages 0 records 0 templates 0 seq_lost 0 seq_resets 0 held 5 " ..
-      "dropped (no_template=4 short=1)\n", s.text())
+      "evicted_templates 0 evicted_domains 0 dropped (no_template=4 short=1)\n" ..
+      "exporter 192.0.2.3:4739 messages 0 records 0 templates 0 seq_lost 0 seq_resets 0 held 0 " ..
+      "evicted_templates 7 evicted_domains 1 dropped 0\n", s.text())
     s = stream()
     report.final_counters(eng, s)
     assert.truthy(s.text():find("\nflows 4 ended 3 (idle=3) refused 0 trims 0\n", 1, true), s.text())
-    assert.truthy(s.text():find("\nmessages 12 records 40 socket drops 2\nexporter 192.0.2.1:2055 ", 1, true),
-      s.text())
+    assert.truthy(s.text():find("\nmessages 12 records 40 socket drops 2\n" .. state ..
+      "exporter 192.0.2.1:2055 ", 1, true), s.text())
+  end)
+
+  it("counts at or above 2^63 are printed whole, never negative", function()
+    local ffi = require "ffi"
+    local count_text = require("sluice.core").count_text
+    assert.are.equal("18446744073709551615", count_text(ffi.new("uint64_t", 0xffffffffffffffffULL)))
+    assert.are.equal("18446744073709551615", count_text(tonumber(ffi.new("uint64_t", 0xffffffffffffffffULL))))
+    assert.are.equal("9223372036854775808", count_text(2 ^ 63))
+    assert.are.equal("12345", count_text(12345))
+    assert.are.equal("0", count_text(ffi.new("uint64_t", 0)))
+    local eng = { collector = true }
+    function eng.stats()
+      return { packets = 2 ^ 64, bytes = 1.5 * 2 ^ 63, not_ip = 0, malformed = 0, malformed_by = {},
+        flows_started = 1, flows_ended = 1, ended_by = {}, flows_refused = 0, trims = 0,
+        slices_closed = 0, slice_records = 0, received = 1, records = 2, kernel_drops = 0,
+        flows_active = 0 }
+    end
+    function eng.exporters() return {} end
+    local s = stream()
+    report.final_counters(eng, s)
+    assert.truthy(s.text():find("^packets 18446744073709551615 bytes 13835058055282163712 "), s.text())
+    assert.falsy(s.text():find("-", 1, true), s.text())
   end)
 
   it("the progress line", function()

@@ -1435,6 +1435,56 @@ describe("sluice collect", function()
     end)
   end)
 
+  it("packet and byte counts near 2^64 saturate: no sum wraps, no count prints negative", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/big.lua", [[
+      local P = {}
+      local emit
+      function P.init(_, ctx) emit = ctx.emit end
+      function P.on_flow_end(flow)
+        emit(flow) -- the core's JSON line
+        emit { type = "big", src = flow.src, pkts = flow.pkts, bytes = flow.bytes, text = tostring(flow) }
+      end
+      return P
+    ]])
+    local port = free_port(SOCK_DGRAM)
+    local h = collect(q(policy) .. " --listen udp:127.0.0.1:" .. port .. " --idle-exit 1 -v", "udp", port)
+    local s = sender_from("127.0.0.1", port)
+    -- template 256: addresses, ports, protocol, packetDeltaCount and
+    -- octetDeltaCount of 8 bytes each
+    local fields = { { 8, 4 }, { 12, 4 }, { 7, 2 }, { 11, 2 }, { 4, 1 }, { 2, 8 }, { 1, 8 } }
+    local t = { be16(256), be16(#fields) }
+    for _, f in ipairs(fields) do t[#t + 1] = be16(f[1]) .. be16(f[2]) end
+    local tset = be16(2) .. be16(4 + #table.concat(t)) .. table.concat(t)
+    local MAX, MAX1 = string.rep("\255", 8), string.rep("\255", 7) .. "\254"
+    local function rec(src, dst, pkts, bytes)
+      return ip4(src) .. ip4(dst) .. be16(1000) .. be16(80) .. "\6" .. pkts .. bytes
+    end
+    -- one flow reported twice at 2^64 - 1 packets: the sum saturates;
+    -- another at 2^63 + 5 packets, which %d of a number makes negative
+    local recs = rec("10.9.0.1", "10.9.0.2", MAX, MAX1) .. rec("10.9.0.1", "10.9.0.2", MAX, MAX1) ..
+      rec("10.9.0.3", "10.9.0.4", "\128\0\0\0\0\0\0\5", "\128" .. string.rep("\0", 7))
+    local body = tset .. be16(256) .. be16(4 + #recs) .. recs
+    s:send(be16(10) .. be16(16 + #body) .. be32(T0_S) .. be32(0) .. be32(1) .. body)
+    s:close()
+    local r = collected(h)
+    local out = run.slurp(h.json)
+    assert(has(out, '"src":"10.9.0.1"') and has(out, '"pkts_fwd":18446744073709551615,') and
+      has(out, '"bytes_fwd":18446744073709551615,'), out)
+    assert(has(out, '"pkts_fwd":9223372036854775813,') and has(out, '"bytes_fwd":9223372036854775808,'),
+      out)
+    assert(has(out, "pkts 18446744073709551615/0 bytes 18446744073709551615/0"), out)
+    assert(has(out, "pkts 9223372036854775813/0 bytes 9223372036854775808/0"), out)
+    for _, b in ipairs(run.of_type(run.decode_lines(out), "big")) do
+      assert(b.pkts > 9e18 and b.bytes > 9e18, out)
+    end
+    -- the engine's sums (-v) saturate too, printed whole
+    assert(has(r.err, "packets 18446744073709551615 bytes 18446744073709551615 "), r.err)
+    assert(not r.err:find("%-%d"), "a negative count:\n" .. r.err)
+    local x = exporter_at(r.err, "127.0.0.1", s.port)
+    assert.equal(3, x.records, x.line)
+  end)
+
   it("a slow policy shows up as socket drops, every one counted", function()
     local dir = run.tmpdir()
     local policy = run.spit(dir .. "/slow.lua", [[

@@ -24,13 +24,15 @@ static inline int fuzz_family(unsigned src)
 	return (src & 3) >= 2 ? 6 : 4;
 }
 
-/* Small bounds (8 held sets for 5 s, templates for 30 s, 2 exporters)
- * bring the hold, expiry and refusal paths in reach. */
+/* Small bounds (8 held sets for 5 s, templates for 30 s, 2 exporters,
+ * the smallest memory bound) bring the hold, expiry and eviction paths in
+ * reach. */
 static const struct sl_collector_msg_opts fuzz_small_opts = {
     .template_timeout_ns = 30000000000ULL,
     .hold_ns = 5000000000ULL,
     .hold_max = 8,
     .max_exporters = 2,
+    .max_memory = 64 << 10,
 };
 
 /* A failed decode or a record that breaks the decoder's promises traps. */
@@ -43,8 +45,10 @@ static inline void check(int n)
 	for (int i = 0; i < n; i++) {
 		if (r[i].key.ip_version != 4 && r[i].key.ip_version != 6)
 			__builtin_trap();
+		/* the exporter a record names is there (not evicted) */
 		if (!r[i].exporter ||
-		    r[i].exporter >= sl_collector_msg_exporters(m))
+		    r[i].exporter >= sl_collector_msg_exporters(m) ||
+		    !sl_collector_msg_exporter(m, r[i].exporter))
 			__builtin_trap();
 		if (r[i].version != 5 && r[i].version != 9 &&
 		    r[i].version != 10)

@@ -818,8 +818,12 @@ enum sl_collector_drop {
 	SL_COLLECTOR_DROP_RECORD,      /* a record is malformed (variable length
 					  past its set) */
 	SL_COLLECTOR_DROP_EMPTY,       /* a message without any set or record */
-	SL_COLLECTOR_DROP_EXPORTERS,   /* too many exporters: the message was
-					  refused */
+	SL_COLLECTOR_DROP_EXPORTERS,   /* no room for a new exporter (every
+					  known one was heard in this batch):
+					  the message was refused */
+	SL_COLLECTOR_DROP_MEMORY,      /* a new template or domain did not fit
+					  max_memory, and nothing could be
+					  evicted to make room */
 	SL_COLLECTOR_DROP_COUNT,
 };
 
@@ -849,7 +853,9 @@ struct sl_exporter_stats {
 	uint8_t family;	  /* 4 or 6 */
 	uint8_t pad;
 	uint16_t port;
-	uint32_t pad2;
+	uint32_t generation; /* of its index: an index is reused after an
+				eviction, (index, generation) names one
+				exporter */
 	uint64_t messages;  /* decoded, in part or whole */
 	uint64_t records;   /* flow records taken */
 	uint64_t templates; /* template records (options templates included) */
@@ -859,13 +865,53 @@ struct sl_exporter_stats {
 			      export packets (v9) never received */
 	uint64_t seq_resets; /* sequence went backwards: exporter restart */
 	uint64_t held;	     /* data sets held for a template to come */
+	/* its templates and domains evicted, least recently used first, to
+	 * stay under max_memory or the per-exporter bounds (4096 templates,
+	 * 1024 domains); a domain's templates go with it */
+	uint64_t evicted_templates;
+	uint64_t evicted_domains;
 };
 
+/* The decoder's state is bounded by memory: max_memory is the most its
+ * exporters, domains, templates (with their compiled fields) and their
+ * lookup tables may take, in bytes allocated (the allocator's own
+ * overhead estimated at 16 bytes a block). A new one that does not fit
+ * evicts the least recently used (by last use: a message for an exporter
+ * or domain, a definition or a data set for a template), across all
+ * exporters, so a flood from many sources pushes out its own state before
+ * that of an exporter that keeps sending. An evicted exporter's counters
+ * go to exporter index 0; the exporters of the last decode (of the
+ * current batch, for a collector source) are never evicted. Besides:
+ * held data (hold_max sets, at most 4 MiB) and the records of one
+ * message. */
 struct sl_collector_msg_opts {
 	uint64_t template_timeout_ns; /* 0: 1800 s */
 	uint64_t hold_ns;	      /* data waiting for its template: 0: 5 s */
 	uint32_t hold_max;	      /* such sets, in all: 0: 256 */
-	uint32_t max_exporters;	      /* 0: 65536 */
+	uint32_t max_exporters;	      /* 0: 65536; past it the least
+					 recently used one is evicted */
+	uint64_t max_memory;	      /* bytes, 0: 256 MiB; at least 64 KiB */
+};
+
+/* The state of a decoder (and, for a collector source, its IPFIX/TCP
+ * connections). */
+struct sl_collector_state {
+	uint64_t memory;     /* bytes the state takes now (see max_memory) */
+	uint64_t max_memory; /* its bound */
+	uint64_t exporters;  /* live now */
+	uint64_t domains;
+	uint64_t templates;
+	uint64_t evicted_exporters; /* in all, since the start */
+	uint64_t evicted_domains;
+	uint64_t evicted_templates;
+	uint64_t expired_templates; /* not refreshed for template_timeout,
+				       or withdrawn: freed */
+	uint64_t tcp_open;	    /* connections open now */
+	uint64_t tcp_accepted;
+	uint64_t tcp_closed_idle;  /* no message for tcp_idle_ms */
+	uint64_t tcp_closed_limit; /* the longest idle one, closed to let a
+				      new one in (per address or in all) */
+	uint64_t tcp_refused;	   /* not taken: no memory for it */
 };
 
 struct sl_collector_msg;
@@ -875,7 +921,8 @@ SL_API int sl_collector_msg_new(struct sl_collector_msg **out,
 SL_API void sl_collector_msg_free(struct sl_collector_msg *m);
 /* Exporters: index 0 is not one (family 0), it counts messages refused
  * before an exporter is known (too short, a wrong version, too many
- * exporters); exporters start at 1.
+ * exporters) and holds the counters of evicted exporters; exporters start
+ * at 1. The index of an evicted exporter gives NULL until it is reused.
  * Decodes one message (a datagram, or one IPFIX message of a TCP stream)
  * from an exporter (addr: 4 or 16 bytes by family; port). Returns the
  * number of records now in sl_collector_msg_records() (a malformed part is
@@ -893,10 +940,13 @@ sl_collector_msg_records(const struct sl_collector_msg *m);
 SL_API uint32_t sl_collector_msg_exporters(const struct sl_collector_msg *m);
 SL_API const struct sl_exporter_stats *
 sl_collector_msg_exporter(const struct sl_collector_msg *m, uint32_t index);
-/* Drops held data older than hold_ns and expired templates (counted);
- * call it now and then when no message comes. */
+/* Drops held data older than hold_ns (counted) and frees expired or
+ * withdrawn templates; call it now and then when no message comes. */
 SL_API void sl_collector_msg_expire(struct sl_collector_msg *m,
 				    uint64_t now_ns);
+/* Fills *out (its tcp_ fields 0); -EINVAL for NULL. */
+SL_API int sl_collector_msg_state(const struct sl_collector_msg *m,
+				  struct sl_collector_state *out);
 SL_API const char *sl_collector_drop_name(int reason);
 
 /* A collector source: listens for NetFlow v5/v9 and IPFIX exporters and
@@ -912,23 +962,34 @@ struct sl_collector_opts {
 	uint32_t idle_exit_ms; /* > 0: the input ends after this long without
 				  a message (counted from the start until one
 				  comes) */
-	uint32_t pad;
+	uint32_t tcp_idle_ms;  /* an IPFIX/TCP connection without a message
+				  for this long is closed, 0: 300 s */
 	struct sl_collector_msg_opts msg;
 	char note[256]; /* out: why opening failed, in words */
 };
 
 /* Its sources give flow records to the engine, not packets:
  * sl_source_next() and sl_source_linktype() are -ENOTSUP, progress is 0
- * and 0; sl_source_stats() and sl_source_close() work. */
+ * and 0; sl_source_stats() and sl_source_close() work.
+ * IPFIX over TCP: at most 256 connections, 16 from one source address; a
+ * new connection past either bound closes the longest idle one (of that
+ * address, or of all), so idle connections never lock an exporter out.
+ * Every connection closed or refused is counted (sl_collector_state). */
 SL_API int sl_source_open_collector(struct sl_source **out,
 				    struct sl_collector_opts *o);
 /* The exporters a collector source has heard (0 for other sources and
  * NULL; sl_collector_exporter() is then NULL).
  * Index 0 is not an exporter (family 0): it counts messages from sources
- * refused or unknown (too short, a wrong version). */
+ * refused or unknown (too short, a wrong version), and holds the counters
+ * of evicted exporters. The index of an evicted exporter gives NULL until
+ * a new exporter takes it (with the next generation). */
 SL_API uint32_t sl_collector_exporters(const struct sl_source *src);
 SL_API const struct sl_exporter_stats *
 sl_collector_exporter(const struct sl_source *src, uint32_t index);
+/* The collector's state (sl_collector_msg_state) and its TCP connection
+ * counters; -EINVAL for another source or NULL. */
+SL_API int sl_collector_state(const struct sl_source *src,
+			      struct sl_collector_state *out);
 
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
  * RFC 5952 form); returns its length or a negative error. */

@@ -3,8 +3,10 @@
  * templates, held data, the records of the last decode), the context of
  * one message, and the functions one file gives the others.
  *
- *   collector_state.c     key/value table, exporters, domains, templates;
+ *   collector_state.c     key/value tables, exporters, domains, templates;
  *                         creating, expiring and freeing the state
+ *   collector_memory.c    the memory bound: what the state takes, the
+ *                         least recently used lists, eviction
  *   collector_hold.c      data held for its template
  *   collector_template.c  template records: compiled into operations
  *   collector_data.c      data records: read by their template into
@@ -17,10 +19,11 @@
  *   taken as the IPv4 address, so a dual-stack socket and an IPv4 socket see
  *   the same exporter). Exporter index 0 is reserved: it is no exporter but
  *   counts the messages that could not be given to one: from a new source
- *   beyond max_exporters (SL_COLLECTOR_DROP_EXPORTERS), or from a new
- *   source whose message has no known version (SL_COLLECTOR_DROP_SHORT,
- *   SL_COLLECTOR_DROP_VERSION), so that a port scan or stray traffic does
- *   not use up exporter slots.
+ *   when no exporter could make room for it (SL_COLLECTOR_DROP_EXPORTERS),
+ *   or from a new source whose message has no known version
+ *   (SL_COLLECTOR_DROP_SHORT, SL_COLLECTOR_DROP_VERSION), so that a port
+ *   scan or stray traffic does not use up exporter slots; it also takes
+ *   the counters of evicted exporters, so no count is lost.
  * - Per exporter, a domain is (version, observation domain / source id /
  *   engine). It holds the sequence state and, for IPFIX, the exporter's
  *   systemInitTimeMilliseconds when an options record told it.
@@ -29,11 +32,19 @@
  *   short list of operations (fields we do not map, when adjacent and of
  *   fixed length, cost nothing), so a record costs one pass over the fields
  *   that matter.
+ * - Memory (collector_memory.c): every exporter, domain and template is
+ *   its own allocation, charged to m->mem with the tables that find them;
+ *   a charge past max_memory first evicts the least recently used object
+ *   (three lists, one per kind, ordered by a use tick; the oldest tail
+ *   goes). An exporter goes with its domains, a domain with its templates.
+ *   A message touches its templates, then its domain, then its exporter,
+ *   so a parent is always used more recently than its children.
  */
 #ifndef SL_COLLECTOR_H
 #define SL_COLLECTOR_H
 
 #include <errno.h>
+#include <stddef.h>
 
 #include "sluice.h"
 
@@ -110,16 +121,59 @@ struct op {
 	uint8_t pad;
 };
 
+/* A circular doubly linked list (as the kernel's list_head). */
+struct link {
+	struct link *next, *prev;
+};
+
+#define link_entry(l, type, member)                                            \
+	((type *)(void *)((char *)(l)-offsetof(type, member)))
+
+static inline void link_init(struct link *h)
+{
+	h->next = h->prev = h;
+}
+
+static inline int link_empty(const struct link *h)
+{
+	return h->next == h;
+}
+
+static inline void link_del(struct link *l)
+{
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	l->next = l->prev = l;
+}
+
+/* Puts l first in h (l must not be in a list, or be in one: it moves). */
+static inline void link_front(struct link *h, struct link *l)
+{
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	l->next = h->next;
+	l->prev = h;
+	h->next->prev = l;
+	h->next = l;
+}
+
+struct domain;
+struct exporter;
+
 struct tmpl {
-	uint64_t key;
+	uint64_t key;	  /* its key in tmpl_tab */
 	uint64_t seen_ns; /* last (re)definition */
 	uint64_t have;	  /* kinds a record of it carries (fixed length) */
+	uint64_t tick;	  /* last use */
+	struct link lru;  /* m->tmpl_lru, most recent first */
+	struct link dsib; /* its domain's templates */
+	struct link xsib; /* its exporter's templates, most recent first */
+	struct domain *dom;
 	struct op *ops;
 	uint32_t n_ops;
 	uint32_t cap_ops;
 	uint32_t min_len; /* the record length, or its minimum with VARLEN */
-	uint32_t dom;
-	uint32_t gen; /* the domain's generation when defined */
+	uint32_t gen;	  /* the domain's generation when defined */
 	uint16_t id;
 	uint8_t valid;
 	uint8_t opt; /* options template: no flows in its records */
@@ -137,9 +191,15 @@ struct seq {
 };
 
 struct domain {
-	uint64_t key;	  /* its key in dom_tab (a recycled slot changes it) */
+	uint64_t key;	  /* its key in dom_tab */
+	uint64_t serial;  /* names it in template keys; never reused */
 	uint64_t seen_ns; /* last message */
-	uint32_t exp;
+	uint64_t tick;	  /* last use */
+	struct link lru;  /* m->dom_lru, most recent first */
+	struct link xsib; /* its exporter's domains, most recent first */
+	struct link tmpls;
+	struct exporter *ex;
+	uint32_t exp; /* its exporter's index */
 	uint32_t id;
 	uint64_t init_ms; /* IPFIX systemInitTimeMilliseconds */
 	struct seq seq;
@@ -153,8 +213,15 @@ struct domain {
 
 struct exporter {
 	struct sl_exporter_stats st; /* first: handed out as is */
+	uint64_t tick;		     /* last use */
+	uint64_t batch;		     /* m->batch when last used: pinned */
+	struct link lru;	     /* m->exp_lru, most recent first */
+	struct link doms;
+	struct link tmpls;
+	uint32_t idx;
 	uint32_t n_domains;
 	uint32_t n_tmpls;
+	uint32_t pad;
 };
 
 /* Data waiting for its template; slots keep their buffer for reuse. */
@@ -163,7 +230,7 @@ struct held {
 	uint32_t cap;
 	uint32_t len;
 	uint64_t at_ns;
-	uint32_t dom;
+	const struct domain *dom;
 	uint32_t export_s; /* v9 unix_secs, IPFIX export time */
 	uint32_t uptime;   /* v9 sys_uptime */
 	uint16_t tid;
@@ -171,11 +238,11 @@ struct held {
 	uint8_t pad;
 };
 
-/* Open addressing, linear probing; key 0 is an empty slot. */
+/* Open addressing, linear probing, deletion by backward shift; key 0 is
+ * an empty slot. */
 struct kv {
 	uint64_t key;
-	uint32_t val;
-	uint32_t pad;
+	void *val;
 };
 
 struct table {
@@ -190,25 +257,41 @@ struct sl_collector_msg {
 	uint32_t hold_max;
 	uint32_t max_exporters;
 
+	/* the memory bound (collector_memory.c) */
+	uint64_t max_mem;
+	uint64_t mem;	/* charged now */
+	uint64_t tick;	/* uses so far */
+	uint64_t batch; /* exporters used in this batch are pinned */
+	int batched;	/* the caller starts batches (a collector source) */
+	uint32_t n_live_exp;
+	uint32_t n_live_dom;
+	uint32_t n_live_tmpl;
+	struct link exp_lru, dom_lru, tmpl_lru;
+	/* not to be evicted now: the message's domain, a template being
+	 * stored */
+	const struct domain *pin_dom;
+	const struct tmpl *pin_tmpl;
+	uint64_t evicted_exp, evicted_dom, evicted_tmpl, expired_tmpl;
+	uint64_t dom_serial;
+
 	struct sl_collector_rec
 	    *recs; /* output of the last decode, grow-only */
 	uint32_t n_recs;
 	uint32_t cap_recs;
 
-	struct exporter **exp; /* [0]: the messages of no exporter */
-	uint32_t n_exp;
+	struct exporter **exp; /* [0]: the messages of no exporter; NULL:
+				  a free index */
+	uint32_t n_exp;	       /* indexes used so far */
 	uint32_t cap_exp;
-	uint32_t *exp_hash; /* exporter index + 1, 0: empty */
+	uint32_t *exp_free; /* free indexes (a stack) */
+	uint32_t n_free;
+	uint32_t cap_free;
+	uint32_t exp_serial; /* generations given out */
+	uint32_t *exp_hash;  /* exporter index + 1, 0: empty */
 	uint32_t exp_mask;
+	uint32_t exp_hashed;
 
-	struct domain *dom;
-	uint32_t n_dom;
-	uint32_t cap_dom;
 	struct table dom_tab;
-
-	struct tmpl *tmpl;
-	uint32_t n_tmpl;
-	uint32_t cap_tmpl;
 	struct table tmpl_tab;
 
 	struct op *scratch; /* a template being compiled */
@@ -226,7 +309,7 @@ struct ctx {
 	struct sl_collector_msg *m;
 	struct exporter *ex;
 	uint32_t exp;
-	uint32_t dom;
+	struct domain *dom; /* NULL until the header names it */
 	uint64_t now;
 	uint32_t export_s;
 	uint32_t uptime;
@@ -256,6 +339,30 @@ int collector_exp_add(struct sl_collector_msg *m, const struct ident *id);
 int collector_dom_get(struct ctx *c, uint32_t id);
 struct tmpl *collector_tmpl_find(struct ctx *c, uint16_t tid);
 struct tmpl *collector_tmpl_slot(struct ctx *c, uint16_t tid, int *err);
+void *collector_table_del(struct table *t, uint64_t key);
+void collector_exp_unhash(struct sl_collector_msg *m, uint32_t idx);
+
+/* collector_memory.c */
+#define ALLOC_OVERHEAD 16 /* a malloc block's own bytes, about */
+int collector_mem_charge(struct sl_collector_msg *m, uint64_t bytes);
+static inline void collector_mem_uncharge(struct sl_collector_msg *m,
+					  uint64_t bytes)
+{
+	m->mem -= bytes;
+}
+uint64_t collector_tmpl_cost(const struct tmpl *t);
+void collector_touch_tmpl(struct sl_collector_msg *m, struct tmpl *t);
+void collector_touch_dom(struct sl_collector_msg *m, struct domain *d);
+void collector_touch_exp(struct sl_collector_msg *m, struct exporter *e);
+void collector_tmpl_free(struct sl_collector_msg *m, struct tmpl *t,
+			 int evicted);
+void collector_dom_free(struct sl_collector_msg *m, struct domain *d,
+			int evicted);
+void collector_exp_evict(struct sl_collector_msg *m, struct exporter *e);
+int collector_evict_one(struct sl_collector_msg *m);
+/* For a collector source: the records of a batch of decodes name their
+ * exporters by index until the next batch, so those stay. */
+void collector_msg_batch(struct sl_collector_msg *m);
 
 /* collector_hold.c */
 struct held *collector_hold_at(const struct sl_collector_msg *m, uint32_t i);

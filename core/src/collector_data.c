@@ -57,7 +57,7 @@ static uint64_t uptime_ns(const struct ctx *c, const struct vals *x,
 			  uint64_t up)
 {
 	uint64_t export_ns = (uint64_t)c->export_s * NS_PER_S;
-	const struct domain *d = &c->m->dom[c->dom];
+	const struct domain *d = c->dom;
 	uint64_t end_up;
 
 	if (c->version == 9)
@@ -154,7 +154,7 @@ static void rec_emit(struct ctx *c, const struct vals *x)
 	r->first_ns = t0 ? t0 : t1;
 	r->last_ns = t1 ? t1 : t0;
 	r->exporter = c->exp;
-	r->domain = c->m->dom[c->dom].id;
+	r->domain = c->dom->id;
 	r->version = c->version;
 }
 
@@ -215,7 +215,7 @@ static void read_fixed(const struct tmpl *t, const uint8_t *p, struct vals *x)
 
 static void options_record(struct ctx *c, const struct vals *x)
 {
-	struct domain *d = &c->m->dom[c->dom];
+	struct domain *d = c->dom;
 
 	if (x->have & BIT(F_INIT_MS)) {
 		d->init_ms = x->v[F_INIT_MS];

@@ -64,6 +64,23 @@ out_set:
 	s->valid = unit_pkts || !c->partial;
 }
 
+/* The message's domain in c->dom, pinned while the message is decoded:
+ * 1, or 0 when no memory could be freed for a new one (the message is
+ * dropped, counted), or -ENOMEM. */
+static int domain_of(struct ctx *c, uint32_t id)
+{
+	int rc = collector_dom_get(c, id);
+
+	if (rc == -ENOSPC) {
+		drop(c, SL_COLLECTOR_DROP_MEMORY);
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	c->m->pin_dom = c->dom;
+	return 1;
+}
+
 /* ---- NetFlow v5 --------------------------------------------------------- */
 
 static void v5_record(struct ctx *c, const uint8_t *p, uint64_t hdr_ns,
@@ -110,12 +127,9 @@ static int decode_v5(struct ctx *c, const uint8_t *p, uint32_t len)
 		return 0;
 	}
 	domain = (uint32_t)p[20] << 8 | p[21];
-	d = collector_dom_get(c, domain);
-	if (d < 0) {
-		drop(c, SL_COLLECTOR_DROP_EXPORTERS);
-		return d == -ENOSPC ? 0 : d;
-	}
-	c->dom = (uint32_t)d;
+	d = domain_of(c, domain);
+	if (d <= 0)
+		return d;
 	fit = (len - V5_HDR_LEN) / V5_REC_LEN;
 	if (count != fit || (len - V5_HDR_LEN) % V5_REC_LEN) {
 		drop(c, SL_COLLECTOR_DROP_LENGTH);
@@ -132,7 +146,7 @@ static int decode_v5(struct ctx *c, const uint8_t *p, uint32_t len)
 	c->ex->st.messages++;
 	c->ex->st.records += count;
 	c->n_all = c->n_flow = count;
-	seq_track(c, &c->m->dom[c->dom].seq, rd32(p + 16), 0);
+	seq_track(c, &c->dom->seq, rd32(p + 16), 0);
 	return 0;
 }
 
@@ -188,17 +202,14 @@ static int decode_v9(struct ctx *c, const uint8_t *p, uint32_t len)
 		drop(c, SL_COLLECTOR_DROP_EMPTY);
 		return 0;
 	}
-	d = collector_dom_get(c, rd32(p + 16));
-	if (d < 0) {
-		drop(c, SL_COLLECTOR_DROP_EXPORTERS);
-		return d == -ENOSPC ? 0 : d;
-	}
-	c->dom = (uint32_t)d;
+	d = domain_of(c, rd32(p + 16));
+	if (d <= 0)
+		return d;
 	c->uptime = rd32(p + 4);
 	c->export_s = rd32(p + 8);
 	c->ex->st.messages++;
 	rc = decode_sets(c, p + V9_HDR_LEN, len - V9_HDR_LEN);
-	seq_track(c, &c->m->dom[c->dom].seq, rd32(p + 12), 1);
+	seq_track(c, &c->dom->seq, rd32(p + 12), 1);
 	return rc;
 }
 
@@ -227,16 +238,13 @@ static int decode_ipfix(struct ctx *c, const uint8_t *p, uint32_t len)
 		drop(c, SL_COLLECTOR_DROP_EMPTY);
 		return 0;
 	}
-	d = collector_dom_get(c, rd32(p + 12));
-	if (d < 0) {
-		drop(c, SL_COLLECTOR_DROP_EXPORTERS);
-		return d == -ENOSPC ? 0 : d;
-	}
-	c->dom = (uint32_t)d;
+	d = domain_of(c, rd32(p + 12));
+	if (d <= 0)
+		return d;
 	c->export_s = rd32(p + 4);
 	c->ex->st.messages++;
 	rc = decode_sets(c, p + IPFIX_HDR_LEN, len - IPFIX_HDR_LEN);
-	seq_track(c, &c->m->dom[c->dom].seq, rd32(p + 8), 0);
+	seq_track(c, &c->dom->seq, rd32(p + 8), 0);
 	return rc;
 }
 
@@ -253,6 +261,7 @@ static int exporter_of(struct sl_collector_msg *m, const uint8_t *msg,
 		       uint32_t len, const struct ident *id)
 {
 	uint32_t i = collector_exp_find(m, id);
+	int rc;
 
 	if (i)
 		return (int)i;
@@ -264,11 +273,13 @@ static int exporter_of(struct sl_collector_msg *m, const uint8_t *msg,
 		m->exp[0]->st.dropped[SL_COLLECTOR_DROP_VERSION]++;
 		return 0;
 	}
-	if (m->n_exp - 1 >= m->max_exporters) {
+	rc = collector_exp_add(m, id);
+	/* none could make room: all used in this batch */
+	if (rc == -ENOSPC) {
 		m->exp[0]->st.dropped[SL_COLLECTOR_DROP_EXPORTERS]++;
 		return 0;
 	}
-	return collector_exp_add(m, id);
+	return rc;
 }
 
 int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
@@ -285,6 +296,9 @@ int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
 	if ((!msg && len) || !addr || (family != 4 && family != 6))
 		return -EINVAL;
 	collector_ident_make(&id, addr, family, port);
+	/* without batches, the records of one decode name its exporter */
+	if (!m->batched)
+		m->batch++;
 	e = exporter_of(m, msg, len, &id);
 	if (e <= 0)
 		return e;
@@ -295,6 +309,8 @@ int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
 	c.exp = (uint32_t)e;
 	c.ex = m->exp[e];
 	c.now = now_ns;
+	/* pinned (this batch) before anything may need room */
+	collector_touch_exp(m, c.ex);
 	if (len < 2) {
 		drop(&c, SL_COLLECTOR_DROP_SHORT);
 		return 0;
@@ -314,5 +330,10 @@ int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
 		drop(&c, SL_COLLECTOR_DROP_VERSION);
 		rc = 0;
 	}
+	/* parents after their children: see collector_memory.c */
+	m->pin_dom = NULL;
+	if (c.dom)
+		collector_touch_dom(m, c.dom);
+	collector_touch_exp(m, c.ex);
 	return rc < 0 ? rc : (int)m->n_recs;
 }

@@ -21,8 +21,7 @@ void collector_hold_kill(struct sl_collector_msg *m, struct held *h,
 			 int counted)
 {
 	if (counted)
-		m->exp[m->dom[h->dom].exp]
-		    ->st.dropped[SL_COLLECTOR_DROP_NO_TEMPLATE]++;
+		h->dom->ex->st.dropped[SL_COLLECTOR_DROP_NO_TEMPLATE]++;
 	h->live = 0;
 	m->hold_live--;
 	m->hold_bytes -= h->len;

@@ -3,6 +3,7 @@
  * short list of operations for the data records of collector_data.c.
  */
 #include <errno.h>
+#include <stdlib.h>
 
 #include "collector.h"
 
@@ -129,13 +130,46 @@ static int read_fields(struct ctx *c, const uint8_t **pp, const uint8_t *end,
 	return (int)n_ops;
 }
 
+/* Sizes t->ops for n operations, exactly (templates are seldom
+ * redefined), charged to the state; t is pinned meanwhile. */
+static int ops_reserve(struct sl_collector_msg *m, struct tmpl *t, uint32_t n)
+{
+	uint64_t more;
+	struct op *p;
+	int rc;
+
+	if (n <= t->cap_ops)
+		return 0;
+	more = (uint64_t)(n - t->cap_ops) * sizeof(*t->ops) +
+	       (t->cap_ops ? 0 : ALLOC_OVERHEAD);
+	m->pin_tmpl = t;
+	rc = collector_mem_charge(m, more);
+	m->pin_tmpl = NULL;
+	if (rc)
+		return rc;
+	p = realloc(t->ops, (size_t)n * sizeof(*t->ops));
+	if (!p) {
+		collector_mem_uncharge(m, more);
+		return -ENOMEM;
+	}
+	t->ops = p;
+	t->cap_ops = n;
+	return 0;
+}
+
 static int tmpl_store(struct ctx *c, struct tmpl *t, const struct op *ops,
 		      uint32_t n, uint32_t min_len, int var, int opt)
 {
-	uint32_t off = 0;
+	uint32_t off = 0, keep = 0;
+	int rc;
 
-	if (collector_grow((void **)&t->ops, &t->cap_ops, n, sizeof(*t->ops)))
-		return -ENOMEM;
+	/* a fixed layout reads fields at their offsets: skips vanish */
+	for (uint32_t i = 0; i < n; i++)
+		keep += var || ops[i].kind != F_SKIP;
+	t->valid = 0;
+	rc = ops_reserve(c->m, t, keep ? keep : 1);
+	if (rc)
+		return rc;
 	t->have = 0;
 	t->n_ops = 0;
 	for (uint32_t i = 0; i < n; i++) {
@@ -146,7 +180,6 @@ static int tmpl_store(struct ctx *c, struct tmpl *t, const struct op *ops,
 			off += o.len;
 		if (o.kind != F_SKIP)
 			t->have |= BIT(o.kind);
-		/* a fixed layout reads fields at their offsets: skips vanish */
 		if (!var && o.kind == F_SKIP)
 			continue;
 		t->ops[t->n_ops++] = o;
@@ -156,23 +189,25 @@ static int tmpl_store(struct ctx *c, struct tmpl *t, const struct op *ops,
 	t->opt = (uint8_t)opt;
 	t->valid = 1;
 	t->seen_ns = c->now;
-	t->gen = c->m->dom[c->dom].gen[opt];
+	t->gen = c->dom->gen[opt];
+	collector_touch_tmpl(c->m, t);
 	return 0;
 }
 
 /* Withdrawal (IPFIX): one template, or with tid 2 / 3 all templates or all
- * options templates of the domain. */
+ * options templates of the domain (those then die by their generation and
+ * are freed by sl_collector_msg_expire()). */
 static void withdraw(struct ctx *c, uint16_t tid, int opt)
 {
 	struct tmpl *t;
 
 	if (tid == (opt ? IPFIX_OPTIONS_SET : IPFIX_TEMPLATE_SET)) {
-		c->m->dom[c->dom].gen[opt]++;
+		c->dom->gen[opt]++;
 		return;
 	}
 	t = collector_tmpl_find(c, tid);
 	if (t)
-		t->valid = 0;
+		collector_tmpl_free(c->m, t, 0);
 }
 
 /* One template record at *pp; returns 0 to go on, 1 at padding, -EBADMSG
@@ -224,10 +259,16 @@ static int template_record(struct ctx *c, const uint8_t **pp,
 		return -EBADMSG;
 	*pp = p;
 	t = collector_tmpl_slot(c, tid, &err);
-	if (!t)
-		return err ? err : -EBADMSG;
-	if (tmpl_store(c, t, c->m->scratch, (uint32_t)n_ops, min_len, var, opt))
-		return -ENOMEM;
+	if (t)
+		err = tmpl_store(c, t, c->m->scratch, (uint32_t)n_ops, min_len,
+				 var, opt);
+	/* no room, nothing to evict: this one is refused, counted */
+	if (err == -ENOSPC) {
+		drop(c, SL_COLLECTOR_DROP_MEMORY);
+		return 0;
+	}
+	if (err)
+		return err;
 	c->ex->st.templates++;
 	return c->m->hold_live ? collector_hold_release(c, tid) : 0;
 }

@@ -23,6 +23,13 @@ struct bpf_program;
 #define SL_NIL UINT32_MAX
 #define SL_SEC 1000000000ULL /* one second of engine clock (ns) */
 
+/* a + b, at most UINT64_MAX: counts from records (NetFlow, IPFIX, Lua
+ * updates) are untrusted 64-bit values, and a sum of them must not wrap */
+static inline uint64_t sl_sat_add(uint64_t a, uint64_t b)
+{
+	return a + b < a ? UINT64_MAX : a + b;
+}
+
 /* A doubly linked list threaded through the pool by slot index. */
 struct sl_list {
 	uint32_t head;

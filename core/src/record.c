@@ -22,8 +22,8 @@ static void dir_add(struct sl_dir *d, const struct sl_counts *c,
 		d->first_ns = r->first_ns;
 	if (r->last_ns > d->last_ns)
 		d->last_ns = r->last_ns;
-	d->pkts += c->pkts;
-	d->bytes += c->bytes;
+	d->pkts = sl_sat_add(d->pkts, c->pkts);
+	d->bytes = sl_sat_add(d->bytes, c->bytes);
 	d->tcp_flags |= flags;
 }
 
@@ -104,8 +104,10 @@ static int record_process(struct sl_engine *e, uint32_t i)
 	int swapped, rc;
 
 	e->stats.records++;
-	e->stats.packets += r->fwd.pkts + r->rev.pkts;
-	e->stats.bytes += r->fwd.bytes + r->rev.bytes;
+	e->stats.packets =
+	    sl_sat_add(e->stats.packets, sl_sat_add(r->fwd.pkts, r->rev.pkts));
+	e->stats.bytes =
+	    sl_sat_add(e->stats.bytes, sl_sat_add(r->fwd.bytes, r->rev.bytes));
 	swapped = key_canonical(&ck);
 	hash = key_hash(&ck);
 	f = flow_find_key(e, &ck, hash, &swapped);

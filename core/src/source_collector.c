@@ -8,6 +8,14 @@
  * workers the ports are shared (SO_REUSEPORT) and a classic BPF program
  * picks the socket by the exporter's address, so an exporter's templates
  * and sequence numbers stay with one worker.
+ *
+ * IPFIX over TCP: at most MAX_CONNS connections, MAX_CONNS_PER_ADDR from
+ * one source address. A new connection past either bound closes the
+ * longest idle one (of its address, or of all) rather than being refused,
+ * and a connection without a whole message for tcp_idle_ms is closed:
+ * idle connections never lock an exporter out. A message cut short by a
+ * close is still handed to the decoder, which counts it (length). Every
+ * close and refusal is counted (sl_collector_state).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "collector.h"
 #include "source.h"
 
 #ifndef SO_RXQ_OVFL
@@ -36,6 +45,8 @@
 enum {
 	MAX_SOCKS = 8,
 	MAX_CONNS = 256,
+	MAX_CONNS_PER_ADDR = 16,
+	DEF_TCP_IDLE_MS = 300000,
 	BATCH = 64,
 	DGRAM_MAX = 65536,
 	CONN_BUF = 2 * 65536,
@@ -56,6 +67,7 @@ struct conn {
 	uint16_t port;
 	uint32_t have;
 	uint8_t *buf;
+	uint64_t last_ns; /* monotonic: accepted, or its last whole message */
 };
 
 struct collector_source {
@@ -65,6 +77,8 @@ struct collector_source {
 	uint32_t nsocks;
 	struct conn conns[MAX_CONNS];
 	uint32_t nconns;
+	uint64_t tcp_idle_ns;
+	uint64_t tcp_accepted, tcp_closed_idle, tcp_closed_limit, tcp_refused;
 	uint32_t poll_ms, idle_exit_ms;
 	uint64_t last_msg_ns; /* monotonic: the last message, or the start */
 	uint64_t last_expire_ns;
@@ -320,11 +334,53 @@ static int read_udp(struct collector_source *c, struct listener *l)
 	return n;
 }
 
-static void conn_close(struct collector_source *c, uint32_t i)
+/* Closes connection i; a message it cut short goes to the decoder
+ * (counted there) unless flush is 0. */
+static void conn_close(struct collector_source *c, uint32_t i, int flush)
 {
-	close(c->conns[i].fd);
-	free(c->conns[i].buf);
+	struct conn *cn = &c->conns[i];
+
+	if (flush && cn->have)
+		take_message(c, cn->buf, cn->have, cn->addr, cn->family,
+			     cn->port);
+	close(cn->fd);
+	free(cn->buf);
 	c->conns[i] = c->conns[--c->nconns];
+}
+
+static int same_addr(const struct conn *cn, const uint8_t *addr, int family)
+{
+	return cn->family == family &&
+	       !memcmp(cn->addr, addr, family == 4 ? 4 : 16);
+}
+
+/* Room for a connection from addr: past MAX_CONNS_PER_ADDR of its
+ * address, or MAX_CONNS in all, the longest idle one goes. */
+static void conn_make_room(struct collector_source *c, const uint8_t *addr,
+			   int family)
+{
+	uint32_t same = 0, old_same = UINT32_MAX, old_all = UINT32_MAX;
+
+	for (uint32_t i = 0; i < c->nconns; i++) {
+		const struct conn *cn = &c->conns[i];
+
+		if (old_all == UINT32_MAX ||
+		    cn->last_ns < c->conns[old_all].last_ns)
+			old_all = i;
+		if (!same_addr(cn, addr, family))
+			continue;
+		same++;
+		if (old_same == UINT32_MAX ||
+		    cn->last_ns < c->conns[old_same].last_ns)
+			old_same = i;
+	}
+	if (same >= MAX_CONNS_PER_ADDR) {
+		conn_close(c, old_same, 1);
+		c->tcp_closed_limit++;
+	} else if (c->nconns == MAX_CONNS) {
+		conn_close(c, old_all, 1);
+		c->tcp_closed_limit++;
+	}
 }
 
 static void accept_conns(struct collector_source *c, struct listener *l)
@@ -334,24 +390,44 @@ static void accept_conns(struct collector_source *c, struct listener *l)
 		socklen_t len = sizeof(sa);
 		int fd = accept4(l->fd, (struct sockaddr *)&sa, &len,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		uint8_t addr[16] = {0};
+		uint16_t port;
 		struct conn *cn;
+		uint8_t *buf;
+		int family;
 
 		if (fd < 0)
 			return;
-		if (c->nconns == MAX_CONNS) {
+		family = peer_of(&sa, addr, &port);
+		buf = malloc(CONN_BUF);
+		if (!buf) {
 			close(fd);
+			c->tcp_refused++;
 			continue;
 		}
-		cn = &c->conns[c->nconns];
-		cn->buf = malloc(CONN_BUF);
-		if (!cn->buf) {
-			close(fd);
-			return;
-		}
+		conn_make_room(c, addr, family);
+		cn = &c->conns[c->nconns++];
 		cn->fd = fd;
+		cn->buf = buf;
 		cn->have = 0;
-		cn->family = peer_of(&sa, cn->addr, &cn->port);
-		c->nconns++;
+		cn->family = family;
+		memcpy(cn->addr, addr, sizeof(cn->addr));
+		cn->port = port;
+		cn->last_ns = mono_ns();
+		c->tcp_accepted++;
+	}
+}
+
+/* Closes the connections without a whole message for tcp_idle_ns. */
+static void close_idle(struct collector_source *c, uint64_t now)
+{
+	for (uint32_t i = 0; i < c->nconns;) {
+		if (now - c->conns[i].last_ns >= c->tcp_idle_ns) {
+			conn_close(c, i, 1);
+			c->tcp_closed_idle++;
+		} else {
+			i++;
+		}
 	}
 }
 
@@ -366,7 +442,7 @@ static int read_conn(struct collector_source *c, uint32_t i)
 	uint32_t off = 0;
 
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		conn_close(c, i);
+		conn_close(c, i, 1);
 		return 1;
 	}
 	if (n < 0)
@@ -379,12 +455,13 @@ static int read_conn(struct collector_source *c, uint32_t i)
 		if (m[0] != 0 || m[1] != 10 || len < IPFIX_HDR) {
 			take_message(c, m, cn->have - off, cn->addr, cn->family,
 				     cn->port);
-			conn_close(c, i);
+			conn_close(c, i, 0);
 			return 1;
 		}
 		if (cn->have - off < len)
 			break;
 		take_message(c, m, len, cn->addr, cn->family, cn->port);
+		cn->last_ns = mono_ns();
 		off += len;
 	}
 	memmove(cn->buf, cn->buf + off, cn->have - off);
@@ -442,8 +519,12 @@ static int collector_records(struct sl_source *src,
 
 	c->nrecs = 0;
 	*out = c->recs;
+	/* the records of the last batch are done with: their exporters
+	 * may be evicted now */
+	collector_msg_batch(c->msg);
 	if (now - c->last_expire_ns > 1000000000ULL) {
 		sl_collector_msg_expire(c->msg, real_ns());
+		close_idle(c, now);
 		c->last_expire_ns = now;
 	}
 	for (int round = 0; round < 2; round++) {
@@ -495,7 +576,7 @@ static void collector_close(struct sl_source *src)
 	struct collector_source *c = (struct collector_source *)src;
 
 	while (c->nconns)
-		conn_close(c, 0);
+		conn_close(c, 0, 0);
 	for (uint32_t s = 0; s < c->nsocks; s++)
 		close(c->socks[s].fd);
 	sl_collector_msg_free(c->msg);
@@ -534,6 +615,9 @@ int sl_source_open_collector(struct sl_source **out,
 	c->poll_ms = o->poll_ms ? o->poll_ms : 100;
 	c->last_msg_ns = mono_ns();
 	c->idle_exit_ms = o->idle_exit_ms;
+	c->tcp_idle_ns =
+	    (uint64_t)(o->tcp_idle_ms ? o->tcp_idle_ms : DEF_TCP_IDLE_MS) *
+	    1000000ULL;
 	c->dgrams = malloc((size_t)BATCH * DGRAM_MAX);
 	if (!c->dgrams)
 		goto out_free;
@@ -572,4 +656,23 @@ sl_collector_exporter(const struct sl_source *src, uint32_t index)
 		return NULL;
 	return sl_collector_msg_exporter(
 	    ((const struct collector_source *)src)->msg, index);
+}
+
+int sl_collector_state(const struct sl_source *src,
+		       struct sl_collector_state *out)
+{
+	const struct collector_source *c = (const struct collector_source *)src;
+	int rc;
+
+	if (!src || src->ops != &collector_ops || !out)
+		return -EINVAL;
+	rc = sl_collector_msg_state(c->msg, out);
+	if (rc)
+		return rc;
+	out->tcp_open = c->nconns;
+	out->tcp_accepted = c->tcp_accepted;
+	out->tcp_closed_idle = c->tcp_closed_idle;
+	out->tcp_closed_limit = c->tcp_closed_limit;
+	out->tcp_refused = c->tcp_refused;
+	return 0;
 }

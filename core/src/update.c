@@ -31,8 +31,8 @@ static void update_counts(struct sl_engine *e, struct sl_flow *f,
 		if (!dir[i]->pkts)
 			dir[i]->first_ns = e->now;
 		dir[i]->last_ns = e->now;
-		dir[i]->pkts += add[i]->pkts;
-		dir[i]->bytes += add[i]->bytes;
+		dir[i]->pkts = sl_sat_add(dir[i]->pkts, add[i]->pkts);
+		dir[i]->bytes = sl_sat_add(dir[i]->bytes, add[i]->bytes);
 	}
 	flow_touch(e, f);
 }

@@ -271,13 +271,27 @@ static void walk(struct sl_source *src, enum kind k)
 	/* collector calls: a collector knows exporter 0 (refused messages,
 	 * family 0), other kinds none */
 	if (k == K_COLLECTOR) {
+		struct sl_collector_state cs;
+
 		CHECK_EQ(sl_collector_exporters(src), 1);
 		CHECK(sl_collector_exporter(src, 0) != NULL &&
 		      sl_collector_exporter(src, 0)->family == 0);
 		CHECK(sl_collector_exporter(src, 1) == NULL);
+		/* its state: the default bound, nothing held or evicted */
+		memset(&cs, 0xff, sizeof(cs));
+		CHECK_EQ(sl_collector_state(src, &cs), 0);
+		CHECK_EQ(cs.max_memory, 256ULL << 20);
+		CHECK(cs.memory > 0 && cs.memory < 65536);
+		CHECK_EQ(cs.exporters + cs.domains + cs.templates, 0);
+		CHECK_EQ(cs.evicted_exporters + cs.evicted_templates, 0);
+		CHECK_EQ(cs.tcp_open + cs.tcp_accepted + cs.tcp_refused, 0);
+		CHECK_EQ(sl_collector_state(src, NULL), -EINVAL);
 	} else {
+		struct sl_collector_state cs;
+
 		CHECK_EQ(sl_collector_exporters(src), 0);
 		CHECK(sl_collector_exporter(src, 0) == NULL);
+		CHECK_EQ(sl_collector_state(src, &cs), -EINVAL);
 	}
 	walk_engine(src, k);
 }
@@ -297,6 +311,8 @@ static void test_null_source(void)
 	CHECK_EQ(sl_source_stats(NULL, &st), -EINVAL);
 	CHECK_EQ(sl_collector_exporters(NULL), 0);
 	CHECK(sl_collector_exporter(NULL, 0) == NULL);
+	CHECK_EQ(sl_collector_state(NULL, NULL), -EINVAL);
+	CHECK_EQ(sl_collector_msg_state(NULL, NULL), -EINVAL);
 	sl_source_close(NULL);
 }
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "collector.h" /* collector_msg_batch() */
 #include "sluice.h"
 #include "test.h"
 
@@ -1163,8 +1164,9 @@ static void test_malformed(void)
 {
 	struct sl_collector_msg *m = msg_new(0, 0, 0, 2);
 	const struct sl_exporter_stats *s;
+	struct sl_collector_state cs;
 	struct buf b;
-	uint32_t at;
+	uint32_t at, gen;
 
 	tmpl_msg(&b, 1, 500, lay_a, 3);
 	dec(m, &b, EXA, 1);
@@ -1345,15 +1347,49 @@ static void test_malformed(void)
 	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_VERSION], 1);
 	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_SHORT], 1);
 
-	/* SL_COLLECTOR_DROP_EXPORTERS: max_exporters is 2 */
+	/* max_exporters is 2: a new source evicts the least recently used
+	 * exporter (EXA, last heard at 20, not EXB at 22); its counters go
+	 * to slot 0 and the new one takes its index, a new generation */
 	data_msg(&b, 1, 500, 0);
+	CHECK_EQ(dec(m, &b, EXA, 21), 1);
+	CHECK_EQ(s->messages, 18);
 	CHECK_EQ(dec(m, &b, EXB, 22), 0);
 	CHECK_EQ(sl_collector_msg_exporters(m), 3);
+	gen = st(m, 1)->generation;
 	CHECK_EQ(dec(m, &b, EXC, 23), 0);
+	s = NULL; /* EXA's counters are gone */
 	CHECK_EQ(sl_collector_msg_exporters(m), 3);
+	CHECK(!memcmp(st(m, 1)->addr, EXC, 4) && st(m, 1)->generation != gen);
+	CHECK(!memcmp(st(m, 2)->addr, EXB, 4));
+	CHECK_EQ(st(m, 0)->messages, 18);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_VERSION], 2);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_LENGTH], 3);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_EXPORTERS], 0);
+	/* with EXA: its domains 1 and 2 and their templates */
+	CHECK_EQ(st(m, 0)->evicted_domains, 2);
+	CHECK_EQ(st(m, 0)->evicted_templates, 2);
+	memset(&cs, 0, sizeof(cs));
+	CHECK_EQ(sl_collector_msg_state(m, &cs), 0);
+	CHECK_EQ(cs.evicted_exporters, 1);
+	CHECK_EQ(cs.evicted_domains, 2);
+	CHECK_EQ(cs.evicted_templates, 2);
+	CHECK_EQ(cs.exporters, 2);
+	/* EXA again is new: the template it gave is gone with it */
+	CHECK_EQ(dec(m, &b, EXA, 24), 0);
+	CHECK_EQ(st(m, 2)->held, 1);
+	CHECK(!memcmp(st(m, 2)->addr, EXA, 4));
+	/* SL_COLLECTOR_DROP_EXPORTERS: every exporter was heard in this
+	 * batch (a collector source's records name them until the next) */
+	collector_msg_batch(m);
+	CHECK_EQ(dec(m, &b, EXA, 25), 0);
+	CHECK_EQ(dec(m, &b, EXC, 25), 0);
+	CHECK_EQ(dec(m, &b, EXB, 25), 0);
 	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_EXPORTERS], 1);
-	CHECK_EQ(dec(m, &b, EXA, 24), 1);
-	CHECK_EQ(s->messages, 18);
+	collector_msg_batch(m);
+	CHECK_EQ(dec(m, &b, EXB, 26), 0);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_EXPORTERS], 1);
+	CHECK(!memcmp(st(m, 2)->addr, EXB, 4)); /* in EXA's place */
+	CHECK(sl_collector_msg_exporter(m, 3) == NULL);
 
 	CHECK(!strcmp(sl_collector_drop_name(SL_COLLECTOR_DROP_NO_TEMPLATE),
 		      "no_template"));
@@ -1414,7 +1450,9 @@ static void test_limits(void)
 	dec(m, &b, EXB, 3);
 	CHECK_EQ(st(m, 2)->templates, 1);
 	CHECK_EQ(dropped_total(st(m, 2)), 0);
-	/* 4096 templates per exporter */
+	/* 4096 templates per exporter: past them it gives up its least
+	 * recently used ones (1000..1103, not 1000 if data used it) */
+	data_msg(&b, 1, 1000, 0);
 	for (int k = 0; k < 2; k++) {
 		ipfix_hdr(&b, 1700000000, 0, 1);
 		s = set_begin(&b, 2);
@@ -1422,11 +1460,30 @@ static void test_limits(void)
 			btemplate(&b, (uint16_t)(1000 + k * 2100 + i), lay_a,
 				  3);
 		set_end(&b, s);
+		if (k) {
+			/* data for 1000: a use */
+			s = set_begin(&b, 1000);
+			bip4(&b, "1.1.1.1");
+			bip4(&b, "2.2.2.2");
+			b32(&b, 5);
+			set_end(&b, s);
+		}
 		ipfix_end(&b);
 		dec(m, &b, EXA, 4);
+		if (!k) {
+			data_msg(&b, 1, 1000, 0);
+			CHECK_EQ(dec(m, &b, EXA, 4), 1);
+		}
 	}
-	CHECK_EQ(st(m, 1)->templates, 4096);
-	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_TEMPLATE], 2);
+	CHECK_EQ(st(m, 1)->templates, 4200);
+	CHECK_EQ(st(m, 1)->evicted_templates, 4200 - 4096);
+	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_TEMPLATE], 1);
+	data_msg(&b, 1, 1000, 0);
+	CHECK_EQ(dec(m, &b, EXA, 4), 1);
+	data_msg(&b, 1, 1001, 0);
+	CHECK_EQ(dec(m, &b, EXA, 4), 0);
+	data_msg(&b, 1, 1105, 0);
+	CHECK_EQ(dec(m, &b, EXA, 4), 1);
 	/* 1024 domains per exporter: past them the least recently heard one
 	 * is recycled, so a flood of invented domains locks nobody out */
 	for (uint32_t d = 0; d < 1030; d++) {
@@ -1460,6 +1517,125 @@ static void test_limits(void)
 	}
 	CHECK_EQ(st(m, 1)->held, 70);
 	CHECK_EQ(st(m, 1)->dropped[SL_COLLECTOR_DROP_NO_TEMPLATE], 70 - 64);
+	sl_collector_msg_free(m);
+}
+
+/* ---- the memory bound -----------------------------------------------------
+ */
+
+static uint32_t churn_state = 2463534242u;
+
+static uint32_t churn_rnd(void)
+{
+	churn_state ^= churn_state << 13;
+	churn_state ^= churn_state >> 17;
+	churn_state ^= churn_state << 5;
+	return churn_state;
+}
+
+/* Sums the evictions counted per exporter (slot 0 included: it holds
+ * those of evicted exporters). */
+static void evictions_of(struct sl_collector_msg *m, uint64_t *tmpls,
+			 uint64_t *doms)
+{
+	*tmpls = *doms = 0;
+	for (uint32_t i = 0; i < sl_collector_msg_exporters(m); i++) {
+		const struct sl_exporter_stats *x = st(m, i);
+
+		if (!x)
+			continue;
+		*tmpls += x->evicted_templates;
+		*doms += x->evicted_domains;
+	}
+}
+
+/* flood.py's churn (shared/repro): 4096 sources, a random domain each
+ * message, 10 templates of random ids; against 1 MiB. A steady exporter
+ * that sends data every 50 messages keeps its template; the state never
+ * passes the bound; every eviction is counted, per exporter and in all. */
+static void test_memory(void)
+{
+	struct sl_collector_msg_opts o = {.max_memory = 1 << 20};
+	struct sl_collector_msg *m = NULL;
+	struct sl_collector_state cs;
+	uint64_t peak = 0, base, et, ed;
+	uint8_t a[4] = {10, 1, 0, 0};
+	uint32_t steady = 0, n = 40000, s, fails = 0;
+	struct buf b;
+
+	CHECK_EQ(sl_collector_msg_new(&m, &o), 0);
+	CHECK_EQ(sl_collector_msg_state(m, &cs), 0);
+	base = cs.memory;
+	CHECK(base > 0 && base < 8192);
+	CHECK_EQ(cs.max_memory, 1 << 20);
+	tmpl_msg(&b, 1, 300, lay_a, 3);
+	CHECK_EQ(dec(m, &b, EXA, 1), 0);
+	for (uint32_t i = 0; i < n; i++) {
+		a[2] = (uint8_t)(i >> 8 & 15);
+		a[3] = (uint8_t)i;
+		ipfix_hdr(&b, 1700000000, 0, churn_rnd());
+		s = set_begin(&b, 2);
+		for (int k = 0; k < 10; k++)
+			btemplate(&b, (uint16_t)(256 + churn_rnd() % 65000),
+				  lay_a, 1 + (int)(churn_rnd() % 3));
+		set_end(&b, s);
+		ipfix_end(&b);
+		fails +=
+		    sl_collector_msg_decode(m, b.b, b.n, a, 4, 4739, 2) != 0;
+		sl_collector_msg_state(m, &cs);
+		if (cs.memory > peak)
+			peak = cs.memory;
+		if (i % 50 == 0) {
+			data_msg(&b, 1, 300, 0);
+			steady += dec(m, &b, EXA, 2) == 1;
+		}
+	}
+	CHECK_EQ(fails, 0);
+	CHECK(peak <= 1 << 20);
+	CHECK(peak > (1 << 20) - 4096);
+	CHECK_EQ(steady, n / 50);
+	CHECK_EQ(st(m, 1)->evicted_templates, 0);
+	CHECK_EQ(st(m, 1)->evicted_domains, 0);
+	CHECK_EQ(dropped_total(st(m, 1)), 0);
+	sl_collector_msg_state(m, &cs);
+	CHECK(cs.evicted_templates > n * 9);
+	CHECK(cs.evicted_domains > n / 2);
+	CHECK(cs.evicted_exporters > 0);
+	CHECK(cs.exporters <= 4097 && cs.templates < 8000);
+	evictions_of(m, &et, &ed);
+	CHECK_EQ(et, cs.evicted_templates);
+	CHECK_EQ(ed, cs.evicted_domains);
+	/* nothing refused: there was always something older to evict */
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_MEMORY], 0);
+	CHECK_EQ(st(m, 0)->dropped[SL_COLLECTOR_DROP_EXPORTERS], 0);
+	/* expiry frees what the state took for templates */
+	sl_collector_msg_expire(m, 4000 * SEC);
+	sl_collector_msg_state(m, &cs);
+	CHECK_EQ(cs.templates, 0);
+	CHECK(cs.expired_templates > 0);
+	CHECK(cs.memory < peak);
+	sl_collector_msg_free(m);
+
+	/* the smallest bound: a template that cannot fit is refused,
+	 * counted, when all else is in use by the message itself */
+	o.max_memory = 1;
+	CHECK_EQ(sl_collector_msg_new(&m, &o), 0);
+	sl_collector_msg_state(m, &cs);
+	CHECK_EQ(cs.max_memory, 64 << 10);
+	ipfix_hdr(&b, 1700000000, 0, 1);
+	s = set_begin(&b, 2);
+	for (int k = 0; k < 2000; k++)
+		btemplate(&b, (uint16_t)(256 + k), lay_b, 4);
+	set_end(&b, s);
+	ipfix_end(&b);
+	CHECK_EQ(dec(m, &b, EXA, 1), 0);
+	sl_collector_msg_state(m, &cs);
+	CHECK(cs.memory <= 64 << 10);
+	CHECK(cs.templates > 50 && cs.templates < 2000);
+	CHECK_EQ(st(m, 1)->templates +
+		     st(m, 1)->dropped[SL_COLLECTOR_DROP_MEMORY],
+		 2000);
+	CHECK_EQ(cs.templates + cs.evicted_templates, st(m, 1)->templates);
 	sl_collector_msg_free(m);
 }
 
@@ -2167,6 +2343,7 @@ int main(int argc, char **argv)
 	test_hold();
 	test_malformed();
 	test_limits();
+	test_memory();
 	test_softflowd();
 	test_roundtrip();
 	test_mutations();

@@ -132,6 +132,18 @@ M.OPTIONS = {
   { group = "collect", flags = { "--rcvbuf" }, value = "BYTES", commands = "collect",
     to = "open.rcvbuf", help = "socket receive buffer (8 MiB): the only queue, so a slow " ..
     "policy means socket drops (counted)" },
+  { group = "collect", flags = { "--collector-memory" }, value = "SIZE", commands = "collect",
+    to = "open.collector_memory", parse = function(v, flag)
+      local b = policy.parse_size(v)
+      if not b or b < 65536 then return nil, flag .. " expects a size of at least 64K (256M, 1G)" end
+      return b
+    end,
+    help = "the most the exporters, domains and templates may take (256M); past it the least " ..
+    "recently used go, counted per exporter (evicted_templates, evicted_domains) and in all" },
+  { group = "collect", flags = { "--tcp-idle-timeout" }, value = "S", commands = "collect",
+    to = "open.tcp_idle_timeout", parse = positive_duration,
+    help = "close an IPFIX/TCP connection without a message for S (300s); at most 16 " ..
+    "connections from one address and 256 in all: a new one closes the longest idle" },
 
   { group = "table", flags = { "--slice" }, value = "S", commands = "both", to = "open.slice",
     help = "cut flows into slices every S (seconds or 10s/5m/1h)" },

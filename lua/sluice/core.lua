@@ -96,4 +96,17 @@ function M.isatty(fd)
   return ffi.C.isatty(fd) == 1
 end
 
+-- The decimal text of a count (never negative): a uint64 cdata exactly; a
+-- number (a count taken with tonumber, exact below 2^53) as a whole
+-- number. string.format("%d") of a number at or above 2^63 gives
+-- -9223372036854775808, and counts summed from records reach 2^64 - 1
+-- (the core saturates them there: tonumber makes that 2^64).
+local U64_MAX_TEXT = "18446744073709551615"
+function M.count_text(v)
+  if type(v) == "cdata" then return (tostring(ffi.cast("uint64_t", v)):gsub("ULL$", "")) end
+  if v < 2^53 then return string.format("%d", v) end
+  if v >= 2^64 then return U64_MAX_TEXT end
+  return string.format("%.0f", v)
+end
+
 return M

@@ -57,7 +57,8 @@ function M.new(engine, list, outputs, report, skip_errors)
     packets = handlers(list, "on_packet"),
     -- flows a policy turned down (on_flow_start returned false): it sees
     -- nothing more of them; the other policies see them as usual
-    ignored = {}, nignored = 0, exporter_names = {}, late = ffi.new("const struct sl_event *[1]") },
+    ignored = {}, nignored = 0, exporter_names = {}, exporter_gens = {},
+    late = ffi.new("const struct sl_event *[1]") },
     D)
   for k = 1, #list do self.ignored[k] = {} end
   self.want_events = self.starts.n + self.ends.n + self.packets.n > 0 or engine.collector
@@ -136,14 +137,17 @@ function D:forget(fid)
   end
 end
 
+-- The address of exporter index i, cached by index and generation (an
+-- evicted exporter's index goes to a new one).
 function D:exporter_name(i)
-  local name = self.exporter_names[i]
-  if not name then
-    local x = C.sl_collector_exporter(self.engine.src, i)
-    name = flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16))
-    self.exporter_names[i] = name
+  local x = C.sl_collector_exporter(self.engine.src, i)
+  if x == nil then return "unknown" end
+  local names, gens = self.exporter_names, self.exporter_gens
+  if gens[i] ~= x.generation then
+    names[i] = flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16))
+    gens[i] = x.generation
   end
-  return name
+  return names[i]
 end
 
 function D:packet_event(ev, h, fid)

@@ -92,7 +92,10 @@ end
 -- Opens the packet source: a file (read) or an interface (interface,
 -- backend). Returns the source or nil, err; notes (ring shrunk, copy mode)
 -- go to the third value.
--- A collector: listen = { "udp:0.0.0.0:4739", "tcp:[::]:4739" }.
+-- A collector: listen = { "udp:0.0.0.0:4739", "tcp:[::]:4739" }; besides
+-- idle_exit, template_timeout, rcvbuf: collector_memory (the bound of its
+-- state, bytes or "256M") and tcp_idle_timeout (an IPFIX/TCP connection
+-- without a message is closed after it, 300 s).
 local function open_collector(opts, sp)
   local listen = opts.listen
   if type(listen) == "string" then listen = { listen } end
@@ -114,6 +117,17 @@ local function open_collector(opts, sp)
     local n = tonumber(opts.rcvbuf)
     if not n or n < 1 or n >= 2^31 then error("sluice.open: rcvbuf must be a byte count", 3) end
     co.rcvbuf = n
+  end
+  if opts.collector_memory then
+    local n = policy.parse_size(opts.collector_memory)
+    if not n or n < 65536 or n >= 2^53 then
+      error("sluice.open: collector_memory must be a size of at least 64K (256M, 1G)", 3)
+    end
+    co.msg.max_memory = n
+  end
+  if opts.tcp_idle_timeout then
+    co.tcp_idle_ms = math.max(1, math.min(2^32 - 1,
+      math.floor(duration_ns(opts.tcp_idle_timeout, "tcp_idle_timeout") / 1e6)))
   end
   local rc = C.sl_source_open_collector(sp, co)
   local note = ffi.string(co.note)
@@ -163,9 +177,13 @@ function M.open(opts)
   local known = { read = true, interface = true, backend = true, filter = true, slice = true,
     idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true,
     max_flows = true, low_flows = true, grace = true, silence = true, listen = true,
-    idle_exit = true, template_timeout = true, rcvbuf = true }
+    idle_exit = true, template_timeout = true, rcvbuf = true, collector_memory = true,
+    tcp_idle_timeout = true }
   for k in pairs(LIVE_OPTIONS) do known[k] = opts.interface ~= nil end
-  for _, k in ipairs { "idle_exit", "template_timeout", "rcvbuf" } do known[k] = opts.listen ~= nil end
+  for _, k in ipairs { "idle_exit", "template_timeout", "rcvbuf", "collector_memory",
+    "tcp_idle_timeout" } do
+    known[k] = opts.listen ~= nil
+  end
   for k in pairs(opts) do
     if not known[k] then
       error("sluice.open: unknown option '" .. tostring(k) .. "'" ..
@@ -275,26 +293,52 @@ function Engine:stats()
   return t
 end
 
--- A collector's exporters: a list of { address, port, messages, records,
--- templates, dropped = { reason = n }, seq_lost, seq_resets, held }.
+-- A collector's exporters: a list of { index, address, port, messages,
+-- records, templates, dropped = { reason = n }, seq_lost, seq_resets, held,
+-- evicted_templates, evicted_domains }. The first (index 0, address
+-- "unknown") counts messages of no exporter and holds the counters of
+-- evicted exporters; an evicted exporter's index is skipped.
 function Engine:exporters()
   live(self)
   local list = {}
   for i = 0, C.sl_collector_exporters(self.src) - 1 do
     local x = C.sl_collector_exporter(self.src, i)
-    local dropped = {}
-    for r = 1, C.SL_COLLECTOR_DROP_COUNT - 1 do
-      local n = tonumber(x.dropped[r])
-      if n > 0 then dropped[ffi.string(C.sl_collector_drop_name(r))] = n end
+    if x ~= nil then
+      local dropped = {}
+      for r = 1, C.SL_COLLECTOR_DROP_COUNT - 1 do
+        local n = tonumber(x.dropped[r])
+        if n > 0 then dropped[ffi.string(C.sl_collector_drop_name(r))] = n end
+      end
+      list[#list + 1] = { index = i, address = x.family == 0 and "unknown" or
+          flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16)),
+        port = x.port, messages = tonumber(x.messages), records = tonumber(x.records),
+        templates = tonumber(x.templates), dropped = dropped, seq_lost = tonumber(x.seq_lost),
+        seq_resets = tonumber(x.seq_resets), held = tonumber(x.held),
+        evicted_templates = tonumber(x.evicted_templates),
+        evicted_domains = tonumber(x.evicted_domains) }
     end
-    -- index 0 is not an exporter: it counts messages from unknown sources
-    list[#list + 1] = { address = x.family == 0 and "unknown" or
-        flow.addr_text(ffi.string(x.addr, x.family == 4 and 4 or 16)),
-      port = x.port, messages = tonumber(x.messages), records = tonumber(x.records),
-      templates = tonumber(x.templates), dropped = dropped, seq_lost = tonumber(x.seq_lost),
-      seq_resets = tonumber(x.seq_resets), held = tonumber(x.held) }
   end
   return list
+end
+
+-- The order in which report.lua prints a collector's state.
+M.COLLECTOR_STATE = { "memory", "max_memory", "exporters", "domains", "templates",
+  "evicted_exporters", "evicted_domains", "evicted_templates", "expired_templates",
+  "tcp_open", "tcp_accepted", "tcp_closed_idle", "tcp_closed_limit", "tcp_refused" }
+
+-- A collector's state (struct sl_collector_state) as a table of numbers:
+-- memory and its bound max_memory (bytes), the exporters, domains and
+-- templates held, those evicted to stay in bounds, templates expired,
+-- and the IPFIX/TCP connections (open, accepted, closed idle, closed to
+-- make room, refused). nil for another input.
+function Engine:collector_state()
+  live(self)
+  local cs = self.cstate or ffi.new("struct sl_collector_state")
+  self.cstate = cs
+  if C.sl_collector_state(self.src, cs) ~= 0 then return nil end
+  local t = {}
+  for _, k in ipairs(M.COLLECTOR_STATE) do t[k] = tonumber(cs[k]) end
+  return t
 end
 
 -- Fraction of the input consumed (0..1).

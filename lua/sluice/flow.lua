@@ -6,6 +6,7 @@ local core = require "sluice.core"
 
 local C = core.C
 local tonumber = tonumber
+local count_text = core.count_text
 
 -- An FFI metatype is set once per process and keeps the closures of the
 -- module instance that set it; if this module is loaded again (busted's
@@ -85,8 +86,9 @@ local flow_get = key_getters {
   pkts_rev = function(r) return tonumber(r.rev.pkts) end,
   bytes_fwd = function(r) return tonumber(r.fwd.bytes) end,
   bytes_rev = function(r) return tonumber(r.rev.bytes) end,
-  pkts = function(r) return tonumber(r.fwd.pkts + r.rev.pkts) end,
-  bytes = function(r) return tonumber(r.fwd.bytes + r.rev.bytes) end,
+  -- summed as numbers: a uint64 sum wraps past 2^64 - 1
+  pkts = function(r) return tonumber(r.fwd.pkts) + tonumber(r.rev.pkts) end,
+  bytes = function(r) return tonumber(r.fwd.bytes) + tonumber(r.rev.bytes) end,
   tcp_flags_fwd = function(r) return r.fwd.tcp_flags end,
   tcp_flags_rev = function(r) return r.rev.tcp_flags end,
   first = function(r) return seconds(r.fwd.first_ns) end,
@@ -186,9 +188,9 @@ local function describe(r, kind)
 end
 
 function flow_methods.__tostring(r)
-  return describe(r, "flow") .. string.format(" pkts %d/%d bytes %d/%d%s",
-    tonumber(r.fwd.pkts), tonumber(r.rev.pkts), tonumber(r.fwd.bytes),
-    tonumber(r.rev.bytes), r.reason_code ~= 0 and (" " .. flow_get.end_reason(r)) or "")
+  return describe(r, "flow") .. string.format(" pkts %s/%s bytes %s/%s%s",
+    count_text(r.fwd.pkts), count_text(r.rev.pkts), count_text(r.fwd.bytes),
+    count_text(r.rev.bytes), r.reason_code ~= 0 and (" " .. flow_get.end_reason(r)) or "")
 end
 
 
@@ -266,8 +268,8 @@ local slice_get = key_getters {
   pkts_rev = function(r) return tonumber(r.delta_rev.pkts) end,
   bytes_fwd = function(r) return tonumber(r.delta_fwd.bytes) end,
   bytes_rev = function(r) return tonumber(r.delta_rev.bytes) end,
-  pkts = function(r) return tonumber(r.delta_fwd.pkts + r.delta_rev.pkts) end,
-  bytes = function(r) return tonumber(r.delta_fwd.bytes + r.delta_rev.bytes) end,
+  pkts = function(r) return tonumber(r.delta_fwd.pkts) + tonumber(r.delta_rev.pkts) end,
+  bytes = function(r) return tonumber(r.delta_fwd.bytes) + tonumber(r.delta_rev.bytes) end,
   total_pkts_fwd = function(r) return tonumber(r.total_fwd.pkts) end,
   total_pkts_rev = function(r) return tonumber(r.total_rev.pkts) end,
   total_bytes_fwd = function(r) return tonumber(r.total_fwd.bytes) end,
@@ -309,9 +311,9 @@ ffi.metatype("struct sl_slice_rec", {
     return slice_methods[k]
   end,
   __tostring = function(r)
-    return describe(r, "slice of flow") .. string.format(" [%.3f, %.3f) pkts +%d/+%d bytes +%d/+%d",
-      seconds(r.start_ns), seconds(r.end_ns), tonumber(r.delta_fwd.pkts),
-      tonumber(r.delta_rev.pkts), tonumber(r.delta_fwd.bytes), tonumber(r.delta_rev.bytes))
+    return describe(r, "slice of flow") .. string.format(" [%.3f, %.3f) pkts +%s/+%s bytes +%s/+%s",
+      seconds(r.start_ns), seconds(r.end_ns), count_text(r.delta_fwd.pkts),
+      count_text(r.delta_rev.pkts), count_text(r.delta_fwd.bytes), count_text(r.delta_rev.bytes))
   end,
 })
 

@@ -21,6 +21,16 @@ function M.parse_duration(v)
   return num * mult
 end
 
+local SIZE_UNITS = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+
+-- Bytes from a whole number or a string such as "500K", "256M", "1G"
+-- (binary units, an optional B); nil for anything else or below 1.
+function M.parse_size(v)
+  local n, unit = tostring(v):match("^%s*(%d+)%s*([kKmMgG]?)[bB]?%s*$")
+  if not n or tonumber(n) < 1 then return nil end
+  return tonumber(n) * SIZE_UNITS[unit:lower()]
+end
+
 local function finite(v)
   local n = tonumber(v)
   if n and n == n and n ~= math.huge and n ~= -math.huge then return n end

@@ -3,8 +3,11 @@
 -- whenever something was lost, -v or not). Each function takes the stream
 -- to write to last (default io.stderr).
 local core = require "sluice.core"
+local COLLECTOR_STATE = require("sluice.engine").COLLECTOR_STATE
 
 local format = string.format
+-- counts as text: %d of a number at or above 2^63 prints a negative one
+local n = core.count_text
 
 local M = {}
 
@@ -13,36 +16,55 @@ local sorted_keys = require("sluice.policy").sorted_keys
 -- " (a=1 b=2)" of a table of counters, sorted by name; "" when empty.
 local function counters(t)
   local parts = {}
-  for _, k in ipairs(sorted_keys(t)) do parts[#parts + 1] = k .. "=" .. t[k] end
+  for _, k in ipairs(sorted_keys(t)) do parts[#parts + 1] = k .. "=" .. n(t[k]) end
   return #parts > 0 and (" (" .. table.concat(parts, " ") .. ")") or ""
 end
 M.counters = counters
 
--- A collector's counters, one line per exporter that sent or lost something.
+-- A collector's counters, one line per exporter that sent, lost or had
+-- evicted something (the first, "unknown", holds evicted exporters').
 function M.exporter_lines(eng, out)
   out = out or io.stderr
   for _, x in ipairs(eng:exporters()) do
     local dropped = counters(x.dropped)
-    if x.messages > 0 or dropped ~= "" then
-      out:write(format("exporter %s:%d messages %d records %d templates %d seq_lost %d " ..
-        "seq_resets %d held %d dropped%s\n", x.address, x.port, x.messages, x.records,
-        x.templates, x.seq_lost, x.seq_resets, x.held, dropped ~= "" and dropped or " 0"))
+    if x.messages > 0 or dropped ~= "" or x.evicted_templates > 0 or x.evicted_domains > 0 then
+      out:write(format("exporter %s:%d messages %s records %s templates %s seq_lost %s " ..
+        "seq_resets %s held %s evicted_templates %s evicted_domains %s dropped%s\n", x.address,
+        x.port, n(x.messages), n(x.records), n(x.templates), n(x.seq_lost), n(x.seq_resets),
+        n(x.held), n(x.evicted_templates), n(x.evicted_domains), dropped ~= "" and dropped or " 0"))
     end
   end
 end
 
--- --stats S: the counters every S seconds (a collector's per exporter too).
+-- A collector's state: "collector memory N max_memory N exporters N ..."
+-- (sluice.engine's COLLECTOR_STATE order); nothing for another input.
+function M.collector_line(eng, out)
+  out = out or io.stderr
+  local cs = eng.collector_state and eng:collector_state()
+  if not cs then return end
+  local parts = { "collector" }
+  for _, k in ipairs(COLLECTOR_STATE) do
+    parts[#parts + 1] = k .. " " .. n(cs[k])
+  end
+  out:write(table.concat(parts, " "), "\n")
+end
+
+-- --stats S: the counters every S seconds (a collector's state and per
+-- exporter too).
 function M.stats_line(eng, out)
   out = out or io.stderr
   local st = eng:stats()
   if eng.collector then
-    out:write(format("stats: messages %d records %d socket drops %d flows active %d ended %d\n",
-      st.received or 0, st.records, st.kernel_drops or 0, st.flows_active, st.flows_ended))
+    out:write(format("stats: messages %s records %s socket drops %s flows active %s ended %s\n",
+      n(st.received or 0), n(st.records), n(st.kernel_drops or 0), n(st.flows_active),
+      n(st.flows_ended)))
+    M.collector_line(eng, out)
     return M.exporter_lines(eng, out)
   end
-  out:write(format("stats: packets %d received %s drops %s malformed %d flows active %d ended %d\n",
-    st.packets, tostring(st.received or "-"), tostring(st.kernel_drops or "-"), st.malformed,
-    st.flows_active, st.flows_ended))
+  out:write(format("stats: packets %s received %s drops %s malformed %s flows active %s ended %s\n",
+    n(st.packets), st.received and n(st.received) or "-",
+    st.kernel_drops and n(st.kernel_drops) or "-", n(st.malformed), n(st.flows_active),
+    n(st.flows_ended)))
 end
 
 -- The progress of a file on a terminal, rewritten in place (\r); started
@@ -52,26 +74,27 @@ function M.progress_line(eng, started, out)
   local s = eng.cstats
   local pkts = tonumber(s.packets)
   local secs = core.monotonic() - started
-  out:write(format("\r%d packets  %5.1f%%  %.2f Mpps  %d flows active ",
-    pkts, eng:progress() * 100, secs > 0 and pkts / secs / 1e6 or 0, tonumber(s.flows_active)))
+  out:write(format("\r%s packets  %5.1f%%  %.2f Mpps  %s flows active ",
+    n(pkts), eng:progress() * 100, secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active)))
 end
 
 -- -v: the final counters of an engine.
 function M.final_counters(eng, out)
   out = out or io.stderr
   local st = eng:stats()
-  out:write(format("packets %d bytes %d not_ip %d malformed %d%s\nflows %d ended %d%s " ..
-    "refused %d trims %d\nslices %d records %d\n",
-    st.packets, st.bytes, st.not_ip, st.malformed, counters(st.malformed_by), st.flows_started,
-    st.flows_ended, counters(st.ended_by), st.flows_refused, st.trims, st.slices_closed,
-    st.slice_records))
+  out:write(format("packets %s bytes %s not_ip %s malformed %s%s\nflows %s ended %s%s " ..
+    "refused %s trims %s\nslices %s records %s\n",
+    n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(st.malformed_by),
+    n(st.flows_started), n(st.flows_ended), counters(st.ended_by), n(st.flows_refused),
+    n(st.trims), n(st.slices_closed), n(st.slice_records)))
   if eng.collector then
-    out:write(format("messages %d records %d socket drops %d\n", st.received or 0,
-      st.records, st.kernel_drops or 0))
+    out:write(format("messages %s records %s socket drops %s\n", n(st.received or 0),
+      n(st.records), n(st.kernel_drops or 0)))
+    M.collector_line(eng, out)
     M.exporter_lines(eng, out)
   elseif st.received then
-    out:write(format("received %d drops %d filtered %d ring_errors %d\n",
-      st.received, st.kernel_drops, st.filtered, st.ring_errors))
+    out:write(format("received %s drops %s filtered %s ring_errors %s\n",
+      n(st.received), n(st.kernel_drops), n(st.filtered), n(st.ring_errors)))
   end
 end
 

@@ -33,13 +33,7 @@ local M = {}
 local Sink = {}
 Sink.__index = Sink
 
-local SIZE_UNITS = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
-
-local function parse_size(v)
-  local n, unit = tostring(v):match("^%s*(%d+)%s*([kKmMgG]?)[bB]?%s*$")
-  if not n or tonumber(n) < 1 then return nil end
-  return tonumber(n) * SIZE_UNITS[unit:lower()]
-end
+local parse_size = policy.parse_size
 
 -- rotate = "100M" | "1h" | { size = "100M", interval = "1h" }
 local function parse_rotate(r)
