@@ -67,7 +67,6 @@ for _, decl in ipairs {
   "long recv(int fd, void *buf, size_t n, int flags);",
   "int setsockopt(int fd, int level, int name, const void *val, unsigned len);",
   "int usleep(unsigned int usec);",
-  "int kill(int pid, int sig);",
 } do
   pcall(ffi.cdef, decl)
 end
@@ -201,62 +200,9 @@ end
 
 -- ---- background processes ---------------------------------------------------
 
-local live = {} -- pid -> true, killed at teardown if still running
-
--- Starts cmd (in the repo root) in the background: stdout, stderr, pid
--- and exit code go to files in its own directory.
-local function spawn(cmd)
-  local d = run.tmpdir()
-  os.execute(string.format(
-    "cd %s && { %s >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s; } >/dev/null 2>&1 &",
-    q(run.root), cmd, q(d .. "/out"), q(d .. "/err"), q(d .. "/pid"), q(d .. "/rc")))
-  local h = { cmd = cmd, dir = d }
-  local deadline = monotonic() + 5
-  while not h.pid do
-    h.pid = tonumber(run.slurp(d .. "/pid") or "")
-    if not h.pid then
-      assert(monotonic() < deadline, "could not start: " .. cmd)
-      sleep(0.005)
-    end
-  end
-  live[h.pid] = true
-  return h
-end
-
-local function exited(h)
-  local rc = run.slurp(h.dir .. "/rc")
-  return rc and rc:match("%d+") and tonumber(rc:match("%d+"))
-end
-
-local function result(h)
-  return { cmd = h.cmd, code = exited(h) or -1, out = run.slurp(h.dir .. "/out") or "",
-    err = run.slurp(h.dir .. "/err") or "" }
-end
-
--- Waits for the process to exit (at most secs); on a timeout it is
--- stopped (SIGTERM, then SIGKILL) and the test fails.
-local function finish(h, secs)
-  local deadline = monotonic() + secs
-  while not exited(h) do
-    if monotonic() > deadline then
-      C.kill(h.pid, 15)
-      local d2 = monotonic() + 3
-      while not exited(h) and monotonic() < d2 do sleep(0.02) end
-      if not exited(h) then C.kill(h.pid, 9) end
-      live[h.pid] = nil
-      error("still running after " .. secs .. " s (stopped now): " .. h.cmd .. "\nstderr:\n" ..
-        (run.slurp(h.dir .. "/err") or ""))
-    end
-    sleep(0.02)
-  end
-  live[h.pid] = nil
-  return result(h)
-end
-
-local function kill_leftovers()
-  for pid in pairs(live) do C.kill(pid, 9) end
-  live = {}
-end
+local proc = require "support.proc"
+local spawn, exited, result, finish = proc.spawn, proc.exited, proc.result, proc.finish
+local kill_leftovers = proc.kill_leftovers
 
 -- Starts `sluice collect ARGS --out json:OUT`; returns once the collector
 -- listens on port (n sockets: one per worker).

@@ -33,13 +33,13 @@ for _, decl in ipairs {
   "int getsockname(int fd, void *addr, unsigned *len);",
   "long recv(int fd, void *buf, size_t n, int flags);",
   "int usleep(unsigned int usec);",
-  "int kill(int pid, int sig);",
 } do
   pcall(ffi.cdef, decl)
 end
 
-local AF_INET, SOCK_STREAM, SOCK_DGRAM = 2, 1, 2
-local MSG_DONTWAIT = 64
+local S = core.C
+local AF_INET, SOCK_STREAM, SOCK_DGRAM = S.SL_AF_INET, S.SL_SOCK_STREAM, S.SL_SOCK_DGRAM
+local MSG_DONTWAIT = S.SL_MSG_DONTWAIT
 local MIB = 1024 * 1024
 
 local function sleep(secs)
@@ -152,63 +152,15 @@ local function listening(kind, port)
   return false
 end
 
-local live = {}
-
--- Starts cmd in the background (in the repo root): pid, and files for
--- stdout, stderr and the exit code.
-local function spawn(cmd)
-  local d = run.tmpdir()
-  os.execute(string.format(
-    "cd %s && { %s >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s; } >/dev/null 2>&1 &",
-    q(run.root), cmd, q(d .. "/out"), q(d .. "/err"), q(d .. "/pid"), q(d .. "/rc")))
-  local h = { cmd = cmd, dir = d }
-  local deadline = monotonic() + 5
-  while not h.pid do
-    h.pid = tonumber(run.slurp(d .. "/pid") or "")
-    if not h.pid then
-      assert(monotonic() < deadline, "could not start: " .. cmd)
-      sleep(0.005)
-    end
-  end
-  live[h.pid] = true
-  return h
-end
-
-local function exited(h)
-  local rc = run.slurp(h.dir .. "/rc")
-  return rc and tonumber(rc:match("%d+"))
-end
-
-local function result(h)
-  return { cmd = h.cmd, code = exited(h) or -1, out = run.slurp(h.dir .. "/out") or "",
-    err = run.slurp(h.dir .. "/err") or "" }
-end
-
-local function finish(h, secs)
-  local deadline = monotonic() + secs
-  while not exited(h) do
-    if monotonic() > deadline then
-      C.kill(h.pid, 9)
-      live[h.pid] = nil
-      error("still running after " .. secs .. " s (killed): " .. h.cmd .. "\n" ..
-        (run.slurp(h.dir .. "/err") or ""))
-    end
-    sleep(0.02)
-  end
-  live[h.pid] = nil
-  return result(h)
-end
+local proc = require "support.proc"
+local spawn, exited, result, finish = proc.spawn, proc.exited, proc.result, proc.finish
+local kill_leftovers = proc.kill_leftovers
 
 -- Stops a collector the way an operator would (SIGINT: a clean stop,
 -- the -v counters printed) and waits for it.
 local function stop(h)
-  C.kill(h.pid, 2)
+  proc.signal(h, core.C.SL_SIGINT)
   return finish(h, 30)
-end
-
-local function kill_leftovers()
-  for pid in pairs(live) do C.kill(pid, 9) end
-  live = {}
 end
 
 -- `sluice collect ARGS -q -v --out json:FILE` (env: assignments before
