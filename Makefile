@@ -106,18 +106,21 @@ install: all
 clean:
 	rm -rf core/build core/build-san lua/sluice/core_h.lua bench/build
 
-# Fuzzing (libFuzzer): the collector's decoders (core/fuzz/fuzz_*.c), built
-# with clang, ASan and UBSan from the core sources compiled the same way
-# (not the gcc objects) into core/build-fuzz/. Each runs FUZZ_SECONDS over
-# a copy of its seed corpus (core/fuzz/corpus/<target>); a crash, a hang
-# (FUZZ_TIMEOUT s on one input) or a sanitizer report fails the target,
-# leaving its input as core/build-fuzz/crash_<target>-*.
+# Fuzzing (libFuzzer): the collector's decoders (v5, v9, ipfix), the
+# capture readers run into an engine (pcap, pcapng) and the packet decoder
+# (decode), core/fuzz/fuzz_*.c, built with clang, ASan and UBSan from the
+# core sources compiled the same way (not the gcc objects) into
+# core/build-fuzz/, with a 4 kB file reader window (SL_READ_WINDOW) so that
+# small inputs cross windows. Each runs FUZZ_SECONDS over a copy of its
+# seed corpus (core/fuzz/corpus/<target>); a crash, a hang (FUZZ_TIMEOUT s
+# on one input) or a sanitizer report fails the target, leaving its input
+# as core/build-fuzz/crash_<target>-*.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TIMEOUT ?= 10
-FUZZ_TARGETS := v5 v9 ipfix
+FUZZ_TARGETS := v5 v9 ipfix pcap pcapng decode
 FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fPIC -D_GNU_SOURCE \
-		-Icore/include -fno-sanitize-recover=all
+		-Icore/include -fno-sanitize-recover=all -DSL_READ_WINDOW=4096
 FUZZ_OBJS    := $(SRCS:core/src/%.c=core/build-fuzz/%.o)
 
 .PHONY: fuzz fuzz-build fuzz-deps clean-fuzz
@@ -128,7 +131,8 @@ core/build-fuzz:
 	mkdir -p $@
 core/build-fuzz/%.o: core/src/%.c $(HDRS) | core/build-fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
-core/build-fuzz/fuzz_%: core/fuzz/fuzz_%.c core/fuzz/fuzz.h $(FUZZ_OBJS)
+core/build-fuzz/fuzz_%: core/fuzz/fuzz_%.c core/fuzz/fuzz.h core/fuzz/fuzz_capture.h \
+		$(FUZZ_OBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJS) $(LIBS)
 fuzz-build: $(FUZZ_TARGETS:%=core/build-fuzz/fuzz_%)
 fuzz: fuzz-deps

@@ -306,7 +306,7 @@ none) how="not measured (no GNU time, no python3)" ;;
 time) how="from /usr/bin/time" ;;
 *) how="from python3 getrusage" ;;
 esac
-echo "(rss: peak resident set; sluice maps the trace, so it counts the mapped pages still resident; CLI rss $how)"
+echo "(rss: peak resident set; sluice reads the trace through a 1 MiB window, not counted beyond it; CLI rss $how)"
 
 if [ "$FAILED" != 0 ]; then
 	echo

@@ -90,9 +90,10 @@ enum sl_error {
 	SL_E_POOL = -1004,	/* flow pool exhausted */
 	SL_E_STATE = -1005,	/* call not valid in the engine's state */
 	SL_E_CONFLICT = -1006,	/* update keys belong to different flows */
+	SL_E_SHRUNK = -1007,	/* the file shrank while it was read */
 	/* The last (most negative) code: sluice's own codes run from -1001
 	 * down to SL_E_LAST. A new code goes below it and moves SL_E_LAST. */
-	SL_E_LAST = SL_E_CONFLICT,
+	SL_E_LAST = SL_E_SHRUNK,
 };
 
 /* Link types as written in pcap/pcapng files (LINKTYPE_*). */
@@ -111,6 +112,10 @@ enum sl_linktype {
 
 enum { SL_BATCH_MAX = 256 };
 
+/* ts_ns is UINT64_MAX when the capture's timestamp has no value in
+ * nanoseconds since the epoch that fits in 64 bits (before 1970 once its
+ * interface's offset is applied, or past 2554): the engine counts such a
+ * packet as malformed (SL_MAL_TIMESTAMP) and skips it. */
 struct sl_packet {
 	const uint8_t *data;
 	uint64_t ts_ns;
@@ -160,6 +165,7 @@ enum sl_malformed {
 	SL_MAL_IPV6_EXT,   /* IPv6 extension header chain cut short/too long */
 	SL_MAL_L4_SHORT,   /* TCP/UDP/ICMP/SCTP header cut short */
 	SL_MAL_TCP_HLEN,   /* TCP data offset below 5 */
+	SL_MAL_TIMESTAMP,  /* time unusable: see SL_CLOCK_MAX_JUMP_S */
 	SL_MAL_COUNT,
 };
 
@@ -204,7 +210,10 @@ struct sl_source;
  * NULL when it fails. */
 
 /* Opens a pcap (micro/nanosecond, either byte order) or pcapng file. The
- * file is mapped, packets point into the mapping (no copy). */
+ * file is read in chunks into a buffer of the source's (pread: a file
+ * that shrinks while it is read ends the input with SL_E_SHRUNK, after
+ * every packet read before, instead of a SIGBUS); a batch's packets point
+ * into it until the next sl_source_next(). */
 SL_API int sl_source_open_file(struct sl_source **out, const char *path);
 /* Same over a caller-owned buffer that must outlive the source. */
 SL_API int sl_source_open_mem(struct sl_source **out, const uint8_t *buf,
@@ -422,6 +431,23 @@ struct sl_slice_rec {
 
 struct sl_pcap_writer;
 
+/* The engine clock follows the packets' times (a collector's: the records'
+ * end times) and never goes back; timeouts and slice boundaries fire by
+ * it. The first time (other than 0) sets it. After that, a time more than
+ * SL_CLOCK_MAX_JUMP_S seconds ahead of the clock does not move it, nor
+ * does UINT64_MAX (a timestamp a reader could not represent): one corrupt
+ * timestamp must not end every flow or skip the clock years ahead. Such a
+ * packet is counted as malformed (SL_MAL_TIMESTAMP) and skipped; such a
+ * record is counted the same way but still taken in its flow (its counts
+ * are kept), without moving the clock. When SL_CLOCK_RESYNC times too far
+ * ahead come in a row, each within the bound of the one before, the input
+ * itself jumped (files of different years joined, a first timestamp that
+ * was the corrupt one): the clock follows the last of them, the ones
+ * before are counted. The wall clock that runs a live source's or a
+ * collector's clock while no input comes is bound the same way, without
+ * counting. */
+enum { SL_CLOCK_MAX_JUMP_S = 366 * 86400, SL_CLOCK_RESYNC = 8 };
+
 struct sl_config {
 	uint32_t pool_flows; /* flow slots; 0: default (1M) */
 	uint16_t worker;     /* this engine's worker number, from 0 */
@@ -443,7 +469,8 @@ struct sl_stats {
 	uint64_t packets; /* read from the source */
 	uint64_t bytes;
 	uint64_t not_ip;
-	uint64_t malformed; /* sum of malformed_by */
+	uint64_t malformed; /* sum of malformed_by (SL_MAL_TIMESTAMP: also
+			       a collector's records, see SL_CLOCK_MAX_JUMP_S) */
 	uint64_t malformed_by[SL_MAL_COUNT];
 	uint64_t frag_unmatched; /* later fragments with no first fragment */
 	uint64_t flows_started;

@@ -509,6 +509,7 @@ const char *sl_malformed_name(int reason)
 	    [SL_MAL_IPV6_EXT] = "ipv6_ext",
 	    [SL_MAL_L4_SHORT] = "l4_short",
 	    [SL_MAL_TCP_HLEN] = "tcp_hlen",
+	    [SL_MAL_TIMESTAMP] = "timestamp",
 	};
 
 	if (reason < 0 || reason >= SL_MAL_COUNT || !names[reason])

@@ -57,11 +57,15 @@ struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
 }
 
 /* The flow's last slice record and its end event copy the flow before
- * its slot is freed (and maybe reused by the next packet). */
+ * its slot is freed (and maybe reused by the next packet). A flow that is
+ * not live (a free slot) is refused: its links are stale, and unlinking
+ * it would corrupt the table. */
 int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason, uint64_t ts)
 {
 	int rc = 0;
 
+	if (!f->live)
+		return SL_E_STATE;
 	f->rec.reason_code = reason;
 	if (e->cfg.slice_ns && f->slice_epoch == e->slice_epoch)
 		rc = sl_slice_record(e, f);

@@ -137,7 +137,9 @@ struct sl_engine {
 	struct sl_list idle[SL_TIMEOUT_COUNT];
 	struct sl_list age;
 	uint64_t next_id;
-	uint64_t now;
+	uint64_t now;	   /* the clock (timeout.c); 0: not set yet */
+	uint64_t jump_at;  /* the last time refused as too far ahead */
+	uint32_t jump_run; /* such times in a row, each near the one before */
 
 	uint64_t slice_start;
 	uint64_t slice_end;
@@ -182,6 +184,15 @@ struct sl_engine {
 	struct sl_frag_ent frags[SL_FRAG_SLOTS];
 };
 
+/* a + b, or UINT64_MAX when that does not fit: a deadline past the end
+ * of time, which the clock never reaches (it stays below UINT64_MAX). */
+static inline uint64_t sl_sat_add(uint64_t a, uint64_t b)
+{
+	uint64_t s;
+
+	return __builtin_add_overflow(a, b, &s) ? UINT64_MAX : s;
+}
+
 /* Grows an output array to hold need elements (grow only: after warm-up
  * it is reused, and the packet path allocates nothing). */
 static inline int sl_grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
@@ -207,7 +218,8 @@ static inline int sl_grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
  * events); NULL when out of memory. */
 struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
 			       uint32_t slot, uint64_t ts);
-/* Ends a live flow: its last slice record, the end event, its slot freed. */
+/* Ends a live flow: its last slice record, the end event, its slot freed.
+ * SL_E_STATE, and nothing changed, for a flow that is not live. */
 int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
 		uint64_t ts);
 /* End of input: ends every flow, closes the last interval; returns 1.
@@ -249,7 +261,52 @@ static inline int slice_touch(struct sl_engine *e, struct sl_flow *f)
 
 /* ---- timeout.c -------------------------------------------------------- */
 
-/* Moves the clock to t: 1 when an interval closed, 0, or an error. */
+#define SL_CLOCK_MAX_JUMP_NS ((uint64_t)SL_CLOCK_MAX_JUMP_S * SL_SEC)
+
+/* Whether t may move the clock (SL_CLOCK_MAX_JUMP_S in sluice.h): not
+ * UINT64_MAX (a reader's "no representable time"), and not too far ahead
+ * of a clock that was set (not 0: the epoch itself is what exporters and
+ * generators without times write), unless it ends a run of such times
+ * (SL_CLOCK_RESYNC, found by sl_clock_check()). Keeping the clock below
+ * UINT64_MAX also keeps it below every saturated deadline and interval
+ * end. Inline: the packet path asks for every packet. */
+static inline int sl_clock_usable(const struct sl_engine *e, uint64_t t)
+{
+	if (t == UINT64_MAX)
+		return 0;
+	if (!e->now || t <= e->now || t - e->now <= SL_CLOCK_MAX_JUMP_NS)
+		return 1;
+	return e->jump_run >= SL_CLOCK_RESYNC && t == e->jump_at;
+}
+
+/* sl_clock_usable() for a packet's or a record's time, counting one that
+ * is refused as malformed (SL_MAL_TIMESTAMP). Times too far ahead are
+ * followed when SL_CLOCK_RESYNC of them come in a row, each within the
+ * bound of the one before: then the input itself jumped. */
+static inline int sl_clock_check(struct sl_engine *e, uint64_t t)
+{
+	if (sl_clock_usable(e, t)) {
+		e->jump_run = 0;
+		return 1;
+	}
+	if (t != UINT64_MAX) {
+		uint64_t d = t > e->jump_at ? t - e->jump_at : e->jump_at - t;
+
+		e->jump_run = e->jump_run && d <= SL_CLOCK_MAX_JUMP_NS
+				  ? e->jump_run + 1
+				  : 1;
+		e->jump_at = t;
+		if (e->jump_run >= SL_CLOCK_RESYNC)
+			return 1; /* sl_clock_advance() now takes it */
+	}
+	e->stats.malformed++;
+	e->stats.malformed_by[SL_MAL_TIMESTAMP]++;
+	return 0;
+}
+
+/* Moves the clock to t: 1 when an interval closed, 0, or an error. A t
+ * that sl_clock_check() refuses leaves the clock where it is (uncounted:
+ * the callers with data check first). */
 int sl_clock_advance(struct sl_engine *e, uint64_t t);
 /* CLOCK_REALTIME in ns. */
 uint64_t sl_wall_ns(void);

@@ -27,13 +27,15 @@ static int timeout_class(uint8_t proto)
 	return SL_TIMEOUT_OTHER;
 }
 
+/* Stops at the end of the chain: a slot not in it is left alone. */
 static void hash_unlink(struct sl_engine *e, uint32_t slot)
 {
 	uint32_t *pp = bucket_of(e, e->pool[slot].hash);
 
-	while (*pp != slot + 1)
+	while (*pp && *pp != slot + 1)
 		pp = &e->pool[*pp - 1].hnext;
-	*pp = e->pool[slot].hnext;
+	if (*pp)
+		*pp = e->pool[slot].hnext;
 }
 
 static int slot_alloc(struct sl_engine *e, uint32_t *slot)

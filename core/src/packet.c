@@ -213,6 +213,14 @@ int sl_step_packets(struct sl_engine *e)
 	while (e->cursor < e->batch.count) {
 		const struct sl_packet *p = &e->batch.pkt[e->cursor];
 
+		if (!sl_clock_check(e, p->ts_ns)) {
+			/* counted malformed: it moves neither the clock nor
+			 * a flow */
+			e->stats.packets++;
+			e->stats.bytes += p->wirelen;
+			e->cursor++;
+			continue;
+		}
 		if (e->cfg.slice_ns && !e->slice_end)
 			sl_slice_open(e, p->ts_ns);
 		rc = sl_clock_advance(e, p->ts_ns);

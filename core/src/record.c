@@ -152,6 +152,8 @@ int sl_step_records(struct sl_engine *e)
 	while (e->rcursor < e->rcount) {
 		uint64_t t = e->recs[e->rcursor].last_ns;
 
+		if (t && !sl_clock_check(e, t))
+			t = 0; /* counted; the record is still taken */
 		if (!t)
 			t = e->now; /* an exporter without times */
 		if (e->cfg.slice_ns && !e->slice_end)

@@ -61,7 +61,9 @@ int sl_slice_list(struct sl_engine *e, struct sl_flow *f)
 void sl_slice_open(struct sl_engine *e, uint64_t t)
 {
 	e->slice_start = t - t % e->cfg.slice_ns;
-	e->slice_end = e->slice_start + e->cfg.slice_ns;
+	/* saturated: the clock stays below UINT64_MAX, so an interval that
+	 * would end past it closes at the end of the input */
+	e->slice_end = sl_sat_add(e->slice_start, e->cfg.slice_ns);
 	e->slice_epoch++;
 	if (!e->slice_epoch) /* 0 means "not touched" */
 		e->slice_epoch = 1;

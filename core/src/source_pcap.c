@@ -1,5 +1,9 @@
-/* source_pcap.c - pcap and pcapng file reader over a mapped file or a
- * caller's buffer. Packets point into the buffer: nothing is copied.
+/* source_pcap.c - pcap and pcapng reader over a caller's buffer or a
+ * file. Packets point into the buffer, so a buffer's are not copied; a
+ * file is read in chunks (pread) into a window of the source's, which
+ * moves on between batches. A file is not mapped: pages of a mapping
+ * vanish when the file is truncated while it is read, and touching one
+ * is a SIGBUS; a read just comes back short (SL_E_SHRUNK).
  *
  * Also holds the generic sl_source_* entry points, which dispatch through
  * the ops table of source.h (move them to a source.c when a second source
@@ -9,7 +13,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +39,11 @@
 #define NG_OPT_TSRESOL	9
 #define NG_OPT_TSOFFSET 14
 #define NG_MAX_IFS	65536 /* more interfaces in a section: corrupt */
+/* A file's blocks are read whole into the window: a longer one is taken
+ * for corrupt (packets of the largest link-layer limits, 128 MiB, fit).
+ * Opening looks for the first interface no further than NG_LOOKAHEAD. */
+#define NG_MAX_BLOCK (256U << 20)
+#define NG_LOOKAHEAD (16U << 20)
 
 enum pcap_kind {
 	KIND_PCAP = 0,
@@ -51,18 +59,24 @@ struct ng_if {
 	uint8_t exp;
 };
 
+/* The window: buf[0, len) holds input bytes from offset off on. A
+ * caller's buffer is one window over all of it; a file's moves on. */
 struct pcap_source {
 	struct sl_source base; /* first: the generic layer casts to it */
 	const uint8_t *buf;
 	size_t len;
-	size_t pos;	   /* start of the next record/block */
-	void *map;	   /* the mapping when opened from a file, else NULL */
-	size_t dropped;	   /* mapping: pages before this were given back */
-	size_t ahead;	   /* mapping: pages before this were populated */
+	size_t pos;	   /* start of the next record/block, in the window */
+	size_t want;	   /* the record at pos needs this many bytes: read */
 	size_t prefetched; /* cache lines before this were prefetched */
-	int err;	   /* sticky: once set, every next() returns it */
-	int kind;	   /* enum pcap_kind */
-	int swap;	   /* file (pcapng: section) byte order is not ours */
+	int fd;		   /* a file, else -1 (a caller's buffer) */
+	int shrunk;	   /* the file ended before its size at open */
+	uint8_t *mem;	   /* a file: the window's memory */
+	size_t cap;
+	uint64_t off; /* input offset of buf[0] */
+	uint64_t end; /* input size (a file's at open, until it shrinks) */
+	int err;      /* sticky: once set, every next() returns it */
+	int kind;     /* enum pcap_kind */
+	int swap;     /* file (pcapng: section) byte order is not ours */
 	int linktype; /* pcap header or first pcapng IDB; SL_E_FORMAT: none */
 	uint32_t frac_ns; /* pcap: nanoseconds per timestamp fraction unit */
 	uint64_t last_ts; /* pcapng: for Simple Packet Blocks */
@@ -129,6 +143,35 @@ static inline const struct pcap_source *to_pcap_c(const struct sl_source *src)
 	return (const struct pcap_source *)src;
 }
 
+/* Nothing of the input is left past the window. */
+static inline int at_end(const struct pcap_source *s)
+{
+	return s->off + s->len >= s->end;
+}
+
+/* The record or block at pos needs need bytes and the window has fewer:
+ * 0 with want set when the input holds them (the caller reads on, then
+ * parses again), else the input ends inside it. */
+static int short_window(struct pcap_source *s, size_t need)
+{
+	if (s->off + s->pos + need <= s->end) {
+		s->want = need;
+		return 0;
+	}
+	return s->shrunk ? SL_E_SHRUNK : SL_E_TRUNCATED;
+}
+
+/* The window is used up at a record boundary: read on (want), or the
+ * end, clean unless the file shrank. */
+static int window_done(struct pcap_source *s, size_t need)
+{
+	if (!at_end(s)) {
+		s->want = need;
+		return 0;
+	}
+	return s->shrunk ? SL_E_SHRUNK : 0;
+}
+
 /* Ends a next() call: n packets are in the batch; rc, if set, becomes the
  * sticky error, returned now only if the batch is empty. */
 static int batch_end(struct pcap_source *s, struct sl_packet_batch *b,
@@ -163,6 +206,14 @@ static int pcap_init(struct pcap_source *s, uint32_t magic)
 	return 0;
 }
 
+/* Seconds and a fraction (microseconds or nanoseconds by the magic) in
+ * ns: exact, and below 2^32 * 10^9 + 2^32 * 1000 < 2^63, so no input
+ * overflows (a fraction of a second or more is kept as written). */
+static inline uint64_t pcap_ts_ns(uint32_t sec, uint32_t frac, uint32_t frac_ns)
+{
+	return (uint64_t)sec * NS_PER_S + (uint64_t)frac * frac_ns;
+}
+
 enum { PREFETCH_DISTANCE = 4096 };
 
 /* Each record's length says where the next one starts, so the reads form a
@@ -191,17 +242,17 @@ static int pcap_next(struct pcap_source *s, struct sl_packet_batch *b)
 		uint32_t caplen, wirelen;
 
 		if (left < PCAP_REC_LEN) {
-			rc = SL_E_TRUNCATED;
-			break;
+			rc = short_window(s, PCAP_REC_LEN);
+			goto out;
 		}
 		caplen = rd32(s->swap, p + 8);
 		if (caplen > PCAP_MAX_CAPLEN) {
 			rc = SL_E_FORMAT;
-			break;
+			goto out;
 		}
 		if (caplen > left - PCAP_REC_LEN) {
-			rc = SL_E_TRUNCATED;
-			break;
+			rc = short_window(s, PCAP_REC_LEN + caplen);
+			goto out;
 		}
 		wirelen = rd32(s->swap, p + 12);
 		prefetch_ahead(s);
@@ -209,28 +260,34 @@ static int pcap_next(struct pcap_source *s, struct sl_packet_batch *b)
 			wirelen = caplen;
 		pkt = &b->pkt[n++];
 		pkt->data = p + PCAP_REC_LEN;
-		pkt->ts_ns = (uint64_t)rd32(s->swap, p) * NS_PER_S +
-			     (uint64_t)rd32(s->swap, p + 4) * s->frac_ns;
+		pkt->ts_ns = pcap_ts_ns(rd32(s->swap, p), rd32(s->swap, p + 4),
+					s->frac_ns);
 		pkt->caplen = caplen;
 		pkt->wirelen = wirelen;
 		pkt->linktype = (uint32_t)s->linktype;
 		pkt->ifindex = 0;
 		s->pos += PCAP_REC_LEN + caplen;
 	}
+	if (n < SL_BATCH_MAX)
+		rc = window_done(s, PCAP_REC_LEN);
+out:
 	return batch_end(s, b, n, rc);
 }
 
 /* ---- pcapng ----------------------------------------------------------- */
 
 /* Checks the block at off: complete, sane length, trailing copy equal.
- * A Section Header Block sets *swap from its byte-order magic first. */
+ * A Section Header Block sets *swap from its byte-order magic first.
+ * SL_E_TRUNCATED when it goes past len, *need then its length (as far as
+ * it is known) from off. */
 static int ng_block_at(const uint8_t *buf, size_t len, size_t off, int *swap,
-		       uint32_t *type, uint32_t *blen)
+		       uint32_t *type, uint32_t *blen, size_t *need)
 {
 	const uint8_t *p = buf + off;
 	size_t left = len - off;
 	uint32_t t, l, magic;
 
+	*need = 12; /* the smallest block */
 	if (left < 8)
 		return SL_E_TRUNCATED;
 	memcpy(&t, p, sizeof(t));
@@ -250,13 +307,36 @@ static int ng_block_at(const uint8_t *buf, size_t len, size_t off, int *swap,
 	l = rd32(*swap, p + 4);
 	if (l < 12 || l % 4)
 		return SL_E_FORMAT;
-	if (l > left)
+	if (l > left) {
+		*need = l;
 		return SL_E_TRUNCATED;
+	}
 	if (rd32(*swap, p + l - 4) != l)
 		return SL_E_FORMAT;
 	*type = t;
 	*blen = l;
 	return 0;
+}
+
+static int window_fill(struct pcap_source *s, size_t need);
+
+/* The block at off of the window (opening: pos is 0), read on into the
+ * window while it is cut short by the window's end, up to NG_LOOKAHEAD. */
+static int ng_block_read(struct pcap_source *s, size_t off, int *swap,
+			 uint32_t *type, uint32_t *blen)
+{
+	size_t need;
+	int rc;
+
+	for (;;) {
+		rc = ng_block_at(s->buf, s->len, off, swap, type, blen, &need);
+		if (rc != SL_E_TRUNCATED || at_end(s) ||
+		    s->off + off + need > s->end || off + need > NG_LOOKAHEAD)
+			return rc;
+		rc = window_fill(s, off - s->pos + need);
+		if (rc)
+			return rc;
+	}
 }
 
 /* Validates the first Section Header Block and looks ahead, without
@@ -271,7 +351,7 @@ static int ng_init(struct pcap_source *s)
 	s->kind = KIND_PCAPNG;
 	s->linktype = SL_E_FORMAT;
 	s->pos = 0;
-	rc = ng_block_at(s->buf, s->len, 0, &swap, &type, &blen);
+	rc = ng_block_read(s, 0, &swap, &type, &blen);
 	if (rc)
 		return rc;
 	for (;;) {
@@ -283,9 +363,9 @@ static int ng_init(struct pcap_source *s)
 		if (type == NG_EPB || type == NG_SPB || type == NG_PB)
 			break;
 		off += blen;
-		if (off >= s->len)
+		if (s->off + off >= s->end)
 			break;
-		if (ng_block_at(s->buf, s->len, off, &swap, &type, &blen))
+		if (ng_block_read(s, off, &swap, &type, &blen))
 			break;
 	}
 	return 0;
@@ -348,23 +428,27 @@ static int ng_idb(struct pcap_source *s, const uint8_t *p, uint32_t blen)
 	return 0;
 }
 
-/* Timestamp units of the interface -> ns since the epoch, saturating. */
+/* Timestamp units of the interface (if_tsresol: 10^-exp or 2^-exp s,
+ * exp 0..127) plus its if_tsoffset (s) -> ns since the epoch, exact
+ * (a fraction of a ns is dropped). UINT64_MAX when the time has no such
+ * value below it (before the epoch, or 2^64 - 1 ns and later), which
+ * sluice.h reserves for "not representable". No step overflows: ts < 2^64
+ * and 10^9 < 2^30 keep every product below 2^94, the offset's ns within
+ * 2^93, their sum within 2^95. */
 static uint64_t ng_ts_ns(const struct ng_if *ifc, uint64_t ts)
 {
-	__int128 ns; /* |ns| < 2^95: no overflow below */
+	__int128 ns;
 
-	if (ifc->pow2)
+	if (ifc->pow2) /* exp < 128: a defined shift of an unsigned 128 */
 		ns = (__int128)(((unsigned __int128)ts * NS_PER_S) >> ifc->exp);
 	else if (ifc->exp <= 9)
 		ns = (__int128)ts * (__int128)pow10_tab[9 - ifc->exp];
 	else if (ifc->exp - 9 < 20)
 		ns = ts / pow10_tab[ifc->exp - 9];
 	else
-		ns = 0; /* one unit is below 10^-29 s */
+		ns = 0; /* 10^(exp - 9) > 2^64 > ts */
 	ns += (__int128)ifc->offset_s * (__int128)NS_PER_S;
-	if (ns < 0)
-		return 0;
-	if (ns > (__int128)UINT64_MAX)
+	if (ns < 0 || ns >= (__int128)UINT64_MAX)
 		return UINT64_MAX;
 	return (uint64_t)ns;
 }
@@ -437,11 +521,16 @@ static int ng_next(struct pcap_source *s, struct sl_packet_batch *b)
 	while (n < SL_BATCH_MAX && s->pos < s->len) {
 		const uint8_t *p = s->buf + s->pos;
 		uint32_t type, blen;
+		size_t need;
 
-		rc =
-		    ng_block_at(s->buf, s->len, s->pos, &s->swap, &type, &blen);
+		rc = ng_block_at(s->buf, s->len, s->pos, &s->swap, &type, &blen,
+				 &need);
+		if (rc == SL_E_TRUNCATED)
+			rc = short_window(s, need);
 		if (rc)
 			break;
+		if (s->want)
+			goto out;
 		switch (type) {
 		case NG_SHB:
 			rc = ng_shb(s, p, blen);
@@ -467,52 +556,110 @@ static int ng_next(struct pcap_source *s, struct sl_packet_batch *b)
 			break;
 		s->pos += blen;
 	}
+	if (!rc && n < SL_BATCH_MAX)
+		rc = window_done(s, 12);
+out:
 	return batch_end(s, b, n, rc);
+}
+
+/* ---- reading a file ---------------------------------------------------- */
+
+/* The window's size: a batch of full-size frames (256 x 1.5 kB) several
+ * times over, small enough to stay in the cache between the read that
+ * fills it and the decoding that follows. It is read on when less than
+ * WINDOW_LOW is left: what is left moves to the front (a small copy), and
+ * a record cut by the window's end is read whole on the next call. A
+ * power of two; the fuzz build makes it small (SL_READ_WINDOW), so that
+ * inputs of a few kB cross windows. */
+#ifndef SL_READ_WINDOW
+#define SL_READ_WINDOW (1 << 20)
+#endif
+enum { WINDOW = SL_READ_WINDOW, WINDOW_LOW = SL_READ_WINDOW / 16 };
+_Static_assert((WINDOW & (WINDOW - 1)) == 0 && WINDOW_LOW > 0,
+	       "the window is a power of two");
+
+/* Makes need bytes from pos available in the window when the file holds
+ * them: moves the rest of the window to its front, grows it if need is
+ * larger, and reads until it is full or the file ends. A read that comes
+ * back short before the size the file had at open means the file shrank:
+ * the input now ends there (s->shrunk). 0, or a negative error. */
+static int window_fill(struct pcap_source *s, size_t need)
+{
+	size_t keep = s->len - s->pos;
+
+	if (need > s->cap) {
+		size_t cap = (need + WINDOW - 1) & ~(size_t)(WINDOW - 1);
+		uint8_t *mem;
+
+		if (need > NG_MAX_BLOCK)
+			return SL_E_FORMAT;
+		mem = malloc(cap);
+		if (!mem)
+			return -ENOMEM;
+		memcpy(mem, s->buf + s->pos, keep);
+		free(s->mem);
+		s->mem = mem;
+		s->cap = cap;
+	} else if (s->pos) {
+		memmove(s->mem, s->buf + s->pos, keep);
+	}
+	s->buf = s->mem;
+	s->off += s->pos;
+	s->pos = 0;
+	s->prefetched = 0;
+	s->len = keep;
+	while (s->len < s->cap && !at_end(s)) {
+		uint64_t left = s->end - s->off - s->len;
+		size_t room = s->cap - s->len;
+		ssize_t r;
+
+		r = pread(s->fd, s->mem + s->len, left < room ? left : room,
+			  (off_t)(s->off + s->len));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0) {
+			s->end = s->off + s->len;
+			s->shrunk = 1;
+			break;
+		}
+		s->len += (size_t)r;
+	}
+	return 0;
 }
 
 /* ---- ops -------------------------------------------------------------- */
 
-enum { MAP_WINDOW = 8 << 20 };
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-
-/* A mapped file's pages count in the resident set as they are read: give
- * back what earlier batches used (nothing points there any more), and map
- * the next window with one call rather than a page fault every few pages. */
-static void map_slide(struct pcap_source *s)
-{
-	size_t drop = s->pos & ~(size_t)4095, end;
-
-	if (!s->map || s->pos + MAP_WINDOW / 2 < s->ahead)
-		return;
-	if (drop > s->dropped) {
-		(void)madvise((uint8_t *)s->map + s->dropped, drop - s->dropped,
-			      MADV_DONTNEED);
-		s->dropped = drop;
-	}
-	end = s->ahead + MAP_WINDOW < s->len ? s->ahead + MAP_WINDOW : s->len;
-	if (end > s->ahead && madvise((uint8_t *)s->map + s->ahead,
-				      end - s->ahead, MADV_POPULATE_READ))
-		(void)madvise((uint8_t *)s->map + s->ahead, end - s->ahead,
-			      MADV_WILLNEED);
-	s->ahead = end;
-}
-
+/* A file's window moves on only here, between batches: the last batch's
+ * packets (which point into it) are no longer used once next() is called
+ * again. Within a call it moves only while the batch is empty. */
 static int pcap_src_next(struct sl_source *src, struct sl_packet_batch *b)
 {
 	struct pcap_source *s = to_pcap(src);
-
-	map_slide(s);
+	int rc;
 
 	if (s->err) {
 		b->count = 0;
 		return s->err;
 	}
-	if (s->kind == KIND_PCAPNG)
-		return ng_next(s, b);
-	return pcap_next(s, b);
+	if (s->fd >= 0 && s->len - s->pos < WINDOW_LOW && !at_end(s)) {
+		rc = window_fill(s, 0);
+		if (rc)
+			return batch_end(s, b, 0, rc);
+	}
+	for (;;) {
+		s->want = 0;
+		if (s->kind == KIND_PCAPNG)
+			rc = ng_next(s, b);
+		else
+			rc = pcap_next(s, b);
+		if (rc || !s->want)
+			return rc;
+		rc = window_fill(s, s->want);
+		if (rc)
+			return batch_end(s, b, 0, rc);
+	}
 }
 
 static int pcap_src_linktype(const struct sl_source *src)
@@ -526,17 +673,18 @@ static void pcap_src_progress(const struct sl_source *src, uint64_t *pos,
 	const struct pcap_source *s = to_pcap_c(src);
 
 	if (pos)
-		*pos = s->pos;
+		*pos = s->off + s->pos;
 	if (size)
-		*size = s->len;
+		*size = s->end;
 }
 
 static void pcap_src_close(struct sl_source *src)
 {
 	struct pcap_source *s = to_pcap(src);
 
-	if (s->map)
-		munmap(s->map, s->len);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->mem);
 	free(s->ifs);
 	free(s);
 }
@@ -582,8 +730,10 @@ int sl_source_open_mem(struct sl_source **out, const uint8_t *buf, size_t len)
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->fd = -1;
 	s->buf = buf;
 	s->len = len;
+	s->end = len;
 	rc = pcap_src_init(s);
 	if (rc)
 		goto out_free;
@@ -599,8 +749,6 @@ int sl_source_open_file(struct sl_source **out, const char *path)
 {
 	struct pcap_source *s;
 	struct stat st;
-	void *map;
-	size_t len;
 	int fd, rc;
 
 	if (!out || !path)
@@ -618,43 +766,40 @@ int sl_source_open_file(struct sl_source **out, const char *path)
 		goto out_close;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = -ESPIPE; /* pipes and devices cannot be mapped */
+		rc = -ESPIPE; /* pipes and devices: no size, no pread */
 		goto out_close;
 	}
 	if (st.st_size == 0) {
 		rc = SL_E_FORMAT;
 		goto out_close;
 	}
-	if ((uint64_t)st.st_size > SIZE_MAX) {
-		rc = -EFBIG;
-		goto out_close;
-	}
-	len = (size_t)st.st_size;
-	map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-	if (map == MAP_FAILED) {
-		rc = -errno;
-		goto out_close;
-	}
-	(void)madvise(map, len, MADV_SEQUENTIAL);
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		rc = -ENOMEM;
-		goto out_unmap;
+		goto out_close;
 	}
-	s->buf = map;
-	s->len = len;
-	s->map = map;
+	s->fd = fd;
+	s->end = (uint64_t)st.st_size;
+	s->buf = s->mem = malloc(WINDOW);
+	if (!s->mem) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	s->cap = WINDOW;
+	rc = window_fill(s, 0);
+	if (rc)
+		goto out_free;
 	rc = pcap_src_init(s);
 	if (rc)
 		goto out_free;
-	close(fd);
 	*out = &s->base;
 	return 0;
 
 out_free:
+	free(s->mem);
+	free(s->ifs);
 	free(s);
-out_unmap:
-	munmap(map, len);
 out_close:
 	close(fd);
 	return rc;

@@ -6,17 +6,22 @@
  * every expiry is found at a list head. Moving the clock fires what is due
  * in time order. While a live source or a collector has nothing to read,
  * the wall clock moves it instead, so idle flows still end and slices
- * still close.
+ * still close. A time too far ahead (SL_CLOCK_MAX_JUMP_S in sluice.h)
+ * does not move it, and deadlines saturate instead of wrapping.
  */
 #include <stdint.h>
 #include <time.h>
 
 #include "engine.h"
 
-/* The earliest timeout deadline, and the flow and reason it belongs to. */
-static uint64_t next_deadline(struct sl_engine *e, uint32_t *slot, int *reason)
+/* The earliest timeout deadline, and the flow and reason it belongs to;
+ * 0 when no flow is live. Deadlines saturate: one past the end of time
+ * (a flow started near UINT64_MAX) is UINT64_MAX, never due. */
+static int next_deadline(struct sl_engine *e, uint64_t *when, uint32_t *slot,
+			 int *reason)
 {
 	uint64_t best = UINT64_MAX;
+	int found = 0;
 
 	for (int c = 0; c < SL_TIMEOUT_COUNT; c++) {
 		uint32_t h = e->idle[c].head;
@@ -24,47 +29,58 @@ static uint64_t next_deadline(struct sl_engine *e, uint32_t *slot, int *reason)
 
 		if (h == SL_NIL)
 			continue;
-		d = e->pool[h].idle_clock + e->cfg.idle_timeout_ns[c];
-		if (d < best) {
+		d = sl_sat_add(e->pool[h].idle_clock,
+			       e->cfg.idle_timeout_ns[c]);
+		if (!found || d < best) {
 			best = d;
 			*slot = h;
 			*reason = SL_END_IDLE;
+			found = 1;
 		}
 	}
 	if (e->age.head != SL_NIL) {
 		uint32_t h = e->age.head;
-		uint64_t d = e->pool[h].start_clock + e->cfg.active_timeout_ns;
+		uint64_t d = sl_sat_add(e->pool[h].start_clock,
+					e->cfg.active_timeout_ns);
 
-		if (d < best) {
+		if (!found || d < best) {
 			best = d;
 			*slot = h;
 			*reason = SL_END_ACTIVE;
+			found = 1;
 		}
 	}
-	return best;
+	*when = best;
+	return found;
 }
 
 /* Moves the clock to t, firing every timeout and slice boundary due by then
  * in time order. Returns 1 when an interval closed (the caller must hand
- * its batch out before going on), 0 when the clock is at t, or an error. */
+ * its batch out before going on), 0 when the clock is at t, or an error.
+ * The work is bounded whatever the jump: each turn ends a live flow or
+ * closes the open interval, and the next interval is the one holding the
+ * clock (the empty ones between are not walked). */
 int sl_clock_advance(struct sl_engine *e, uint64_t t)
 {
-	if (t > e->now)
+	if (t > e->now && sl_clock_usable(e, t))
 		e->now = t;
 	e->out.now_ns = e->now;
 	for (;;) {
-		uint32_t slot = 0;
-		int reason = 0, rc;
-		uint64_t d = next_deadline(e, &slot, &reason);
+		uint32_t slot = SL_NIL;
+		int reason = 0, due, rc;
+		uint64_t d;
 
+		due = next_deadline(e, &d, &slot, &reason) && d <= e->now;
 		if (e->cfg.slice_ns && e->slice_end && e->slice_end <= e->now &&
-		    e->slice_end <= d) {
+		    (!due || e->slice_end <= d)) {
 			rc = sl_slice_close(e);
 			sl_slice_open(e, e->now);
 			return rc ? rc : 1;
 		}
-		if (d > e->now)
+		if (!due)
 			return 0;
+		/* sl_flow_end() refuses a flow that is not live: a broken
+		 * list then stops the clock with an error, not a loop */
 		rc = sl_flow_end(e, &e->pool[slot], reason, d);
 		if (rc)
 			return rc;

@@ -87,6 +87,8 @@ static const char *sl_error_text(enum sl_error code)
 		return "call not valid in this engine state";
 	case SL_E_CONFLICT:
 		return "update keys belong to different flows";
+	case SL_E_SHRUNK:
+		return "file shrank while it was read";
 	}
 	return NULL;
 }

@@ -1101,6 +1101,7 @@ static void test_names(void)
 	static const char *const want[] = {
 	    "none",    "linktype", "l2_short", "ip_short", "ip_version",
 	    "ip_hlen", "ip_len",   "ipv6_ext", "l4_short", "tcp_hlen",
+	    "timestamp",
 	};
 	int i;
 

@@ -1,10 +1,12 @@
 /* test_engine.c - flow table, end reasons, timeouts and slices, driven by
- * pcap images built in memory. */
+ * pcap images built in memory; the clock with times no pcap file holds
+ * (through a source that rewrites them) and against a broken table. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice.h"
+#include "engine.h"
+#include "source.h"
 #include "test.h"
 
 #define NS 1000000000ULL
@@ -71,23 +73,28 @@ struct run {
 	uint64_t last_end_ts;
 	int slices, slice_recs;
 	uint64_t slice_pkts, total_pkts;
+	uint64_t slice_start, slice_end; /* of the last interval */
+	uint64_t now;			 /* the clock at the end */
+	int steps;
 	int source_error;
 	struct sl_stats stats;
 };
 
-static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
+/* Runs an engine over a source (which it takes) to the end. */
+static void run_src(struct sl_source *src, const struct sl_config *cfg,
+		    struct run *r)
 {
 	struct sl_engine *e;
-	struct sl_source *src;
 	const struct sl_output *out;
 	int rc;
 
 	memset(r, 0, sizeof(*r));
 	CHECK_EQ(sl_engine_new(&e, cfg), 0);
-	CHECK_EQ(sl_source_open_mem(&src, m->buf, m->len), 0);
 	CHECK_EQ(sl_engine_attach(e, src), 0);
 	out = sl_engine_output(e);
 	while ((rc = sl_engine_step(e)) > 0) {
+		r->steps++;
+		r->now = out->now_ns;
 		for (uint32_t i = 0; i < out->n_events; i++) {
 			const struct sl_event *ev = &out->events[i];
 
@@ -103,6 +110,8 @@ static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
 		}
 		if (out->slice_ready) {
 			r->slices++;
+			r->slice_start = out->slice_start_ns;
+			r->slice_end = out->slice_end_ns;
 			r->slice_recs += out->n_slices;
 			for (uint32_t i = 0; i < out->n_slices; i++)
 				r->slice_pkts += out->slices[i].delta_fwd.pkts +
@@ -113,6 +122,14 @@ static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
 	r->source_error = sl_engine_source_error(e);
 	r->stats = *sl_engine_stats(e);
 	sl_engine_free(e);
+}
+
+static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
+{
+	struct sl_source *src;
+
+	CHECK_EQ(sl_source_open_mem(&src, m->buf, m->len), 0);
+	run_src(src, cfg, r);
 }
 
 static struct img m;
@@ -403,6 +420,330 @@ static void test_trim_grace(void)
 	CHECK_EQ(r.stats.flows_started, 4);
 }
 
+/* ---- the clock -------------------------------------------------------- */
+
+/* A source over a pcap image whose packets get the times of a table
+ * instead of their own: times a pcap file cannot hold (2^63 ns and up,
+ * UINT64_MAX, the "not representable" of sluice.h). */
+struct ts_src {
+	struct sl_source base;
+	struct sl_source *inner;
+	const uint64_t *ts;
+	uint32_t n, seen;
+};
+
+static int ts_next(struct sl_source *src, struct sl_packet_batch *b)
+{
+	struct ts_src *t = (struct ts_src *)src;
+	int rc = sl_source_next(t->inner, b);
+
+	for (uint32_t i = 0; rc > 0 && i < b->count && t->seen < t->n; i++)
+		b->pkt[i].ts_ns = t->ts[t->seen++];
+	return rc;
+}
+
+static int ts_linktype(const struct sl_source *src)
+{
+	return sl_source_linktype(((const struct ts_src *)src)->inner);
+}
+
+static void ts_close(struct sl_source *src)
+{
+	sl_source_close(((struct ts_src *)src)->inner);
+	free(src);
+}
+
+static const struct sl_source_ops ts_ops = {
+    .next = ts_next,
+    .linktype = ts_linktype,
+    .close = ts_close,
+};
+
+/* The packets of m at the times ts[0..n). */
+static void run_times(const uint64_t *ts, uint32_t n,
+		      const struct sl_config *cfg, struct run *r)
+{
+	struct ts_src *t = calloc(1, sizeof(*t));
+
+	CHECK_EQ(sl_source_open_mem(&t->inner, m.buf, m.len), 0);
+	t->base.ops = &ts_ops;
+	t->ts = ts;
+	t->n = n;
+	run_src(&t->base, cfg, r);
+}
+
+#define JUMP_NS ((uint64_t)SL_CLOCK_MAX_JUMP_S * NS)
+
+/* A packet 2^63 ns ahead of the clock (a corrupt timestamp) is counted as
+ * malformed and skipped: no flow of its own, the clock stays, the flow
+ * around it goes on and ends at the end of the input, not by a timeout.
+ * With 1 s slices, no interval is walked to the far future (that hung). */
+static void test_clock_jump(void)
+{
+	const uint64_t t0 = 1700000000ULL * NS;
+	const uint64_t ts[] = {t0, t0 + (1ULL << 63), t0 + NS};
+	struct sl_config cfg = {0};
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 3, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 2, 53, 1, 5000, 0, 10);
+	for (int slice = 0; slice < 2; slice++) {
+		cfg.slice_ns = slice ? NS : 0;
+		run_times(ts, 3, &cfg, &r);
+		CHECK_EQ(r.stats.packets, 3);
+		CHECK_EQ(r.stats.malformed, 1);
+		CHECK_EQ(r.stats.malformed_by[SL_MAL_TIMESTAMP], 1);
+		CHECK_EQ(r.stats.flows_started, 1);
+		CHECK_EQ(r.ends, 1);
+		CHECK_EQ(r.ended_by[SL_END_EOF], 1);
+		CHECK_EQ(r.total_pkts, 2);
+		CHECK_EQ(r.last_end.rev.last_ns, t0 + NS);
+		CHECK_EQ(r.now, t0 + NS);
+		CHECK_EQ(r.slices, slice ? 2 : 0);
+		CHECK_EQ(r.slice_pkts, slice ? 2 : 0);
+	}
+}
+
+/* The bound: exactly SL_CLOCK_MAX_JUMP_S ahead moves the clock (the flow
+ * idles out on the way), 1 ns more does not. */
+static void test_clock_bound(void)
+{
+	const uint64_t t0 = 1000 * NS;
+	const uint64_t ok[] = {t0, t0 + JUMP_NS};
+	const uint64_t far[] = {t0, t0 + JUMP_NS + 1};
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	run_times(ok, 2, NULL, &r);
+	CHECK_EQ(r.stats.malformed, 0);
+	CHECK_EQ(r.stats.flows_started, 2);
+	CHECK_EQ(r.ended_by[SL_END_IDLE], 1);
+	CHECK_EQ(r.now, t0 + JUMP_NS);
+	run_times(far, 2, NULL, &r);
+	CHECK_EQ(r.stats.malformed_by[SL_MAL_TIMESTAMP], 1);
+	CHECK_EQ(r.stats.flows_started, 1);
+	CHECK_EQ(r.ended_by[SL_END_EOF], 1);
+	CHECK_EQ(r.now, t0);
+}
+
+/* SL_CLOCK_RESYNC times too far ahead in a row, each near the one before:
+ * the input jumped (here its first timestamp was the corrupt one, in
+ * 1970), and the clock follows the last of them; the ones before are
+ * counted. Far times that disagree with one another never move it. */
+static void test_clock_resync(void)
+{
+	const uint64_t t0 = 1700000000ULL * NS;
+	uint64_t ts[11], far[11];
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 0, 17, 9, 5000, 2, 53, 0, 10);
+	for (int i = 0; i < 10; i++)
+		img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	ts[0] = far[0] = 1000 * NS;
+	for (int i = 1; i < 11; i++) {
+		ts[i] = t0 + (uint64_t)i;
+		far[i] = 1000 * NS + (uint64_t)(i % 2 ? 2 : 4) * JUMP_NS;
+	}
+	run_times(ts, 11, NULL, &r);
+	CHECK_EQ(r.stats.malformed_by[SL_MAL_TIMESTAMP], SL_CLOCK_RESYNC - 1);
+	CHECK_EQ(r.stats.flows_started, 2);
+	CHECK_EQ(r.ended_by[SL_END_IDLE], 1); /* 1970's, when the clock jumps */
+	CHECK_EQ(r.total_pkts, 11 - (SL_CLOCK_RESYNC - 1));
+	CHECK_EQ(r.now, t0 + 10);
+	run_times(far, 11, NULL, &r);
+	CHECK_EQ(r.stats.malformed_by[SL_MAL_TIMESTAMP], 10);
+	CHECK_EQ(r.now, 1000 * NS);
+}
+
+/* UINT64_MAX (a time a reader could not represent) is refused even as
+ * the first time, and does not set the clock: the next packet does. A
+ * first time of 0 does not set it either (exporters and generators
+ * without times write 0). */
+static void test_clock_unset(void)
+{
+	const uint64_t t0 = 1700000000ULL * NS;
+	const uint64_t ts[] = {UINT64_MAX, t0, t0 + 1};
+	const uint64_t zero[] = {0, t0, t0 + 1};
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 0, 17, 9, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	run_times(ts, 3, NULL, &r);
+	CHECK_EQ(r.stats.malformed_by[SL_MAL_TIMESTAMP], 1);
+	CHECK_EQ(r.stats.flows_started, 1);
+	CHECK_EQ(r.total_pkts, 2);
+	CHECK_EQ(r.now, t0 + 1);
+	run_times(zero, 3, NULL, &r);
+	CHECK_EQ(r.stats.malformed, 0);
+	CHECK_EQ(r.stats.flows_started, 2);
+	CHECK_EQ(r.now, t0 + 1);
+}
+
+/* Times at the end of uint64 (2 s apart, the timeouts the default 60 s
+ * and 1800 s): deadlines and the interval end saturate instead of
+ * wrapping to the past. Before, the deadline of no flow
+ * (UINT64_MAX) looked due at a clock of UINT64_MAX and a free slot was
+ * ended (SIGSEGV in hash_unlink); with slices the interval end wrapped and
+ * intervals closed forever. Now nothing times out and EOF ends both. */
+static void test_clock_end_of_time(void)
+{
+	const uint64_t ts[] = {UINT64_MAX - 3 * NS, UINT64_MAX - 2 * NS,
+			       UINT64_MAX - 1};
+	struct sl_config cfg = {0};
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 3, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	for (int slice = 0; slice < 2; slice++) {
+		cfg.slice_ns = slice ? NS : 0;
+		run_times(ts, 3, &cfg, &r);
+		CHECK_EQ(r.stats.malformed, 0);
+		CHECK_EQ(r.stats.flows_started, 2);
+		CHECK_EQ(r.ends, 2);
+		CHECK_EQ(r.ended_by[SL_END_EOF], 2);
+		CHECK_EQ(r.now, UINT64_MAX - 1);
+		if (slice) {
+			/* [..., 2^64 - 1) then the last one */
+			CHECK(r.slices >= 1 && r.slices <= 3);
+			CHECK(r.slice_end == UINT64_MAX);
+			CHECK_EQ(r.slice_pkts, 3);
+		}
+	}
+}
+
+/* A jump just within the bound with 1 ns slices: about 3 * 10^16 empty
+ * intervals. Closing them one by one never ends; the interval that closes
+ * is followed by the one holding the clock. */
+static void test_clock_empty_intervals(void)
+{
+	const uint64_t t0 = 1000 * NS;
+	const uint64_t ts[] = {t0, t0 + JUMP_NS - 1, t0 + JUMP_NS};
+	struct sl_config cfg = {0};
+	struct run r;
+
+	cfg.slice_ns = 1;
+	img_begin(&m);
+	img_pkt(&m, 0, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 3, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 0, 17, 4, 5000, 2, 53, 0, 10);
+	run_times(ts, 3, &cfg, &r);
+	CHECK_EQ(r.slices, 3);
+	CHECK_EQ(r.slice_pkts, 3);
+	CHECK_EQ(r.slice_start, t0 + JUMP_NS);
+	CHECK_EQ(r.slice_end, t0 + JUMP_NS + 1);
+	CHECK(r.steps < 10);
+}
+
+/* Ending a flow that is not live is refused (SL_E_STATE) and changes
+ * nothing, and a clock whose timeout list names a free slot stops with
+ * that error instead of unlinking it from a hash chain it is not in. */
+static void test_flow_end_not_live(void)
+{
+	struct sl_engine *e;
+	struct sl_source *src;
+	const struct sl_output *out;
+	struct sl_flow *f;
+	uint32_t slot;
+	int tc;
+
+	img_begin(&m);
+	img_pkt(&m, 100 * NS, 17, 1, 5000, 2, 53, 0, 10);
+	img_pkt(&m, 101 * NS, 17, 3, 5000, 2, 53, 0, 10);
+	CHECK_EQ(sl_engine_new(&e, NULL), 0);
+	CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	out = sl_engine_output(e);
+	CHECK_EQ(sl_engine_step(e), 1);
+	CHECK_EQ(out->n_events, 2);
+	slot = out->events[0].slot;
+	f = &e->pool[slot];
+	tc = f->tclass;
+	CHECK_EQ(sl_flow_end(e, f, SL_END_IDLE, e->now), 0);
+	CHECK_EQ(e->stats.flows_ended, 1);
+	CHECK_EQ(sl_flow_end(e, f, SL_END_IDLE, e->now), SL_E_STATE);
+	CHECK_EQ(e->stats.flows_ended, 1);
+	CHECK_EQ(e->stats.flows_active, 1);
+
+	/* a timeout list pointing at the free slot: an error, not a crash */
+	e->idle[tc].head = slot;
+	CHECK_EQ(sl_clock_advance(e, 1000 * NS), SL_E_STATE);
+	e->idle[tc].head = e->pool[slot ^ 1].live ? slot ^ 1 : SL_NIL;
+	sl_engine_free(e);
+}
+
+/* A collector's record whose end time is too far ahead (or UINT64_MAX) is
+ * counted as malformed but still taken; the clock does not follow it, so
+ * the flow it joins does not idle out. */
+struct rec_src {
+	struct sl_source base;
+	struct sl_coll_rec recs[3];
+	int done;
+};
+
+static int rec_records(struct sl_source *src, const struct sl_coll_rec **out)
+{
+	struct rec_src *t = (struct rec_src *)src;
+
+	if (t->done++)
+		return 0;
+	*out = t->recs;
+	return 3;
+}
+
+static void rec_close(struct sl_source *src)
+{
+	free(src);
+}
+
+static const struct sl_source_ops rec_ops = {
+    .close = rec_close,
+    .records = rec_records,
+};
+
+static void test_clock_records(void)
+{
+	const uint64_t t0 = 1700000000ULL * NS;
+	const uint64_t bad[] = {t0 + (1ULL << 63), UINT64_MAX};
+
+	for (int k = 0; k < 2; k++) {
+		struct rec_src *t = calloc(1, sizeof(*t));
+		struct run r;
+
+		t->base.ops = &rec_ops;
+		for (int i = 0; i < 3; i++) {
+			struct sl_coll_rec *c = &t->recs[i];
+
+			c->key.ip_version = 4;
+			c->key.proto = 17;
+			c->key.src[0] = 10;
+			c->key.dst[0] = 10;
+			c->key.dst[3] = 2;
+			c->key.sport = 5000;
+			c->key.dport = 53;
+			c->fwd.pkts = 1;
+			c->fwd.bytes = 100;
+			c->first_ns = c->last_ns = t0 + (uint64_t)i * NS;
+		}
+		t->recs[1].last_ns = bad[k];
+		run_src(&t->base, NULL, &r);
+		CHECK_EQ(r.stats.records, 3);
+		CHECK_EQ(r.stats.malformed_by[SL_MAL_TIMESTAMP], 1);
+		CHECK_EQ(r.stats.flows_started, 1);
+		CHECK_EQ(r.ended_by[SL_END_EOF], 1);
+		CHECK_EQ(r.total_pkts, 3);
+		CHECK_EQ(r.now, t0 + 2 * NS);
+	}
+}
+
 int main(void)
 {
 	test_trim(0);
@@ -417,5 +758,13 @@ int main(void)
 	test_slices();
 	test_truncated();
 	test_malformed_and_pool();
+	test_clock_jump();
+	test_clock_bound();
+	test_clock_resync();
+	test_clock_unset();
+	test_clock_end_of_time();
+	test_clock_empty_intervals();
+	test_flow_end_not_live();
+	test_clock_records();
 	return test_done();
 }

@@ -681,7 +681,10 @@ static void test_ng_sections(void)
 	bld_free(&b);
 }
 
-/* Timestamp conversion at the extremes: saturation, no overflow. */
+/* Timestamp conversion at the extremes: exact where the time has a value
+ * in uint64 ns below UINT64_MAX, else UINT64_MAX ("not representable",
+ * which the engine counts as malformed), never a wrapped or clamped
+ * value. */
 static void test_ng_ts_extremes(void)
 {
 	struct sl_source *src;
@@ -690,26 +693,32 @@ static void test_ng_ts_extremes(void)
 
 	bld_init(&b, 0);
 	ng_shb(&b);
-	ng_idb(&b, 1, 0, 0, 0, 0);	   /* seconds */
-	ng_idb(&b, 1, 0, 0x80, 0, 0);	   /* 2^0: seconds */
-	ng_idb(&b, 1, 0, 12, 0, 0);	   /* picoseconds */
-	ng_idb(&b, 1, 0, 30, 0, 0);	   /* 10^-30 */
-	ng_idb(&b, 1, 0, 0xff, 0, 0);	   /* 2^-127 */
-	ng_idb(&b, 1, 0, 9, 1, -5);	   /* ns, -5 s */
-	ng_idb(&b, 1, 0, 9, 1, INT64_MAX); /* ns, far future */
-	ng_idb(&b, 1, 0, 9, 1, INT64_MIN);
+	ng_idb(&b, 1, 0, 0, 0, 0);	   /* 0: seconds */
+	ng_idb(&b, 1, 0, 0x80, 0, 0);	   /* 1: 2^0: seconds */
+	ng_idb(&b, 1, 0, 12, 0, 0);	   /* 2: picoseconds */
+	ng_idb(&b, 1, 0, 30, 0, 0);	   /* 3: 10^-30 */
+	ng_idb(&b, 1, 0, 0xff, 0, 0);	   /* 4: 2^-127 */
+	ng_idb(&b, 1, 0, 9, 1, -5);	   /* 5: ns, -5 s */
+	ng_idb(&b, 1, 0, 9, 1, INT64_MAX); /* 6: ns, far future */
+	ng_idb(&b, 1, 0, 9, 1, INT64_MIN); /* 7 */
+	ng_idb(&b, 1, 0, 9, 0, 0);	   /* 8: ns */
 	ng_epb(&b, 0, UINT64_MAX, 0, 0, 0);
-	ng_epb(&b, 0, 18446744073ULL, 0, 0, 0);
+	ng_epb(&b, 0, 18446744073ULL, 0, 0, 0); /* the last whole second */
 	ng_epb(&b, 1, UINT64_MAX, 0, 0, 0);
 	ng_epb(&b, 2, 123456789012345ULL, 0, 0, 0);
 	ng_epb(&b, 3, UINT64_MAX, 0, 0, 0);
 	ng_epb(&b, 4, UINT64_MAX, 0, 0, 0);
-	ng_epb(&b, 5, 4 * NS, 0, 0, 0);
+	ng_epb(&b, 5, 4 * NS, 0, 0, 0); /* before the epoch */
 	ng_epb(&b, 5, 6 * NS + 1, 0, 0, 0);
 	ng_epb(&b, 6, 1, 0, 0, 0);
 	ng_epb(&b, 7, UINT64_MAX, 0, 0, 0);
+	ng_epb(&b, 5, 5 * NS, 0, 0, 0);		/* the epoch itself */
+	ng_epb(&b, 8, UINT64_MAX - 1, 0, 0, 0); /* the last ns */
+	ng_epb(&b, 8, UINT64_MAX, 0, 0, 0);
+	ng_epb(&b, 0, 18446744074ULL, 0, 0, 0);
+	ng_spb(&b, 4, 4, 0); /* the last EPB's time: none */
 	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
-	CHECK_EQ(sl_source_next(src, &batch), 10);
+	CHECK_EQ(sl_source_next(src, &batch), 15);
 	CHECK(batch.pkt[0].ts_ns == UINT64_MAX);
 	CHECK(batch.pkt[1].ts_ns == 18446744073ULL * NS);
 	CHECK(batch.pkt[2].ts_ns == UINT64_MAX);
@@ -717,14 +726,188 @@ static void test_ng_ts_extremes(void)
 	CHECK_EQ(batch.pkt[4].ts_ns, 0);
 	/* (2^64 - 1) * 10^9 / 2^127 < 1 */
 	CHECK_EQ(batch.pkt[5].ts_ns, 0);
-	CHECK_EQ(batch.pkt[6].ts_ns, 0);
+	CHECK(batch.pkt[6].ts_ns == UINT64_MAX); /* -1 s: no value */
 	CHECK_EQ(batch.pkt[7].ts_ns, NS + 1);
 	CHECK(batch.pkt[8].ts_ns == UINT64_MAX);
 	/* (2^64 - 1) - 2^63 * 10^9 < 0 */
-	CHECK_EQ(batch.pkt[9].ts_ns, 0);
+	CHECK(batch.pkt[9].ts_ns == UINT64_MAX);
+	CHECK_EQ(batch.pkt[10].ts_ns, 0);
+	CHECK(batch.pkt[11].ts_ns == UINT64_MAX - 1);
+	CHECK(batch.pkt[12].ts_ns == UINT64_MAX);
+	CHECK(batch.pkt[13].ts_ns == UINT64_MAX);
+	CHECK(batch.pkt[14].ts_ns == UINT64_MAX);
+	CHECK_EQ(sl_source_next(src, &batch), 0);
 	sl_source_close(src);
 	free(copy);
 	bld_free(&b);
+}
+
+/* ts units of 10^-exp s in ns, the slow way: multiply by 10 with an
+ * overflow check, or divide by 10 (exp - 9) times (the floor of repeated
+ * floors is the floor). 0 when it does not fit in uint64. */
+static int ref_pow10(uint64_t ts, int exp, uint64_t *ns)
+{
+	uint64_t v = ts;
+
+	for (int i = exp; i < 9; i++)
+		if (__builtin_mul_overflow(v, 10, &v))
+			return 0;
+	for (int i = 9; i < exp && v; i++)
+		v /= 10;
+	*ns = v;
+	return 1;
+}
+
+/* ts units of 2^-exp s in ns: whole seconds and the fraction apart. */
+static int ref_pow2(uint64_t ts, int exp, uint64_t *ns)
+{
+	uint64_t whole, frac;
+
+	if (exp >= 64) { /* ts < 2^exp: less than a second */
+		*ns = (uint64_t)(((unsigned __int128)ts * NS) >> exp);
+		return 1;
+	}
+	whole = exp ? ts >> exp : ts;
+	frac = exp ? ts & ((1ULL << exp) - 1) : 0;
+	if (__builtin_mul_overflow(whole, NS, &whole))
+		return 0;
+	frac = (uint64_t)(((unsigned __int128)frac * NS) >> exp);
+	return !__builtin_add_overflow(whole, frac, ns);
+}
+
+/* Every if_tsresol, both bases (10^-0 .. 10^-127 and 2^-0 .. 2^-127), on
+ * values around where each starts to overflow: each packet's time is the
+ * reference's, or UINT64_MAX when that has no value below UINT64_MAX. */
+static void test_ng_ts_resolutions(void)
+{
+	static const uint64_t vals[] = {
+	    0,
+	    1,
+	    999999999,
+	    1700000000,
+	    1700000000123ULL,
+	    18446744073ULL,
+	    18446744074ULL,
+	    1ULL << 40,
+	    1844674407370955161ULL,
+	    1ULL << 63,
+	    UINT64_MAX - 1,
+	    UINT64_MAX,
+	};
+	const int nv = (int)(sizeof(vals) / sizeof(vals[0]));
+	struct sl_source *src;
+	uint8_t *copy;
+	struct bld b;
+	int bad = 0, seen = 0;
+
+	for (int pow2 = 0; pow2 < 2; pow2++) {
+		bld_init(&b, pow2);
+		ng_shb(&b);
+		for (int exp = 0; exp < 128; exp++)
+			ng_idb(&b, 1, 0, (pow2 ? 0x80 : 0) | exp, 0, 0);
+		for (int exp = 0; exp < 128; exp++)
+			for (int i = 0; i < nv; i++)
+				ng_epb(&b, (uint32_t)exp, vals[i], 0, 0, 0);
+		CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+		for (int k = 0;; k++) {
+			int rc = sl_source_next(src, &batch);
+
+			if (rc <= 0) {
+				CHECK_EQ(rc, 0);
+				break;
+			}
+			for (uint32_t j = 0; j < batch.count; j++, seen++) {
+				int exp = (seen / nv) % 128, i = seen % nv;
+				uint64_t want = 0;
+				int ok = pow2 ? ref_pow2(vals[i], exp, &want)
+					      : ref_pow10(vals[i], exp, &want);
+
+				if (!ok || want == UINT64_MAX)
+					want = UINT64_MAX;
+				if (batch.pkt[j].ts_ns != want) {
+					if (bad++ < 5)
+						fprintf(
+						    stderr,
+						    "FAIL tsresol %s%d of "
+						    "%llu: %llu, want "
+						    "%llu\n",
+						    pow2 ? "2^-" : "10^-", exp,
+						    (unsigned long long)vals[i],
+						    (unsigned long long)batch
+							.pkt[j]
+							.ts_ns,
+						    (unsigned long long)want);
+				}
+			}
+		}
+		sl_source_close(src);
+		free(copy);
+		bld_free(&b);
+	}
+	CHECK_EQ(seen, 2 * 128 * nv);
+	CHECK_EQ(bad, 0);
+}
+
+/* 1 s units (if_tsresol 0, as in repro tsresol_seconds.pcapng), with an
+ * offset, next to a microsecond interface: exact seconds. */
+static void test_ng_ts_seconds(void)
+{
+	struct sl_source *src;
+	uint8_t *copy;
+	struct bld b;
+
+	bld_init(&b, 0);
+	ng_shb(&b);
+	ng_idb(&b, 1, 0, -1, 0, 0);	   /* us */
+	ng_idb(&b, 1, 0, 0, 0, 0);	   /* s */
+	ng_idb(&b, 1, 0, 0, 1, -3600);	   /* s, -1 h */
+	ng_idb(&b, 1, 0, 0x80 | 0, 1, 60); /* 2^0 s, +1 min */
+	ng_epb(&b, 0, 1699999200007320ULL, 4, 4, 1);
+	ng_epb(&b, 1, 1699999200ULL, 4, 4, 2);
+	ng_epb(&b, 2, 1699999200ULL, 4, 4, 3);
+	ng_epb(&b, 3, 1699999200ULL, 4, 4, 4);
+	ng_epb(&b, 1, 1699999200607833ULL, 4, 4, 5); /* year 53 million */
+	CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+	CHECK_EQ(sl_source_next(src, &batch), 5);
+	CHECK_EQ(batch.pkt[0].ts_ns, 1699999200007320000ULL);
+	CHECK_EQ(batch.pkt[1].ts_ns, 1699999200ULL * NS);
+	CHECK_EQ(batch.pkt[2].ts_ns, 1699995600ULL * NS);
+	CHECK_EQ(batch.pkt[3].ts_ns, 1699999260ULL * NS);
+	CHECK(batch.pkt[4].ts_ns == UINT64_MAX);
+	CHECK(data_ok(&batch.pkt[4], 5));
+	sl_source_close(src);
+	free(copy);
+	bld_free(&b);
+}
+
+/* Classic pcap: seconds and a micro/nanosecond fraction, exact to the
+ * largest values the fields hold (no overflow is possible: < 2^63), a
+ * fraction of a second or more kept as written. */
+static void test_pcap_ts(void)
+{
+	for (int nano = 0; nano < 2; nano++) {
+		uint64_t unit = nano ? 1 : 1000;
+		struct sl_source *src;
+		uint8_t *copy;
+		struct bld b;
+
+		bld_init(&b, nano);
+		pcap_hdr(&b, nano ? 0xa1b23c4d : 0xa1b2c3d4, 65535, 1);
+		pcap_rec(&b, UINT32_MAX, UINT32_MAX, 1, 1, 1);
+		pcap_rec(&b, 0, 1, 1, 1, 1);
+		pcap_rec(&b, 1, nano ? 999999999 : 999999, 1, 1, 1);
+		pcap_rec(&b, 2, nano ? 1000000000 : 1000000, 1, 1, 1);
+		CHECK_EQ(open_copy(&src, &b, b.len, &copy), 0);
+		CHECK_EQ(sl_source_next(src, &batch), 4);
+		CHECK(batch.pkt[0].ts_ns ==
+		      (uint64_t)UINT32_MAX * NS + (uint64_t)UINT32_MAX * unit);
+		CHECK_EQ(batch.pkt[1].ts_ns, unit);
+		CHECK_EQ(batch.pkt[2].ts_ns, 2 * NS - unit);
+		CHECK_EQ(batch.pkt[3].ts_ns, 3 * NS);
+		sl_source_close(src);
+		free(copy);
+		bld_free(&b);
+	}
 }
 
 /* Broken blocks after two good packets: each gives SL_E_FORMAT once the
@@ -853,6 +1036,234 @@ out:
 	bld_free(&b);
 }
 
+/* Writes the first len bytes of an image to a new temporary file (its
+ * name in path); returns an fd open for writing, or -1. */
+static int tmp_file(const struct bld *b, size_t len, char *path)
+{
+	int fd;
+
+	strcpy(path, "/tmp/test_source_pcap.XXXXXX");
+	fd = mkstemp(path);
+	if (fd < 0)
+		return -1;
+	if (write(fd, b->d, len) != (ssize_t)len) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
+static struct sl_packet_batch batch2;
+
+/* The next packet of a source read batch by batch into b (*i: the next
+ * one in it; *rc starts at 1); NULL at the end, *rc then the last
+ * next()'s return. */
+static const struct sl_packet *next_packet(struct sl_source *src,
+					   struct sl_packet_batch *b,
+					   uint32_t *i, int *rc)
+{
+	while (*i >= b->count) {
+		if (*rc <= 0)
+			return NULL;
+		*rc = sl_source_next(src, b);
+		*i = 0;
+		if (*rc <= 0)
+			return NULL;
+	}
+	return &b->pkt[(*i)++];
+}
+
+/* The first len bytes of an image read from a file give what they give
+ * from a buffer: the same packets with the same bytes, the same end and
+ * progress (the batches may be cut elsewhere: a file's at the end of its
+ * window). The file is read in windows, so records and blocks cut by a
+ * window's end, larger than a window, or before the first interface are
+ * the cases. */
+static int same_as_mem(const struct bld *b, size_t len)
+{
+	struct sl_source *fs = NULL, *ms = NULL;
+	uint64_t fpos, fsize, mpos, msize;
+	uint32_t fi = 0, mi = 0, n = 0;
+	int fd, rc, frc = 1, mrc = 1, ok = 1;
+	char path[64];
+
+	fd = tmp_file(b, len, path);
+	if (fd < 0)
+		return 0;
+	rc = sl_source_open_file(&fs, path);
+	if (rc != sl_source_open_mem(&ms, b->d, len))
+		ok = 0;
+	if (rc)
+		goto out;
+	if (sl_source_linktype(fs) != sl_source_linktype(ms))
+		ok = 0;
+	batch.count = batch2.count = 0;
+	for (;; n++) {
+		const struct sl_packet *p = next_packet(fs, &batch, &fi, &frc);
+		const struct sl_packet *q = next_packet(ms, &batch2, &mi, &mrc);
+
+		if (!p || !q) {
+			if (p || q || frc != mrc) {
+				fprintf(stderr,
+					"packet %u: file %s (%d), "
+					"buffer %s (%d)\n",
+					n, p ? "more" : "end", frc,
+					q ? "more" : "end", mrc);
+				ok = 0;
+			}
+			break;
+		}
+		if (p->ts_ns != q->ts_ns || p->caplen != q->caplen ||
+		    p->wirelen != q->wirelen || p->linktype != q->linktype ||
+		    p->ifindex != q->ifindex ||
+		    memcmp(p->data, q->data, p->caplen))
+			ok = 0;
+	}
+	if (sl_source_next(fs, &batch) != frc)
+		ok = 0;
+	sl_source_progress(fs, &fpos, &fsize);
+	sl_source_progress(ms, &mpos, &msize);
+	if (fpos != mpos || fsize != msize)
+		ok = 0;
+out:
+	sl_source_close(fs);
+	sl_source_close(ms);
+	close(fd);
+	unlink(path);
+	return ok;
+}
+
+/* Files of several windows (1 MiB): records of every size up to the
+ * largest (256 KiB), pcapng blocks larger than a window (a 3 MiB name
+ * block before the first interface, a 1.5 MiB packet, a 2 MiB custom
+ * block), sections of both byte orders; whole and cut inside the last
+ * record. */
+static void test_file_windows(void)
+{
+	struct bld b;
+	size_t last;
+
+	bld_init(&b, 0);
+	pcap_hdr(&b, 0xa1b23c4d, 65535, 1);
+	for (uint32_t i = 0; i < 6000; i++) {
+		uint32_t n = i % 700 == 0 ? 262144 : (i * 37) % 1600;
+
+		last = b.len;
+		pcap_rec(&b, 1700000000 + i, i, n, n + 4, (uint8_t)i);
+	}
+	CHECK(same_as_mem(&b, b.len));
+	CHECK(same_as_mem(&b, last + 100));
+	CHECK(same_as_mem(&b, last));
+	bld_free(&b);
+
+	for (int be = 0; be < 2; be++) {
+		bld_init(&b, be);
+		ng_shb(&b);
+		ng_other(&b, 4, 3 << 20); /* NRB */
+		ng_idb(&b, 101, 0, 9, 0, 0);
+		ng_idb(&b, 1, 0, 0x80 | 20, 1, 7);
+		for (uint32_t i = 0; i < 5000; i++) {
+			uint32_t n = (i * 53) % 1600;
+
+			if (i == 1000)
+				ng_epb(&b, 0, i, 3 << 19, 3 << 19, 1);
+			else if (i == 2000)
+				ng_other(&b, 0x40000bad, 2 << 20);
+			else if (i == 3000) {
+				b.be = !be;
+				ng_shb(&b);
+				ng_idb(&b, 113, 0, 6, 0, 0);
+			} else if (i % 3 == 0)
+				ng_spb(&b, n + 10, n, (uint8_t)i);
+			else
+				ng_epb(&b, i % 2, 1000000 + i, n, n,
+				       (uint8_t)i);
+		}
+		last = b.len;
+		ng_epb(&b, 0, 5, 1000, 1000, 5);
+		CHECK(same_as_mem(&b, b.len));
+		CHECK(same_as_mem(&b, last + 500));
+		CHECK(same_as_mem(&b, 20000)); /* inside the NRB */
+		bld_free(&b);
+	}
+}
+
+/* Reads a file of 6000 records of 1400 bytes (8.5 MB) and truncates it
+ * after the first batch: at the end of record cut (a boundary), inside
+ * record cut, or below what was read (cut 0). Every packet before the
+ * cut that was read comes out intact, then SL_E_SHRUNK, again and again;
+ * never a signal, never a clean end. */
+static void test_file_shrink(int ng)
+{
+	static const uint32_t cuts[] = {4000, 3500, 0};
+
+	for (int k = 0; k < 3; k++) {
+		struct sl_source *src = NULL;
+		uint64_t pos, size, cut_at = 0;
+		uint32_t seen = 0, cut = cuts[k];
+		char path[64];
+		struct bld b;
+		int fd, rc, ok = 1;
+
+		bld_init(&b, 0);
+		if (ng) {
+			ng_shb(&b);
+			ng_idb(&b, 1, 0, 9, 0, 0);
+		} else {
+			pcap_hdr(&b, 0xa1b23c4d, 65535, 1);
+		}
+		for (uint32_t i = 0; i < 6000; i++) {
+			if (i == cut)
+				cut_at = b.len + (k == 1 ? 700 : 0);
+			if (ng)
+				ng_epb(&b, 0, 1000 + i, 1400, 1400, (uint8_t)i);
+			else
+				pcap_rec(&b, 1000, i, 1400, 1400, (uint8_t)i);
+		}
+		if (!cut)
+			cut_at = 0;
+		fd = tmp_file(&b, b.len, path);
+		CHECK(fd >= 0);
+		if (fd < 0)
+			goto next;
+		CHECK_EQ(sl_source_open_file(&src, path), 0);
+		if (!src)
+			goto out;
+		rc = sl_source_next(src, &batch);
+		CHECK_EQ(rc, SL_BATCH_MAX);
+		CHECK_EQ(ftruncate(fd, (off_t)cut_at), 0);
+		while (rc > 0) {
+			for (uint32_t i = 0; i < batch.count; i++, seen++) {
+				const struct sl_packet *p = &batch.pkt[i];
+
+				if (p->ts_ns != 1000 * (ng ? 1 : NS) + seen ||
+				    p->caplen != 1400 ||
+				    !data_ok(p, (uint8_t)seen))
+					ok = 0;
+			}
+			rc = sl_source_next(src, &batch);
+		}
+		CHECK(ok);
+		CHECK_EQ(rc, SL_E_SHRUNK);
+		CHECK_EQ(batch.count, 0);
+		CHECK_EQ(sl_source_next(src, &batch), SL_E_SHRUNK);
+		if (cut)
+			CHECK_EQ(seen, cut);
+		else /* what the first window held */
+			CHECK(seen >= SL_BATCH_MAX && seen < 1000);
+		sl_source_progress(src, &pos, &size);
+		CHECK(pos <= size);
+		CHECK(size < b.len);
+		sl_source_close(src);
+	out:
+		close(fd);
+		unlink(path);
+	next:
+		bld_free(&b);
+	}
+}
+
 int main(void)
 {
 	int be, nano;
@@ -869,7 +1280,13 @@ int main(void)
 	test_ng_interfaces(1);
 	test_ng_sections();
 	test_ng_ts_extremes();
+	test_ng_ts_resolutions();
+	test_ng_ts_seconds();
+	test_pcap_ts();
 	test_ng_corrupt();
 	test_file();
+	test_file_windows();
+	test_file_shrink(0);
+	test_file_shrink(1);
 	return test_done();
 }
