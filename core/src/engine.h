@@ -24,10 +24,14 @@ struct bpf_program;
 #define SL_SEC 1000000000ULL /* one second of engine clock (ns) */
 
 /* a + b, at most UINT64_MAX: counts from records (NetFlow, IPFIX, Lua
- * updates) are untrusted 64-bit values, and a sum of them must not wrap */
+ * updates) are untrusted 64-bit values, and a sum of them must not wrap;
+ * a deadline that does not fit is past the end of time, which the clock
+ * never reaches (it stays below UINT64_MAX). */
 static inline uint64_t sl_sat_add(uint64_t a, uint64_t b)
 {
-	return a + b < a ? UINT64_MAX : a + b;
+	uint64_t s;
+
+	return __builtin_add_overflow(a, b, &s) ? UINT64_MAX : s;
 }
 
 /* A doubly linked list threaded through the pool by slot index. */
@@ -183,15 +187,6 @@ struct sl_engine {
 
 	struct sl_frag_ent frags[SL_FRAG_SLOTS];
 };
-
-/* a + b, or UINT64_MAX when that does not fit: a deadline past the end
- * of time, which the clock never reaches (it stays below UINT64_MAX). */
-static inline uint64_t sl_sat_add(uint64_t a, uint64_t b)
-{
-	uint64_t s;
-
-	return __builtin_add_overflow(a, b, &s) ? UINT64_MAX : s;
-}
 
 /* Grows an output array to hold need elements (grow only: after warm-up
  * it is reused, and the packet path allocates nothing). */

@@ -685,11 +685,11 @@ static void test_flow_end_not_live(void)
  * the flow it joins does not idle out. */
 struct rec_src {
 	struct sl_source base;
-	struct sl_coll_rec recs[3];
+	struct sl_collector_rec recs[3];
 	int done;
 };
 
-static int rec_records(struct sl_source *src, const struct sl_coll_rec **out)
+static int rec_records(struct sl_source *src, const struct sl_collector_rec **out)
 {
 	struct rec_src *t = (struct rec_src *)src;
 
@@ -720,7 +720,7 @@ static void test_clock_records(void)
 
 		t->base.ops = &rec_ops;
 		for (int i = 0; i < 3; i++) {
-			struct sl_coll_rec *c = &t->recs[i];
+			struct sl_collector_rec *c = &t->recs[i];
 
 			c->key.ip_version = 4;
 			c->key.proto = 17;
