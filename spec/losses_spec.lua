@@ -117,6 +117,29 @@ return P
     end)
   end
 
+  it("SIGINT while the run waits for a slow sink: no watchdog, a clean stop after the wait", function()
+    local dir = run.tmpdir()
+    -- a sink that is always busy: the file run waits for it, gives up
+    -- after 4 s, then counts what it could not take
+    local policy = run.spit(dir .. "/busy.lua", [[
+local P = { info = { name = "busy" } }
+local marker = os.getenv("SLUICE_MARKER")
+local sink = { name = "busy", give_up = 4, queue = 4 }
+function sink:write() return nil, "busy", "transient" end
+local emit
+function P.init(o, ctx) emit = ctx.emit end
+function P.on_flow_end(f)
+  emit(sink, { n = 1 })
+  local m = io.open(marker) if m then m:close() else io.open(marker, "w"):close() end
+end
+return P
+]])
+    local r = signalled(dir, string.format("run %s -r %s", q(policy), q(SAMPLE)), "INT")
+    assert.equal(EXIT_LOSSES, r.code, run.describe(r))
+    assert(not has(r.err, "did not stop within"), run.describe(r))
+    assert(has(r.err, "stopped by SIGINT"), run.describe(r))
+  end)
+
   it("SIGINT while a policy handler loops: stopped within the grace time, with a line", function()
     local path = run.generated("-n 600000 -c 20000 -r 20000", "losses_spec", pending)
     local dir = run.tmpdir()

@@ -26,6 +26,7 @@
 --         counted, and the sink is told lagged(n) once the episode is over
 --         (queue drained, or at close).
 local core = require "sluice.core"
+local signals = require "sluice.signals"
 
 local monotonic = core.monotonic
 local type = type
@@ -136,6 +137,9 @@ local function wait_room(self, all)
       break
     else
       if sink.tick then sink:tick(now) end
+      -- a stop signal: the run is alive and stops once this wait is over
+      -- (the watchdog is for handlers that never return)
+      if signals.pending() then signals.taken() end
       ffi.C.poll(nil, 0, WAIT_STEP_MS)
     end
   end
