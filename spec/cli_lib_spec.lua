@@ -133,6 +133,12 @@ describe("sluice.cli", function()
         { kind = "ipfix", collector = "h:2055", transport = "udp" } }, o.outs)
     end)
 
+    it("--filter goes to sluice.open with a file too (the core filters it)", function()
+      local o = assert(parse("-r x.pcap --filter tcp"))
+      assert.are.same({ read = "x.pcap", filter = "tcp" }, o.open)
+      assert.are.same({ read = "x.pcap", filter = "tcp" }, cli.open_options(o, 0))
+    end)
+
     it("live capture options, converted where needed", function()
       local o = assert(parse("-i eth0 --backend afpacket --filter tcp --snaplen 128 --no-promisc " ..
         "--ignore-outgoing --ring-block-size 4096 --ring-blocks 8 --ring-frame-size 2048 " ..
@@ -189,9 +195,8 @@ describe("sluice.cli", function()
       { "", "run needs one input: -r FILE or -i IFACE" },
       { "--slice 5", "run needs one input: -r FILE or -i IFACE" },
       { "-r x.pcap -i eth0", "run needs one input: -r FILE or -i IFACE" },
-      { "-r x.pcap --workers 2", "--filter, --backend and --workers apply to live capture (-i)" },
-      { "-r x.pcap --filter tcp", "--filter, --backend and --workers apply to live capture (-i)" },
-      { "-r x.pcap --backend pcap", "--filter, --backend and --workers apply to live capture (-i)" },
+      { "-r x.pcap --workers 2", "--backend and --workers apply to live capture (-i)" },
+      { "-r x.pcap --backend pcap", "--backend and --workers apply to live capture (-i)" },
       { "-i eth0 --workers 0", "--workers must be 1..64" },
       { "-i eth0 --workers 65", "--workers must be 1..64" },
       { "-i eth0 --workers 1.5", "--workers must be 1..64" },

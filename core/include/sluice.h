@@ -483,6 +483,8 @@ struct sl_stats {
 	uint64_t slice_records;
 	uint64_t records; /* collector: flow records taken (packets and bytes
 			     then are the sums the records report) */
+	uint64_t filtered; /* packets the input filter refused
+			      (sl_engine_input_filter): not in packets */
 };
 
 struct sl_collector_rec;
@@ -603,6 +605,21 @@ SL_API int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot,
 enum { SL_PACKET_FILTERS = 32 };
 SL_API int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
 				   const char *expr, char *err, size_t errlen);
+
+/* The input filter (pcap syntax) of a source whose packets come
+ * unfiltered (files, buffers; live sources filter in the kernel with
+ * sl_live_opts.filter): a packet it refuses is counted in
+ * sl_stats.filtered and goes no further (not decoded, not in packets or
+ * bytes, it moves no clock and reaches no flow). It is compiled for each
+ * link type the packets have, on the first packet of each (pcapng: per
+ * interface); the packets of a link type it cannot be compiled for are
+ * refused, as are those of link types past the SL_INPUT_LINKTYPES first.
+ * Checked at once against the source's link type: a bad expression is
+ * -EINVAL with libpcap's message in err. NULL removes it. No source:
+ * SL_E_STATE; a collector: -ENOTSUP. */
+enum { SL_INPUT_LINKTYPES = 16 };
+SL_API int sl_engine_input_filter(struct sl_engine *e, const char *expr,
+				  char *err, size_t errlen);
 
 /* Capture to pcap writers: every further packet of a flow goes to the
  * writer it is set to. add_writer returns the writer's number (1..15);

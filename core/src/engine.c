@@ -197,8 +197,8 @@ int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
 	if (!prog)
 		return -ENOMEM;
 	e->filter_linktype = rc;
-	rc = sl_filter_compile(expr, e->filter_linktype, 0, prog, note,
-			       sizeof(note));
+	rc = sl_filter_compile(expr, sl_linktype_dlt(e->filter_linktype), 0,
+			       prog, note, sizeof(note));
 	if (rc) {
 		if (err && errlen)
 			snprintf(err, errlen, "%s", note);
@@ -258,6 +258,7 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->slices_pub);
 	for (int i = 0; i < SL_PACKET_FILTERS; i++)
 		filter_free(e, i);
+	sl_input_filter_free(e);
 	free(e);
 }
 

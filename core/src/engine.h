@@ -98,6 +98,17 @@ struct sl_prep {
 	uint64_t fid;	 /* the flow it was counted in, 0: none */
 };
 
+/* prep status of a packet the input filter refused (beside enum
+ * sl_decode_status) */
+enum { SL_PREP_FILTERED = 0xff };
+
+/* The input filter compiled for one link type (filter.c). */
+struct sl_input_prog {
+	int linktype;
+	int ok; /* compiled; else its packets are refused */
+	struct bpf_program *prog;
+};
+
 /* A growable array of events. */
 struct sl_evbuf {
 	struct sl_event *ev;
@@ -171,6 +182,9 @@ struct sl_engine {
 	uint32_t filter_mask; /* bit i: filters[i] is set */
 	struct bpf_program *filters[SL_PACKET_FILTERS];
 	int filter_linktype;
+	char *in_expr; /* the input filter, NULL: none */
+	struct sl_input_prog in_progs[SL_INPUT_LINKTYPES];
+	uint32_t n_in, in_last; /* compiled so far; the last one used */
 	struct sl_pcap_writer *writers[SL_WRITERS + 1]; /* [0] unused */
 	uint32_t capture_all;
 	/* slice records: the open interval's (flows that ended in it) are
@@ -309,6 +323,14 @@ uint64_t sl_wall_ns(void);
 int sl_clock_tick(struct sl_engine *e);
 /* A collector's clock runs on with the wall clock while no record comes. */
 int sl_clock_tick_records(struct sl_engine *e);
+
+/* ---- filter.c --------------------------------------------------------- */
+
+/* Whether the input filter (set: e->in_expr) takes a packet; compiles it
+ * for the packet's link type on the first packet of that type. */
+int sl_input_pass(struct sl_engine *e, const struct sl_packet *p);
+/* Frees the input filter's programs and expression. */
+void sl_input_filter_free(struct sl_engine *e);
 
 /* ---- frag.c, packet.c, record.c --------------------------------------- */
 

@@ -3,10 +3,12 @@
  * A step reads a batch from the source, decodes and hashes all of it first
  * (prefetching the hash buckets), then counts each packet in its flow,
  * creating the flow on its first packet, with TCP state, slices and the
- * packet filters (packet events) on the way. Captures to pcap writers are
- * marks on the batch's packets, written in read order before the batch is
- * reused, so that a capture chosen by a handler after the step still gets
- * the packets the step read. Nothing here allocates once warm.
+ * packet filters (packet events) on the way. Packets the input filter
+ * (filter.c) refuses are marked before decoding and only counted.
+ * Captures to pcap writers are marks on the batch's packets, written in
+ * read order before the batch is reused, so that a capture chosen by a
+ * handler after the step still gets the packets the step read. Nothing
+ * here allocates once warm.
  */
 #include <errno.h>
 #include <pcap/pcap.h>
@@ -34,6 +36,10 @@ static void batch_prepare(struct sl_engine *e)
 		pp->hashed = 0;
 		pp->wmask = 0;
 		pp->fid = 0;
+		if (e->in_expr && !sl_input_pass(e, p)) {
+			pp->status = SL_PREP_FILTERED;
+			continue;
+		}
 		pp->status = sl_decode(p->data, p->caplen, p->linktype, &pp->d);
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
@@ -213,6 +219,12 @@ int sl_step_packets(struct sl_engine *e)
 	while (e->cursor < e->batch.count) {
 		const struct sl_packet *p = &e->batch.pkt[e->cursor];
 
+		if (e->prep[e->cursor].status == SL_PREP_FILTERED) {
+			/* as if the source had not read it */
+			e->stats.filtered++;
+			e->cursor++;
+			continue;
+		}
 		if (!sl_clock_check(e, p->ts_ns)) {
 			/* counted malformed: it moves neither the clock nor
 			 * a flow */

@@ -46,6 +46,10 @@ struct bpf_program;
 int sl_filter_compile(const char *filter, int linktype, uint32_t snaplen,
 		      struct bpf_program *prog, char *note, size_t note_len);
 
+/* The DLT_ value libpcap compiles for, of a LINKTYPE_ value (a packet's
+ * sl_packet.linktype, sl_source_linktype()). */
+int sl_linktype_dlt(int linktype);
+
 /* The start of a live source's open (live.c): both pointers given, *out
  * and the note cleared, an interface named. 0, or -EINVAL (with a note
  * when the interface is missing). */

@@ -80,6 +80,9 @@ struct run {
 	struct sl_stats stats;
 };
 
+/* The input filter of the next runs, NULL: none. */
+static const char *run_filter;
+
 /* Runs an engine over a source (which it takes) to the end. */
 static void run_src(struct sl_source *src, const struct sl_config *cfg,
 		    struct run *r)
@@ -91,6 +94,8 @@ static void run_src(struct sl_source *src, const struct sl_config *cfg,
 	memset(r, 0, sizeof(*r));
 	CHECK_EQ(sl_engine_new(&e, cfg), 0);
 	CHECK_EQ(sl_engine_attach(e, src), 0);
+	if (run_filter)
+		CHECK_EQ(sl_engine_input_filter(e, run_filter, NULL, 0), 0);
 	out = sl_engine_output(e);
 	while ((rc = sl_engine_step(e)) > 0) {
 		r->steps++;
@@ -744,8 +749,194 @@ static void test_clock_records(void)
 	}
 }
 
+/* ---- the input filter ------------------------------------------------ */
+
+/* Ethernet + IPv4 UDP, 2 TCP sessions of 7 and 1 packets */
+static void img_mixed(struct img *im)
+{
+	img_begin(im);
+	img_tcp_session(im, 10 * NS);
+	img_pkt(im, 11 * NS, 17, 1, 5000, 2, 53, 0, 20);
+	img_pkt(im, 11 * NS + 1, 17, 2, 53, 1, 5000, 0, 40);
+	img_pkt(im, 11 * NS + 2, 17, 3, 6000, 2, 53, 0, 20);
+	img_pkt(im, 11 * NS + 3, 6, 4, 1234, 2, 80, 0x02, 0);
+}
+
+/* Packets the filter refuses are counted as filtered and reach no flow:
+ * not in packets or bytes; only the matching packets' flows start. */
+static void test_input_filter(void)
+{
+	struct run all, r;
+
+	img_mixed(&m);
+	run_img(&m, NULL, &all);
+	CHECK_EQ(all.stats.packets, 11);
+	CHECK_EQ(all.stats.flows_started, 4);
+	CHECK_EQ(all.stats.filtered, 0);
+
+	run_filter = "udp";
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.stats.filtered, 8);
+	CHECK_EQ(r.stats.packets, 3);
+	CHECK_EQ(r.stats.flows_started, 2);
+	CHECK_EQ(r.total_pkts, 3);
+	CHECK_EQ(r.ended_by[SL_END_EOF], 2);
+	CHECK_EQ(r.stats.not_ip + r.stats.malformed, 0);
+
+	run_filter = "tcp port 443";
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.stats.filtered, 4);
+	CHECK_EQ(r.stats.packets, 7);
+	CHECK_EQ(r.stats.flows_started, 1);
+	CHECK_EQ(r.ended_by[SL_END_FIN], 1);
+
+	run_filter = "ip6"; /* nothing matches: no flow, no clock */
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.stats.filtered, 11);
+	CHECK_EQ(r.stats.packets, 0);
+	CHECK_EQ(r.stats.flows_started, 0);
+	CHECK_EQ(r.now, 0);
+	run_filter = NULL;
+}
+
+/* A bad expression is -EINVAL with libpcap's message; NULL removes the
+ * filter; no source: SL_E_STATE. */
+static void test_input_filter_errors(void)
+{
+	struct sl_engine *e;
+	struct sl_source *src;
+	char err[256] = "";
+
+	CHECK_EQ(sl_engine_new(&e, NULL), 0);
+	CHECK_EQ(sl_engine_input_filter(e, "udp", err, sizeof(err)),
+		 SL_E_STATE);
+	img_mixed(&m);
+	CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	CHECK_EQ(sl_engine_input_filter(e, "udp prot 53", err, sizeof(err)),
+		 -EINVAL);
+	CHECK(strstr(err, "bad filter 'udp prot 53': ") == err);
+	CHECK(strlen(err) > strlen("bad filter 'udp prot 53': "));
+	/* still no filter: everything goes through */
+	CHECK_EQ(sl_engine_input_filter(e, "udp", err, sizeof(err)), 0);
+	CHECK_EQ(sl_engine_input_filter(e, NULL, NULL, 0), 0);
+	while (sl_engine_step(e) > 0)
+		;
+	CHECK_EQ(sl_engine_stats(e)->packets, 11);
+	CHECK_EQ(sl_engine_stats(e)->filtered, 0);
+	sl_engine_free(e);
+}
+
+/* A pcapng image built by hand (little endian, microsecond times). */
+static void ng_put(struct img *im, const void *p, size_t n)
+{
+	memcpy(im->buf + im->len, p, n);
+	im->len += n;
+}
+
+static void ng_begin(struct img *im, const uint16_t *linktypes, int n)
+{
+	/* section header: byte-order magic, version 1.0, length unknown */
+	const uint32_t shb[7] = {
+	    0x0a0d0d0a, 28, 0x1a2b3c4d, 1, 0xffffffff, 0xffffffff, 28};
+
+	im->len = 0;
+	ng_put(im, shb, sizeof(shb));
+	for (int i = 0; i < n; i++) {
+		const uint32_t idb[5] = {1, 20, linktypes[i], 65535, 20};
+
+		ng_put(im, idb, sizeof(idb));
+	}
+}
+
+static void ng_epb(struct img *im, uint32_t ifid, uint64_t ts_us,
+		   const uint8_t *f, uint32_t n)
+{
+	uint32_t pad = (4 - n % 4) % 4, len = 32 + n + pad;
+	const uint32_t hdr[7] = {
+	    6, len, ifid, (uint32_t)(ts_us >> 32), (uint32_t)ts_us, n, n};
+	const uint8_t zero[4] = {0};
+
+	ng_put(im, hdr, sizeof(hdr));
+	ng_put(im, f, n);
+	ng_put(im, zero, pad);
+	ng_put(im, &len, 4);
+}
+
+/* An IPv4 UDP or TCP (SYN) packet a:pa -> b:pb; eth: behind an Ethernet
+ * header (else raw IP). Returns its length. */
+static uint32_t frame_ip(uint8_t *f, int eth, int proto, int a, int pa, int b,
+			 int pb)
+{
+	int l4 = proto == 6 ? 20 : 8, off = eth ? 14 : 0;
+	uint8_t *ip = f + off, *l = ip + 20;
+
+	memset(f, 0, 14 + 20 + l4);
+	if (eth)
+		put16(f + 12, 0x0800);
+	ip[0] = 0x45;
+	put16(ip + 2, 20 + l4);
+	ip[8] = 64;
+	ip[9] = proto;
+	ip[12] = 10, ip[15] = a;
+	ip[16] = 10, ip[19] = b;
+	put16(l, pa);
+	put16(l + 2, pb);
+	if (proto == 6) {
+		l[12] = 5 << 4;
+		l[13] = 0x02;
+	} else {
+		put16(l + 4, 8);
+	}
+	return off + 20 + l4;
+}
+
+/* pcapng, interface 0 Ethernet, 1 raw IP: the filter is compiled for each
+ * link type (an Ethernet program would read a raw packet's IP header as
+ * MAC addresses and refuse every one). */
+static void test_input_filter_pcapng(void)
+{
+	const uint16_t lts[2] = {SL_LINK_EN10MB, SL_LINK_RAW};
+	uint8_t f[128];
+	struct run r;
+	uint32_t n;
+
+	ng_begin(&m, lts, 2);
+	n = frame_ip(f, 1, 17, 1, 1000, 2, 53);
+	ng_epb(&m, 0, 1000000, f, n);
+	n = frame_ip(f, 0, 17, 3, 1000, 4, 53);
+	ng_epb(&m, 1, 1000001, f, n);
+	n = frame_ip(f, 1, 6, 5, 1000, 6, 80);
+	ng_epb(&m, 0, 1000002, f, n);
+	n = frame_ip(f, 0, 6, 7, 1000, 8, 80);
+	ng_epb(&m, 1, 1000003, f, n);
+	n = frame_ip(f, 0, 17, 3, 1000, 4, 53);
+	ng_epb(&m, 1, 1000004, f, n);
+
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.stats.packets, 5);
+	CHECK_EQ(r.stats.flows_started, 4);
+
+	run_filter = "udp";
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.stats.filtered, 2);
+	CHECK_EQ(r.stats.packets, 3);
+	CHECK_EQ(r.stats.flows_started, 2);
+	CHECK_EQ(r.total_pkts, 3);
+
+	run_filter = "tcp and dst host 10.0.0.8";
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.stats.filtered, 4);
+	CHECK_EQ(r.stats.flows_started, 1);
+	CHECK_EQ(r.last_end.key.dst[3], 8);
+	run_filter = NULL;
+}
+
 int main(void)
 {
+	test_input_filter();
+	test_input_filter_errors();
+	test_input_filter_pcapng();
 	test_trim(0);
 	test_trim(1);
 	test_trim_grace();

@@ -101,8 +101,9 @@ M.OPTIONS = {
 
   { group = "live", flags = { "--backend" }, value = "afpacket|afxdp|pcap", commands = "run",
     to = "open.backend", help = "live capture method (default afpacket)" },
-  { group = "live", flags = { "--filter" }, value = "EXPR", commands = "run", to = "open.filter",
-    help = "pcap-syntax filter, applied in the kernel" },
+  { group = "inputs", flags = { "--filter" }, value = "EXPR", commands = "run", to = "open.filter",
+    help = "pcap-syntax filter: live, applied in the kernel; on a file, before decoding, " ..
+    "for each link type in it (refused packets are counted: -v, filtered)" },
   { group = "live", flags = { "--snaplen" }, value = "N", commands = "both", to = "live.snaplen",
     help = "bytes kept per packet (default 262144)" },
   { group = "live", flags = { "--no-promisc" }, commands = "both", to = "live.promisc",
@@ -214,7 +215,8 @@ M.OPTIONS = {
   { group = "misc", flags = { "-v", "--verbose" }, commands = "both", to = "verbose",
     help = "final counters on stderr" },
   { group = "misc", flags = { "-q", "--quiet" }, commands = "both", to = "quiet",
-    help = "no progress line" },
+    help = "no progress line, and no notes on results left empty (a policy given nothing, " ..
+    "no packets, no flows, packets not IP)" },
   { group = "misc", flags = { "-h", "--help" }, commands = "both", to = "help", stop = true,
     help = "this text" },
 }
@@ -226,9 +228,9 @@ M.RULES = {
     broken = function(o) return not o.open.listen end },
   { command = "run", message = "run needs one input: -r FILE or -i IFACE",
     broken = function(o) return not o.open.read == not o.open.interface end },
-  { message = "--filter, --backend and --workers apply to live capture (-i)",
+  { message = "--backend and --workers apply to live capture (-i)",
     broken = function(o)
-      return o.open.read and (o.open.filter or o.workers or o.open.backend)
+      return o.open.read and (o.workers or o.open.backend)
     end },
   -- libpcap has no way to split one interface's traffic between handles
   { message = "--workers needs --backend afpacket (fanout) or afxdp (one queue each)",
@@ -570,7 +572,12 @@ end
 -- One capture (or file, or collector) from open to exit code.
 local function run_one(o, list, w, shared)
   local ok, eng, err = pcall(sluice.open, M.open_options(o, w))
-  if not ok then return usage_error(bare(eng)) end
+  if not ok then
+    -- a bad --filter is one line: libpcap's message says what is wrong
+    local bad = bare(eng):match("^sluice%.open: filter: (.*)$")
+    if bad then return fail("--filter: " .. bad, report.EXIT_USAGE) end
+    return usage_error(bare(eng))
+  end
   if not eng then return fail(err) end
   if eng.note then io.stderr:write("sluice: ", eng.input, ": ", eng.note, "\n") end
   -- the outputs are opened before privileges go: a probe's log directory
@@ -612,6 +619,7 @@ local function run_one(o, list, w, shared)
     io.stderr:write("\n")
   end
   if o.verbose then report.final_counters(eng) end
+  if rok and not o.quiet then report.empty_notes(eng) end
   if rep and rep.stopped_by and o.open.read and not o.quiet then
     io.stderr:write(string.format("sluice: %s: stopped by %s at %.1f%% of the input; " ..
       "every active flow ended (shutdown)\n", eng.input, signals.name(rep.stopped_by),
@@ -648,6 +656,10 @@ local function run(args, command)
   end
   local list, code = load_policies(o)
   if not list then return code end
+  -- knowable before data: a policy this run gives nothing to
+  if #o.policies > 0 and not o.quiet then
+    report.policy_notes(list, (policy.parse_duration(o.open.slice or 0) or 0) > 0)
+  end
   if o.workers > 1 then return run_workers(o, list) end
   return run_one(o, list, 0, false)
 end

@@ -2,6 +2,10 @@
 -- info.options, and the instance the engine runs.
 local M = {}
 
+-- What a script does at load time that a policy never does: the stubs
+-- raise this marker, with what was called.
+local SCRIPT = {}
+
 local DURATION_UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400 }
 
 -- Seconds from a number or a string such as "250ms", "10s", "5m", "1h".
@@ -182,13 +186,54 @@ function M.name_of(path)
   return ((path:match("([^/]+)$") or path):gsub("%.lua$", ""))
 end
 
--- Runs a policy file in its own environment (globals it sets stay its
--- own) and returns the table it returns.
+-- An environment for a policy file: its globals stay its own. While the
+-- file loads, `require "sluice"` gives the library with open (and run)
+-- as stubs, and os.exit is one too, so that a script (a file that opens
+-- an input itself instead of returning a policy) is recognised instead of
+-- run; arg is the file alone, as if run without arguments. Once loaded,
+-- the stubs pass their calls on, and arg, os and require are the usual
+-- ones again.
+local function load_env(path)
+  local loading = true
+  local function stub(what, real)
+    return function(...)
+      if loading then error(setmetatable({ what = what }, SCRIPT), 0) end
+      return real(...)
+    end
+  end
+  local sluice
+  local env = setmetatable({}, { __index = _G })
+  env.require = function(name)
+    if name ~= "sluice" then return require(name) end
+    local real = require "sluice"
+    sluice = sluice or setmetatable({ open = stub("sluice.open", real.open),
+      run = real.run and stub("sluice.run", real.run) }, { __index = real })
+    return sluice
+  end
+  env.os = setmetatable({ exit = stub("os.exit", os.exit) }, { __index = os })
+  env.arg = { [0] = path }
+  local ours = { require = env.require, os = env.os, arg = env.arg }
+  local function loaded()
+    loading = false
+    for k, v in pairs(ours) do
+      if rawget(env, k) == v then env[k] = nil end -- unless the file set its own
+    end
+  end
+  return env, loaded
+end
+
+-- Runs a policy file in its own environment (load_env) and returns the
+-- table it returns.
 function M.load_file(path)
   local chunk, err = loadfile(path)
   if not chunk then return nil, "cannot load policy " .. path .. ": " .. err end
-  setfenv(chunk, setmetatable({}, { __index = _G }))
+  local env, loaded = load_env(path)
+  setfenv(chunk, env)
   local ok, P = pcall(chunk)
+  loaded()
+  if not ok and getmetatable(P) == SCRIPT then
+    return nil, string.format("%s is a script, not a policy (it calls %s)", path, P.what)
+  end
   if not ok then return nil, "cannot load policy " .. path .. ": " .. tostring(P) end
   if type(P) ~= "table" then
     return nil, string.format("policy %s must return a table, got %s (missing 'return P'?)",

@@ -82,9 +82,12 @@ end
 function M.final_counters(eng, out)
   out = out or io.stderr
   local st = eng:stats()
-  out:write(format("packets %s bytes %s not_ip %s malformed %s%s\nflows %s ended %s%s " ..
+  -- a file's filter (in the core) is counted with the packets; a live
+  -- one's on the "received" line
+  local filtered = (eng.filter and not st.received) and (" filtered " .. n(st.filtered or 0)) or ""
+  out:write(format("packets %s bytes %s not_ip %s malformed %s%s%s\nflows %s ended %s%s " ..
     "refused %s trims %s\nslices %s records %s\n",
-    n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(st.malformed_by),
+    n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(st.malformed_by), filtered,
     n(st.flows_started), n(st.flows_ended), counters(st.ended_by), n(st.flows_refused),
     n(st.trims), n(st.slices_closed), n(st.slice_records)))
   if eng.collector then
@@ -96,6 +99,62 @@ function M.final_counters(eng, out)
     out:write(format("received %s drops %s filtered %s ring_errors %s\n",
       n(st.received), n(st.kernel_drops), n(st.filtered), n(st.ring_errors)))
   end
+end
+
+-- Before data: policies this run cannot give anything to (an on_slice
+-- without slices, no handler the run calls). list: policy instances,
+-- sliced: the run cuts slices. Returns the lines written.
+local CALLED = { "on_flow_start", "on_flow_end", "on_slice", "on_packet", "on_tag", "stop" }
+
+function M.policy_notes(list, sliced, out)
+  out = out or io.stderr
+  local lines = 0
+  for _, inst in ipairs(list) do
+    local P = inst.P
+    if P.on_slice and not sliced then
+      out:write(format("sluice: policy %s has on_slice but --slice was not given: no slices\n",
+        inst.name))
+      lines = lines + 1
+    else
+      local any = false
+      for _, h in ipairs(CALLED) do any = any or P[h] ~= nil end
+      if not any then
+        out:write(format("sluice: policy %s has none of %s: it does nothing after init\n",
+          inst.name, table.concat(CALLED, ", ")))
+        lines = lines + 1
+      end
+    end
+  end
+  return lines
+end
+
+-- After the run: results that would otherwise be silently empty (a file
+-- or capture that gave no packets, or no flows; packets that are not IP).
+-- Collectors are left out (their exporters' lines say what came).
+-- Returns the lines written.
+function M.empty_notes(eng, out)
+  out = out or io.stderr
+  if eng.collector then return 0 end
+  local st = eng:stats()
+  local lines = 0
+  local function note(...)
+    out:write("sluice: ", eng.input, ": ", format(...), "\n")
+    lines = lines + 1
+  end
+  local filtered = st.filtered or 0
+  if st.packets == 0 then
+    if filtered > 0 then
+      note("the filter refused all %s packets: no flows", n(filtered))
+    else
+      note("read 0 packets: no flows")
+    end
+  elseif st.flows_started == 0 then
+    note("%s packets but no flows (not IP %s, malformed %s)", n(st.packets), n(st.not_ip),
+      n(st.malformed))
+  elseif st.not_ip > 0 then
+    note("%s of %s packets were not IP (counted, not in flows)", n(st.not_ip), n(st.packets))
+  end
+  return lines
 end
 
 -- Records a sink lost (what the sink lost after taking it, e.g. a
