@@ -91,9 +91,11 @@ enum sl_error {
 	SL_E_STATE = -1005,	/* call not valid in the engine's state */
 	SL_E_CONFLICT = -1006,	/* update keys belong to different flows */
 	SL_E_SHRUNK = -1007,	/* the file shrank while it was read */
+	SL_E_ZTRUNC = -1008,	/* compressed input ends inside a stream */
+	SL_E_ZCORRUPT = -1009,	/* compressed input is corrupt */
 	/* The last (most negative) code: sluice's own codes run from -1001
 	 * down to SL_E_LAST. A new code goes below it and moves SL_E_LAST. */
-	SL_E_LAST = SL_E_SHRUNK,
+	SL_E_LAST = SL_E_ZCORRUPT,
 };
 
 /* Link types as written in pcap/pcapng files (LINKTYPE_*). */
@@ -213,7 +215,14 @@ struct sl_source;
  * file is read in chunks into a buffer of the source's (pread: a file
  * that shrinks while it is read ends the input with SL_E_SHRUNK, after
  * every packet read before, instead of a SIGBUS); a batch's packets point
- * into it until the next sl_source_next(). */
+ * into it until the next sl_source_next(). A path that is not a regular
+ * file (a pipe, FIFO, /dev/stdin, <(...)), and "-" for standard input,
+ * is read as a stream (read(2), no seeking; progress: bytes read, total
+ * 0). Input compressed with gzip, zstd, xz or lz4 (frame format),
+ * recognised by its first bytes, is decompressed on the way, from files
+ * and streams alike (progress then counts compressed bytes); compressed
+ * input that ends early or is corrupt ends the packets with SL_E_ZTRUNC
+ * or SL_E_ZCORRUPT, after every packet before the damage. */
 SL_API int sl_source_open_file(struct sl_source **out, const char *path);
 /* Same over a caller-owned buffer that must outlive the source. */
 SL_API int sl_source_open_mem(struct sl_source **out, const uint8_t *buf,

@@ -4,7 +4,7 @@
  * a struct sl_source as its first member, points base.ops at a static ops
  * table, and hands &base out as the opaque struct sl_source. The public
  * sl_source_next/linktype/progress/stats/close dispatch through the table
- * (source_pcap.c). An op that does not apply to a kind is left NULL: the
+ * (source.c). An op that does not apply to a kind is left NULL: the
  * dispatcher then answers -ENOTSUP (progress: 0 and 0) without calling it,
  * as sluice.h documents for each function. Only close is required.
  */

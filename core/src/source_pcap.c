@@ -1,21 +1,22 @@
-/* source_pcap.c - pcap and pcapng reader over a caller's buffer or a
- * file. Packets point into the buffer, so a buffer's are not copied; a
- * file is read in chunks (pread) into a window of the source's, which
- * moves on between batches. A file is not mapped: pages of a mapping
- * vanish when the file is truncated while it is read, and touching one
- * is a SIGBUS; a read just comes back short (SL_E_SHRUNK).
- *
- * Also holds the generic sl_source_* entry points, which dispatch through
- * the ops table of source.h (move them to a source.c when a second source
- * kind arrives, if preferred).
+/* source_pcap.c - pcap and pcapng reader over a caller's buffer, a file
+ * or a stream. Packets point into the buffer, so a buffer's are not
+ * copied; a file is read in chunks (pread) into a window of the source's,
+ * which moves on between batches. A file is not mapped: pages of a
+ * mapping vanish when the file is truncated while it is read, and
+ * touching one is a SIGBUS; a read just comes back short (SL_E_SHRUNK).
+ * A stream (a pipe, FIFO, stdin, or compressed input, decompress.c)
+ * fills the same window with read(2), its size unknown until it ends:
+ * the parsing is the same.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "decompress.h"
 #include "sluice.h"
 #include "source.h"
 
@@ -68,16 +69,21 @@ struct pcap_source {
 	size_t pos;	   /* start of the next record/block, in the window */
 	size_t want;	   /* the record at pos needs this many bytes: read */
 	size_t prefetched; /* cache lines before this were prefetched */
-	int fd;		   /* a file, else -1 (a caller's buffer) */
-	int shrunk;	   /* the file ended before its size at open */
+	int fd;		   /* a file or stream, else -1 (a caller's buffer) */
+	int stream;	   /* fd is read in order (read(2) or dz), no pread */
+	int end_err;	   /* the input ended early: SL_E_SHRUNK, a stream's
+			    * read error, SL_E_ZTRUNC, ... */
+	struct sl_dz *dz;  /* compressed input, else NULL */
 	uint8_t *mem;	   /* a file: the window's memory */
 	size_t cap;
-	uint64_t off; /* input offset of buf[0] */
-	uint64_t end; /* input size (a file's at open, until it shrinks) */
-	int err;      /* sticky: once set, every next() returns it */
-	int kind;     /* enum pcap_kind */
-	int swap;     /* file (pcapng: section) byte order is not ours */
-	int linktype; /* pcap header or first pcapng IDB; SL_E_FORMAT: none */
+	uint64_t off;  /* input offset of buf[0] */
+	uint64_t end;  /* input size (a file's at open, until it shrinks; a
+			* stream's UINT64_MAX until it ends) */
+	uint64_t size; /* compressed file: its size (progress), else 0 */
+	int err;       /* sticky: once set, every next() returns it */
+	int kind;      /* enum pcap_kind */
+	int swap;      /* file (pcapng: section) byte order is not ours */
+	int linktype;  /* pcap header or first pcapng IDB; SL_E_FORMAT: none */
 	uint32_t frac_ns; /* pcap: nanoseconds per timestamp fraction unit */
 	uint64_t last_ts; /* pcapng: for Simple Packet Blocks */
 	struct ng_if *ifs;
@@ -85,28 +91,16 @@ struct pcap_source {
 	uint32_t cap_ifs;
 };
 
+/* clang-format off */
 static const uint64_t pow10_tab[20] = {
-    1ULL,
-    10ULL,
-    100ULL,
-    1000ULL,
-    10000ULL,
-    100000ULL,
-    1000000ULL,
-    10000000ULL,
-    100000000ULL,
-    1000000000ULL,
-    10000000000ULL,
-    100000000000ULL,
-    1000000000000ULL,
-    10000000000000ULL,
-    100000000000000ULL,
-    1000000000000000ULL,
-    10000000000000000ULL,
-    100000000000000000ULL,
-    1000000000000000000ULL,
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+    10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+    100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+    100000000000000000ULL, 1000000000000000000ULL,
     10000000000000000000ULL,
 };
+/* clang-format on */
 
 /* Unaligned loads in the file's byte order. */
 static inline uint16_t rd16(int swap, const uint8_t *p)
@@ -158,18 +152,18 @@ static int short_window(struct pcap_source *s, size_t need)
 		s->want = need;
 		return 0;
 	}
-	return s->shrunk ? SL_E_SHRUNK : SL_E_TRUNCATED;
+	return s->end_err ? s->end_err : SL_E_TRUNCATED;
 }
 
 /* The window is used up at a record boundary: read on (want), or the
- * end, clean unless the file shrank. */
+ * end, clean unless the input ended early. */
 static int window_done(struct pcap_source *s, size_t need)
 {
 	if (!at_end(s)) {
 		s->want = need;
 		return 0;
 	}
-	return s->shrunk ? SL_E_SHRUNK : 0;
+	return s->end_err;
 }
 
 /* Ends a next() call: n packets are in the batch; rc, if set, becomes the
@@ -578,11 +572,38 @@ enum { WINDOW = SL_READ_WINDOW, WINDOW_LOW = SL_READ_WINDOW / 16 };
 _Static_assert((WINDOW & (WINDOW - 1)) == 0 && WINDOW_LOW > 0,
 	       "the window is a power of two");
 
-/* Makes need bytes from pos available in the window when the file holds
+/* A stream's next bytes, up to room: read(2), or decompressed. */
+static ssize_t stream_read(struct pcap_source *s, uint8_t *dst, size_t room)
+{
+	ssize_t r;
+
+	if (s->dz)
+		return sl_dz_read(s->dz, dst, room);
+	do
+		r = read(s->fd, dst, room);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+/* 1 when a stream's next read would not wait (a pipe fed live keeps what
+ * has come parsed, rather than wait for a full window). */
+static int stream_ready(const struct pcap_source *s)
+{
+	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+
+	if (s->dz && sl_dz_buffered(s->dz))
+		return 1;
+	return poll(&pfd, 1, 0) > 0;
+}
+
+/* Makes need bytes from pos available in the window when the input holds
  * them: moves the rest of the window to its front, grows it if need is
- * larger, and reads until it is full or the file ends. A read that comes
+ * larger, and reads until it is full or the input ends (a stream: until
+ * need bytes are in and a read would wait). A file's read that comes
  * back short before the size the file had at open means the file shrank:
- * the input now ends there (s->shrunk). 0, or a negative error. */
+ * the input now ends there (SL_E_SHRUNK); a stream ends where it ends,
+ * and on a read error after every byte before it. 0, or a negative
+ * error. */
 static int window_fill(struct pcap_source *s, size_t need)
 {
 	size_t keep = s->len - s->pos;
@@ -613,6 +634,18 @@ static int window_fill(struct pcap_source *s, size_t need)
 		size_t room = s->cap - s->len;
 		ssize_t r;
 
+		if (s->stream) {
+			if (s->len >= need && !stream_ready(s))
+				break;
+			r = stream_read(s, s->mem + s->len, room);
+			if (r <= 0) { /* the end, clean or not */
+				s->end = s->off + s->len;
+				s->end_err = (int)r;
+				break;
+			}
+			s->len += (size_t)r;
+			continue;
+		}
 		r = pread(s->fd, s->mem + s->len, left < room ? left : room,
 			  (off_t)(s->off + s->len));
 		if (r < 0 && errno == EINTR)
@@ -621,7 +654,7 @@ static int window_fill(struct pcap_source *s, size_t need)
 			return -errno;
 		if (r == 0) {
 			s->end = s->off + s->len;
-			s->shrunk = 1;
+			s->end_err = SL_E_SHRUNK;
 			break;
 		}
 		s->len += (size_t)r;
@@ -672,16 +705,20 @@ static void pcap_src_progress(const struct sl_source *src, uint64_t *pos,
 {
 	const struct pcap_source *s = to_pcap_c(src);
 
-	if (pos)
+	if (s->dz) {
+		*pos = sl_dz_consumed(s->dz);
+		*size = s->size;
+	} else {
 		*pos = s->off + s->pos;
-	if (size)
-		*size = s->end;
+		*size = s->stream ? 0 : s->end;
+	}
 }
 
 static void pcap_src_close(struct sl_source *src)
 {
 	struct pcap_source *s = to_pcap(src);
 
+	sl_dz_close(s->dz);
 	if (s->fd >= 0)
 		close(s->fd);
 	free(s->mem);
@@ -745,16 +782,49 @@ out_free:
 	return rc;
 }
 
+/* A stream's start: fd's first bytes tell compressed input (a regular
+ * file's kind is known from a pread: then none is read here), which then
+ * goes through a decompressor, those bytes first; then the window is
+ * filled as far as a pcap file header. */
+static int stream_open(struct pcap_source *s, int kind)
+{
+	int rc;
+
+	while (kind == SL_DZ_NONE && s->len < SL_DZ_MAGIC_LEN) {
+		ssize_t r =
+		    stream_read(s, s->mem + s->len, SL_DZ_MAGIC_LEN - s->len);
+
+		if (r < 0)
+			return (int)r;
+		if (!r)
+			break;
+		s->len += (size_t)r;
+	}
+	if (kind == SL_DZ_NONE)
+		kind = sl_dz_detect(s->mem, s->len);
+	if (kind != SL_DZ_NONE) {
+		rc = sl_dz_open(&s->dz, kind, s->fd, s->mem, s->len);
+		if (rc)
+			return rc;
+		s->len = 0;
+	}
+	return window_fill(s, PCAP_HDR_LEN);
+}
+
 int sl_source_open_file(struct sl_source **out, const char *path)
 {
+	uint8_t head[SL_DZ_MAGIC_LEN];
+	int fd, rc, kind = SL_DZ_NONE;
 	struct pcap_source *s;
 	struct stat st;
-	int fd, rc;
 
 	if (!out || !path)
 		return -EINVAL;
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (!strcmp(path, "-"))
+		fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 0);
+	else
+		fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {
@@ -765,98 +835,62 @@ int sl_source_open_file(struct sl_source **out, const char *path)
 		rc = -EISDIR;
 		goto out_close;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = -ESPIPE; /* pipes and devices: no size, no pread */
-		goto out_close;
+	if (S_ISREG(st.st_mode)) {
+		ssize_t n;
+
+		if (st.st_size == 0) {
+			rc = SL_E_FORMAT;
+			goto out_close;
+		}
+		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+		n = pread(fd, head, sizeof(head), 0);
+		if (n < 0) {
+			rc = -errno;
+			goto out_close;
+		}
+		kind = sl_dz_detect(head, (size_t)n);
 	}
-	if (st.st_size == 0) {
-		rc = SL_E_FORMAT;
-		goto out_close;
-	}
-	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		rc = -ENOMEM;
 		goto out_close;
 	}
 	s->fd = fd;
-	s->end = (uint64_t)st.st_size;
 	s->buf = s->mem = malloc(WINDOW);
 	if (!s->mem) {
 		rc = -ENOMEM;
 		goto out_free;
 	}
 	s->cap = WINDOW;
-	rc = window_fill(s, 0);
+	if (S_ISREG(st.st_mode) && kind == SL_DZ_NONE) {
+		s->end = (uint64_t)st.st_size;
+		rc = window_fill(s, 0);
+	} else { /* pipes, devices, compressed input: no size, no pread */
+		/* a larger pipe: fewer wakeups of writer and reader */
+		if (S_ISFIFO(st.st_mode) && fcntl(fd, F_GETPIPE_SZ) < WINDOW)
+			(void)fcntl(fd, F_SETPIPE_SZ, WINDOW);
+		s->stream = 1;
+		s->end = UINT64_MAX;
+		s->size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+		rc = stream_open(s, kind);
+	}
 	if (rc)
 		goto out_free;
 	rc = pcap_src_init(s);
+	/* a stream that ended early, inside the header: say why */
+	if (rc && s->end_err && (rc == SL_E_TRUNCATED || s->len < 4))
+		rc = s->end_err;
 	if (rc)
 		goto out_free;
 	*out = &s->base;
 	return 0;
 
 out_free:
+	sl_dz_close(s->dz);
 	free(s->mem);
 	free(s->ifs);
 	free(s);
 out_close:
 	close(fd);
 	return rc;
-}
-
-/* ---- generic entry points --------------------------------------------- */
-
-/* Each checks its op first: a kind leaves an op NULL where it does not
- * apply (a collector has records, not next), and the answer is then
- * -ENOTSUP (no packets, no counters) or zeros, as sluice.h documents. */
-
-int sl_source_next(struct sl_source *src, struct sl_packet_batch *b)
-{
-	if (!src || !b)
-		return -EINVAL;
-	if (!src->ops->next) {
-		b->count = 0;
-		return -ENOTSUP;
-	}
-	return src->ops->next(src, b);
-}
-
-int sl_source_linktype(const struct sl_source *src)
-{
-	if (!src)
-		return -EINVAL;
-	if (!src->ops->linktype)
-		return -ENOTSUP;
-	return src->ops->linktype(src);
-}
-
-void sl_source_progress(const struct sl_source *src, uint64_t *pos,
-			uint64_t *size)
-{
-	uint64_t p = 0, n = 0;
-
-	if (src && src->ops->progress)
-		src->ops->progress(src, &p, &n);
-	if (pos)
-		*pos = p;
-	if (size)
-		*size = n;
-}
-
-int sl_source_stats(struct sl_source *src, struct sl_source_stats *st)
-{
-	if (!src || !st)
-		return -EINVAL;
-	if (!src->ops->stats) {
-		memset(st, 0, sizeof(*st));
-		return -ENOTSUP;
-	}
-	return src->ops->stats(src, st);
-}
-
-void sl_source_close(struct sl_source *src)
-{
-	if (src && src->ops->close)
-		src->ops->close(src);
 }

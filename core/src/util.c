@@ -89,6 +89,10 @@ static const char *sl_error_text(enum sl_error code)
 		return "update keys belong to different flows";
 	case SL_E_SHRUNK:
 		return "file shrank while it was read";
+	case SL_E_ZTRUNC:
+		return "compressed data ends early";
+	case SL_E_ZCORRUPT:
+		return "compressed data is corrupt";
 	}
 	return NULL;
 }

@@ -1,10 +1,18 @@
 /* test_source_pcap.c - pcap/pcapng reader: formats, byte orders, timestamp
  * resolutions, batching, truncation and corruption, from images built in
- * memory (and one real file for sl_source_open_file). */
+ * memory (and real files, pipes and compressed images for
+ * sl_source_open_file). */
 #include <errno.h>
+#include <fcntl.h>
+#include <lz4frame.h>
+#include <lzma.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "sluice.h"
 #include "test.h"
@@ -1264,6 +1272,433 @@ static void test_file_shrink(int ng)
 	}
 }
 
+/* ---- streams and compressed input ------------------------------------- */
+
+/* Packet by packet, a source gives what a buffer's source gives: the same
+ * packets with the same bytes and the same end (*src_rc, *mem_rc: the
+ * last next()'s). prefix: the source may end first (with an error), its
+ * packets the buffer's first ones. *count: the source's packets. */
+static int same_packets(struct sl_source *fs, struct sl_source *ms, int prefix,
+			int *src_rc, int *mem_rc, uint32_t *count)
+{
+	uint32_t fi = 0, mi = 0, n = 0;
+	int frc = 1, mrc = 1, ok = 1;
+
+	batch.count = batch2.count = 0;
+	for (;; n++) {
+		const struct sl_packet *p = next_packet(fs, &batch, &fi, &frc);
+		const struct sl_packet *q;
+
+		if (!p && prefix)
+			break;
+		q = next_packet(ms, &batch2, &mi, &mrc);
+		if (!p || !q) {
+			if (p || q || frc != mrc) {
+				fprintf(stderr,
+					"packet %u: source %s (%d), "
+					"buffer %s (%d)\n",
+					n, p ? "more" : "end", frc,
+					q ? "more" : "end", mrc);
+				ok = 0;
+			}
+			break;
+		}
+		if (p->ts_ns != q->ts_ns || p->caplen != q->caplen ||
+		    p->wirelen != q->wirelen || p->linktype != q->linktype ||
+		    p->ifindex != q->ifindex ||
+		    memcmp(p->data, q->data, p->caplen)) {
+			fprintf(stderr, "packet %u differs\n", n);
+			ok = 0;
+			break;
+		}
+	}
+	*src_rc = frc;
+	*mem_rc = mrc;
+	*count = n;
+	return ok;
+}
+
+/* A child writes data[0, len) into a pipe in uneven pieces (1 byte to
+ * 100 kB): the read end, or -1. */
+static int pipe_feed(const uint8_t *data, size_t len, pid_t *pid)
+{
+	int p[2];
+
+	if (pipe(p))
+		return -1;
+	*pid = fork();
+	if (*pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (*pid == 0) {
+		size_t off = 0, step = 1;
+
+		close(p[0]);
+		while (off < len) {
+			size_t n = step % 100000 + 1;
+			ssize_t w;
+
+			step = step * 48271 % 2147483647;
+			if (n > len - off)
+				n = len - off;
+			w = write(p[1], data + off, n);
+			if (w <= 0)
+				_exit(1);
+			off += (size_t)w;
+		}
+		_exit(0);
+	}
+	close(p[1]);
+	return p[0];
+}
+
+static void pipe_done(int fd, pid_t pid)
+{
+	int st;
+
+	close(fd); /* a writer still writing gets SIGPIPE */
+	waitpid(pid, &st, 0);
+}
+
+/* data[0, len) read through a pipe (as /dev/fd/N, what <(...) gives; or
+ * "-" with the pipe as standard input) gives the packets and the end of
+ * img[0, img_len) read from a buffer; prefix, want_rc: as same_packets,
+ * the end the stream must have. */
+static int stream_same(const uint8_t *data, size_t len, const uint8_t *img,
+		       size_t img_len, int stdin_, int prefix, int want_rc)
+{
+	struct sl_source *src = NULL, *ms = NULL;
+	int fd, rc, src_rc, mem_rc, ok, saved = -1;
+	uint64_t pos, size;
+	uint32_t n;
+	char path[32];
+	pid_t pid;
+
+	fd = pipe_feed(data, len, &pid);
+	if (fd < 0)
+		return 0;
+	if (stdin_) {
+		saved = dup(0);
+		dup2(fd, 0);
+		strcpy(path, "-");
+	} else {
+		snprintf(path, sizeof(path), "/dev/fd/%d", fd);
+	}
+	rc = sl_source_open_file(&src, path);
+	if (stdin_) {
+		dup2(saved, 0);
+		close(saved);
+	}
+	ok = rc == sl_source_open_mem(&ms, img, img_len);
+	if (!ok || rc) {
+		if (!ok)
+			fprintf(stderr, "open %s: %d\n", path, rc);
+		goto out;
+	}
+	ok = same_packets(src, ms, prefix, &src_rc, &mem_rc, &n);
+	if (src_rc != want_rc) {
+		fprintf(stderr, "stream ends with %d, not %d\n", src_rc,
+			want_rc);
+		ok = 0;
+	}
+	if (src_rc < 0 && sl_source_next(src, &batch) != src_rc)
+		ok = 0; /* sticky */
+	sl_source_progress(src, &pos, &size);
+	if (size != 0 || (!want_rc && data == img && pos != len))
+		ok = 0; /* a stream's size is unknown; pos: bytes read */
+out:
+	sl_source_close(src);
+	sl_source_close(ms);
+	pipe_done(fd, pid);
+	return ok;
+}
+
+/* Large images of several windows (1 MiB) with records and blocks cut by
+ * a window's end and larger than one (as test_file_windows): pcap and
+ * pcapng of both byte orders, 3 MiB before the first interface. */
+static void img_pcap(struct bld *b, size_t *last)
+{
+	bld_init(b, 0);
+	pcap_hdr(b, 0xa1b23c4d, 65535, 1);
+	for (uint32_t i = 0; i < 6000; i++) {
+		uint32_t n = i % 700 == 0 ? 262144 : (i * 37) % 1600;
+
+		*last = b->len;
+		pcap_rec(b, 1700000000 + i, i, n, n + 4, (uint8_t)i);
+	}
+}
+
+static void img_pcapng(struct bld *b, int be)
+{
+	bld_init(b, be);
+	ng_shb(b);
+	ng_other(b, 4, 3 << 20); /* NRB */
+	ng_idb(b, 101, 0, 9, 0, 0);
+	ng_idb(b, 1, 0, 0x80 | 20, 1, 7);
+	for (uint32_t i = 0; i < 5000; i++) {
+		uint32_t n = (i * 53) % 1600;
+
+		if (i == 1000)
+			ng_epb(b, 0, i, 3 << 19, 3 << 19, 1);
+		else if (i == 3000) {
+			b->be = !be;
+			ng_shb(b);
+			ng_idb(b, 113, 0, 6, 0, 0);
+			ng_idb(b, 1, 0, 3, 0, 0);
+		} else if (i % 3 == 0)
+			ng_spb(b, n + 10, n, (uint8_t)i);
+		else
+			ng_epb(b, i % 2, 1000000 + i, n, n, (uint8_t)i);
+	}
+}
+
+/* Pipes, FIFOs and stdin are read as streams: the same packets as the
+ * buffer, whole, cut inside a record (SL_E_TRUNCATED), empty or short
+ * (SL_E_FORMAT, as a buffer). */
+static void test_stream(void)
+{
+	struct sl_source *src = NULL;
+	char path[] = "/tmp/test_source_fifo.XXXXXX";
+	size_t last;
+	struct bld b;
+
+	img_pcap(&b, &last);
+	CHECK(stream_same(b.d, b.len, b.d, b.len, 0, 0, 0));
+	CHECK(stream_same(b.d, b.len, b.d, b.len, 1, 0, 0));
+	CHECK(stream_same(b.d, last + 100, b.d, last + 100, 0, 0,
+			  SL_E_TRUNCATED));
+	CHECK(stream_same(b.d, 30, b.d, 30, 0, 0, SL_E_TRUNCATED));
+	CHECK(stream_same(b.d, 10, b.d, 10, 0, 0, 0)); /* both: FORMAT */
+	bld_free(&b);
+	for (int be = 0; be < 2; be++) {
+		img_pcapng(&b, be);
+		CHECK(stream_same(b.d, b.len, b.d, b.len, 0, 0, 0));
+		CHECK(stream_same(b.d, 20000, b.d, 20000, 1, 0,
+				  SL_E_TRUNCATED));
+		bld_free(&b);
+	}
+
+	/* a named FIFO, opened by its path */
+	if (mkdtemp(path)) {
+		char fifo[64];
+		pid_t pid;
+
+		snprintf(fifo, sizeof(fifo), "%s/f", path);
+		img_pcap(&b, &last);
+		CHECK_EQ(mkfifo(fifo, 0600), 0);
+		pid = fork();
+		if (pid == 0) {
+			int fd = open(fifo, O_WRONLY);
+
+			if (fd < 0 || write(fd, b.d, b.len) != (ssize_t)b.len)
+				_exit(1);
+			_exit(0);
+		}
+		CHECK_EQ(sl_source_open_file(&src, fifo), 0);
+		if (src) {
+			struct sl_source *ms = NULL;
+			int rc, mrc;
+			uint32_t n;
+
+			CHECK_EQ(sl_source_open_mem(&ms, b.d, b.len), 0);
+			CHECK(same_packets(src, ms, 0, &rc, &mrc, &n));
+			CHECK_EQ(rc, 0);
+			CHECK_EQ(n, 6000);
+			sl_source_close(ms);
+			sl_source_close(src);
+		}
+		if (pid > 0)
+			waitpid(pid, NULL, 0);
+		unlink(fifo);
+		rmdir(path);
+		bld_free(&b);
+	}
+	/* empty standard input, /dev/null: not a capture */
+	CHECK_EQ(sl_source_open_file(&src, "/dev/null"), SL_E_FORMAT);
+}
+
+enum { Z_GZIP, Z_ZSTD, Z_XZ, Z_LZ4, Z_KINDS };
+static const char *const z_names[Z_KINDS] = {"gzip", "zstd", "xz", "lz4"};
+
+/* Compresses in[0, len) into one stream or frame (checksums on) at
+ * out + *olen, which has room; 0 or -1. */
+static int z_compress(int kind, const uint8_t *in, size_t len, uint8_t *out,
+		      size_t *olen, size_t cap)
+{
+	switch (kind) {
+	case Z_GZIP: {
+		z_stream z = {0};
+		int rc;
+
+		if (deflateInit2(&z, 1, Z_DEFLATED, 16 + MAX_WBITS, 8,
+				 Z_DEFAULT_STRATEGY) != Z_OK)
+			return -1;
+		z.next_in = (uint8_t *)in;
+		z.avail_in = (uInt)len;
+		z.next_out = out + *olen;
+		z.avail_out = (uInt)(cap - *olen);
+		rc = deflate(&z, Z_FINISH);
+		*olen += z.total_out;
+		deflateEnd(&z);
+		return rc == Z_STREAM_END ? 0 : -1;
+	}
+	case Z_ZSTD: {
+		ZSTD_CCtx *c = ZSTD_createCCtx();
+		size_t r;
+
+		ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+		r = ZSTD_compress2(c, out + *olen, cap - *olen, in, len);
+		ZSTD_freeCCtx(c);
+		if (ZSTD_isError(r))
+			return -1;
+		*olen += r;
+		return 0;
+	}
+	case Z_XZ:
+		return lzma_easy_buffer_encode(0, LZMA_CHECK_CRC64, NULL, in,
+					       len, out, olen,
+					       cap) == LZMA_OK
+			   ? 0
+			   : -1;
+	case Z_LZ4: {
+		LZ4F_preferences_t prefs;
+		size_t r;
+
+		memset(&prefs, 0, sizeof(prefs));
+		prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+		prefs.frameInfo.blockChecksumFlag = LZ4F_blockChecksumEnabled;
+		r = LZ4F_compressFrame(out + *olen, cap - *olen, in, len,
+				       &prefs);
+		if (LZ4F_isError(r))
+			return -1;
+		*olen += r;
+		return 0;
+	}
+	}
+	return -1;
+}
+
+/* Writes data[0, len) to a new temporary file (its name in path). */
+static int z_file(const uint8_t *data, size_t len, char *path)
+{
+	int fd;
+
+	strcpy(path, "/tmp/test_source_z.XXXXXX");
+	fd = mkstemp(path);
+	if (fd < 0)
+		return -1;
+	if (write(fd, data, len) != (ssize_t)len) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* A compressed file gives the packets and the end of the buffer (a
+ * prefix of them, then want_rc); progress counts compressed bytes. */
+static int z_file_same(const uint8_t *z, size_t zlen, const struct bld *b,
+		       int prefix, int want_rc, uint32_t *count)
+{
+	struct sl_source *src = NULL, *ms = NULL;
+	int rc, src_rc, mem_rc, ok = 1;
+	uint64_t pos, size;
+	char path[64];
+
+	*count = 0;
+	if (z_file(z, zlen, path))
+		return 0;
+	rc = sl_source_open_file(&src, path);
+	unlink(path);
+	if (rc) {
+		fprintf(stderr, "open %s: %d\n", path, rc);
+		return 0;
+	}
+	sl_source_open_mem(&ms, b->d, b->len);
+	ok = same_packets(src, ms, prefix, &src_rc, &mem_rc, count);
+	if (src_rc != want_rc) {
+		fprintf(stderr, "ends with %d, not %d\n", src_rc, want_rc);
+		ok = 0;
+	}
+	if (src_rc < 0 && sl_source_next(src, &batch) != src_rc)
+		ok = 0;
+	sl_source_progress(src, &pos, &size);
+	if (size != zlen || pos > size || (!want_rc && pos != size))
+		ok = 0;
+	sl_source_close(src);
+	sl_source_close(ms);
+	return ok;
+}
+
+/* Each format, recognised by its magic bytes (the file names say
+ * nothing): as a file and through a pipe, one stream or two concatenated,
+ * the packets of the buffer; cut at two thirds: the packets before, then
+ * SL_E_ZTRUNC; trailing garbage: every packet, then SL_E_ZCORRUPT; a
+ * damaged checksum: SL_E_ZCORRUPT; only the magic: the open fails with
+ * SL_E_ZTRUNC. */
+static void test_compressed(int ng)
+{
+	size_t last, cap, zlen, zlen1;
+	struct bld b;
+	uint8_t *z;
+
+	if (ng)
+		img_pcapng(&b, 0);
+	else
+		img_pcap(&b, &last);
+	cap = b.len * 2 + (1 << 20);
+	z = malloc(cap);
+	for (int k = 0; k < Z_KINDS; k++) {
+		struct sl_source *src = NULL;
+		uint32_t n, all;
+		char path[64];
+
+		fprintf(stderr, "-- %s %s\n", z_names[k], ng ? "pcapng" : "pcap");
+		zlen = 0;
+		CHECK_EQ(z_compress(k, b.d, b.len, z, &zlen, cap), 0);
+		CHECK(z_file_same(z, zlen, &b, 0, 0, &all));
+		CHECK(all > 4000);
+		CHECK(stream_same(z, zlen, b.d, b.len, 0, 0, 0));
+		CHECK(stream_same(z, zlen, b.d, b.len, 1, 0, 0));
+
+		/* cut short */
+		CHECK(z_file_same(z, zlen * 2 / 3, &b, 1, SL_E_ZTRUNC, &n));
+		CHECK(n > 100 && n < all);
+		CHECK(stream_same(z, zlen * 2 / 3, b.d, b.len, 0, 1,
+				  SL_E_ZTRUNC));
+		CHECK(z_file_same(z, zlen - 1, &b, 1, SL_E_ZTRUNC, &n));
+
+		/* only the magic bytes */
+		CHECK_EQ(z_file(z, k == Z_XZ ? 6 : 4, path), 0);
+		CHECK_EQ(sl_source_open_file(&src, path), SL_E_ZTRUNC);
+		unlink(path);
+
+		/* trailing garbage */
+		memcpy(z + zlen, "JUNKJUNKJUNKJUNK", 16);
+		CHECK(z_file_same(z, zlen + 16, &b, 1, SL_E_ZCORRUPT, &n));
+		CHECK_EQ(n, all);
+
+		/* a damaged checksum at the end of the stream */
+		z[zlen - (k == Z_XZ ? 20 : 2)] ^= 0x5a;
+		CHECK(z_file_same(z, zlen, &b, 1, SL_E_ZCORRUPT, &n));
+		z[zlen - (k == Z_XZ ? 20 : 2)] ^= 0x5a;
+
+		/* two streams (pigz, cat a.gz b.gz, zstd frames) */
+		zlen1 = 0;
+		CHECK_EQ(z_compress(k, b.d, b.len / 3, z, &zlen1, cap), 0);
+		CHECK_EQ(z_compress(k, b.d + b.len / 3, b.len - b.len / 3, z,
+				    &zlen1, cap),
+			 0);
+		CHECK(z_file_same(z, zlen1, &b, 0, 0, &n));
+		CHECK(stream_same(z, zlen1, b.d, b.len, 0, 0, 0));
+	}
+	free(z);
+	bld_free(&b);
+}
+
 int main(void)
 {
 	int be, nano;
@@ -1288,5 +1723,8 @@ int main(void)
 	test_file_windows();
 	test_file_shrink(0);
 	test_file_shrink(1);
+	test_stream();
+	test_compressed(0);
+	test_compressed(1);
 	return test_done();
 }

@@ -92,7 +92,8 @@ M.GROUPS = {
 
 M.OPTIONS = {
   { group = "inputs", flags = { "-r", "--read" }, value = "FILE", commands = "run",
-    to = "open.read", help = "pcap or pcapng file to read" },
+    to = "open.read", help = "pcap or pcapng file to read; - for stdin (pipes too); " ..
+      "gzip, zstd, xz or lz4 compressed" },
   { group = "inputs", flags = { "-i", "--interface" }, value = "IFACE", commands = "run",
     to = "open.interface", help = "capture live on IFACE (SIGINT/SIGTERM stop cleanly)" },
   { group = "inputs", flags = { "--listen" }, value = "udp:ADDR:PORT", commands = "collect",
@@ -621,9 +622,10 @@ local function run_one(o, list, w, shared)
   if o.verbose then report.final_counters(eng) end
   if rok and not o.quiet then report.empty_notes(eng) end
   if rep and rep.stopped_by and o.open.read and not o.quiet then
-    io.stderr:write(string.format("sluice: %s: stopped by %s at %.1f%% of the input; " ..
+    local frac, pos = eng:progress()
+    io.stderr:write(string.format("sluice: %s: stopped by %s at %s of the input; " ..
       "every active flow ended (shutdown)\n", eng.input, signals.name(rep.stopped_by),
-      eng:progress() * 100))
+      frac and string.format("%.1f%%", frac * 100) or report.bytes_text(pos or 0)))
   end
   local lost = report.losses(rep, o.verbose)
   if not rok then return fail(rerr) end

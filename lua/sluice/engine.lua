@@ -137,15 +137,21 @@ local function open_collector(opts, sp)
   return sp[0]
 end
 
+-- The name of an input in messages: "-" (standard input) is "stdin".
+local function input_name(read)
+  return read == "-" and "stdin" or read
+end
+
 local function open_source(opts, sp)
   if opts.listen then return open_collector(opts, sp) end
   if opts.read then
     local rc = C.sl_source_open_file(sp, opts.read)
-    if rc < 0 then return nil, opts.read .. ": " .. core.strerror(rc) end
+    local name = input_name(opts.read)
+    if rc < 0 then return nil, name .. ": " .. core.strerror(rc) end
     local lt = C.sl_source_linktype(sp[0])
     if lt >= 0 and C.sl_linktype_supported(lt) == 0 then
       C.sl_source_close(sp[0])
-      return nil, string.format("%s: unsupported link type %d", opts.read, lt)
+      return nil, string.format("%s: unsupported link type %d", name, lt)
     end
     return sp[0]
   end
@@ -162,6 +168,8 @@ local function open_source(opts, sp)
   return sp[0], nil, note ~= "" and note or nil
 end
 
+-- read: a pcap or pcapng file, "-" for stdin, a pipe or FIFO; gzip, zstd,
+-- xz or lz4 compressed (recognised by the first bytes) too.
 -- sluice.open{ read = "x.pcap" | interface = "eth0", backend = "afpacket",
 --              filter = "tcp port 443", slice = 10, idle_timeout = { tcp = 300 },
 --              active_timeout = 1800, pool_flows = 1e6, ... }
@@ -264,7 +272,8 @@ function M.open(opts)
   end
   local out = C.sl_engine_output(e)
   return setmetatable({ e = e, st = flowstate.new(e, out), read = opts.read, interface = opts.interface,
-    collector = opts.listen ~= nil, input = opts.read or opts.interface or
+    collector = opts.listen ~= nil,
+    input = opts.read and input_name(opts.read) or opts.interface or
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
     live = opts.read == nil, note = note, src = src, out = out, filter = opts.filter,
     cstats = C.sl_engine_stats(e), slice = opts.slice,
@@ -359,14 +368,16 @@ function Engine:collector_state()
   return t
 end
 
--- Fraction of the input consumed (0..1).
+-- Fraction of the input consumed (0..1), then the bytes consumed (of a
+-- compressed file: compressed bytes). A stream (stdin, a pipe) has no
+-- known size: nil, bytes.
 function Engine:progress()
   live(self)
   if self.live then return nil end
   local pos, size = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
   C.sl_source_progress(self.src, pos, size)
-  if size[0] == 0 then return 1 end
-  return tonumber(pos[0]) / tonumber(size[0])
+  if size[0] == 0 then return nil, tonumber(pos[0]) end
+  return tonumber(pos[0]) / tonumber(size[0]), tonumber(pos[0])
 end
 
 -- The engine's per-flow state on the Lua side (sluice.flowstate).

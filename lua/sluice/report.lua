@@ -67,6 +67,22 @@ function M.stats_line(eng, out)
     n(st.flows_ended)))
 end
 
+-- Bytes as text: "512 B", "1.5 MB", "2.25 GB".
+function M.bytes_text(b)
+  if b < 1e3 then return format("%d B", b) end
+  if b < 1e6 then return format("%.1f kB", b / 1e3) end
+  if b < 1e9 then return format("%.1f MB", b / 1e6) end
+  return format("%.2f GB", b / 1e9)
+end
+
+-- How far the input is: "42.0%" of a file, "12.3 MB read" of a stream
+-- (stdin, a pipe), whose size is not known.
+function M.input_done(eng)
+  local frac, pos = eng:progress()
+  if frac then return format("%5.1f%%", frac * 100) end
+  return M.bytes_text(pos or 0) .. " read"
+end
+
 -- The progress of a file on a terminal, rewritten in place (\r); started
 -- is core.monotonic() at the start of the run.
 function M.progress_line(eng, started, out)
@@ -74,8 +90,8 @@ function M.progress_line(eng, started, out)
   local s = eng.cstats
   local pkts = tonumber(s.packets)
   local secs = core.monotonic() - started
-  out:write(format("\r%s packets  %5.1f%%  %.2f Mpps  %s flows active ",
-    n(pkts), eng:progress() * 100, secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active)))
+  out:write(format("\r%s packets  %s  %.2f Mpps  %s flows active ",
+    n(pkts), M.input_done(eng), secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active)))
 end
 
 -- -v: the final counters of an engine.
