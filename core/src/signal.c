@@ -37,7 +37,8 @@ static void on_alarm(int unused)
 {
 	static const char msg[] =
 		"sluice: the run did not stop within " STR(GRACE_S)
-		" s of the signal (a policy handler that does not return?): "
+		" s of the signal (a policy handler that does not return, or an "
+		"input that sends nothing?): "
 		"stopped without a summary\n";
 	int sig = pending;
 	ssize_t rc;
