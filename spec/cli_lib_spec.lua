@@ -235,6 +235,7 @@ describe("sluice.cli", function()
       { "-r x.pcap --no-promisc", "--no-promisc applies to live capture (-i)" },
       { "--listen udp:1.2.3.4:5 --snaplen 9", "--snaplen applies to live capture (-i)", "collect" },
       { "-r x.pcap --out json:a --out json:a", "--out json:a is given twice" },
+      { "-r a.pcap -r b.pcap", "-r is given once (several captures: mergecap -w - A B | sluice run -r -)" },
       { "-i eth0 --backend afxdp --user nobody", "--user cannot be used with --backend afxdp (the " ..
         "XDP program must be detached at exit, which needs the privileges --user gives up)" },
       { "-r x.pcap --out ipfix:h:1 --out ipfix:udp:h:1", "--out ipfix:udp:h:1 is given twice" },

@@ -274,3 +274,19 @@ return P
     assert.equal(SAMPLE_FLOWS, lines)
   end)
 end)
+
+describe("a capture where a policy goes", function()
+  teardown(run.cleanup)
+
+  it("is a usage error naming it (plain and compressed), not a Lua syntax error", function()
+    local dir = run.tmpdir()
+    local gz = dir .. "/s.pcap.gz"
+    assert.equal(0, run.sh("gzip -c " .. q(SAMPLE) .. " > " .. q(gz)).code)
+    for _, path in ipairs { SAMPLE, gz } do
+      local r = run.sh(string.format("%s run -r %s %s", SLUICE, q(SAMPLE), q(path)))
+      assert.equal(2, r.code, run.describe(r))
+      assert(has(r.err, "sluice: " .. path .. " is a capture, not a policy: read it with -r"),
+        run.describe(r))
+    end
+  end)
+end)

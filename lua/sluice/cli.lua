@@ -82,7 +82,7 @@ end
 -- one for live capture only (given with -i), "run.NAME" an engine:run
 -- option, "NAME" a field of the parsed options; parse: (value, flag) ->
 -- the value or nil, message; default: stored, as if given, when absent;
--- stop: parsing ends there (--help).
+-- stop: parsing ends there (--help); once: the message when given twice.
 
 M.GROUPS = {
   { "inputs", "inputs" }, { "live", "live capture (-i)" }, { "collect", "collecting" },
@@ -92,7 +92,8 @@ M.GROUPS = {
 
 M.OPTIONS = {
   { group = "inputs", flags = { "-r", "--read" }, value = "FILE", commands = "run",
-    to = "open.read", help = "pcap or pcapng file to read; - for stdin (pipes too); " ..
+    to = "open.read", once = "-r is given once (several captures: mergecap -w - A B | sluice run -r -)",
+    help = "pcap or pcapng file to read; - for stdin (pipes too); " ..
       "gzip, zstd, xz or lz4 compressed" },
   { group = "inputs", flags = { "-i", "--interface" }, value = "IFACE", commands = "run",
     to = "open.interface", help = "capture live on IFACE (SIGINT/SIGTERM stop cleanly)" },
@@ -345,6 +346,9 @@ end
 
 local function store(o, opt, v)
   local value, second = opt.set, nil
+  if opt.once and (opt.section and o[opt.section] or o)[opt.field] ~= nil then
+    return nil, opt.once
+  end
   if opt.value then
     value = v
     if opt.parse then
@@ -540,10 +544,30 @@ local function bare(err)
   return (tostring(err):gsub("^[^:]*:%d+: ", ""))
 end
 
+-- The first bytes of captures (pcap both orders and nanosecond, pcapng)
+-- and of the compressed files sluice reads.
+local CAPTURE_MAGIC = { "\212\195\178\161", "\161\178\195\212", "\077\060\178\161",
+  "\161\178\060\077", "\010\013\013\010", "\031\139", "\040\181\047\253",
+  "\253\055\122\088", "\004\034\077\024" }
+
+local function looks_like_capture(path)
+  local f = io.open(path, "rb")
+  local head = f and f:read(4) or ""
+  if f then f:close() end
+  for _, m in ipairs(CAPTURE_MAGIC) do
+    if head:sub(1, #m) == m then return true end
+  end
+  return false
+end
+
 -- The policy instances, or nil and an exit code (the error printed).
 local function load_policies(o)
   local raw = {}
   for i, path in ipairs(o.policies) do
+    if looks_like_capture(path) then
+      return nil, usage_error(path .. " is a capture, not a policy: read it with -r (once; " ..
+        "several captures: mergecap -w - A B | sluice run -r -)")
+    end
     local P, err = policy.load_file(path)
     if not P then return nil, fail(err, 2) end
     raw[i] = P
