@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 9 };
+enum { SL_ABI_VERSION = 10 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -242,6 +242,47 @@ SL_API void sl_source_progress(const struct sl_source *src, uint64_t *pos,
 			       uint64_t *size);
 /* Frees a source of any kind; NULL is a no-op. */
 SL_API void sl_source_close(struct sl_source *src);
+
+/* Several captures read as one input, like mergecap: paths are files or
+ * directories (a directory's regular files in byte order of their names,
+ * hidden ones left out: what tcpdump -G/-C and dumpcap -b write), each
+ * read as sl_source_open_file() reads one (stdin, FIFOs, compressed).
+ * Packets come in time order across the files, ties in the order the
+ * files were given, so that flows continue across files and time never
+ * runs backwards where files overlap; each packet keeps its file's link
+ * type. Every file is opened once here: one that cannot be read, is not
+ * a capture or has a link type sl_decode() does not know fails the open
+ * (note: "NAME: why"), except a directory's files that are not captures,
+ * which are skipped and counted. Regular files are then closed until
+ * their first packet is due, so a directory of thousands keeps only the
+ * overlapping ones open. A file that fails while it is read (truncated,
+ * shrunk, corrupt) ends there, after every packet before the damage; the
+ * others are read to their end, and then sl_source_next() returns the
+ * first such error (sl_source_files() says which file). Progress sums
+ * the files (total 0 when one is a stream). Returns 0 or a negative
+ * error (-ENOENT with a note: no capture among the paths). */
+SL_API int sl_source_open_files(struct sl_source **out,
+				const char *const *paths, uint32_t n_paths,
+				char *note, size_t note_len);
+
+struct sl_files_info {
+	uint32_t files;	       /* captures in the input */
+	uint32_t skipped;      /* directory entries that are not captures */
+	uint32_t current;      /* file of the last packet handed out */
+	uint32_t finished;     /* files read to their end (or failure) */
+	uint32_t failed;       /* files that ended with an error */
+	uint32_t first_failed; /* the file whose error ends the input */
+};
+
+/* Fills *fi for a source of sl_source_open_files(); other kinds:
+ * -ENOTSUP. */
+SL_API int sl_source_files(const struct sl_source *src,
+			   struct sl_files_info *fi);
+/* The path of file index (0 .. files-1), as given or as a directory's
+ * path joined with the entry's name; NULL past the end or for another
+ * kind of source. */
+SL_API const char *sl_source_file_name(const struct sl_source *src,
+				       uint32_t index);
 
 /* ---- live capture ----------------------------------------------------- */
 
