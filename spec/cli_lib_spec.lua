@@ -109,7 +109,7 @@ describe("sluice.cli", function()
         "--max-flows 900 --low-flows 800 --grace 2 -v -q other.lua"))
       assert.are.equal("run", o.command)
       assert.are.same({ "top.lua", "other.lua" }, o.policies)
-      assert.are.same({ read = "x.pcap", slice = "5", active_timeout = "600", pool_flows = "1000",
+      assert.are.same({ read = { "x.pcap" }, slice = "5", active_timeout = "600", pool_flows = "1000",
         max_flows = "900", low_flows = "800", grace = "2" }, o.open)
       assert.is_true(o.verbose)
       assert.is_true(o.quiet)
@@ -135,8 +135,13 @@ describe("sluice.cli", function()
 
     it("--filter goes to sluice.open with a file too (the core filters it)", function()
       local o = assert(parse("-r x.pcap --filter tcp"))
-      assert.are.same({ read = "x.pcap", filter = "tcp" }, o.open)
-      assert.are.same({ read = "x.pcap", filter = "tcp" }, cli.open_options(o, 0))
+      assert.are.same({ read = { "x.pcap" }, filter = "tcp" }, o.open)
+      assert.are.same({ read = { "x.pcap" }, filter = "tcp" }, cli.open_options(o, 0))
+    end)
+
+    it("-r is repeatable: several captures and directories, in the order given", function()
+      local o = assert(parse("-r b.pcap --read a.pcap.gz -r dumps/ -r -"))
+      assert.are.same({ read = { "b.pcap", "a.pcap.gz", "dumps/", "-" } }, o.open)
     end)
 
     it("live capture options, converted where needed", function()
@@ -235,7 +240,6 @@ describe("sluice.cli", function()
       { "-r x.pcap --no-promisc", "--no-promisc applies to live capture (-i)" },
       { "--listen udp:1.2.3.4:5 --snaplen 9", "--snaplen applies to live capture (-i)", "collect" },
       { "-r x.pcap --out json:a --out json:a", "--out json:a is given twice" },
-      { "-r a.pcap -r b.pcap", "-r is given once (several captures: mergecap -w - A B | sluice run -r -)" },
       { "-i eth0 --backend afxdp --user nobody", "--user cannot be used with --backend afxdp (the " ..
         "XDP program must be detached at exit, which needs the privileges --user gives up)" },
       { "-r x.pcap --out ipfix:h:1 --out ipfix:udp:h:1", "--out ipfix:udp:h:1 is given twice" },
@@ -332,7 +336,7 @@ describe("sluice.cli", function()
     it("sluice.open options: flow table options, --idle-timeout as a table", function()
       local o = assert(parse("-r x.pcap --idle-timeout udp=30 --idle-timeout tcp=5m --slice 10 " ..
         "--max-flows 100"))
-      assert.are.same({ read = "x.pcap", idle_timeout = { udp = "30", tcp = "5m" }, slice = "10",
+      assert.are.same({ read = { "x.pcap" }, idle_timeout = { udp = "30", tcp = "5m" }, slice = "10",
         max_flows = "100" }, cli.open_options(o, 0))
       -- and sluice.open takes them
       o = assert(parse("-r " .. SAMPLE .. " --idle-timeout udp=30 --slice 10"))
@@ -465,7 +469,7 @@ describe("sluice.report", function()
 
   it("a collector's lines: totals, its state, then each exporter that sent, lost or had " ..
      "something evicted", function()
-    local eng = { collector = true }
+    local eng = { collector = true, files = function() end }
     function eng.stats()
       return { packets = 0, bytes = 0, not_ip = 0, malformed = 0, malformed_by = {}, flows_started = 4,
         flows_ended = 3, ended_by = { idle = 3 }, flows_refused = 0, trims = 0, slices_closed = 0,
@@ -518,7 +522,7 @@ describe("sluice.report", function()
     assert.are.equal("9223372036854775808", count_text(2 ^ 63))
     assert.are.equal("12345", count_text(12345))
     assert.are.equal("0", count_text(ffi.new("uint64_t", 0)))
-    local eng = { collector = true }
+    local eng = { collector = true, files = function() end }
     function eng.stats()
       return { packets = 2 ^ 64, bytes = 1.5 * 2 ^ 63, not_ip = 0, malformed = 0, malformed_by = {},
         flows_started = 1, flows_ended = 1, ended_by = {}, flows_refused = 0, trims = 0,
@@ -533,7 +537,7 @@ describe("sluice.report", function()
   end)
 
   it("the progress line", function()
-    local eng = { cstats = { packets = 2000000, flows_active = 7 } }
+    local eng = { cstats = { packets = 2000000, flows_active = 7 }, current_file = function() end }
     function eng.progress() return 0.25 end
     local s = stream()
     report.progress_line(eng, core.monotonic() - 1, s)
@@ -542,6 +546,11 @@ describe("sluice.report", function()
     assert.are.equal("25.0", pct)
     assert(tonumber(mpps) > 1 and tonumber(mpps) <= 2, "2 M packets in about a second: " .. mpps)
     assert.are.equal("7", flows)
+    -- several captures: the line names the file being read
+    function eng.current_file() return "dumps/b.pcap", 2, 5 end
+    s = stream()
+    report.progress_line(eng, core.monotonic() - 1, s)
+    assert.matches("flows active  file 2/5 dumps/b.pcap $", s.text())
   end)
 
   describe("losses", function()

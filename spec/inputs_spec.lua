@@ -203,7 +203,7 @@ describe("the progress of a stream", function()
   end
 
   it("shows the bytes read, not a percentage of an unknown size", function()
-    local eng = { cstats = { packets = 1000, flows_active = 3 } }
+    local eng = { cstats = { packets = 1000, flows_active = 3 }, current_file = function() end }
     function eng.progress() return nil, 12345678 end
     local s = stream()
     report.progress_line(eng, core.monotonic() - 1, s)

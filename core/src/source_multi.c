@@ -517,8 +517,10 @@ int sl_source_open_files(struct sl_source **out, const char *const *paths,
 		goto out_free;
 	if (!m->n_files) {
 		rc = -ENOENT;
-		snprintf(note, note_len, "%s%s: no capture in it (%u files skipped)",
-			 paths[0], n_paths > 1 ? " ..." : "", m->info.skipped);
+		snprintf(note, note_len, "%s%s: no capture in it%s",
+			 paths[0], n_paths > 1 ? " ..." : "",
+			 m->info.skipped ? " (only files that are not captures)"
+					 : "");
 		goto out_free;
 	}
 	m->info.files = m->n_files;

@@ -92,9 +92,10 @@ M.GROUPS = {
 
 M.OPTIONS = {
   { group = "inputs", flags = { "-r", "--read" }, value = "FILE", commands = "run",
-    to = "open.read", once = "-r is given once (several captures: mergecap -w - A B | sluice run -r -)",
-    help = "pcap or pcapng file to read; - for stdin (pipes too); " ..
-      "gzip, zstd, xz or lz4 compressed" },
+    to = "open.read", repeatable = "list",
+    help = "pcap or pcapng file to read; - for stdin (pipes too); gzip, zstd, xz or lz4 " ..
+      "compressed; a directory: every capture in it, in name order (repeatable: several " ..
+      "are merged by time, flows continue across files)" },
   { group = "inputs", flags = { "-i", "--interface" }, value = "IFACE", commands = "run",
     to = "open.interface", help = "capture live on IFACE (SIGINT/SIGTERM stop cleanly)" },
   { group = "inputs", flags = { "--listen" }, value = "udp:ADDR:PORT", commands = "collect",
@@ -565,8 +566,8 @@ local function load_policies(o)
   local raw = {}
   for i, path in ipairs(o.policies) do
     if looks_like_capture(path) then
-      return nil, usage_error(path .. " is a capture, not a policy: read it with -r (once; " ..
-        "several captures: mergecap -w - A B | sluice run -r -)")
+      return nil, usage_error(path .. " is a capture, not a policy: read it with -r " ..
+        "(several: -r A -r B, or -r DIR)")
     end
     local P, err = policy.load_file(path)
     if not P then return nil, fail(err, 2) end
@@ -605,6 +606,11 @@ local function run_one(o, list, w, shared)
   end
   if not eng then return fail(err) end
   if eng.note then io.stderr:write("sluice: ", eng.input, ": ", eng.note, "\n") end
+  local files = eng:files()
+  if files and files.skipped > 0 and not o.quiet then
+    io.stderr:write(string.format("sluice: %s: %d captures; skipped %d directory entries " ..
+      "that are not captures\n", eng.input, files.files, files.skipped))
+  end
   -- the outputs are opened before privileges go: a probe's log directory
   -- is usually root's
   local ok_out, outputs, oerr = pcall(open_outputs, o, w, shared)
@@ -631,6 +637,12 @@ local function run_one(o, list, w, shared)
   local show = not o.quiet and o.open.read and core.isatty(2)
   local opts = M.run_options(o, w)
   opts.outputs = outputs
+  if o.verbose then
+    opts.on_file = function(name, i, n)
+      if show then io.stderr:write("\r\027[K") end
+      io.stderr:write(string.format("sluice: reading %s (file %d of %d)\n", name, i, n))
+    end
+  end
   if o.stats then
     opts.progress = report.stats_line
   elseif show then

@@ -137,16 +137,40 @@ local function open_collector(opts, sp)
   return sp[0]
 end
 
--- The name of an input in messages: "-" (standard input) is "stdin".
+-- The name of an input in messages: "-" (standard input) is "stdin";
+-- several: the first and how many more.
 local function input_name(read)
+  if type(read) == "table" then
+    if #read == 1 then return input_name(read[1]) end
+    return string.format("%s (and %d more)", input_name(read[1]), #read - 1)
+  end
   return read == "-" and "stdin" or read
+end
+
+-- Several captures, or a directory: one input merged by time (the core's
+-- sl_source_open_files names the file that fails).
+local function open_files(read, sp)
+  local paths = ffi.new("const char *[?]", #read, read)
+  local note = ffi.new("char[512]")
+  local rc = C.sl_source_open_files(sp, paths, #read, note, 512)
+  if rc < 0 then
+    local why = ffi.string(note)
+    return nil, why ~= "" and why or (input_name(read) .. ": " .. core.strerror(rc))
+  end
+  return sp[0]
 end
 
 local function open_source(opts, sp)
   if opts.listen then return open_collector(opts, sp) end
-  if opts.read then
-    local rc = C.sl_source_open_file(sp, opts.read)
-    local name = input_name(opts.read)
+  local read = opts.read
+  if type(read) == "table" then
+    if #read > 1 then return open_files(read, sp) end
+    read = read[1]
+  end
+  if read then
+    local rc = C.sl_source_open_file(sp, read)
+    if rc == -C.SL_EISDIR then return open_files({ read }, sp) end
+    local name = input_name(read)
     if rc < 0 then return nil, name .. ": " .. core.strerror(rc) end
     local lt = C.sl_source_linktype(sp[0])
     if lt >= 0 and C.sl_linktype_supported(lt) == 0 then
@@ -169,7 +193,10 @@ local function open_source(opts, sp)
 end
 
 -- read: a pcap or pcapng file, "-" for stdin, a pipe or FIFO; gzip, zstd,
--- xz or lz4 compressed (recognised by the first bytes) too.
+-- xz or lz4 compressed (recognised by the first bytes) too. A directory,
+-- or a list of files and directories, is one input: every capture in it
+-- (a directory's in name order), packets merged by time, flows continuing
+-- across files.
 -- sluice.open{ read = "x.pcap" | interface = "eth0", backend = "afpacket",
 --              filter = "tcp port 443", slice = 10, idle_timeout = { tcp = 300 },
 --              active_timeout = 1800, pool_flows = 1e6, ... }
@@ -180,9 +207,17 @@ function M.open(opts)
   if type(opts) ~= "table" then error("sluice.open expects a table of options", 2) end
   local inputs = (opts.read ~= nil and 1 or 0) + (opts.interface ~= nil and 1 or 0) +
     (opts.listen ~= nil and 1 or 0)
-  if inputs ~= 1 or (opts.read ~= nil and type(opts.read) ~= "string") or
+  local read = opts.read
+  if type(read) == "table" then
+    for i = 1, #read do
+      if type(read[i]) ~= "string" then read = nil break end
+    end
+    if read and #read == 0 then read = nil end
+  end
+  if inputs ~= 1 or (opts.read ~= nil and type(read) ~= "string" and type(read) ~= "table") or
      (opts.interface ~= nil and type(opts.interface) ~= "string") then
-    error("sluice.open: give one of 'read' (a pcap file), 'interface' (live capture) or " ..
+    error("sluice.open: give one of 'read' (a capture, a directory or a list of them), " ..
+          "'interface' (live capture) or " ..
           "'listen' (collect from exporters)", 2)
   end
   local known = { read = true, interface = true, backend = true, filter = true, slice = true,
@@ -271,7 +306,10 @@ function M.open(opts)
     if frc < 0 then return nil, "filter: " .. core.strerror(frc) end
   end
   local out = C.sl_engine_output(e)
+  local finfo = ffi.new("struct sl_files_info")
+  if C.sl_source_files(src, finfo) ~= 0 then finfo = nil end
   return setmetatable({ e = e, st = flowstate.new(e, out), read = opts.read, interface = opts.interface,
+    finfo = finfo,
     collector = opts.listen ~= nil,
     input = opts.read and input_name(opts.read) or opts.interface or
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
@@ -378,6 +416,38 @@ function Engine:progress()
   C.sl_source_progress(self.src, pos, size)
   if size[0] == 0 then return nil, tonumber(pos[0]) end
   return tonumber(pos[0]) / tonumber(size[0]), tonumber(pos[0])
+end
+
+-- Several captures (read a list or a directory): the file of the packets
+-- read last, its number (1..) and the number of files; nil otherwise.
+function Engine:current_file()
+  live(self)
+  local fi = self.finfo
+  if not fi then return nil end
+  C.sl_source_files(self.src, fi)
+  return ffi.string(C.sl_source_file_name(self.src, fi.current)), fi.current + 1, fi.files
+end
+
+-- Several captures: { files, skipped (directory entries that are not
+-- captures), finished, failed, failed_file (the first to fail) }; nil
+-- for one file or another input.
+function Engine:files()
+  live(self)
+  local fi = self.finfo
+  if not fi then return nil end
+  C.sl_source_files(self.src, fi)
+  return { files = fi.files, skipped = fi.skipped, finished = fi.finished, failed = fi.failed,
+    failed_file = fi.failed > 0 and ffi.string(C.sl_source_file_name(self.src, fi.first_failed))
+      or nil }
+end
+
+-- The name of the input whose error ended the run: of several captures,
+-- the first file that failed.
+function Engine:error_input()
+  local f = self.finfo and self:files()
+  if not (f and f.failed_file) then return self.input end
+  if f.failed == 1 then return f.failed_file end
+  return string.format("%s (and %d more files failed)", f.failed_file, f.failed - 1)
 end
 
 -- The engine's per-flow state on the Lua side (sluice.flowstate).

@@ -61,10 +61,10 @@ function M.stats_line(eng, out)
     M.collector_line(eng, out)
     return M.exporter_lines(eng, out)
   end
-  out:write(format("stats: packets %s received %s drops %s malformed %s flows active %s ended %s\n",
+  out:write(format("stats: packets %s received %s drops %s malformed %s flows active %s ended %s%s\n",
     n(st.packets), st.received and n(st.received) or "-",
     st.kernel_drops and n(st.kernel_drops) or "-", n(st.malformed), n(st.flows_active),
-    n(st.flows_ended)))
+    n(st.flows_ended), (M.file_text(eng):gsub(" $", ""))))
 end
 
 -- Bytes as text: "512 B", "1.5 MB", "2.25 GB".
@@ -83,6 +83,13 @@ function M.input_done(eng)
   return M.bytes_text(pos or 0) .. " read"
 end
 
+-- Several captures: " file 2/5 NAME" (the file read now); else "".
+function M.file_text(eng)
+  local name, i, count = eng:current_file()
+  if not name then return "" end
+  return format(" file %d/%d %s ", i, count, name)
+end
+
 -- The progress of a file on a terminal, rewritten in place (\r); started
 -- is core.monotonic() at the start of the run.
 function M.progress_line(eng, started, out)
@@ -90,8 +97,9 @@ function M.progress_line(eng, started, out)
   local s = eng.cstats
   local pkts = tonumber(s.packets)
   local secs = core.monotonic() - started
-  out:write(format("\r%s packets  %s  %.2f Mpps  %s flows active ",
-    n(pkts), M.input_done(eng), secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active)))
+  out:write(format("\r%s packets  %s  %.2f Mpps  %s flows active %s",
+    n(pkts), M.input_done(eng), secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active),
+    M.file_text(eng)))
 end
 
 -- -v: the final counters of an engine.
@@ -106,6 +114,11 @@ function M.final_counters(eng, out)
     n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(st.malformed_by), filtered,
     n(st.flows_started), n(st.flows_ended), counters(st.ended_by), n(st.flows_refused),
     n(st.trims), n(st.slices_closed), n(st.slice_records)))
+  local files = eng:files()
+  if files then
+    out:write(format("files %s finished %s failed %s skipped %s (not captures)\n", n(files.files),
+      n(files.finished), n(files.failed), n(files.skipped)))
+  end
   if eng.collector then
     out:write(format("messages %s records %s socket drops %s\n", n(st.received or 0),
       n(st.records), n(st.kernel_drops or 0)))

@@ -98,6 +98,13 @@ function Run:timers()
     self.next_tick = now + 0.1
     self.outputs:tick(now)
   end
+  if self.on_file then
+    local name, i, n = self.engine:current_file()
+    if i and not self.files_seen[i] then
+      self.files_seen[i] = true
+      self.on_file(name, i, n)
+    end
+  end
   if self.progress and now >= self.next_progress then
     self.progress(self.engine)
     self.next_progress = now + self.progress_every
@@ -185,7 +192,7 @@ function Run:finish(ok, res, lerr)
   if not state_ok then return nil, "cannot save state: " .. state_err end
   local serr = C.sl_engine_source_error(self.e)
   if serr < 0 then
-    return nil, self.engine.input .. ": " .. core.strerror(serr) ..
+    return nil, self.engine:error_input() .. ": " .. core.strerror(serr) ..
       " (everything before it was processed)"
   end
   return true, self.report
@@ -194,7 +201,8 @@ end
 -- opts: outputs, emit, on_error = "abort"|"skip", on_lag = "wait"|"drop",
 -- on_sink_error = fn(name, err) | false (default: each sink's first error
 -- on stderr), worker, progress = fn(engine), progress_interval, state,
--- state_interval, signals, capture_all.
+-- state_interval, signals, capture_all, on_file = fn(name, i, n) (several
+-- captures: called once per file, when its packets are first seen).
 function M.run(engine, policies, options, opts)
   if not engine.e then error("engine is closed", 2) end
   opts = opts or {}
@@ -211,6 +219,7 @@ function M.run(engine, policies, options, opts)
     opts = opts, report = report, outputs = outputs, batch = batch_mod.new(st.id),
     d = dispatch.new(engine, list, outputs, report, opts.on_error == "skip"),
     progress = opts.progress, progress_every = opts.progress_interval or 0.5,
+    on_file = engine.finfo and opts.on_file, files_seen = {},
     state_every = opts.state_interval or 60, next_tick = monotonic(), stopping = false }, Run)
   self.next_progress = monotonic() + self.progress_every
   self.next_state = monotonic() + self.state_every
