@@ -157,7 +157,8 @@ describe("several captures", function()
     end)
   end)
 
-  it("a connection split over files of different link types is one flow", function()
+  -- one TCP connection of 4 packets over an Ethernet and a raw IP capture
+  local function two_link_types()
     local function pkt(s, from_client)
       local src, dst = "10.0.0.1", "10.0.0.2"
       local sport, dport = 40000, 80
@@ -176,8 +177,11 @@ describe("several captures", function()
         raw[#raw + 1] = { ts = p.ts, frame = p.ip }
       end
     end
-    local e = pcap.write(eth, { linktype = 1 })
-    local rw = pcap.write(raw, { linktype = 101 })
+    return pcap.write(eth, { linktype = 1 }), pcap.write(raw, { linktype = 101 })
+  end
+
+  it("a connection split over files of different link types is one flow", function()
+    local e, rw = two_link_types()
     local eng = assert(sluice.open { read = { rw, e } })
     local flows = {}
     assert(eng:run { { on_flow_end = function(f) flows[#flows + 1] = f:totable() end } })
@@ -187,6 +191,20 @@ describe("several captures", function()
     local files = eng:files()
     assert.are.same({ files = 2, skipped = 0, finished = 2, failed = 0 }, files)
     eng:close()
+  end)
+
+  it("--out pcap: packets of another link type than the file's are lost, counted and " ..
+     "reported (exit 3)", function()
+    local e, rw = two_link_types()
+    local d = run.tmpdir()
+    local r = run.sh(string.format("%s run -r %s -r %s --out pcap:%s --out json:%s", SLUICE, q(e),
+      q(rw), q(d .. "/x.pcap"), q(d .. "/f.json")))
+    assert.are.equal(3, r.code, run.describe(r))
+    assert(has(r.err, "packet of another link type than the file's"), run.describe(r))
+    assert(has(r.err, "failed 2"), run.describe(r))
+    local recs = run.pcap_records(run.slurp(d .. "/x.pcap"))
+    assert.are.equal(2, #recs, "the Ethernet packets, in a file of the first file's link type")
+    assert.are.equal(1, #run.json_lines(d .. "/f.json"))
   end)
 
   describe("errors", function()

@@ -93,9 +93,10 @@ enum sl_error {
 	SL_E_SHRUNK = -1007,	/* the file shrank while it was read */
 	SL_E_ZTRUNC = -1008,	/* compressed input ends inside a stream */
 	SL_E_ZCORRUPT = -1009,	/* compressed input is corrupt */
+	SL_E_LINKMIX = -1010,	/* packet of another link type than the file */
 	/* The last (most negative) code: sluice's own codes run from -1001
 	 * down to SL_E_LAST. A new code goes below it and moves SL_E_LAST. */
-	SL_E_LAST = SL_E_ZCORRUPT,
+	SL_E_LAST = SL_E_LINKMIX,
 };
 
 /* Link types as written in pcap/pcapng files (LINKTYPE_*). */
@@ -734,10 +735,12 @@ SL_API int sl_pcap_writer_open(struct sl_pcap_writer **out, const char *path,
 /* Caplen above the snaplen is cut to it. Returns 0, or the error of a
  * write this call made: the packets it lost are counted in the stats (this
  * one too if it was larger than the buffer and went out with it; else it
- * is buffered and tried with the next write). */
+ * is buffered and tried with the next write). A packet of another link
+ * type than the file's (several captures, pcapng interfaces) cannot be
+ * written in it: SL_E_LINKMIX, counted as an error. */
 SL_API int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
 				const uint8_t *data, uint32_t caplen,
-				uint32_t wirelen);
+				uint32_t wirelen, uint32_t linktype);
 SL_API int sl_pcap_writer_flush(struct sl_pcap_writer *w);
 SL_API const struct sl_writer_stats *
 sl_pcap_writer_stats(const struct sl_pcap_writer *w);

@@ -283,7 +283,7 @@ void sl_capture_flush(struct sl_engine *e)
 			if (e->writers[w])
 				sl_pcap_writer_write(e->writers[w], p->ts_ns,
 						     p->data, p->caplen,
-						     p->wirelen);
+						     p->wirelen, p->linktype);
 		}
 	}
 	e->flushed = end;

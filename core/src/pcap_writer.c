@@ -27,6 +27,7 @@
 struct sl_pcap_writer {
 	int fd;
 	uint32_t snaplen;
+	uint32_t linktype;
 	uint32_t len;	   /* bytes in buf */
 	uint32_t buf_pkts; /* packets in buf: lost together if it fails */
 	off_t good;	   /* file offset after the last record that landed */
@@ -167,6 +168,7 @@ int sl_pcap_writer_open(struct sl_pcap_writer **out, const char *path,
 		rc = -errno;
 		goto out_free;
 	}
+	w->linktype = linktype;
 	put_hdr(w, linktype);
 	buf_reset(w);
 	w->st.bytes = PCAP_HDR_LEN;
@@ -188,7 +190,8 @@ static void put_rec(uint8_t *p, uint64_t ts_ns, uint32_t caplen,
 }
 
 int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
-			 const uint8_t *data, uint32_t caplen, uint32_t wirelen)
+			 const uint8_t *data, uint32_t caplen, uint32_t wirelen,
+			 uint32_t linktype)
 {
 	uint8_t rec[PCAP_REC_LEN];
 	size_t need;
@@ -196,6 +199,11 @@ int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
 
 	if (!w || (!data && caplen))
 		return -EINVAL;
+	if (linktype != w->linktype) {
+		w->st.errors++;
+		w->st.last_error = SL_E_LINKMIX;
+		return SL_E_LINKMIX;
+	}
 	if (caplen > w->snaplen)
 		caplen = w->snaplen;
 	/* a record claiming less on the wire than captured is corrupt */

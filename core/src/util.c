@@ -93,6 +93,8 @@ static const char *sl_error_text(enum sl_error code)
 		return "compressed data ends early";
 	case SL_E_ZCORRUPT:
 		return "compressed data is corrupt";
+	case SL_E_LINKMIX:
+		return "packet of another link type than the file's";
 	}
 	return NULL;
 }

@@ -85,12 +85,12 @@ static void test_basic(void)
 
 	CHECK_EQ(sl_pcap_writer_open(&w, path, SL_LINK_EN10MB, 0), 0);
 	fill(pkt, 60, 1);
-	CHECK_EQ(sl_pcap_writer_write(w, ts, pkt, 60, 60), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, ts, pkt, 60, 60, SL_LINK_EN10MB), 0);
 	fill(pkt, 1514, 2);
-	CHECK_EQ(sl_pcap_writer_write(w, ts + 1000, pkt, 1514, 1514), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, ts + 1000, pkt, 1514, 1514, SL_LINK_EN10MB), 0);
 	fill(pkt, 100, 3);
 	/* a caller that lost the wire length: never below caplen */
-	CHECK_EQ(sl_pcap_writer_write(w, ts + 2 * NS, pkt, 100, 0), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, ts + 2 * NS, pkt, 100, 0, SL_LINK_EN10MB), 0);
 	st = sl_pcap_writer_stats(w);
 	CHECK_EQ(st->packets, 3);
 	CHECK_EQ(st->bytes, HDR_LEN + 3 * REC_LEN + 60 + 1514 + 100);
@@ -118,11 +118,17 @@ static void test_snaplen(void)
 
 	CHECK_EQ(sl_pcap_writer_open(&w, path, SL_LINK_RAW, 64), 0);
 	fill(pkt, 1000, 4);
-	CHECK_EQ(sl_pcap_writer_write(w, 5 * NS, pkt, 1000, 1000), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, 5 * NS, pkt, 1000, 1000, SL_LINK_RAW), 0);
 	fill(pkt, 64, 5);
-	CHECK_EQ(sl_pcap_writer_write(w, 6 * NS, pkt, 64, 1500), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, 6 * NS, pkt, 64, 1500, SL_LINK_RAW), 0);
 	fill(pkt, 40, 6);
-	CHECK_EQ(sl_pcap_writer_write(w, 7 * NS, pkt, 40, 40), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, 7 * NS, pkt, 40, 40, SL_LINK_RAW), 0);
+	/* an Ethernet frame has no place in a raw IP file: counted, refused */
+	CHECK_EQ(sl_pcap_writer_write(w, 8 * NS, pkt, 40, 40, SL_LINK_EN10MB),
+		 SL_E_LINKMIX);
+	CHECK_EQ(sl_pcap_writer_stats(w)->errors, 1);
+	CHECK_EQ(sl_pcap_writer_stats(w)->last_error, SL_E_LINKMIX);
+	CHECK_EQ(sl_pcap_writer_stats(w)->packets, 3);
 	CHECK_EQ(sl_pcap_writer_stats(w)->bytes,
 		 HDR_LEN + 3 * REC_LEN + 64 + 64 + 40);
 	CHECK_EQ(sl_pcap_writer_close(w), 0);
@@ -168,7 +174,7 @@ static void test_large(void)
 		    sizes[i % 5] > 9000 && i > 20 ? 1000 : sizes[i % 5];
 
 		fill(pkt, n, i);
-		CHECK_EQ(sl_pcap_writer_write(w, i * NS, pkt, n, n), 0);
+		CHECK_EQ(sl_pcap_writer_write(w, i * NS, pkt, n, n, SL_LINK_EN10MB), 0);
 		want += REC_LEN + n;
 	}
 	CHECK_EQ(sl_pcap_writer_stats(w)->packets, 1000);
@@ -202,7 +208,7 @@ static void test_tshark(void)
 	for (int i = 0; i < 5; i++) {
 		fill(pkt, lens[i], (uint32_t)i);
 		CHECK_EQ(sl_pcap_writer_write(w, (uint64_t)(1000 + i) * NS, pkt,
-					      lens[i], lens[i]),
+					      lens[i], lens[i], SL_LINK_EN10MB),
 			 0);
 	}
 	CHECK_EQ(sl_pcap_writer_close(w), 0);
@@ -238,7 +244,7 @@ static void test_full_device(void)
 	st = sl_pcap_writer_stats(w);
 	fill(pkt, 1000, 0);
 	for (int i = 0; i < 10; i++)
-		CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 1000, 1000), 0);
+		CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 1000, 1000, SL_LINK_EN10MB), 0);
 	CHECK_EQ(st->packets, 10);
 	CHECK_EQ(sl_pcap_writer_flush(w), -ENOSPC);
 	CHECK_EQ(st->packets, 0);
@@ -247,14 +253,14 @@ static void test_full_device(void)
 	CHECK_EQ(st->bytes, HDR_LEN);
 	/* later writes still try: filling the buffer forces a write */
 	for (int i = 0; i < 300; i++)
-		sl_pcap_writer_write(w, NS, pkt, 1000, 1000);
+		sl_pcap_writer_write(w, NS, pkt, 1000, 1000, SL_LINK_EN10MB);
 	CHECK(st->errors > 10);
 	CHECK_EQ(st->packets + st->errors, 310);
 	/* larger than the buffer: written at once, lost at once */
-	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 262144, 262144), -ENOSPC);
+	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 262144, 262144, SL_LINK_EN10MB), -ENOSPC);
 	CHECK_EQ(st->errors, 311);
 	CHECK_EQ(st->packets, 0);
-	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 100, 100), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 100, 100, SL_LINK_EN10MB), 0);
 	CHECK_EQ(sl_pcap_writer_close(w), -ENOSPC);
 }
 
@@ -273,14 +279,14 @@ static void test_partial_write(void)
 	CHECK_EQ(sl_pcap_writer_open(&w, path, SL_LINK_EN10MB, 0), 0);
 	st = sl_pcap_writer_stats(w);
 	fill(pkt, 500, 1);
-	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 500, 500), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 500, 500, SL_LINK_EN10MB), 0);
 	CHECK_EQ(sl_pcap_writer_flush(w), 0);
 	lim = old;
 	lim.rlim_cur = 2000; /* room for one more 1000-byte record, and half */
 	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
 	fill(pkt, 1000, 2);
 	for (int i = 0; i < 3; i++)
-		CHECK_EQ(sl_pcap_writer_write(w, 2 * NS, pkt, 1000, 1000), 0);
+		CHECK_EQ(sl_pcap_writer_write(w, 2 * NS, pkt, 1000, 1000, SL_LINK_EN10MB), 0);
 	CHECK_EQ(sl_pcap_writer_flush(w), -EFBIG);
 	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
 	CHECK_EQ(st->errors, 2);
@@ -292,7 +298,7 @@ static void test_partial_write(void)
 	/* cut back to the last whole record */
 	CHECK_EQ(read_back(), want);
 	fill(pkt, 200, 3);
-	CHECK_EQ(sl_pcap_writer_write(w, 3 * NS, pkt, 200, 200), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, 3 * NS, pkt, 200, 200, SL_LINK_EN10MB), 0);
 	want += REC_LEN + 200;
 	CHECK_EQ(st->bytes, want);
 	CHECK_EQ(sl_pcap_writer_close(w), 0);
@@ -320,7 +326,7 @@ static void test_partial_header(void)
 	lim.rlim_cur = 10;
 	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
 	fill(pkt, 100, 1);
-	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 100, 100), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, NS, pkt, 100, 100, SL_LINK_EN10MB), 0);
 	CHECK_EQ(sl_pcap_writer_flush(w), -EFBIG);
 	CHECK_EQ(read_back(), 0);
 	CHECK_EQ(st->errors, 1);
@@ -328,14 +334,14 @@ static void test_partial_header(void)
 	CHECK_EQ(st->bytes, HDR_LEN);
 	/* fill the buffer: its flush fails, the packet that caused it waits */
 	for (int i = 0; i < 3000; i++)
-		sl_pcap_writer_write(w, NS, pkt, 100, 100);
+		sl_pcap_writer_write(w, NS, pkt, 100, 100, SL_LINK_EN10MB);
 	CHECK(st->errors > 1);
 	CHECK_EQ(st->packets + st->errors, 3001);
 	left = (long)st->packets;
 	CHECK(left > 0);
 	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
 	fill(pkt, 60, 2);
-	CHECK_EQ(sl_pcap_writer_write(w, 2 * NS, pkt, 60, 60), 0);
+	CHECK_EQ(sl_pcap_writer_write(w, 2 * NS, pkt, 60, 60, SL_LINK_EN10MB), 0);
 	CHECK_EQ(sl_pcap_writer_close(w), 0);
 	CHECK_EQ(read_back(), HDR_LEN + left * (REC_LEN + 100) + REC_LEN + 60);
 	CHECK_EQ(get32(file), 0xa1b2c3d4);
@@ -393,7 +399,7 @@ static void test_nonblocking_pipe(void)
 	CHECK_EQ(pthread_create(&t, NULL, slow_reader, &r), 0);
 	for (uint32_t i = 0; i < 2000; i++) {
 		fill(pkt, 1000, i);
-		if (sl_pcap_writer_write(w, i * NS, pkt, 1000, 1000))
+		if (sl_pcap_writer_write(w, i * NS, pkt, 1000, 1000, SL_LINK_EN10MB))
 			ok = 0;
 	}
 	CHECK(ok);

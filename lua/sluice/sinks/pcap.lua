@@ -76,7 +76,8 @@ function Sink:write(pkt)
   if type(pkt) ~= "cdata" or pkt.kind ~= "packet" then
     return nil, "a pcap sink takes packets (on_packet's pkt)"
   end
-  local rc = C.sl_pcap_writer_write(self.w, pkt.ts_ns, pkt.data, pkt.caplen, pkt.wirelen)
+  local rc = C.sl_pcap_writer_write(self.w, pkt.ts_ns, pkt.data, pkt.caplen, pkt.wirelen,
+    pkt.linktype)
   if rc < 0 then
     read_stats(self)
     return nil, self.err or (self.path .. ": " .. core.strerror(rc)), sink_mod.COUNTED
