@@ -193,6 +193,18 @@ describe("several captures", function()
     eng:close()
   end)
 
+  it("packet filters (info.packets) and --filter match packets of every link type", function()
+    local e, rw = two_link_types()
+    local seen = {}
+    local P = { info = { name = "p", packets = "tcp port 80" } }
+    function P.on_packet(pkt) seen[#seen + 1] = pkt.linktype end
+    local eng = assert(sluice.open { read = { e, rw }, filter = "host 10.0.0.2" })
+    assert(eng:run { P })
+    assert.are.same({ 1, 101, 1, 101 }, seen)
+    assert.are.equal(0, eng:stats().filtered)
+    eng:close()
+  end)
+
   it("--out pcap: packets of another link type than the file's are lost, counted and " ..
      "reported (exit 3)", function()
     local e, rw = two_link_types()

@@ -648,11 +648,12 @@ SL_API int sl_engine_flow_score(struct sl_engine *e, uint32_t slot,
 SL_API int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot,
 				  uint64_t fid, uint32_t bit, int on);
 
-/* Packet filters (pcap syntax, for the source's link type): a packet of
- * a flow that matches filter index (0..31) is reported as an
- * SL_EVENT_PACKET event, in order with the flow's other events. NULL
- * removes the filter. On a bad expression, libpcap's message is written
- * to err. A collector's engine has no frames: -ENOTSUP. */
+/* Packet filters (pcap syntax): a packet of a flow that matches filter
+ * index (0..31) is reported as an SL_EVENT_PACKET event, in order with
+ * the flow's other events. Compiled like the input filter (below) for
+ * each link type the packets have. NULL removes the filter. On a bad
+ * expression, libpcap's message is written to err. No source:
+ * SL_E_STATE; a collector's engine has no frames: -ENOTSUP. */
 enum { SL_PACKET_FILTERS = 32 };
 SL_API int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
 				   const char *expr, char *err, size_t errlen);

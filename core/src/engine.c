@@ -11,7 +11,6 @@
  * pcap writers are registered here; packet.c applies them.
  */
 #include <errno.h>
-#include <pcap/pcap.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,52 +162,7 @@ out_free:
 	return rc;
 }
 
-/* ---- packet filters and pcap writers ---------------------------------- */
-
-static void filter_free(struct sl_engine *e, uint32_t i)
-{
-	if (!e->filters[i])
-		return;
-	pcap_freecode(e->filters[i]);
-	free(e->filters[i]);
-	e->filters[i] = NULL;
-	e->filter_mask &= ~(1u << i);
-}
-
-int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
-			    const char *expr, char *err, size_t errlen)
-{
-	struct bpf_program *prog;
-	char note[256] = "";
-	int rc;
-
-	if (index >= SL_PACKET_FILTERS)
-		return -EINVAL;
-	if (!e->src)
-		return SL_E_STATE;
-	filter_free(e, index);
-	if (!expr)
-		return 0;
-	/* a collector has flow records, no frames to filter */
-	rc = sl_source_linktype(e->src);
-	if (rc < 0)
-		return rc;
-	prog = calloc(1, sizeof(*prog));
-	if (!prog)
-		return -ENOMEM;
-	e->filter_linktype = rc;
-	rc = sl_filter_compile(expr, sl_linktype_dlt(e->filter_linktype), 0,
-			       prog, note, sizeof(note));
-	if (rc) {
-		if (err && errlen)
-			snprintf(err, errlen, "%s", note);
-		free(prog);
-		return rc;
-	}
-	e->filters[index] = prog;
-	e->filter_mask |= 1u << index;
-	return 0;
-}
+/* ---- pcap writers ----------------------------------------------------- */
 
 int sl_engine_add_writer(struct sl_engine *e, struct sl_pcap_writer *w)
 {
@@ -257,8 +211,8 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->slices);
 	free(e->slices_pub);
 	for (int i = 0; i < SL_PACKET_FILTERS; i++)
-		filter_free(e, i);
-	sl_input_filter_free(e);
+		sl_filter_set_free(&e->pfilters[i]);
+	sl_filter_set_free(&e->input);
 	free(e);
 }
 

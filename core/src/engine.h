@@ -103,10 +103,18 @@ struct sl_prep {
 enum { SL_PREP_FILTERED = 0xff };
 
 /* The input filter compiled for one link type (filter.c). */
-struct sl_input_prog {
+struct sl_filter_prog {
 	int linktype;
 	int ok; /* compiled; else its packets are refused */
 	struct bpf_program *prog;
+};
+
+/* A pcap-syntax expression compiled for each link type its packets have
+ * (filter.c): the input filter, and each packet filter. */
+struct sl_filter_set {
+	char *expr; /* NULL: not set */
+	struct sl_filter_prog progs[SL_INPUT_LINKTYPES];
+	uint32_t n, last; /* compiled so far; the last one used */
 };
 
 /* A growable array of events. */
@@ -179,12 +187,9 @@ struct sl_engine {
 	struct sl_evbuf late_out; /* handed out by sl_engine_late() */
 	struct sl_packet_ev *packets; /* of packet events */
 	uint32_t cap_packets;
-	uint32_t filter_mask; /* bit i: filters[i] is set */
-	struct bpf_program *filters[SL_PACKET_FILTERS];
-	int filter_linktype;
-	char *in_expr; /* the input filter, NULL: none */
-	struct sl_input_prog in_progs[SL_INPUT_LINKTYPES];
-	uint32_t n_in, in_last; /* compiled so far; the last one used */
+	uint32_t filter_mask; /* bit i: pfilters[i] is set */
+	struct sl_filter_set pfilters[SL_PACKET_FILTERS];
+	struct sl_filter_set input; /* input.expr NULL: none */
 	struct sl_pcap_writer *writers[SL_WRITERS + 1]; /* [0] unused */
 	uint32_t capture_all;
 	/* slice records: the open interval's (flows that ended in it) are
@@ -326,11 +331,15 @@ int sl_clock_tick_records(struct sl_engine *e);
 
 /* ---- filter.c --------------------------------------------------------- */
 
-/* Whether the input filter (set: e->in_expr) takes a packet; compiles it
- * for the packet's link type on the first packet of that type. */
-int sl_input_pass(struct sl_engine *e, const struct sl_packet *p);
-/* Frees the input filter's programs and expression. */
-void sl_input_filter_free(struct sl_engine *e);
+/* Compiles expr for linktype (< 0: checks it for Ethernet, compiles
+ * nothing yet); NULL clears the set. 0, or -EINVAL with libpcap's
+ * message in err. */
+int sl_filter_set_init(struct sl_filter_set *fs, const char *expr,
+		       int linktype, char *err, size_t errlen);
+/* Whether the set takes a packet; compiles it for the packet's link type
+ * on the first packet of that type. */
+int sl_filter_set_match(struct sl_filter_set *fs, const struct sl_packet *p);
+void sl_filter_set_free(struct sl_filter_set *fs);
 
 /* ---- frag.c, packet.c, record.c --------------------------------------- */
 

@@ -1,6 +1,7 @@
 /* filter.c - pcap-syntax filters compiled by libpcap, for any source; the
- * engine's input filter (sl_engine_input_filter), compiled per link type
- * as packets of each come. */
+ * engine's input filter (sl_engine_input_filter) and packet filters
+ * (sl_engine_packet_filter), each a filter set: compiled for each link
+ * type as packets of it come (pcapng interfaces, several captures). */
 #include <errno.h>
 #include <pcap/pcap.h>
 #include <stdio.h>
@@ -47,57 +48,117 @@ int sl_linktype_dlt(int linktype)
 	}
 }
 
-/* ---- the input filter ------------------------------------------------- */
+/* ---- filter sets ------------------------------------------------------ */
 
-void sl_input_filter_free(struct sl_engine *e)
+void sl_filter_set_free(struct sl_filter_set *fs)
 {
-	for (uint32_t i = 0; i < e->n_in; i++) {
-		struct sl_input_prog *ip = &e->in_progs[i];
+	for (uint32_t i = 0; i < fs->n; i++) {
+		struct sl_filter_prog *fp = &fs->progs[i];
 
-		if (ip->ok)
-			pcap_freecode(ip->prog);
-		free(ip->prog);
-		ip->prog = NULL;
-		ip->ok = 0;
+		if (fp->ok)
+			pcap_freecode(fp->prog);
+		free(fp->prog);
 	}
-	e->n_in = e->in_last = 0;
-	free(e->in_expr);
-	e->in_expr = NULL;
+	free(fs->expr);
+	memset(fs, 0, sizeof(*fs));
 }
 
 /* Compiles the expression for a link type into the next entry: 0, or
  * -EINVAL (note says why) with the entry kept as "refuses all", -ENOMEM
  * or -ENOSPC with no entry. */
-static int input_add(struct sl_engine *e, int linktype, char *note,
-		     size_t note_len)
+static int set_add(struct sl_filter_set *fs, int linktype, char *note,
+		   size_t note_len)
 {
-	struct sl_input_prog *ip;
+	struct sl_filter_prog *fp;
 	int rc;
 
-	if (e->n_in >= SL_INPUT_LINKTYPES)
+	if (fs->n >= SL_INPUT_LINKTYPES)
 		return -ENOSPC;
-	ip = &e->in_progs[e->n_in];
-	ip->prog = calloc(1, sizeof(*ip->prog));
-	if (!ip->prog)
+	fp = &fs->progs[fs->n];
+	fp->prog = calloc(1, sizeof(*fp->prog));
+	if (!fp->prog)
 		return -ENOMEM;
-	ip->linktype = linktype;
-	rc = sl_filter_compile(e->in_expr, sl_linktype_dlt(linktype), 0,
-			       ip->prog, note, note_len);
-	ip->ok = rc == 0;
+	fp->linktype = linktype;
+	rc = sl_filter_compile(fs->expr, sl_linktype_dlt(linktype), 0,
+			       fp->prog, note, note_len);
+	fp->ok = rc == 0;
 	if (rc && rc != -EINVAL) {
-		free(ip->prog);
-		ip->prog = NULL;
+		free(fp->prog);
+		fp->prog = NULL;
 		return rc;
 	}
-	e->in_last = e->n_in++;
+	fs->last = fs->n++;
 	return rc;
 }
+
+int sl_filter_set_init(struct sl_filter_set *fs, const char *expr,
+		       int linktype, char *err, size_t errlen)
+{
+	char note[256] = "";
+	int rc;
+
+	sl_filter_set_free(fs);
+	if (!expr)
+		return 0;
+	fs->expr = strdup(expr);
+	if (!fs->expr)
+		return -ENOMEM;
+	/* a pcapng without an interface yet: the syntax is checked for
+	 * Ethernet, the link types come with the packets */
+	rc = set_add(fs, linktype >= 0 ? linktype : SL_LINK_EN10MB, note,
+		     sizeof(note));
+	if (rc) {
+		if (rc == -EINVAL && err && errlen)
+			snprintf(err, errlen, "%s", note);
+		sl_filter_set_free(fs);
+		return rc;
+	}
+	if (linktype < 0) { /* that program is of no link type of the input */
+		pcap_freecode(fs->progs[0].prog);
+		free(fs->progs[0].prog);
+		memset(&fs->progs[0], 0, sizeof(fs->progs[0]));
+		fs->n = 0;
+	}
+	return 0;
+}
+
+/* The program for a link type, compiled on its first packet; NULL when
+ * there is no room (or memory) for another. */
+static struct sl_filter_prog *set_prog(struct sl_filter_set *fs, int linktype)
+{
+	char note[256];
+	uint32_t i;
+	int rc;
+
+	if (fs->n && fs->progs[fs->last].linktype == linktype)
+		return &fs->progs[fs->last];
+	for (i = 0; i < fs->n; i++) {
+		if (fs->progs[i].linktype == linktype) {
+			fs->last = i;
+			return &fs->progs[i];
+		}
+	}
+	rc = set_add(fs, linktype, note, sizeof(note));
+	if (rc && rc != -EINVAL)
+		return NULL;
+	return &fs->progs[fs->last];
+}
+
+int sl_filter_set_match(struct sl_filter_set *fs, const struct sl_packet *p)
+{
+	struct sl_filter_prog *fp = set_prog(fs, (int)p->linktype);
+
+	if (!fp || !fp->ok)
+		return 0;
+	return bpf_filter(fp->prog->bf_insns, p->data, p->wirelen, p->caplen);
+}
+
+/* ---- the engine's filters ------------------------------------------------ */
 
 int sl_engine_input_filter(struct sl_engine *e, const char *expr, char *err,
 			   size_t errlen)
 {
-	char note[256] = "";
-	int lt, rc;
+	int lt;
 
 	if (!e)
 		return -EINVAL;
@@ -107,58 +168,25 @@ int sl_engine_input_filter(struct sl_engine *e, const char *expr, char *err,
 	lt = sl_source_linktype(e->src);
 	if (lt == -ENOTSUP)
 		return lt;
-	sl_input_filter_free(e);
-	if (!expr)
-		return 0;
-	e->in_expr = strdup(expr);
-	if (!e->in_expr)
-		return -ENOMEM;
-	/* a pcapng without an interface yet: the syntax is checked for
-	 * Ethernet, the link types come with the packets */
-	rc = input_add(e, lt >= 0 ? lt : SL_LINK_EN10MB, note, sizeof(note));
-	if (rc) {
-		if (rc == -EINVAL && err && errlen)
-			snprintf(err, errlen, "%s", note);
-		sl_input_filter_free(e);
-		return rc;
-	}
-	if (lt < 0) { /* that program is of no link type of the input */
-		pcap_freecode(e->in_progs[0].prog);
-		free(e->in_progs[0].prog);
-		e->in_progs[0].prog = NULL;
-		e->in_progs[0].ok = 0;
-		e->n_in = 0;
-	}
-	return 0;
+	return sl_filter_set_init(&e->input, expr, lt, err, errlen);
 }
 
-/* The program for a link type, compiled on its first packet; NULL when
- * there is no room (or memory) for another. */
-static struct sl_input_prog *input_prog(struct sl_engine *e, int linktype)
+int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
+			    const char *expr, char *err, size_t errlen)
 {
-	char note[256];
-	uint32_t i;
-	int rc;
+	int lt, rc;
 
-	if (e->n_in && e->in_progs[e->in_last].linktype == linktype)
-		return &e->in_progs[e->in_last];
-	for (i = 0; i < e->n_in; i++) {
-		if (e->in_progs[i].linktype == linktype) {
-			e->in_last = i;
-			return &e->in_progs[i];
-		}
-	}
-	rc = input_add(e, linktype, note, sizeof(note));
-	if (rc && rc != -EINVAL)
-		return NULL;
-	return &e->in_progs[e->in_last];
-}
-
-int sl_input_pass(struct sl_engine *e, const struct sl_packet *p)
-{
-	struct sl_input_prog *ip = input_prog(e, (int)p->linktype);
-
-	if (!ip || !ip->ok)
-		return 0;
-	return bpf_filter(ip->prog->bf_insns, p->data, p->wirelen, p->caplen);
+	if (!e || index >= SL_PACKET_FILTERS)
+		return -EINVAL;
+	if (!e->src)
+		return SL_E_STATE;
+	lt = sl_source_linktype(e->src);
+	if (lt == -ENOTSUP && expr)
+		return lt;
+	rc = sl_filter_set_init(&e->pfilters[index], expr, lt, err, errlen);
+	if (e->pfilters[index].expr)
+		e->filter_mask |= 1u << index;
+	else
+		e->filter_mask &= ~(1u << index);
+	return rc;
 }

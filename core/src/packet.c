@@ -11,7 +11,6 @@
  * here allocates once warm.
  */
 #include <errno.h>
-#include <pcap/pcap.h>
 #include <string.h>
 
 #include "flowtable.h"
@@ -36,7 +35,7 @@ static void batch_prepare(struct sl_engine *e)
 		pp->hashed = 0;
 		pp->wmask = 0;
 		pp->fid = 0;
-		if (e->in_expr && !sl_input_pass(e, p)) {
+		if (e->input.expr && !sl_filter_set_match(&e->input, p)) {
 			pp->status = SL_PREP_FILTERED;
 			continue;
 		}
@@ -71,14 +70,11 @@ static int packet_event(struct sl_engine *e, struct sl_flow *f,
 	struct sl_event *ev;
 	uint32_t match = 0, bits = e->filter_mask;
 
-	if ((int)p->linktype != e->filter_linktype)
-		return 0; /* pcapng: another interface's link type */
 	while (bits) {
 		int i = __builtin_ctz(bits);
 
 		bits &= bits - 1;
-		if (bpf_filter(e->filters[i]->bf_insns, p->data, p->wirelen,
-			       p->caplen))
+		if (sl_filter_set_match(&e->pfilters[i], p))
 			match |= 1u << i;
 	}
 	if (!match)
