@@ -400,7 +400,7 @@ out_names:
 static int probe(struct multi_source *m, char *note, size_t note_len)
 {
 	uint32_t i, kept = 0;
-	int rc;
+	int rc = 0;
 
 	for (i = 0; i < m->n_files; i++) {
 		struct multi_file *f = &m->files[i];
@@ -416,7 +416,7 @@ static int probe(struct multi_source *m, char *note, size_t note_len)
 		}
 		kept++;
 		if (rc < 0)
-			return rc;
+			goto out_unprobed;
 		if (!rc)
 			continue; /* no packets: done already */
 		f->first_ts = merge_ts(&f->got->pkt[0]);
@@ -424,7 +424,8 @@ static int probe(struct multi_source *m, char *note, size_t note_len)
 		if (!sl_linktype_supported((uint32_t)f->linktype)) {
 			snprintf(note, note_len, "%s: unsupported link type %d",
 				 f->path, f->linktype);
-			return SL_E_LINKTYPE;
+			rc = SL_E_LINKTYPE;
+			goto out_unprobed;
 		}
 		if (!f->stream) {
 			sl_source_progress(f->src, NULL, &f->size);
@@ -434,6 +435,12 @@ static int probe(struct multi_source *m, char *note, size_t note_len)
 	}
 	m->n_files = kept;
 	return 0;
+
+out_unprobed: /* the files after i were not moved: free them here */
+	for (i++; i < m->n_files; i++)
+		free(m->files[i].path);
+	m->n_files = kept;
+	return rc;
 }
 
 static int pending_cmp(const void *a, const void *b, void *ctx)

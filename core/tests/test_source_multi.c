@@ -252,6 +252,20 @@ static void test_directory(void)
 	CHECK(fds_max <= 2);
 	sl_source_close(src);
 
+	/* a directory whose capture of an unknown link type comes after a
+	 * skipped entry and a good capture: named, nothing freed twice */
+	snprintf(d, sizeof(d), "%s", in_dir("mixed"));
+	mkdir(d, 0755);
+	f = fopen(in_dir("mixed/NOTES"), "w");
+	fputs("not a capture\n", f);
+	fclose(f);
+	write_pcap(in_dir("mixed/a.pcap"), 1, 0, 5, NS, NS);
+	write_pcap(in_dir("mixed/b.pcap"), 147, 1, 5, NS, NS);
+	write_pcap(in_dir("mixed/c.pcap"), 1, 2, 5, NS, NS);
+	CHECK_EQ(sl_source_open_files(&src, paths, 1, note, sizeof(note)),
+		 SL_E_LINKTYPE);
+	CHECK(strstr(note, "mixed/b.pcap: unsupported link type 147") != NULL);
+
 	/* a directory with no capture in it */
 	mkdir(in_dir("empty"), 0755);
 	paths[0] = in_dir("empty");
