@@ -103,8 +103,14 @@ enum sl_error {
 enum sl_linktype {
 	SL_LINK_NULL = 0,
 	SL_LINK_EN10MB = 1,
+	SL_LINK_PPP = 9,
+	SL_LINK_PPP_HDLC = 50,
 	SL_LINK_RAW = 101,
+	SL_LINK_C_HDLC = 104,
+	SL_LINK_IEEE802_11 = 105,
 	SL_LINK_LOOP = 108,
+	SL_LINK_IEEE802_11_RADIOTAP = 127,
+	SL_LINK_PPI = 192,
 	SL_LINK_LINUX_SLL = 113,
 	SL_LINK_IPV4 = 228,
 	SL_LINK_IPV6 = 229,
@@ -151,6 +157,36 @@ struct sl_key {
 	uint8_t pad[6];
 };
 
+/* Tunnels the decoder follows to the innermost IP packet (at most
+ * SL_TUNNEL_MAX_DEPTH nested; a deeper one is keyed by the IP packet that
+ * carries it). */
+enum sl_tunnel_type {
+	SL_TUNNEL_NONE = 0,
+	SL_TUNNEL_MPLS = 1,   /* id: the top (outermost) label */
+	SL_TUNNEL_PPPOE = 2,  /* id: the session */
+	SL_TUNNEL_GRE = 3,    /* id: the key (has_id: the K bit); v1: call id */
+	SL_TUNNEL_ERSPAN = 4, /* id: the session */
+	SL_TUNNEL_IPIP = 5,   /* IPv4/IPv6 in IPv4/IPv6; no id */
+	SL_TUNNEL_VXLAN = 6,  /* id: the VNI */
+	SL_TUNNEL_GENEVE = 7, /* id: the VNI */
+	SL_TUNNEL_GTPU = 8,   /* id: the TEID */
+	SL_TUNNEL_CAPWAP = 9, /* no id */
+	SL_TUNNEL_COUNT,
+};
+
+enum { SL_TUNNEL_MAX_DEPTH = 4 };
+
+/* The innermost tunnel a packet came in. */
+struct sl_tunnel {
+	uint8_t src[16]; /* the IP header that carries it (IPv4: first 4) */
+	uint8_t dst[16];
+	uint32_t id;
+	uint8_t type;	    /* enum sl_tunnel_type */
+	uint8_t ip_version; /* of src and dst; 0: none (MPLS, PPPoE) */
+	uint8_t has_id;
+	uint8_t depth; /* tunnels passed to reach the innermost IP packet */
+};
+
 enum sl_decode_status {
 	SL_DECODE_OK = 0,	 /* an IP packet: the key is filled */
 	SL_DECODE_NOT_IP = 1,	 /* ARP, LLDP, ...: not counted as malformed */
@@ -191,11 +227,20 @@ struct sl_decoded {
 	uint8_t icmp_code;
 	uint8_t malformed; /* enum sl_malformed */
 	uint8_t pad;
+	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none */
 };
 
-/* Returns enum sl_decode_status. Never reads past data + caplen. */
+/* Returns enum sl_decode_status. Never reads past data + caplen. Follows
+ * tunnels to the innermost IP packet: the key is its, the tunnel says
+ * what carried it. */
 SL_API int sl_decode(const uint8_t *data, uint32_t caplen, uint32_t linktype,
 		     struct sl_decoded *out);
+/* SL_DECODE_OUTER: IP tunnels are not followed (link layers, MPLS and
+ * PPPoE are): the key is the outermost IP packet's, no tunnel. */
+enum { SL_DECODE_OUTER = 1 };
+SL_API int sl_decode_flags(const uint8_t *data, uint32_t caplen,
+			   uint32_t linktype, uint32_t flags,
+			   struct sl_decoded *out);
 SL_API const char *sl_malformed_name(int reason);
 /* 1 if sl_decode() knows the link type, else 0. */
 SL_API int sl_linktype_supported(uint32_t linktype);

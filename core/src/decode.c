@@ -3,6 +3,14 @@
  * Every read is checked against caplen first; the IP layer also bounds the
  * transport header by the declared IP length, so Ethernet padding is never
  * taken for headers or payload. Multi-byte fields are read byte by byte.
+ *
+ * Tunnels are followed to the innermost IP packet: link-layer ones (MPLS,
+ * PPPoE) always, IP ones (IP-in-IP, GRE, ERSPAN, VXLAN, Geneve, GTP-U,
+ * CAPWAP) unless SL_DECODE_OUTER. Each tunnel counts towards
+ * SL_TUNNEL_MAX_DEPTH, which bounds the recursion. An IP tunnel whose
+ * inside is not an IP packet the decoder can key (ARP in VXLAN, a cut
+ * inner header) leaves the packet in the flow of the IP packet that
+ * carries it, as if it had not been followed.
  */
 #include <string.h>
 
@@ -32,15 +40,50 @@ enum {
 	ETHERTYPE_8021Q = 0x8100,
 	ETHERTYPE_8021AD = 0x88a8,
 	ETHERTYPE_QINQ = 0x9100,
+	ETHERTYPE_MPLS = 0x8847,
+	ETHERTYPE_MPLS_MC = 0x8848,
+	ETHERTYPE_PPPOE = 0x8864,
+	ETHERTYPE_TEB = 0x6558, /* GRE, Geneve: Ethernet inside */
+	ETHERTYPE_ERSPAN2 = 0x88be,
+	ETHERTYPE_ERSPAN3 = 0x22eb,
+	ETHERTYPE_PPP = 0x880b, /* GRE version 1 (PPTP) */
+};
+
+enum {
+	PPP_IPV4 = 0x0021,
+	PPP_IPV6 = 0x0057,
+	PPP_MPLS = 0x0281,
+	MPLS_MAX_LABELS = 8,
+	PPPOE_HLEN = 6,
+	GRE_MIN_HLEN = 4,
+	VXLAN_HLEN = 8,
+	GENEVE_MIN_HLEN = 8,
+	GTPU_MIN_HLEN = 8,
+	CAPWAP_MIN_HLEN = 8,
+	LLC_SNAP_LEN = 8,
+	WLAN_HLEN = 24,
+	RADIOTAP_MIN_HLEN = 8,
+	PPI_MIN_HLEN = 8,
+	ERSPAN2_HLEN = 8,
+	ERSPAN3_HLEN = 12,
+	ERSPAN3_SUBHDR = 8,
+	UDP_PORT_VXLAN = 4789,
+	UDP_PORT_GENEVE = 6081,
+	UDP_PORT_GTPU = 2152,
+	UDP_PORT_CAPWAP_DATA = 5247,
+	GTP_GPDU = 255,
 };
 
 enum {
 	IPPROTO_HOPOPTS_ = 0,
 	IPPROTO_ICMP_ = 1,
+	IPPROTO_IPIP_ = 4,
 	IPPROTO_TCP_ = 6,
 	IPPROTO_UDP_ = 17,
+	IPPROTO_IPV6_ = 41,
 	IPPROTO_ROUTING_ = 43,
 	IPPROTO_FRAGMENT_ = 44,
+	IPPROTO_GRE_ = 47,
 	IPPROTO_AH_ = 51,
 	IPPROTO_ICMPV6_ = 58,
 	IPPROTO_DSTOPTS_ = 60,
@@ -55,6 +98,8 @@ struct frame {
 	const uint8_t *data;
 	uint32_t caplen;
 	struct sl_decoded *out;
+	uint32_t flags; /* SL_DECODE_OUTER */
+	uint8_t depth;	/* tunnels entered so far */
 };
 
 /* What the IP layer hands to the transport decoder. l4 <= end and
@@ -94,6 +139,82 @@ static uint32_t avail(const struct frame *f, uint32_t off)
 	return f->caplen - off;
 }
 
+static uint16_t get16le(const uint8_t *p)
+{
+	return (uint16_t)(p[1] << 8 | p[0]);
+}
+
+static uint32_t get32le(const uint8_t *p)
+{
+	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[1] << 8 | p[0];
+}
+
+/* ---- tunnels ---------------------------------------------------------- */
+
+static int decode_ip(struct frame *f, uint32_t off, int ver);
+static int at_ether(struct frame *f, uint32_t off);
+
+/* Records the tunnel being entered (the innermost one wins). An IP
+ * tunnel's endpoints are the key's addresses at that point: the IP
+ * header that carries it. */
+static void tunnel_set(struct frame *f, uint8_t type, uint32_t id,
+		       int has_id, int ip)
+{
+	struct sl_tunnel *t = &f->out->tunnel;
+
+	t->type = type;
+	t->id = id;
+	t->has_id = (uint8_t)has_id;
+	t->depth = ++f->depth;
+	t->ip_version = ip ? f->out->key.ip_version : 0;
+	if (ip) {
+		memcpy(t->src, f->out->key.src, sizeof(t->src));
+		memcpy(t->dst, f->out->key.dst, sizeof(t->dst));
+	} else {
+		memset(t->src, 0, sizeof(t->src));
+		memset(t->dst, 0, sizeof(t->dst));
+	}
+}
+
+/* An IP tunnel: whether to follow it. The outer result is saved to fall
+ * back on, and the key cleared for the inner packet (VLAN ids stay: they
+ * are the outer frame's). An outer fragment is not followed: its later
+ * fragments could not be. */
+static int ip_tunnel_enter(struct frame *f, struct sl_decoded *saved,
+			   uint8_t type, uint32_t id, int has_id)
+{
+	struct sl_decoded *d = f->out;
+	uint16_t vlan, vlan_inner;
+
+	if ((f->flags & SL_DECODE_OUTER) || f->depth >= SL_TUNNEL_MAX_DEPTH ||
+	    d->frag != SL_FRAG_NONE)
+		return 0;
+	*saved = *d;
+	tunnel_set(f, type, id, has_id, 1);
+	vlan = d->key.vlan;
+	vlan_inner = d->key.vlan_inner;
+	memset(&d->key, 0, sizeof(d->key));
+	d->key.vlan = vlan;
+	d->key.vlan_inner = vlan_inner;
+	d->frag_id = 0;
+	d->tcp_flags = d->icmp_type = d->icmp_code = 0;
+	d->l4_offset = d->payload_offset = d->payload_len = 0;
+	return 1;
+}
+
+/* The inside of an IP tunnel decoded with status rc: a packet keyed
+ * inside, or the outer packet as it was. */
+static int ip_tunnel_leave(struct frame *f, const struct sl_decoded *saved,
+			   int rc)
+{
+	if (rc == SL_DECODE_OK)
+		return rc;
+	*f->out = *saved;
+	f->depth = saved->tunnel.depth;
+	return SL_DECODE_OK;
+}
+
 /* ---- link layer ------------------------------------------------------- */
 
 static int is_vlan_tpid(uint16_t type)
@@ -103,7 +224,8 @@ static int is_vlan_tpid(uint16_t type)
 }
 
 /* Skips 802.1Q/802.1ad tags starting at *off, where *type was read from
- * the preceding ethertype field. */
+ * the preceding ethertype field. Only the outermost frame's ids are the
+ * key's: a tunnel's inner frame keeps the flow of its outer VLAN. */
 static int vlan_tags(struct frame *f, uint32_t *off, uint16_t *type)
 {
 	struct sl_key *key = &f->out->key;
@@ -119,9 +241,9 @@ static int vlan_tags(struct frame *f, uint32_t *off, uint16_t *type)
 			return malformed(f, SL_MAL_L2_SHORT);
 		tag = f->data + *off;
 		vid = get16(tag) & 0x0fff;
-		if (n == 0)
+		if (f->depth == 0 && n == 0)
 			key->vlan = vid;
-		else if (n == 1)
+		else if (f->depth == 0 && n == 1)
 			key->vlan_inner = vid;
 		*type = get16(tag + 2);
 		*off += VLAN_TAG_LEN;
@@ -129,33 +251,200 @@ static int vlan_tags(struct frame *f, uint32_t *off, uint16_t *type)
 	return SL_DECODE_OK;
 }
 
-static int ethertype_version(uint16_t type, int *ver)
+static int at_ethertype(struct frame *f, uint16_t type, uint32_t off);
+
+/* An MPLS label stack; after the bottom label, IP by its version nibble,
+ * or Ethernet behind a pseudowire control word (first nibble 0). */
+static int at_mpls(struct frame *f, uint32_t off)
 {
-	if (type == ETHERTYPE_IPV4)
-		*ver = 4;
-	else if (type == ETHERTYPE_IPV6)
-		*ver = 6;
-	else
+	uint32_t top = 0, w;
+	unsigned int n;
+	int nibble;
+
+	if (f->depth >= SL_TUNNEL_MAX_DEPTH)
 		return SL_DECODE_NOT_IP;
-	return SL_DECODE_OK;
+	for (n = 0;; n++) {
+		if (n == MPLS_MAX_LABELS)
+			return SL_DECODE_NOT_IP;
+		if (avail(f, off) < 4)
+			return malformed(f, SL_MAL_L2_SHORT);
+		w = get32(f->data + off);
+		if (n == 0)
+			top = w >> 12;
+		off += 4;
+		if (w & 0x100) /* bottom of stack */
+			break;
+	}
+	tunnel_set(f, SL_TUNNEL_MPLS, top, 1, 0);
+	if (avail(f, off) < 1)
+		return malformed(f, SL_MAL_IP_SHORT);
+	nibble = f->data[off] >> 4;
+	if (nibble == 4 || nibble == 6)
+		return decode_ip(f, off, nibble);
+	if (nibble == 0)
+		return at_ether(f, off + 4);
+	return SL_DECODE_NOT_IP;
 }
 
-/* Ethernet and both cooked captures: an ethertype at type_off, the
- * network layer (or VLAN tags) at hlen. */
-static int link_ethertype(struct frame *f, uint32_t hlen, uint32_t type_off,
-			  uint32_t *off, int *ver)
+/* A PPP frame: HDLC-like address and control (ff 03) if present, then a
+ * protocol of one byte (compressed, odd) or two. */
+static int at_ppp(struct frame *f, uint32_t off)
 {
-	uint16_t type;
-	int ret;
+	uint16_t proto;
 
-	if (f->caplen < hlen)
+	if (avail(f, off) >= 2 && f->data[off] == 0xff &&
+	    f->data[off + 1] == 0x03)
+		off += 2;
+	if (avail(f, off) < 1)
 		return malformed(f, SL_MAL_L2_SHORT);
-	type = get16(f->data + type_off);
-	*off = hlen;
-	ret = vlan_tags(f, off, &type);
+	if (f->data[off] & 1) {
+		proto = f->data[off];
+		off += 1;
+	} else {
+		if (avail(f, off) < 2)
+			return malformed(f, SL_MAL_L2_SHORT);
+		proto = get16(f->data + off);
+		off += 2;
+	}
+	switch (proto) {
+	case PPP_IPV4:
+		return decode_ip(f, off, 4);
+	case PPP_IPV6:
+		return decode_ip(f, off, 6);
+	case PPP_MPLS:
+		return at_mpls(f, off);
+	default:
+		return SL_DECODE_NOT_IP;
+	}
+}
+
+/* A PPPoE session frame: version/type 0x11, code 0 (session data). */
+static int at_pppoe(struct frame *f, uint32_t off)
+{
+	const uint8_t *h = f->data + off;
+
+	if (f->depth >= SL_TUNNEL_MAX_DEPTH)
+		return SL_DECODE_NOT_IP;
+	if (avail(f, off) < PPPOE_HLEN + 2)
+		return malformed(f, SL_MAL_L2_SHORT);
+	if (h[0] != 0x11 || h[1] != 0)
+		return SL_DECODE_NOT_IP;
+	tunnel_set(f, SL_TUNNEL_PPPOE, get16(h + 2), 1, 0);
+	return at_ppp(f, off + PPPOE_HLEN);
+}
+
+/* What follows an ethertype (or a protocol field that uses ethertypes:
+ * Cisco HDLC, LLC/SNAP, GRE, Geneve) at off. */
+static int at_ethertype(struct frame *f, uint16_t type, uint32_t off)
+{
+	int ret = vlan_tags(f, &off, &type);
+
 	if (ret != SL_DECODE_OK)
 		return ret;
-	return ethertype_version(type, ver);
+	switch (type) {
+	case ETHERTYPE_IPV4:
+		return decode_ip(f, off, 4);
+	case ETHERTYPE_IPV6:
+		return decode_ip(f, off, 6);
+	case ETHERTYPE_MPLS:
+	case ETHERTYPE_MPLS_MC:
+		return at_mpls(f, off);
+	case ETHERTYPE_PPPOE:
+		return at_pppoe(f, off);
+	case ETHERTYPE_TEB:
+		return at_ether(f, off);
+	default:
+		return SL_DECODE_NOT_IP;
+	}
+}
+
+static int at_ether(struct frame *f, uint32_t off)
+{
+	if (avail(f, off) < ETH_HLEN)
+		return malformed(f, SL_MAL_L2_SHORT);
+	return at_ethertype(f, get16(f->data + off + 12), off + ETH_HLEN);
+}
+
+/* LLC/SNAP with an ethertype (802.11 data). */
+static int at_llc(struct frame *f, uint32_t off)
+{
+	const uint8_t *h = f->data + off;
+
+	if (avail(f, off) < LLC_SNAP_LEN)
+		return malformed(f, SL_MAL_L2_SHORT);
+	if (h[0] != 0xaa || h[1] != 0xaa || h[2] != 0x03)
+		return SL_DECODE_NOT_IP;
+	return at_ethertype(f, get16(h + 6), off + LLC_SNAP_LEN);
+}
+
+/* An IEEE 802.11 frame: data frames with a payload, not protected (no
+ * keys here), not A-MSDU; anything else is not IP. */
+static int at_80211(struct frame *f, uint32_t off)
+{
+	const uint8_t *h = f->data + off;
+	uint32_t hlen = WLAN_HLEN;
+	uint8_t subtype;
+
+	if (avail(f, off) < 2)
+		return malformed(f, SL_MAL_L2_SHORT);
+	subtype = h[0] >> 4;
+	if (((h[0] >> 2) & 3) != 2 || (subtype & 4) || (h[1] & 0x40))
+		return SL_DECODE_NOT_IP;
+	if ((h[1] & 3) == 3) /* to and from the DS: a fourth address */
+		hlen += 6;
+	if (subtype & 8) { /* QoS data */
+		hlen += 2;
+		if (h[1] & 0x80) /* +HTC */
+			hlen += 4;
+	}
+	if (avail(f, off) < hlen)
+		return malformed(f, SL_MAL_L2_SHORT);
+	if ((subtype & 8) && (h[hlen - ((h[1] & 0x80) ? 6 : 2)] & 0x80))
+		return SL_DECODE_NOT_IP; /* A-MSDU */
+	return at_llc(f, off + hlen);
+}
+
+static int at_radiotap(struct frame *f)
+{
+	uint32_t len;
+
+	if (f->caplen < RADIOTAP_MIN_HLEN)
+		return malformed(f, SL_MAL_L2_SHORT);
+	if (f->data[0] != 0)
+		return SL_DECODE_NOT_IP;
+	len = get16le(f->data + 2);
+	if (len < RADIOTAP_MIN_HLEN || len > f->caplen)
+		return malformed(f, SL_MAL_L2_SHORT);
+	return at_80211(f, len);
+}
+
+/* PPI: a header of its own length, then a frame of the link type it
+ * names (Ethernet or 802.11). */
+static int at_ppi(struct frame *f)
+{
+	uint32_t len, dlt;
+
+	if (f->caplen < PPI_MIN_HLEN)
+		return malformed(f, SL_MAL_L2_SHORT);
+	len = get16le(f->data + 2);
+	dlt = get32le(f->data + 4);
+	if (f->data[0] != 0 || len < PPI_MIN_HLEN)
+		return SL_DECODE_NOT_IP;
+	if (len > f->caplen)
+		return malformed(f, SL_MAL_L2_SHORT);
+	if (dlt == SL_LINK_EN10MB)
+		return at_ether(f, len);
+	if (dlt == SL_LINK_IEEE802_11)
+		return at_80211(f, len);
+	return SL_DECODE_NOT_IP;
+}
+
+/* Cisco HDLC: address, control, then an ethertype. */
+static int at_chdlc(struct frame *f)
+{
+	if (f->caplen < 4)
+		return malformed(f, SL_MAL_L2_SHORT);
+	return at_ethertype(f, get16(f->data + 2), 4);
 }
 
 /* BSD address families of the NULL/LOOP header. */
@@ -175,48 +464,64 @@ static int af_version(uint32_t af)
 }
 
 /* NULL is in the capturing host's byte order, LOOP in network order. */
-static int link_null(struct frame *f, int any_order, uint32_t *off, int *ver)
+static int at_null(struct frame *f, int any_order)
 {
 	uint32_t af;
+	int ver;
 
 	if (f->caplen < NULL_HLEN)
 		return malformed(f, SL_MAL_L2_SHORT);
 	af = get32(f->data);
-	*ver = af_version(af);
-	if (!*ver && any_order)
-		*ver = af_version(swap32(af));
-	if (!*ver)
+	ver = af_version(af);
+	if (!ver && any_order)
+		ver = af_version(swap32(af));
+	if (!ver)
 		return SL_DECODE_NOT_IP;
-	*off = NULL_HLEN;
-	return SL_DECODE_OK;
+	return decode_ip(f, NULL_HLEN, ver);
 }
 
-/* Finds the network layer: its offset and expected IP version (0: take it
- * from the version nibble). */
-static int decode_link(struct frame *f, uint32_t linktype, uint32_t *off,
-		       int *ver)
+/* Cooked captures: an ethertype at type_off, the network layer at hlen. */
+static int at_cooked(struct frame *f, uint32_t hlen, uint32_t type_off)
 {
-	*off = 0;
-	*ver = 0;
+	if (f->caplen < hlen)
+		return malformed(f, SL_MAL_L2_SHORT);
+	return at_ethertype(f, get16(f->data + type_off), hlen);
+}
+
+static int decode_link(struct frame *f, uint32_t linktype)
+{
 	switch (linktype) {
 	case SL_LINK_EN10MB:
-		return link_ethertype(f, ETH_HLEN, 12, off, ver);
+		return at_ether(f, 0);
 	case SL_LINK_LINUX_SLL:
-		return link_ethertype(f, SLL_HLEN, 14, off, ver);
+		return at_cooked(f, SLL_HLEN, 14);
 	case SL_LINK_LINUX_SLL2:
-		return link_ethertype(f, SLL2_HLEN, 0, off, ver);
+		return at_cooked(f, SLL2_HLEN, 0);
 	case SL_LINK_NULL:
-		return link_null(f, 1, off, ver);
+		return at_null(f, 1);
 	case SL_LINK_LOOP:
-		return link_null(f, 0, off, ver);
+		return at_null(f, 0);
 	case SL_LINK_RAW:
-		return SL_DECODE_OK;
+		return decode_ip(f, 0, 0);
 	case SL_LINK_IPV4:
-		*ver = 4;
-		return SL_DECODE_OK;
+		return decode_ip(f, 0, 4);
 	case SL_LINK_IPV6:
-		*ver = 6;
-		return SL_DECODE_OK;
+		return decode_ip(f, 0, 6);
+	case SL_LINK_PPP:
+		return at_ppp(f, 0);
+	case SL_LINK_PPP_HDLC:
+		/* serial links also carry Cisco HDLC (address 0x0f/0x8f) */
+		if (f->caplen && (f->data[0] == 0x0f || f->data[0] == 0x8f))
+			return at_chdlc(f);
+		return at_ppp(f, 0);
+	case SL_LINK_C_HDLC:
+		return at_chdlc(f);
+	case SL_LINK_IEEE802_11:
+		return at_80211(f, 0);
+	case SL_LINK_IEEE802_11_RADIOTAP:
+		return at_radiotap(f);
+	case SL_LINK_PPI:
+		return at_ppi(f);
 	default:
 		return malformed(f, SL_MAL_LINKTYPE);
 	}
@@ -298,6 +603,195 @@ static int l4_icmp(struct frame *f, const struct l3 *l3, uint8_t echo_req,
 	return set_payload(f, l3, l3->l4 + ICMP_ECHO_HLEN);
 }
 
+/* ---- IP tunnels -------------------------------------------------------- */
+
+/* GRE: version 0 (checksum, key, sequence; IP, Ethernet, ERSPAN, MPLS
+ * inside) and version 1 (PPTP: PPP inside, the call id in the key). */
+static int at_gre(struct frame *f, const struct l3 *l3)
+{
+	uint32_t lim = l3_limit(f, l3), off = l3->l4, hlen = GRE_MIN_HLEN;
+	const uint8_t *h = f->data + off;
+	struct sl_decoded saved;
+	uint16_t flags, proto;
+	uint32_t id = 0;
+	uint8_t type = SL_TUNNEL_GRE;
+	int has_id, rc;
+
+	if (lim - off < GRE_MIN_HLEN)
+		return SL_DECODE_OK;
+	flags = get16(h);
+	proto = get16(h + 2);
+	has_id = (flags & 0x2000) != 0;
+	if ((flags & 7) == 1) { /* PPTP */
+		if (!has_id || proto != ETHERTYPE_PPP)
+			return SL_DECODE_OK;
+		hlen += 4 + (flags & 0x1000 ? 4 : 0) + (flags & 0x0080 ? 4 : 0);
+		if (lim - off < hlen)
+			return SL_DECODE_OK;
+		id = get16(h + 6);
+	} else {
+		if ((flags & 7) || (flags & 0x4000)) /* routing: obsolete */
+			return SL_DECODE_OK;
+		if (flags & 0x8000)
+			hlen += 4;
+		if (has_id) {
+			if (lim - off < hlen + 4)
+				return SL_DECODE_OK;
+			id = get32(h + hlen);
+			hlen += 4;
+		}
+		if (flags & 0x1000)
+			hlen += 4;
+		if (lim - off < hlen)
+			return SL_DECODE_OK;
+	}
+	off += hlen;
+	if (proto == ETHERTYPE_ERSPAN2 || proto == ETHERTYPE_ERSPAN3) {
+		const uint8_t *eh = f->data + off;
+		/* type I has no sequence number and no header of its own */
+		uint32_t elen = proto == ETHERTYPE_ERSPAN3 ? ERSPAN3_HLEN
+			      : (flags & 0x1000)	   ? ERSPAN2_HLEN
+							   : 0;
+
+		if (lim - off < elen)
+			return SL_DECODE_OK;
+		if (proto == ETHERTYPE_ERSPAN3 && (eh[11] & 1)) {
+			elen += ERSPAN3_SUBHDR;
+			if (lim - off < elen)
+				return SL_DECODE_OK;
+		}
+		type = SL_TUNNEL_ERSPAN;
+		has_id = elen != 0;
+		id = elen ? get16(eh + 2) & 0x3ff : 0;
+		off += elen;
+	}
+	if (!ip_tunnel_enter(f, &saved, type, id, has_id))
+		return SL_DECODE_OK;
+	if ((flags & 7) == 1)
+		rc = at_ppp(f, off);
+	else if (type == SL_TUNNEL_ERSPAN)
+		rc = at_ether(f, off);
+	else
+		rc = at_ethertype(f, proto, off);
+	return ip_tunnel_leave(f, &saved, rc);
+}
+
+/* IPv4 or IPv6 right inside IPv4 or IPv6. */
+static int at_ipip(struct frame *f, const struct l3 *l3, int ver)
+{
+	struct sl_decoded saved;
+
+	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_IPIP, 0, 0))
+		return SL_DECODE_OK;
+	return ip_tunnel_leave(f, &saved, decode_ip(f, l3->l4, ver));
+}
+
+static int at_vxlan(struct frame *f, uint32_t off, uint32_t lim)
+{
+	const uint8_t *h = f->data + off;
+	struct sl_decoded saved;
+
+	if (lim - off < VXLAN_HLEN || !(h[0] & 0x08))
+		return SL_DECODE_OK;
+	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_VXLAN,
+			     get32(h + 4) >> 8, 1))
+		return SL_DECODE_OK;
+	return ip_tunnel_leave(f, &saved, at_ether(f, off + VXLAN_HLEN));
+}
+
+static int at_geneve(struct frame *f, uint32_t off, uint32_t lim)
+{
+	const uint8_t *h = f->data + off;
+	struct sl_decoded saved;
+	uint32_t hlen;
+
+	if (lim - off < GENEVE_MIN_HLEN || (h[0] >> 6) != 0)
+		return SL_DECODE_OK;
+	hlen = GENEVE_MIN_HLEN + (uint32_t)(h[0] & 0x3f) * 4;
+	if (lim - off < hlen)
+		return SL_DECODE_OK;
+	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_GENEVE,
+			     get32(h + 4) >> 8, 1))
+		return SL_DECODE_OK;
+	return ip_tunnel_leave(f, &saved,
+			       at_ethertype(f, get16(h + 2), off + hlen));
+}
+
+/* GTP-U version 1, G-PDU: an IP packet after the header, its optional
+ * fields and extension headers. */
+static int at_gtpu(struct frame *f, uint32_t off, uint32_t lim)
+{
+	const uint8_t *h = f->data + off;
+	uint32_t hlen = GTPU_MIN_HLEN;
+	struct sl_decoded saved;
+	uint8_t next;
+
+	if (lim - off < GTPU_MIN_HLEN || (h[0] >> 4) != 3 || h[1] != GTP_GPDU)
+		return SL_DECODE_OK;
+	if (h[0] & 7) { /* sequence, N-PDU, next extension */
+		hlen += 4;
+		if (lim - off < hlen)
+			return SL_DECODE_OK;
+		next = (h[0] & 4) ? h[hlen - 1] : 0;
+		while (next) {
+			uint32_t elen;
+
+			if (lim - off < hlen + 1)
+				return SL_DECODE_OK;
+			elen = (uint32_t)h[hlen] * 4;
+			if (!elen || lim - off < hlen + elen)
+				return SL_DECODE_OK;
+			hlen += elen;
+			next = h[hlen - 1];
+		}
+	}
+	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_GTPU, get32(h + 4), 1))
+		return SL_DECODE_OK;
+	return ip_tunnel_leave(f, &saved, decode_ip(f, off + hlen, 0));
+}
+
+/* CAPWAP data, not encrypted, not fragmented: an 802.11 frame (T bit,
+ * IEEE 802.11 binding) or an 802.3 one. */
+static int at_capwap(struct frame *f, uint32_t off, uint32_t lim)
+{
+	struct sl_decoded saved;
+	uint32_t w, hlen;
+	int rc;
+
+	if (lim - off < CAPWAP_MIN_HLEN)
+		return SL_DECODE_OK;
+	w = get32(f->data + off);
+	hlen = ((w >> 19) & 0x1f) * 4;
+	if ((w >> 24) != 0 || (w & 0x80) || hlen < CAPWAP_MIN_HLEN ||
+	    lim - off < hlen)
+		return SL_DECODE_OK;
+	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_CAPWAP, 0, 0))
+		return SL_DECODE_OK;
+	if (w & 0x100)
+		rc = ((w >> 9) & 0x1f) == 1 ? at_80211(f, off + hlen)
+					    : SL_DECODE_NOT_IP;
+	else
+		rc = at_ether(f, off + hlen);
+	return ip_tunnel_leave(f, &saved, rc);
+}
+
+/* A UDP packet with its ports read: a tunnel by its port, or itself. */
+static int udp_tunnel(struct frame *f, const struct l3 *l3)
+{
+	uint32_t off = l3->l4 + UDP_HLEN, lim = l3_limit(f, l3);
+	uint16_t sport = f->out->key.sport, dport = f->out->key.dport;
+
+	if (dport == UDP_PORT_VXLAN)
+		return at_vxlan(f, off, lim);
+	if (dport == UDP_PORT_GENEVE)
+		return at_geneve(f, off, lim);
+	if (dport == UDP_PORT_GTPU || sport == UDP_PORT_GTPU)
+		return at_gtpu(f, off, lim);
+	if (dport == UDP_PORT_CAPWAP_DATA || sport == UDP_PORT_CAPWAP_DATA)
+		return at_capwap(f, off, lim);
+	return SL_DECODE_OK;
+}
+
 static int decode_l4(struct frame *f, const struct l3 *l3)
 {
 	int rc;
@@ -308,8 +802,10 @@ static int decode_l4(struct frame *f, const struct l3 *l3)
 		return l4_tcp(f, l3);
 	case IPPROTO_UDP_:
 		rc = l4_ports(f, l3, UDP_HLEN);
+		if (rc != SL_DECODE_OK)
+			return rc;
 		/* the payload ends where the UDP length says, if sooner */
-		if (rc == SL_DECODE_OK) {
+		{
 			uint32_t ulen = get16(f->data + l3->l4 + 4);
 
 			if (ulen >= UDP_HLEN &&
@@ -317,13 +813,19 @@ static int decode_l4(struct frame *f, const struct l3 *l3)
 				f->out->payload_len =
 				    (uint16_t)(ulen - UDP_HLEN);
 		}
-		return rc;
+		return udp_tunnel(f, l3);
 	case IPPROTO_SCTP_:
 		return l4_ports(f, l3, SCTP_HLEN);
 	case IPPROTO_ICMP_:
 		return l4_icmp(f, l3, 8, 0);
 	case IPPROTO_ICMPV6_:
 		return l4_icmp(f, l3, 128, 129);
+	case IPPROTO_IPIP_:
+		return at_ipip(f, l3, 4);
+	case IPPROTO_IPV6_:
+		return at_ipip(f, l3, 6);
+	case IPPROTO_GRE_:
+		return at_gre(f, l3);
 	default:
 		return SL_DECODE_OK;
 	}
@@ -470,19 +972,26 @@ static int decode_ip(struct frame *f, uint32_t off, int ver)
 	return decode_ipv6(f, off);
 }
 
-int sl_decode(const uint8_t *data, uint32_t caplen, uint32_t linktype,
-	      struct sl_decoded *out)
+int sl_decode_flags(const uint8_t *data, uint32_t caplen, uint32_t linktype,
+		    uint32_t flags, struct sl_decoded *out)
 {
-	struct frame f = {.data = data, .caplen = caplen, .out = out};
-	uint32_t off;
-	int ver;
+	struct frame f = {
+	    .data = data, .caplen = caplen, .out = out, .flags = flags};
 	int ret;
 
 	memset(out, 0, sizeof(*out));
-	ret = decode_link(&f, linktype, &off, &ver);
-	if (ret != SL_DECODE_OK)
-		return ret;
-	return decode_ip(&f, off, ver);
+	ret = decode_link(&f, linktype);
+	/* outer: link-layer tunnels were walked, the packet is the outer
+	 * IP packet's and has no tunnel */
+	if (flags & SL_DECODE_OUTER)
+		memset(&out->tunnel, 0, sizeof(out->tunnel));
+	return ret;
+}
+
+int sl_decode(const uint8_t *data, uint32_t caplen, uint32_t linktype,
+	      struct sl_decoded *out)
+{
+	return sl_decode_flags(data, caplen, linktype, 0, out);
 }
 
 int sl_linktype_supported(uint32_t linktype)

@@ -1113,6 +1113,345 @@ static void test_names(void)
 	CHECK(strcmp(sl_malformed_name(1000), "unknown") == 0);
 }
 
+/* ---- tunnels and link types --------------------------------------------- */
+
+/* The inner packet every tunnel test carries: IPv4 TCP 10.0.0.1:1234 ->
+ * 10.0.0.2:80 with 5 bytes of payload, or IPv6 UDP 53. */
+static void inner_v4_tcp(struct buf *b)
+{
+	uint32_t ip = ipv4(b, 6, 0, 0);
+
+	tcp(b, 1234, 80, 0x18, 0);
+	payload(b, 5);
+	ipv4_done(b, ip);
+}
+
+static void inner_v6_udp(struct buf *b)
+{
+	uint32_t ip = ipv6(b, 17);
+
+	udp(b, 5353, 53, 4);
+	payload(b, 4);
+	ipv6_done(b, ip);
+}
+
+static void check_inner_v4(const struct sl_decoded *d)
+{
+	check_v4_key(&d->key, 6);
+	CHECK_EQ(d->key.sport, 1234);
+	CHECK_EQ(d->key.dport, 80);
+	CHECK_EQ(d->tcp_flags, 0x18);
+	CHECK_EQ(d->payload_len, 5);
+}
+
+/* An outer IPv4 header from 192.0.2.1 to 192.0.2.2. */
+static uint32_t outer_v4(struct buf *b, unsigned int proto)
+{
+	uint32_t ip = ipv4(b, proto, 0, 0);
+
+	b->b[ip + 12] = 192;
+	b->b[ip + 13] = 0;
+	b->b[ip + 14] = 2;
+	b->b[ip + 15] = 1;
+	b->b[ip + 19] = 2;
+	b->b[ip + 16] = 192;
+	b->b[ip + 17] = 0;
+	b->b[ip + 18] = 2;
+	return ip;
+}
+
+static void check_outer_v4(const struct sl_tunnel *t)
+{
+	static const uint8_t src[4] = {192, 0, 2, 1}, dst[4] = {192, 0, 2, 2};
+
+	CHECK_EQ(t->ip_version, 4);
+	CHECK(!memcmp(t->src, src, 4) && all_zero(t->src + 4, 12));
+	CHECK(!memcmp(t->dst, dst, 4) && all_zero(t->dst + 4, 12));
+}
+
+static void test_l2_tunnels(void)
+{
+	struct sl_decoded d;
+	struct buf b = {0};
+
+	/* MPLS: two labels, then IPv4 by its nibble */
+	eth(&b, 0x8847);
+	put32(&b, (1000u << 12) | 64);
+	put32(&b, (2000u << 12) | 0x100 | 64);
+	inner_v4_tcp(&b);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_MPLS);
+	CHECK_EQ(d.tunnel.id, 1000);
+	CHECK_EQ(d.tunnel.has_id, 1);
+	CHECK_EQ(d.tunnel.ip_version, 0);
+	CHECK_EQ(d.tunnel.depth, 1);
+	/* the same with outer: MPLS is still walked, no tunnel recorded */
+	CHECK_EQ(sl_decode_flags(b.b, b.n, SL_LINK_EN10MB, SL_DECODE_OUTER, &d),
+		 SL_DECODE_OK);
+	check_inner_v4(&d);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_NONE);
+	/* a stack that never ends */
+	b.n = 0;
+	eth(&b, 0x8848);
+	for (int i = 0; i < 9; i++)
+		put32(&b, 5u << 12);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_NOT_IP);
+	b.n = 18;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+
+	/* PPPoE session behind a VLAN tag: the VLAN is the key's */
+	b.n = 0;
+	eth(&b, 0x8100);
+	vlan_tag(&b, 42, 0x8864);
+	put8(&b, 0x11);
+	put8(&b, 0);
+	put16(&b, 0x2a2a);
+	put16(&b, 0); /* length: not checked */
+	put16(&b, 0x0057);
+	inner_v6_udp(&b);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.key.dport, 53);
+	CHECK_EQ(d.key.vlan, 42);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_PPPOE);
+	CHECK_EQ(d.tunnel.id, 0x2a2a);
+	/* discovery, not session data */
+	b.b[19] = 0x09;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_NOT_IP);
+}
+
+static void test_ip_tunnels(void)
+{
+	struct sl_decoded d;
+	struct buf b = {0};
+	uint32_t ip, u;
+
+	/* GRE with checksum, key and sequence, IPv6 inside */
+	eth(&b, 0x0800);
+	ip = outer_v4(&b, 47);
+	put16(&b, 0x8000 | 0x2000 | 0x1000);
+	put16(&b, 0x86dd);
+	put32(&b, 0);	       /* checksum, reserved */
+	put32(&b, 0xdeadbeef); /* key */
+	put32(&b, 7);	       /* sequence */
+	inner_v6_udp(&b);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.key.sport, 5353);
+	CHECK_EQ(d.payload_len, 4);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_GRE);
+	CHECK_EQ(d.tunnel.id, 0xdeadbeef);
+	CHECK_EQ(d.tunnel.has_id, 1);
+	check_outer_v4(&d.tunnel);
+	/* outer: the GRE packet itself */
+	CHECK_EQ(sl_decode_flags(b.b, b.n, SL_LINK_EN10MB, SL_DECODE_OUTER, &d),
+		 SL_DECODE_OK);
+	CHECK_EQ(d.key.proto, 47);
+	CHECK_EQ(d.key.ip_version, 4);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_NONE);
+
+	/* VXLAN: inner Ethernet with a VLAN tag of its own; the outer VLAN
+	 * stays the key's */
+	b.n = 0;
+	eth(&b, 0x8100);
+	vlan_tag(&b, 7, 0x0800);
+	ip = outer_v4(&b, 17);
+	u = b.n;
+	udp(&b, 49152, 4789, 0);
+	put32(&b, 0x08000000);
+	put32(&b, 0x123456u << 8);
+	eth(&b, 0x8100);
+	vlan_tag(&b, 99, 0x0800);
+	inner_v4_tcp(&b);
+	set16(&b, u + 4, b.n - u);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	CHECK_EQ(d.key.vlan, 7);
+	CHECK_EQ(d.key.vlan_inner, 0);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_VXLAN);
+	CHECK_EQ(d.tunnel.id, 0x123456);
+	check_outer_v4(&d.tunnel);
+	/* ARP inside: the packet stays in the outer UDP flow */
+	set16(&b, u + 8 + 8 + 12, 0x0806);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.proto, 17);
+	CHECK_EQ(d.key.dport, 4789);
+	CHECK_EQ(d.key.vlan, 7);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_NONE);
+	CHECK_EQ(d.payload_len, b.n - u - 8);
+
+	/* GTP-U with a sequence number and one extension header */
+	b.n = 0;
+	eth(&b, 0x0800);
+	ip = outer_v4(&b, 17);
+	u = b.n;
+	udp(&b, 2152, 2152, 0);
+	put8(&b, 0x30 | 0x04 | 0x02);
+	put8(&b, 255);
+	put16(&b, 0);
+	put32(&b, 0xcafe0001);
+	put16(&b, 1);	 /* sequence */
+	put8(&b, 0);	 /* N-PDU */
+	put8(&b, 0x85);	 /* next: PDU session container */
+	put8(&b, 1);	 /* 4 bytes */
+	put8(&b, 0x10);
+	put8(&b, 0x09);
+	put8(&b, 0);	 /* no further extension */
+	inner_v4_tcp(&b);
+	set16(&b, u + 4, b.n - u);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_GTPU);
+	CHECK_EQ(d.tunnel.id, 0xcafe0001);
+	/* an echo request (not a G-PDU) is the UDP packet itself */
+	b.b[u + 9] = 1;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.dport, 2152);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_NONE);
+
+	/* 6in4 */
+	b.n = 0;
+	eth(&b, 0x0800);
+	ip = outer_v4(&b, 41);
+	inner_v6_udp(&b);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_IPIP);
+	CHECK_EQ(d.tunnel.has_id, 0);
+	check_outer_v4(&d.tunnel);
+	/* an outer first fragment is not followed */
+	b.b[ip + 6] = 0x20;
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.proto, 41);
+	CHECK_EQ(d.frag, SL_FRAG_FIRST);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_NONE);
+}
+
+/* Nesting stops at SL_TUNNEL_MAX_DEPTH; every cut inner header is read
+ * within caplen (the exact-size copies of decode_n). */
+static void test_tunnel_limits(void)
+{
+	struct sl_decoded d;
+	struct buf b = {0};
+	uint32_t ips[6], n;
+
+	eth(&b, 0x0800);
+	for (int i = 0; i < 6; i++)
+		ips[i] = outer_v4(&b, i < 5 ? 4 : 6);
+	tcp(&b, 1, 2, 0x02, 0);
+	for (int i = 5; i >= 0; i--)
+		ipv4_done(&b, ips[i]);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	/* four tunnels entered: the fifth IPv4 header is the key's, and it
+	 * carries another IP-in-IP that is not followed */
+	CHECK_EQ(d.tunnel.depth, SL_TUNNEL_MAX_DEPTH);
+	CHECK_EQ(d.key.proto, 4);
+	/* every length of a tunnelled frame decodes without reading past */
+	b.n = 0;
+	eth(&b, 0x8847);
+	put32(&b, (16u << 12) | 0x100);
+	n = outer_v4(&b, 47);
+	put16(&b, 0x2000);
+	put16(&b, 0x6558);
+	put32(&b, 77);
+	eth(&b, 0x0800);
+	inner_v4_tcp(&b);
+	ipv4_done(&b, n);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_GRE);
+	CHECK_EQ(d.tunnel.id, 77);
+	CHECK_EQ(d.tunnel.depth, 2);
+	for (uint32_t len = 0; len < b.n; len++) {
+		int st = decode_n(&b, len, SL_LINK_EN10MB, &d);
+
+		CHECK(st == SL_DECODE_OK || st == SL_DECODE_MALFORMED ||
+		      st == SL_DECODE_NOT_IP);
+	}
+}
+
+static void test_link_types(void)
+{
+	struct sl_decoded d;
+	struct buf b = {0};
+
+	/* PPP with HDLC-like framing, and with a compressed protocol */
+	put8(&b, 0xff);
+	put8(&b, 0x03);
+	put16(&b, 0x0021);
+	inner_v4_tcp(&b);
+	CHECK_EQ(decode(&b, SL_LINK_PPP, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	CHECK_EQ(decode(&b, SL_LINK_PPP_HDLC, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	b.n = 0;
+	put8(&b, 0x21);
+	inner_v4_tcp(&b);
+	CHECK_EQ(decode(&b, SL_LINK_PPP, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+
+	/* Cisco HDLC */
+	b.n = 0;
+	put8(&b, 0x0f);
+	put8(&b, 0);
+	put16(&b, 0x86dd);
+	inner_v6_udp(&b);
+	CHECK_EQ(decode(&b, SL_LINK_C_HDLC, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(decode(&b, SL_LINK_PPP_HDLC, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+
+	/* radiotap, then an 802.11 QoS data frame with LLC/SNAP */
+	b.n = 0;
+	put8(&b, 0);
+	put8(&b, 0);
+	put8(&b, 8); /* length, little endian */
+	put8(&b, 0);
+	put32(&b, 0);
+	put8(&b, 0x88); /* QoS data */
+	put8(&b, 0x01); /* to DS */
+	putz(&b, 22);
+	put16(&b, 0); /* QoS control */
+	put32(&b, 0xaaaa0300);
+	put16(&b, 0);
+	put16(&b, 0x0800);
+	inner_v4_tcp(&b);
+	CHECK_EQ(decode(&b, SL_LINK_IEEE802_11_RADIOTAP, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	/* protected: not decoded */
+	b.b[9] |= 0x40;
+	CHECK_EQ(decode(&b, SL_LINK_IEEE802_11_RADIOTAP, &d), SL_DECODE_NOT_IP);
+	b.b[9] &= (uint8_t)~0x40;
+	/* the same frame behind PPI naming 802.11 */
+	b.b[0] = 0;
+	b.b[1] = 0;
+	b.b[2] = 8;
+	b.b[3] = 0;
+	b.b[4] = 105;
+	b.b[5] = b.b[6] = b.b[7] = 0;
+	CHECK_EQ(decode(&b, SL_LINK_PPI, &d), SL_DECODE_OK);
+	check_inner_v4(&d);
+	/* and without either header */
+	{
+		struct buf w = {0};
+
+		memcpy(w.b, b.b + 8, b.n - 8);
+		w.n = b.n - 8;
+		CHECK_EQ(decode(&w, SL_LINK_IEEE802_11, &d), SL_DECODE_OK);
+		check_inner_v4(&d);
+		for (uint32_t len = 0; len < w.n; len++)
+			decode_n(&w, len, SL_LINK_IEEE802_11, &d);
+	}
+	for (uint32_t len = 0; len < b.n; len++)
+		decode_n(&b, len, SL_LINK_PPI, &d);
+}
+
 int main(void)
 {
 	CHECK_EQ(sizeof(struct sl_key), 48);
@@ -1122,7 +1461,11 @@ int main(void)
 			 lt == SL_LINK_NULL || lt == SL_LINK_EN10MB ||
 			     lt == SL_LINK_RAW || lt == SL_LINK_LOOP ||
 			     lt == SL_LINK_LINUX_SLL || lt == SL_LINK_IPV4 ||
-			     lt == SL_LINK_IPV6 || lt == SL_LINK_LINUX_SLL2);
+			     lt == SL_LINK_IPV6 || lt == SL_LINK_LINUX_SLL2 ||
+			     lt == SL_LINK_PPP || lt == SL_LINK_PPP_HDLC ||
+			     lt == SL_LINK_C_HDLC || lt == SL_LINK_IEEE802_11 ||
+			     lt == SL_LINK_IEEE802_11_RADIOTAP ||
+			     lt == SL_LINK_PPI);
 	test_ether_ipv4_tcp();
 	test_memset();
 	test_ether_padding();
@@ -1141,5 +1484,9 @@ int main(void)
 	test_truncation();
 	test_fuzz();
 	test_names();
+	test_l2_tunnels();
+	test_ip_tunnels();
+	test_tunnel_limits();
+	test_link_types();
 	return test_done();
 }
