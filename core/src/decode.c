@@ -281,8 +281,11 @@ static int at_mpls(struct frame *f, uint32_t off)
 	nibble = f->data[off] >> 4;
 	if (nibble == 4 || nibble == 6)
 		return decode_ip(f, off, nibble);
-	if (nibble == 0)
+	if (nibble == 0) {
+		if (avail(f, off) < 4)
+			return malformed(f, SL_MAL_L2_SHORT);
 		return at_ether(f, off + 4);
+	}
 	return SL_DECODE_NOT_IP;
 }
 

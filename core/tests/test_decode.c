@@ -1191,6 +1191,17 @@ static void test_l2_tunnels(void)
 		 SL_DECODE_OK);
 	check_inner_v4(&d);
 	CHECK_EQ(d.tunnel.type, SL_TUNNEL_NONE);
+	/* a pseudowire control word cut short (found by fuzz_decode) */
+	{
+		static const uint8_t cut[9] = {0x02, 0x81, 0x01, 0x07, 0x49,
+					       0x0a, 0x00, 0x00, 0xab};
+		struct buf c = {0};
+
+		memcpy(c.b, cut, sizeof(cut));
+		c.n = sizeof(cut);
+		CHECK_EQ(decode(&c, SL_LINK_PPP_HDLC, &d), SL_DECODE_MALFORMED);
+		CHECK_EQ(d.malformed, SL_MAL_L2_SHORT);
+	}
 	/* a stack that never ends */
 	b.n = 0;
 	eth(&b, 0x8848);
