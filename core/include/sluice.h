@@ -448,7 +448,12 @@ struct sl_flow_rec {
 	char hist[12]; /* Zeek-style history, NUL-terminated unless 12 long */
 	uint32_t slot; /* table slot while live: with fid, names the flow */
 	uint32_t engine; /* the engine's number (sl_engine_id) */
-	uint32_t pad;
+	/* packets that came in another tunnel than the flow's first (the
+	 * reverse direction: other endpoints or type; ids may differ per
+	 * direction, GTP-U's and PPTP's do) */
+	uint32_t tunnel_changes;
+	struct sl_tunnel encap; /* the tunnel of its first packet (Lua and
+				 * JSON: tunnel, tunnel_src, ...) */
 };
 
 /* A flow handle as Lua policies hold it: the record it reads and what
@@ -521,6 +526,7 @@ struct sl_slice_rec {
 	uint8_t icmp_code;
 	uint8_t pad[3];
 	uint32_t engine; /* as in sl_flow_rec */
+	struct sl_tunnel encap; /* as in sl_flow_rec */
 };
 
 /* ---- engine ----------------------------------------------------------- */
@@ -559,6 +565,8 @@ struct sl_config {
 	uint32_t low_flows;  /* 0: 90% of max_flows */
 	uint64_t grace_ns;   /* 0: none (sluice.open defaults to 10 s) */
 	uint64_t silence_ns; /* 0: default 10 s */
+	uint32_t decode_flags; /* SL_DECODE_OUTER: key by the outer IP */
+	uint32_t pad;
 };
 
 struct sl_stats {
@@ -581,6 +589,8 @@ struct sl_stats {
 			     then are the sums the records report) */
 	uint64_t filtered; /* packets the input filter refused
 			      (sl_engine_input_filter): not in packets */
+	uint64_t tunnelled;	 /* packets keyed inside a tunnel */
+	uint64_t tunnel_changes; /* sum of the flows' tunnel_changes */
 };
 
 struct sl_collector_rec;
@@ -1152,6 +1162,8 @@ SL_API const char *sl_strerror(int code);
 SL_API int sl_path_kind(const char *path);
 SL_API const char *sl_end_reason_name(int reason);
 SL_API const char *sl_tcp_state_name(int state);
+/* "gre", "vxlan", ... (enum sl_tunnel_type); "none", "unknown". */
+SL_API const char *sl_tunnel_name(int type);
 /* "tcp", "udp", ...; NULL for a protocol without a name here. */
 SL_API const char *sl_proto_name(int proto);
 SL_API const char *sl_version(void);

@@ -116,6 +116,8 @@ static int config_defaults(struct sl_config *c)
 		return -EINVAL;
 	if (!c->silence_ns)
 		c->silence_ns = 10 * SL_SEC;
+	if (c->decode_flags & ~(uint32_t)SL_DECODE_OUTER)
+		return -EINVAL;
 	return 0;
 }
 

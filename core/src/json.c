@@ -15,8 +15,9 @@
 #include "sluice.h"
 
 /* Records are formatted without bounds checks into a scratch line of
- * LINE_MAX bytes, more than the longest record can take (about 700 bytes:
- * every number at 20 digits, two IPv6 addresses), then copied out. */
+ * LINE_MAX bytes, more than the longest record can take (about 900 bytes:
+ * every number at 20 digits, four IPv6 addresses with a tunnel), then
+ * copied out. */
 enum { LINE_MAX = 1024 };
 
 #define PUT_LIT(p, lit)                                                        \
@@ -180,6 +181,27 @@ static char *put_key(char *p, const struct sl_key *k)
 /* ,"name":value */
 #define PUT_FIELD(p, name, v) put_u64(PUT_LIT((p), ",\"" name "\":"), (v))
 
+/* The tunnel fields, absent without a tunnel: type, the endpoints of an
+ * IP tunnel, the id where the tunnel has one. */
+static char *put_tunnel(char *p, const struct sl_tunnel *t)
+{
+	if (t->type == SL_TUNNEL_NONE)
+		return p;
+	p = PUT_LIT(p, ",\"tunnel\":\"");
+	p = put_str(p, sl_tunnel_name(t->type));
+	*p++ = '"';
+	if (t->ip_version) {
+		p = PUT_LIT(p, ",\"tunnel_src\":\"");
+		p = t->ip_version == 4 ? put_ipv4(p, t->src) : put_ipv6(p, t->src);
+		p = PUT_LIT(p, "\",\"tunnel_dst\":\"");
+		p = t->ip_version == 4 ? put_ipv4(p, t->dst) : put_ipv6(p, t->dst);
+		*p++ = '"';
+	}
+	if (t->has_id)
+		p = PUT_FIELD(p, "tunnel_id", t->id);
+	return p;
+}
+
 static char *put_end_reason(char *p, int reason)
 {
 	/* live flows (a start event) have no end reason yet */
@@ -215,6 +237,9 @@ static int flow_line(const struct sl_flow_rec *r, char *line)
 	p = PUT_LIT(p, "\",\"state\":\"");
 	p = put_str(p, sl_tcp_state_name(r->state_code));
 	*p++ = '"';
+	p = put_tunnel(p, &r->encap);
+	if (r->tunnel_changes)
+		p = PUT_FIELD(p, "tunnel_changes", r->tunnel_changes);
 	p = put_end_reason(p, r->reason_code);
 	*p++ = '}';
 	return (int)(p - line);
@@ -240,6 +265,7 @@ static int slice_line(const struct sl_slice_rec *r, char *line)
 	p = PUT_FIELD(p, "total_bytes_rev", r->total_rev.bytes);
 	p = PUT_FIELD(p, "tcp_flags_fwd", r->tcp_flags_fwd);
 	p = PUT_FIELD(p, "tcp_flags_rev", r->tcp_flags_rev);
+	p = put_tunnel(p, &r->encap);
 	p = put_end_reason(p, r->reason_code);
 	*p++ = '}';
 	return (int)(p - line);

@@ -39,7 +39,8 @@ static void batch_prepare(struct sl_engine *e)
 			pp->status = SL_PREP_FILTERED;
 			continue;
 		}
-		pp->status = sl_decode(p->data, p->caplen, p->linktype, &pp->d);
+		pp->status = sl_decode_flags(p->data, p->caplen, p->linktype,
+					     e->cfg.decode_flags, &pp->d);
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
 		prep_hash(pp);
@@ -120,6 +121,27 @@ static void dir_count(struct sl_flow *f, int di, const struct sl_packet *p,
 	f->slice_flags[di] |= d->tcp_flags;
 }
 
+/* A flow keeps the tunnel of its first packet; a packet in another one
+ * is counted. Reverse packets come with the endpoints swapped, and ids
+ * that may be the other side's (GTP-U TEIDs, PPTP call ids). */
+static void tunnel_check(struct sl_engine *e, struct sl_flow *f,
+			 const struct sl_tunnel *t, int di)
+{
+	const struct sl_tunnel *ft = &f->rec.encap;
+	const uint8_t *src = di ? t->dst : t->src, *dst = di ? t->src : t->dst;
+
+	if (t->type) {
+		e->stats.tunnelled++;
+		if (t->type == ft->type && t->ip_version == ft->ip_version &&
+		    !memcmp(src, ft->src, sizeof(ft->src)) &&
+		    !memcmp(dst, ft->dst, sizeof(ft->dst)) &&
+		    (di || (t->has_id == ft->has_id && t->id == ft->id)))
+			return;
+	}
+	f->rec.tunnel_changes++;
+	e->stats.tunnel_changes++;
+}
+
 static int packet_process(struct sl_engine *e, uint32_t i)
 {
 	const struct sl_packet *p = &e->batch.pkt[i];
@@ -158,9 +180,12 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 		fresh = 1;
 		f->rec.icmp_type = pp->d.icmp_type;
 		f->rec.icmp_code = pp->d.icmp_code;
+		f->rec.encap = pp->d.tunnel;
 	}
 
 	di = swapped ^ f->swapped;
+	if (pp->d.tunnel.type | f->rec.encap.type)
+		tunnel_check(e, f, &pp->d.tunnel, di);
 	dir_count(f, di, p, &pp->d);
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
 		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);

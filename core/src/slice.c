@@ -30,6 +30,7 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 	r->reason_code = f->rec.reason_code;
 	r->icmp_type = f->rec.icmp_type;
 	r->icmp_code = f->rec.icmp_code;
+	r->encap = f->rec.encap;
 	for (int i = 0; i < 2; i++) {
 		struct sl_counts *delta = i ? &r->delta_rev : &r->delta_fwd;
 		struct sl_counts *total = i ? &r->total_rev : &r->total_fwd;

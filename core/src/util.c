@@ -127,6 +127,21 @@ const char *sl_end_reason_name(int reason)
 	return names[reason];
 }
 
+const char *sl_tunnel_name(int type)
+{
+	static const char *const names[SL_TUNNEL_COUNT] = {
+	    [SL_TUNNEL_NONE] = "none",	   [SL_TUNNEL_MPLS] = "mpls",
+	    [SL_TUNNEL_PPPOE] = "pppoe",   [SL_TUNNEL_GRE] = "gre",
+	    [SL_TUNNEL_ERSPAN] = "erspan", [SL_TUNNEL_IPIP] = "ipip",
+	    [SL_TUNNEL_VXLAN] = "vxlan",   [SL_TUNNEL_GENEVE] = "geneve",
+	    [SL_TUNNEL_GTPU] = "gtpu",	   [SL_TUNNEL_CAPWAP] = "capwap",
+	};
+
+	if (type < 0 || type >= SL_TUNNEL_COUNT)
+		return "unknown";
+	return names[type];
+}
+
 int sl_key_addr(const struct sl_key *k, int which, char *buf, size_t len)
 {
 	const uint8_t *a = which ? k->dst : k->src;

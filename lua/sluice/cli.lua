@@ -107,6 +107,13 @@ M.OPTIONS = {
   { group = "inputs", flags = { "--filter" }, value = "EXPR", commands = "run", to = "open.filter",
     help = "pcap-syntax filter: live, applied in the kernel; on a file, before decoding, " ..
     "for each link type in it (refused packets are counted: -v, filtered)" },
+  { group = "inputs", flags = { "--tunnels" }, value = "inner|outer", commands = "run",
+    to = "open.tunnels", parse = function(v)
+      if v == "inner" or v == "outer" then return v end
+      return nil, "--tunnels is inner or outer"
+    end,
+    help = "flows of the innermost IP packet of tunnels (GRE, VXLAN, GTP-U, IP-in-IP, ...; " ..
+      "the default: records name the tunnel) or of the outermost" },
   { group = "live", flags = { "--snaplen" }, value = "N", commands = "both", to = "live.snaplen",
     help = "bytes kept per packet (default 262144)" },
   { group = "live", flags = { "--no-promisc" }, commands = "both", to = "live.promisc",

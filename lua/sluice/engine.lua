@@ -200,6 +200,8 @@ end
 -- sluice.open{ read = "x.pcap" | interface = "eth0", backend = "afpacket",
 --              filter = "tcp port 443", slice = 10, idle_timeout = { tcp = 300 },
 --              active_timeout = 1800, pool_flows = 1e6, ... }
+-- tunnels = "inner" (default: flows of the innermost IP packet, records
+-- name the tunnel) or "outer" (of the outermost IP packet).
 -- filter (pcap syntax): live, in the kernel; a file's, in the core before
 -- decoding, compiled for each link type its packets have; refused packets
 -- are counted (stats().filtered). A bad expression raises an error.
@@ -224,7 +226,7 @@ function M.open(opts)
     idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true,
     max_flows = true, low_flows = true, grace = true, silence = true, listen = true,
     idle_exit = true, template_timeout = true, rcvbuf = true, collector_memory = true,
-    tcp_idle_timeout = true }
+    tcp_idle_timeout = true, tunnels = true }
   for k in pairs(LIVE_OPTIONS) do known[k] = opts.interface ~= nil end
   for _, k in ipairs { "idle_exit", "template_timeout", "rcvbuf", "collector_memory",
     "tcp_idle_timeout" } do
@@ -243,6 +245,13 @@ function M.open(opts)
     error("sluice.open: filter applies to packets (read, interface), not to a collector's records", 2)
   end
   local cfg = ffi.new("struct sl_config")
+  if opts.tunnels ~= nil then
+    if opts.tunnels ~= "inner" and opts.tunnels ~= "outer" then
+      error("sluice.open: tunnels is 'inner' (key by the innermost IP packet) or 'outer'", 2)
+    end
+    if opts.listen then error("sluice.open: tunnels applies to packets, not to a collector's records", 2) end
+    cfg.decode_flags = opts.tunnels == "outer" and C.SL_DECODE_OUTER or 0
+  end
   if opts.slice then cfg.slice_ns = duration_ns(opts.slice, "slice", true) end
   if opts.active_timeout then
     cfg.active_timeout_ns = duration_ns(opts.active_timeout, "active_timeout")
@@ -334,6 +343,7 @@ function Engine:stats()
     trims = tonumber(s.trims),
     slices_closed = tonumber(s.slices_closed), slice_records = tonumber(s.slice_records),
     records = tonumber(s.records), filtered = tonumber(s.filtered),
+    tunnelled = tonumber(s.tunnelled), tunnel_changes = tonumber(s.tunnel_changes),
     malformed_by = {}, ended_by = {},
   }
   local ss = self.source_stats

@@ -60,6 +60,19 @@ function M.end_reason_name(reason)
   return ffi.string(C.sl_end_reason_name(reason))
 end
 
+-- Tunnel names by type; nil for none (the fields are absent then).
+local TUNNEL_NAMES = {}
+for t = 1, C.SL_TUNNEL_COUNT - 1 do TUNNEL_NAMES[t] = ffi.string(C.sl_tunnel_name(t)) end
+
+-- An IP tunnel's endpoint (which: 0 src, 1 dst); nil for MPLS, PPPoE.
+local tunnel_key = ffi.new("struct sl_key")
+local function tunnel_addr(encap, which)
+  if encap.ip_version == 0 then return nil end
+  tunnel_key.ip_version = encap.ip_version
+  ffi.copy(tunnel_key.src, which == 0 and encap.src or encap.dst, 16)
+  return addr(tunnel_key, 0)
+end
+
 local function seconds(ns)
   return tonumber(ns) * 1e-9
 end
@@ -76,7 +89,22 @@ local function key_getters(g)
   g.ip_version = function(r) return r.key.ip_version end
   g.vlan = function(r) return r.key.vlan end
   g.vlan_inner = function(r) return r.key.vlan_inner end
+  g.tunnel = function(r) return TUNNEL_NAMES[r.encap.type] end
+  g.tunnel_src = function(r) return tunnel_addr(r.encap, 0) end
+  g.tunnel_dst = function(r) return tunnel_addr(r.encap, 1) end
+  g.tunnel_id = function(r)
+    return r.encap.has_id ~= 0 and tonumber(r.encap.id) or nil
+  end
   return g
+end
+
+-- The tunnel fields of a record, added to t (JSON's: absent without).
+local function tunnel_fields(t, r)
+  local e = r.encap
+  if e.type == C.SL_TUNNEL_NONE then return t end
+  t.tunnel, t.tunnel_src, t.tunnel_dst = TUNNEL_NAMES[e.type], tunnel_addr(e, 0), tunnel_addr(e, 1)
+  t.tunnel_id = e.has_id ~= 0 and tonumber(e.id) or nil
+  return t
 end
 
 local flow_get = key_getters {
@@ -161,7 +189,7 @@ flow_methods.copy = copier("struct sl_flow_rec")
 
 -- A plain Lua table with the JSON fields of a flow.
 function flow_methods.totable(r)
-  return {
+  return tunnel_fields({
     type = "flow", id = flow_get.id(r), proto = flow_get.proto(r),
     ip_version = r.key.ip_version, src = addr(r.key, 0), sport = r.key.sport,
     dst = addr(r.key, 1), dport = r.key.dport, vlan = r.key.vlan,
@@ -171,8 +199,9 @@ function flow_methods.totable(r)
     bytes_fwd = tonumber(r.fwd.bytes), bytes_rev = tonumber(r.rev.bytes),
     tcp_flags_fwd = r.fwd.tcp_flags, tcp_flags_rev = r.rev.tcp_flags,
     history = flow_get.history(r), state = flow_get.state(r),
+    tunnel_changes = r.tunnel_changes ~= 0 and r.tunnel_changes or nil,
     end_reason = flow_get.end_reason(r), tags = tags_of(r),
-  }
+  }, r)
 end
 
 -- The record's JSON line (without newline), formatted by the core.
@@ -289,7 +318,7 @@ function slice_methods.json(r)
 end
 
 function slice_methods.totable(r)
-  return {
+  return tunnel_fields({
     type = "slice", flow_id = tonumber(r.fid), proto = slice_get.proto(r),
     ip_version = r.key.ip_version, src = addr(r.key, 0), sport = r.key.sport,
     dst = addr(r.key, 1), dport = r.key.dport, vlan = r.key.vlan,
@@ -301,7 +330,7 @@ function slice_methods.totable(r)
     total_bytes_fwd = tonumber(r.total_fwd.bytes), total_bytes_rev = tonumber(r.total_rev.bytes),
     tcp_flags_fwd = r.tcp_flags_fwd, tcp_flags_rev = r.tcp_flags_rev,
     end_reason = slice_get.end_reason(r), tags = tags_of(r),
-  }
+  }, r)
 end
 
 ffi.metatype("struct sl_slice_rec", {
