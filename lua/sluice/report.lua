@@ -114,7 +114,7 @@ function M.final_counters(eng, out)
     n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(st.malformed_by), filtered,
     n(st.flows_started), n(st.flows_ended), counters(st.ended_by), n(st.flows_refused),
     n(st.trims), n(st.slices_closed), n(st.slice_records)))
-  if st.tunnelled > 0 or st.tunnel_changes > 0 then
+  if (st.tunnelled or 0) > 0 or (st.tunnel_changes or 0) > 0 then
     out:write(format("tunnelled packets %s, in another tunnel than their flow's first %s\n",
       n(st.tunnelled), n(st.tunnel_changes)))
   end
