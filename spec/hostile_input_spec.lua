@@ -245,3 +245,31 @@ describe("a capture truncated while it is read", function()
     assert.equal(cut, #assert(run.slurp(path)))
   end)
 end)
+
+describe("an IP length past the frame's length on the wire", function()
+  local pcap = require "support.pcap"
+  local sluice = require "sluice"
+  teardown(pcap.cleanup)
+
+  it("is counted as malformed ip_overlong and still counted in its flow", function()
+    local function pkt(s, total_len)
+      return { ts = pcap.t(s), frame = pcap.ether { payload = pcap.ipv4 { src = "10.0.0.1",
+        dst = "10.0.0.2", proto = 17, total_len = total_len,
+        payload = pcap.udp { sport = 1000, dport = 53, len = 20 } } } }
+    end
+    local path = pcap.write { pkt(0), pkt(1, 1400), pkt(2) }
+    local eng = assert(sluice.open { read = path })
+    local flows = {}
+    assert(eng:run { on_flow_end = function(f) flows[#flows + 1] = f:totable() end })
+    local st = eng:stats()
+    eng:close()
+    assert.are.equal(1, #flows)
+    assert.are.equal(3, flows[1].pkts_fwd)
+    assert.are.equal(1, st.malformed_by.ip_overlong)
+    assert.are.equal(0, st.malformed, "kept packets are not in the dropped count")
+    -- -v names the reason
+    local r = run.sh(SLUICE .. " run -r " .. q(path) .. " -q -v --out json:/dev/null")
+    assert.are.equal(0, r.code, run.describe(r))
+    assert(has(r.err, "malformed 0 ip_overlong 1 (kept in their flows)"), run.describe(r))
+  end)
+end)

@@ -6,7 +6,7 @@
  * decoder promises (sluice.h), or a trap:
  * - a status of enum sl_decode_status; malformed says why exactly when
  *   the status is SL_DECODE_MALFORMED, with a reason the decoder gives
- *   (never SL_MAL_TIMESTAMP: that one is the engine's);
+ *   (never SL_MAL_TIMESTAMP or SL_MAL_IP_OVERLONG: the engine's);
  * - a decoded packet: IPv4 or IPv6, offsets within the frame (l4 <=
  *   payload, payload + its length <= caplen), a known fragment kind, and a
  *   key whose unused bytes (pad; an IPv4 address's last 12) are zero;
@@ -59,7 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	case SL_DECODE_MALFORMED:
 		if (d.malformed == SL_MAL_NONE || d.malformed >= SL_MAL_COUNT ||
-		    d.malformed == SL_MAL_TIMESTAMP)
+		    d.malformed == SL_MAL_TIMESTAMP ||
+		    d.malformed == SL_MAL_IP_OVERLONG)
 			__builtin_trap();
 		return 0;
 	default:

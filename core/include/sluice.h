@@ -205,6 +205,9 @@ enum sl_malformed {
 	SL_MAL_L4_SHORT,   /* TCP/UDP/ICMP/SCTP header cut short */
 	SL_MAL_TCP_HLEN,   /* TCP data offset below 5 */
 	SL_MAL_TIMESTAMP,  /* time unusable: see SL_CLOCK_MAX_JUMP_S */
+	/* an IP length past the frame's length on the wire: the packet is
+	 * still counted in its flow (the engine's; not in sl_stats.malformed) */
+	SL_MAL_IP_OVERLONG,
 	SL_MAL_COUNT,
 };
 
@@ -227,6 +230,8 @@ struct sl_decoded {
 	uint8_t icmp_code;
 	uint8_t malformed; /* enum sl_malformed */
 	uint8_t pad;
+	uint32_t ip_end; /* the furthest frame offset an IP header claims
+			    its packet reaches (0: none claims) */
 	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none */
 };
 
@@ -573,8 +578,10 @@ struct sl_stats {
 	uint64_t packets; /* read from the source */
 	uint64_t bytes;
 	uint64_t not_ip;
-	uint64_t malformed; /* sum of malformed_by (SL_MAL_TIMESTAMP: also
-			       a collector's records, see SL_CLOCK_MAX_JUMP_S) */
+	uint64_t malformed; /* packets dropped as malformed: the sum of
+			       malformed_by but SL_MAL_IP_OVERLONG, whose
+			       packets are kept (SL_MAL_TIMESTAMP: also a
+			       collector's records, see SL_CLOCK_MAX_JUMP_S) */
 	uint64_t malformed_by[SL_MAL_COUNT];
 	uint64_t frag_unmatched; /* later fragments with no first fragment */
 	uint64_t flows_started;

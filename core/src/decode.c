@@ -834,6 +834,14 @@ static int decode_l4(struct frame *f, const struct l3 *l3)
 	}
 }
 
+/* An IP header says its packet ends at end (the engine compares it with
+ * the frame's length on the wire). */
+static void claim_end(struct frame *f, uint32_t end)
+{
+	if (end > f->out->ip_end)
+		f->out->ip_end = end;
+}
+
 /* ---- IPv4 ------------------------------------------------------------- */
 
 static int decode_ipv4(struct frame *f, uint32_t off)
@@ -853,6 +861,7 @@ static int decode_ipv4(struct frame *f, uint32_t off)
 	tot = get16(ip + 2) ? get16(ip + 2) : avail(f, off);
 	if (tot < hlen)
 		return malformed(f, SL_MAL_IP_LEN);
+	claim_end(f, off + tot);
 	key->ip_version = 4;
 	key->proto = ip[9];
 	memcpy(key->src, ip + 12, 4);
@@ -949,6 +958,8 @@ static int decode_ipv6(struct frame *f, uint32_t off)
 	l3.l4 = off + IPV6_HLEN;
 	/* payload length 0: a jumbogram, take whatever was captured */
 	l3.end = plen ? l3.l4 + plen : UINT32_MAX;
+	if (plen)
+		claim_end(f, l3.end);
 	l3.proto = ip[6];
 	ret = ipv6_ext(f, &l3);
 	if (ret != DEC_MORE)
@@ -1022,6 +1033,7 @@ const char *sl_malformed_name(int reason)
 	    [SL_MAL_L4_SHORT] = "l4_short",
 	    [SL_MAL_TCP_HLEN] = "tcp_hlen",
 	    [SL_MAL_TIMESTAMP] = "timestamp",
+	    [SL_MAL_IP_OVERLONG] = "ip_overlong",
 	};
 
 	if (reason < 0 || reason >= SL_MAL_COUNT || !names[reason])

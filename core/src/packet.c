@@ -163,6 +163,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 					  : 0]++;
 		return 0;
 	}
+	if (pp->d.ip_end > p->wirelen) /* counted, and kept in its flow */
+		e->stats.malformed_by[SL_MAL_IP_OVERLONG]++;
 	if (pp->d.frag)
 		sl_frag_remember(e, &pp->d);
 	if (!pp->hashed)

@@ -1101,7 +1101,7 @@ static void test_names(void)
 	static const char *const want[] = {
 	    "none",    "linktype", "l2_short", "ip_short", "ip_version",
 	    "ip_hlen", "ip_len",   "ipv6_ext", "l4_short", "tcp_hlen",
-	    "timestamp",
+	    "timestamp", "ip_overlong",
 	};
 	int i;
 
@@ -1255,6 +1255,7 @@ static void test_ip_tunnels(void)
 	CHECK_EQ(d.payload_len, 4);
 	CHECK_EQ(d.tunnel.type, SL_TUNNEL_GRE);
 	CHECK_EQ(d.tunnel.id, 0xdeadbeef);
+	CHECK_EQ(d.ip_end, b.n); /* both IP headers end with the frame */
 	CHECK_EQ(d.tunnel.has_id, 1);
 	check_outer_v4(&d.tunnel);
 	/* outer: the GRE packet itself */
@@ -1324,6 +1325,21 @@ static void test_ip_tunnels(void)
 	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
 	CHECK_EQ(d.key.dport, 2152);
 	CHECK_EQ(d.tunnel.type, SL_TUNNEL_NONE);
+
+	/* an inner IP length past the frame: ip_end says how far it claims */
+	{
+		struct buf o = {0};
+		uint32_t oip;
+
+		eth(&o, 0x0800);
+		oip = outer_v4(&o, 4);
+		inner_v4_tcp(&o);
+		ipv4_done(&o, oip);
+		set16(&o, oip + 20 + 2, 1000);
+		CHECK_EQ(decode(&o, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+		CHECK_EQ(d.ip_end, oip + 20 + 1000);
+		CHECK_EQ(d.tunnel.type, SL_TUNNEL_IPIP);
+	}
 
 	/* 6in4 */
 	b.n = 0;

@@ -109,9 +109,20 @@ function M.final_counters(eng, out)
   -- a file's filter (in the core) is counted with the packets; a live
   -- one's on the "received" line
   local filtered = (eng.filter and not st.received) and (" filtered " .. n(st.filtered or 0)) or ""
-  out:write(format("packets %s bytes %s not_ip %s malformed %s%s%s\nflows %s ended %s%s " ..
+  -- packets whose IP length runs past the frame are kept in their flows:
+  -- not among the dropped ones
+  local dropped, overlong = {}, ""
+  for reason, count in pairs(st.malformed_by) do
+    if reason == "ip_overlong" then
+      overlong = " ip_overlong " .. n(count) .. " (kept in their flows)"
+    else
+      dropped[reason] = count
+    end
+  end
+  out:write(format("packets %s bytes %s not_ip %s malformed %s%s%s%s\nflows %s ended %s%s " ..
     "refused %s trims %s\nslices %s records %s\n",
-    n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(st.malformed_by), filtered,
+    n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(dropped), overlong,
+    filtered,
     n(st.flows_started), n(st.flows_ended), counters(st.ended_by), n(st.flows_refused),
     n(st.trims), n(st.slices_closed), n(st.slice_records)))
   if (st.tunnelled or 0) > 0 or (st.tunnel_changes or 0) > 0 then
