@@ -232,7 +232,8 @@ struct sl_decoded {
 	uint8_t pad;
 	uint32_t ip_end; /* the furthest frame offset an IP header claims
 			    its packet reaches (0: none claims) */
-	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none */
+	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none (and then only
+				    type, ip_version, has_id, depth are set) */
 };
 
 /* Returns enum sl_decode_status. Never reads past data + caplen. Follows
@@ -441,9 +442,10 @@ struct sl_dir {
  * the first packet); fwd counts initiator -> responder. */
 /* Field names differ from the Lua handle's (id, state, end_reason,
  * history), whose getters return Lua numbers and strings. */
+/* What every packet updates comes first (the engine keeps it on the
+ * cache lines it reads anyway), what only a flow's start sets after. */
 struct sl_flow_rec {
 	uint64_t fid; /* unique per engine, from 1 */
-	struct sl_key key;
 	struct sl_dir fwd;
 	struct sl_dir rev;
 	uint8_t state_code;  /* enum sl_tcp_state */
@@ -457,6 +459,7 @@ struct sl_flow_rec {
 	 * reverse direction: other endpoints or type; ids may differ per
 	 * direction, GTP-U's and PPTP's do) */
 	uint32_t tunnel_changes;
+	struct sl_key key;
 	struct sl_tunnel encap; /* the tunnel of its first packet (Lua and
 				 * JSON: tunnel, tunnel_src, ...) */
 };

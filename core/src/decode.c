@@ -12,6 +12,7 @@
  * inner header) leaves the packet in the flow of the IP packet that
  * carries it, as if it had not been followed.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "sluice.h"
@@ -154,6 +155,12 @@ static uint32_t get32le(const uint8_t *p)
 
 static int decode_ip(struct frame *f, uint32_t off, int ver);
 static int at_ether(struct frame *f, uint32_t off);
+
+static void tunnel_clear(struct sl_tunnel *t)
+{
+	t->type = SL_TUNNEL_NONE;
+	t->ip_version = t->has_id = t->depth = 0;
+}
 
 /* Records the tunnel being entered (the innermost one wins). An IP
  * tunnel's endpoints are the key's addresses at that point: the IP
@@ -340,8 +347,14 @@ static int at_pppoe(struct frame *f, uint32_t off)
  * Cisco HDLC, LLC/SNAP, GRE, Geneve) at off. */
 static int at_ethertype(struct frame *f, uint16_t type, uint32_t off)
 {
-	int ret = vlan_tags(f, &off, &type);
+	int ret;
 
+	/* most frames: IP right away */
+	if (type == ETHERTYPE_IPV4)
+		return decode_ip(f, off, 4);
+	if (type == ETHERTYPE_IPV6)
+		return decode_ip(f, off, 6);
+	ret = vlan_tags(f, &off, &type);
 	if (ret != SL_DECODE_OK)
 		return ret;
 	switch (type) {
@@ -800,9 +813,9 @@ static int decode_l4(struct frame *f, const struct l3 *l3)
 	int rc;
 
 	f->out->key.proto = l3->proto;
-	switch (l3->proto) {
-	case IPPROTO_TCP_:
+	if (l3->proto == IPPROTO_TCP_) /* most packets */
 		return l4_tcp(f, l3);
+	switch (l3->proto) {
 	case IPPROTO_UDP_:
 		rc = l4_ports(f, l3, UDP_HLEN);
 		if (rc != SL_DECODE_OK)
@@ -816,7 +829,14 @@ static int decode_l4(struct frame *f, const struct l3 *l3)
 				f->out->payload_len =
 				    (uint16_t)(ulen - UDP_HLEN);
 		}
-		return udp_tunnel(f, l3);
+		/* every tunnel port is in [2152, 6081]: most packets are
+		 * out at one or two compares */
+		if ((uint16_t)(f->out->key.dport - UDP_PORT_GTPU) <=
+			UDP_PORT_GENEVE - UDP_PORT_GTPU ||
+		    (uint16_t)(f->out->key.sport - UDP_PORT_GTPU) <=
+			UDP_PORT_GENEVE - UDP_PORT_GTPU)
+			return udp_tunnel(f, l3);
+		return SL_DECODE_OK;
 	case IPPROTO_SCTP_:
 		return l4_ports(f, l3, SCTP_HLEN);
 	case IPPROTO_ICMP_:
@@ -993,12 +1013,15 @@ int sl_decode_flags(const uint8_t *data, uint32_t caplen, uint32_t linktype,
 	    .data = data, .caplen = caplen, .out = out, .flags = flags};
 	int ret;
 
-	memset(out, 0, sizeof(*out));
+	/* the tunnel's other fields are set with its type: a plain packet
+	 * costs no clearing of them */
+	memset(out, 0, offsetof(struct sl_decoded, tunnel));
+	tunnel_clear(&out->tunnel);
 	ret = decode_link(&f, linktype);
 	/* outer: link-layer tunnels were walked, the packet is the outer
 	 * IP packet's and has no tunnel */
 	if (flags & SL_DECODE_OUTER)
-		memset(&out->tunnel, 0, sizeof(out->tunnel));
+		tunnel_clear(&out->tunnel);
 	return ret;
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "flowtable.h"
 #include "source.h"
@@ -121,6 +122,24 @@ static int config_defaults(struct sl_config *c)
 	return 0;
 }
 
+/* The flow pool: fresh zero pages, so only slots that get used become
+ * resident, and page-aligned, so every flow starts a cache line and a
+ * packet touches the same three lines of it (engine.h). */
+static struct sl_flow *pool_alloc(uint32_t n)
+{
+	void *p = mmap(NULL, (size_t)n * sizeof(struct sl_flow),
+		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		       0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void pool_free(struct sl_flow *pool, uint32_t n)
+{
+	if (pool)
+		munmap(pool, (size_t)n * sizeof(struct sl_flow));
+}
+
 int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 {
 	struct sl_engine *e;
@@ -137,9 +156,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 		goto out_free;
 	rc = -ENOMEM;
 	e->pool_size = e->cfg.pool_flows;
-	/* calloc of this size maps fresh zero pages: only slots that get
-	 * used become resident */
-	e->pool = calloc(e->pool_size, sizeof(*e->pool));
+	e->pool = pool_alloc(e->pool_size);
 	if (!e->pool)
 		goto out_free;
 	while (nb < e->pool_size && nb < (1u << 31))
@@ -158,7 +175,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	return 0;
 
 out_pool:
-	free(e->pool);
+	pool_free(e->pool, e->pool_size);
 out_free:
 	free(e);
 	return rc;
@@ -200,7 +217,7 @@ void sl_engine_free(struct sl_engine *e)
 		return;
 	if (e->src)
 		sl_source_close(e->src);
-	free(e->pool);
+	pool_free(e->pool, e->pool_size);
 	free(e->buckets);
 	free(e->touched);
 	free(e->trim_list);

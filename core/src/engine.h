@@ -46,15 +46,14 @@ struct sl_link {
 };
 
 struct sl_flow {
-	/* what a lookup reads comes first: one cache line */
+	/* what a lookup reads comes first: one cache line; then what every
+	 * packet updates (these fields and the first ones of rec): three
+	 * lines in all */
 	uint32_t hash;
 	uint32_t hnext;	    /* hash chain: slot + 1, 0 ends it */
 	struct sl_key ckey; /* canonical key: the hash key */
-	struct sl_flow_rec rec;
 	struct sl_link idle;  /* in idle[tclass], ordered by last activity */
-	struct sl_link age;   /* in the age list, ordered by start */
 	uint64_t idle_clock;  /* engine clock at the last packet */
-	uint64_t start_clock; /* engine clock at the first packet */
 	uint32_t slice_epoch; /* interval it was last touched in */
 	uint8_t live;
 	uint8_t swapped;      /* ckey is rec.key reversed */
@@ -64,11 +63,15 @@ struct sl_flow {
 	uint8_t hist_len;
 	uint8_t slice_flags[2];
 	uint8_t capture;	  /* pcap writer number, 0: none */
+	uint8_t has_encap;	  /* rec.encap is set (it is on a cold line) */
+	struct sl_flow_rec rec;
+	struct sl_link age;   /* in the age list, ordered by start */
+	uint64_t start_clock; /* engine clock at the first packet */
 	struct sl_counts base[2]; /* totals when the interval opened */
 	double score;		  /* trims take the lowest first */
 	uint32_t aliases;	  /* its alias keys: index + 1, 0 ends */
 	uint64_t protect;	  /* protection bits: never trimmed while set */
-};
+} __attribute__((aligned(64))); /* a flow starts a cache line (pool_alloc) */
 
 struct sl_frag_ent {
 	uint8_t src[16];

@@ -182,11 +182,14 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 		fresh = 1;
 		f->rec.icmp_type = pp->d.icmp_type;
 		f->rec.icmp_code = pp->d.icmp_code;
-		f->rec.encap = pp->d.tunnel;
+		if (pp->d.tunnel.type) {
+			f->rec.encap = pp->d.tunnel;
+			f->has_encap = 1;
+		}
 	}
 
 	di = swapped ^ f->swapped;
-	if (pp->d.tunnel.type | f->rec.encap.type)
+	if (pp->d.tunnel.type | f->has_encap)
 		tunnel_check(e, f, &pp->d.tunnel, di);
 	dir_count(f, di, p, &pp->d);
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
