@@ -376,6 +376,10 @@ int sl_query_top(struct sl_query *q, int metric, uint32_t k)
 
 	if (metric < 0 || metric >= SL_METRIC_COUNT)
 		return -EINVAL;
+	if (k == 0) {
+		q->n_rows = 0;
+		return 0;
+	}
 	if (k >= n) {
 		qsort_r(q->rows, n, sizeof(*q->rows), compare_rows, &metric);
 		return (int)n;
@@ -391,7 +395,7 @@ int sl_query_top(struct sl_query *q, int metric, uint32_t k)
 	memcpy(q->scratch, q->rows, (size_t)k * sizeof(*q->rows));
 	for (uint32_t i = k / 2; i-- > 0;)
 		sift_down(q->scratch, k, i, metric);
-	for (uint32_t i = k; i < n && k; i++) {
+	for (uint32_t i = k; i < n; i++) {
 		if (ranks_before(&q->rows[i], &q->scratch[0], metric)) {
 			q->scratch[0] = q->rows[i];
 			sift_down(q->scratch, k, 0, metric);
