@@ -221,7 +221,7 @@ local function group(self, args, level)
 end
 
 function Batch:group(args)
-  return group(self, args, 2)
+  return group(self, args, 3)
 end
 
 -- batch:top{ by = "host", n = 10, order = "bytes_fwd", ... }: group, then
@@ -230,8 +230,7 @@ function Batch:top(args)
   if type(args) ~= "table" or type(args.n) ~= "number" then
     error("top expects a table with n: { by = \"src\", n = 10, order = \"bytes\" }", 2)
   end
-  local g = group(self, args, 2)
-  return g:top(args.n, args.order)
+  return group(self, args, 3)
 end
 
 return M

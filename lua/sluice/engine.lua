@@ -323,7 +323,7 @@ function M.open(opts)
     input = opts.read and input_name(opts.read) or opts.interface or
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
     live = opts.read == nil, note = note, src = src, out = out, filter = opts.filter,
-    cstats = C.sl_engine_stats(e), slice = opts.slice,
+    cstats = C.sl_engine_stats(e), slice = opts.slice, slicing = cfg.slice_ns > 0,
     pool_flows = cfg.pool_flows ~= 0 and cfg.pool_flows or 2^20 }, Engine)
 end
 

@@ -128,21 +128,26 @@ function Run:loop()
   d:late_events() -- flows updated in before the run
   while true do
     local rc = C.sl_engine_step(e)
-    if rc == 0 then return true end
+    if rc == 0 then
+      d:forget_ended()
+      return true
+    end
     if rc < 0 then return nil, "engine: " .. core.strerror(rc) end
     st.now = tonumber(out.now_ns) * 1e-9
     if st.decays[1] then flowstate.run_decays(st) end
     if out.n_events > 0 and (d.want_events or next(st.weights) or next(st.tags)) then
       d:events()
     end
-    if out.slice_ready ~= 0 and d.slices.n > 0 then
-      batch:set(out)
-      d:slice_batch(batch)
+    if out.slice_ready ~= 0 then
+      if d.slices.n > 0 then
+        batch:set(out)
+        d:slice_batch(batch)
+      end
+      if st.ended[1] then d:forget_ended(out.slice_end_ns) end
     end
     if st.queue[1] then d:drain() end
     if st.late then d:late_events() end
     st.now = tonumber(out.now_ns) * 1e-9
-    if st.ended[1] then d:step_done() end
     self:timers()
     if self.watch_signals and not self.stopping and signals.pending() then
       signals.taken()
