@@ -8,13 +8,13 @@
 --
 -- Where an address x is taken, raw and text are both accepted, told apart
 -- by length, because raw bytes can spell text:
---   4 bytes   raw IPv4 always. The only text this hides is a 4-character
---             IPv6 text ("::10", "a::b", "fe::"): write it "[::10]". The
---             other way round, real IPv4 addresses (58.58.49.48 is "::10")
---             would be misread, and those come from records.
+--   4 bytes   raw IPv4, always: some real IPv4 addresses spell IPv6 text
+--             (58.58.49.48 is "::10") and those come from records. A
+--             4-character IPv6 text ("::10", "a::b") is written "[::10]".
 --   16 bytes  text if it is valid address text, else raw IPv6. Raw bytes
---             that spell text start with an ASCII digit or letter, which
---             puts them in space no one is assigned (3000::/4 and above).
+--             that spell text start with an ASCII digit, letter a-f, ':'
+--             or '[', all between 3000:: and 66ff::, space IANA has not
+--             assigned: no real address is misread.
 --   other     text.
 -- addr.parse, addr.parse_prefix and set entries take text only.
 -- There is no implicit IPv4-mapping: ::ffff:1.2.3.4 is an IPv6 address.
@@ -43,7 +43,7 @@ local TXT_SIZE = ffi.sizeof(txt)
 local KEY = ffi.typeof("struct sl_key")
 local KEY_PTR = ffi.typeof("const struct sl_key *")
 
-local LBRACKET, RBRACKET, COLON = byte("["), byte("]"), byte(":")
+local LBRACKET, RBRACKET = byte("["), byte("]")
 
 -- First bytes that address text can start with (see the header comment).
 local TEXT_START = {}
@@ -85,9 +85,12 @@ local function is_text16(x)
   return TEXT_START[byte(x, 1)] and pton(x) == 6
 end
 
--- The raw form of x and its family, or nil, err.
-local function raw_of(x, fname)
-  if type(x) ~= "string" then misuse(fname, "an address is a string (raw or text), got " .. type(x), 1) end
+-- The raw form of x and its family, or nil, err. depth: helpers between
+-- the API function and this one.
+local function raw_of(x, fname, depth)
+  if type(x) ~= "string" then
+    misuse(fname, "an address is a string (raw or text), got " .. type(x), 1 + (depth or 0))
+  end
   local n = #x
   if n == 4 then return x, 4 end
   if n == 16 then
@@ -121,9 +124,10 @@ local function mask(raw, len)
   return ffi_string(bin, n)
 end
 
-local function check_len(fname, len)
+local function check_len(fname, len, depth)
   if type(len) ~= "number" or len ~= floor(len) then
-    misuse(fname, "a prefix length is an integer, got " .. (type(len) == "number" and tostring(len) or type(len)), 1)
+    misuse(fname, "a prefix length is an integer, got " .. (type(len) == "number" and tostring(len) or type(len)),
+      1 + (depth or 0))
   end
 end
 
@@ -149,28 +153,30 @@ function M.family(x)
   return fam
 end
 
---- addr.prefix(x, len) -> raw network | nil, err
-function M.prefix(x, len)
-  check_len("prefix", len)
-  local raw, fam = raw_of(x, "prefix")
+-- The network of x at len, or nil, err.
+local function network(fname, x, len)
+  check_len(fname, len, 1)
+  local raw, fam = raw_of(x, fname, 1)
   if not raw then return nil, fam end
   local max = fam == 4 and 32 or 128
   if len < 0 or len > max then
-    misuse("prefix", format("prefix length %d is out of range 0..%d for IPv%d", len, max, fam))
+    misuse(fname, format("prefix length %d is out of range 0..%d for IPv%d", len, max, fam), 1)
   end
   return mask(raw, len)
 end
 
+--- addr.prefix(x, len) -> raw network | nil, err
+function M.prefix(x, len)
+  -- not a tail call: this frame must stay for misuse() to blame the caller
+  local net, err = network("prefix", x, len)
+  return net, err
+end
+
 --- addr.prefix_text(x, len) -> "10.1.2.0/24" | nil, err
 function M.prefix_text(x, len)
-  check_len("prefix_text", len)
-  local raw, fam = raw_of(x, "prefix_text")
-  if not raw then return nil, fam end
-  local max = fam == 4 and 32 or 128
-  if len < 0 or len > max then
-    misuse("prefix_text", format("prefix length %d is out of range 0..%d for IPv%d", len, max, fam))
-  end
-  return ntop(mask(raw, len)) .. "/" .. len
+  local net, err = network("prefix_text", x, len)
+  if not net then return nil, err end
+  return ntop(net) .. "/" .. len
 end
 
 --- addr.parse_prefix(text) -> raw network, len | nil, err
