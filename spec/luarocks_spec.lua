@@ -133,7 +133,7 @@ describe("luarocks", function()
   end)
 
   it("a plain-Lua one-off script runs against the installed rock (README's cookbook)", function()
-    local t = need_install()
+    need_install()
     -- a copy outside the checkout, so only the rock's paths can find sluice
     local dir = run.tmpdir()
     assert(run.sh("cp " .. run.q(run.root .. "/examples/capture_summary.lua") .. " " .. run.q(dir)).code == 0)
