@@ -4,7 +4,9 @@
 --   sluice run examples/allow_list.lua -i eth0 -o allow=192.168.0.0/16 -o side=dst
 -- Each alarm is one JSON line: { type = "alarm", flow, proto, src, sport,
 -- dst, dport, first, outside = { addresses not allowed } }; the flow is
--- also tagged acl = "deny", so its own record says so.
+-- also tagged acl = "deny", for the policies after this one (with the
+-- default flow records after it, each record says so:
+--   sluice run examples/allow_list.lua lua/sluice/policies/flows.lua -r trace.pcap).
 local addr = require "sluice.addr"
 
 local P = {
