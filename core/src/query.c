@@ -28,7 +28,9 @@ _Static_assert(sizeof(struct pair) == 24, "pair: 24 bytes");
 struct sl_query {
 	struct sl_group_row *rows;
 	uint32_t n_rows, rows_cap;
-	uint32_t *slots; /* row index + 1, 0 empty; power of two */
+	/* row index + 1 in the low half (0: empty), the key's hash in the
+	 * high half, so a probe reads a row only when the hashes agree */
+	uint64_t *slots; /* power of two */
 	uint32_t slots_mask;
 	struct pair *pairs; /* power of two */
 	uint32_t pairs_mask, n_pairs;
@@ -52,6 +54,15 @@ static inline uint32_t hash_bytes24(const void *p)
 
 	memcpy(w, p, sizeof(w));
 	return (uint32_t)mix64(w[0] ^ mix64(w[1] ^ mix64(w[2])));
+}
+
+static inline int equal_bytes24(const void *a, const void *b)
+{
+	uint64_t x[3], y[3];
+
+	memcpy(x, a, sizeof(x));
+	memcpy(y, b, sizeof(y));
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2])) == 0;
 }
 
 int sl_query_new(struct sl_query **out)
@@ -133,22 +144,22 @@ static int reserve(struct sl_query *q, uint32_t max_rows, uint32_t max_pairs)
 static struct sl_group_row *row_of(struct sl_query *q,
 				   const struct sl_group_key *key)
 {
-	uint32_t i = hash_bytes24(key) & q->slots_mask;
+	uint32_t hash = hash_bytes24(key), i = hash & q->slots_mask;
 	struct sl_group_row *r;
 
 	for (;; i = (i + 1) & q->slots_mask) {
-		uint32_t s = q->slots[i];
+		uint64_t s = q->slots[i];
 
 		if (!s)
 			break;
-		r = &q->rows[s - 1];
-		if (!memcmp(&r->key, key, sizeof(*key)))
+		r = &q->rows[(uint32_t)s - 1];
+		if ((uint32_t)(s >> 32) == hash && equal_bytes24(&r->key, key))
 			return r;
 	}
 	r = &q->rows[q->n_rows++];
 	memset(r, 0, sizeof(*r));
 	r->key = *key;
-	q->slots[i] = q->n_rows;
+	q->slots[i] = (uint64_t)hash << 32 | q->n_rows;
 	return r;
 }
 
@@ -170,7 +181,7 @@ static void count_distinct(struct sl_query *q, struct sl_group_row *r,
 
 		if (!s->row_plus1)
 			break;
-		if (!memcmp(s, &p, sizeof(p)))
+		if (equal_bytes24(s, &p))
 			return;
 	}
 	q->pairs[i] = p;
