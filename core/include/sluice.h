@@ -1249,6 +1249,26 @@ SL_API int sl_query_top(struct sl_query *q, int metric, uint32_t k);
 SL_API const struct sl_group_row *sl_query_rows(const struct sl_query *q,
 						uint32_t *n);
 
+/* ---- address ids ------------------------------------------------------ */
+
+/* Small integer ids for addresses, so a policy can key Lua tables by host
+ * without making a string per record: the same address always gets the
+ * same id (1, 2, ...) from one table. A table keeps every address it was
+ * asked for (24 bytes each, plus its hash slot) until freed. */
+struct sl_addr_ids;
+
+SL_API int sl_addr_ids_new(struct sl_addr_ids **out);
+SL_API void sl_addr_ids_free(struct sl_addr_ids *t);
+/* The id of addr (16 bytes, IPv4 in the first 4) of ip_version 4 or 6;
+ * -EINVAL for another version, -ENOMEM. */
+SL_API int64_t sl_addr_id(struct sl_addr_ids *t, const uint8_t *addr,
+			  int ip_version);
+/* Writes the 16 bytes of id's address; returns its ip_version, or -ENOENT
+ * for an id the table did not give. */
+SL_API int sl_addr_of_id(const struct sl_addr_ids *t, int64_t id,
+			 uint8_t *addr);
+SL_API uint32_t sl_addr_ids_count(const struct sl_addr_ids *t);
+
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
  * RFC 5952 form); returns its length or a negative error. */
 SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "sluice.h"
 
 #define MIN_CAP 64
@@ -37,33 +38,6 @@ struct sl_query {
 	struct sl_group_row *scratch; /* top: the rows kept */
 	uint32_t scratch_cap;
 };
-
-static inline uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
-
-static inline uint32_t hash_bytes24(const void *p)
-{
-	uint64_t w[3];
-
-	memcpy(w, p, sizeof(w));
-	return (uint32_t)mix64(w[0] ^ mix64(w[1] ^ mix64(w[2])));
-}
-
-static inline int equal_bytes24(const void *a, const void *b)
-{
-	uint64_t x[3], y[3];
-
-	memcpy(x, a, sizeof(x));
-	memcpy(y, b, sizeof(y));
-	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2])) == 0;
-}
 
 int sl_query_new(struct sl_query **out)
 {
@@ -144,7 +118,7 @@ static int reserve(struct sl_query *q, uint32_t max_rows, uint32_t max_pairs)
 static struct sl_group_row *row_of(struct sl_query *q,
 				   const struct sl_group_key *key)
 {
-	uint32_t hash = hash_bytes24(key), i = hash & q->slots_mask;
+	uint32_t hash = sl_hash24(key), i = hash & q->slots_mask;
 	struct sl_group_row *r;
 
 	for (;; i = (i + 1) & q->slots_mask) {
@@ -153,7 +127,7 @@ static struct sl_group_row *row_of(struct sl_query *q,
 		if (!s)
 			break;
 		r = &q->rows[(uint32_t)s - 1];
-		if ((uint32_t)(s >> 32) == hash && equal_bytes24(&r->key, key))
+		if ((uint32_t)(s >> 32) == hash && sl_equal24(&r->key, key))
 			return r;
 	}
 	r = &q->rows[q->n_rows++];
@@ -175,13 +149,13 @@ static void count_distinct(struct sl_query *q, struct sl_group_row *r,
 
 	if (addr)
 		memcpy(p.addr, addr, 16);
-	i = hash_bytes24(&p);
+	i = sl_hash24(&p);
 	for (i &= q->pairs_mask;; i = (i + 1) & q->pairs_mask) {
 		struct pair *s = &q->pairs[i];
 
 		if (!s->row_plus1)
 			break;
-		if (equal_bytes24(s, &p))
+		if (sl_equal24(s, &p))
 			return;
 	}
 	q->pairs[i] = p;

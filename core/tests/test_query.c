@@ -242,6 +242,57 @@ static void test_top(struct sl_query *q)
 	CHECK_EQ(sl_query_top(q, SL_METRIC_COUNT, 3), -EINVAL);
 }
 
+/* Ids are dense from 1, stable, and give their address back, through
+ * several rounds of growth. */
+static void test_addr_ids(void)
+{
+	struct sl_addr_ids *t;
+	uint64_t x = 88172645463325252ULL; /* xorshift: the LCG's low bits repeat */
+	enum { N = 100000 };
+	static uint8_t addrs[N][16];
+	static int64_t ids[N];
+	uint8_t back[16];
+
+	CHECK_EQ(sl_addr_ids_new(&t), 0);
+	for (int i = 0; i < N; i++) {
+		int v = i % 3 ? 4 : 6;
+
+		for (int b = 0; b < 16; b++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			addrs[i][b] = (uint8_t)(x >> 32);
+		}
+		/* every 10th repeats an earlier address */
+		if (i % 10 == 9)
+			memcpy(addrs[i], addrs[i / 2], 16);
+		ids[i] = sl_addr_id(t, addrs[i], v);
+		CHECK(ids[i] >= 1);
+	}
+	for (int i = 0; i < N; i++) {
+		int v = i % 3 ? 4 : 6;
+		int j = i % 10 == 9 ? i / 2 : i;
+		int vj = j % 3 ? 4 : 6;
+
+		if (v == vj)
+			CHECK_EQ(ids[i], ids[j]);
+		CHECK_EQ(sl_addr_id(t, addrs[i], v), ids[i]);
+		CHECK_EQ(sl_addr_of_id(t, ids[i], back), v);
+		CHECK(!memcmp(back, addrs[i], v == 4 ? 4 : 16));
+	}
+	CHECK(sl_addr_ids_count(t) > N * 8 / 10);
+	CHECK(sl_addr_ids_count(t) <= N);
+	CHECK_EQ(sl_addr_of_id(t, sl_addr_ids_count(t), back) > 0, 1);
+	CHECK_EQ(sl_addr_of_id(t, sl_addr_ids_count(t) + 1, back), -ENOENT);
+	CHECK_EQ(sl_addr_of_id(t, 0, back), -ENOENT);
+	CHECK_EQ(sl_addr_id(t, addrs[0], 5), -EINVAL);
+	/* the bytes past an IPv4 address do not count */
+	memcpy(back, addrs[1], 16);
+	back[7] ^= 0xff;
+	CHECK_EQ(sl_addr_id(t, back, 4), ids[1]);
+	sl_addr_ids_free(t);
+}
+
 int main(void)
 {
 	struct sl_query *q;
@@ -271,6 +322,7 @@ int main(void)
 		}
 	}
 	test_top(q);
+	test_addr_ids();
 	{
 		struct sl_group_spec bad = { .by = SL_GROUP_BY_COUNT };
 

@@ -242,6 +242,16 @@ function M.of(key, which)
   return nil, "no IP address in the key (ip_version " .. v .. ")"
 end
 
+--- addr.of_id(id) -> raw | nil, err
+-- The address of rec.src_id / rec.dst_id (ids of this process).
+local id_buf = ffi.new("uint8_t[16]")
+function M.of_id(id)
+  if type(id) ~= "number" then misuse("of_id", "id is a number, got " .. type(id)) end
+  local v = core.C.sl_addr_of_id(require("sluice.flow").addr_ids(), id, id_buf)
+  if v < 0 then return nil, "no address has id " .. tostring(id) end
+  return ffi_string(id_buf, v == 4 and 4 or 16)
+end
+
 -- Prefix sets. An address is split into 32-bit words (bit ops: plain
 -- numbers, no strings per lookup). A set is a trie with one level per word
 -- (IPv4: one level). A prefix lives at the level of its last word, in that

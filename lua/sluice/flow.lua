@@ -78,6 +78,18 @@ local function seconds(ns)
 end
 M.seconds = seconds
 
+-- The process's address ids (sl_addr_id), made at first use.
+local ids
+function M.addr_ids()
+  if not ids then
+    local out = ffi.new("struct sl_addr_ids *[1]")
+    local rc = C.sl_addr_ids_new(out)
+    if rc < 0 then error("address ids: " .. core.strerror(rc), 3) end
+    ids = ffi.gc(out[0], C.sl_addr_ids_free)
+  end
+  return ids
+end
+
 -- Getters shared by flow records and slice records (both have .key).
 local function key_getters(g)
   g.src = function(r) return addr(r.key, 0) end
@@ -93,6 +105,10 @@ local function key_getters(g)
   -- no formatting; sluice.addr turns them into text)
   g.src_raw = function(r) return ffi.string(r.key.src, r.key.ip_version == 4 and 4 or 16) end
   g.dst_raw = function(r) return ffi.string(r.key.dst, r.key.ip_version == 4 and 4 or 16) end
+  -- small integer ids (sluice.addr.of_id gives the address back): a
+  -- number per host, no string made, for keying tables per record
+  g.src_id = function(r) return tonumber(C.sl_addr_id(ids or M.addr_ids(), r.key.src, r.key.ip_version)) end
+  g.dst_id = function(r) return tonumber(C.sl_addr_id(ids or M.addr_ids(), r.key.dst, r.key.ip_version)) end
   g.tunnel = function(r) return TUNNEL_NAMES[r.encap.type] end
   g.tunnel_src = function(r) return tunnel_addr(r.encap, 0) end
   g.tunnel_dst = function(r) return tunnel_addr(r.encap, 1) end
