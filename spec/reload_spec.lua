@@ -13,7 +13,7 @@
 --      output comes from version 2;
 --   3. a version with a syntax error, then one whose restore() throws: the
 --      old version keeps running, its counts exact, stderr names each
---      failure;
+--      failure; a stop while stdin is idle is at once too;
 --   4. engine:reload() from a handler (library use), failures in init and
 --      a renamed policy, policies given as tables left alone;
 --   5. sluice collect: NetFlow v5 from the spec's own socket, a reload
@@ -306,6 +306,25 @@ describe("reload", function()
         "the old version keeps running$"), lines[2])
       assert(not has(r.err, "reloaded policy"), run.describe(r))
     end)
+
+  it("a stop on stdin that has nothing to read is at once too, with the summary", function()
+    local path = trace()
+    local dir = run.tmpdir()
+    local f = fifo_run(dir, run.spit(dir .. "/counter.lua", V1), path, { 1000000 },
+      "-v --out json:/dev/null")
+    f.fed(1)
+    sleep(0.3)
+    local t0 = monotonic()
+    proc.signal(f.h, S.SL_SIGTERM)
+    local r = proc.finish(f.h, 10)
+    local took = monotonic() - t0
+    f.go(1) -- the feeder ends (its reader is gone)
+    proc.finish(f.feeder, 30)
+    assert.equal(0, r.code, run.describe(r))
+    assert(took < 2.5, "stopped " .. took .. " s after SIGTERM (the watchdog's 3 s?)")
+    assert(has(r.err, "sluice: stdin: stopped by SIGTERM at "), run.describe(r))
+    assert(not has(r.err, "did not stop within"), run.describe(r))
+  end)
 
   describe("engine:reload() (library use)", function()
     local function write(dir, name, text)
