@@ -812,8 +812,8 @@ static int stream_open(struct pcap_source *s, int kind)
 	int rc;
 
 	while (kind == SL_DZ_NONE && s->len < SL_DZ_MAGIC_LEN) {
-		ssize_t r =
-		    stream_read(s, s->mem + s->len, SL_DZ_MAGIC_LEN - s->len, 0);
+		ssize_t r = stream_read(s, s->mem + s->len,
+					SL_DZ_MAGIC_LEN - s->len, 0);
 
 		if (r < 0)
 			return (int)r;

@@ -305,6 +305,10 @@ as a JSON line.
 collect takes NetFlow v5/v9 and IPFIX from exporters instead of packets;
 flows get the tags exporter and domain. Options marked [run] or [collect]
 are taken by that command only.
+
+SIGHUP reloads every POLICY file (the old version's snapshot goes to the
+new one's restore; the flow table and outputs stay; a version that fails
+leaves the old one running). SIGINT/SIGTERM stop cleanly.
 ]]
 
 local WIDTH, COLUMN = 78, 29
