@@ -72,6 +72,7 @@ enum sl_sys {
 	SL_CLOCK_REALTIME = 0,
 	SL_CLOCK_MONOTONIC = 1,
 	SL_RUSAGE_SELF = 0,
+	SL_SIGHUP = 1,
 	SL_SIGINT = 2,
 	SL_SIGTERM = 15,
 	SL_SIG_BLOCK = 0,
@@ -281,6 +282,8 @@ SL_API int sl_source_open_mem(struct sl_source **out, const uint8_t *buf,
 			      size_t len);
 /* Fills up to SL_BATCH_MAX packets. Returns the count, 0 at the end of the
  * file, or an error once every packet before the damage was returned.
+ * A stream waiting for input returns -EINTR (b->count 0, not an error:
+ * call again) when a signal of sl_signal_install() came meanwhile.
  * Live sources: see below (-EAGAIN, never 0). Collectors (flow records,
  * not packets): -ENOTSUP, b->count 0. */
 SL_API int sl_source_next(struct sl_source *src, struct sl_packet_batch *b);
@@ -656,6 +659,13 @@ SL_API int sl_signal_install(void);
 SL_API void sl_signal_restore(void);
 SL_API int sl_signal_pending(void);
 SL_API void sl_signal_taken(void);
+/* Between sl_signal_install() and sl_signal_restore() SIGHUP is caught too:
+ * it asks for a reload and nothing else (the run goes on, no watchdog).
+ * sl_signal_take_reload() returns 1 once for the SIGHUPs that came since
+ * the last call (several are one), else 0. A stream that waits for input
+ * (stdin, a pipe) gives up the wait when a signal comes, so that the run
+ * loop sees the flag without more input. */
+SL_API int sl_signal_take_reload(void);
 /* A write past the file size limit (RLIMIT_FSIZE, `ulimit -f`) raises
  * SIGXFSZ, which kills the process by default. This ignores it (unless the
  * program already handles or ignores it), so such a write fails with

@@ -65,6 +65,16 @@ function M.new(engine, list, outputs, report, skip_errors)
   return self
 end
 
+-- The list changed (a policy reloaded, between steps): the handlers are
+-- taken again. Flows a policy turned down stay turned down.
+function D:rebuild()
+  local list = self.list
+  self.starts, self.ends = handlers(list, "on_flow_start"), handlers(list, "on_flow_end")
+  self.slices, self.tags = handlers(list, "on_slice"), handlers(list, "on_tag")
+  self.packets = handlers(list, "on_packet")
+  self.want_events = self.starts.n + self.ends.n + self.packets.n > 0 or self.engine.collector
+end
+
 function D:fault(k, hname, msg)
   local report, inst = self.report, self.list[k]
   report.dropped_on_error = report.dropped_on_error + self.outputs:discard()

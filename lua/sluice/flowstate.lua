@@ -203,7 +203,9 @@ function M.add_decay(st, name, interval, fn)
   end
   local secs = policy.parse_duration(interval)
   if not secs or secs <= 0 then error("engine:decay: interval must be a positive duration", 3) end
-  st.decays[#st.decays + 1] = { name = name, interval = secs, fn = fn, due = nil }
+  -- k: the policy whose handler (or init) registered it, if any (a
+  -- reload replaces that policy's decays with its new version's)
+  st.decays[#st.decays + 1] = { name = name, interval = secs, fn = fn, due = nil, k = st.current_k }
 end
 
 -- cork(st, fn): fn runs once every event emitted before this call has been
