@@ -238,4 +238,35 @@ describe("batch:group and batch:top", function()
     -- misuse points at the caller, not into the library
     assert.matches("query_spec", errors[1])
   end)
+
+  it("records give each address a stable integer id, and sluice.addr the address back", function()
+    local addr = require "sluice.addr"
+    local eng = assert(sluice.open { read = run.root .. "/examples/sample.pcap", slice = 5 })
+    local by_raw, by_id, checked = {}, {}, 0
+    local P = {}
+    local function check(id, raw, text)
+      assert.is_number(id)
+      assert(id >= 1 and id % 1 == 0)
+      if by_raw[raw] then assert.are.equal(by_raw[raw], id) end
+      if by_id[id] then assert.are.equal(by_id[id], raw) end
+      by_raw[raw], by_id[id] = id, raw
+      assert.are.equal(raw, addr.of_id(id))
+      assert.are.equal(text, addr.text(addr.of_id(id)))
+      checked = checked + 1
+    end
+    function P.on_flow_start(f) check(f.src_id, f.src_raw, f.src) end
+    function P.on_slice(batch)
+      for rec in batch:records() do
+        check(rec.src_id, rec.src_raw, rec.src)
+        check(rec.dst_id, rec.dst_raw, rec.dst)
+      end
+    end
+    assert(eng:run(P))
+    eng:close()
+    assert(checked > 300, "ids checked: " .. checked)
+    local distinct = 0
+    for _ in pairs(by_raw) do distinct = distinct + 1 end
+    assert(distinct > 50 and distinct < checked, "addresses repeat in the sample")
+    assert.is_nil((addr.of_id(1e9)))
+  end)
 end)
