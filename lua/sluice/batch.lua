@@ -133,6 +133,8 @@ local function metric_of(name, level)
   return m
 end
 
+local count_out = ffi.new("uint32_t[1]")
+
 -- Groups: the rows of one query, valid while on_slice runs.
 local Groups = {}
 Groups.__index = Groups
@@ -157,9 +159,8 @@ function Groups:top(k, order)
   if type(k) ~= "number" or k < 0 then error("top: k must be a number >= 0", 2) end
   local kept = C.sl_query_top(self.q, metric_of(order, 3), k)
   if kept < 0 then error("top: " .. core.strerror(kept), 2) end
-  local count = ffi.new("uint32_t[1]")
-  self.ptr = C.sl_query_rows(self.q, count)
-  self.n = count[0]
+  self.ptr = C.sl_query_rows(self.q, count_out)
+  self.n = count_out[0]
   return self
 end
 
@@ -172,7 +173,6 @@ end
 
 local query_t = ffi.typeof("struct sl_query *")
 local query_out = ffi.new("struct sl_query *[1]")
-local count_out = ffi.new("uint32_t[1]")
 
 -- A query object of this batch for the current on_slice (each call gets
 -- its own, so earlier results stay valid until the next slice).
