@@ -121,7 +121,7 @@ if outputs and outputs[1] then
     json.written, ipfix.records, ipfix.messages, ipfix.lost_records))
   os.remove(arg[4])
 end
-io.write(string.format("packets %d seconds %.6f rss_kb %d flows %d emitted %d trims %d refused %d\n",
-  st.packets, t1 - t0, math.floor(core.peak_rss() / 1024), st.flows_started, emitted, st.trims,
-  st.flows_refused))
+io.write(string.format("packets %d seconds %.6f rss_kb %d flows %d emitted %d trims %d refused %d " ..
+  "slice_records %d\n", st.packets, t1 - t0, math.floor(core.peak_rss() / 1024), st.flows_started,
+  emitted, st.trims, st.flows_refused, st.slice_records))
 eng:close()

@@ -7,7 +7,8 @@
 #   1. the libpcap read floor (bench/pcap_floor)
 #   2. sluice, engine only, no policy handlers   (bench/run.lua engine)
 #   3. sluice's default CLI job, every ended flow as JSON to /dev/null
-#   4. examples/top_talkers.lua on 1 s slices     (bench/run.lua policy)
+#   4. examples/top_talkers.lua, scan_detect.lua and subnet_report.lua on
+#      1 s slices (bench/run.lua policy), against an empty on_slice
 #   5. the default job with 1 s slices, no sink    (bench/run.lua sinks none)
 #   6. the same, every flow and slice to a JSON file and as IPFIX
 # and prints one table plus each sluice rate as a fraction of the floor,
@@ -28,6 +29,8 @@ TRACE=$BUILD/trace.pcap
 TRUTH=$BUILD/trace.truth.json
 PARAMS_FILE=$BUILD/trace.params
 TALKERS=$ROOT/examples/top_talkers.lua
+SCANS=$ROOT/examples/scan_detect.lua
+SUBNETS=$ROOT/examples/subnet_report.lua
 
 PACKETS=${BENCH_PACKETS:-2000000}
 CONCURRENT=${BENCH_CONCURRENT:-20000}
@@ -144,6 +147,9 @@ one_run() {
 	trim) "$LUAJIT" "$ROOT/bench/run.lua" trim "$TRACE" $((T_CONC / 2)) ;;
 	cli) run_cli ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
+	scans) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SCANS" "$SLICE" ;;
+	subnets) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SUBNETS" "$SLICE" ;;
+	emptyslice) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$ROOT/bench/empty_slice.lua" "$SLICE" ;;
 	nosink) "$LUAJIT" "$ROOT/bench/run.lua" sinks "$TRACE" "$SLICE" none ;;
 	sinks) "$LUAJIT" "$ROOT/bench/run.lua" sinks "$TRACE" "$SLICE" "$BUILD/sinks.json" ;;
 	esac
@@ -200,6 +206,7 @@ measure() {
 	[ "$pk" = "$T_PACKETS" ] || extra="$extra   (!) trace has $T_PACKETS packets"
 	printf '%-20s %8s pkts %6.2f s %6.2f Mpps   rss %s%s\n' \
 		"$label" "$pk" "$secs" "$mpps" "$rss_mb" "$extra"
+	eval "BEST_$kind=\$best"
 	if [ "$kind" = floor ]; then
 		FLOOR_MPPS=$mpps
 	else
@@ -222,11 +229,10 @@ measure engine "sluice engine only"
 measure handles "flow handles"
 measure trim "engine max-flows C/2"
 measure cli "sluice CLI json"
-if [ -f "$TALKERS" ]; then
-	measure talkers "top_talkers slice $SLICE"
-else
-	printf '%-20s skipped: examples/top_talkers.lua does not exist (yet)\n' "top_talkers"
-fi
+measure emptyslice "empty on_slice $SLICE"
+measure talkers "top_talkers slice $SLICE"
+measure scans "scan_detect slice $SLICE"
+measure subnets "subnet_report slice $SLICE"
 
 # BENCH_BASE=REV: the same jobs with the build of an earlier revision, in
 # the same run (so the machine's noise is shared), e.g. before a change.
@@ -290,6 +296,27 @@ for tr in tcp udp; do
 		"collect ipfix/$tr" "$best_rate" "$(field records "$best_line")" "$(field flows "$best_line")" \
 		"$(field drops "$best_line")"
 done
+
+# Policies against the default job (issue 14's bar: top_talkers 0.8x, the
+# cookbook's 0.7x), and what each slice record costs them in Lua and C
+# beyond an on_slice that does nothing.
+CLI_MPPS=$(printf '%s' "$RATIOS" | sed -n 's/^sluice CLI json|//p')
+if [ -n "$CLI_MPPS" ] && [ -n "${BEST_emptyslice:-}" ]; then
+	echo
+	echo "policies relative to the default job (sluice CLI json, $CLI_MPPS Mpps):"
+	base_s=$(field seconds "$BEST_emptyslice")
+	for kind in talkers scans subnets; do
+		eval "line=\${BEST_$kind:-}"
+		[ -n "$line" ] || continue
+		case $kind in
+		talkers) name=top_talkers ;; scans) name=scan_detect ;; *) name=subnet_report ;;
+		esac
+		echo "$name $(field packets "$line") $(field seconds "$line") $(field slice_records "$line") $base_s $CLI_MPPS" |
+			awk '{ mpps = $2 / $3 / 1e6
+				printf "  %-20s %5.2fx the default job   %6.1f ns per slice record (%d records)\n",
+					$1, mpps / $6, ($3 - $5) * 1e9 / $4, $4 }'
+	done
+fi
 
 if [ -n "$FLOOR_MPPS" ] && [ -n "$RATIOS" ]; then
 	echo

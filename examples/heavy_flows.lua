@@ -10,8 +10,8 @@ local P = {
     name = "heavy_flows",
     description = "tags flows over a byte or duration threshold and reports them",
     options = {
-      min_bytes = { type = "number", default = 10e6, help = "bytes (both directions)" },
-      min_duration = { type = "duration", default = 300, help = "seconds from first to last packet" },
+      min_bytes = { type = "number", default = 10e6, description = "bytes (both directions)" },
+      min_duration = { type = "duration", default = 300, description = "seconds from first to last packet" },
     },
   },
 }

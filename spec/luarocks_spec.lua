@@ -131,4 +131,17 @@ describe("luarocks", function()
       assert.are.equal(2, #rec.top)
     end
   end)
+
+  it("a plain-Lua one-off script runs against the installed rock (README's cookbook)", function()
+    need_install()
+    -- a copy outside the checkout, so only the rock's paths can find sluice
+    local dir = run.tmpdir()
+    assert(run.sh("cp " .. run.q(run.root .. "/examples/capture_summary.lua") .. " " .. run.q(dir)).code == 0)
+    local r = installed("luajit " .. run.q(dir .. "/capture_summary.lua") .. " " .. run.q(SAMPLE) .. " 3")
+    assert(r.code == 0, run.describe(r))
+    local truth = run.decode(run.slurp(SAMPLE_TRUTH))
+    assert(has_text(r.out, truth.packets .. " packets"), "the summary counts the sample's packets\n" .. run.describe(r))
+    local check = installed("luajit -e " .. run.q('print(require("sluice").addr.text("::1"))'))
+    assert.are.equal("::1\n", check.out, run.describe(check))
+  end)
 end)

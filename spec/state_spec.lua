@@ -491,7 +491,7 @@ describe("policy snapshots", function()
       local st = dir .. "/state"
       local r, recs = sluice_run(dir, { "bad.lua" }, st)
       assert(r.code ~= 0, run.describe(r))
-      assert_has(r.err, "policy bad:")
+      assert_has(r.err, "policy unstorable:") -- its info.name, as everywhere
       assert_has(r.err, "snapshot() returned a table with a function at snapshot.later")
       assert_has(r.err, st)
       assert.equal(0, #recs, "no data reached the policy")

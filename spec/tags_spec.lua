@@ -160,3 +160,44 @@ describe("query", function()
     assert.has_error(function() eng:query { where = 5 } end)
   end)
 end)
+
+describe("a flow's last slice record", function()
+  -- Flows end (idle timeout) steps before the interval they ended in
+  -- closes; that interval's record of them must still carry their tags and
+  -- stay out of the batch of a policy that turned them down.
+  it("keeps its tags, and stays turned down, though the flow ended steps before", function()
+    local eng = assert(sluice.open { read = "examples/sample.pcap", slice = 30,
+      idle_timeout = { tcp = 1, udp = 1, icmp = 1, other = 1 } })
+    local tagger, decliner = {}, {}
+    local last_records, declined, declined_seen = 0, {}, 0
+    function tagger.on_flow_start(f) f:tag("id", f.id) end
+    function tagger.on_slice(batch)
+      for rec in batch:records() do
+        if rec.end_reason then
+          last_records = last_records + 1
+          local t = rec:totable()
+          assert(t.tags and t.tags.id == rec.flow_id, "tags of the last record of flow " .. rec.flow_id)
+          assert.matches('"tags":{"id":' .. rec.flow_id .. '}', rec:json(), 1, true)
+        end
+      end
+    end
+    function decliner.on_flow_start(f)
+      if f.id % 2 == 0 then declined[f.id] = true; return false end
+    end
+    function decliner.on_slice(batch)
+      for rec in batch:records() do
+        if declined[rec.flow_id] then declined_seen = declined_seen + 1 end
+      end
+      -- the C query leaves out the same flows
+      local tcp = 0
+      for rec in batch:records() do if rec.proto == "tcp" then tcp = tcp + 1 end end
+      local g = batch:group { by = "all", proto = "tcp" }
+      assert.are.equal(tcp, g.n > 0 and g:get(1).flows or 0)
+    end
+    assert(eng:run { tagger, decliner })
+    eng:close()
+    assert(last_records > 50, "last records seen: " .. last_records)
+    assert(next(declined))
+    assert.are.equal(0, declined_seen)
+  end)
+end)

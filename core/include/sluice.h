@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 10 };
+enum { SL_ABI_VERSION = 11 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -72,6 +72,7 @@ enum sl_sys {
 	SL_CLOCK_REALTIME = 0,
 	SL_CLOCK_MONOTONIC = 1,
 	SL_RUSAGE_SELF = 0,
+	SL_SIGHUP = 1,
 	SL_SIGINT = 2,
 	SL_SIGTERM = 15,
 	SL_SIG_BLOCK = 0,
@@ -281,6 +282,8 @@ SL_API int sl_source_open_mem(struct sl_source **out, const uint8_t *buf,
 			      size_t len);
 /* Fills up to SL_BATCH_MAX packets. Returns the count, 0 at the end of the
  * file, or an error once every packet before the damage was returned.
+ * A stream waiting for input returns -EINTR (b->count 0, not an error:
+ * call again) when a signal of sl_signal_install() came meanwhile.
  * Live sources: see below (-EAGAIN, never 0). Collectors (flow records,
  * not packets): -ENOTSUP, b->count 0. */
 SL_API int sl_source_next(struct sl_source *src, struct sl_packet_batch *b);
@@ -656,6 +659,13 @@ SL_API int sl_signal_install(void);
 SL_API void sl_signal_restore(void);
 SL_API int sl_signal_pending(void);
 SL_API void sl_signal_taken(void);
+/* Between sl_signal_install() and sl_signal_restore() SIGHUP is caught too:
+ * it asks for a reload and nothing else (the run goes on, no watchdog).
+ * sl_signal_take_reload() returns 1 once for the SIGHUPs that came since
+ * the last call (several are one), else 0. A stream that waits for input
+ * (stdin, a pipe) gives up the wait when a signal comes, so that the run
+ * loop sees the flag without more input. */
+SL_API int sl_signal_take_reload(void);
 /* A write past the file size limit (RLIMIT_FSIZE, `ulimit -f`) raises
  * SIGXFSZ, which kills the process by default. This ignores it (unless the
  * program already handles or ignores it), so such a write fails with
@@ -1153,6 +1163,121 @@ sl_collector_exporter(const struct sl_source *src, uint32_t index);
  * counters; -EINVAL for another source or NULL. */
 SL_API int sl_collector_state(const struct sl_source *src,
 			      struct sl_collector_state *out);
+
+/* ---- batch queries ---------------------------------------------------- */
+
+/* What policies do most over a slice batch, done in C in one pass: group
+ * the records by a key, sum their counters, count distinct values per
+ * group, keep the top k. A query keeps its memory from one call to the
+ * next (it grows to the largest batch it has seen, then allocates no
+ * more); its rows are valid until its next call or sl_query_free. */
+enum sl_group_by {
+	SL_GROUP_SRC = 0,   /* the initiator's address, cut to a prefix */
+	SL_GROUP_DST = 1,   /* the responder's */
+	SL_GROUP_HOST = 2,  /* both ends: a record counts for its src and for
+			       its dst, each seeing as fwd what it sent */
+	SL_GROUP_SPORT = 3,
+	SL_GROUP_DPORT = 4,
+	SL_GROUP_PROTO = 5,
+	SL_GROUP_ALL = 6,   /* one group: the batch's totals */
+	SL_GROUP_BY_COUNT,
+};
+
+/* What sl_group_row.distinct counts: distinct values per group. */
+enum sl_group_distinct {
+	SL_DISTINCT_NONE = 0,
+	SL_DISTINCT_SRC = 1,
+	SL_DISTINCT_DST = 2,
+	SL_DISTINCT_PEER = 3,  /* the other end's address: dst of a src (or
+				  host-as-src) group, src of a dst group */
+	SL_DISTINCT_SPORT = 4,
+	SL_DISTINCT_DPORT = 5,
+	SL_DISTINCT_PEER_PORT = 6, /* the other end's port */
+	SL_DISTINCT_COUNT,
+};
+
+/* What sl_query_top orders by. */
+enum sl_group_metric {
+	SL_METRIC_BYTES = 0, /* fwd + rev */
+	SL_METRIC_PKTS = 1,
+	SL_METRIC_BYTES_FWD = 2,
+	SL_METRIC_BYTES_REV = 3,
+	SL_METRIC_PKTS_FWD = 4,
+	SL_METRIC_PKTS_REV = 5,
+	SL_METRIC_FLOWS = 6,
+	SL_METRIC_DISTINCT = 7,
+	SL_METRIC_COUNT,
+};
+
+struct sl_group_spec {
+	uint8_t by;	    /* enum sl_group_by */
+	uint8_t distinct;   /* enum sl_group_distinct */
+	uint8_t prefix4;    /* address groups: IPv4 prefix length, 0..32 */
+	uint8_t prefix6;    /* IPv6, 0..128 */
+	uint8_t proto;	    /* only records of this IP protocol; 0: all */
+	uint8_t ip_version; /* only 4 or only 6; 0: both */
+	uint8_t pad[2];
+	const uint64_t *skip; /* flow ids to leave out, ascending, or NULL */
+	uint32_t n_skip;
+	uint32_t pad2;
+};
+
+/* What a group is keyed on; every unused byte is zero. */
+struct sl_group_key {
+	uint8_t addr[16];   /* address groups: the prefix, host bits clear */
+	uint8_t ip_version; /* address groups: 4 or 6; else 0 */
+	uint8_t prefix;	    /* address groups: the prefix length */
+	uint8_t proto;	    /* SL_GROUP_PROTO */
+	uint8_t by;	    /* enum sl_group_by, as in the spec */
+	uint16_t port;	    /* SL_GROUP_SPORT, SL_GROUP_DPORT */
+	uint16_t pad;
+};
+
+/* One group and its sums (as fwd, the direction its records had; for a
+ * host group, what the host sent). */
+struct sl_group_row {
+	struct sl_group_key key;
+	uint64_t flow_count; /* records counted (a flow once per slice) */
+	struct sl_counts fwd;
+	struct sl_counts rev;
+	uint64_t distinct_count; /* with a spec's distinct, else 0 */
+};
+
+struct sl_query;
+
+SL_API int sl_query_new(struct sl_query **out);
+SL_API void sl_query_free(struct sl_query *q);
+/* Groups the n records (slice deltas) as spec says; returns the number of
+ * rows, -EINVAL for a spec out of range, -ENOMEM. */
+SL_API int sl_query_group(struct sl_query *q, const struct sl_group_spec *spec,
+			  const struct sl_slice_rec *recs, uint32_t n);
+/* Keeps the k rows biggest by metric (enum sl_group_metric), biggest
+ * first, ties by key (addresses and ports ascending); k >= the rows sorts
+ * them all. Returns the rows kept, or -EINVAL. */
+SL_API int sl_query_top(struct sl_query *q, int metric, uint32_t k);
+/* The rows of the last call, and their number. */
+SL_API const struct sl_group_row *sl_query_rows(const struct sl_query *q,
+						uint32_t *n);
+
+/* ---- address ids ------------------------------------------------------ */
+
+/* Small integer ids for addresses, so a policy can key Lua tables by host
+ * without making a string per record: the same address always gets the
+ * same id (1, 2, ...) from one table. A table keeps every address it was
+ * asked for (24 bytes each, plus its hash slot) until freed. */
+struct sl_addr_ids;
+
+SL_API int sl_addr_ids_new(struct sl_addr_ids **out);
+SL_API void sl_addr_ids_free(struct sl_addr_ids *t);
+/* The id of addr (16 bytes, IPv4 in the first 4) of ip_version 4 or 6;
+ * -EINVAL for another version, -ENOMEM. */
+SL_API int64_t sl_addr_id(struct sl_addr_ids *t, const uint8_t *addr,
+			  int ip_version);
+/* Writes the 16 bytes of id's address; returns its ip_version, or -ENOENT
+ * for an id the table did not give. */
+SL_API int sl_addr_of_id(const struct sl_addr_ids *t, int64_t id,
+			 uint8_t *addr);
+SL_API uint32_t sl_addr_ids_count(const struct sl_addr_ids *t);
 
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
  * RFC 5952 form); returns its length or a negative error. */

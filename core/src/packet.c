@@ -234,6 +234,13 @@ int sl_step_packets(struct sl_engine *e)
 			rc = sl_clock_tick(e);
 			return rc < 0 ? rc : 1;
 		}
+		if (rc == -EINTR) {
+			/* a stream gave up waiting for a signal (a stop, a
+			 * reload): a step without packets; its time has not
+			 * moved */
+			e->batch.count = 0;
+			return 1;
+		}
 		if (rc <= 0) {
 			e->batch.count = 0;
 			if (rc < 0)

@@ -1,28 +1,34 @@
-/* signal.c - a clean stop on SIGINT/SIGTERM, for the length of a run that
- * asks for it (sl_signal_install .. sl_signal_restore; the core installs
- * nothing by itself). The first signal only sets a flag the run loop reads
- * between steps; the handler is then gone (SA_RESETHAND), so a second
- * signal ends the process the default way. A run loop that does not take
- * the flag within GRACE_S seconds (a policy handler that loops) is stopped
- * by a watchdog: one line on stderr, then the signal's default action.
- * Nothing here exits. sl_signal_ignore_xfsz() lets writes past the file
- * size limit fail (EFBIG) instead of killing the process. */
+/* signal.c - a clean stop on SIGINT/SIGTERM and a reload on SIGHUP, for
+ * the length of a run that asks for it (sl_signal_install ..
+ * sl_signal_restore; the core installs nothing by itself). The first
+ * SIGINT/SIGTERM only sets a flag the run loop reads between steps; the
+ * handler is then gone (SA_RESETHAND), so a second signal ends the process
+ * the default way. A run loop that does not take the flag within GRACE_S
+ * seconds (a policy handler that loops) is stopped by a watchdog: one line
+ * on stderr, then the signal's default action. SIGHUP sets another flag
+ * (sl_signal_take_reload) and stays caught: every SIGHUP asks for one more
+ * reload (several before the loop looks are one), it never stops the run
+ * and has no watchdog. Nothing here exits. sl_signal_ignore_xfsz() lets
+ * writes past the file size limit fail (EFBIG) instead of killing the
+ * process. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "sluice.h"
+#include "source.h"
 
 #define GRACE_S 3
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
 static volatile sig_atomic_t pending;
+static volatile sig_atomic_t reload; /* a SIGHUP not taken yet */
 /* runs that installed (nested runs share one installation), and what the
  * process had before the first */
 static unsigned depth;
-static struct sigaction saved_int, saved_term, saved_alrm;
+static struct sigaction saved_int, saved_term, saved_alrm, saved_hup;
 
 static void set_default(int sig)
 {
@@ -63,9 +69,14 @@ static void on_signal(int sig)
 	alarm(GRACE_S);
 }
 
+static void on_hup(int unused)
+{
+	reload = 1;
+}
+
 int sl_signal_install(void)
 {
-	struct sigaction sa;
+	struct sigaction sa, hup;
 
 	if (depth) {
 		depth++;
@@ -86,6 +97,18 @@ int sl_signal_install(void)
 		sigaction(SIGINT, &saved_int, NULL);
 		return rc;
 	}
+	/* no SA_RESETHAND: every SIGHUP is a reload; no SA_RESTART either */
+	memset(&hup, 0, sizeof(hup));
+	hup.sa_handler = on_hup;
+	sigemptyset(&hup.sa_mask);
+	reload = 0;
+	if (sigaction(SIGHUP, &hup, &saved_hup)) {
+		int rc = -errno;
+
+		sigaction(SIGINT, &saved_int, NULL);
+		sigaction(SIGTERM, &saved_term, NULL);
+		return rc;
+	}
 	depth = 1;
 	return 0;
 }
@@ -98,7 +121,9 @@ void sl_signal_restore(void)
 	sigaction(SIGINT, &saved_int, NULL);
 	sigaction(SIGTERM, &saved_term, NULL);
 	sigaction(SIGALRM, &saved_alrm, NULL);
+	sigaction(SIGHUP, &saved_hup, NULL);
 	pending = 0;
+	reload = 0;
 }
 
 int sl_signal_pending(void)
@@ -109,6 +134,21 @@ int sl_signal_pending(void)
 void sl_signal_taken(void)
 {
 	alarm(0);
+}
+
+int sl_signal_take_reload(void)
+{
+	/* a SIGHUP between the load and the store is not lost: the reload it
+	 * asks for is the one about to happen */
+	if (!reload)
+		return 0;
+	reload = 0;
+	return 1;
+}
+
+int sl_signal_attention(void)
+{
+	return pending || reload;
 }
 
 int sl_signal_ignore_xfsz(void)

@@ -40,6 +40,11 @@ struct sl_source {
 	const struct sl_source_ops *ops; /* first: kinds embed sl_source */
 };
 
+/* 1 when a signal the run loop reads (a stop, a reload) came and is not
+ * taken yet (signal.c): a source that waits for input gives up the wait
+ * with -EINTR (no packets, not the end) so that the loop sees it. */
+int sl_signal_attention(void);
+
 /* Compiles a pcap-syntax filter for a link type (libpcap, no device
  * needed). On error writes libpcap's message to note. */
 struct bpf_program;

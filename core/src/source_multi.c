@@ -90,7 +90,13 @@ static void file_close(struct multi_file *f)
 static int file_fill(struct multi_source *m, uint32_t index)
 {
 	struct multi_file *f = &m->files[index];
-	int rc = sl_source_next(f->src, f->got);
+	int rc;
+
+	/* a stream among files waits for its input (the merge needs its next
+	 * packet): a signal's -EINTR is not its end */
+	do
+		rc = sl_source_next(f->src, f->got);
+	while (rc == -EINTR);
 
 	f->cursor = 0;
 	f->in_batch = 0;

@@ -71,6 +71,8 @@ struct pcap_source {
 	size_t prefetched; /* cache lines before this were prefetched */
 	int fd;		   /* a file or stream, else -1 (a caller's buffer) */
 	int stream;	   /* fd is read in order (read(2) or dz), no pread */
+	int may_yield;	   /* an open stream: a wait for input gives way to
+			    * a signal the run loop must see (-EINTR) */
 	int end_err;	   /* the input ended early: SL_E_SHRUNK, a stream's
 			    * read error, SL_E_ZTRUNC, ... */
 	struct sl_dz *dz;  /* compressed input, else NULL */
@@ -572,16 +574,25 @@ enum { WINDOW = SL_READ_WINDOW, WINDOW_LOW = SL_READ_WINDOW / 16 };
 _Static_assert((WINDOW & (WINDOW - 1)) == 0 && WINDOW_LOW > 0,
 	       "the window is a power of two");
 
-/* A stream's next bytes, up to room: read(2), or decompressed. */
-static ssize_t stream_read(struct pcap_source *s, uint8_t *dst, size_t room)
+/* A stream's next bytes, up to room: read(2), or decompressed. A read
+ * that a signal interrupts is tried again, unless the signal is one the
+ * run loop must see (a stop, a reload: sl_signal_attention) and the
+ * caller can give up the wait (interruptible): then -EINTR, nothing read.
+ * A compressed stream waits on. */
+static ssize_t stream_read(struct pcap_source *s, uint8_t *dst, size_t room,
+			   int interruptible)
 {
 	ssize_t r;
 
 	if (s->dz)
 		return sl_dz_read(s->dz, dst, room);
-	do
+	for (;;) {
 		r = read(s->fd, dst, room);
-	while (r < 0 && errno == EINTR);
+		if (r >= 0 || errno != EINTR)
+			break;
+		if (interruptible && sl_signal_attention())
+			return -EINTR;
+	}
 	return r < 0 ? -errno : r;
 }
 
@@ -637,7 +648,9 @@ static int window_fill(struct pcap_source *s, size_t need)
 		if (s->stream) {
 			if (s->len >= need && !stream_ready(s))
 				break;
-			r = stream_read(s, s->mem + s->len, room);
+			r = stream_read(s, s->mem + s->len, room, s->may_yield);
+			if (r == -EINTR) /* what is in stays: read on later */
+				return -EINTR;
 			if (r <= 0) { /* the end, clean or not */
 				s->end = s->off + s->len;
 				s->end_err = (int)r;
@@ -678,6 +691,8 @@ static int pcap_src_next(struct sl_source *src, struct sl_packet_batch *b)
 	}
 	if (s->fd >= 0 && s->len - s->pos < WINDOW_LOW && !at_end(s)) {
 		rc = window_fill(s, 0);
+		if (rc == -EINTR)
+			goto out_yield;
 		if (rc)
 			return batch_end(s, b, 0, rc);
 	}
@@ -690,9 +705,15 @@ static int pcap_src_next(struct sl_source *src, struct sl_packet_batch *b)
 		if (rc || !s->want)
 			return rc;
 		rc = window_fill(s, s->want);
+		if (rc == -EINTR)
+			goto out_yield;
 		if (rc)
 			return batch_end(s, b, 0, rc);
 	}
+
+out_yield: /* a signal while a stream waited: no packets now, not the end */
+	b->count = 0;
+	return -EINTR;
 }
 
 static int pcap_src_linktype(const struct sl_source *src)
@@ -791,8 +812,8 @@ static int stream_open(struct pcap_source *s, int kind)
 	int rc;
 
 	while (kind == SL_DZ_NONE && s->len < SL_DZ_MAGIC_LEN) {
-		ssize_t r =
-		    stream_read(s, s->mem + s->len, SL_DZ_MAGIC_LEN - s->len);
+		ssize_t r = stream_read(s, s->mem + s->len,
+					SL_DZ_MAGIC_LEN - s->len, 0);
 
 		if (r < 0)
 			return (int)r;
@@ -882,6 +903,7 @@ int sl_source_open_file(struct sl_source **out, const char *path)
 		rc = s->end_err;
 	if (rc)
 		goto out_free;
+	s->may_yield = s->stream;
 	*out = &s->base;
 	return 0;
 

@@ -1,5 +1,12 @@
 -- Slice batches: the records of one closed interval, read in place from the
--- engine's slice array. Valid while on_slice runs.
+-- engine's slice array. Valid while on_slice runs. Grouping, distinct
+-- counts and top-k run in C over the whole batch (batch:group, batch:top):
+-- what policies did per record in Lua with a string key each.
+local ffi = require "ffi"
+local core = require "sluice.core"
+require "sluice.flow" -- the metatype of group rows' addresses
+
+local C = core.C
 local M = {}
 
 -- kind: ctx.emit(batch) emits every record (sinks may take it at once)
@@ -12,6 +19,7 @@ function M.new(engine)
 end
 
 function Batch:set(out)
+  self.used = 0 -- query objects are reused from the next slice on
   self.recs = out.slices
   self.n = out.n_slices
   self.start = tonumber(out.slice_start_ns) * 1e-9
@@ -43,6 +51,186 @@ end
 
 function Batch:count()
   return self.n
+end
+
+-- ---- queries: group, distinct, top, in C over the whole batch ---------
+
+local GROUP_BY = { src = C.SL_GROUP_SRC, dst = C.SL_GROUP_DST, host = C.SL_GROUP_HOST,
+  sport = C.SL_GROUP_SPORT, dport = C.SL_GROUP_DPORT, proto = C.SL_GROUP_PROTO,
+  all = C.SL_GROUP_ALL }
+local ADDRESS_GROUP = { src = true, dst = true, host = true }
+local DISTINCT = { src = C.SL_DISTINCT_SRC, dst = C.SL_DISTINCT_DST,
+  peer = C.SL_DISTINCT_PEER, sport = C.SL_DISTINCT_SPORT, dport = C.SL_DISTINCT_DPORT,
+  peer_port = C.SL_DISTINCT_PEER_PORT }
+local METRIC = { bytes = C.SL_METRIC_BYTES, pkts = C.SL_METRIC_PKTS,
+  bytes_fwd = C.SL_METRIC_BYTES_FWD, bytes_rev = C.SL_METRIC_BYTES_REV,
+  pkts_fwd = C.SL_METRIC_PKTS_FWD, pkts_rev = C.SL_METRIC_PKTS_REV,
+  flows = C.SL_METRIC_FLOWS, distinct = C.SL_METRIC_DISTINCT }
+
+local function names(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return table.concat(out, ", ")
+end
+
+-- IP protocol numbers by name ("tcp" -> 6), from the core's names.
+local PROTO_NUMBERS = {}
+for num = 0, 255 do
+  local name = C.sl_proto_name(num)
+  if name ~= nil then PROTO_NUMBERS[ffi.string(name)] = num end
+end
+
+local spec_t = ffi.typeof("struct sl_group_spec")
+
+-- The C spec of a group{} argument; level: where misuse errors point.
+local function group_spec(args, level)
+  if type(args) ~= "table" then error("expects a table: { by = \"src/24\", ... }", level) end
+  local by = args.by
+  if type(by) ~= "string" then error("'by' must be a string (" .. names(GROUP_BY) .. ")", level) end
+  local field, bits = by:match("^(%a+)/(%d+)$")
+  field = field or by
+  if GROUP_BY[field] == nil then
+    error("'by = \"" .. by .. "\"': one of " .. names(GROUP_BY) .. " (src, dst, host with /N)", level)
+  end
+  local spec = spec_t()
+  spec.by = GROUP_BY[field]
+  local p4, p6 = tonumber(bits) or args.prefix4 or 32, args.prefix6 or 128
+  if bits and not ADDRESS_GROUP[field] then
+    error("'by = \"" .. by .. "\"': only src, dst and host take a prefix", level)
+  end
+  if type(p4) ~= "number" or p4 < 0 or p4 > 32 or p4 % 1 ~= 0 then
+    error("IPv4 prefix must be 0..32, got " .. tostring(p4), level)
+  end
+  if type(p6) ~= "number" or p6 < 0 or p6 > 128 or p6 % 1 ~= 0 then
+    error("'prefix6' must be 0..128, got " .. tostring(p6), level)
+  end
+  spec.prefix4, spec.prefix6 = p4, p6
+  if args.distinct ~= nil then
+    local d = DISTINCT[args.distinct]
+    if not d then error("'distinct' must be one of " .. names(DISTINCT), level) end
+    spec.distinct = d
+  end
+  local proto = args.proto
+  if proto ~= nil then
+    local num = type(proto) == "string" and PROTO_NUMBERS[proto:lower()] or proto
+    if type(num) ~= "number" or num < 1 or num > 255 or num % 1 ~= 0 then
+      error("'proto' must be a protocol name or number 1..255, got " .. tostring(proto), level)
+    end
+    spec.proto = num
+  end
+  local v = args.ip_version
+  if v ~= nil then
+    if v ~= 4 and v ~= 6 then error("'ip_version' must be 4 or 6", level) end
+    spec.ip_version = v
+  end
+  return spec
+end
+
+local function metric_of(name, level)
+  local m = METRIC[name or "bytes"]
+  if not m then error("order must be one of " .. names(METRIC) .. ", got " .. tostring(name), level) end
+  return m
+end
+
+local count_out = ffi.new("uint32_t[1]")
+
+-- Groups: the rows of one query, valid while on_slice runs.
+local Groups = {}
+Groups.__index = Groups
+
+-- for row in groups:rows() do ... end
+function Groups:rows()
+  local rows, n, i = self.ptr, self.n, -1
+  return function()
+    i = i + 1
+    if i < n then return rows[i] end
+  end
+end
+
+-- 1-based, like a Lua array.
+function Groups:get(i)
+  if i < 1 or i > self.n then return nil end
+  return self.ptr[i - 1]
+end
+
+-- Keeps the k rows biggest by order (default bytes), biggest first.
+function Groups:top(k, order)
+  if type(k) ~= "number" or k < 0 then error("top: k must be a number >= 0", 2) end
+  local kept = C.sl_query_top(self.q, metric_of(order, 3), k)
+  if kept < 0 then error("top: " .. core.strerror(kept), 2) end
+  self.ptr = C.sl_query_rows(self.q, count_out)
+  self.n = count_out[0]
+  return self
+end
+
+-- The rows as plain tables (row:totable()), to keep past on_slice.
+function Groups:totable()
+  local out = {}
+  for i = 0, self.n - 1 do out[i + 1] = self.ptr[i]:totable() end
+  return out
+end
+
+local query_t = ffi.typeof("struct sl_query *")
+local query_out = ffi.new("struct sl_query *[1]")
+
+-- A query object of this batch for the current on_slice (each call gets
+-- its own, so earlier results stay valid until the next slice).
+function Batch:query()
+  local used = (self.used or 0) + 1
+  self.used = used
+  local pool = self.pool
+  if not pool then pool = {}; self.pool = pool end
+  local q = pool[used]
+  if not q then
+    local rc = C.sl_query_new(query_out)
+    if rc < 0 then error("sl_query_new: " .. core.strerror(rc), 3) end
+    q = ffi.gc(ffi.cast(query_t, query_out[0]), C.sl_query_free)
+    pool[used] = q
+  end
+  return q
+end
+
+-- The flows this policy turned down, as the sorted array C wants.
+local function skip_array(self)
+  local skip = self.skip
+  if not skip then return nil, 0 end
+  if self.skip_from == skip and self.skip_of == self.start then return self.skip_ids, self.skip_n end
+  local ids = {}
+  for fid in pairs(skip) do ids[#ids + 1] = fid end
+  table.sort(ids)
+  local arr = ffi.new("uint64_t[?]", #ids + 1)
+  for i = 1, #ids do arr[i - 1] = ids[i] end
+  self.skip_from, self.skip_of, self.skip_ids, self.skip_n = skip, self.start, arr, #ids
+  return arr, #ids
+end
+
+-- batch:group{ by = "src/24", distinct = "dport", proto = "tcp", ... }:
+-- the records grouped and summed in C; see the README's batch API. With
+-- order (and n), the rows come sorted (the n biggest).
+local function group(self, args, level)
+  local spec = group_spec(args, level + 1)
+  local ids, n_ids = skip_array(self)
+  if n_ids > 0 then spec.skip, spec.n_skip = ids, n_ids end
+  local q = self:query()
+  local rc = C.sl_query_group(q, spec, self.recs, self.n)
+  if rc < 0 then error("group: " .. core.strerror(rc), level) end
+  local g = setmetatable({ q = q, ptr = C.sl_query_rows(q, count_out), n = rc, skip = ids }, Groups)
+  if args.order then g:top(args.n or rc, args.order) elseif args.n then g:top(args.n) end
+  return g
+end
+
+function Batch:group(args)
+  return group(self, args, 3)
+end
+
+-- batch:top{ by = "host", n = 10, order = "bytes_fwd", ... }: group, then
+-- the n biggest rows, biggest first.
+function Batch:top(args)
+  if type(args) ~= "table" or type(args.n) ~= "number" then
+    error("top expects a table with n: { by = \"src\", n = 10, order = \"bytes\" }", 2)
+  end
+  return group(self, args, 3)
 end
 
 return M

@@ -12,6 +12,7 @@ local core = require "sluice.core"
 local report = require "sluice.report"
 local workers = require "sluice.workers"
 local signals = require "sluice.signals"
+local reload = require "sluice.reload"
 
 local M = {}
 
@@ -304,6 +305,10 @@ as a JSON line.
 collect takes NetFlow v5/v9 and IPFIX from exporters instead of packets;
 flows get the tags exporter and domain. Options marked [run] or [collect]
 are taken by that command only.
+
+SIGHUP reloads every POLICY file (the old version's snapshot goes to the
+new one's restore; the flow table and outputs stay; a version that fails
+leaves the old one running). SIGINT/SIGTERM stop cleanly.
 ]]
 
 local WIDTH, COLUMN = 78, 29
@@ -500,18 +505,22 @@ function M.sink_options(o, w, shared)
 end
 
 -- Spreads -o NAME=VALUE over the policies (paths and the tables they
--- returned): POLICY.NAME targets one, a plain NAME every policy declaring
--- it. Returns a table of options per policy, or nil, message.
+-- returned): POLICY.NAME targets one, named by its info.name (default:
+-- the file's base name; sluice.policy.identity), a plain NAME every policy
+-- declaring it. Returns a table of options per policy, or nil, message.
 function M.spread_options(paths, loaded, options)
-  local per = {}
-  for i = 1, #paths do per[i] = {} end
+  local per, names = {}, {}
+  for i = 1, #paths do
+    per[i] = {}
+    names[i] = policy.identity(loaded[i], policy.name_of(paths[i]))
+  end
   for _, opt in ipairs(options) do
     local target, name = opt.name:match("^([^%.]+)%.(.+)$")
     local taken = false
-    for i, path in ipairs(paths) do
+    for i in ipairs(paths) do
       local schema = loaded[i].info and loaded[i].info.options or {}
       if target then
-        if policy.name_of(path) == target then
+        if names[i] == target then
           per[i][name], taken = opt.value, true
         end
       elseif schema[opt.name] then
@@ -519,7 +528,17 @@ function M.spread_options(paths, loaded, options)
       end
     end
     if not taken then
-      if target then return nil, "-o " .. opt.name .. ": no policy named '" .. target .. "'" end
+      if target then
+        local hint = ""
+        for i, path in ipairs(paths) do
+          if policy.name_of(path) == target then
+            hint = string.format("; %s is named '%s' by its info.name", path, names[i])
+            break
+          end
+        end
+        return nil, string.format("-o %s: no policy named '%s' (known: %s%s)", opt.name, target,
+          #names > 0 and table.concat(names, ", ") or "none", hint)
+      end
       local known = {}
       for _, P in ipairs(loaded) do
         for k in pairs(P.info and P.info.options or {}) do known[#known + 1] = k end
@@ -578,13 +597,16 @@ local function load_policies(o)
     end
     local P, err = policy.load_file(path)
     if not P then return nil, fail(err, 2) end
+    -- the schema (info.name, option specs) before -o is spread over it
+    local ok, serr = policy.check(P, policy.identity(P, policy.name_of(path)))
+    if not ok then return nil, fail(serr, 2) end
     raw[i] = P
   end
   local per, err = M.spread_options(o.policies, raw, o.options)
   if not per then return nil, usage_error(err) end
   local list = {}
   for i, path in ipairs(o.policies) do
-    local inst, ierr = policy.new(raw[i], per[i], policy.name_of(path))
+    local inst, ierr = policy.from_file(raw[i], path, per[i])
     if not inst then return nil, fail(ierr, 2) end
     list[i] = inst
   end
@@ -644,6 +666,13 @@ local function run_one(o, list, w, shared)
   local show = not o.quiet and o.open.read and core.isatty(2)
   local opts = M.run_options(o, w)
   opts.outputs = outputs
+  -- reloads (SIGHUP): a failure always gets its line, a success with -v
+  local who = o.workers > 1 and ("worker " .. w .. ": ") or ""
+  opts.on_reload = function(ev)
+    if ev.ok and not o.verbose then return end
+    if show then io.stderr:write("\r\027[K") end
+    io.stderr:write(reload.report_line(ev, who), "\n")
+  end
   if o.verbose then
     opts.on_file = function(name, i, n)
       if show then io.stderr:write("\r\027[K") end
@@ -710,11 +739,15 @@ local function run(args, command)
 end
 
 -- sluice info POLICY.lua: what a policy declares, as its user needs it.
+-- A script (sluice.policy.load_file tells) is not run: exit 2, saying so.
 local function info(args)
   if #args ~= 1 then return usage_error("info expects one policy file") end
   local P, err = policy.load_file(args[1])
   if not P then return fail(err, 2) end
-  io.stdout:write(policy.describe(P, policy.name_of(args[1])))
+  local name = policy.identity(P, policy.name_of(args[1]))
+  local ok, serr = policy.check(P, name)
+  if not ok then return fail(serr, 2) end
+  io.stdout:write(policy.describe(P, name))
   return 0
 end
 

@@ -13,6 +13,7 @@ struct sl_rusage { long utime[2]; long stime[2]; long maxrss; long rest[13]; };
 int getrusage(int who, struct sl_rusage *usage);
 size_t strnlen(const char *s, size_t maxlen);
 int inet_pton(int af, const char *src, void *dst);
+const char *inet_ntop(int af, const void *src, char *dst, unsigned size);
 int open(const char *path, int flags, int mode);
 long write(int fd, const void *buf, size_t n);
 int fsync(int fd);

@@ -65,6 +65,16 @@ function M.new(engine, list, outputs, report, skip_errors)
   return self
 end
 
+-- The list changed (a policy reloaded, between steps): the handlers are
+-- taken again. Flows a policy turned down stay turned down.
+function D:rebuild()
+  local list = self.list
+  self.starts, self.ends = handlers(list, "on_flow_start"), handlers(list, "on_flow_end")
+  self.slices, self.tags = handlers(list, "on_slice"), handlers(list, "on_tag")
+  self.packets = handlers(list, "on_packet")
+  self.want_events = self.starts.n + self.ends.n + self.packets.n > 0 or self.engine.collector
+end
+
 function D:fault(k, hname, msg)
   local report, inst = self.report, self.list[k]
   report.dropped_on_error = report.dropped_on_error + self.outputs:discard()
@@ -188,12 +198,15 @@ function D:end_event(ev, h, fid)
     local k = e.k[j]
     if not (fid and ignored[k][fid]) then self:call(k, "on_flow_end", e.fn[j], h, reason) end
   end
-  -- slice records of this flow still to come keep its tags
-  local out = self.out
-  if out.slice_ready == 0 or out.n_slices == 0 then
-    self:forget(tonumber(ev.flow.fid))
+  -- The flow's last slice record (of the interval it ended in) comes when
+  -- that interval closes, maybe steps later: until then the flow keeps its
+  -- tags and stays turned down for the policies that turned it down.
+  if self.engine.slicing then
+    local st = self.st
+    st.ended[#st.ended + 1] = tonumber(ev.flow.fid)
+    st.ended_at[#st.ended_at + 1] = self.out.now_ns
   else
-    self.st.ended[#self.st.ended + 1] = tonumber(ev.flow.fid)
+    self:forget(tonumber(ev.flow.fid))
   end
 end
 
@@ -250,13 +263,20 @@ function D:slice_batch(batch)
   batch.skip = nil
 end
 
--- The step is dispatched: flows that ended in it are forgotten.
-function D:step_done()
-  local ended = self.st.ended
-  for k = #ended, 1, -1 do
-    self:forget(ended[k])
-    ended[k] = nil
+-- Forgets the flows that ended before before_ns (every one, for nil):
+-- called as each interval closes, those had their last slice record.
+function D:forget_ended(before_ns)
+  local ended, at = self.st.ended, self.st.ended_at
+  local kept = 0
+  for i = 1, #ended do
+    if before_ns == nil or at[i] < before_ns then
+      self:forget(ended[i])
+    else
+      kept = kept + 1
+      ended[kept], at[kept] = ended[i], at[i]
+    end
   end
+  for i = #ended, kept + 1, -1 do ended[i], at[i] = nil, nil end
 end
 
 return M

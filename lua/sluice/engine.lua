@@ -323,7 +323,7 @@ function M.open(opts)
     input = opts.read and input_name(opts.read) or opts.interface or
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
     live = opts.read == nil, note = note, src = src, out = out, filter = opts.filter,
-    cstats = C.sl_engine_stats(e), slice = opts.slice,
+    cstats = C.sl_engine_stats(e), slice = opts.slice, slicing = cfg.slice_ns > 0,
     pool_flows = cfg.pool_flows ~= 0 and cfg.pool_flows or 2^20 }, Engine)
 end
 
@@ -345,6 +345,9 @@ function Engine:stats()
     records = tonumber(s.records), filtered = tonumber(s.filtered),
     tunnelled = tonumber(s.tunnelled), tunnel_changes = tonumber(s.tunnel_changes),
     malformed_by = {}, ended_by = {},
+    -- policies reloaded (SIGHUP, engine:reload()), and reloads that failed
+    -- and left the old version running (sluice.reload)
+    reloads = self.reloads or 0, reload_failures = self.reload_failures or 0,
   }
   local ss = self.source_stats
   if self.live then
@@ -575,6 +578,22 @@ end
 function Engine:shutdown()
   live(self)
   C.sl_engine_shutdown(self.e)
+end
+
+-- engine:reload(): during a run, loads every policy file of the run again
+-- (sluice.reload): the old instance's snapshot goes to the new one's
+-- restore, the flow table and outputs stay. Callable from a handler, a
+-- progress or on_file callback: the reload happens once the current step
+-- is dispatched (every event of it goes to the versions that saw the
+-- rest of it), before the next. Returns true (asked; the outcome goes to
+-- the run's on_reload and engine:stats().reloads / reload_failures), or
+-- nil, why when no run is in progress (there is nothing to reload: a
+-- run's policies are loaded when it starts).
+function Engine:reload()
+  live(self)
+  if not self.running then return nil, "engine:reload: no run in progress" end
+  self.reload_wanted = self.reload_wanted or "engine:reload()"
+  return true
 end
 
 -- engine:run(policies, options, opts): see sluice.run.

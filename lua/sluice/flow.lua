@@ -78,6 +78,18 @@ local function seconds(ns)
 end
 M.seconds = seconds
 
+-- The process's address ids (sl_addr_id), made at first use.
+local ids
+function M.addr_ids()
+  if not ids then
+    local out = ffi.new("struct sl_addr_ids *[1]")
+    local rc = C.sl_addr_ids_new(out)
+    if rc < 0 then error("address ids: " .. core.strerror(rc), 3) end
+    ids = ffi.gc(out[0], C.sl_addr_ids_free)
+  end
+  return ids
+end
+
 -- Getters shared by flow records and slice records (both have .key).
 local function key_getters(g)
   g.src = function(r) return addr(r.key, 0) end
@@ -89,6 +101,14 @@ local function key_getters(g)
   g.ip_version = function(r) return r.key.ip_version end
   g.vlan = function(r) return r.key.vlan end
   g.vlan_inner = function(r) return r.key.vlan_inner end
+  -- raw addresses: 4 or 16 bytes, interned by Lua (table keys that cost
+  -- no formatting; sluice.addr turns them into text)
+  g.src_raw = function(r) return ffi.string(r.key.src, r.key.ip_version == 4 and 4 or 16) end
+  g.dst_raw = function(r) return ffi.string(r.key.dst, r.key.ip_version == 4 and 4 or 16) end
+  -- small integer ids (sluice.addr.of_id gives the address back): a
+  -- number per host, no string made, for keying tables per record
+  g.src_id = function(r) return tonumber(C.sl_addr_id(ids or M.addr_ids(), r.key.src, r.key.ip_version)) end
+  g.dst_id = function(r) return tonumber(C.sl_addr_id(ids or M.addr_ids(), r.key.dst, r.key.ip_version)) end
   g.tunnel = function(r) return TUNNEL_NAMES[r.encap.type] end
   g.tunnel_src = function(r) return tunnel_addr(r.encap, 0) end
   g.tunnel_dst = function(r) return tunnel_addr(r.encap, 1) end
@@ -343,6 +363,81 @@ ffi.metatype("struct sl_slice_rec", {
     return describe(r, "slice of flow") .. string.format(" [%.3f, %.3f) pkts +%s/+%s bytes +%s/+%s",
       seconds(r.start_ns), seconds(r.end_ns), count_text(r.delta_fwd.pkts),
       count_text(r.delta_rev.pkts), count_text(r.delta_fwd.bytes), count_text(r.delta_rev.bytes))
+  end,
+})
+
+
+-- Group rows (batch:group, batch:top): one key and its sums.
+local row_key = ffi.new("struct sl_key")
+local function row_addr(r)
+  local k = r.key
+  if k.ip_version == 0 then return nil end
+  row_key.ip_version = k.ip_version
+  ffi.copy(row_key.src, k.addr, 16)
+  return addr(row_key, 0)
+end
+
+local function address_group(by)
+  return by == C.SL_GROUP_SRC or by == C.SL_GROUP_DST or by == C.SL_GROUP_HOST
+end
+local function port_group(by)
+  return by == C.SL_GROUP_SPORT or by == C.SL_GROUP_DPORT
+end
+
+local row_get = {
+  addr = row_addr,
+  ip_version = function(r) return address_group(r.key.by) and r.key.ip_version or nil end,
+  prefix = function(r) return address_group(r.key.by) and r.key.prefix or nil end,
+  raw = function(r)
+    local k = r.key
+    if not address_group(k.by) then return nil end
+    return ffi.string(k.addr, k.ip_version == 4 and 4 or 16)
+  end,
+  port = function(r) return port_group(r.key.by) and r.key.port or nil end,
+  proto = function(r) return r.key.by == C.SL_GROUP_PROTO and PROTO_NAMES[r.key.proto] or nil end,
+  proto_num = function(r) return r.key.by == C.SL_GROUP_PROTO and r.key.proto or nil end,
+  flows = function(r) return tonumber(r.flow_count) end,
+  pkts_fwd = function(r) return tonumber(r.fwd.pkts) end,
+  pkts_rev = function(r) return tonumber(r.rev.pkts) end,
+  bytes_fwd = function(r) return tonumber(r.fwd.bytes) end,
+  bytes_rev = function(r) return tonumber(r.rev.bytes) end,
+  pkts = function(r) return tonumber(r.fwd.pkts) + tonumber(r.rev.pkts) end,
+  bytes = function(r) return tonumber(r.fwd.bytes) + tonumber(r.rev.bytes) end,
+  distinct = function(r) return tonumber(r.distinct_count) end,
+}
+-- The group as text: "10.1.2.0/24" (an address cut short), "10.1.2.3",
+-- "443", "tcp", or "all".
+row_get.label = function(r)
+  local k = r.key
+  if address_group(k.by) then
+    local a = row_addr(r)
+    return k.prefix < (k.ip_version == 4 and 32 or 128) and (a .. "/" .. k.prefix) or a
+  elseif k.by == C.SL_GROUP_PROTO then
+    return PROTO_NAMES[k.proto]
+  elseif port_group(k.by) then
+    return tostring(k.port)
+  end
+  return "all"
+end
+
+local row_fields = { "label", "addr", "prefix", "port", "proto", "flows", "pkts", "bytes",
+  "pkts_fwd", "pkts_rev", "bytes_fwd", "bytes_rev", "distinct" }
+local row_methods = {}
+function row_methods.totable(r)
+  local t = {}
+  for _, k in ipairs(row_fields) do t[k] = row_get[k](r) end
+  return t
+end
+
+ffi.metatype("struct sl_group_row", {
+  __index = function(r, k)
+    local g = row_get[k]
+    if g then return g(r) end
+    return row_methods[k]
+  end,
+  __tostring = function(r)
+    return string.format("group %s flows %d pkts %d bytes %d", row_get.label(r),
+      row_get.flows(r), row_get.pkts(r), row_get.bytes(r))
   end,
 })
 

@@ -17,10 +17,11 @@ local M = {}
 -- weights = { [fid] = { name = w, [SLOT] = slot, [BUMPED] = { name = t } } },
 -- tags = { [fid] = { name = v } }, bits = { protection tag = bit },
 -- queue = { tag events and cork markers }, ended = { fids whose tags go
--- once the slice batch is out }, decays, now (engine seconds).
+-- once the interval they ended in has closed } and ended_at (their end
+-- times, engine ns), decays, now (engine seconds).
 function M.new(e, out)
   local st = { e = e, out = out, id = C.sl_engine_id(e), weights = {}, tags = {}, queue = {},
-    ended = {}, bits = {}, nbits = 0, decays = {}, now = 0 }
+    ended = {}, ended_at = {}, bits = {}, nbits = 0, decays = {}, now = 0 }
   engines[st.id] = st
   return st
 end
@@ -202,7 +203,9 @@ function M.add_decay(st, name, interval, fn)
   end
   local secs = policy.parse_duration(interval)
   if not secs or secs <= 0 then error("engine:decay: interval must be a positive duration", 3) end
-  st.decays[#st.decays + 1] = { name = name, interval = secs, fn = fn, due = nil }
+  -- k: the policy whose handler (or init) registered it, if any (a
+  -- reload replaces that policy's decays with its new version's)
+  st.decays[#st.decays + 1] = { name = name, interval = secs, fn = fn, due = nil, k = st.current_k }
 end
 
 -- cork(st, fn): fn runs once every event emitted before this call has been

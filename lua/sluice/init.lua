@@ -7,6 +7,7 @@ local M = {
   open = require("sluice.engine").open,
   decay = require("sluice.engine").decay,
   policy = require "sluice.policy",
+  addr = require "sluice.addr",
   sink = {
     json = require("sluice.sinks.json").new,
     pcap = require("sluice.sinks.pcap").new,

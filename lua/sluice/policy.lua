@@ -3,7 +3,7 @@
 local M = {}
 
 -- What a script does at load time that a policy never does: the stubs
--- raise this marker, with what was called.
+-- raise this marker, with what was called (load_env).
 local SCRIPT = {}
 
 local DURATION_UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400 }
@@ -129,25 +129,61 @@ local function check_schema(name, P)
       return nil, string.format("policy %s: %s must be a function, not a %s", name, h, type(P[h]))
     end
   end
+  if P.info ~= nil and type(P.info) ~= "table" then
+    return nil, string.format("policy %s: info must be a table, not a %s", name, type(P.info))
+  end
+  local iname = P.info and P.info.name
+  if iname ~= nil and (type(iname) ~= "string" or iname == "") then
+    return nil, string.format("policy %s: info.name must be a non-empty string, not %s", name,
+      type(iname) == "string" and "an empty one" or ("a " .. type(iname)))
+  end
   local schema = P.info and P.info.options or {}
   for opt, spec in pairs(schema) do
     if type(spec) ~= "table" or not converters[spec.type or "string"] then
       return nil, string.format("policy %s: option '%s' has an unknown type '%s'", name, opt,
         tostring(type(spec) == "table" and spec.type or spec))
     end
+    -- one word for an option's text, the README's and sluice info's
+    if spec.help ~= nil then
+      return nil, string.format("policy %s: option '%s' has help =; an option's text is " ..
+        "description = (rename help to description)", name, opt)
+    end
+    if spec.description ~= nil and type(spec.description) ~= "string" then
+      return nil, string.format("policy %s: option '%s': description must be a string", name, opt)
+    end
   end
   return true
 end
 
--- An instance: a policy table, its name and its validated options.
+-- Checks a policy table's shape (handlers, info.name, option specs)
+-- without options: true, or nil and "policy NAME: ..." (sluice info).
+function M.check(P, name)
+  return check_schema(name or M.identity(P), P)
+end
+
+-- The name of a policy: its info.name, else the default given (the file's
+-- base name for a policy file, sluice.policy.name_of), else "policy". This
+-- one name is used everywhere: -o NAME.opt, --state entries, reports,
+-- error messages ("policy NAME: ..."), sluice info.
+function M.identity(P, default)
+  local info = type(P) == "table" and type(P.info) == "table" and P.info or nil
+  local iname = info and info.name
+  if type(iname) == "string" and iname ~= "" then return iname end
+  return default or "policy"
+end
+
+-- An instance: a policy table, its name (M.identity) and its validated
+-- options; given is the options as passed (a reload validates them again
+-- against the new version). A policy loaded from a file also has file
+-- (sluice.policy.load sets it): engine:reload() and SIGHUP load it again.
 function M.new(P, options, name)
-  name = name or (type(P) == "table" and P.info and P.info.name) or "policy"
+  name = M.identity(P, name)
   local ok, err = check_schema(name, P)
   if not ok then return nil, err end
   local opts
   opts, err = M.check_options(name, P.info and P.info.options, options)
   if not opts then return nil, err end
-  return { P = P, name = name, opts = opts }
+  return { P = P, name = name, opts = opts, given = options }
 end
 
 -- The schema of a policy as text (sluice info): name, what it wants (its
@@ -186,54 +222,114 @@ function M.name_of(path)
   return ((path:match("([^/]+)$") or path):gsub("%.lua$", ""))
 end
 
--- An environment for a policy file: its globals stay its own. While the
--- file loads, `require "sluice"` gives the library with open (and run)
--- as stubs, and os.exit is one too, so that a script (a file that opens
--- an input itself instead of returning a policy) is recognised instead of
--- run; arg is the file alone, as if run without arguments. Once loaded,
--- the stubs pass their calls on, and arg, os and require are the usual
--- ones again.
+-- How a script is told from a policy. A policy file only defines things
+-- and returns a table; a script (a file run with luajit that opens an
+-- input itself and prints) acts while it loads. So a file is loaded in an
+-- environment of its own where, while the chunk runs, the calls only a
+-- script makes at load time raise a private marker instead of acting:
+--   require "sluice" (and "sluice.engine"): open, run
+--   print, io.write, io.read, io.lines() (stdin), io.popen, io.input,
+--   io.output, io.open(PATH, a writing mode), any method of io.stdin,
+--   io.stdout, io.stderr
+--   os.exit, os.execute, os.remove, os.rename
+-- Once one was called the file is a script, whatever it does next (a
+-- pcall around it does not change that): nothing of it ran past that
+-- call, and nothing was written. arg is the file alone, as if run without
+-- arguments. Reading files, requiring modules and defining functions are
+-- what policies do at load time and work as usual. Once loaded, the stubs
+-- pass their calls on (a handler may print), and arg, io, os, print and
+-- require are the usual ones again. A script that loops without calling
+-- any of these is not recognised (nothing can tell it from a slow load).
+local STUBBED_MODULES = { sluice = { "open", "run" }, ["sluice.engine"] = { "open" } }
+
 local function load_env(path)
-  local loading = true
+  local loading, seen = true, nil
+  local function script(what)
+    seen = seen or what
+    error(setmetatable({ what = seen }, SCRIPT), 0)
+  end
   local function stub(what, real)
     return function(...)
-      if loading then error(setmetatable({ what = what }, SCRIPT), 0) end
+      if loading then script(what) end
       return real(...)
     end
   end
-  local sluice
-  local env = setmetatable({}, { __index = _G })
-  env.require = function(name)
-    if name ~= "sluice" then return require(name) end
-    local real = require "sluice"
-    sluice = sluice or setmetatable({ open = stub("sluice.open", real.open),
-      run = real.run and stub("sluice.run", real.run) }, { __index = real })
-    return sluice
+  -- a standard stream whose methods are stubs
+  local function stream(name, real)
+    return setmetatable({}, { __index = function(_, m)
+      local fn = real[m]
+      if type(fn) ~= "function" then return fn end
+      return function(_, ...)
+        if loading then script(name .. ":" .. m) end
+        return fn(real, ...)
+      end
+    end, __tostring = function() return tostring(real) end })
   end
-  env.os = setmetatable({ exit = stub("os.exit", os.exit) }, { __index = os })
+  local env = setmetatable({}, { __index = _G })
+  local proxies = {}
+  env.require = function(name)
+    local real = require(name)
+    local names = STUBBED_MODULES[name]
+    if not names or type(real) ~= "table" then return real end
+    if not proxies[name] then
+      local t = {}
+      for _, fn in ipairs(names) do
+        if real[fn] then t[fn] = stub(name .. "." .. fn, real[fn]) end
+      end
+      proxies[name] = setmetatable(t, { __index = real })
+    end
+    return proxies[name]
+  end
+  env.os = setmetatable({ exit = stub("os.exit", os.exit), execute = stub("os.execute", os.execute),
+    remove = stub("os.remove", os.remove), rename = stub("os.rename", os.rename) },
+    { __index = os })
+  env.io = setmetatable({ write = stub("io.write", io.write), read = stub("io.read", io.read),
+    popen = stub("io.popen", io.popen), input = stub("io.input", io.input),
+    output = stub("io.output", io.output),
+    lines = function(name, ...)
+      if loading and name == nil then script("io.lines") end
+      return io.lines(name, ...)
+    end,
+    open = function(name, mode, ...)
+      if loading and type(mode) == "string" and mode:find("[wa+]") then
+        script("io.open(..., \"" .. mode .. "\")")
+      end
+      return io.open(name, mode, ...)
+    end,
+    stdin = stream("io.stdin", io.stdin), stdout = stream("io.stdout", io.stdout),
+    stderr = stream("io.stderr", io.stderr) }, { __index = io })
+  env.print = stub("print", print)
   env.arg = { [0] = path }
-  local ours = { require = env.require, os = env.os, arg = env.arg }
+  local ours = { require = env.require, os = env.os, io = env.io, print = env.print, arg = env.arg }
   local function loaded()
     loading = false
     for k, v in pairs(ours) do
       if rawget(env, k) == v then env[k] = nil end -- unless the file set its own
     end
+    return seen
   end
   return env, loaded
 end
 
+-- How to run a file that is a script, for messages.
+local function script_text(path, what)
+  return string.format("%s is a script, not a policy: it calls %s while it loads (a policy " ..
+    "returns a table of handlers and acts only when called); run it with luajit %s " ..
+    "(sluice installed, or LUA_PATH and LUA_CPATH set to a checkout's lua/ and core/build/)",
+    path, what, path)
+end
+
 -- Runs a policy file in its own environment (load_env) and returns the
--- table it returns.
+-- table it returns. A script is refused (nil and a message saying so),
+-- with nothing of it run past its first script-only call.
 function M.load_file(path)
   local chunk, err = loadfile(path)
   if not chunk then return nil, "cannot load policy " .. path .. ": " .. err end
   local env, loaded = load_env(path)
   setfenv(chunk, env)
   local ok, P = pcall(chunk)
-  loaded()
-  if not ok and getmetatable(P) == SCRIPT then
-    return nil, string.format("%s is a script, not a policy (it calls %s)", path, P.what)
-  end
+  local seen = loaded()
+  if seen then return nil, script_text(path, seen), "script" end
   if not ok then return nil, "cannot load policy " .. path .. ": " .. tostring(P) end
   if type(P) ~= "table" then
     return nil, string.format("policy %s must return a table, got %s (missing 'return P'?)",
@@ -242,11 +338,20 @@ function M.load_file(path)
   return P
 end
 
--- A policy file as an instance with validated options.
+-- A policy file as an instance with validated options, named by its
+-- info.name (default: the file's base name) and reloadable (inst.file).
 function M.load(path, options)
   local P, err = M.load_file(path)
   if not P then return nil, err end
-  return M.new(P, options, M.name_of(path))
+  return M.from_file(P, path, options)
+end
+
+-- The instance of a policy table P loaded from path (M.load_file).
+function M.from_file(P, path, options)
+  local inst, err = M.new(P, options, M.name_of(path))
+  if not inst then return nil, err end
+  inst.file = path
+  return inst
 end
 
 return M

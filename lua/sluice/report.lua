@@ -129,6 +129,9 @@ function M.final_counters(eng, out)
     out:write(format("tunnelled packets %s, in another tunnel than their flow's first %s\n",
       n(st.tunnelled), n(st.tunnel_changes)))
   end
+  if (st.reloads or 0) > 0 or (st.reload_failures or 0) > 0 then
+    out:write(format("policy reloads %s failed %s\n", n(st.reloads), n(st.reload_failures)))
+  end
   local files = eng:files()
   if files then
     out:write(format("files %s finished %s failed %s skipped %s (not captures)\n", n(files.files),

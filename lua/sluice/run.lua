@@ -12,6 +12,7 @@ local outputs_mod = require "sluice.outputs"
 local dispatch = require "sluice.dispatch"
 local flowstate = require "sluice.flowstate"
 local signals = require "sluice.signals"
+local reload = require "sluice.reload"
 require "sluice.packet"
 
 local C = core.C
@@ -66,15 +67,21 @@ function Run:packet_filters()
   return true
 end
 
+-- The ctx of a policy's init (at the start, and of a reloaded version).
+function Run:ctx(inst)
+  local opts = self.opts
+  return { engine = self.engine, worker = opts.worker or 0, emit = self.outputs.emit,
+    name = inst.name, options = inst.opts, outputs = opts.outputs or {} }
+end
+
 -- Before data: init every policy, then restore the snapshots.
 function Run:start()
   local ok, err = self:packet_filters()
   if not ok then return nil, err end
-  local opts, st, out = self.opts, self.st, self.outputs
+  local st, out = self.st, self.outputs
   for k, inst in ipairs(self.list) do
     if inst.P.init then
-      local ctx = { engine = self.engine, worker = opts.worker or 0, emit = out.emit, name = inst.name,
-        options = inst.opts, outputs = opts.outputs or {} }
+      local ctx = self:ctx(inst)
       st.current_k = k
       local iok, ierr = xpcall(inst.P.init, locate, inst.opts, ctx)
       if not iok then return nil, "failed to initialize " .. inst.name .. ": " .. tostring(ierr) end
@@ -128,29 +135,51 @@ function Run:loop()
   d:late_events() -- flows updated in before the run
   while true do
     local rc = C.sl_engine_step(e)
-    if rc == 0 then return true end
+    if rc == 0 then
+      d:forget_ended()
+      return true
+    end
     if rc < 0 then return nil, "engine: " .. core.strerror(rc) end
     st.now = tonumber(out.now_ns) * 1e-9
     if st.decays[1] then flowstate.run_decays(st) end
     if out.n_events > 0 and (d.want_events or next(st.weights) or next(st.tags)) then
       d:events()
     end
-    if out.slice_ready ~= 0 and d.slices.n > 0 then
-      batch:set(out)
-      d:slice_batch(batch)
+    if out.slice_ready ~= 0 then
+      if d.slices.n > 0 then
+        batch:set(out)
+        d:slice_batch(batch)
+      end
+      if st.ended[1] then d:forget_ended(out.slice_end_ns) end
     end
     if st.queue[1] then d:drain() end
     if st.late then d:late_events() end
     st.now = tonumber(out.now_ns) * 1e-9
-    if st.ended[1] then d:step_done() end
     self:timers()
-    if self.watch_signals and not self.stopping and signals.pending() then
-      signals.taken()
-      self.stopping = true
-      self.report.stopped_by = signals.pending()
-      C.sl_engine_shutdown(e)
+    if self.watch_signals and not self.stopping then
+      if signals.pending() then
+        signals.taken()
+        self.stopping = true
+        self.report.stopped_by = signals.pending()
+        C.sl_engine_shutdown(e)
+      elseif signals.take_reload() then
+        self.engine.reload_wanted = self.engine.reload_wanted or "SIGHUP"
+      end
     end
+    -- between steps: every event of the last one went to the old versions
+    if self.engine.reload_wanted then self:reload() end
   end
+end
+
+-- SIGHUP or engine:reload(): every policy file loaded again
+-- (sluice.reload); not once the run is stopping.
+function Run:reload()
+  local trigger = self.engine.reload_wanted
+  self.engine.reload_wanted = nil
+  if self.stopping then return end
+  local done, failures = reload.all(self, trigger)
+  self.report.reloads = (self.report.reloads or 0) + done
+  self.report.reload_failures = (self.report.reload_failures or 0) + failures
 end
 
 -- After the last data: every stop(), in load order; they may still emit.
@@ -202,7 +231,11 @@ end
 -- on_sink_error = fn(name, err) | false (default: each sink's first error
 -- on stderr), worker, progress = fn(engine), progress_interval, state,
 -- state_interval, signals, capture_all, on_file = fn(name, i, n) (several
--- captures: called once per file, when its packets are first seen).
+-- captures: called once per file, when its packets are first seen),
+-- on_reload = fn(ev) | false (each policy reloaded or not, sluice.reload;
+-- default: failures on stderr). With signals (the default for live
+-- capture and collectors), SIGHUP reloads the policy files, as
+-- engine:reload() does.
 function M.run(engine, policies, options, opts)
   if not engine.e then error("engine is closed", 2) end
   opts = opts or {}
@@ -240,11 +273,19 @@ function M.run(engine, policies, options, opts)
     if not sok then return nil, started == ABORT and report.abort or tostring(started) end
     return nil, serr
   end
+  engine.running = self
+  local ok, res = self:run_loop()
+  engine.running, engine.reload_wanted = nil, nil
+  return ok, res
+end
+
+function Run:run_loop()
+  local opts = self.opts
   -- live capture (and, with opts.signals, any run) stops cleanly on
   -- SIGINT/SIGTERM: checked once per step, every active flow ends with
   -- reason shutdown
   self.watch_signals = opts.signals
-  if self.watch_signals == nil then self.watch_signals = engine.live end
+  if self.watch_signals == nil then self.watch_signals = self.engine.live end
   if not self.watch_signals then return self:finish(xpcall(self.loop, debug.traceback, self)) end
   signals.install()
   local ok, res = self:finish(xpcall(self.loop, debug.traceback, self))

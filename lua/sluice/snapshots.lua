@@ -25,6 +25,7 @@
 -- key, and its first save moves it to its own key. Version-1 entries no
 -- policy of the run claims are kept as they are (kind v1) for a later run.
 local state = require "sluice.state"
+local name_of = require("sluice.policy").name_of
 
 local type, tostring, ipairs, pairs, xpcall = type, tostring, ipairs, pairs, xpcall
 local format = string.format
@@ -66,12 +67,13 @@ function M.keys(list)
   return keys
 end
 
--- The keys version 1 used: the instance name, whitespace made "_", a
--- repeat followed by "#" and its index in the list.
+-- The keys version 1 used: the policy file's base name (an instance
+-- without a file: its name), whitespace made "_", a repeat followed by
+-- "#" and its index in the list.
 local function v1_keys(list)
   local keys, seen = {}, {}
   for k, inst in ipairs(list) do
-    local key = tostring(inst.name):gsub("%s", "_")
+    local key = tostring(inst.file and name_of(inst.file) or inst.name):gsub("%s", "_")
     if seen[key] then key = key .. "#" .. k end
     seen[key] = true
     keys[k] = key
@@ -111,6 +113,27 @@ local function take(self, k)
   local e, err = entry_of(fn())
   if not e then error(format("%s: snapshot() %s; %s", where(fn), err, STORES), 0) end
   return e
+end
+
+-- The value policy P's snapshot() hands to the next version of it on a
+-- reload, as --state would store and give it back: a string as it is, a
+-- table as an equal copy (through the same JSON: the new version's
+-- restore() sees what it would see from a state file, and shares nothing
+-- with the old instance), nil when snapshot() returned nil. Returns true
+-- and the value, or nil and why (snapshot() raised, or returned something
+-- --state could not store).
+function M.carry(P)
+  local fn = P.snapshot
+  local ok, res = xpcall(function()
+    local e, err = entry_of(fn())
+    if not e then error(format("%s: snapshot() %s; %s", where(fn), err, STORES), 0) end
+    return e
+  end, locate)
+  if not ok then return nil, tostring(res) end
+  if res == NONE then return true, nil end
+  local v, err = state.value(res)
+  if v == nil then return nil, err end
+  return true, v
 end
 
 -- snapshots.new(list, path): the snapshots of a run's policy instances

@@ -34,7 +34,7 @@ local C = ffi.C
 
 local M = {}
 
--- The SIGINT/SIGTERM flag the parent waits on.
+-- The SIGINT/SIGTERM (and SIGHUP) flags the parent waits on.
 local signals = require "sluice.signals"
 
 local POLL_US = 20000 -- how often the parent looks at its workers and signals
@@ -63,12 +63,12 @@ local function child(fn, w)
 end
 
 -- Waits for every worker. The first signal to the parent becomes one
--- SIGTERM to each worker (each stops cleanly once); a worker that fails
+-- SIGTERM to each worker (each stops cleanly once); each SIGHUP one
+-- SIGHUP to each worker (each reloads its policy files); a worker that fails
 -- stops the rest, as a partial capture is no capture (one that completed
 -- with losses is no failure). Returns the first failed worker's number and
 -- status, or nil and whether any worker completed with losses.
 local function wait_all(pids)
-  signals.install()
   local status = ffi.new("int[1]")
   local forwarded, failed, why, lossy = false, nil, nil, false
   while next(pids) do
@@ -94,6 +94,10 @@ local function wait_all(pids)
         forwarded = true
         terminate(pids)
       end
+      -- SIGHUP: each worker reloads its policies
+      if not forwarded and signals.take_reload() then
+        for pid in pairs(pids) do C.sluice_workers_kill(pid, S.SL_SIGHUP) end
+      end
       C.sluice_workers_usleep(POLL_US)
     end
   end
@@ -114,6 +118,10 @@ function M.run(n, fn)
   if type(fn) ~= "function" then error("workers.run: fn must be a function", 2) end
   io.stdout:flush()
   io.stderr:flush()
+  -- caught from before the first fork: a worker inherits the handlers, so
+  -- a SIGHUP forwarded before its run began is a reload at its first step
+  -- (not the default action, which would end it); wait_all restores
+  signals.install()
   local pids = {}
   for w = 0, n - 1 do
     local pid = C.sluice_workers_fork()
