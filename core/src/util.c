@@ -142,16 +142,6 @@ const char *sl_tunnel_name(int type)
 	return names[type];
 }
 
-int sl_key_addr(const struct sl_key *k, int which, char *buf, size_t len)
-{
-	const uint8_t *a = which ? k->dst : k->src;
-	int af = k->ip_version == 6 ? AF_INET6 : AF_INET;
-
-	if (!inet_ntop(af, a, buf, (socklen_t)len))
-		return -errno;
-	return (int)strlen(buf);
-}
-
 const char *sl_tcp_state_name(int state)
 {
 	static const char *const names[] = {

@@ -84,6 +84,11 @@ static void test_ipv6_text(void)
 				fprintf(stderr, "ipv6: got %s want %s\n", got,
 					want);
 		}
+		/* sl_key_addr (Lua's rec.src) writes the same */
+		if (sl_key_addr(&r.key, 0, got, sizeof(got)) !=
+			    (int)strlen(want) ||
+		    strcmp(got, want))
+			mismatches++;
 	}
 	CHECK_EQ(mismatches, 0);
 	/* the edges by name */
@@ -105,6 +110,31 @@ static void test_ipv6_text(void)
 		inet_ntop(AF_INET6, a, want, sizeof(want));
 		CHECK(!strcmp(got, want));
 	}
+}
+
+/* sl_key_addr on IPv4, and a buffer too small for the text. */
+static void test_key_addr(void)
+{
+	struct sl_key k;
+	char got[64], want[64];
+	int mismatches = 0;
+
+	memset(&k, 0, sizeof(k));
+	k.ip_version = 4;
+	srand(6);
+	for (int i = 0; i < 100000; i++) {
+		for (int j = 0; j < 4; j++)
+			k.dst[j] = (uint8_t)(rand() % 3 ? rand() & 0xff : rand() % 10);
+		inet_ntop(AF_INET, k.dst, want, sizeof(want));
+		if (sl_key_addr(&k, 1, got, sizeof(got)) != (int)strlen(want) ||
+		    strcmp(got, want))
+			mismatches++;
+	}
+	CHECK_EQ(mismatches, 0);
+	memcpy(k.src, "\xc0\xa8\x01\x0a", 4);
+	CHECK_EQ(sl_key_addr(&k, 0, got, 13), 12);
+	CHECK(!strcmp(got, "192.168.1.10"));
+	CHECK_EQ(sl_key_addr(&k, 0, got, 12), -ENOSPC);
 }
 
 /* Too small a buffer: the length needed comes back, the text is cut and
@@ -557,6 +587,7 @@ int main(void)
 		return 1;
 	}
 	test_ipv6_text();
+	test_key_addr();
 	test_snprintf_semantics();
 	test_writer();
 	test_limit_and_reopen();
