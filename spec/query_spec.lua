@@ -269,4 +269,45 @@ describe("batch:group and batch:top", function()
     assert(distinct > 50 and distinct < checked, "addresses repeat in the sample")
     assert.is_nil((addr.of_id(1e9)))
   end)
+
+  it("groups by a tag's value (tag:NAME), leaving out flows without it", function()
+    local eng = assert(sluice.open { read = run.root .. "/examples/sample.pcap", slice = 5 })
+    local function app(dport)
+      if dport == 80 or dport == 443 or dport == 8080 then return "web" end
+      if dport == 53 then return "dns" end
+    end
+    local P, checked, tagged_rows = {}, 0, 0
+    function P.on_flow_start(f)
+      local a = app(f.dport)
+      if a then f:tag("app", a) end
+      if f.proto == "icmp" then f:tag("app", 1) end -- a number is a value too
+    end
+    function P.on_slice(batch)
+      local want = {}
+      for rec in batch:records() do
+        local v = rec.proto == "icmp" and 1 or app(rec.dport)
+        if v ~= nil then
+          local w = want[v] or { flows = 0, bytes = 0, srcs = {}, n = 0 }
+          want[v] = w
+          w.flows, w.bytes = w.flows + 1, w.bytes + rec.bytes
+          if not w.srcs[rec.src] then w.srcs[rec.src] = true; w.n = w.n + 1 end
+        end
+      end
+      local g = batch:group { by = "tag:app", distinct = "src", order = "flows" }
+      local n = 0
+      for _ in pairs(want) do n = n + 1 end
+      assert.are.equal(n, g.n)
+      for row in g:rows() do
+        local w = want[row.tag]
+        assert(w, "group " .. tostring(row.tag))
+        assert.are.equal(tostring(row.tag), row.label)
+        assert.are.same({ w.flows, w.bytes, w.n }, { row.flows, row.bytes, row.distinct })
+        tagged_rows = tagged_rows + 1
+      end
+      checked = checked + 1
+    end
+    assert(eng:run(P))
+    eng:close()
+    assert(checked >= 3 and tagged_rows >= 6, checked .. " slices, " .. tagged_rows .. " rows")
+  end)
 end)

@@ -1180,6 +1180,7 @@ enum sl_group_by {
 	SL_GROUP_DPORT = 4,
 	SL_GROUP_PROTO = 5,
 	SL_GROUP_ALL = 6,   /* one group: the batch's totals */
+	SL_GROUP_ID = 7,    /* the spec's ids[i] of record i (0: left out) */
 	SL_GROUP_BY_COUNT,
 };
 
@@ -1220,11 +1221,16 @@ struct sl_group_spec {
 	const uint64_t *skip; /* flow ids to leave out, ascending, or NULL */
 	uint32_t n_skip;
 	uint32_t pad2;
+	const uint32_t *ids; /* SL_GROUP_ID: a group id per record */
 };
 
 /* What a group is keyed on; every unused byte is zero. */
 struct sl_group_key {
-	uint8_t addr[16];   /* address groups: the prefix, host bits clear */
+	union {
+		uint8_t addr[16]; /* address groups: the prefix, host bits
+				     clear */
+		uint32_t id;	  /* SL_GROUP_ID */
+	};
 	uint8_t ip_version; /* address groups: 4 or 6; else 0 */
 	uint8_t prefix;	    /* address groups: the prefix length */
 	uint8_t proto;	    /* SL_GROUP_PROTO */

@@ -179,7 +179,8 @@ static int spec_valid(const struct sl_group_spec *s)
 	       s->prefix4 <= 32 && s->prefix6 <= 128 &&
 	       (s->ip_version == 0 || s->ip_version == 4 ||
 		s->ip_version == 6) &&
-	       (s->n_skip == 0 || s->skip);
+	       (s->n_skip == 0 || s->skip) &&
+	       (s->by != SL_GROUP_ID || s->ids);
 }
 
 static int skipped(const struct sl_group_spec *s, uint64_t fid)
@@ -202,8 +203,10 @@ static int skipped(const struct sl_group_spec *s, uint64_t fid)
  * initiator sent) unless swap: a host group's responder end, for which fwd
  * is what it sent. */
 static void add_side(struct sl_query *q, const struct sl_group_spec *s,
-		     const struct sl_slice_rec *rec, int side, int swap)
+		     const struct sl_slice_rec *recs, uint32_t i, int side,
+		     int swap)
 {
+	const struct sl_slice_rec *rec = &recs[i];
 	const struct sl_key *k = &rec->key;
 	const struct sl_counts *fwd = swap ? &rec->delta_rev : &rec->delta_fwd;
 	const struct sl_counts *rev = swap ? &rec->delta_fwd : &rec->delta_rev;
@@ -231,6 +234,9 @@ static void add_side(struct sl_query *q, const struct sl_group_spec *s,
 		break;
 	case SL_GROUP_PROTO:
 		key.proto = k->proto;
+		break;
+	case SL_GROUP_ID:
+		key.id = s->ids[i];
 		break;
 	}
 	r = row_of(q, &key);
@@ -281,11 +287,12 @@ int sl_query_group(struct sl_query *q, const struct sl_group_spec *spec,
 		if ((spec->proto && rec->key.proto != spec->proto) ||
 		    (spec->ip_version &&
 		     rec->key.ip_version != spec->ip_version) ||
-		    (spec->n_skip && skipped(spec, rec->fid)))
+		    (spec->n_skip && skipped(spec, rec->fid)) ||
+		    (spec->by == SL_GROUP_ID && !spec->ids[i]))
 			continue;
-		add_side(q, spec, rec, side, 0);
+		add_side(q, spec, recs, i, side, 0);
 		if (host)
-			add_side(q, spec, rec, 1, 1);
+			add_side(q, spec, recs, i, 1, 1);
 	}
 	return (int)q->n_rows;
 }

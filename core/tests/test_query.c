@@ -11,6 +11,7 @@
 #define N_RECS 3000
 
 static struct sl_slice_rec recs[N_RECS];
+static uint32_t ids[N_RECS]; /* SL_GROUP_ID: 0 (left out) to 4 */
 
 static uint32_t rnd_state = 12345;
 static uint32_t rnd(void)
@@ -50,6 +51,7 @@ static void make_records(void)
 		r->delta_fwd.bytes = r->delta_fwd.pkts * (40 + rnd() % 1400);
 		r->delta_rev.pkts = rnd() % 10;
 		r->delta_rev.bytes = r->delta_rev.pkts * (40 + rnd() % 1400);
+		ids[i] = rnd() % 5;
 	}
 }
 
@@ -76,6 +78,8 @@ static struct sl_group_key slow_key(const struct sl_group_spec *s,
 		key.port = r->key.dport;
 	} else if (s->by == SL_GROUP_PROTO) {
 		key.proto = r->key.proto;
+	} else if (s->by == SL_GROUP_ID) {
+		key.id = ids[r - recs];
 	}
 	return key;
 }
@@ -112,6 +116,8 @@ static int included(const struct sl_group_spec *s,
 	if (s->proto && r->key.proto != s->proto)
 		return 0;
 	if (s->ip_version && r->key.ip_version != s->ip_version)
+		return 0;
+	if (s->by == SL_GROUP_ID && !ids[r - recs])
 		return 0;
 	for (uint32_t i = 0; i < s->n_skip; i++)
 		if (s->skip[i] == r->fid)
@@ -250,7 +256,7 @@ static void test_addr_ids(void)
 	uint64_t x = 88172645463325252ULL; /* xorshift: the LCG's low bits repeat */
 	enum { N = 100000 };
 	static uint8_t addrs[N][16];
-	static int64_t ids[N];
+	static int64_t got[N];
 	uint8_t back[16];
 
 	CHECK_EQ(sl_addr_ids_new(&t), 0);
@@ -266,8 +272,8 @@ static void test_addr_ids(void)
 		/* every 10th repeats an earlier address */
 		if (i % 10 == 9)
 			memcpy(addrs[i], addrs[i / 2], 16);
-		ids[i] = sl_addr_id(t, addrs[i], v);
-		CHECK(ids[i] >= 1);
+		got[i] = sl_addr_id(t, addrs[i], v);
+		CHECK(got[i] >= 1);
 	}
 	for (int i = 0; i < N; i++) {
 		int v = i % 3 ? 4 : 6;
@@ -275,9 +281,9 @@ static void test_addr_ids(void)
 		int vj = j % 3 ? 4 : 6;
 
 		if (v == vj)
-			CHECK_EQ(ids[i], ids[j]);
-		CHECK_EQ(sl_addr_id(t, addrs[i], v), ids[i]);
-		CHECK_EQ(sl_addr_of_id(t, ids[i], back), v);
+			CHECK_EQ(got[i], got[j]);
+		CHECK_EQ(sl_addr_id(t, addrs[i], v), got[i]);
+		CHECK_EQ(sl_addr_of_id(t, got[i], back), v);
 		CHECK(!memcmp(back, addrs[i], v == 4 ? 4 : 16));
 	}
 	CHECK(sl_addr_ids_count(t) > N * 8 / 10);
@@ -289,7 +295,7 @@ static void test_addr_ids(void)
 	/* the bytes past an IPv4 address do not count */
 	memcpy(back, addrs[1], 16);
 	back[7] ^= 0xff;
-	CHECK_EQ(sl_addr_id(t, back, 4), ids[1]);
+	CHECK_EQ(sl_addr_id(t, back, 4), got[1]);
 	sl_addr_ids_free(t);
 }
 
@@ -309,7 +315,8 @@ int main(void)
 			struct sl_group_spec s = { .by = (uint8_t)by,
 						   .distinct = (uint8_t)d,
 						   .prefix4 = p[0],
-						   .prefix6 = p[1] };
+						   .prefix6 = p[1],
+						   .ids = ids };
 
 			check_query(q, &s);
 			s.proto = 6;
@@ -332,6 +339,8 @@ int main(void)
 		CHECK_EQ(sl_query_group(q, &bad, recs, N_RECS), -EINVAL);
 		bad.prefix4 = 24;
 		CHECK_EQ(sl_query_group(q, &bad, recs, 0), 0);
+		bad.by = SL_GROUP_ID; /* without ids */
+		CHECK_EQ(sl_query_group(q, &bad, recs, N_RECS), -EINVAL);
 	}
 	sl_query_free(q);
 	return test_done();

@@ -4,7 +4,7 @@
 -- what policies did per record in Lua with a string key each.
 local ffi = require "ffi"
 local core = require "sluice.core"
-require "sluice.flow" -- the metatype of group rows' addresses
+local flow = require "sluice.flow" -- group rows' metatype; tags
 
 local C = core.C
 local M = {}
@@ -87,14 +87,16 @@ local spec_t = ffi.typeof("struct sl_group_spec")
 local function group_spec(args, level)
   if type(args) ~= "table" then error("expects a table: { by = \"src/24\", ... }", level) end
   local by = args.by
-  if type(by) ~= "string" then error("'by' must be a string (" .. names(GROUP_BY) .. ")", level) end
+  if type(by) ~= "string" then error("'by' must be a string (" .. names(GROUP_BY) .. ", tag:NAME)", level) end
+  local tag = by:match("^tag:(.+)$")
+  if tag then by = "all" end
   local field, bits = by:match("^(%a+)/(%d+)$")
   field = field or by
   if GROUP_BY[field] == nil then
-    error("'by = \"" .. by .. "\"': one of " .. names(GROUP_BY) .. " (src, dst, host with /N)", level)
+    error("'by = \"" .. by .. "\"': one of " .. names(GROUP_BY) .. " (src, dst, host with /N), tag:NAME", level)
   end
   local spec = spec_t()
-  spec.by = GROUP_BY[field]
+  spec.by = tag and C.SL_GROUP_ID or GROUP_BY[field]
   local p4, p6 = tonumber(bits) or args.prefix4 or 32, args.prefix6 or 128
   if bits and not ADDRESS_GROUP[field] then
     error("'by = \"" .. by .. "\"': only src, dst and host take a prefix", level)
@@ -124,7 +126,38 @@ local function group_spec(args, level)
     if v ~= 4 and v ~= 6 then error("'ip_version' must be 4 or 6", level) end
     spec.ip_version = v
   end
-  return spec
+  return spec, tag
+end
+
+-- Tag values as group ids, for the whole process: value -> id, and back
+-- (flow.tag_values, which group rows read).
+local tag_ids, tag_values = {}, flow.tag_values
+local ids_buf, ids_cap = nil, 0
+
+-- The group id of each record of the batch: its flow's value of tag
+-- name, 0 for flows without it (left out).
+local function tag_group_ids(self, name)
+  local n, recs = self.n, self.recs
+  if ids_cap < n then
+    ids_cap = math.max(n, 2 * ids_cap)
+    ids_buf = ffi.new("uint32_t[?]", ids_cap)
+  end
+  local st = flow.engines[self.engine]
+  local tags = st and st.tags or {}
+  for i = 0, n - 1 do
+    local t = tags[tonumber(recs[i].fid)]
+    local v = t and t[name]
+    local id = 0
+    if v ~= nil then
+      id = tag_ids[v]
+      if not id then
+        id = #tag_values + 1
+        tag_values[id], tag_ids[v] = v, id
+      end
+    end
+    ids_buf[i] = id
+  end
+  return ids_buf
 end
 
 local function metric_of(name, level)
@@ -209,7 +242,8 @@ end
 -- the records grouped and summed in C; see the README's batch API. With
 -- order (and n), the rows come sorted (the n biggest).
 local function group(self, args, level)
-  local spec = group_spec(args, level + 1)
+  local spec, tag = group_spec(args, level + 1)
+  if tag then spec.ids = tag_group_ids(self, tag) end
   local ids, n_ids = skip_array(self)
   if n_ids > 0 then spec.skip, spec.n_skip = ids, n_ids end
   local q = self:query()

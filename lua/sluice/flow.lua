@@ -384,8 +384,12 @@ local function port_group(by)
   return by == C.SL_GROUP_SPORT or by == C.SL_GROUP_DPORT
 end
 
+-- Tag values of tag:NAME groups by id (sluice.batch fills it).
+M.tag_values = {}
+
 local row_get = {
   addr = row_addr,
+  tag = function(r) return r.key.by == C.SL_GROUP_ID and M.tag_values[r.key.id] or nil end,
   ip_version = function(r) return address_group(r.key.by) and r.key.ip_version or nil end,
   prefix = function(r) return address_group(r.key.by) and r.key.prefix or nil end,
   raw = function(r)
@@ -416,11 +420,13 @@ row_get.label = function(r)
     return PROTO_NAMES[k.proto]
   elseif port_group(k.by) then
     return tostring(k.port)
+  elseif k.by == C.SL_GROUP_ID then
+    return tostring(M.tag_values[k.id])
   end
   return "all"
 end
 
-local row_fields = { "label", "addr", "prefix", "port", "proto", "flows", "pkts", "bytes",
+local row_fields = { "label", "addr", "prefix", "port", "proto", "tag", "flows", "pkts", "bytes",
   "pkts_fwd", "pkts_rev", "bytes_fwd", "bytes_rev", "distinct" }
 local row_methods = {}
 function row_methods.totable(r)
