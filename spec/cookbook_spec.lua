@@ -148,12 +148,12 @@ describe("cookbook", function()
       local r = run.sh(run.SLUICE .. " run " .. run.q(EX .. "capture_flows.lua") .. " -r " .. run.q(SAMPLE) ..
         " " .. case[1] .. " -q --out pcap:" .. run.q(out))
       assert(r.code == 0, run.describe(r))
-      local want = run.sh("tshark -r " .. run.q(SAMPLE) .. " -Y " .. run.q(case[2]) .. " 2>/dev/null | wc -l")
-      local got = run.sh("tshark -r " .. run.q(out) .. " 2>/dev/null | wc -l")
+      local want = run.sh(run.PLAIN .. "tshark -r " .. run.q(SAMPLE) .. " -Y " .. run.q(case[2]) .. " 2>/dev/null | wc -l")
+      local got = run.sh(run.PLAIN .. "tshark -r " .. run.q(out) .. " 2>/dev/null | wc -l")
       local n = tonumber(want.out)
       assert(n and n > 0, "the sample has packets for " .. case[2])
       assert.are.equal(n, tonumber(got.out), case[1])
-      local order = run.sh("capinfos -o " .. run.q(out))
+      local order = run.sh(run.PLAIN .. "capinfos -o " .. run.q(out))
       if order.code == 0 then assert.matches("Strict time order:%s+True", order.out) end
     end
   end)

@@ -136,7 +136,7 @@ describe("luarocks", function()
     need_install()
     -- a copy outside the checkout, so only the rock's paths can find sluice
     local dir = run.tmpdir()
-    assert(run.sh("cp " .. run.q(run.root .. "/examples/capture_summary.lua") .. " " .. run.q(dir)).code == 0)
+    assert(run.sh(run.PLAIN .. "cp " .. run.q(run.root .. "/examples/capture_summary.lua") .. " " .. run.q(dir)).code == 0)
     local r = installed("luajit " .. run.q(dir .. "/capture_summary.lua") .. " " .. run.q(SAMPLE) .. " 3")
     assert(r.code == 0, run.describe(r))
     local truth = run.decode(run.slurp(SAMPLE_TRUTH))
