@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 11 };
+enum { SL_ABI_VERSION = 12 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -67,6 +67,7 @@ enum sl_sys {
 	SL_SOCK_CLOEXEC = 524288,
 	SL_SOL_SOCKET = 1,
 	SL_SO_ERROR = 4,
+	SL_SO_REUSEADDR = 2,
 	SL_MSG_DONTWAIT = 64,
 	SL_MSG_NOSIGNAL = 16384,
 	SL_CLOCK_REALTIME = 0,

@@ -574,18 +574,34 @@ enum { WINDOW = SL_READ_WINDOW, WINDOW_LOW = SL_READ_WINDOW / 16 };
 _Static_assert((WINDOW & (WINDOW - 1)) == 0 && WINDOW_LOW > 0,
 	       "the window is a power of two");
 
+/* How long an interruptible stream waits for input before it gives the
+ * run loop a step without packets (its timers: metrics, sink retries). */
+enum { STREAM_WAIT_MS = 200 };
+
 /* A stream's next bytes, up to room: read(2), or decompressed. A read
  * that a signal interrupts is tried again, unless the signal is one the
  * run loop must see (a stop, a reload: sl_signal_attention) and the
  * caller can give up the wait (interruptible): then -EINTR, nothing read.
- * A compressed stream waits on. */
+ * An interruptible wait also gives up after STREAM_WAIT_MS without input
+ * (-EINTR too: a step without packets, whose time has not moved). A
+ * compressed stream waits on. */
 static ssize_t stream_read(struct pcap_source *s, uint8_t *dst, size_t room,
 			   int interruptible)
 {
+	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
 	ssize_t r;
 
 	if (s->dz)
 		return sl_dz_read(s->dz, dst, room);
+	while (interruptible) {
+		r = poll(&pfd, 1, STREAM_WAIT_MS);
+		if (r == 0)
+			return -EINTR;
+		if (r > 0 || errno != EINTR)
+			break; /* read says what there is */
+		if (sl_signal_attention())
+			return -EINTR;
+	}
 	for (;;) {
 		r = read(s->fd, dst, room);
 		if (r >= 0 || errno != EINTR)

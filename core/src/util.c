@@ -43,6 +43,7 @@ _Static_assert((int)SL_SOCK_NONBLOCK == (int)SOCK_NONBLOCK, "SL_SOCK_NONBLOCK");
 _Static_assert((int)SL_SOCK_CLOEXEC == (int)SOCK_CLOEXEC, "SL_SOCK_CLOEXEC");
 _Static_assert((int)SL_SOL_SOCKET == (int)SOL_SOCKET, "SL_SOL_SOCKET");
 _Static_assert((int)SL_SO_ERROR == (int)SO_ERROR, "SL_SO_ERROR");
+_Static_assert((int)SL_SO_REUSEADDR == (int)SO_REUSEADDR, "SL_SO_REUSEADDR");
 _Static_assert((int)SL_MSG_DONTWAIT == (int)MSG_DONTWAIT, "SL_MSG_DONTWAIT");
 _Static_assert((int)SL_MSG_NOSIGNAL == (int)MSG_NOSIGNAL, "SL_MSG_NOSIGNAL");
 _Static_assert((int)SL_CLOCK_REALTIME == (int)CLOCK_REALTIME, "SL_CLOCK_REALTIME");

@@ -13,6 +13,7 @@ local report = require "sluice.report"
 local workers = require "sluice.workers"
 local signals = require "sluice.signals"
 local reload = require "sluice.reload"
+local metrics = require "sluice.metrics"
 
 local M = {}
 
@@ -223,6 +224,10 @@ M.OPTIONS = {
   { group = "misc", flags = { "--stats" }, value = "S", commands = "both", to = "stats",
     parse = positive_duration, help = "print counters on stderr every S seconds (collect: " ..
     "each exporter's messages, records, templates, drops, gaps)" },
+  { group = "misc", flags = { "--metrics" }, value = "ADDR:PORT", commands = "both",
+    to = "metrics", once = "--metrics is given once",
+    help = "serve Prometheus metrics (text format) on http://ADDR:PORT/metrics while the run " ..
+    "lasts ([ADDR]:PORT for IPv6; --workers N: worker W on PORT+W)" },
   { group = "misc", flags = { "-v", "--verbose" }, commands = "both", to = "verbose",
     help = "final counters on stderr" },
   { group = "misc", flags = { "-q", "--quiet" }, commands = "both", to = "quiet",
@@ -684,6 +689,7 @@ local function run_one(o, list, w, shared)
   elseif show then
     opts.progress = function(e) report.progress_line(e, started) end
   end
+  opts.metrics = o.metrics_servers and o.metrics_servers[w]
   local rok, rerr, rep = eng:run(list, nil, opts)
   rep = rok and rerr or rep or eng.report
   for _, sink in ipairs(outputs) do sink:close() end
@@ -704,6 +710,26 @@ local function run_one(o, list, w, shared)
   return lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
 end
 
+-- --metrics ADDR:PORT: the listening sockets, opened before any input
+-- (worker W serves PORT + W); servers by worker, or nil and the exit
+-- code (2, one line: a bad address, a port in use).
+local function open_metrics(o)
+  local servers = {}
+  for w = 0, o.workers - 1 do
+    local srv, err = metrics.listen(o.metrics, w)
+    if not srv then
+      for _, s in pairs(servers) do s:close() end
+      return nil, fail("--metrics: " .. err, report.EXIT_USAGE)
+    end
+    servers[w] = srv
+    if o.verbose then
+      io.stderr:write(string.format("sluice: metrics on http://%s/metrics%s\n", srv.address,
+        o.workers > 1 and (" (worker " .. w .. ")") or ""))
+    end
+  end
+  return servers
+end
+
 -- Workers are processes, each its own ring, flow table and Lua state.
 local function run_workers(o, list)
   -- an afpacket fanout group id: 16 bits, 0 meaning none
@@ -715,7 +741,13 @@ local function run_workers(o, list)
       f:close()
     end
   end
-  local ok, code = workers.run(o.workers, function(w) return run_one(o, list, w, true) end)
+  local ok, code = workers.run(o.workers, function(w)
+    -- a worker serves its own metrics socket only
+    for i, srv in pairs(o.metrics_servers or {}) do
+      if i ~= w then srv:close() end
+    end
+    return run_one(o, list, w, true)
+  end)
   if ok == nil then return fail(code) end
   -- a failed worker reported why itself
   return ok and code or report.EXIT_ERROR
@@ -734,8 +766,19 @@ local function run(args, command)
   if #o.policies > 0 and not o.quiet then
     report.policy_notes(list, (policy.parse_duration(o.open.slice or 0) or 0) > 0)
   end
-  if o.workers > 1 then return run_workers(o, list) end
-  return run_one(o, list, 0, false)
+  if o.metrics then
+    local servers, mcode = open_metrics(o)
+    if not servers then return mcode end
+    o.metrics_servers = servers
+  end
+  local code
+  if o.workers > 1 then
+    code = run_workers(o, list)
+  else
+    code = run_one(o, list, 0, false)
+  end
+  for _, srv in pairs(o.metrics_servers or {}) do srv:close() end
+  return code
 end
 
 -- sluice info POLICY.lua: what a policy declares, as its user needs it.

@@ -324,6 +324,7 @@ function M.open(opts)
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
     live = opts.read == nil, note = note, src = src, out = out, filter = opts.filter,
     cstats = C.sl_engine_stats(e), slice = opts.slice, slicing = cfg.slice_ns > 0,
+    start_time = os.time(),
     pool_flows = cfg.pool_flows ~= 0 and cfg.pool_flows or 2^20 }, Engine)
 end
 
@@ -369,6 +370,13 @@ function Engine:stats()
     if n > 0 then t.ended_by[name] = n end
   end
   return t
+end
+
+-- The counters in the Prometheus text format (sluice.metrics: what a
+-- run's metrics address serves on /metrics), during or after a run.
+function Engine:metrics_text()
+  live(self)
+  return require("sluice.metrics").text(self)
 end
 
 -- A collector's exporters: a list of { index, address, port, messages,

@@ -22,6 +22,9 @@ local ABORT, locate = dispatch.ABORT, dispatch.locate
 
 local M = {}
 
+-- how often, at most, the metrics socket is looked at (seconds)
+local METRICS_EVERY = 0.02
+
 local function instances(policies, options)
   if type(policies) ~= "table" then
     error("engine:run expects a policy table or a list of policies", 3)
@@ -115,6 +118,11 @@ function Run:timers()
   if self.progress and now >= self.next_progress then
     self.progress(self.engine)
     self.next_progress = now + self.progress_every
+  end
+  -- a metrics scrape: never waits, a bounded amount of work
+  if self.metrics and now >= self.next_metrics then
+    self.next_metrics = now + METRICS_EVERY
+    self.metrics:serve(self.metrics_text, now)
   end
   if self.snap and now >= self.next_state then
     self:save_state()
@@ -235,7 +243,11 @@ end
 -- on_reload = fn(ev) | false (each policy reloaded or not, sluice.reload;
 -- default: failures on stderr). With signals (the default for live
 -- capture and collectors), SIGHUP reloads the policy files, as
--- engine:reload() does.
+-- engine:reload() does. metrics = "ADDR:PORT" ([ADDR]:PORT for IPv6):
+-- Prometheus text format on http://ADDR:PORT/metrics while the run lasts
+-- (sluice.metrics; opened before data, nil, err when it cannot listen,
+-- closed at the end), or a server from sluice.metrics.listen, which the
+-- caller closes.
 function M.run(engine, policies, options, opts)
   if not engine.e then error("engine is closed", 2) end
   opts = opts or {}
@@ -267,16 +279,40 @@ function M.run(engine, policies, options, opts)
     if not snap then return nil, serr end
     self.snap = snap
   end
+  if opts.metrics ~= nil then
+    local srv, merr = opts.metrics, nil
+    if type(srv) == "string" then
+      srv, merr = require("sluice.metrics").listen(srv)
+      if not srv then return nil, "metrics: " .. merr end
+      self.own_metrics = true
+    elseif type(srv) ~= "table" or type(srv.serve) ~= "function" then
+      error("engine:run: metrics is \"ADDR:PORT\" or a server from sluice.metrics.listen", 2)
+    end
+    self.metrics, self.next_metrics = srv, 0
+    self.metrics_text = function() return engine:metrics_text() end
+  end
   local sok, started, serr = pcall(self.start, self)
   if not sok or not started then
     self:close_outputs()
+    self:close_metrics()
     if not sok then return nil, started == ABORT and report.abort or tostring(started) end
     return nil, serr
   end
   engine.running = self
   local ok, res = self:run_loop()
   engine.running, engine.reload_wanted = nil, nil
+  self:close_metrics()
   return ok, res
+end
+
+-- The last answers (the final values) to scrapes under way, then the
+-- socket closed if the run opened it.
+function Run:close_metrics()
+  local srv = self.metrics
+  if not srv then return end
+  self.engine.running = nil
+  pcall(srv.serve, srv, self.metrics_text)
+  if self.own_metrics then srv:close() end
 end
 
 function Run:run_loop()
