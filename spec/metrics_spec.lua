@@ -397,5 +397,30 @@ describe("metrics", function()
       assert.equal(m["sluice_exporter_messages_total" .. key], tonumber(line:match("messages (%d+)")))
       assert.equal(m["sluice_exporter_records_total" .. key], tonumber(line:match("records (%d+)")))
     end)
+
+    it("--workers 2: worker W serves on PORT+W, each its own counters", function()
+      local lport, mport = free_port(S.SL_SOCK_DGRAM), free_port()
+      local busy = metrics.listen("127.0.0.1:" .. (mport + 1))
+      if not busy then pending("port " .. (mport + 1) .. " is taken") return end
+      busy:close()
+      local h = proc.spawn(string.format("%s collect --workers 2 --listen udp:127.0.0.1:%d " ..
+        "--metrics 127.0.0.1:%d -v -q", SLUICE, lport, mport))
+      local bodies = {}
+      for w = 0, 1 do
+        wait_for(function()
+          local code
+          code, bodies[w] = fetch(mport + w)
+          return code == 200
+        end, 10, "worker " .. w .. "'s /metrics", h)
+        assert.equal(0, samples(bodies[w]).sluice_flows_started_total)
+      end
+      proc.signal(h, S.SL_SIGTERM)
+      local r = proc.finish(h, 20)
+      assert.equal(0, r.code, run.describe(r))
+      for w = 0, 1 do
+        assert.matches(string.format("sluice: metrics on http://127.0.0.1:%d/metrics (worker %d)",
+          mport + w, w), r.err, 1, true)
+      end
+    end)
   end)
 end)
