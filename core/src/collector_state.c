@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "collector.h"
+#include "hash.h"
 
 #define DEF_TEMPLATE_TIMEOUT (1800 * NS_PER_S)
 #define DEF_HOLD_NS	     (5 * NS_PER_S)
@@ -21,16 +22,6 @@
  * one broken exporter does not push out the state of the others. */
 #define MAX_DOMAINS   1024
 #define MAX_TEMPLATES 4096
-
-static inline uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
 
 /* Grows *arr (of n elements of size sz) to at least want elements. */
 int collector_grow(void **arr, uint32_t *cap, uint32_t want, size_t sz)
@@ -106,7 +97,7 @@ static int table_init(struct sl_collector_msg *m, struct table *t,
 
 static void *table_find(const struct table *t, uint64_t key)
 {
-	uint32_t i = (uint32_t)mix64(key) & t->mask;
+	uint32_t i = (uint32_t)sl_mix64(key) & t->mask;
 
 	for (;; i = (i + 1) & t->mask) {
 		const struct kv *s = &t->slot[i];
@@ -121,7 +112,7 @@ static void *table_find(const struct table *t, uint64_t key)
 static void table_put_slot(struct kv *slot, uint32_t mask, uint64_t key,
 			   void *val)
 {
-	uint32_t i = (uint32_t)mix64(key) & mask;
+	uint32_t i = (uint32_t)sl_mix64(key) & mask;
 
 	while (slot[i].key)
 		i = (i + 1) & mask;
@@ -172,7 +163,7 @@ static int shift_ok(uint32_t i, uint32_t j, uint32_t k)
 /* Removes key (backward shift: no tombstones); returns its value. */
 void *collector_table_del(struct table *t, uint64_t key)
 {
-	uint32_t i = (uint32_t)mix64(key) & t->mask, j;
+	uint32_t i = (uint32_t)sl_mix64(key) & t->mask, j;
 	void *val;
 
 	while (t->slot[i].key != key) {
@@ -182,7 +173,7 @@ void *collector_table_del(struct table *t, uint64_t key)
 	}
 	val = t->slot[i].val;
 	for (j = (i + 1) & t->mask; t->slot[j].key; j = (j + 1) & t->mask) {
-		if (shift_ok(i, j, (uint32_t)mix64(t->slot[j].key) & t->mask)) {
+		if (shift_ok(i, j, (uint32_t)sl_mix64(t->slot[j].key) & t->mask)) {
 			t->slot[i] = t->slot[j];
 			i = j;
 		}
@@ -218,7 +209,7 @@ static uint32_t ident_hash(const uint8_t *addr, uint16_t port, uint8_t family)
 
 	memcpy(&a, addr, 8);
 	memcpy(&b, addr + 8, 8);
-	return (uint32_t)mix64(a ^ mix64(b ^ ((uint64_t)port << 8 | family)));
+	return (uint32_t)sl_mix64(a ^ sl_mix64(b ^ ((uint64_t)port << 8 | family)));
 }
 
 static uint32_t exp_home(const struct sl_collector_msg *m, uint32_t idx)

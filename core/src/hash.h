@@ -1,5 +1,5 @@
-/* hash.h - hashing and comparing small fixed-size keys, for the batch
- * queries' and the address ids' open-addressing tables. */
+/* hash.h - hashing and comparing small fixed-size keys, for the core's
+ * open-addressing tables (batch queries, address ids, collector state). */
 #ifndef SL_HASH_H
 #define SL_HASH_H
 #include <stdint.h>

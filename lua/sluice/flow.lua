@@ -90,6 +90,15 @@ function M.addr_ids()
   return ids
 end
 
+-- A metatype's __index: a getter's value, else a method.
+local function getters_then(get, methods)
+  return function(r, k)
+    local g = get[k]
+    if g then return g(r) end
+    return methods[k]
+  end
+end
+
 -- Getters shared by flow records and slice records (both have .key).
 local function key_getters(g)
   g.src = function(r) return addr(r.key, 0) end
@@ -244,11 +253,7 @@ end
 
 
 ffi.metatype("struct sl_flow_rec", {
-  __index = function(r, k)
-    local g = flow_get[k]
-    if g then return g(r) end
-    return flow_methods[k]
-  end,
+  __index = getters_then(flow_get, flow_methods),
   __tostring = flow_methods.__tostring,
 })
 
@@ -354,11 +359,7 @@ function slice_methods.totable(r)
 end
 
 ffi.metatype("struct sl_slice_rec", {
-  __index = function(r, k)
-    local g = slice_get[k]
-    if g then return g(r) end
-    return slice_methods[k]
-  end,
+  __index = getters_then(slice_get, slice_methods),
   __tostring = function(r)
     return describe(r, "slice of flow") .. string.format(" [%.3f, %.3f) pkts +%s/+%s bytes +%s/+%s",
       seconds(r.start_ns), seconds(r.end_ns), count_text(r.delta_fwd.pkts),
@@ -436,11 +437,7 @@ function row_methods.totable(r)
 end
 
 ffi.metatype("struct sl_group_row", {
-  __index = function(r, k)
-    local g = row_get[k]
-    if g then return g(r) end
-    return row_methods[k]
-  end,
+  __index = getters_then(row_get, row_methods),
   __tostring = function(r)
     return string.format("group %s flows %d pkts %d bytes %d", row_get.label(r),
       row_get.flows(r), row_get.pkts(r), row_get.bytes(r))
