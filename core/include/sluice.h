@@ -340,6 +340,22 @@ SL_API int sl_source_files(const struct sl_source *src,
 SL_API const char *sl_source_file_name(const struct sl_source *src,
 				       uint32_t index);
 
+/* One stream (stdin, a FIFO) for several worker processes that share an
+ * input (sl_config.shared_input): the parent reads it and copies it into
+ * a pipe per worker, from a thread, pacing the stream by the slowest
+ * worker. sl_tee_new() before forking (it opens path, "-" for stdin, and
+ * makes the pipes); in child w, sl_tee_child(t, w) makes the pipe its
+ * stdin and closes the rest; in the parent, sl_tee_start() once all are
+ * forked. sl_tee_finish() (after the workers ended) stops the copy and
+ * returns 0 or the stream's read error, with the bytes copied. */
+struct sl_tee;
+
+SL_API int sl_tee_new(struct sl_tee **out, const char *path, uint32_t workers);
+SL_API int sl_tee_child(struct sl_tee *t, uint32_t worker);
+SL_API int sl_tee_start(struct sl_tee *t);
+SL_API int sl_tee_finish(struct sl_tee *t, uint64_t *bytes);
+SL_API void sl_tee_free(struct sl_tee *t);
+
 /* ---- live capture ----------------------------------------------------- */
 
 enum sl_xdp_mode {
@@ -578,7 +594,12 @@ struct sl_config {
 	uint64_t grace_ns;   /* 0: none (sluice.open defaults to 10 s) */
 	uint64_t silence_ns; /* 0: default 10 s */
 	uint32_t decode_flags; /* SL_DECODE_OUTER: key by the outer IP */
-	uint32_t pad;
+	/* 1: every one of the workers reads the whole input (a file, stdin);
+	 * this engine takes the packets of the flows whose key hashes to its
+	 * worker number and those of no flow if it is worker 0, and counts
+	 * the rest as sl_stats.foreign. Every packet moves its clock, so all
+	 * workers time flows out and close slices alike. */
+	uint32_t shared_input;
 };
 
 struct sl_stats {
@@ -605,6 +626,8 @@ struct sl_stats {
 			      (sl_engine_input_filter): not in packets */
 	uint64_t tunnelled;	 /* packets keyed inside a tunnel */
 	uint64_t tunnel_changes; /* sum of the flows' tunnel_changes */
+	uint64_t foreign; /* shared input: other workers' packets (not in
+			     packets, bytes or any other count) */
 };
 
 struct sl_collector_rec;
@@ -852,8 +875,15 @@ struct sl_json_writer_stats {
 	uint32_t pad;
 };
 
+/* How lines go out: in large buffers written by a thread; a write(2)
+ * per line (each line out at once, whole among other writers); or as
+ * fits a file that several processes write: buffered when the file is a
+ * regular one (its writes do not interleave), a write per line if not (a
+ * pipe keeps only writes up to PIPE_BUF whole). */
+enum sl_json_mode { SL_JSON_BUFFERED = 0, SL_JSON_LINES = 1, SL_JSON_SHARED = 2 };
+
 SL_API int sl_json_writer_open(struct sl_json_writer **out, const char *path,
-			       int append, int line_buffered);
+			       int append, int mode);
 /* Appends a record, or a line (given without its newline). Returns the
  * bytes taken, or -EFBIG if the line would take the file past max_size
  * (0: no limit) while it is not empty (nothing is taken: rotate and

@@ -103,7 +103,7 @@ struct sl_prep {
 
 /* prep status of a packet the input filter refused (beside enum
  * sl_decode_status) */
-enum { SL_PREP_FILTERED = 0xff };
+enum { SL_PREP_FILTERED = 0xff, SL_PREP_FOREIGN = 0xfe };
 
 /* The input filter compiled for one link type (filter.c). */
 struct sl_filter_prog {
@@ -296,11 +296,10 @@ static inline int sl_clock_usable(const struct sl_engine *e, uint64_t t)
 	return e->jump_run >= SL_CLOCK_RESYNC && t == e->jump_at;
 }
 
-/* sl_clock_usable() for a packet's or a record's time, counting one that
- * is refused as malformed (SL_MAL_TIMESTAMP). Times too far ahead are
- * followed when SL_CLOCK_RESYNC of them come in a row, each within the
- * bound of the one before: then the input itself jumped. */
-static inline int sl_clock_check(struct sl_engine *e, uint64_t t)
+/* sl_clock_usable() for a packet's or a record's time, uncounted. Times
+ * too far ahead are followed when SL_CLOCK_RESYNC of them come in a row,
+ * each within the bound of the one before: then the input itself jumped. */
+static inline int sl_clock_judge(struct sl_engine *e, uint64_t t)
 {
 	if (sl_clock_usable(e, t)) {
 		e->jump_run = 0;
@@ -316,9 +315,35 @@ static inline int sl_clock_check(struct sl_engine *e, uint64_t t)
 		if (e->jump_run >= SL_CLOCK_RESYNC)
 			return 1; /* sl_clock_advance() now takes it */
 	}
+	return 0;
+}
+
+/* sl_clock_judge(), counting a time refused as malformed
+ * (SL_MAL_TIMESTAMP). */
+static inline int sl_clock_check(struct sl_engine *e, uint64_t t)
+{
+	if (sl_clock_judge(e, t))
+		return 1;
 	e->stats.malformed++;
 	e->stats.malformed_by[SL_MAL_TIMESTAMP]++;
 	return 0;
+}
+
+/* A shared input (sl_config.shared_input: every worker reads all of it):
+ * a flow's packets belong to the worker its hash falls to (the high bits:
+ * the low ones pick buckets), packets of no flow to worker 0. Every worker
+ * still moves its clock by every packet, so timeouts fire and slices close
+ * alike in all of them. */
+static inline int sl_foreign_hash(const struct sl_engine *e, uint32_t hash)
+{
+	return e->cfg.shared_input &&
+	       (uint32_t)(((uint64_t)hash * e->cfg.workers) >> 32) !=
+		   e->cfg.worker;
+}
+
+static inline int sl_foreign_flowless(const struct sl_engine *e)
+{
+	return e->cfg.shared_input && e->cfg.worker;
 }
 
 /* Moves the clock to t: 1 when an interval closed, 0, or an error. A t
@@ -346,8 +371,10 @@ void sl_filter_set_free(struct sl_filter_set *fs);
 
 /* ---- frag.c, packet.c, record.c --------------------------------------- */
 
-/* Remembers a first fragment's ports; gives them to its later fragments. */
-void sl_frag_remember(struct sl_engine *e, struct sl_decoded *d);
+/* Remembers a first fragment's ports; gives them to its later fragments.
+ * Returns 1 for a later fragment that found no first (the caller counts
+ * it as frag_unmatched), else 0. */
+int sl_frag_remember(struct sl_engine *e, struct sl_decoded *d);
 /* One step over packets (a batch read if the last one is done). */
 int sl_step_packets(struct sl_engine *e);
 /* Writes the batch's packets marked for pcap writers, up to the cursor. */

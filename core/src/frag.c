@@ -4,15 +4,15 @@
  * would land in a port-less flow of its own. A small direct-mapped table,
  * indexed by addresses, protocol and fragment id, remembers each first
  * fragment's ports for a minute; a later fragment that finds its first
- * borrows them, one that does not is counted (frag_unmatched). Fragments
- * that come before their first stay unattributed: the table does not
- * reorder.
+ * borrows them, one that does not is counted (frag_unmatched, by the
+ * caller). Fragments that come before their first stay unattributed: the
+ * table does not reorder.
  */
 #include <string.h>
 
 #include "flowtable.h"
 
-void sl_frag_remember(struct sl_engine *e, struct sl_decoded *d)
+int sl_frag_remember(struct sl_engine *e, struct sl_decoded *d)
 {
 	struct sl_key *k = &d->key;
 	struct sl_frag_ent *fe;
@@ -34,7 +34,7 @@ void sl_frag_remember(struct sl_engine *e, struct sl_decoded *d)
 		fe->dport = k->dport;
 		fe->clock = e->now;
 		fe->used = 1;
-		return;
+		return 0;
 	}
 	/* a later fragment: borrow the ports of its first fragment */
 	if (fe->used && fe->id == d->frag_id && fe->proto == k->proto &&
@@ -42,7 +42,7 @@ void sl_frag_remember(struct sl_engine *e, struct sl_decoded *d)
 	    !memcmp(fe->dst, k->dst, 16) && e->now - fe->clock <= 60 * SL_SEC) {
 		k->sport = fe->sport;
 		k->dport = fe->dport;
-	} else {
-		e->stats.frag_unmatched++;
+		return 0;
 	}
+	return 1;
 }

@@ -317,8 +317,9 @@ int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf, size_t len)
  * a thread that writes it while the next one fills, so the capture thread
  * does not pay for the kernel's copy into the page cache. Buffers are
  * written in order; only when all of them wait for the disk does the
- * capture thread wait. A line-buffered writer (files several processes
- * share) writes each line itself: one write(2) per line keeps them whole.
+ * capture thread wait. A line-buffered writer writes each line itself;
+ * a shared one (a file several processes write) does so unless the file
+ * is a regular one, whose buffered writes keep their lines whole.
  *
  * Each buffer holds whole lines and knows how many. A write that fails
  * loses the lines it carried and no others: the whole lines a short write
@@ -551,33 +552,48 @@ static void writer_free(struct sl_json_writer *w)
 	free(w);
 }
 
+/* Whether writes of whole buffers keep the lines of processes that share
+ * the file whole: a regular file's writes do not interleave (the kernel
+ * holds the inode for each, and appends or moves the shared offset under
+ * it); a pipe's do only up to PIPE_BUF bytes. */
+static int buffers_stay_whole(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 int sl_json_writer_open(struct sl_json_writer **out, const char *path,
-			int append, int line_buffered)
+			int append, int mode)
 {
 	struct sl_json_writer *w;
 	int rc = -ENOMEM;
 
+	if (mode < SL_JSON_BUFFERED || mode > SL_JSON_SHARED)
+		return -EINVAL;
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	/* one buffer for a line-buffered writer: it has no thread */
-	for (int i = 0; i < (line_buffered ? 1 : JSON_BUFS); i++) {
-		w->bufs[i] = malloc(JSON_BUF);
-		if (!w->bufs[i])
-			goto out_free;
-	}
-	w->buf = w->bufs[0];
-	w->line_buffered = line_buffered;
 	w->append = append;
 	w->fd = open_path(path, append);
 	if (w->fd < 0) {
 		rc = -errno;
-		goto out_free;
+		free(w);
+		return rc;
 	}
+	w->line_buffered = mode == SL_JSON_LINES ||
+			   (mode == SL_JSON_SHARED && !buffers_stay_whole(w->fd));
+	/* one buffer for a line-buffered writer: it has no thread */
+	for (int i = 0; i < (w->line_buffered ? 1 : JSON_BUFS); i++) {
+		w->bufs[i] = malloc(JSON_BUF);
+		if (!w->bufs[i])
+			goto out_close_fd;
+	}
+	w->buf = w->bufs[0];
 	w->size = file_size(w->fd);
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
-	if (!line_buffered) {
+	if (!w->line_buffered) {
 		rc = -pthread_create(&w->thread, NULL, writer_thread, w);
 		if (rc)
 			goto out_close;
@@ -587,10 +603,10 @@ int sl_json_writer_open(struct sl_json_writer **out, const char *path,
 	return 0;
 
 out_close:
-	close(w->fd);
 	pthread_cond_destroy(&w->cond);
 	pthread_mutex_destroy(&w->lock);
-out_free:
+out_close_fd:
+	close(w->fd);
 	writer_free(w);
 	return rc;
 }

@@ -44,7 +44,10 @@ static void batch_prepare(struct sl_engine *e)
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
 		prep_hash(pp);
-		__builtin_prefetch(bucket_of(e, pp->hash));
+		if (!sl_foreign_hash(e, pp->hash))
+			__builtin_prefetch(bucket_of(e, pp->hash));
+		else if (!pp->d.frag) /* first fragments: packet_process */
+			pp->status = SL_PREP_FOREIGN;
 	}
 }
 
@@ -55,7 +58,8 @@ prefetch_flow(struct sl_engine *e, uint32_t i)
 {
 	uint32_t s;
 
-	if (i >= e->batch.count || !e->prep[i].hashed)
+	if (i >= e->batch.count || !e->prep[i].hashed ||
+	    sl_foreign_hash(e, e->prep[i].hash))
 		return;
 	s = *bucket_of(e, e->prep[i].hash);
 	if (s)
@@ -147,28 +151,40 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	const struct sl_packet *p = &e->batch.pkt[i];
 	struct sl_prep *pp = &e->prep[i];
 	struct sl_flow *f;
-	int di, swapped, reason = 0, fresh = 0, rc;
+	int di, swapped, reason = 0, fresh = 0, unmatched = 0, rc;
 
 	prefetch_flow(e, i + 2);
-	e->stats.packets++;
-	e->stats.bytes += p->wirelen;
-	if (pp->status == SL_DECODE_NOT_IP) {
-		e->stats.not_ip++;
-		return 0;
-	}
 	if (pp->status != SL_DECODE_OK) {
+		if (sl_foreign_flowless(e)) {
+			e->stats.foreign++;
+			return 0;
+		}
+		e->stats.packets++;
+		e->stats.bytes += p->wirelen;
+		if (pp->status == SL_DECODE_NOT_IP) {
+			e->stats.not_ip++;
+			return 0;
+		}
 		e->stats.malformed++;
 		e->stats.malformed_by[pp->d.malformed < SL_MAL_COUNT
 					  ? pp->d.malformed
 					  : 0]++;
 		return 0;
 	}
-	if (pp->d.ip_end > p->wirelen) /* counted, and kept in its flow */
-		e->stats.malformed_by[SL_MAL_IP_OVERLONG]++;
+	/* every worker of a shared input remembers every first fragment */
 	if (pp->d.frag)
-		sl_frag_remember(e, &pp->d);
+		unmatched = sl_frag_remember(e, &pp->d);
 	if (!pp->hashed)
 		prep_hash(pp);
+	if (sl_foreign_hash(e, pp->hash)) {
+		e->stats.foreign++;
+		return 0;
+	}
+	e->stats.packets++;
+	e->stats.bytes += p->wirelen;
+	e->stats.frag_unmatched += (uint64_t)unmatched;
+	if (pp->d.ip_end > p->wirelen) /* counted, and kept in its flow */
+		e->stats.malformed_by[SL_MAL_IP_OVERLONG]++;
 
 	swapped = pp->swapped;
 	f = flow_find_key(e, &pp->ckey, pp->hash, &swapped);
@@ -218,6 +234,18 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	return 0;
 }
 
+static void count_bad_time(struct sl_engine *e, const struct sl_packet *p)
+{
+	if (sl_foreign_flowless(e)) {
+		e->stats.foreign++;
+		return;
+	}
+	e->stats.packets++;
+	e->stats.bytes += p->wirelen;
+	e->stats.malformed++;
+	e->stats.malformed_by[SL_MAL_TIMESTAMP]++;
+}
+
 int sl_step_packets(struct sl_engine *e)
 {
 	int rc;
@@ -254,15 +282,17 @@ int sl_step_packets(struct sl_engine *e)
 
 		if (e->prep[e->cursor].status == SL_PREP_FILTERED) {
 			/* as if the source had not read it */
-			e->stats.filtered++;
+			if (sl_foreign_flowless(e))
+				e->stats.foreign++;
+			else
+				e->stats.filtered++;
 			e->cursor++;
 			continue;
 		}
-		if (!sl_clock_check(e, p->ts_ns)) {
+		if (!sl_clock_judge(e, p->ts_ns)) {
 			/* counted malformed: it moves neither the clock nor
 			 * a flow */
-			e->stats.packets++;
-			e->stats.bytes += p->wirelen;
+			count_bad_time(e, p);
 			e->cursor++;
 			continue;
 		}
@@ -272,6 +302,11 @@ int sl_step_packets(struct sl_engine *e)
 		if (rc)
 			return rc; /* 1: an interval closed before this packet
 				    */
+		if (e->prep[e->cursor].status == SL_PREP_FOREIGN) {
+			e->stats.foreign++;
+			e->cursor++;
+			continue;
+		}
 		rc = packet_process(e, e->cursor);
 		e->cursor++;
 		if (rc)

@@ -6,6 +6,7 @@
 --   local o, err = cli.parse({ "-r", "x.pcap", "--slice", "5" }, "run")
 --   local eng = sluice.open(cli.open_options(o, 0))
 --   os.exit(cli.main(arg), true)
+local ffi = require "ffi"
 local sluice = require "sluice"
 local policy = require "sluice.policy"
 local core = require "sluice.core"
@@ -14,6 +15,8 @@ local workers = require "sluice.workers"
 local signals = require "sluice.signals"
 local reload = require "sluice.reload"
 local metrics = require "sluice.metrics"
+
+local C = core.C
 
 local M = {}
 
@@ -217,7 +220,8 @@ M.OPTIONS = {
   { group = "misc", flags = { "--workers" }, value = "N", commands = "both", to = "workers",
     parse = integer_in(1, 64), default = "1",
     help = "N processes, each with its own flow table and policies: live capture gives each " ..
-    "its own ring (afpacket: fanout hash group; afxdp: one queue each), collect shares the " ..
+    "its own ring (afpacket: fanout hash group; afxdp: one queue each), files and stdin are " ..
+    "read by every worker, each keeping the flows that hash to it, collect shares the " ..
     "ports and spreads exporters by address" },
   { group = "misc", flags = { "--user" }, value = "NAME", commands = "both", to = "user",
     help = "drop privileges to NAME once the input is open" },
@@ -244,10 +248,8 @@ M.RULES = {
     broken = function(o) return not o.open.listen end },
   { command = "run", message = "run needs one input: -r FILE or -i IFACE",
     broken = function(o) return not o.open.read == not o.open.interface end },
-  { message = "--backend and --workers apply to live capture (-i)",
-    broken = function(o)
-      return o.open.read and (o.workers or o.open.backend)
-    end },
+  { message = "--backend applies to live capture (-i)",
+    broken = function(o) return o.open.read and o.open.backend end },
   -- libpcap has no way to split one interface's traffic between handles
   { message = "--workers needs --backend afpacket (fanout) or afxdp (one queue each)",
     broken = function(o) return (o.workers or 1) > 1 and o.open.backend == "pcap" end },
@@ -464,7 +466,7 @@ function M.open_options(o, w)
   if o.open.interface then
     for k, v in pairs(o.live) do t[k] = v end
   end
-  if o.workers > 1 and (o.open.interface or o.open.listen) then
+  if o.workers > 1 then
     t.worker, t.workers = w, o.workers
     if o.open.interface and (o.open.backend or "afpacket") == "afpacket" then
       t.fanout_group = o.fanout_group
@@ -497,7 +499,7 @@ function M.sink_options(o, w, shared)
   for _, out in ipairs(o.outs) do
     local opts
     if out.kind == "json" then
-      opts = { path = out.path, append = shared, line_buffered = shared, rotate = o.rotate }
+      opts = { path = out.path, append = shared, shared = shared, rotate = o.rotate }
     elseif out.kind == "pcap" then
       opts = { path = o.workers > 1 and (out.path .. "." .. w) or out.path }
     else
@@ -730,7 +732,50 @@ local function open_metrics(o)
   return servers
 end
 
--- Workers are processes, each its own ring, flow table and Lua state.
+-- The inputs of -r as a list, and the index of the one that is a stream
+-- (stdin, a FIFO), if any; nil, err for more than one.
+local function stream_input(o)
+  local read = o.open.read
+  local paths = type(read) == "table" and read or { read }
+  local found
+  for i, path in ipairs(paths) do
+    if path == "-" or C.sl_path_kind(path) == -C.SL_ENOTSUP then
+      if found then
+        return nil, "--workers: only one input can be a stream (stdin, a FIFO): " ..
+          paths[found] .. " and " .. path
+      end
+      found = i
+    end
+  end
+  return paths, found
+end
+
+-- A stream read by workers: the parent copies it to each (sluice.h,
+-- sl_tee); the worker reads its copy as its stdin. Returns the tee, or
+-- nil (no stream), or nil and an exit code.
+local function open_tee(o)
+  if not o.open.read then return nil end
+  local paths, at = stream_input(o)
+  if not paths then return nil, usage_error(at) end
+  if not at then return nil end
+  local tp = ffi.new("struct sl_tee *[1]")
+  local rc = C.sl_tee_new(tp, paths[at], o.workers)
+  if rc < 0 then return nil, fail(paths[at] .. ": " .. core.strerror(rc)) end
+  local tee = ffi.gc(tp[0], C.sl_tee_free)
+  return { tee = tee, paths = paths, at = at, name = paths[at] }
+end
+
+-- In worker w: its copy of the stream is its stdin.
+local function take_stream(o, stream, w)
+  local rc = C.sl_tee_child(stream.tee, w)
+  if rc < 0 then error("cannot take the copy of " .. stream.name .. ": " .. core.strerror(rc)) end
+  local paths = {}
+  for i, path in ipairs(stream.paths) do paths[i] = i == stream.at and "-" or path end
+  o.open.read = #paths == 1 and paths[1] or paths
+end
+
+-- Workers are processes, each its own input share (ring, queue, or a hash
+-- share of the flows of files and streams), flow table and Lua state.
 local function run_workers(o, list)
   -- an afpacket fanout group id: 16 bits, 0 meaning none
   o.fanout_group = workers.pid() % 65535 + 1
@@ -741,13 +786,26 @@ local function run_workers(o, list)
       f:close()
     end
   end
+  local stream, tcode = open_tee(o)
+  if tcode then return tcode end
   local ok, code = workers.run(o.workers, function(w)
+    if stream then take_stream(o, stream, w) end
     -- a worker serves its own metrics socket only
     for i, srv in pairs(o.metrics_servers or {}) do
       if i ~= w then srv:close() end
     end
     return run_one(o, list, w, true)
+  end, stream and function()
+    local rc = C.sl_tee_start(stream.tee)
+    if rc < 0 then error("cannot copy " .. stream.name .. " to the workers: " .. core.strerror(rc)) end
   end)
+  if stream then
+    local rc = C.sl_tee_finish(stream.tee, nil)
+    if rc < 0 then
+      fail("cannot read " .. stream.name .. ": " .. core.strerror(rc))
+      ok, code = false, nil
+    end
+  end
   if ok == nil then return fail(code) end
   -- a failed worker reported why itself
   return ok and code or report.EXIT_ERROR

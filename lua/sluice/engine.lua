@@ -296,6 +296,8 @@ function M.open(opts)
       error("sluice.open: workers must be 1..1024 and worker 0..workers-1", 2)
     end
     cfg.workers, cfg.worker = n, w
+    -- every worker reads the whole capture and keeps its share of flows
+    if opts.read and n > 1 then cfg.shared_input = 1 end
   end
 
   local ep = ffi.new("struct sl_engine *[1]")
@@ -345,6 +347,7 @@ function Engine:stats()
     slices_closed = tonumber(s.slices_closed), slice_records = tonumber(s.slice_records),
     records = tonumber(s.records), filtered = tonumber(s.filtered),
     tunnelled = tonumber(s.tunnelled), tunnel_changes = tonumber(s.tunnel_changes),
+    foreign = tonumber(s.foreign),
     malformed_by = {}, ended_by = {},
     -- policies reloaded (SIGHUP, engine:reload()), and reloads that failed
     -- and left the old version running (sluice.reload)

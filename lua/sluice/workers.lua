@@ -105,13 +105,14 @@ local function wait_all(pids)
   return failed, why, lossy
 end
 
--- workers.run(n, fn): runs fn(w) for w = 0 .. n-1, each in a process of
--- its own; fn returns the worker's exit code (an error in it is printed
--- and exits 1). Returns true and the exit code for the whole once every
+-- workers.run(n, fn[, started]): runs fn(w) for w = 0 .. n-1, each in a
+-- process of its own; fn returns the worker's exit code (an error in it is
+-- printed and exits 1). started(), if given, runs in the parent once every
+-- worker is forked. Returns true and the exit code for the whole once every
 -- worker exited 0 or EXIT_LOSSES (the latter when any did); false, err
 -- when one failed (it has reported why itself; the others were stopped);
 -- nil, err when the workers could not be started.
-function M.run(n, fn)
+function M.run(n, fn, started)
   if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
     error("workers.run: n must be a positive integer", 2)
   end
@@ -134,6 +135,7 @@ function M.run(n, fn)
     if pid == 0 then child(fn, w) end
     pids[pid] = w
   end
+  if started then started() end
   local failed, why, lossy = wait_all(pids)
   if failed then return false, "worker " .. failed .. " failed (" .. why .. ")" end
   return true, lossy and report.EXIT_LOSSES or report.EXIT_OK

@@ -59,7 +59,11 @@ local function parse_rotate(r)
 end
 
 -- sluice.sink.json{ path = "out.json" ("-": stdout), append = false,
---                   line_buffered = false, rotate = "100M" | "1h" | {...} }
+--                   line_buffered = false, rotate = "100M" | "1h" | {...},
+--                   shared = false }
+-- shared: several processes write the file (workers): no line is ever
+-- split between writes (buffered writes to a regular file, a write per
+-- line to a pipe).
 -- sluice.sink.json{ socket = "unix:/run/x.sock" | "tcp:HOST:PORT" }
 function M.new(opts)
   if type(opts) ~= "table" or (type(opts.path) ~= "string") == (type(opts.socket) ~= "string") then
@@ -81,7 +85,9 @@ function M.new(opts)
   -- past the file size limit a write fails (EFBIG, counted), not the process
   C.sl_signal_ignore_xfsz()
   local wp = ffi.new("struct sl_json_writer *[1]")
-  local rc = C.sl_json_writer_open(wp, opts.path, opts.append and 1 or 0, opts.line_buffered and 1 or 0)
+  local mode = opts.shared and C.SL_JSON_SHARED or opts.line_buffered and C.SL_JSON_LINES or
+    C.SL_JSON_BUFFERED
+  local rc = C.sl_json_writer_open(wp, opts.path, opts.append and 1 or 0, mode)
   if rc < 0 then return nil, core.strerror(rc) end
   self.w = ffi.gc(wp[0], C.sl_json_writer_close)
   self.st = ffi.new("struct sl_json_writer_stats")
