@@ -15,6 +15,7 @@ local workers = require "sluice.workers"
 local signals = require "sluice.signals"
 local reload = require "sluice.reload"
 local metrics = require "sluice.metrics"
+local summary = require "sluice.summary"
 
 local C = core.C
 
@@ -631,6 +632,27 @@ local function open_outputs(o, w, shared)
   return sinks
 end
 
+-- The end of a run, on stderr as -v and -q ask: its counters, notes on
+-- empty results, where a signal stopped it, its losses; and its exit
+-- code. ending: what the run left (run_one, with its engine), or the sum
+-- of what workers that shared an input left (sluice.summary).
+local function summarize(o, ending, eng)
+  eng = eng or { stats = function() return ending.stats end,
+    files = function() return ending.files end, filter = ending.filter, input = ending.input }
+  if o.verbose then report.final_counters(eng) end
+  if ending.ok and not o.quiet then report.empty_notes(eng) end
+  local rep = ending.report
+  if rep and rep.stopped_by and o.open.read and not o.quiet then
+    local frac, pos = ending.progress[1], ending.progress[2]
+    io.stderr:write(string.format("sluice: %s: stopped by %s at %s of the input; " ..
+      "every active flow ended (shutdown)\n", ending.input, signals.name(rep.stopped_by),
+      frac and string.format("%.1f%%", frac * 100) or report.bytes_text(pos or 0)))
+  end
+  local lost = report.losses(rep, o.verbose)
+  if not ending.ok then return fail(ending.err) end
+  return lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
+end
+
 -- One capture (or file, or collector) from open to exit code.
 local function run_one(o, list, w, shared)
   local ok, eng, err = pcall(sluice.open, M.open_options(o, w))
@@ -670,7 +692,8 @@ local function run_one(o, list, w, shared)
     end
   end
   local started = core.monotonic()
-  local show = not o.quiet and o.open.read and core.isatty(2)
+  -- workers sharing an input: worker 0 shows the progress of all
+  local show = not o.quiet and o.open.read and core.isatty(2) and w == 0
   local opts = M.run_options(o, w)
   opts.outputs = outputs
   -- reloads (SIGHUP): a failure always gets its line, a success with -v
@@ -699,17 +722,11 @@ local function run_one(o, list, w, shared)
     report.progress_line(eng, started)
     io.stderr:write("\n")
   end
-  if o.verbose then report.final_counters(eng) end
-  if rok and not o.quiet then report.empty_notes(eng) end
-  if rep and rep.stopped_by and o.open.read and not o.quiet then
-    local frac, pos = eng:progress()
-    io.stderr:write(string.format("sluice: %s: stopped by %s at %s of the input; " ..
-      "every active flow ended (shutdown)\n", eng.input, signals.name(rep.stopped_by),
-      frac and string.format("%.1f%%", frac * 100) or report.bytes_text(pos or 0)))
-  end
-  local lost = report.losses(rep, o.verbose)
-  if not rok then return fail(rerr) end
-  return lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
+  local ending = { ok = rok, err = rerr, report = rep, stats = eng:stats(), files = eng:files(),
+    filter = eng.filter, input = eng.input, progress = { eng:progress() } }
+  -- workers sharing an input: one summary, the parent's, of all of them
+  if o.summaries then return summary.put(o.summaries, w, ending) end
+  return summarize(o, ending, eng)
 end
 
 -- --metrics ADDR:PORT: the listening sockets, opened before any input
@@ -788,6 +805,8 @@ local function run_workers(o, list)
   end
   local stream, tcode = open_tee(o)
   if tcode then return tcode end
+  -- a shared input (files, stdin) ends with one summary of all workers
+  if o.open.read then o.summaries = summary.new() end
   local ok, code = workers.run(o.workers, function(w)
     if stream then take_stream(o, stream, w) end
     -- a worker serves its own metrics socket only
@@ -807,6 +826,13 @@ local function run_workers(o, list)
     end
   end
   if ok == nil then return fail(code) end
+  if o.summaries then
+    local ending, err = summary.collect(o.summaries, o.workers)
+    summary.remove(o.summaries, o.workers)
+    if not ending then return fail(err) end
+    local scode = summarize(o, ending)
+    if ok then return scode end
+  end
   -- a failed worker reported why itself
   return ok and code or report.EXIT_ERROR
 end

@@ -1,0 +1,93 @@
+-- What workers that share an input (files, stdin) leave at their end,
+-- summed into one summary for the parent to print: the counters, the
+-- run's report (errors, sink counters, losses), the input's files.
+--
+--   local summary = require "sluice.summary"
+--   local dir = summary.new()                  -- in the parent, before fork
+--   summary.put(dir, w, ending)                -- in worker w, at its end
+--   local ending, err = summary.collect(dir, n) -- in the parent, after all
+--
+-- ending = { ok =, err =, report =, stats =, files =, filter =, input =,
+--            progress = { frac, pos } } (sluice.cli's run_one).
+local cjson = require("cjson").new()
+
+local M = {}
+
+cjson.encode_sparse_array(true)
+
+-- Counters every worker counts alike (each sees every packet's time and
+-- every file): the largest, not the sum.
+local SAME_IN_ALL = { slices_closed = true, pool_flows = true, stopped_by = true }
+
+-- Sums b into a: numbers add up (but SAME_IN_ALL's), tables merge, other
+-- values keep a's (worker 0's) when it has one.
+local function add(a, b)
+  for k, v in pairs(b) do
+    local have = a[k]
+    if type(v) == "number" and type(have) == "number" then
+      a[k] = SAME_IN_ALL[k] and math.max(have, v) or have + v
+    elseif type(v) == "table" and type(have) == "table" then
+      add(have, v)
+    elseif have == nil then
+      a[k] = v
+    end
+  end
+  return a
+end
+
+-- A file name for the summaries of one run; the caller removes it with
+-- summary.remove once collected.
+function M.new()
+  return os.tmpname()
+end
+
+local function path_of(dir, w)
+  return dir .. "." .. w
+end
+
+-- In worker w: writes what its run left; returns the exit code the worker
+-- ends with (0: the parent tells the run's outcome).
+function M.put(dir, w, ending)
+  local f = io.open(path_of(dir, w), "w")
+  local ok = f and f:write(cjson.encode {
+    ok = ending.ok and true or false, err = ending.err and tostring(ending.err) or nil,
+    report = ending.report, stats = ending.stats, files = ending.files or nil,
+    filter = ending.filter, input = ending.input,
+    progress = { frac = ending.progress[1], pos = ending.progress[2] } })
+  if f then ok = f:close() and ok end
+  if not ok then
+    io.stderr:write("sluice: worker ", w, ": cannot write its summary to ", path_of(dir, w), "\n")
+    return 1
+  end
+  return 0
+end
+
+-- In the parent, once the n workers ended: their sum, or nil and what is
+-- missing (a worker that died before writing).
+function M.collect(dir, n)
+  local sum
+  for w = 0, n - 1 do
+    local f = io.open(path_of(dir, w), "r")
+    local text = f and f:read("*a")
+    if f then f:close() end
+    local ok, t = pcall(cjson.decode, text or "")
+    if not ok or type(t) ~= "table" then return nil, "worker " .. w .. " left no summary" end
+    if not sum then
+      sum = t
+    else
+      sum.ok = sum.ok and t.ok
+      sum.err = sum.err or t.err
+      add(sum.stats, t.stats)
+      add(sum.report, t.report or {})
+    end
+  end
+  sum.progress = { sum.progress.frac, sum.progress.pos }
+  return sum
+end
+
+function M.remove(dir, n)
+  for w = 0, n - 1 do os.remove(path_of(dir, w)) end
+  os.remove(dir)
+end
+
+return M

@@ -1,0 +1,165 @@
+-- --workers N on files and standard input (issue 15): every worker reads
+-- the whole input and keeps the flows that hash to it, so the workers'
+-- JSON lines together are the one-worker run's lines (flow ids aside:
+-- each worker numbers its own), with and without slices, from a file, a
+-- pipe and a compressed pipe; fragments join their flows in whichever
+-- worker owns them; packets of no flow (not IP, malformed) are counted
+-- once; the -v counters are one summary, equal to one worker's; lines
+-- are never cut or interleaved; losses still give exit status 3.
+local run = require "support.run"
+
+local SLUICE, q = run.SLUICE, run.q
+local LIMIT = "timeout -k 10 600 "
+-- ~200k packets, 2,000 concurrent flows, IPv4 and IPv6, VLANs
+local ARGS = "-n 200000 -c 2000 -s 5"
+
+local function generated()
+  return run.generated(ARGS, "workers_spec", pending)
+end
+
+-- Lines without the fields that number flows per worker, sorted.
+local function normalized(text)
+  local lines = {}
+  for line in text:gmatch("[^\n]+") do
+    lines[#lines + 1] = line:gsub('"id":%d+,', ""):gsub('"flow_id":%d+,', "")
+  end
+  table.sort(lines)
+  return lines
+end
+
+-- `sluice run` with the input given by the shell words before it (a pipe
+-- into it) and the -r argument; returns the run and its sorted lines.
+local function run_json(before, read_arg, extra)
+  local out = run.tmpdir() .. "/out.json"
+  local r = run.sh(string.format("%s%s%s run -r %s -q -v --out json:%s %s", before, LIMIT,
+    SLUICE, read_arg, q(out), extra or ""))
+  return r, normalized(run.slurp(out) or ""), run.slurp(out) or ""
+end
+
+-- The -v lines that count packets and flows.
+local function counters(r)
+  return r.err:match("(packets [^\n]*)"), r.err:match("(flows [^\n]*)")
+end
+
+local function same_run(r1, lines1, r, lines)
+  assert(r.code == 0, run.describe(r))
+  assert.are.equal(#lines1, #lines, "line count")
+  assert.are.same(lines1, lines)
+  local p1, f1 = counters(r1)
+  local p, f = counters(r)
+  assert.are.equal(p1, p, "the packet counters, summed over the workers")
+  assert.are.equal(f1, f, "the flow counters, summed over the workers")
+end
+
+describe("--workers on a file", function()
+  local trace, reference, ref_run
+  setup(function()
+    trace = generated()
+    ref_run, reference = run_json("", q(trace))
+    assert(ref_run.code == 0, run.describe(ref_run))
+    assert(#reference > 10000, "the trace gives many flows")
+  end)
+
+  for _, n in ipairs { 2, 3 } do
+    it(n .. " workers write the flows one worker writes, and one summary", function()
+      local r, lines = run_json("", q(trace), "--workers " .. n)
+      same_run(ref_run, reference, r, lines)
+      assert.are.equal(1, select(2, r.err:gsub("packets %d+ bytes", "")), "one summary:\n" .. r.err)
+    end)
+  end
+
+  it("with 1 s slices, every worker closes the same intervals", function()
+    local r1, l1 = run_json("", q(trace), "--slice 1")
+    assert(r1.code == 0, run.describe(r1))
+    local r2, l2 = run_json("", q(trace), "--slice 1 --workers 2")
+    same_run(r1, l1, r2, l2)
+    assert(r2.err:match("slices %d+ records %d+") == r1.err:match("slices %d+ records %d+"),
+      "the slice counters: " .. r1.err .. "\n" .. r2.err)
+  end)
+
+  it("reads standard input (a pipe) and a gzip pipe, copied to each worker", function()
+    local r, lines = run_json("cat " .. q(trace) .. " | ", "-", "--workers 2")
+    same_run(ref_run, reference, r, lines)
+    r, lines = run_json(run.PLAIN .. "gzip -c " .. q(trace) .. " | ", "-", "--workers 2")
+    same_run(ref_run, reference, r, lines)
+  end)
+
+  it("writes whole lines to a pipe on stdout", function()
+    local out = run.tmpdir() .. "/piped.json"
+    local r = run.sh(string.format("%s%s run -r %s -q --workers 2 --out json:- | cat > %s", LIMIT,
+      SLUICE, q(trace), q(out)))
+    assert(r.code == 0, run.describe(r))
+    local text = run.slurp(out)
+    assert.are.same(reference, normalized(text))
+    for line in text:gmatch("[^\n]+") do
+      assert(line:match("^{.*}$"), "a cut or mixed line: " .. line:sub(1, 200))
+    end
+  end)
+
+  it("counts what a full table refused, once per worker, and exits 3", function()
+    local r = run.sh(string.format("%s%s run -r %s -q --workers 2 --pool-flows 100 --out json:%s",
+      LIMIT, SLUICE, q(trace), q(run.tmpdir() .. "/o.json")))
+    assert.are.equal(3, r.code, run.describe(r))
+    assert(r.err:match("packet%(s%) dropped: the flow table was full"), run.describe(r))
+  end)
+
+  it("refuses two streams", function()
+    local r = run.sh(string.format("%s run -r - -r /dev/stdin --workers 2 -q", SLUICE))
+    assert.are.equal(2, r.code, run.describe(r))
+    assert(r.err:match("only one input can be a stream"), run.describe(r))
+  end)
+end)
+
+describe("--workers with fragments and packets of no flow", function()
+  local path
+  setup(function()
+    local dir = run.tmpdir()
+    path = dir .. "/frags.pcap"
+    -- UDP datagrams of many flows, each cut into fragments (the later
+    -- ones carry no ports), ARP (not IP), and truncated IP headers
+    local script = [[
+import sys
+from scapy.all import Ether, IP, IPv6, UDP, ARP, Raw, fragment, wrpcap
+pkts = []
+t = 1700000000.0
+for i in range(300):
+    src, dst = "10.1.%d.%d" % (i // 200, i % 200 + 1), "192.0.2.%d" % (i % 50 + 1)
+    d = Ether() / IP(src=src, dst=dst, id=i + 1) / UDP(sport=1000 + i, dport=53) / Raw(b"x" * 3000)
+    for f in fragment(d, fragsize=1000):
+        t += 0.001
+        f.time = t
+        pkts.append(f)
+    t += 0.001
+    r = Ether() / IP(src=dst, dst=src) / UDP(sport=53, dport=1000 + i) / Raw(b"y" * 40)
+    r.time = t
+    pkts.append(r)
+    if i % 10 == 0:
+        a = Ether() / ARP(psrc=src, pdst=dst)
+        t += 0.001
+        a.time = t
+        pkts.append(a)
+        bad = Ether(bytes(Ether() / IP(src=src, dst=dst))[:20])
+        t += 0.001
+        bad.time = t
+        pkts.append(bad)
+wrpcap(sys.argv[1], pkts)
+]]
+    run.spit(dir .. "/frags.py", script)
+    local r = run.sh(run.PLAIN .. "/usr/bin/python3 " .. q(dir .. "/frags.py") .. " " .. q(path))
+    assert(r.code == 0, "scapy could not write the capture:\n" .. run.describe(r))
+  end)
+
+  it("gives the one-worker flows and counters with 2 and 4 workers", function()
+    local r1, l1 = run_json("", q(path))
+    assert(r1.code == 0, run.describe(r1))
+    assert.are.equal(300, #l1, "a flow per datagram and its answer")
+    for _, line in ipairs(l1) do
+      assert(line:match('"pkts_fwd":4,'), "all fragments in the flow: " .. line)
+    end
+    assert(r1.err:match("not_ip 30 malformed 30"), run.describe(r1))
+    for _, n in ipairs { 2, 4 } do
+      local r, lines = run_json("", q(path), "--workers " .. n)
+      same_run(r1, l1, r, lines)
+    end
+  end)
+end)
