@@ -119,7 +119,10 @@ describe("--workers with fragments and packets of no flow", function()
     -- ones carry no ports), ARP (not IP), and truncated IP headers
     local script = [[
 import sys
-from scapy.all import Ether, IP, IPv6, UDP, ARP, Raw, fragment, wrpcap
+from scapy.all import Ether as E, IP, UDP, ARP, Raw, fragment, wrpcap
+# addresses given: scapy would otherwise ask the network for them
+def Ether(*a, **k):
+    return E(*a, src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **k)
 pkts = []
 t = 1700000000.0
 for i in range(300):
@@ -138,7 +141,7 @@ for i in range(300):
         t += 0.001
         a.time = t
         pkts.append(a)
-        bad = Ether(bytes(Ether() / IP(src=src, dst=dst))[:20])
+        bad = E(bytes(Ether() / IP(src=src, dst=dst))[:20])
         t += 0.001
         bad.time = t
         pkts.append(bad)
