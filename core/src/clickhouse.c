@@ -821,7 +821,7 @@ static int ddl(struct sl_clickhouse *c, const char *sql, char *err,
 	if (request(c, c->base_url, sql, strlen(sql), &e, &status, msg,
 		    sizeof(msg)) == OUT_OK)
 		return 0;
-	snprintf(err, errlen, "%s: %s", c->base_url, msg);
+	snprintf(err, errlen, "%s", msg);
 	return e;
 }
 

@@ -24,6 +24,7 @@ local type, tostring, tonumber = type, tostring, tonumber
 local tagged, tags_of = flow.tagged, flow.tags_of
 
 local M = {}
+local URL_PARAMS
 
 M.BATCH_ROWS = 50000
 M.MAX_BATCH_ROWS = 1000000 -- below max_insert_block_size: one INSERT, one part
@@ -40,9 +41,13 @@ local function unescape(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
--- http[s]://[USER[:PASSWORD]@]HOST[:PORT][/DB[.TABLE]] ->
--- { base = "http://HOST:PORT/", user =, password =, database =, table = },
--- or nil, why (without the credentials).
+-- Sink options a URL may carry: ?batch_rows=1000&probe=edge1
+URL_PARAMS = { batch_rows = "number", batch_age = "string", timeout = "string",
+  queue_batches = "number", probe = "string" }
+
+-- http[s]://[USER[:PASSWORD]@]HOST[:PORT][/DB[.TABLE]][?NAME=VALUE&...] ->
+-- { base = "http://HOST:PORT/", user =, password =, database =, table =,
+--   params = { batch_rows =, ... } }, or nil, why (without the credentials).
 function M.parse_url(url)
   if type(url) ~= "string" then return nil, "the url is a string" end
   local scheme, rest = url:match("^(https?)://(.*)$")
@@ -58,7 +63,20 @@ function M.parse_url(url)
     out.password = password and unescape(password) or nil
   end
   path = path:gsub("^/", "")
-  if path:find("[?#]") then return nil, "expects http://HOST:PORT/DB.TABLE (no query)" end
+  local query
+  path, query = path:match("^([^?]*)%??(.*)$")
+  if path:find("#", 1, true) then return nil, "expects http://HOST:PORT/DB.TABLE" end
+  out.params = {}
+  for item in query:gmatch("[^&]+") do
+    local k, v = item:match("^([%w_]+)=(.*)$")
+    if not k or not URL_PARAMS[k] then
+      return nil, "unknown url parameter '" .. (k or item) .. "' (known: batch_rows, " ..
+        "batch_age, timeout, queue_batches, probe)"
+    end
+    v = unescape(v)
+    out.params[k] = URL_PARAMS[k] == "number" and tonumber(v) or v
+    if out.params[k] == nil then return nil, "url parameter " .. k .. " is a number" end
+  end
   if path ~= "" then
     local db, tbl = path:match("^([^./]+)%.([^./]+)$")
     if not db then db = path:match("^([^./]+)/?$") end
@@ -115,6 +133,10 @@ function M.new(opts)
   end
   local u, why = M.parse_url(opts.url)
   if not u then error("sluice.sink.clickhouse: " .. why, 2) end
+  local given = opts
+  opts = {}
+  for k, v in pairs(u.params) do opts[k] = v end
+  for k, v in pairs(given) do opts[k] = v end
   local database = opts.database or u.database or M.DATABASE
   local tbl = opts.table or u.table or M.TABLE
   if not name_ok(database) or not name_ok(tbl) then
@@ -145,7 +167,7 @@ function M.new(opts)
   local rc = C.sl_clickhouse_new(cp, o, errbuf, 512)
   if rc < 0 then
     local msg = ffi.string(errbuf)
-    return nil, "clickhouse " .. where .. ": " .. (msg ~= "" and msg or core.strerror(rc))
+    return nil, (msg ~= "" and msg or core.strerror(rc))
   end
   return setmetatable({
     c = ffi.gc(cp[0], C.sl_clickhouse_free), st = ffi.new("struct sl_clickhouse_stats"),
@@ -157,7 +179,7 @@ end
 -- The stopped sink's message (the server's first line).
 local function stop_message(self)
   C.sl_clickhouse_stats(self.c, self.st)
-  return "clickhouse " .. self.where .. ": " .. ffi.string(self.st.message)
+  return "cannot insert into " .. self.where .. ": " .. ffi.string(self.st.message)
 end
 
 local function add(self, rec, tags)
@@ -227,7 +249,7 @@ function Sink:settle()
     local s = self.st
     self.lost = tonumber(s.lost_rows)
     if s.last_error ~= 0 and (s.stopped ~= 0 or self.lost > 0) then
-      self.err = "clickhouse " .. self.where .. ": " .. ffi.string(s.message)
+      self.err = "cannot insert into " .. self.where .. ": " .. ffi.string(s.message)
     end
   end
   local lost = self.lost or 0
