@@ -202,9 +202,9 @@ M.OPTIONS = {
       "pcap:PATH              packets; without a policy,",
       "                       every packet of every flow",
       "ipfix:HOST:PORT        IPFIX over UDP", "ipfix:tcp:HOST:PORT    IPFIX over TCP",
-      "clickhouse:http://[USER:PASS@]HOST:PORT/DB.TABLE",
-      "                       rows inserted into ClickHouse (table",
-      "                       created if absent; see README)" } },
+      "clickhouse:http://HOST:PORT/DB.TABLE",
+      "                       rows into ClickHouse",
+      "                       (schema: README)" } },
   { group = "policies", flags = { "--export-rate" }, value = "N", commands = "both",
     to = "export_rate", parse = integer_in(0, 4294967295),
     help = "IPFIX records per second sent to each ipfix: output (UDP default 50000, so a " ..
