@@ -88,6 +88,7 @@ deps:
 
 bench: all
 	@sh bench/run.sh
+	@sh bench/clickhouse.sh
 
 # Live capture: a generated trace replayed into a veth pair, per backend.
 bench-live: all
