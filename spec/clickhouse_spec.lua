@@ -9,6 +9,8 @@
 --   - the server killed (-9) a moment into a run and started again 2 s
 --     later: the run ends with exit 0, every flow is there once
 --     (count() = truth = uniqExact(batch, row));
+--   - replies lost after the server inserted (a proxy closes the
+--     connection): the batches are found, not sent again;
 --   - no server: a clear error naming the URL, exit non-zero;
 --   - a table of another schema: the server's message, losses counted,
 --     nothing inserted;
@@ -27,6 +29,38 @@ local GEN_ARGS = "-n 50000 -c 500 -s 3"
 local BIG_ARGS = "-n 400000 -c 5000 -s 5"
 -- 10 s of traffic at 2000 pps: several 1 s slices
 local SPREAD_ARGS = "-n 20000 -c 300 -r 2000 -s 5"
+
+-- A proxy in front of the server that, for the first N inserts, lets the
+-- server insert and then closes the connection without the reply: the
+-- sink cannot know whether the batch went in.
+local LOSSY_PROXY = [[
+import http.client, http.server, socket, sys, urllib.parse
+listen, target, drops = int(sys.argv[1]), int(sys.argv[2]), [int(sys.argv[3])]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.fwd(None)
+    def do_POST(self):
+        self.fwd(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+    def fwd(self, body):
+        c = http.client.HTTPConnection("127.0.0.1", target)
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() == "authorization"}
+        c.request(self.command, self.path, body=body, headers=hdrs)
+        r = c.getresponse()
+        data = r.read()
+        if "INSERT" in urllib.parse.unquote(self.path) and drops[0] > 0:
+            drops[0] -= 1
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(r.status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", listen), H).serve_forever()
+]]
 
 local function has(s, needle)
   return s:find(needle, 1, true) ~= nil
@@ -137,6 +171,36 @@ describe("clickhouse sink", function()
     -- the sink says it retried
     local retries = r.err:match("sink clickhouse:[^\n]*retries=(%d+)")
     assert.truthy(retries and tonumber(retries) > 0, r.err)
+  end)
+
+  it("does not send again a batch the server took when the reply was lost", function()
+    if not need_server() then return end
+    local pcap, truth = run.generated(GEN_ARGS, "clickhouse_spec", pending)
+    local dir = run.tmpdir()
+    run.spit(dir .. "/proxy.py", LOSSY_PROXY)
+    local port = ch.free_port()
+    local h = proc.spawn(run.PLAIN .. "python3 " .. q(dir .. "/proxy.py") .. " " .. port .. " " ..
+      srv.http .. " 3")
+    local ready
+    for _ = 1, 100 do
+      if run.sh(run.PLAIN .. "curl -s -m 1 http://127.0.0.1:" .. port .. "/").out:match("^Ok%.") then
+        ready = true
+        break
+      end
+      run.sh("sleep 0.05")
+    end
+    assert.is_true(ready, "the proxy did not start: " .. proc.result(h).err)
+    local r = run.sh(run.SLUICE .. " run -r " .. q(pcap) .. " -v --out clickhouse:" ..
+      q("http://127.0.0.1:" .. port .. "/t7.flows?batch_rows=500"))
+    proc.signal(h, 9)
+    proc.finish(h, 10)
+    assert.are.equal(0, r.code, run.describe(r))
+    local n, p, b, u = sums("t7.flows", "flow")
+    assert.are.equal(truth.flows, n)
+    assert.are.equal(n, u)
+    assert.are.same({ truth.packets, truth.bytes_frame }, { p, b })
+    local line = ("\n" .. r.err):match("\nsink clickhouse:[^\n]*")
+    assert.truthy(line and line:find("found=3", 1, true), r.err)
   end)
 
   it("says which server it cannot reach, and fails", function()

@@ -790,6 +790,10 @@ static int setup_curl(struct sl_clickhouse *c, const struct sl_clickhouse_opts *
 		return -ENOMEM;
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	/* a connection per request: on a kept-alive connection that dies
+	 * before the reply, libcurl sends the request again by itself, and
+	 * an INSERT the server had taken would be inserted twice */
+	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_reply);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
