@@ -251,3 +251,31 @@ describe("clickhouse sink", function()
     assert.truthy(has(r.err, "clickhouse:http://127.0.0.1:" .. srv.http .. "/t6.flows"), r.err)
   end)
 end)
+
+describe("sluice.sink.clickhouse options", function()
+  local chs = require "sluice.sinks.clickhouse"
+  local sluice = require "sluice"
+
+  it("parses the url: credentials, database, table, parameters", function()
+    local u = assert(chs.parse_url("http://us%40er:p%3Aw@db1:8123/net.flows?batch_rows=10&probe=e%201"))
+    assert.are.same({ base = "http://db1:8123/", user = "us@er", password = "p:w", database = "net",
+      table = "flows", params = { batch_rows = 10, probe = "e 1" } }, u)
+    u = assert(chs.parse_url("https://h"))
+    assert.are.same({ base = "https://h/", params = {} }, u)
+    assert.are.equal("net", assert(chs.parse_url("http://h:1/net")).database)
+    for _, bad in ipairs({ "ftp://h/x", "http:///x", "http://h/a.b.c", "http://h/x?nope=1",
+      "http://u:secret@h/x?batch_rows=many" }) do
+      local ok, err = chs.parse_url(bad)
+      assert.is_nil(ok, bad)
+      assert.falsy(err:find("secret", 1, true), err)
+    end
+  end)
+
+  it("refuses bad options as misuse", function()
+    assert.has_error(function() sluice.sink.clickhouse {} end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/db-1.t" } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_rows = 0 } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_rows = 2000000 } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_age = "soon" } end)
+  end)
+end)

@@ -74,8 +74,11 @@ function M.parse_url(url)
         "batch_age, timeout, queue_batches, probe)"
     end
     v = unescape(v)
-    out.params[k] = URL_PARAMS[k] == "number" and tonumber(v) or v
-    if out.params[k] == nil then return nil, "url parameter " .. k .. " is a number" end
+    if URL_PARAMS[k] == "number" then
+      v = tonumber(v)
+      if not v then return nil, "url parameter " .. k .. " is a number" end
+    end
+    out.params[k] = v
   end
   if path ~= "" then
     local db, tbl = path:match("^([^./]+)%.([^./]+)$")
