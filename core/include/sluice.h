@@ -1339,6 +1339,9 @@ struct sl_clickhouse_opts {
 	uint32_t timeout_ms;   /* one HTTP request */
 };
 
+/* Bytes of a message: the server's first line, or why it was not reached. */
+enum { SL_CLICKHOUSE_MESSAGE = 512 };
+
 struct sl_clickhouse_stats {
 	uint64_t rows;	     /* inserted */
 	uint64_t batches;    /* inserted */
@@ -1350,7 +1353,7 @@ struct sl_clickhouse_stats {
 	int32_t http_status; /* of the last failure, 0 if none answered */
 	int32_t stopped;     /* a permanent failure stopped the sink */
 	int32_t pad;
-	char message[512];   /* the last failure: the server's first line */
+	char message[SL_CLICKHOUSE_MESSAGE]; /* the last failure */
 };
 
 /* Connects, creates the database and the table if absent (the schema in

@@ -42,7 +42,7 @@ enum {
 	BACKOFF_MAX_MS = 5000,
 	CONNECT_TIMEOUT_MS = 2000,
 	REPLY_MAX = 2048,
-	MSG_MAX = 512,
+	MSG_MAX = SL_CLICKHOUSE_MESSAGE,
 };
 
 /* How a request ended. */

@@ -166,8 +166,8 @@ function M.new(opts)
   o.batch_rows, o.batch_age_ms, o.queue = batch_rows, math.floor(age * 1000), queue
   o.timeout_ms = math.max(1, math.floor(timeout * 1000))
   local cp = ffi.new("struct sl_clickhouse *[1]")
-  local errbuf = ffi.new("char[512]")
-  local rc = C.sl_clickhouse_new(cp, o, errbuf, 512)
+  local errbuf = ffi.new("char[?]", C.SL_CLICKHOUSE_MESSAGE)
+  local rc = C.sl_clickhouse_new(cp, o, errbuf, C.SL_CLICKHOUSE_MESSAGE)
   if rc < 0 then
     local msg = ffi.string(errbuf)
     return nil, (msg ~= "" and msg or core.strerror(rc))
