@@ -126,6 +126,17 @@ describe("clickhouse sink", function()
     end
   end)
 
+  it("takes the flows of --workers 2 on a file, each worker its own batches, once", function()
+    if not need_server() then return end
+    local pcap, truth = run.generated(GEN_ARGS, "clickhouse_spec", pending)
+    local r = run.sh(run.SLUICE .. " run -r " .. q(pcap) .. " -q --workers 2 --out clickhouse:" ..
+      q(srv:url("tw.flows") .. "?probe=edge-1"))
+    assert.are.equal(0, r.code, run.describe(r))
+    local n, p, b, u = sums("tw.flows", "flow")
+    assert.are.same({ truth.flows, truth.packets, truth.bytes_frame, truth.flows }, { n, p, b, u })
+    assert.are.equal("edge-1\t" .. truth.flows, srv:query("SELECT probe, count() FROM tw.flows GROUP BY probe"))
+  end)
+
   it("inserts slices whose sums equal the flows'", function()
     if not need_server() then return end
     local pcap, truth = run.generated(SPREAD_ARGS, "clickhouse_spec", pending)
