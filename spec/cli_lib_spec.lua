@@ -218,7 +218,8 @@ describe("sluice.cli", function()
       { "-r x.pcap --idle-timeout udp", "--idle-timeout expects PROTO=SECONDS, e.g. tcp=300" },
       { "-r x.pcap -o top", "-o expects NAME=VALUE" },
       { "-r x.pcap --option =3", "-o expects NAME=VALUE" },
-      { "-r x.pcap --out foo", "--out expects json:PATH, pcap:PATH or ipfix:HOST:PORT, got 'foo'" },
+      { "-r x.pcap --out foo", "--out expects json:PATH, pcap:PATH, ipfix:HOST:PORT or " ..
+        "clickhouse:http://HOST:PORT/DB.TABLE, got 'foo'" },
       { "-r x.pcap --out ipfix:host", "--out ipfix: expects HOST:PORT, got 'host'" },
       { "-r x.pcap --out ipfix:tcp:host", "--out ipfix: expects HOST:PORT, got 'tcp:host'" },
       { "-r x.pcap --verbose=1", "--verbose takes no value" },
@@ -289,7 +290,20 @@ describe("sluice.cli", function()
         cli.parse_out("ipfix:udp:[::1]:4739"))
       local o, err = cli.parse_out("csv:x")
       assert.is_nil(o)
-      assert.are.equal("--out expects json:PATH, pcap:PATH or ipfix:HOST:PORT, got 'csv:x'", err)
+      assert.are.equal("--out expects json:PATH, pcap:PATH, ipfix:HOST:PORT or " ..
+        "clickhouse:http://HOST:PORT/DB.TABLE, got 'csv:x'", err)
+    end)
+    it("clickhouse: the url, and a name without the credentials", function()
+      assert.are.same({ kind = "clickhouse", url = "http://u:pw@h:8123/db.t",
+        where = "clickhouse:http://h:8123/db.t" }, cli.parse_out("clickhouse:http://u:pw@h:8123/db.t"))
+      assert.are.same({ kind = "clickhouse", url = "http://h:8123",
+        where = "clickhouse:http://h:8123/default.flows" }, cli.parse_out("clickhouse:http://h:8123"))
+      local o, err = cli.parse_out("clickhouse:ftp://u:pw@h/x")
+      assert.is_nil(o)
+      assert.falsy(err:find("pw", 1, true), err)
+      o, err = cli.parse_out("clickhouse:http://h:1/a.b.c")
+      assert.is_nil(o)
+      assert.truthy(err:find("DB.TABLE", 1, true), err)
     end)
   end)
 

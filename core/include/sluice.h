@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 12 };
+enum { SL_ABI_VERSION = 13 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -1339,5 +1339,85 @@ SL_API const char *sl_tunnel_name(int type);
 /* "tcp", "udp", ...; NULL for a protocol without a name here. */
 SL_API const char *sl_proto_name(int proto);
 SL_API const char *sl_version(void);
+
+/* ---- ClickHouse: rows inserted over HTTP ------------------------------- *
+ *
+ * Flow and slice records become TabSeparated rows of an open batch; a
+ * batch closes at batch_rows rows (or when the caller says, e.g. by age:
+ * sl_clickhouse_tick) and goes into a bounded queue that a thread of its
+ * own POSTs to the server's HTTP interface, one INSERT per batch. Every
+ * batch carries a unique id (column batch) and each row its number in it
+ * (column row). A transient failure (no connection, a timeout, a 5xx the
+ * server does not explain as a data or schema error) is retried with
+ * backoff (100 ms doubling to 5 s); before sending again a request that
+ * may have reached the server, the thread asks whether the batch is
+ * there already, so a batch is inserted once. A permanent failure (4xx,
+ * or a schema, parse or authentication error) stops the sink: the batch
+ * and everything queued are counted lost and the server's message kept. */
+struct sl_clickhouse;
+
+struct sl_clickhouse_opts {
+	const char *url;      /* http://HOST:PORT/ : no credentials, no query */
+	const char *user;     /* NULL or "": the server's default user */
+	const char *password; /* sent as HTTP basic authentication */
+	const char *database;
+	const char *table;
+	const char *probe;     /* the probe column of every row */
+	uint32_t batch_rows;   /* rows that close a batch */
+	uint32_t batch_age_ms; /* sl_clickhouse_tick closes older batches */
+	uint32_t queue;	       /* batches waiting for the thread */
+	uint32_t timeout_ms;   /* one HTTP request */
+};
+
+/* Bytes of a message: the server's first line, or why it was not reached. */
+enum { SL_CLICKHOUSE_MESSAGE = 512 };
+
+struct sl_clickhouse_stats {
+	uint64_t rows;	     /* inserted */
+	uint64_t batches;    /* inserted */
+	uint64_t retries;    /* requests tried again */
+	uint64_t found;	     /* batches found inserted when a retry asked */
+	uint64_t lost_rows;  /* taken, never inserted */
+	uint64_t queued_rows; /* in the queue and the open batch */
+	int32_t last_error;  /* negative errno (or -EIO: the server said no) */
+	int32_t http_status; /* of the last failure, 0 if none answered */
+	int32_t stopped;     /* a permanent failure stopped the sink */
+	int32_t pad;
+	char message[SL_CLICKHOUSE_MESSAGE]; /* the last failure */
+};
+
+/* Connects, creates the database and the table if absent (the schema in
+ * README.md) and starts the thread. On failure, a negative errno and,
+ * in err, what went wrong (no credentials in it). */
+SL_API int sl_clickhouse_new(struct sl_clickhouse **out,
+			     const struct sl_clickhouse_opts *o, char *err,
+			     size_t errlen);
+/* One row into the open batch. tags: a ClickHouse Array(String) literal
+ * as TabSeparated text (['a=b']), or NULL. A full batch is queued first:
+ * -EAGAIN when the queue has no room (the row is not taken; try later),
+ * -EPIPE once the sink stopped. */
+SL_API int sl_clickhouse_add_flow(struct sl_clickhouse *c,
+				  const struct sl_flow_rec *r,
+				  const char *tags);
+SL_API int sl_clickhouse_add_slice(struct sl_clickhouse *c,
+				   const struct sl_slice_rec *r,
+				   const char *tags);
+/* Slice records without tags; returns how many were taken (or the error
+ * of the first). */
+SL_API int sl_clickhouse_add_slices(struct sl_clickhouse *c,
+				    const struct sl_slice_rec *r, uint32_t n);
+/* Queues the open batch (0 if it had no rows); -EAGAIN: no room yet. */
+SL_API int sl_clickhouse_submit(struct sl_clickhouse *c);
+/* Queues the open batch if it is older than batch_age_ms. */
+SL_API void sl_clickhouse_tick(struct sl_clickhouse *c);
+/* Queues the open batch and waits, at most timeout_ms, until every batch
+ * is inserted (or lost); returns the rows still waiting. */
+SL_API int64_t sl_clickhouse_drain(struct sl_clickhouse *c, int timeout_ms);
+SL_API void sl_clickhouse_stats(struct sl_clickhouse *c,
+				struct sl_clickhouse_stats *st);
+/* Stops the thread (a request under way is abandoned); what was not
+ * inserted is counted lost. Stats stay readable until free. */
+SL_API void sl_clickhouse_stop(struct sl_clickhouse *c);
+SL_API void sl_clickhouse_free(struct sl_clickhouse *c);
 
 #endif

@@ -13,58 +13,13 @@
 
 #include "fileio.h"
 #include "sluice.h"
+#include "text.h"
 
 /* Records are formatted without bounds checks into a scratch line of
  * LINE_MAX bytes, more than the longest record can take (about 900 bytes:
  * every number at 20 digits, four IPv6 addresses with a tunnel), then
  * copied out. */
 enum { LINE_MAX = 1024 };
-
-#define PUT_LIT(p, lit)                                                        \
-	(memcpy((p), (lit), sizeof(lit) - 1), (p) + sizeof(lit) - 1)
-
-static char *put_str(char *p, const char *s)
-{
-	size_t n = strlen(s);
-
-	memcpy(p, s, n);
-	return p + n;
-}
-
-static char *put_u64(char *p, uint64_t v)
-{
-	static const char pairs[] = "00010203040506070809"
-				    "10111213141516171819"
-				    "20212223242526272829"
-				    "30313233343536373839"
-				    "40414243444546474849"
-				    "50515253545556575859"
-				    "60616263646566676869"
-				    "70717273747576777879"
-				    "80818283848586878889"
-				    "90919293949596979899";
-	int digits = 1;
-	char *end;
-
-	for (uint64_t t = v; t >= 10; t /= 10)
-		digits++;
-	end = p + digits;
-	p = end;
-	while (v >= 100) {
-		unsigned i = (unsigned)(v % 100) * 2;
-
-		v /= 100;
-		*--p = pairs[i + 1];
-		*--p = pairs[i];
-	}
-	if (v >= 10) {
-		*--p = pairs[v * 2 + 1];
-		*--p = pairs[v * 2];
-	} else {
-		*--p = (char)('0' + v);
-	}
-	return end;
-}
 
 /* Epoch seconds with microseconds, as a JSON number. */
 static char *put_ts(char *p, uint64_t ns)
@@ -80,77 +35,11 @@ static char *put_ts(char *p, uint64_t ns)
 	return p + 6;
 }
 
-static char *put_hex16(char *p, unsigned v)
-{
-	static const char hex[] = "0123456789abcdef";
-	int shift = 12;
-
-	while (shift > 0 && !(v >> shift & 0xf))
-		shift -= 4;
-	for (; shift >= 0; shift -= 4)
-		*p++ = hex[v >> shift & 0xf];
-	return p;
-}
-
-static char *put_ipv4(char *p, const uint8_t *a)
-{
-	for (int i = 0; i < 4; i++) {
-		if (i)
-			*p++ = '.';
-		p = put_u64(p, a[i]);
-	}
-	return p;
-}
-
-/* RFC 5952 text, as glibc's inet_ntop writes it (by hand: inet_ntop
- * formats through sprintf): the longest run of two or more zero groups
- * (the first of equal ones) becomes "::", and an address whose first six
- * groups are zero (but not all of the seventh), or ::ffff:0:0/96, ends in
- * dotted IPv4. */
-static char *put_ipv6(char *p, const uint8_t *a)
-{
-	unsigned g[8];
-	int best = -1, best_len = 0, run = -1;
-
-	for (int i = 0; i < 8; i++)
-		g[i] = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
-	for (int i = 0; i <= 8; i++) {
-		if (i < 8 && !g[i]) {
-			if (run < 0)
-				run = i;
-			continue;
-		}
-		if (run >= 0 && i - run > best_len) {
-			best = run;
-			best_len = i - run;
-		}
-		run = -1;
-	}
-	if (best_len < 2)
-		best = -1;
-	for (int i = 0; i < 8; i++) {
-		if (best >= 0 && i >= best && i < best + best_len) {
-			if (i == best)
-				*p++ = ':';
-			continue;
-		}
-		if (i)
-			*p++ = ':';
-		if (i == 6 && best == 0 &&
-		    (best_len == 6 || (best_len == 5 && g[5] == 0xffff)))
-			return put_ipv4(p, a + 12);
-		p = put_hex16(p, g[i]);
-	}
-	if (best >= 0 && best + best_len == 8)
-		*p++ = ':';
-	return p;
-}
-
 static char *put_addr(char *p, const struct sl_key *k, int which)
 {
 	const uint8_t *a = which ? k->dst : k->src;
 
-	return k->ip_version == 4 ? put_ipv4(p, a) : put_ipv6(p, a);
+	return put_ip(p, a, k->ip_version);
 }
 
 /* The JSON writer's formatting, for Lua's rec.src / rec.dst: inet_ntop's

@@ -63,7 +63,8 @@ local function pair(pattern, message)
   end
 end
 
--- --out DEST: { kind = "json"|"pcap"|"ipfix", path =, collector =, transport = }
+-- --out DEST: { kind = "json"|"pcap"|"ipfix"|"clickhouse", path =, collector =,
+-- transport =, url =, where = (the url without credentials) }
 function M.parse_out(spec)
   local kind, rest = spec:match("^(%w+):(.+)$")
   if kind == "json" or kind == "pcap" then return { kind = kind, path = rest } end
@@ -75,7 +76,15 @@ function M.parse_out(spec)
     end
     return { kind = kind, collector = addr, transport = transport }
   end
-  return nil, "--out expects json:PATH, pcap:PATH or ipfix:HOST:PORT, got '" .. spec .. "'"
+  if kind == "clickhouse" then
+    local u, why = require("sluice.sinks.clickhouse").parse_url(rest)
+    if not u then return nil, "--out clickhouse: " .. why end
+    -- the name in messages and reports: without the credentials
+    return { kind = kind, url = rest, where = "clickhouse:" .. u.base ..
+      (u.database or "default") .. "." .. (u.table or "flows") }
+  end
+  return nil, "--out expects json:PATH, pcap:PATH, ipfix:HOST:PORT or " ..
+    "clickhouse:http://HOST:PORT/DB.TABLE, got '" .. (spec:gsub("//[^/@]*@", "//...@")) .. "'"
 end
 
 -- ---- the option table -------------------------------------------------
@@ -196,7 +205,10 @@ M.OPTIONS = {
     more = { "json:PATH, json:-      JSON lines file, stdout",
       "pcap:PATH              packets; without a policy,",
       "                       every packet of every flow",
-      "ipfix:HOST:PORT        IPFIX over UDP", "ipfix:tcp:HOST:PORT    IPFIX over TCP" } },
+      "ipfix:HOST:PORT        IPFIX over UDP", "ipfix:tcp:HOST:PORT    IPFIX over TCP",
+      "clickhouse:http://HOST:PORT/DB.TABLE",
+      "                       rows into ClickHouse",
+      "                       (schema: README)" } },
   { group = "policies", flags = { "--export-rate" }, value = "N", commands = "both",
     to = "export_rate", parse = integer_in(0, 4294967295),
     help = "IPFIX records per second sent to each ipfix: output (UDP default 50000, so a " ..
@@ -272,7 +284,8 @@ M.RULES = {
   { broken = function(o)
       local seen = {}
       for _, out in ipairs(o.outs or {}) do
-        local id = out.kind .. ":" .. (out.path or (out.transport .. ":" .. out.collector))
+        local id = out.where or
+          (out.kind .. ":" .. (out.path or (out.transport .. ":" .. out.collector)))
         if seen[id] then return "--out " .. id .. " is given twice" end
         seen[id] = true
       end
@@ -503,11 +516,15 @@ function M.sink_options(o, w, shared)
       opts = { path = out.path, append = shared, shared = shared, rotate = o.rotate }
     elseif out.kind == "pcap" then
       opts = { path = o.workers > 1 and (out.path .. "." .. w) or out.path }
+    elseif out.kind == "clickhouse" then
+      -- each worker its own sink (and batches); one probe name for all
+      opts = { url = out.url }
     else
       opts = { collector = out.collector, transport = out.transport, domain = w,
         rate = o.export_rate }
     end
-    list[#list + 1] = { kind = out.kind, options = opts, name = out.path or out.collector }
+    list[#list + 1] = { kind = out.kind, options = opts,
+      name = out.path or out.collector or out.where }
   end
   return list
 end

@@ -6,6 +6,7 @@ local ffi = require "ffi"
 ffi.cdef(require "sluice.core_h")
 ffi.cdef [[
 int isatty(int fd);
+int gethostname(char *name, size_t len);
 int poll(void *fds, unsigned long nfds, int timeout);
 struct sl_timespec { long tv_sec; long tv_nsec; };
 int clock_gettime(int clk, struct sl_timespec *ts);

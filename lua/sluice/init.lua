@@ -12,6 +12,7 @@ local M = {
     json = require("sluice.sinks.json").new,
     pcap = require("sluice.sinks.pcap").new,
     ipfix = require("sluice.sinks.ipfix").new,
+    clickhouse = require("sluice.sinks.clickhouse").new,
     TRANSIENT = "transient", -- write(): nil, err, sluice.sink.TRANSIENT
   },
 }

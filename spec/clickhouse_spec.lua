@@ -1,0 +1,292 @@
+-- The ClickHouse sink (lua/sluice/sinks/clickhouse.lua, core/src/clickhouse.c)
+-- end to end, against a real clickhouse-server started on loopback in a
+-- temporary directory (spec/support/clickhouse.lua; the Debian package is
+-- 18.16, CI installs it, see .ci/deps.sh):
+--   - a generated trace inserted: count() of flow rows and the sums of
+--     packets and bytes equal the generator's ground truth and sluice's
+--     own JSON lines of the same run;
+--   - slices (--slice 1): their sums equal the flows';
+--   - the server killed (-9) a moment into a run and started again 2 s
+--     later: the run ends with exit 0, every flow is there once
+--     (count() = truth = uniqExact(batch, row));
+--   - replies lost after the server inserted (a proxy closes the
+--     connection): the batches are found, not sent again;
+--   - no server: a clear error naming the URL, exit non-zero;
+--   - a table of another schema: the server's message, losses counted,
+--     nothing inserted;
+--   - credentials: from the URL or the environment, never printed;
+--     a wrong password is the server's message, without the password.
+-- Without clickhouse-server (or the generator source) the tests are
+-- pending, with the reason written to stderr.
+local run = require "support.run"
+local proc = require "support.proc"
+local ch = require "support.clickhouse"
+
+local q = run.q
+-- ~2800 flows in 0.1 s: IPv4 and IPv6, VLANs, TCP, UDP, ICMP
+local GEN_ARGS = "-n 50000 -c 500 -s 3"
+-- ~27000 flows, for the restart (with 100-row batches: ~270 inserts)
+local BIG_ARGS = "-n 400000 -c 5000 -s 5"
+-- 10 s of traffic at 2000 pps: several 1 s slices
+local SPREAD_ARGS = "-n 20000 -c 300 -r 2000 -s 5"
+
+-- A proxy in front of the server that, for the first N inserts, lets the
+-- server insert and then closes the connection without the reply: the
+-- sink cannot know whether the batch went in.
+local LOSSY_PROXY = [[
+import http.client, http.server, socket, sys, urllib.parse
+listen, target, drops = int(sys.argv[1]), int(sys.argv[2]), [int(sys.argv[3])]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.fwd(None)
+    def do_POST(self):
+        self.fwd(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+    def fwd(self, body):
+        c = http.client.HTTPConnection("127.0.0.1", target)
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() == "authorization"}
+        c.request(self.command, self.path, body=body, headers=hdrs)
+        r = c.getresponse()
+        data = r.read()
+        if "INSERT" in urllib.parse.unquote(self.path) and drops[0] > 0:
+            drops[0] -= 1
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(r.status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", listen), H).serve_forever()
+]]
+
+local function has(s, needle)
+  return s:find(needle, 1, true) ~= nil
+end
+
+describe("clickhouse sink", function()
+  local srv, why, absent
+
+  setup(function()
+    srv, why, absent = ch.start()
+    if not srv and absent then io.stderr:write("clickhouse_spec: skipping: ", why, "\n") end
+  end)
+
+  teardown(function()
+    if srv then srv:stop() end
+    proc.kill_leftovers()
+    run.cleanup()
+  end)
+
+  -- installed but not starting is a failure, not a skip
+  local function need_server()
+    if not srv and not absent then error(why) end
+    if not srv then pending(why) end
+    return srv ~= nil
+  end
+
+  local function sums(tbl, kind)
+    local out = srv:query(("SELECT count(), sum(packets), sum(bytes), uniqExact(batch, row) " ..
+      "FROM %s WHERE kind = '%s'"):format(tbl, kind))
+    local n, p, b, u = out:match("^(%d+)\t(%d+)\t(%d+)\t(%d+)$")
+    assert(n, out)
+    return tonumber(n), tonumber(p), tonumber(b), tonumber(u)
+  end
+
+  it("inserts every flow: count, packets and bytes equal the ground truth and the JSON", function()
+    if not need_server() then return end
+    local pcap, truth = run.generated(GEN_ARGS, "clickhouse_spec", pending)
+    local dir = run.tmpdir()
+    local r = run.sh(run.SLUICE .. " run -r " .. q(pcap) .. " -q --out json:" ..
+      q(dir .. "/out.json") .. " --out clickhouse:" .. q(srv:url("t1.flows")))
+    assert.are.equal(0, r.code, run.describe(r))
+    local n, p, b, u = sums("t1.flows", "flow")
+    assert.are.equal(truth.flows, n)
+    assert.are.equal(truth.packets, p)
+    assert.are.equal(truth.bytes_frame, b)
+    assert.are.equal(n, u)
+    local recs = run.json_lines(dir .. "/out.json")
+    local jp, jb = run.flow_totals(recs)
+    assert.are.same({ #recs, jp, jb }, { n, p, b })
+    -- a flow's columns, as the JSON has them
+    local PROTO = { tcp = 6, udp = 17, icmp = 1, icmp6 = 58, ipv6_icmp = 58 }
+    for i = 1, #recs, 97 do
+      local f = recs[i]
+      local row = srv:query(("SELECT src, dst, sport, dport, proto, pkts_fwd, bytes_rev, history, " ..
+        "end_reason, start_ns FROM t1.flows WHERE flow_id = %d"):format(f.id))
+      local want = { f.src, f.dst, f.sport, f.dport, PROTO[f.proto] or f.proto, f.pkts_fwd,
+        f.bytes_rev, f.history, f.end_reason, (string.format("%.6f", f.first):gsub("%.", "")) }
+      local got = {}
+      for v in (row .. "\t"):gmatch("([^\t]*)\t") do got[#got + 1] = v end
+      got[10] = got[10]:sub(1, -4) -- JSON times are microseconds
+      for k = 1, 9 do want[k] = tostring(want[k]) end
+      assert.are.same(want, got)
+    end
+  end)
+
+  it("takes the flows of --workers 2 on a file, each worker its own batches, once", function()
+    if not need_server() then return end
+    local pcap, truth = run.generated(GEN_ARGS, "clickhouse_spec", pending)
+    local r = run.sh(run.SLUICE .. " run -r " .. q(pcap) .. " -q --workers 2 --out clickhouse:" ..
+      q(srv:url("tw.flows") .. "?probe=edge-1"))
+    assert.are.equal(0, r.code, run.describe(r))
+    local n, p, b, u = sums("tw.flows", "flow")
+    assert.are.same({ truth.flows, truth.packets, truth.bytes_frame, truth.flows }, { n, p, b, u })
+    assert.are.equal("edge-1\t" .. truth.flows, srv:query("SELECT probe, count() FROM tw.flows GROUP BY probe"))
+  end)
+
+  it("inserts slices whose sums equal the flows'", function()
+    if not need_server() then return end
+    local pcap, truth = run.generated(SPREAD_ARGS, "clickhouse_spec", pending)
+    local r = run.sh(run.SLUICE .. " run -r " .. q(pcap) .. " -q --slice 1 --out clickhouse:" ..
+      q(srv:url("t2.rows?batch_rows=500")))
+    assert.are.equal(0, r.code, run.describe(r))
+    local fn, fp, fb = sums("t2.rows", "flow")
+    local sn, sp, sb, su = sums("t2.rows", "slice")
+    assert.are.equal(truth.flows, fn)
+    assert.are.same({ truth.packets, truth.bytes_frame }, { fp, fb })
+    assert.are.same({ fp, fb }, { sp, sb })
+    assert.are.equal(sn, su)
+    assert.is_true(sn > fn, "slices cut flows: " .. sn .. " slices, " .. fn .. " flows")
+    -- every slice row lies in its 1 s interval
+    assert.are.equal("0", srv:query("SELECT count() FROM t2.rows WHERE kind = 'slice' AND " ..
+      "(end_ns - start_ns > 1000000000 OR time_end - time_start > 1)"))
+  end)
+
+  it("loses and duplicates nothing when the server is killed and comes back", function()
+    if not need_server() then return end
+    local pcap, truth = run.generated(BIG_ARGS, "clickhouse_spec", pending)
+    local h = proc.spawn(run.SLUICE .. " run -r " .. q(pcap) .. " -v --out clickhouse:" ..
+      q(srv:url("t3.flows?batch_rows=100&queue_batches=4")))
+    -- a moment into the run: some batches are in
+    local ok = false
+    for _ = 1, 100 do
+      local c = tonumber(srv:query("SELECT count() FROM system.tables WHERE database = 't3'"))
+      if c == 1 and tonumber(srv:query("SELECT count() FROM t3.flows")) > 0 then ok = true break end
+      run.sh("sleep 0.05")
+    end
+    assert.is_true(ok, "no rows arrived")
+    srv:kill()
+    local before = proc.exited(h)
+    run.sh("sleep 2")
+    assert(srv:restart())
+    local r = proc.finish(h, 120)
+    assert.is_nil(before, "the run ended before the server was killed: make the trace bigger")
+    assert.are.equal(0, r.code, run.describe(r))
+    local n, p, b, u = sums("t3.flows", "flow")
+    assert.are.equal(truth.flows, n)
+    assert.are.equal(n, u)
+    assert.are.same({ truth.packets, truth.bytes_frame }, { p, b })
+    -- the sink says it retried
+    local retries = r.err:match("sink clickhouse:[^\n]*retries=(%d+)")
+    assert.truthy(retries and tonumber(retries) > 0, r.err)
+  end)
+
+  it("does not send again a batch the server took when the reply was lost", function()
+    if not need_server() then return end
+    local pcap, truth = run.generated(GEN_ARGS, "clickhouse_spec", pending)
+    local dir = run.tmpdir()
+    run.spit(dir .. "/proxy.py", LOSSY_PROXY)
+    local port = ch.free_port()
+    local h = proc.spawn(run.PLAIN .. "python3 " .. q(dir .. "/proxy.py") .. " " .. port .. " " ..
+      srv.http .. " 3")
+    local ready
+    for _ = 1, 100 do
+      if run.sh(run.PLAIN .. "curl -s -m 1 http://127.0.0.1:" .. port .. "/").out:match("^Ok%.") then
+        ready = true
+        break
+      end
+      run.sh("sleep 0.05")
+    end
+    assert.is_true(ready, "the proxy did not start: " .. proc.result(h).err)
+    local r = run.sh(run.SLUICE .. " run -r " .. q(pcap) .. " -v --out clickhouse:" ..
+      q("http://127.0.0.1:" .. port .. "/t7.flows?batch_rows=500"))
+    proc.signal(h, 9)
+    proc.finish(h, 10)
+    assert.are.equal(0, r.code, run.describe(r))
+    local n, p, b, u = sums("t7.flows", "flow")
+    assert.are.equal(truth.flows, n)
+    assert.are.equal(n, u)
+    assert.are.same({ truth.packets, truth.bytes_frame }, { p, b })
+    local line = ("\n" .. r.err):match("\nsink clickhouse:[^\n]*")
+    assert.truthy(line and line:find("found=3", 1, true), r.err)
+  end)
+
+  it("says which server it cannot reach, and fails", function()
+    local port = ch.free_port()
+    local r = run.sh(run.SLUICE .. " run -r " .. q(run.root .. "/examples/sample.pcap") ..
+      " -q --out clickhouse:http://127.0.0.1:" .. port .. "/db.t")
+    assert.are_not.equal(0, r.code, run.describe(r))
+    assert.truthy(has(r.err, "cannot open clickhouse:http://127.0.0.1:" .. port .. "/db.t"), r.err)
+    assert.truthy(r.err:lower():find("connect"), r.err)
+  end)
+
+  it("stops at a table of another schema with the server's message, losses counted", function()
+    if not need_server() then return end
+    srv:query("CREATE DATABASE IF NOT EXISTS t5")
+    srv:query("CREATE TABLE t5.other (kind String, time_start DateTime, x UInt8) " ..
+      "ENGINE = MergeTree() PARTITION BY toYYYYMMDD(time_start) ORDER BY time_start")
+    local r = run.sh(run.SLUICE .. " run -r " .. q(run.root .. "/examples/sample.pcap") ..
+      " -v --out clickhouse:" .. q(srv:url("t5.other")))
+    assert.are_not.equal(0, r.code, run.describe(r))
+    assert.truthy(r.err:find("No such column", 1, true) or r.err:find("NO_SUCH_COLUMN", 1, true), r.err)
+    local line = ("\n" .. r.err):match("\nsink clickhouse:[^\n]*")
+    assert.truthy(line, r.err)
+    assert.truthy(line:match("written 0 dropped [1-9]"), line)
+    assert.are.equal("0", srv:query("SELECT count() FROM t5.other"))
+  end)
+
+  it("takes credentials from the URL or the environment and never prints them", function()
+    if not need_server() then return end
+    local sample = q(run.root .. "/examples/sample.pcap")
+    local auth = ch.USER .. ":" .. ch.PASSWORD
+    local r = run.sh(run.SLUICE .. " run -r " .. sample .. " -v --out clickhouse:" ..
+      q(srv:url("t6.flows", auth)))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert.falsy(has(r.err .. r.out, ch.PASSWORD), r.err)
+    assert.truthy(tonumber(srv:query("SELECT count() FROM t6.flows")) > 0)
+    -- the environment
+    r = run.sh("CLICKHOUSE_USER=" .. ch.USER .. " CLICKHOUSE_PASSWORD=" .. q(ch.PASSWORD) .. " " ..
+      run.SLUICE .. " run -r " .. sample .. " -v --out clickhouse:" .. q(srv:url("t6.env")))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert.falsy(has(r.err .. r.out, ch.PASSWORD), r.err)
+    -- a wrong password: the server's message, not the password
+    r = run.sh(run.SLUICE .. " run -r " .. sample .. " -v --out clickhouse:" ..
+      q(srv:url("t6.flows", ch.USER .. ":Wrong-Pw-991")))
+    assert.are_not.equal(0, r.code, run.describe(r))
+    assert.falsy(has(r.err .. r.out, "Wrong-Pw-991"), r.err)
+    assert.truthy(r.err:lower():find("password") or r.err:find("HTTP 401", 1, true)
+      or r.err:find("HTTP 516", 1, true), r.err)
+    assert.truthy(has(r.err, "clickhouse:http://127.0.0.1:" .. srv.http .. "/t6.flows"), r.err)
+  end)
+end)
+
+describe("sluice.sink.clickhouse options", function()
+  local chs = require "sluice.sinks.clickhouse"
+  local sluice = require "sluice"
+
+  it("parses the url: credentials, database, table, parameters", function()
+    local u = assert(chs.parse_url("http://us%40er:p%3Aw@db1:8123/net.flows?batch_rows=10&probe=e%201"))
+    assert.are.same({ base = "http://db1:8123/", user = "us@er", password = "p:w", database = "net",
+      table = "flows", params = { batch_rows = 10, probe = "e 1" } }, u)
+    u = assert(chs.parse_url("https://h"))
+    assert.are.same({ base = "https://h/", params = {} }, u)
+    assert.are.equal("net", assert(chs.parse_url("http://h:1/net")).database)
+    for _, bad in ipairs({ "ftp://h/x", "http:///x", "http://h/a.b.c", "http://h/x?nope=1",
+      "http://u:secret@h/x?batch_rows=many" }) do
+      local ok, err = chs.parse_url(bad)
+      assert.is_nil(ok, bad)
+      assert.falsy(err:find("secret", 1, true), err)
+    end
+  end)
+
+  it("refuses bad options as misuse", function()
+    assert.has_error(function() sluice.sink.clickhouse {} end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/db-1.t" } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_rows = 0 } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_rows = 2000000 } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_age = "soon" } end)
+  end)
+end)
