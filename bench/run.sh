@@ -6,7 +6,8 @@
 # its parameters change), then measures, best of BENCH_RUNS runs each:
 #   1. the libpcap read floor (bench/pcap_floor)
 #   2. sluice, engine only, no policy handlers   (bench/run.lua engine)
-#   3. sluice's default CLI job, every ended flow as JSON to /dev/null
+#   3. sluice's default CLI job, every ended flow as JSON to /dev/null,
+#      with one worker and with --workers BENCH_WORKERS (default: the cores)
 #   4. examples/top_talkers.lua, scan_detect.lua and subnet_report.lua on
 #      1 s slices (bench/run.lua policy), against an empty on_slice
 #   5. the default job with 1 s slices, no sink    (bench/run.lua sinks none)
@@ -19,7 +20,8 @@
 # with the build of revision REV (before/after, side by side).
 #
 # Knobs (environment): BENCH_BASE, BENCH_RUNS=3, BENCH_PACKETS=2000000,
-# BENCH_CONCURRENT=20000, BENCH_SEED=1, BENCH_SLICE=1, CC, LUAJIT.
+# BENCH_CONCURRENT=20000, BENCH_SEED=1, BENCH_SLICE=1, BENCH_WORKERS=nproc,
+# CC, LUAJIT.
 set -eu
 
 NAME=bench
@@ -108,7 +110,7 @@ run_cli() {
 	errf=$BUILD/cli.stderr
 	rm -f "$rssf"
 	rc=0
-	set -- "$TREE/scripts/sluice" run -r "$TRACE" -q -v --out json:/dev/null
+	set -- "$TREE/scripts/sluice" run -r "$TRACE" -q -v --out json:/dev/null "$@"
 	t0=$(now)
 	case $RSS_TOOL in
 	time) /usr/bin/time -f %M -o "$rssf" "$@" 2>"$errf" || rc=$? ;;
@@ -146,6 +148,7 @@ one_run() {
 	handles) "$LUAJIT" "$TREE/bench/run.lua" policy "$TRACE" "$ROOT/bench/handles.lua" 0 ;;
 	trim) "$LUAJIT" "$ROOT/bench/run.lua" trim "$TRACE" $((T_CONC / 2)) ;;
 	cli) run_cli ;;
+	workers) run_cli --workers "$WORKERS" ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
 	scans) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SCANS" "$SLICE" ;;
 	subnets) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SUBNETS" "$SLICE" ;;
@@ -154,6 +157,10 @@ one_run() {
 	sinks) "$LUAJIT" "$ROOT/bench/run.lua" sinks "$TRACE" "$SLICE" "$BUILD/sinks.json" ;;
 	esac
 }
+
+# --workers on the trace (issue 15's bar on 2 cores: 1.7x one worker)
+WORKERS=${BENCH_WORKERS:-$(nproc 2>/dev/null || echo 2)}
+[ "$WORKERS" -ge 2 ] 2>/dev/null || WORKERS=2
 
 # --- measurements ----------------------------------------------------------
 FAILED=0
@@ -229,6 +236,7 @@ measure engine "sluice engine only"
 measure handles "flow handles"
 measure trim "engine max-flows C/2"
 measure cli "sluice CLI json"
+measure workers "CLI json workers $WORKERS"
 measure emptyslice "empty on_slice $SLICE"
 measure talkers "top_talkers slice $SLICE"
 measure scans "scan_detect slice $SLICE"
@@ -258,6 +266,12 @@ NOSINK=$(printf '%s' "$RATIOS" | sed -n "s/^no sink, slice $SLICE|//p")
 WITHSINKS=$(printf '%s' "$RATIOS" | sed -n "s/^json+ipfix slice $SLICE|//p")
 if [ -n "$NOSINK" ] && [ -n "$WITHSINKS" ]; then
 	echo "$WITHSINKS $NOSINK" | awk '{ printf "%-20s %.0f%% of the no-sink rate (JSON file + IPFIX export of every flow and slice)\n", "sinks", 100 * $1 / $2 }'
+fi
+
+CLI1=$(printf '%s' "$RATIOS" | sed -n 's/^sluice CLI json|//p')
+CLIW=$(printf '%s' "$RATIOS" | sed -n "s/^CLI json workers $WORKERS|//p")
+if [ -n "$CLI1" ] && [ -n "$CLIW" ]; then
+	echo "$CLIW $CLI1" | awk -v n="$WORKERS" '{ printf "%-20s %.2fx the one-worker rate (every worker reads the whole file and keeps the flows that hash to it)\n", "workers " n, $1 / $2 }'
 fi
 
 # engine:update from Lua (the gatherer), best of RUNS
