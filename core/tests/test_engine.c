@@ -308,6 +308,53 @@ static void test_malformed_and_pool(void)
 	CHECK_EQ(r.stats.packets, 6);
 }
 
+/* Workers sharing an input (sl_config.shared_input): the flows split
+ * between them, each counted once; every packet moves each worker's
+ * clock, so the same intervals close in all; a malformed packet and a
+ * packet with an impossible time are counted by worker 0 only. */
+static void test_shared_input(void)
+{
+	struct run one, part[3];
+	struct sl_config cfg = {0};
+	uint8_t junk[60] = {0};
+	uint64_t flows = 0, pkts = 0, slice_pkts = 0, foreign = 0;
+
+	junk[12] = 0x08;
+	cfg.slice_ns = 10 * NS;
+	img_begin(&m);
+	for (int i = 0; i < 300; i++) {
+		int host = 1 + i % 50;
+
+		img_pkt(&m, 1000 * NS + (uint64_t)i * NS / 7, 17, host,
+			5000 + i % 3, 20, 53, 0, i);
+		img_pkt(&m, 1000 * NS + (uint64_t)i * NS / 7 + 1, 17, 20, 53,
+			host, 5000 + i % 3, 0, i);
+	}
+	img_frame(&m, 1050 * NS, junk, 60);
+	img_pkt(&m, UINT64_MAX, 17, 1, 1, 2, 2, 0, 10);
+	run_img(&m, &cfg, &one);
+	CHECK_EQ(one.stats.flows_started, 150);
+	CHECK_EQ(one.stats.malformed, 2);
+	cfg.shared_input = 1;
+	cfg.workers = 3;
+	for (uint16_t w = 0; w < 3; w++) {
+		cfg.worker = w;
+		run_img(&m, &cfg, &part[w]);
+		flows += part[w].stats.flows_started;
+		pkts += part[w].stats.packets;
+		slice_pkts += part[w].slice_pkts;
+		foreign += part[w].stats.foreign;
+		CHECK(part[w].stats.flows_started > 20); /* a share each */
+		CHECK_EQ(part[w].slices, one.slices);
+		CHECK_EQ(part[w].slice_end, one.slice_end);
+		CHECK_EQ(part[w].stats.malformed, w ? 0 : 2);
+	}
+	CHECK_EQ(flows, one.stats.flows_started);
+	CHECK_EQ(pkts, one.stats.packets);
+	CHECK_EQ(slice_pkts, one.slice_pkts);
+	CHECK_EQ(foreign, 2 * one.stats.packets);
+}
+
 /* Shutdown mid-input: the batch in hand is finished, every live flow ends
  * with SL_END_SHUTDOWN, later packets are not read. */
 static void test_shutdown(void)
@@ -957,5 +1004,6 @@ int main(void)
 	test_clock_empty_intervals();
 	test_flow_end_not_live();
 	test_clock_records();
+	test_shared_input();
 	return test_done();
 }
