@@ -671,18 +671,25 @@ local function summarize(o, ending, eng)
 end
 
 -- One capture (or file, or collector) from open to exit code.
-local function run_one(o, list, w, shared)
+-- The engine of worker w, or nil and the exit code (the error printed).
+local function open_engine(o, w)
   local ok, eng, err = pcall(sluice.open, M.open_options(o, w))
   if not ok then
     -- a bad --filter is one line: libpcap's message says what is wrong
     local bad = bare(eng):match("^sluice%.open: filter: (.*)$")
-    if bad then return fail("--filter: " .. bad, report.EXIT_USAGE) end
-    return usage_error(bare(eng))
+    if bad then return nil, fail("--filter: " .. bad, report.EXIT_USAGE) end
+    return nil, usage_error(bare(eng))
   end
-  if not eng then return fail(err) end
-  if eng.note then io.stderr:write("sluice: ", eng.input, ": ", eng.note, "\n") end
+  if not eng then return nil, fail(err) end
+  return eng
+end
+
+local function run_one(o, list, w, shared)
+  local eng, code = open_engine(o, w)
+  if not eng then return code end
+  if eng.note and w == 0 then io.stderr:write("sluice: ", eng.input, ": ", eng.note, "\n") end
   local files = eng:files()
-  if files and files.skipped > 0 and not o.quiet then
+  if files and files.skipped > 0 and not o.quiet and w == 0 then
     io.stderr:write(string.format("sluice: %s: %d captures; skipped %d directory entries " ..
       "that are not captures\n", eng.input, files.files, files.skipped))
   end
@@ -822,6 +829,12 @@ local function run_workers(o, list)
   end
   local stream, tcode = open_tee(o)
   if tcode then return tcode end
+  -- files: a missing one or a bad filter is one line, before any fork
+  if o.open.read and not stream then
+    local eng, code = open_engine(o, 0)
+    if not eng then return code end
+    eng:close()
+  end
   -- a shared input (files, stdin) ends with one summary of all workers
   if o.open.read then o.summaries = summary.new() end
   local ok, code = workers.run(o.workers, function(w)
@@ -844,11 +857,11 @@ local function run_workers(o, list)
   end
   if ok == nil then return fail(code) end
   if o.summaries then
-    local ending, err = summary.collect(o.summaries, o.workers)
+    local ending, err
+    if ok then ending, err = summary.collect(o.summaries, o.workers) end
     summary.remove(o.summaries, o.workers)
-    if not ending then return fail(err) end
-    local scode = summarize(o, ending)
-    if ok then return scode end
+    if ok and not ending then return fail(err) end
+    if ending then return summarize(o, ending) end
   end
   -- a failed worker reported why itself
   return ok and code or report.EXIT_ERROR
