@@ -200,8 +200,7 @@ describe("sluice.cli", function()
       { "", "run needs one input: -r FILE or -i IFACE" },
       { "--slice 5", "run needs one input: -r FILE or -i IFACE" },
       { "-r x.pcap -i eth0", "run needs one input: -r FILE or -i IFACE" },
-      { "-r x.pcap --workers 2", "--backend and --workers apply to live capture (-i)" },
-      { "-r x.pcap --backend pcap", "--backend and --workers apply to live capture (-i)" },
+      { "-r x.pcap --backend pcap", "--backend applies to live capture (-i)" },
       { "-i eth0 --workers 0", "--workers must be 1..64" },
       { "-i eth0 --workers 65", "--workers must be 1..64" },
       { "-i eth0 --workers 1.5", "--workers must be 1..64" },
@@ -401,11 +400,14 @@ describe("sluice.cli", function()
         "--out ipfix:tcp:h:4739"))
       assert.are.same({
         { kind = "json", name = "f.json", options = { path = "f.json", append = true,
-          line_buffered = true, rotate = "1h" } },
+          shared = true, rotate = "1h" } },
         { kind = "pcap", name = "p.pcap", options = { path = "p.pcap.1" } },
         { kind = "ipfix", name = "h:4739", options = { collector = "h:4739", transport = "tcp",
           domain = 1 } },
       }, cli.sink_options(o, 1, true))
+      -- workers on a file: each worker its share of the flows
+      o = assert(parse("-r x.pcap --workers 3"))
+      assert.are.same({ 2, 3 }, { cli.open_options(o, 2).worker, cli.open_options(o, 2).workers })
       o = assert(parse("-r x --out pcap:p.pcap"))
       assert.are.same({ path = "p.pcap" }, cli.sink_options(o, 0, false)[1].options)
     end)
