@@ -4,7 +4,7 @@
 # examples/sample.pcap into one table (probe-b with examples/fleet/tag_apps.lua,
 # which adds app= tags), then every query of examples/fleet/queries.sql,
 # each under a "=== name: what it answers" heading. The server is stopped and
-# the directory removed on exit. Needs clickhouse-server, curl and python3.
+# the directory removed on exit. Needs clickhouse-server and curl.
 #   examples/fleet/demo.sh            (from anywhere)
 # Exits non-zero, saying why, when a step fails.
 set -euo pipefail
@@ -19,7 +19,7 @@ die() { echo "demo.sh: $*" >&2; exit 1; }
 # (the specs' ASan pass sets one for sluice).
 plain() { env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS "$@"; }
 
-for tool in clickhouse-server curl python3; do
+for tool in clickhouse-server curl; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
 [ -x "$SLUICE" ] || die "$SLUICE not found"
@@ -40,12 +40,26 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Two ports free on 127.0.0.1 (both held while asked, so they differ).
-read -r HTTP_PORT TCP_PORT < <(plain python3 -c '
+# Two ports free on 127.0.0.1 (both held while asked, so they differ);
+# without python3, random ports nothing answers on.
+free_ports() {
+  if command -v python3 >/dev/null 2>&1; then
+    plain python3 -c '
 import socket
 a, b = socket.socket(), socket.socket()
 a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])') || die "cannot find free ports"
+print(a.getsockname()[1], b.getsockname()[1])'
+    return
+  fi
+  local ports= p
+  while [ "$(echo $ports | wc -w)" -lt 2 ]; do
+    p=$((20000 + RANDOM % 40000))
+    case " $ports " in *" $p "*) continue ;; esac
+    (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null || ports="$ports $p"
+  done
+  echo $ports
+}
+read -r HTTP_PORT TCP_PORT < <(free_ports) || die "cannot find free ports"
 
 mkdir -p "$TMP/data" "$TMP/tmp" "$TMP/user_files" "$TMP/format_schemas"
 cat >"$TMP/config.xml" <<EOF
@@ -80,7 +94,9 @@ EOF
 
 BASE="http://127.0.0.1:$HTTP_PORT"
 echo "demo.sh: clickhouse-server on $BASE (in $TMP)"
-plain clickhouse-server --config-file="$TMP/config.xml" >"$TMP/server.out" 2>&1 &
+# (env, not the plain function: $! must be the server itself, not a subshell)
+env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS \
+  clickhouse-server --config-file="$TMP/config.xml" >"$TMP/server.out" 2>&1 &
 SERVER_PID=$!
 
 ready=
