@@ -103,6 +103,22 @@ describe("--workers on a file", function()
     assert(r.err:match("packet%(s%) dropped: the flow table was full"), run.describe(r))
   end)
 
+  -- (SIGTERM: a shell script's background job ignores SIGINT)
+  it("stops on SIGTERM: every worker ends its flows, one line says what stopped the run", function()
+    local out = run.tmpdir() .. "/stopped.json"
+    -- the stream stays open after the trace: the workers wait for more
+    local r = run.sh(string.format("(cat %s; sleep 8) | %s run -r - --workers 2 " ..
+      "--out json:%s & pid=$!; sleep 3; kill -TERM $pid; wait $pid", q(trace), SLUICE, q(out)))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert.are.equal(1, select(2, r.err:gsub("stopped by SIGTERM", "")), run.describe(r))
+    local lines, shutdown = normalized(run.slurp(out) or ""), 0
+    for _, line in ipairs(lines) do
+      if line:match('"end_reason":"shutdown"') then shutdown = shutdown + 1 end
+    end
+    assert.are.equal(#reference, #lines, "every flow, ended")
+    assert(shutdown > 0, "flows still open at the signal end with reason shutdown")
+  end)
+
   it("refuses two streams", function()
     local r = run.sh(string.format("%s run -r - -r /dev/stdin --workers 2 -q", SLUICE))
     assert.are.equal(2, r.code, run.describe(r))

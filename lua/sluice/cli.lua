@@ -861,7 +861,13 @@ local function run_workers(o, list)
     if ok then ending, err = summary.collect(o.summaries, o.workers) end
     summary.remove(o.summaries, o.workers)
     if ok and not ending then return fail(err) end
-    if ending then return summarize(o, ending) end
+    if ending then
+      -- the workers stopped on the parent's SIGTERM: say what the user sent
+      if ending.report and ending.report.stopped_by then
+        ending.report.stopped_by = workers.stopped_by or ending.report.stopped_by
+      end
+      return summarize(o, ending)
+    end
   end
   -- a failed worker reported why itself
   return ok and code or report.EXIT_ERROR

@@ -90,6 +90,8 @@ local function wait_all(pids)
     end
     if next(pids) then
       if not forwarded and signals.pending() then
+        -- the signal the workers' SIGTERM stands for, for the summary
+        M.stopped_by = signals.pending()
         signals.taken()
         forwarded = true
         terminate(pids)
@@ -123,6 +125,7 @@ function M.run(n, fn, started)
   -- a SIGHUP forwarded before its run began is a reload at its first step
   -- (not the default action, which would end it); wait_all restores
   signals.install()
+  M.stopped_by = nil
   local pids = {}
   for w = 0, n - 1 do
     local pid = C.sluice_workers_fork()
