@@ -3,9 +3,9 @@
 -- run's report (errors, sink counters, losses), the input's files.
 --
 --   local summary = require "sluice.summary"
---   local dir = summary.new()                  -- in the parent, before fork
---   summary.put(dir, w, ending)                -- in worker w, at its end
---   local ending, err = summary.collect(dir, n) -- in the parent, after all
+--   local base = summary.new()                  -- in the parent, before fork
+--   summary.put(base, w, ending)                -- in worker w, at its end
+--   local ending, err = summary.collect(base, n) -- in the parent, after all
 --
 -- ending = { ok =, err =, report =, stats =, files =, filter =, input =,
 --            progress = { frac, pos } } (sluice.cli's run_one).
@@ -41,14 +41,14 @@ function M.new()
   return os.tmpname()
 end
 
-local function path_of(dir, w)
-  return dir .. "." .. w
+local function path_of(base, w)
+  return base .. "." .. w
 end
 
 -- In worker w: writes what its run left; returns the exit code the worker
 -- ends with (0: the parent tells the run's outcome).
-function M.put(dir, w, ending)
-  local f = io.open(path_of(dir, w), "w")
+function M.put(base, w, ending)
+  local f = io.open(path_of(base, w), "w")
   local ok = f and f:write(cjson.encode {
     ok = ending.ok and true or false, err = ending.err and tostring(ending.err) or nil,
     report = ending.report, stats = ending.stats, files = ending.files or nil,
@@ -56,7 +56,7 @@ function M.put(dir, w, ending)
     progress = { frac = ending.progress[1], pos = ending.progress[2] } })
   if f then ok = f:close() and ok end
   if not ok then
-    io.stderr:write("sluice: worker ", w, ": cannot write its summary to ", path_of(dir, w), "\n")
+    io.stderr:write("sluice: worker ", w, ": cannot write its summary to ", path_of(base, w), "\n")
     return 1
   end
   return 0
@@ -64,10 +64,10 @@ end
 
 -- In the parent, once the n workers ended: their sum, or nil and what is
 -- missing (a worker that died before writing).
-function M.collect(dir, n)
+function M.collect(base, n)
   local sum
   for w = 0, n - 1 do
-    local f = io.open(path_of(dir, w), "r")
+    local f = io.open(path_of(base, w), "r")
     local text = f and f:read("*a")
     if f then f:close() end
     local ok, t = pcall(cjson.decode, text or "")
@@ -85,9 +85,9 @@ function M.collect(dir, n)
   return sum
 end
 
-function M.remove(dir, n)
-  for w = 0, n - 1 do os.remove(path_of(dir, w)) end
-  os.remove(dir)
+function M.remove(base, n)
+  for w = 0, n - 1 do os.remove(path_of(base, w)) end
+  os.remove(base)
 end
 
 return M
