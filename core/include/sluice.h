@@ -877,9 +877,10 @@ struct sl_json_writer_stats {
 
 /* How lines go out: in large buffers written by a thread; a write(2)
  * per line (each line out at once, whole among other writers); or as
- * fits a file that several processes write: buffered when the file is a
- * regular one (its writes do not interleave), a write per line if not (a
- * pipe keeps only writes up to PIPE_BUF whole). */
+ * fits a file that several processes write: buffers of whole lines that
+ * each go out in one write, large for a regular file (its writes do not
+ * interleave), at most PIPE_BUF bytes otherwise (a pipe keeps only such
+ * writes whole). */
 enum sl_json_mode { SL_JSON_BUFFERED = 0, SL_JSON_LINES = 1, SL_JSON_SHARED = 2 };
 
 SL_API int sl_json_writer_open(struct sl_json_writer **out, const char *path,

@@ -127,11 +127,16 @@ static int config_defaults(struct sl_config *c)
  * packet touches the same three lines of it (engine.h). */
 static struct sl_flow *pool_alloc(uint32_t n)
 {
-	void *p = mmap(NULL, (size_t)n * sizeof(struct sl_flow),
-		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-		       0);
+	size_t len = (size_t)n * sizeof(struct sl_flow);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	/* huge pages where the kernel has them: a page fault per 2 MiB of
+	 * new flows rather than per 4 KiB (faults are dear in a VM) */
+	(void)madvise(p, len, MADV_HUGEPAGE);
+	return p;
 }
 
 static void pool_free(struct sl_flow *pool, uint32_t n)

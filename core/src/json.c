@@ -4,10 +4,12 @@
  * building and encoding a Lua table, and keeps times to the microsecond. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -16,10 +18,10 @@
 #include "text.h"
 
 /* Records are formatted without bounds checks into a scratch line of
- * LINE_MAX bytes, more than the longest record can take (about 900 bytes:
+ * JSON_LINE_MAX bytes, more than the longest record can take (about 900 bytes:
  * every number at 20 digits, four IPv6 addresses with a tunnel), then
  * copied out. */
-enum { LINE_MAX = 1024 };
+enum { JSON_LINE_MAX = 1024 };
 
 /* Epoch seconds with microseconds, as a JSON number. */
 static char *put_ts(char *p, uint64_t ns)
@@ -188,14 +190,14 @@ static int copy_out(const char *line, int n, char *buf, size_t len)
 
 int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf, size_t len)
 {
-	char line[LINE_MAX];
+	char line[JSON_LINE_MAX];
 
 	return copy_out(line, flow_line(r, line), buf, len);
 }
 
 int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf, size_t len)
 {
-	char line[LINE_MAX];
+	char line[JSON_LINE_MAX];
 
 	return copy_out(line, slice_line(r, line), buf, len);
 }
@@ -206,9 +208,9 @@ int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf, size_t len)
  * a thread that writes it while the next one fills, so the capture thread
  * does not pay for the kernel's copy into the page cache. Buffers are
  * written in order; only when all of them wait for the disk does the
- * capture thread wait. A line-buffered writer writes each line itself;
- * a shared one (a file several processes write) does so unless the file
- * is a regular one, whose buffered writes keep their lines whole.
+ * capture thread wait. A line-buffered writer writes each line itself.
+ * A shared one (a file several processes write) sends buffers no larger
+ * than a write that keeps its lines whole among the others' can carry.
  *
  * Each buffer holds whole lines and knows how many. A write that fails
  * loses the lines it carried and no others: the whole lines a short write
@@ -224,6 +226,7 @@ struct sl_json_writer {
 	int append;    /* O_APPEND, kept across reopen */
 	uint64_t size; /* file bytes, buffered ones included */
 	char *buf;     /* bufs[cur], being filled */
+	size_t cap;    /* of a buffer that goes out in one write */
 	size_t used;
 	uint32_t lines; /* whole lines in buf */
 	uint32_t cur;
@@ -441,15 +444,23 @@ static void writer_free(struct sl_json_writer *w)
 	free(w);
 }
 
-/* Whether writes of whole buffers keep the lines of processes that share
- * the file whole: a regular file's writes do not interleave (the kernel
- * holds the inode for each, and appends or moves the shared offset under
- * it); a pipe's do only up to PIPE_BUF bytes. */
-static int buffers_stay_whole(int fd)
+/* The most a write of a writer shared by processes may carry and keep
+ * its lines whole among theirs: a regular file's writes do not interleave
+ * (the kernel holds the inode for each, and appends or moves the shared
+ * offset under it); a pipe's (and any other kind's) only up to PIPE_BUF
+ * bytes. */
+static size_t shared_write_max(int fd)
 {
 	struct stat st;
 
-	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+	_Static_assert(JSON_LINE_MAX < PIPE_BUF, "a record's line fits a pipe's atomic write");
+	if (fstat(fd, &st))
+		return PIPE_BUF;
+	/* /dev/null keeps nothing to mix up */
+	if (S_ISREG(st.st_mode) ||
+	    (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)))
+		return JSON_BUF;
+	return PIPE_BUF;
 }
 
 int sl_json_writer_open(struct sl_json_writer **out, const char *path,
@@ -470,8 +481,8 @@ int sl_json_writer_open(struct sl_json_writer **out, const char *path,
 		free(w);
 		return rc;
 	}
-	w->line_buffered = mode == SL_JSON_LINES ||
-			   (mode == SL_JSON_SHARED && !buffers_stay_whole(w->fd));
+	w->line_buffered = mode == SL_JSON_LINES;
+	w->cap = mode == SL_JSON_SHARED ? shared_write_max(w->fd) : JSON_BUF;
 	/* one buffer for a line-buffered writer: it has no thread */
 	for (int i = 0; i < (w->line_buffered ? 1 : JSON_BUFS); i++) {
 		w->bufs[i] = malloc(JSON_BUF);
@@ -503,7 +514,8 @@ out_close_fd:
 /* Makes room for need bytes in the buffer being filled. */
 static void reserve(struct sl_json_writer *w, size_t need)
 {
-	if (JSON_BUF - w->used >= need)
+	/* an empty buffer takes a line longer than cap (up to JSON_BUF) */
+	if (w->used + need <= w->cap || !w->used)
 		return;
 	if (w->have_thread)
 		submit(w);
@@ -532,14 +544,14 @@ static int commit_line(struct sl_json_writer *w, int n, uint64_t max_size)
 int sl_json_writer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r,
 			uint64_t max_size)
 {
-	reserve(w, LINE_MAX + 1);
+	reserve(w, JSON_LINE_MAX + 1);
 	return commit_line(w, flow_line(r, w->buf + w->used), max_size);
 }
 
 int sl_json_writer_slice(struct sl_json_writer *w, const struct sl_slice_rec *r,
 			 uint64_t max_size)
 {
-	reserve(w, LINE_MAX + 1);
+	reserve(w, JSON_LINE_MAX + 1);
 	return commit_line(w, slice_line(r, w->buf + w->used), max_size);
 }
 
