@@ -3,7 +3,7 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 WARN    := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CORE_CFLAGS = $(WARN) -fPIC -fvisibility=hidden -D_GNU_SOURCE -Icore/include $(CFLAGS)
-LIBS    := -lpcap -lxdp -lbpf -lz -lzstd -llzma -llz4 -lcurl -lpthread
+LIBS    := -lpcap -lxdp -lbpf -lz -lzstd -llzma -llz4 -lcurl -lpthread -lm
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LUAJIT  ?= luajit
 BUSTED  ?= busted

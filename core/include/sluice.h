@@ -458,6 +458,36 @@ struct sl_dir {
 	uint8_t pad[7];
 };
 
+/* Per-flow statistics (sl_config.features & SL_FEATURE_STATS), for each
+ * direction and for both together (NFStream's src2dst_, dst2src_ and
+ * bidirectional_ features): frame sizes and the times between packets
+ * (in arrival order; a packet earlier than the one before counts 0),
+ * minimum, maximum, and mean and sum of squared deviations kept by
+ * Welford's streaming method (stddev = sqrt(m2 / (n - 1)), the sample
+ * deviation; 0 below 2 values), and the packets that carried each TCP
+ * flag. */
+enum sl_feature { SL_FEATURE_STATS = 1 };
+enum { SL_STATS_BOTH = 2 }; /* s[SL_DIR_FWD], s[SL_DIR_REV], s[SL_STATS_BOTH] */
+enum { SL_TCP_FLAG_BITS = 8 }; /* FIN SYN RST PSH ACK URG ECE CWR, bit order */
+
+struct sl_stream_stats {
+	uint64_t packets;
+	uint32_t min_ps; /* frame bytes */
+	uint32_t max_ps;
+	double mean_ps;
+	double m2_ps;
+	uint64_t min_piat_ns; /* over packets - 1 gaps */
+	uint64_t max_piat_ns;
+	double mean_piat_ns;
+	double m2_piat_ns;
+	uint64_t last_ns; /* the stream's last packet */
+	uint32_t flag_packets[SL_TCP_FLAG_BITS];
+};
+
+struct sl_flow_stats {
+	struct sl_stream_stats s[3];
+};
+
 /* A flow as the engine reports it. key.src is the initiator (the sender of
  * the first packet); fwd counts initiator -> responder. */
 /* Field names differ from the Lua handle's (id, state, end_reason,
@@ -482,6 +512,10 @@ struct sl_flow_rec {
 	struct sl_key key;
 	struct sl_tunnel encap; /* the tunnel of its first packet (Lua and
 				 * JSON: tunnel, tunnel_src, ...) */
+	uint32_t features; /* enum sl_feature: which of what follows is set */
+	uint32_t pad;
+	/* last: a run without features neither clears nor copies them */
+	struct sl_flow_stats stats;
 };
 
 /* A flow handle as Lua policies hold it: the record it reads and what
@@ -594,6 +628,7 @@ struct sl_config {
 	uint64_t grace_ns;   /* 0: none (sluice.open defaults to 10 s) */
 	uint64_t silence_ns; /* 0: default 10 s */
 	uint32_t decode_flags; /* SL_DECODE_OUTER: key by the outer IP */
+	uint32_t features; /* enum sl_feature, for every flow */
 	/* 1: every one of the workers reads the whole input (a file, stdin);
 	 * this engine takes the packets of the flows whose key hashes to its
 	 * worker number and those of no flow if it is worker 0, and counts

@@ -11,6 +11,7 @@
  * pcap writers are registered here; packet.c applies them.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,11 @@ struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
 	ev->type = type;
 	ev->slot = slot;
 	ev->ts_ns = ts;
-	ev->flow = e->pool[slot].rec;
+	/* a run without statistics copies the record without them */
+	memcpy(&ev->flow, &e->pool[slot].rec,
+	       e->cfg.features & SL_FEATURE_STATS
+		   ? sizeof(ev->flow)
+		   : offsetof(struct sl_flow_rec, stats));
 	ev->packet = 0;
 	if (e->in_step) {
 		e->out.events = b->ev;
@@ -118,6 +123,8 @@ static int config_defaults(struct sl_config *c)
 	if (!c->silence_ns)
 		c->silence_ns = 10 * SL_SEC;
 	if (c->decode_flags & ~(uint32_t)SL_DECODE_OUTER)
+		return -EINVAL;
+	if (c->features & ~(uint32_t)SL_FEATURE_STATS)
 		return -EINVAL;
 	return 0;
 }

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "flowtable.h"
@@ -235,6 +236,20 @@ static int table_admit(struct sl_engine *e)
 	return pool_out ? SL_E_POOL : 0;
 }
 
+/* A new flow's slot is zeroed but for its statistics, which only a run
+ * with SL_FEATURE_STATS keeps (and then clears here): a run without pays
+ * nothing for them. */
+static void flow_clear(const struct sl_engine *e, struct sl_flow *f)
+{
+	size_t at = offsetof(struct sl_flow, rec.stats);
+	size_t after = at + sizeof(f->rec.stats);
+
+	memset(f, 0, at);
+	memset((char *)f + after, 0, sizeof(*f) - after);
+	if (e->cfg.features & SL_FEATURE_STATS)
+		memset(&f->rec.stats, 0, sizeof(f->rec.stats));
+}
+
 /* ---- flows ------------------------------------------------------------ */
 
 struct sl_flow *sl_flow_new(struct sl_engine *e, const struct sl_key *key,
@@ -247,8 +262,9 @@ struct sl_flow *sl_flow_new(struct sl_engine *e, const struct sl_key *key,
 	if (table_admit(e) || slot_alloc(e, &slot))
 		return NULL;
 	f = &e->pool[slot];
-	memset(f, 0, sizeof(*f));
+	flow_clear(e, f);
 	f->rec.fid = e->next_id;
+	f->rec.features = e->cfg.features;
 	f->rec.slot = slot;
 	f->rec.engine = e->id;
 	e->next_id += e->cfg.workers ? e->cfg.workers : 1;

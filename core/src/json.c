@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +20,61 @@
 #include "text.h"
 
 /* Records are formatted without bounds checks into a scratch line of
- * JSON_LINE_MAX bytes, more than the longest record can take (about 900 bytes:
- * every number at 20 digits, four IPv6 addresses with a tunnel), then
- * copied out. */
-enum { JSON_LINE_MAX = 1024 };
+ * JSON_LINE_MAX bytes, more than the longest record can take (about 900
+ * bytes: every number at 20 digits, four IPv6 addresses with a tunnel;
+ * with statistics about 3,300 more), then copied out. */
+enum { JSON_LINE_MAX = 4000 };
+
+char *sl_put_double_slow(char *p, double v)
+{
+	return p + snprintf(p, 32, "%.12g", v);
+}
+
+/* NFStream's names: src2dst_, dst2src_, bidirectional_ */
+static const char *const stream_prefix[3] = {",\"src2dst_", ",\"dst2src_",
+					     ",\"bidirectional_"};
+static const char *const flag_name[SL_TCP_FLAG_BITS] = {
+    "fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"};
+
+static char *put_stat(char *p, int stream, const char *name, double v)
+{
+	p = put_str(p, stream_prefix[stream]);
+	p = put_str(p, name);
+	*p++ = '"';
+	*p++ = ':';
+	return put_double(p, v);
+}
+
+static double sample_stddev(double m2, uint64_t n)
+{
+	return n > 1 ? sqrt(m2 / (double)(n - 1)) : 0;
+}
+
+/* SL_FEATURE_STATS: sizes in bytes, inter-arrival times in ms. */
+static char *put_stats(char *p, const struct sl_flow_stats *st)
+{
+	for (int i = 0; i < 3; i++) {
+		const struct sl_stream_stats *s = &st->s[i];
+		uint64_t gaps = s->packets ? s->packets - 1 : 0;
+
+		p = put_stat(p, i, "min_ps", s->min_ps);
+		p = put_stat(p, i, "mean_ps", s->mean_ps);
+		p = put_stat(p, i, "stddev_ps", sample_stddev(s->m2_ps, s->packets));
+		p = put_stat(p, i, "max_ps", s->max_ps);
+		p = put_stat(p, i, "min_piat_ms", (double)s->min_piat_ns / 1e6);
+		p = put_stat(p, i, "mean_piat_ms", s->mean_piat_ns / 1e6);
+		p = put_stat(p, i, "stddev_piat_ms",
+			     sample_stddev(s->m2_piat_ns, gaps) / 1e6);
+		p = put_stat(p, i, "max_piat_ms", (double)s->max_piat_ns / 1e6);
+		for (int b = 0; b < SL_TCP_FLAG_BITS; b++) {
+			p = put_str(p, stream_prefix[i]);
+			p = put_str(p, flag_name[b]);
+			p = PUT_LIT(p, "_packets\":");
+			p = put_u64(p, s->flag_packets[b]);
+		}
+	}
+	return p;
+}
 
 /* Epoch seconds with microseconds, as a JSON number. */
 static char *put_ts(char *p, uint64_t ns)
@@ -146,6 +199,8 @@ static int flow_line(const struct sl_flow_rec *r, char *line)
 	if (r->tunnel_changes)
 		p = PUT_FIELD(p, "tunnel_changes", r->tunnel_changes);
 	p = put_end_reason(p, r->reason_code);
+	if (r->features & SL_FEATURE_STATS)
+		p = put_stats(p, &r->stats);
 	*p++ = '}';
 	return (int)(p - line);
 }

@@ -125,6 +125,51 @@ static void dir_count(struct sl_flow *f, int di, const struct sl_packet *p,
 	f->slice_flags[di] |= d->tcp_flags;
 }
 
+/* Welford's update of a mean and sum of squared deviations with the n-th
+ * value x. */
+static inline void welford(double *mean, double *m2, uint64_t n, double x)
+{
+	double delta = x - *mean;
+
+	*mean += delta / (double)n;
+	*m2 += delta * (x - *mean);
+}
+
+static void stream_count(struct sl_stream_stats *s, uint64_t ts,
+			 uint32_t size, uint8_t flags)
+{
+	uint64_t n = ++s->packets;
+
+	if (n == 1 || size < s->min_ps)
+		s->min_ps = size;
+	if (size > s->max_ps)
+		s->max_ps = size;
+	welford(&s->mean_ps, &s->m2_ps, n, size);
+	if (n > 1) {
+		uint64_t gap = ts > s->last_ns ? ts - s->last_ns : 0;
+
+		if (n == 2 || gap < s->min_piat_ns)
+			s->min_piat_ns = gap;
+		if (gap > s->max_piat_ns)
+			s->max_piat_ns = gap;
+		welford(&s->mean_piat_ns, &s->m2_piat_ns, n - 1, (double)gap);
+	}
+	s->last_ns = ts;
+	for (int b = 0; flags; b++, flags >>= 1)
+		s->flag_packets[b] += flags & 1;
+}
+
+/* SL_FEATURE_STATS: the packet in its direction's and in both's. */
+static void stats_count(struct sl_flow *f, int di, const struct sl_packet *p,
+			const struct sl_decoded *d)
+{
+	uint8_t flags = d->key.proto == 6 ? d->tcp_flags : 0;
+
+	stream_count(&f->rec.stats.s[di], p->ts_ns, p->wirelen, flags);
+	stream_count(&f->rec.stats.s[SL_STATS_BOTH], p->ts_ns, p->wirelen,
+		     flags);
+}
+
 /* A flow keeps the tunnel of its first packet; a packet in another one
  * is counted. Reverse packets come with the endpoints swapped, and ids
  * that may be the other side's (GTP-U TEIDs, PPTP call ids). */
@@ -208,6 +253,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (pp->d.tunnel.type | f->has_encap)
 		tunnel_check(e, f, &pp->d.tunnel, di);
 	dir_count(f, di, p, &pp->d);
+	if (e->cfg.features & SL_FEATURE_STATS)
+		stats_count(f, di, p, &pp->d);
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
 		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);
 

@@ -54,6 +54,64 @@ static inline char *put_u64(char *p, uint64_t v)
 	return end;
 }
 
+/* A non-negative double with 12 significant digits, as a JSON number
+ * (trailing zeros dropped): 5e-12 relative at most, without printf.
+ * Values outside [1e-6, 1e15) and not 0 go through printf's %.12g. */
+char *sl_put_double_slow(char *p, double v);
+
+static inline char *put_double(char *p, double v)
+{
+	static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,
+				       1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+				       1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
+	uint64_t digits;
+	int mag = 0, frac;
+	char buf[24], *q;
+
+	if (v == 0) {
+		*p++ = '0';
+		return p;
+	}
+	if (!(v >= 1e-6 && v < 1e15))
+		return sl_put_double_slow(p, v);
+	while (mag < 15 && v >= pow10[mag + 1])
+		mag++;
+	if (v < 1) {
+		/* 1e-6 <= v < 1: 11 + k decimals, k leading zeros */
+		int k = 0;
+
+		while (v * pow10[k + 1] < 1)
+			k++;
+		frac = 12 + k;
+		digits = (uint64_t)(v * pow10[frac] + 0.5);
+	} else {
+		/* from 1e12 on, the integer is as precise */
+		frac = mag < 12 ? 11 - mag : 0;
+		digits = (uint64_t)(v * pow10[frac] + 0.5);
+	}
+	/* the integer part, then the decimals without trailing zeros */
+	q = put_u64(buf, digits / (uint64_t)pow10[frac]);
+	p = (char *)memcpy(p, buf, (size_t)(q - buf)) + (q - buf);
+	if (frac) {
+		uint64_t f = digits % (uint64_t)pow10[frac];
+		int n = frac;
+
+		while (n && f % 10 == 0) {
+			f /= 10;
+			n--;
+		}
+		if (n) {
+			*p++ = '.';
+			for (int i = n - 1; i >= 0; i--) {
+				p[i] = (char)('0' + f % 10);
+				f /= 10;
+			}
+			p += n;
+		}
+	}
+	return p;
+}
+
 static inline char *put_hex16(char *p, unsigned v)
 {
 	static const char hex[] = "0123456789abcdef";

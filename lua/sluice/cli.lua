@@ -122,6 +122,18 @@ M.OPTIONS = {
   { group = "inputs", flags = { "--filter" }, value = "EXPR", commands = "run", to = "open.filter",
     help = "pcap-syntax filter: live, applied in the kernel; on a file, before decoding, " ..
     "for each link type in it (refused packets are counted: -v, filtered)" },
+  { group = "table", flags = { "--features" }, value = "LIST", commands = "run",
+    to = "open.features", parse = function(v)
+      local list = {}
+      for name in v:gmatch("[^,]+") do
+        if name ~= "stats" then return nil, "--features: unknown feature '" .. name .. "' (stats)" end
+        list[#list + 1] = name
+      end
+      if #list == 0 then return nil, "--features expects a list such as stats" end
+      return list
+    end,
+    help = "per-flow features in every flow record: stats (NFStream's packet size and " ..
+    "inter-arrival statistics and TCP flag counts, per direction and both)" },
   { group = "inputs", flags = { "--tunnels" }, value = "inner|outer", commands = "run",
     to = "open.tunnels", parse = function(v)
       if v == "inner" or v == "outer" then return v end

@@ -226,7 +226,7 @@ function M.open(opts)
     idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true,
     max_flows = true, low_flows = true, grace = true, silence = true, listen = true,
     idle_exit = true, template_timeout = true, rcvbuf = true, collector_memory = true,
-    tcp_idle_timeout = true, tunnels = true }
+    tcp_idle_timeout = true, tunnels = true, features = true }
   for k in pairs(LIVE_OPTIONS) do known[k] = opts.interface ~= nil end
   for _, k in ipairs { "idle_exit", "template_timeout", "rcvbuf", "collector_memory",
     "tcp_idle_timeout" } do
@@ -252,6 +252,7 @@ function M.open(opts)
     if opts.listen then error("sluice.open: tunnels applies to packets, not to a collector's records", 2) end
     cfg.decode_flags = opts.tunnels == "outer" and C.SL_DECODE_OUTER or 0
   end
+  if opts.features ~= nil then cfg.features = M.parse_features(opts.features) end
   if opts.slice then cfg.slice_ns = duration_ns(opts.slice, "slice", true) end
   if opts.active_timeout then
     cfg.active_timeout_ns = duration_ns(opts.active_timeout, "active_timeout")
@@ -328,6 +329,26 @@ function M.open(opts)
     cstats = C.sl_engine_stats(e), slice = opts.slice, slicing = cfg.slice_ns > 0,
     start_time = os.time(),
     pool_flows = cfg.pool_flows ~= 0 and cfg.pool_flows or 2^20 }, Engine)
+end
+
+-- features = "stats" or { "stats" }: what every flow record carries
+-- beyond its counters (sluice.h, enum sl_feature); misuse is an error.
+local FEATURES = { stats = C.SL_FEATURE_STATS }
+
+function M.parse_features(v)
+  local list = type(v) == "string" and { v } or v
+  if type(list) ~= "table" then
+    error("sluice.open: features is a name or a list of names (stats)", 3)
+  end
+  local bits = 0
+  for _, name in ipairs(list) do
+    local b = FEATURES[name]
+    if not b then
+      error("sluice.open: unknown feature '" .. tostring(name) .. "' (stats)", 3)
+    end
+    bits = bit.bor(bits, b)
+  end
+  return bits
 end
 
 local function live(self)

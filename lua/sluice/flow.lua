@@ -31,7 +31,8 @@ M.PROTO_NAMES = PROTO_NAMES
 local TCP_STATES = {}
 for s = 0, C.SL_TCP_MIDSTREAM do TCP_STATES[s] = ffi.string(C.sl_tcp_state_name(s)) end
 
-local jsonbuf_len = 1024
+local band = bit.band
+local jsonbuf_len = 4096 -- a flow with statistics takes about 4 kB
 local jsonbuf = ffi.new("char[?]", jsonbuf_len)
 
 local addrbuf = ffi.new("char[64]")
@@ -136,6 +137,48 @@ local function tunnel_fields(t, r)
   return t
 end
 
+-- Statistics (SL_FEATURE_STATS) under NFStream's names: for each of
+-- src2dst_, dst2src_ and bidirectional_, min/mean/stddev/max _ps (frame
+-- bytes), min/mean/stddev/max _piat_ms, and syn/ack/... _packets. nil
+-- when the run does not compute them.
+local STATS_STREAMS = { src2dst = 0, dst2src = 1, bidirectional = C.SL_STATS_BOTH }
+local FLAG_BITS = { fin = 0, syn = 1, rst = 2, psh = 3, ack = 4, urg = 5, ece = 6, cwr = 7 }
+local STATS = C.SL_FEATURE_STATS
+
+local function sample_stddev(m2, n)
+  return n > 1 and math.sqrt(m2 / (n - 1)) or 0
+end
+
+local STAT_OF = {
+  min_ps = function(s) return s.min_ps end,
+  mean_ps = function(s) return s.mean_ps end,
+  stddev_ps = function(s) return sample_stddev(s.m2_ps, tonumber(s.packets)) end,
+  max_ps = function(s) return s.max_ps end,
+  min_piat_ms = function(s) return tonumber(s.min_piat_ns) / 1e6 end,
+  mean_piat_ms = function(s) return s.mean_piat_ns / 1e6 end,
+  stddev_piat_ms = function(s)
+    return sample_stddev(s.m2_piat_ns, math.max(tonumber(s.packets) - 1, 0)) / 1e6
+  end,
+  max_piat_ms = function(s) return tonumber(s.max_piat_ns) / 1e6 end,
+}
+for flag, bit in pairs(FLAG_BITS) do
+  STAT_OF[flag .. "_packets"] = function(s) return s.flag_packets[bit] end
+end
+
+local stat_getters, STAT_NAMES = {}, {}
+for prefix, i in pairs(STATS_STREAMS) do
+  for name, of in pairs(STAT_OF) do
+    local field = prefix .. "_" .. name
+    STAT_NAMES[#STAT_NAMES + 1] = field
+    stat_getters[field] = function(r)
+      if band(r.features, STATS) == 0 then return nil end
+      return of(r.stats.s[i])
+    end
+  end
+end
+table.sort(STAT_NAMES)
+M.STAT_NAMES = STAT_NAMES
+
 local flow_get = key_getters {
   kind = function() return "flow" end,
   id = function(r) return tonumber(r.fid) end,
@@ -217,8 +260,17 @@ end
 flow_methods.copy = copier("struct sl_flow_rec")
 
 -- A plain Lua table with the JSON fields of a flow.
+for field, get in pairs(stat_getters) do flow_get[field] = get end
+
+local function stats_fields(t, r)
+  if band(r.features, STATS) ~= 0 then
+    for _, field in ipairs(STAT_NAMES) do t[field] = stat_getters[field](r) end
+  end
+  return t
+end
+
 function flow_methods.totable(r)
-  return tunnel_fields({
+  return stats_fields(tunnel_fields({
     type = "flow", id = flow_get.id(r), proto = flow_get.proto(r),
     ip_version = r.key.ip_version, src = addr(r.key, 0), sport = r.key.sport,
     dst = addr(r.key, 1), dport = r.key.dport, vlan = r.key.vlan,
@@ -230,7 +282,7 @@ function flow_methods.totable(r)
     history = flow_get.history(r), state = flow_get.state(r),
     tunnel_changes = r.tunnel_changes ~= 0 and r.tunnel_changes or nil,
     end_reason = flow_get.end_reason(r), tags = tags_of(r),
-  }, r)
+  }, r), r)
 end
 
 -- The record's JSON line (without newline), formatted by the core.
