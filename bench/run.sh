@@ -149,6 +149,7 @@ one_run() {
 	trim) "$LUAJIT" "$ROOT/bench/run.lua" trim "$TRACE" $((T_CONC / 2)) ;;
 	cli) run_cli ;;
 	workers) run_cli --workers "$WORKERS" ;;
+	stats) run_cli --features stats ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
 	scans) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SCANS" "$SLICE" ;;
 	subnets) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SUBNETS" "$SLICE" ;;
@@ -237,6 +238,7 @@ measure handles "flow handles"
 measure trim "engine max-flows C/2"
 measure cli "sluice CLI json"
 measure workers "CLI json workers $WORKERS"
+measure stats "CLI json stats"
 measure emptyslice "empty on_slice $SLICE"
 measure talkers "top_talkers slice $SLICE"
 measure scans "scan_detect slice $SLICE"
@@ -269,6 +271,10 @@ if [ -n "$NOSINK" ] && [ -n "$WITHSINKS" ]; then
 fi
 
 CLI1=$(printf '%s' "$RATIOS" | sed -n 's/^sluice CLI json|//p')
+CLIS=$(printf '%s' "$RATIOS" | sed -n 's/^CLI json stats|//p')
+if [ -n "$CLI1" ] && [ -n "$CLIS" ]; then
+	echo "$CLIS $CLI1" | awk '{ printf "%-20s %.0f%% of the plain rate (--features stats: size, inter-arrival and flag statistics of every flow, in its JSON line)\n", "features stats", 100 * $1 / $2 }'
+fi
 CLIW=$(printf '%s' "$RATIOS" | sed -n "s/^CLI json workers $WORKERS|//p")
 if [ -n "$CLI1" ] && [ -n "$CLIW" ]; then
 	echo "$CLIW $CLI1" | awk -v n="$WORKERS" '{ printf "%-20s %.2fx the one-worker rate (every worker reads the whole file and keeps the flows that hash to it)\n", "workers " n, $1 / $2 }'

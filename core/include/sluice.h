@@ -462,10 +462,11 @@ struct sl_dir {
  * direction and for both together (NFStream's src2dst_, dst2src_ and
  * bidirectional_ features): frame sizes and the times between packets
  * (in arrival order; a packet earlier than the one before counts 0),
- * minimum, maximum, and mean and sum of squared deviations kept by
- * Welford's streaming method (stddev = sqrt(m2 / (n - 1)), the sample
- * deviation; 0 below 2 values), and the packets that carried each TCP
- * flag. */
+ * minimum and maximum, and the exact integer sums of the values and of
+ * their squares (128 bits), from which sl_stream_moments() gives means
+ * and sample deviations without the cancellation a floating-point sum of
+ * squares suffers (what Welford's method is for); and the packets that
+ * carried each TCP flag. */
 enum sl_feature { SL_FEATURE_STATS = 1 };
 enum { SL_STATS_BOTH = 2 }; /* s[SL_DIR_FWD], s[SL_DIR_REV], s[SL_STATS_BOTH] */
 enum { SL_TCP_FLAG_BITS = 8 }; /* FIN SYN RST PSH ACK URG ECE CWR, bit order */
@@ -474,18 +475,28 @@ struct sl_stream_stats {
 	uint64_t packets;
 	uint32_t min_ps; /* frame bytes */
 	uint32_t max_ps;
-	double mean_ps;
-	double m2_ps;
+	uint64_t sum_ps;
+	uint64_t sumsq_ps[2]; /* low, high 64 bits */
 	uint64_t min_piat_ns; /* over packets - 1 gaps */
 	uint64_t max_piat_ns;
-	double mean_piat_ns;
-	double m2_piat_ns;
+	uint64_t sum_piat_ns;
+	uint64_t sumsq_piat_ns[2];
 	uint64_t last_ns; /* the stream's last packet */
 	uint32_t flag_packets[SL_TCP_FLAG_BITS];
 };
 
 struct sl_flow_stats {
 	struct sl_stream_stats s[3];
+};
+
+/* A stream's mean and sample standard deviation (sqrt(sum of squared
+ * deviations / (n - 1)); 0 below 2 values) of sizes (bytes) and of
+ * inter-arrival times (ms). */
+struct sl_moments {
+	double mean_ps;
+	double stddev_ps;
+	double mean_piat_ms;
+	double stddev_piat_ms;
 };
 
 /* A flow as the engine reports it. key.src is the initiator (the sender of
@@ -1360,6 +1371,8 @@ SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,
  * slice record; returns its length, or the length needed if len is too
  * small (as snprintf). */
 SL_API int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf, size_t len);
+SL_API void sl_stream_moments(const struct sl_stream_stats *s,
+			      struct sl_moments *out);
 SL_API int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf,
 			     size_t len);
 SL_API const char *sl_strerror(int code);

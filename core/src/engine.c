@@ -48,11 +48,15 @@ struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
 	ev->type = type;
 	ev->slot = slot;
 	ev->ts_ns = ts;
-	/* a run without statistics copies the record without them */
-	memcpy(&ev->flow, &e->pool[slot].rec,
-	       e->cfg.features & SL_FEATURE_STATS
-		   ? sizeof(ev->flow)
-		   : offsetof(struct sl_flow_rec, stats));
+	/* statistics go with a flow's end, not with the events of its
+	 * start or its packets, where they have one packet in them */
+	if (type == SL_EVENT_FLOW_END && (e->cfg.features & SL_FEATURE_STATS)) {
+		ev->flow = e->pool[slot].rec;
+	} else {
+		memcpy(&ev->flow, &e->pool[slot].rec,
+		       offsetof(struct sl_flow_rec, stats));
+		ev->flow.features = 0;
+	}
 	ev->packet = 0;
 	if (e->in_step) {
 		e->out.events = b->ev;

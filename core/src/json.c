@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -30,48 +29,53 @@ char *sl_put_double_slow(char *p, double v)
 	return p + snprintf(p, 32, "%.12g", v);
 }
 
-/* NFStream's names: src2dst_, dst2src_, bidirectional_ */
-static const char *const stream_prefix[3] = {",\"src2dst_", ",\"dst2src_",
-					     ",\"bidirectional_"};
-static const char *const flag_name[SL_TCP_FLAG_BITS] = {
-    "fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"};
+/* NFStream's names, as JSON keys: ,"src2dst_min_ps": ... */
+struct stat_key {
+	const char *text;
+	size_t len;
+};
+#define KEY(dir, name) {",\"" dir name "\":", sizeof(",\"" dir name "\":") - 1}
+#define STAT_KEYS(dir)                                                         \
+	{KEY(dir, "min_ps"),	      KEY(dir, "mean_ps"),                      \
+	 KEY(dir, "stddev_ps"),	      KEY(dir, "max_ps"),                       \
+	 KEY(dir, "min_piat_ms"),    KEY(dir, "mean_piat_ms"),                 \
+	 KEY(dir, "stddev_piat_ms"), KEY(dir, "max_piat_ms"),                  \
+	 KEY(dir, "fin_packets"),    KEY(dir, "syn_packets"),                  \
+	 KEY(dir, "rst_packets"),    KEY(dir, "psh_packets"),                  \
+	 KEY(dir, "ack_packets"),    KEY(dir, "urg_packets"),                  \
+	 KEY(dir, "ece_packets"),    KEY(dir, "cwr_packets")}
+static const struct stat_key stat_key[3][8 + SL_TCP_FLAG_BITS] = {
+    STAT_KEYS("src2dst_"), STAT_KEYS("dst2src_"), STAT_KEYS("bidirectional_")};
 
-static char *put_stat(char *p, int stream, const char *name, double v)
+static char *put_key_text(char *p, int stream, int k)
 {
-	p = put_str(p, stream_prefix[stream]);
-	p = put_str(p, name);
-	*p++ = '"';
-	*p++ = ':';
-	return put_double(p, v);
+	const struct stat_key *key = &stat_key[stream][k];
+
+	memcpy(p, key->text, key->len);
+	return p + key->len;
 }
 
-static double sample_stddev(double m2, uint64_t n)
-{
-	return n > 1 ? sqrt(m2 / (double)(n - 1)) : 0;
-}
-
-/* SL_FEATURE_STATS: sizes in bytes, inter-arrival times in ms. */
 static char *put_stats(char *p, const struct sl_flow_stats *st)
 {
 	for (int i = 0; i < 3; i++) {
 		const struct sl_stream_stats *s = &st->s[i];
-		uint64_t gaps = s->packets ? s->packets - 1 : 0;
+		struct sl_moments m;
+		double v[8];
 
-		p = put_stat(p, i, "min_ps", s->min_ps);
-		p = put_stat(p, i, "mean_ps", s->mean_ps);
-		p = put_stat(p, i, "stddev_ps", sample_stddev(s->m2_ps, s->packets));
-		p = put_stat(p, i, "max_ps", s->max_ps);
-		p = put_stat(p, i, "min_piat_ms", (double)s->min_piat_ns / 1e6);
-		p = put_stat(p, i, "mean_piat_ms", s->mean_piat_ns / 1e6);
-		p = put_stat(p, i, "stddev_piat_ms",
-			     sample_stddev(s->m2_piat_ns, gaps) / 1e6);
-		p = put_stat(p, i, "max_piat_ms", (double)s->max_piat_ns / 1e6);
-		for (int b = 0; b < SL_TCP_FLAG_BITS; b++) {
-			p = put_str(p, stream_prefix[i]);
-			p = put_str(p, flag_name[b]);
-			p = PUT_LIT(p, "_packets\":");
-			p = put_u64(p, s->flag_packets[b]);
-		}
+		sl_stream_moments(s, &m);
+		v[0] = s->min_ps;
+		v[1] = m.mean_ps;
+		v[2] = m.stddev_ps;
+		v[3] = s->max_ps;
+		v[4] = (double)s->min_piat_ns / 1e6;
+		v[5] = m.mean_piat_ms;
+		v[6] = m.stddev_piat_ms;
+		v[7] = (double)s->max_piat_ns / 1e6;
+		for (int k = 0; k < 8; k++)
+			p = put_double(put_key_text(p, i, k), v[k]);
+		for (int b = 0; b < SL_TCP_FLAG_BITS; b++)
+			p = put_u64(put_key_text(p, i, 8 + b),
+				    s->flag_packets[b]);
 	}
 	return p;
 }

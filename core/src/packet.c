@@ -62,8 +62,15 @@ prefetch_flow(struct sl_engine *e, uint32_t i)
 	    sl_foreign_hash(e, e->prep[i].hash))
 		return;
 	s = *bucket_of(e, e->prep[i].hash);
-	if (s)
-		__builtin_prefetch(&e->pool[s - 1]);
+	if (!s)
+		return;
+	__builtin_prefetch(&e->pool[s - 1]);
+	if (e->cfg.features & SL_FEATURE_STATS) {
+		const char *st = (const char *)&e->pool[s - 1].rec.stats;
+
+		for (size_t o = 0; o < sizeof(struct sl_flow_stats); o += 64)
+			__builtin_prefetch(st + o, 1);
+	}
 }
 
 /* Runs the packet filters; a match becomes a packet event. */
@@ -125,14 +132,15 @@ static void dir_count(struct sl_flow *f, int di, const struct sl_packet *p,
 	f->slice_flags[di] |= d->tcp_flags;
 }
 
-/* Welford's update of a mean and sum of squared deviations with the n-th
- * value x. */
-static inline void welford(double *mean, double *m2, uint64_t n, double x)
+/* Adds x and x*x to a sum and a 128-bit sum of squares. */
+static inline void sums_add(uint64_t *sum, uint64_t sumsq[2], uint64_t x)
 {
-	double delta = x - *mean;
+	unsigned __int128 sq, add = (unsigned __int128)x * x;
 
-	*mean += delta / (double)n;
-	*m2 += delta * (x - *mean);
+	*sum += x;
+	memcpy(&sq, sumsq, sizeof(sq));
+	sq += add;
+	memcpy(sumsq, &sq, sizeof(sq));
 }
 
 static void stream_count(struct sl_stream_stats *s, uint64_t ts,
@@ -144,7 +152,7 @@ static void stream_count(struct sl_stream_stats *s, uint64_t ts,
 		s->min_ps = size;
 	if (size > s->max_ps)
 		s->max_ps = size;
-	welford(&s->mean_ps, &s->m2_ps, n, size);
+	sums_add(&s->sum_ps, s->sumsq_ps, size);
 	if (n > 1) {
 		uint64_t gap = ts > s->last_ns ? ts - s->last_ns : 0;
 
@@ -152,11 +160,13 @@ static void stream_count(struct sl_stream_stats *s, uint64_t ts,
 			s->min_piat_ns = gap;
 		if (gap > s->max_piat_ns)
 			s->max_piat_ns = gap;
-		welford(&s->mean_piat_ns, &s->m2_piat_ns, n - 1, (double)gap);
+		sums_add(&s->sum_piat_ns, s->sumsq_piat_ns, gap);
 	}
 	s->last_ns = ts;
-	for (int b = 0; flags; b++, flags >>= 1)
-		s->flag_packets[b] += flags & 1;
+	while (flags) {
+		s->flag_packets[__builtin_ctz(flags)]++;
+		flags &= (uint8_t)(flags - 1);
+	}
 }
 
 /* SL_FEATURE_STATS: the packet in its direction's and in both's. */

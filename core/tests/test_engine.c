@@ -3,6 +3,7 @@
  * (through a source that rewrites them) and against a broken table. */
 #include <errno.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "engine.h"
@@ -138,6 +139,7 @@ static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
 }
 
 static struct img m;
+static struct img m_img;
 
 /* 10.0.0.1:40000 -> 10.0.0.2:443 from t on, 1 ns apart: handshake, 100
  * bytes of data, FIN from each side, the last ACK (7 packets, 4 forward). */
@@ -306,6 +308,55 @@ static void test_malformed_and_pool(void)
 	CHECK_EQ(r.stats.flows_refused, 2);
 	CHECK_EQ(r.stats.malformed, 1);
 	CHECK_EQ(r.stats.packets, 6);
+}
+
+/* SL_FEATURE_STATS: a TCP flow of 4 packets out (frames of 74, 84, 94,
+ * 104 bytes, 1, 2 and 3 us apart) and 1 back (2 us after the first). */
+static void test_stats(void)
+{
+	struct run r;
+	struct sl_config cfg = {0};
+	const struct sl_flow_stats *st;
+	struct sl_moments mo;
+
+	cfg.features = SL_FEATURE_STATS;
+	img_begin(&m_img);
+	img_pkt(&m_img, 1000 * NS, 6, 1, 40000, 2, 443, 0x02, 20);
+	img_pkt(&m_img, 1000 * NS + 1000, 6, 1, 40000, 2, 443, 0x10, 30);
+	img_pkt(&m_img, 1000 * NS + 2000, 6, 2, 443, 1, 40000, 0x12, 0);
+	img_pkt(&m_img, 1000 * NS + 3000, 6, 1, 40000, 2, 443, 0x18, 40);
+	img_pkt(&m_img, 1000 * NS + 6000, 6, 1, 40000, 2, 443, 0x18, 50);
+	run_img(&m_img, &cfg, &r);
+	CHECK_EQ(r.ends, 1);
+	CHECK_EQ(r.last_end.features, SL_FEATURE_STATS);
+	st = &r.last_end.stats;
+	CHECK_EQ(st->s[SL_DIR_FWD].packets, 4);
+	CHECK_EQ(st->s[SL_DIR_FWD].min_ps, 74);
+	CHECK_EQ(st->s[SL_DIR_FWD].max_ps, 104);
+	CHECK_EQ(st->s[SL_DIR_FWD].min_piat_ns, 1000);
+	CHECK_EQ(st->s[SL_DIR_FWD].max_piat_ns, 3000);
+	CHECK_EQ(st->s[SL_DIR_FWD].flag_packets[1], 1); /* SYN */
+	CHECK_EQ(st->s[SL_DIR_FWD].flag_packets[3], 2); /* PSH */
+	CHECK_EQ(st->s[SL_DIR_FWD].flag_packets[4], 3); /* ACK */
+	CHECK_EQ(st->s[SL_DIR_REV].packets, 1);
+	CHECK_EQ(st->s[SL_DIR_REV].min_ps, 54 < 60 ? 60 : 54); /* padded */
+	CHECK_EQ(st->s[SL_STATS_BOTH].packets, 5);
+	CHECK_EQ(st->s[SL_STATS_BOTH].flag_packets[4], 4);
+	sl_stream_moments(&st->s[SL_DIR_FWD], &mo);
+	CHECK(fabs(mo.mean_ps - 89) < 1e-12);
+	CHECK(fabs(mo.stddev_ps - sqrt(500.0 / 3)) < 1e-12);
+	CHECK(fabs(mo.mean_piat_ms - 0.002) < 1e-15);
+	CHECK(fabs(mo.stddev_piat_ms - 0.001) < 1e-15);
+	sl_stream_moments(&st->s[SL_STATS_BOTH], &mo);
+	/* gaps 1000, 1000, 1000, 3000 ns */
+	CHECK(fabs(mo.mean_piat_ms - 0.0015) < 1e-15);
+	CHECK(fabs(mo.stddev_piat_ms - 0.001) < 1e-15);
+	sl_stream_moments(&st->s[SL_DIR_REV], &mo);
+	CHECK(mo.stddev_ps == 0 && mo.mean_piat_ms == 0 && mo.stddev_piat_ms == 0);
+
+	/* without the feature, the records say so */
+	run_img(&m_img, NULL, &r);
+	CHECK_EQ(r.last_end.features, 0);
 }
 
 /* Workers sharing an input (sl_config.shared_input): the flows split
@@ -1005,5 +1056,6 @@ int main(void)
 	test_flow_end_not_live();
 	test_clock_records();
 	test_shared_input();
+	test_stats();
 	return test_done();
 }

@@ -252,7 +252,10 @@ function M.open(opts)
     if opts.listen then error("sluice.open: tunnels applies to packets, not to a collector's records", 2) end
     cfg.decode_flags = opts.tunnels == "outer" and C.SL_DECODE_OUTER or 0
   end
-  if opts.features ~= nil then cfg.features = M.parse_features(opts.features) end
+  if opts.features ~= nil then
+    if opts.listen then error("sluice.open: features are computed from packets, not from a collector's records", 2) end
+    cfg.features = M.parse_features(opts.features)
+  end
   if opts.slice then cfg.slice_ns = duration_ns(opts.slice, "slice", true) end
   if opts.active_timeout then
     cfg.active_timeout_ns = duration_ns(opts.active_timeout, "active_timeout")

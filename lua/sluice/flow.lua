@@ -145,20 +145,22 @@ local STATS_STREAMS = { src2dst = 0, dst2src = 1, bidirectional = C.SL_STATS_BOT
 local FLAG_BITS = { fin = 0, syn = 1, rst = 2, psh = 3, ack = 4, urg = 5, ece = 6, cwr = 7 }
 local STATS = C.SL_FEATURE_STATS
 
-local function sample_stddev(m2, n)
-  return n > 1 and math.sqrt(m2 / (n - 1)) or 0
+local moments = ffi.new("struct sl_moments")
+local function moment(field)
+  return function(s)
+    C.sl_stream_moments(s, moments)
+    return moments[field]
+  end
 end
 
 local STAT_OF = {
   min_ps = function(s) return s.min_ps end,
-  mean_ps = function(s) return s.mean_ps end,
-  stddev_ps = function(s) return sample_stddev(s.m2_ps, tonumber(s.packets)) end,
+  mean_ps = moment("mean_ps"),
+  stddev_ps = moment("stddev_ps"),
   max_ps = function(s) return s.max_ps end,
   min_piat_ms = function(s) return tonumber(s.min_piat_ns) / 1e6 end,
-  mean_piat_ms = function(s) return s.mean_piat_ns / 1e6 end,
-  stddev_piat_ms = function(s)
-    return sample_stddev(s.m2_piat_ns, math.max(tonumber(s.packets) - 1, 0)) / 1e6
-  end,
+  mean_piat_ms = moment("mean_piat_ms"),
+  stddev_piat_ms = moment("stddev_piat_ms"),
   max_piat_ms = function(s) return tonumber(s.max_piat_ns) / 1e6 end,
 }
 for flag, bit in pairs(FLAG_BITS) do
