@@ -467,7 +467,7 @@ struct sl_dir {
  * and sample deviations without the cancellation a floating-point sum of
  * squares suffers (what Welford's method is for); and the packets that
  * carried each TCP flag. */
-enum sl_feature { SL_FEATURE_STATS = 1 };
+enum sl_feature { SL_FEATURE_STATS = 1, SL_FEATURE_SPLT = 2 };
 enum { SL_STATS_BOTH = 2 }; /* s[SL_DIR_FWD], s[SL_DIR_REV], s[SL_STATS_BOTH] */
 enum { SL_TCP_FLAG_BITS = 8 }; /* FIN SYN RST PSH ACK URG ECE CWR, bit order */
 
@@ -487,6 +487,19 @@ struct sl_stream_stats {
 
 struct sl_flow_stats {
 	struct sl_stream_stats s[3];
+};
+
+/* The first packets of a flow (SL_FEATURE_SPLT: sl_config.splt_packets of
+ * them, default 10, at most SL_SPLT_MAX): NFStream's splt_ features. */
+enum { SL_SPLT_MAX = 32, SL_SPLT_DEFAULT = 10 };
+
+struct sl_splt {
+	uint16_t n;	  /* packets recorded */
+	uint16_t len;	  /* the run's splt_packets: n grows up to it */
+	uint32_t reverse; /* bit i: packet i went responder -> initiator */
+	uint64_t last_ns; /* the last recorded packet's time */
+	uint16_t ps[SL_SPLT_MAX];      /* frame bytes (65535 at most) */
+	uint64_t piat_ns[SL_SPLT_MAX]; /* since the packet before; first 0 */
 };
 
 /* A stream's mean and sample standard deviation (sqrt(sum of squared
@@ -527,6 +540,7 @@ struct sl_flow_rec {
 	uint32_t pad;
 	/* last: a run without features neither clears nor copies them */
 	struct sl_flow_stats stats;
+	struct sl_splt splt;
 };
 
 /* A flow handle as Lua policies hold it: the record it reads and what
@@ -640,6 +654,7 @@ struct sl_config {
 	uint64_t silence_ns; /* 0: default 10 s */
 	uint32_t decode_flags; /* SL_DECODE_OUTER: key by the outer IP */
 	uint32_t features; /* enum sl_feature, for every flow */
+	uint32_t splt_packets; /* SL_FEATURE_SPLT: 0 is SL_SPLT_DEFAULT */
 	/* 1: every one of the workers reads the whole input (a file, stdin);
 	 * this engine takes the packets of the flows whose key hashes to its
 	 * worker number and those of no flow if it is worker 0, and counts

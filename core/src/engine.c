@@ -50,7 +50,7 @@ struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
 	ev->ts_ns = ts;
 	/* statistics go with a flow's end, not with the events of its
 	 * start or its packets, where they have one packet in them */
-	if (type == SL_EVENT_FLOW_END && (e->cfg.features & SL_FEATURE_STATS)) {
+	if (type == SL_EVENT_FLOW_END && e->cfg.features) {
 		ev->flow = e->pool[slot].rec;
 	} else {
 		memcpy(&ev->flow, &e->pool[slot].rec,
@@ -128,7 +128,11 @@ static int config_defaults(struct sl_config *c)
 		c->silence_ns = 10 * SL_SEC;
 	if (c->decode_flags & ~(uint32_t)SL_DECODE_OUTER)
 		return -EINVAL;
-	if (c->features & ~(uint32_t)SL_FEATURE_STATS)
+	if (c->features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT))
+		return -EINVAL;
+	if (!c->splt_packets)
+		c->splt_packets = SL_SPLT_DEFAULT;
+	if (c->splt_packets > SL_SPLT_MAX)
 		return -EINVAL;
 	return 0;
 }

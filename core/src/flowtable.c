@@ -236,18 +236,18 @@ static int table_admit(struct sl_engine *e)
 	return pool_out ? SL_E_POOL : 0;
 }
 
-/* A new flow's slot is zeroed but for its statistics, which only a run
- * with SL_FEATURE_STATS keeps (and then clears here): a run without pays
- * nothing for them. */
+/* A new flow's slot is zeroed but for its features (the end of its
+ * record), which only a run with features keeps (and then clears here):
+ * a run without pays nothing for them. */
 static void flow_clear(const struct sl_engine *e, struct sl_flow *f)
 {
 	size_t at = offsetof(struct sl_flow, rec.stats);
-	size_t after = at + sizeof(f->rec.stats);
+	size_t after = offsetof(struct sl_flow, rec) + sizeof(f->rec);
 
 	memset(f, 0, at);
 	memset((char *)f + after, 0, sizeof(*f) - after);
-	if (e->cfg.features & SL_FEATURE_STATS)
-		memset(&f->rec.stats, 0, sizeof(f->rec.stats));
+	if (e->cfg.features)
+		memset((char *)f + at, 0, after - at);
 }
 
 /* ---- flows ------------------------------------------------------------ */
@@ -265,6 +265,8 @@ struct sl_flow *sl_flow_new(struct sl_engine *e, const struct sl_key *key,
 	flow_clear(e, f);
 	f->rec.fid = e->next_id;
 	f->rec.features = e->cfg.features;
+	if (e->cfg.features & SL_FEATURE_SPLT)
+		f->rec.splt.len = (uint16_t)e->cfg.splt_packets;
 	f->rec.slot = slot;
 	f->rec.engine = e->id;
 	e->next_id += e->cfg.workers ? e->cfg.workers : 1;

@@ -21,8 +21,9 @@
 /* Records are formatted without bounds checks into a scratch line of
  * JSON_LINE_MAX bytes, more than the longest record can take (about 900
  * bytes: every number at 20 digits, four IPv6 addresses with a tunnel;
- * with statistics about 3,300 more), then copied out. */
-enum { JSON_LINE_MAX = 4000 };
+ * with statistics about 2,400 more, early packets 1,200), then copied
+ * out. */
+enum { JSON_LINE_MAX = 4095 };
 
 char *sl_put_double_slow(char *p, double v)
 {
@@ -174,6 +175,38 @@ static char *put_end_reason(char *p, int reason)
 	return PUT_LIT(p, "\"");
 }
 
+/* SL_FEATURE_SPLT: NFStream's arrays, n long, -1 where the flow had
+ * fewer packets. */
+static char *put_splt(char *p, const struct sl_splt *sp)
+{
+	uint32_t n = sp->len;
+
+	p = PUT_LIT(p, ",\"splt_direction\":[");
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			*p++ = ',';
+		if (i >= sp->n)
+			p = PUT_LIT(p, "-1");
+		else
+			*p++ = (char)('0' + (sp->reverse >> i & 1));
+	}
+	p = PUT_LIT(p, "],\"splt_ps\":[");
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			*p++ = ',';
+		p = i < sp->n ? put_u64(p, sp->ps[i]) : PUT_LIT(p, "-1");
+	}
+	p = PUT_LIT(p, "],\"splt_piat_ms\":[");
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			*p++ = ',';
+		p = i < sp->n ? put_double(p, (double)sp->piat_ns[i] / 1e6)
+			      : PUT_LIT(p, "-1");
+	}
+	*p++ = ']';
+	return p;
+}
+
 static int flow_line(const struct sl_flow_rec *r, char *line)
 {
 	uint64_t last = r->fwd.last_ns;
@@ -205,6 +238,8 @@ static int flow_line(const struct sl_flow_rec *r, char *line)
 	p = put_end_reason(p, r->reason_code);
 	if (r->features & SL_FEATURE_STATS)
 		p = put_stats(p, &r->stats);
+	if (r->features & SL_FEATURE_SPLT)
+		p = put_splt(p, &r->splt);
 	*p++ = '}';
 	return (int)(p - line);
 }

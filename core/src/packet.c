@@ -180,6 +180,17 @@ static void stats_count(struct sl_flow *f, int di, const struct sl_packet *p,
 		     flags);
 }
 
+/* SL_FEATURE_SPLT: one of the flow's first packets. */
+static void splt_add(struct sl_splt *sp, int di, const struct sl_packet *p)
+{
+	uint32_t i = sp->n++;
+
+	sp->ps[i] = p->wirelen > 65535 ? 65535 : (uint16_t)p->wirelen;
+	sp->reverse |= (uint32_t)di << i;
+	sp->piat_ns[i] = i && p->ts_ns > sp->last_ns ? p->ts_ns - sp->last_ns : 0;
+	sp->last_ns = p->ts_ns;
+}
+
 /* A flow keeps the tunnel of its first packet; a packet in another one
  * is counted. Reverse packets come with the endpoints swapped, and ids
  * that may be the other side's (GTP-U TEIDs, PPTP call ids). */
@@ -265,6 +276,9 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	dir_count(f, di, p, &pp->d);
 	if (e->cfg.features & SL_FEATURE_STATS)
 		stats_count(f, di, p, &pp->d);
+	if ((e->cfg.features & SL_FEATURE_SPLT) &&
+	    f->rec.splt.n < f->rec.splt.len)
+		splt_add(&f->rec.splt, di, p);
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
 		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);
 

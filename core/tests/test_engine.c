@@ -140,6 +140,7 @@ static void run_img(struct img *m, const struct sl_config *cfg, struct run *r)
 
 static struct img m;
 static struct img m_img;
+static struct sl_engine *bad_engine;
 
 /* 10.0.0.1:40000 -> 10.0.0.2:443 from t on, 1 ns apart: handshake, 100
  * bytes of data, FIN from each side, the last ACK (7 packets, 4 forward). */
@@ -357,6 +358,23 @@ static void test_stats(void)
 	/* without the feature, the records say so */
 	run_img(&m_img, NULL, &r);
 	CHECK_EQ(r.last_end.features, 0);
+
+	/* the first 3 packets: sizes, directions, gaps */
+	cfg.features = SL_FEATURE_SPLT;
+	cfg.splt_packets = 3;
+	run_img(&m_img, &cfg, &r);
+	CHECK_EQ(r.last_end.features, SL_FEATURE_SPLT);
+	CHECK_EQ(r.last_end.splt.len, 3);
+	CHECK_EQ(r.last_end.splt.n, 3);
+	CHECK_EQ(r.last_end.splt.reverse, 4); /* the third came back */
+	CHECK_EQ(r.last_end.splt.ps[0], 74);
+	CHECK_EQ(r.last_end.splt.ps[1], 84);
+	CHECK_EQ(r.last_end.splt.ps[2], 60);
+	CHECK_EQ(r.last_end.splt.piat_ns[0], 0);
+	CHECK_EQ(r.last_end.splt.piat_ns[1], 1000);
+	CHECK_EQ(r.last_end.splt.piat_ns[2], 1000);
+	cfg.splt_packets = SL_SPLT_MAX + 1;
+	CHECK_EQ(sl_engine_new(&bad_engine, &cfg), -EINVAL);
 }
 
 /* Workers sharing an input (sl_config.shared_input): the flows split

@@ -125,15 +125,17 @@ M.OPTIONS = {
   { group = "table", flags = { "--features" }, value = "LIST", commands = "run",
     to = "open.features", parse = function(v)
       local list = {}
-      for name in v:gmatch("[^,]+") do
-        if name ~= "stats" then return nil, "--features: unknown feature '" .. name .. "' (stats)" end
-        list[#list + 1] = name
+      for name in v:gmatch("[^,]+") do list[#list + 1] = name end
+      local ok, err = pcall(require("sluice.engine").parse_features, list)
+      if not ok then
+        return nil, "--features: " .. (tostring(err):gsub("^[^:]*:%d+: ", ""):gsub("^sluice%.open: ", ""))
       end
-      if #list == 0 then return nil, "--features expects a list such as stats" end
+      if #list == 0 then return nil, "--features expects a list such as stats,splt" end
       return list
     end,
     help = "per-flow features in every flow record: stats (NFStream's packet size and " ..
-    "inter-arrival statistics and TCP flag counts, per direction and both)" },
+    "inter-arrival statistics and TCP flag counts, per direction and both), splt[:N] " ..
+    "(the first N packets' directions, sizes and inter-arrival times; 10, at most 32)" },
   { group = "inputs", flags = { "--tunnels" }, value = "inner|outer", commands = "run",
     to = "open.tunnels", parse = function(v)
       if v == "inner" or v == "outer" then return v end

@@ -254,7 +254,7 @@ function M.open(opts)
   end
   if opts.features ~= nil then
     if opts.listen then error("sluice.open: features are computed from packets, not from a collector's records", 2) end
-    cfg.features = M.parse_features(opts.features)
+    cfg.features, cfg.splt_packets = M.parse_features(opts.features)
   end
   if opts.slice then cfg.slice_ns = duration_ns(opts.slice, "slice", true) end
   if opts.active_timeout then
@@ -336,22 +336,31 @@ end
 
 -- features = "stats" or { "stats" }: what every flow record carries
 -- beyond its counters (sluice.h, enum sl_feature); misuse is an error.
-local FEATURES = { stats = C.SL_FEATURE_STATS }
+-- splt or splt:N: the first N packets (default 10, at most 32).
+local FEATURES = { stats = C.SL_FEATURE_STATS, splt = C.SL_FEATURE_SPLT }
 
+-- The feature bits and the splt length of a name or a list of names.
 function M.parse_features(v)
   local list = type(v) == "string" and { v } or v
   if type(list) ~= "table" then
-    error("sluice.open: features is a name or a list of names (stats)", 3)
+    error("sluice.open: features is a name or a list of names (stats, splt[:N])", 3)
   end
-  local bits = 0
-  for _, name in ipairs(list) do
+  local bits, splt = 0, 0
+  for _, spec in ipairs(list) do
+    local name, n = tostring(spec):match("^(%a+):?(%d*)$")
     local b = FEATURES[name]
-    if not b then
-      error("sluice.open: unknown feature '" .. tostring(name) .. "' (stats)", 3)
+    if not b or (n ~= "" and name ~= "splt") then
+      error("sluice.open: unknown feature '" .. tostring(spec) .. "' (stats, splt[:N])", 3)
+    end
+    if n ~= "" then
+      splt = tonumber(n)
+      if splt < 1 or splt > C.SL_SPLT_MAX then
+        error("sluice.open: splt:N takes 1 to " .. C.SL_SPLT_MAX .. " packets", 3)
+      end
     end
     bits = bit.bor(bits, b)
   end
-  return bits
+  return bits, splt
 end
 
 local function live(self)

@@ -264,9 +264,28 @@ flow_methods.copy = copier("struct sl_flow_rec")
 -- A plain Lua table with the JSON fields of a flow.
 for field, get in pairs(stat_getters) do flow_get[field] = get end
 
+-- Early packets (SL_FEATURE_SPLT) as NFStream's lists, len long, -1 past
+-- the flow's packets; nil when the run does not record them.
+local SPLT = C.SL_FEATURE_SPLT
+local function splt_list(value)
+  return function(r)
+    if band(r.features, SPLT) == 0 then return nil end
+    local sp, t = r.splt, {}
+    for i = 0, sp.len - 1 do t[i + 1] = i < sp.n and value(sp, i) or -1 end
+    return t
+  end
+end
+flow_get.splt_direction = splt_list(function(sp, i) return band(bit.rshift(sp.reverse, i), 1) end)
+flow_get.splt_ps = splt_list(function(sp, i) return sp.ps[i] end)
+flow_get.splt_piat_ms = splt_list(function(sp, i) return tonumber(sp.piat_ns[i]) / 1e6 end)
+
 local function stats_fields(t, r)
   if band(r.features, STATS) ~= 0 then
     for _, field in ipairs(STAT_NAMES) do t[field] = stat_getters[field](r) end
+  end
+  if band(r.features, SPLT) ~= 0 then
+    t.splt_direction, t.splt_ps = flow_get.splt_direction(r), flow_get.splt_ps(r)
+    t.splt_piat_ms = flow_get.splt_piat_ms(r)
   end
   return t
 end
