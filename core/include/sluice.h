@@ -1483,5 +1483,15 @@ SL_API void sl_clickhouse_stats(struct sl_clickhouse *c,
  * inserted is counted lost. Stats stay readable until free. */
 SL_API void sl_clickhouse_stop(struct sl_clickhouse *c);
 SL_API void sl_clickhouse_free(struct sl_clickhouse *c);
+/* sl_clickhouse_new with the columns of features (enum sl_feature) after
+ * the others, in the CREATE TABLE and every INSERT: SL_FEATURE_STATS
+ * NFStream's statistics (src2dst_min_ps ... bidirectional_cwr_packets),
+ * SL_FEATURE_SPLT splt_direction, splt_ps, splt_piat_ms arrays of the
+ * packets recorded. A row without them (a slice, a flow of a run without
+ * the feature) has 0 and empty arrays. Other bits are -EINVAL. */
+SL_API int sl_clickhouse_new_features(struct sl_clickhouse **out,
+				      const struct sl_clickhouse_opts *o,
+				      uint32_t features, char *err,
+				      size_t errlen);
 
 #endif
