@@ -1024,6 +1024,22 @@ SL_API uint32_t sl_ipfix_pending(const struct sl_ipfix *x);
  * is nothing to send. */
 SL_API int sl_ipfix_take(struct sl_ipfix *x, uint32_t export_time_s,
 			 const uint8_t **data);
+/* The private enterprise number of sluice's own information elements:
+ * 32473, the one RFC 5612 sets aside for documentation, until sluice has
+ * one registered (README.md, "IPFIX export", lists the elements). */
+enum { SL_IPFIX_PEN = 32473 };
+/* sl_ipfix_new offering, with SL_FEATURE_STATS in features, two more
+ * templates (258 IPv4, 259 IPv6): the base fields, then per direction
+ * tcp{Syn,Fin,Rst,Psh,Ack,Urg}TotalCount (the reverse under RFC 5103's
+ * PEN) and sluice's statistics under SL_IPFIX_PEN. Flow records that
+ * carry statistics use them, every other record the base templates. The
+ * template set may then fill a message alone: an add answers -ENOBUFS
+ * into a message holding only it (take it, then add again). -EINVAL: a
+ * max_bytes too small for the template set or a record, or unknown
+ * bits. SL_FEATURE_SPLT is accepted and not exported. */
+SL_API int sl_ipfix_new_features(struct sl_ipfix **out,
+				 const struct sl_ipfix_opts *o,
+				 uint32_t features);
 
 
 /* A sender: messages (IPFIX, JSON lines...) copied into a bounded queue

@@ -536,7 +536,7 @@ function M.sink_options(o, w, shared)
       opts = { url = out.url, features = o.open and o.open.features or nil }
     else
       opts = { collector = out.collector, transport = out.transport, domain = w,
-        rate = o.export_rate }
+        rate = o.export_rate, features = o.open and o.open.features or nil }
     end
     list[#list + 1] = { kind = out.kind, options = opts,
       name = out.path or out.collector or out.where }
