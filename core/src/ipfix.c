@@ -86,8 +86,9 @@ struct ie {
  * 2 bidirectional), statistic k in the order of JSON lines (0 min_ps,
  * 1 mean_ps, 2 stddev_ps, 3 max_ps, 4..7 min, mean, stddev, max piat_ms,
  * 8..15 fin, syn, rst, psh, ack, urg, ece, cwr packets) is element
- * s * 32 + k + 1. Sizes: unsigned32 (min_ps, max_ps, the flag counts),
- * float64 (the others). README.md lists them. */
+ * s * 32 + k + 1 (those sent: see SL_IE_STATS). Sizes: unsigned32
+ * (min_ps, max_ps, the flag counts), float64 (the others). README.md
+ * lists them. */
 #define SL_IE_ID(s, k) ((uint16_t)((s) * 32 + (k) + 1) | ENTERPRISE_BIT)
 #define SL_IE(s, k, len) {SL_IE_ID(s, k), len, SL_IPFIX_PEN}
 #define SL_IE_MOMENTS(s)                                                       \
@@ -100,10 +101,11 @@ struct ie {
 	    {R(IE_ACK_COUNT), 8, 0}, {R(IE_URG_COUNT), 8, 0}, SL_IE(s, 14, 4), \
 	    SL_IE(s, 15, 4)
 #define FWD(id) (id)
-#define SL_IE_STATS                                                            \
-	SL_IE_DIR(0, FWD), SL_IE_DIR(1, REV), SL_IE_MOMENTS(2),                \
-	    SL_IE(2, 8, 4), SL_IE(2, 9, 4), SL_IE(2, 10, 4), SL_IE(2, 11, 4),  \
-	    SL_IE(2, 12, 4), SL_IE(2, 13, 4), SL_IE(2, 14, 4), SL_IE(2, 15, 4)
+/* Both directions: the moments only. A packet goes one way, so the
+ * bidirectional flag counts are the sums of the two directions'; without
+ * them a template has 57 fields, within what Wireshark takes by default
+ * (60, its cflow.max_template_fields). */
+#define SL_IE_STATS SL_IE_DIR(0, FWD), SL_IE_DIR(1, REV), SL_IE_MOMENTS(2)
 
 /* nfdump 1.7.1 files a reverse element it has no reverse slot for under
  * the forward element: the reverse tcpControlBits comes first so that
