@@ -410,6 +410,12 @@ describe("sluice.cli", function()
       assert.are.same({ 2, 3 }, { cli.open_options(o, 2).worker, cli.open_options(o, 2).workers })
       o = assert(parse("-r x --out pcap:p.pcap"))
       assert.are.same({ path = "p.pcap" }, cli.sink_options(o, 0, false)[1].options)
+      -- --features: the ClickHouse columns and the IPFIX templates follow it
+      o = assert(parse("-r x --features stats,splt:5 --out ipfix:h:4739 " ..
+        "--out clickhouse:http://h:8123/d.t"))
+      local sinks = cli.sink_options(o, 0, false)
+      assert.are.same({ "stats", "splt:5" }, sinks[1].options.features)
+      assert.are.same({ url = "http://h:8123/d.t", features = { "stats", "splt:5" } }, sinks[2].options)
     end)
   end)
 

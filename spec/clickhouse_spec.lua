@@ -14,6 +14,8 @@
 --   - no server: a clear error naming the URL, exit non-zero;
 --   - a table of another schema: the server's message, losses counted,
 --     nothing inserted;
+--   - --features stats,splt: the columns' sums and, for 50 flows, their
+--     values equal the JSON lines of the same run; slices get 0 and [];
 --   - credentials: from the URL or the environment, never printed;
 --     a wrong password is the server's message, without the password.
 -- Without clickhouse-server (or the generator source) the tests are
@@ -124,6 +126,88 @@ describe("clickhouse sink", function()
       for k = 1, 9 do want[k] = tostring(want[k]) end
       assert.are.same(want, got)
     end
+  end)
+
+  it("inserts --features stats,splt as columns equal to the JSON of the same run", function()
+    if not need_server() then return end
+    local pcap = run.generated(GEN_ARGS, "clickhouse_spec", pending)
+    local dir = run.tmpdir()
+    local r = run.sh(run.SLUICE .. " run -r " .. q(pcap) .. " -q --features stats,splt:12 --out json:" ..
+      q(dir .. "/out.json") .. " --out clickhouse:" .. q(srv:url("tf.flows")))
+    assert.are.equal(0, r.code, run.describe(r))
+    local recs = run.json_lines(dir .. "/out.json")
+    assert.is_true(#recs > 1000, #recs .. " flows")
+    -- sums over every flow
+    local COUNTS = { "bidirectional_syn_packets", "src2dst_ack_packets", "dst2src_fin_packets",
+      "bidirectional_rst_packets", "src2dst_psh_packets", "bidirectional_max_ps" }
+    local want = {}
+    for i, k in ipairs(COUNTS) do
+      local sum = 0
+      for _, f in ipairs(recs) do sum = sum + assert(f[k], k) end
+      want[i] = tostring(sum)
+    end
+    want[#want + 1] = tostring(#recs)
+    local sql = {}
+    for i, k in ipairs(COUNTS) do sql[i] = "sum(" .. k .. ")" end
+    local got = {}
+    for v in (srv:query("SELECT " .. table.concat(sql, ", ") .. ", count() FROM tf.flows") .. "\t")
+      :gmatch("([^\t]*)\t") do got[#got + 1] = v end
+    assert.are.same(want, got)
+    assert.is_true(tonumber(want[1]) > 0, "no SYN counted")
+    -- 50 flows, column by column
+    local FLOATS = { "bidirectional_mean_ps", "src2dst_stddev_ps", "dst2src_mean_ps",
+      "bidirectional_stddev_piat_ms", "src2dst_mean_piat_ms", "dst2src_max_piat_ms",
+      "bidirectional_min_piat_ms", "src2dst_min_ps", "dst2src_max_ps" }
+    local function close(a, b)
+      return math.abs(a - b) <= 1e-9 * math.max(math.abs(a), math.abs(b)) + 1e-12
+    end
+    local function recorded(arr)
+      local out = {}
+      for _, v in ipairs(arr) do if v ~= -1 then out[#out + 1] = v end end
+      return out
+    end
+    local function array(text)
+      local out = {}
+      for v in text:gmatch("[^%[%],]+") do out[#out + 1] = tonumber(v) end
+      return out
+    end
+    local step = math.floor(#recs / 50)
+    local checked, nonzero = 0, 0
+    for i = 1, #recs, step do
+      local f = recs[i]
+      local row = srv:query(("SELECT %s, splt_ps, splt_direction, splt_piat_ms FROM tf.flows " ..
+        "WHERE flow_id = %d"):format(table.concat(FLOATS, ", "), f.id))
+      local cols = {}
+      for v in (row .. "\t"):gmatch("([^\t]*)\t") do cols[#cols + 1] = v end
+      assert.are.equal(#FLOATS + 3, #cols, row)
+      for k, name in ipairs(FLOATS) do
+        local a, b = tonumber(cols[k]), f[name]
+        assert.is_true(close(a, b), ("flow %d %s: clickhouse %s, json %s"):format(f.id, name, cols[k], tostring(b)))
+        if b ~= 0 then nonzero = nonzero + 1 end
+      end
+      assert.are.same(recorded(f.splt_ps), array(cols[#FLOATS + 1]))
+      assert.are.same(recorded(f.splt_direction), array(cols[#FLOATS + 2]))
+      local piat, jpiat = array(cols[#FLOATS + 3]), recorded(f.splt_piat_ms)
+      assert.are.equal(#jpiat, #piat)
+      for k = 1, #piat do assert.is_true(close(piat[k], jpiat[k]), row) end
+      checked = checked + 1
+    end
+    assert.is_true(checked >= 50 and nonzero > checked, checked .. " flows, " .. nonzero .. " non-zero")
+    -- no recorded packet lost its place: arrays as long as the flows (12 at most)
+    assert.are.equal("0", srv:query("SELECT count() FROM tf.flows WHERE length(splt_ps) != " ..
+      "least(packets, 12) OR length(splt_direction) != length(splt_ps) OR " ..
+      "length(splt_piat_ms) != length(splt_ps)"))
+  end)
+
+  it("gives slices and flows without features 0 and empty arrays in the feature columns", function()
+    if not need_server() then return end
+    local sample = q(run.root .. "/examples/sample.pcap")
+    local r = run.sh(run.SLUICE .. " run -r " .. sample .. " -q --slice 1 --out clickhouse:" ..
+      q(srv:url("tg.rows?features=stats,splt")))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert.are.equal("0", srv:query("SELECT count() FROM tg.rows WHERE bidirectional_max_ps != 0 " ..
+      "OR src2dst_mean_piat_ms != 0 OR length(splt_ps) != 0"))
+    assert.is_true(tonumber(srv:query("SELECT count() FROM tg.rows WHERE kind = 'slice'")) > 0)
   end)
 
   it("takes the flows of --workers 2 on a file, each worker its own batches, once", function()
@@ -288,5 +372,7 @@ describe("sluice.sink.clickhouse options", function()
     assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_rows = 0 } end)
     assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_rows = 2000000 } end)
     assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", batch_age = "soon" } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t", features = "nope" } end)
+    assert.has_error(function() sluice.sink.clickhouse { url = "http://h/d.t?features=stats,x" } end)
   end)
 end)

@@ -51,6 +51,7 @@ local MSG_DONTWAIT = 64
 local EINTR, EAGAIN = 4, 11
 
 local PEN_REVERSE = 29305
+local SL_PEN = 32473 -- SL_IPFIX_PEN: sluice's own elements
 local PROTO = { tcp = 6, udp = 17, icmp = 1, icmp6 = 58, sctp = 132 }
 -- RFC 5102 flowEndReason for sluice's end reasons
 local END_CODE = { idle = 1, active = 2, fin = 3, rst = 3, eof = 4, shutdown = 4, trimmed = 5 }
@@ -225,6 +226,13 @@ end
 
 local ADDRESS_IE = { [8] = true, [12] = true, [27] = true, [28] = true }
 
+-- An IEEE 754 float64 in network order (sluice's statistics elements).
+local dbuf = ffi.new("union { double d; uint8_t b[8]; }")
+local function f64(s, i)
+  for k = 0, 7 do dbuf.b[7 - k] = s:byte(i + k) end
+  return tonumber(dbuf.d)
+end
+
 -- Splits a TCP stream into its messages by the header's length field.
 local function split_stream(s)
   local msgs, pos = {}, 1
@@ -288,6 +296,8 @@ local function decode(msgs)
               f.pen .. ":" .. f.id
             if f.pen == 0 and ADDRESS_IE[f.id] then
               r[key] = s:sub(p, p + f.len - 1)
+            elseif f.pen == SL_PEN and f.len == 8 then
+              r[key] = f64(s, p)
             else
               r[key] = uint(s, p, f.len)
             end
@@ -1262,5 +1272,159 @@ describe("IPFIX sink options", function()
       assert(not has(r.err, "traceback"), run.describe(r))
       assert(not run.exists(dir .. "/f.json") or run.slurp(dir .. "/f.json") == "", "data was written")
     end
+  end)
+end)
+
+-- ---- --features stats: the statistics templates -------------------------------
+
+-- The statistics in a record of template 258/259 as JSON names: the
+-- standard tcp*TotalCount per direction (the reverse under RFC 5103's
+-- PEN), sluice's elements (SL_PEN, stream * 32 + k + 1) for the rest;
+-- the bidirectional flag counts are not sent (the directions' sums).
+local STAT_NAMES = { "min_ps", "mean_ps", "stddev_ps", "max_ps", "min_piat_ms", "mean_piat_ms",
+  "stddev_piat_ms", "max_piat_ms", "fin_packets", "syn_packets", "rst_packets", "psh_packets",
+  "ack_packets", "urg_packets", "ece_packets", "cwr_packets" }
+local STD_FLAG = { syn_packets = 218, fin_packets = 219, rst_packets = 220, psh_packets = 221,
+  ack_packets = 222, urg_packets = 223 }
+local STREAMS = { "src2dst_", "dst2src_", "bidirectional_" }
+
+local function stats_of(r)
+  local out = {}
+  for s, prefix in ipairs(STREAMS) do
+    for k, name in ipairs(STAT_NAMES) do
+      local v
+      if s <= 2 and STD_FLAG[name] then
+        v = r[STD_FLAG[name]]
+        if s == 2 then v = r["r" .. STD_FLAG[name]] end
+      elseif s == 3 and k > 8 then -- both: not sent, the directions' sum
+        v = out["src2dst_" .. name] + out["dst2src_" .. name]
+      else
+        v = r[SL_PEN .. ":" .. ((s - 1) * 32 + k)]
+      end
+      out[prefix .. name] = v
+    end
+  end
+  return out
+end
+
+local function close_to(a, b)
+  return type(a) == "number" and math.abs(a - b) <= 1e-9 * math.max(math.abs(a), math.abs(b)) + 1e-12
+end
+
+-- Datagrams as a pcap file (Ethernet, IPv4, UDP to port 4739) for tshark.
+local function le32(v) return string.char(v % 256, math.floor(v / 256) % 256,
+  math.floor(v / 65536) % 256, math.floor(v / 16777216) % 256) end
+local function be16(v) return string.char(math.floor(v / 256) % 256, v % 256) end
+local function udp_pcap(path, dgs)
+  local parts = { le32(0xa1b2c3d4) .. be16(0x0200):reverse() .. be16(0x0400):reverse() ..
+    le32(0) .. le32(0) .. le32(65535) .. le32(1) }
+  for i, dg in ipairs(dgs) do
+    local udp = be16(40000) .. be16(4739) .. be16(8 + #dg) .. be16(0) .. dg
+    local ip = "\69\0" .. be16(20 + #udp) .. be16(i % 65536) .. "\0\0\64\17\0\0" ..
+      "\127\0\0\1\127\0\0\1" .. udp
+    local frame = ("\2\0\0\0\0\1\2\0\0\0\0\2\8\0") .. ip
+    parts[#parts + 1] = le32(1700000000 + i) .. le32(0) .. le32(#frame) .. le32(#frame) .. frame
+  end
+  run.spit(path, table.concat(parts))
+end
+
+describe("IPFIX with --features stats", function()
+  after_each(function() close_fds() stop_collectors() end)
+  teardown(run.cleanup)
+
+  it("nfcapd still takes the export: every flow and its counters, no bad packets", function()
+    need_nfdump()
+    local c, recs = export_to_nfcapd(SAMPLE, "--features stats")
+    local flows = run.of_type(recs, "flow")
+    assert.equal(161, #flows)
+    assert.is_number(flows[1].bidirectional_mean_ps, "the JSON carries the statistics")
+    check_collected(c, flows)
+  end)
+
+  it("templates 258/259 carry the JSON's statistics; tshark decodes them, nothing malformed", function()
+    local fd, port = bound(SOCK_DGRAM)
+    big_rcvbuf(fd)
+    local dir = run.tmpdir()
+    local r = run.sh(run.SLUICE .. " run -r " .. q(SAMPLE) .. " --features stats --out ipfix:127.0.0.1:" ..
+      port .. " --out json:" .. q(dir .. "/out.json") .. " -q")
+    assert.equal(0, r.code, run.describe(r))
+    local flows = run.of_type(run.json_lines(dir .. "/out.json"), "flow")
+    assert.equal(161, #flows)
+    C.usleep(50000) -- the run has ended: its datagrams are all in the socket
+    local dgs = datagrams(fd)
+    local d = decode(dgs)
+    assert.equal(#flows, check_headers(d, 0, 1400))
+    -- the template set: the base templates unchanged, the statistics ones
+    -- with 17 + 16 + 16 + 8 fields
+    local h = d.messages[1]
+    assert.equal(4, h.ntemplates, "the first message carries the four templates")
+    assert.same({ [256] = 17, [257] = 17, [258] = 57, [259] = 57 }, h.templates)
+    local by_id = {}
+    for _, f in ipairs(flows) do by_id[f.id] = f end
+    local seen, v6 = 0, 0
+    for _, rec in ipairs(d.records) do
+      assert(rec.template == 258 or rec.template == 259, "flows with statistics use 258/259")
+      if rec.template == 259 then v6 = v6 + 1 end
+      local f = assert(by_id[rec[148]], "flowId " .. tostring(rec[148]) .. " is not in the JSON")
+      assert.equal(f.pkts_fwd, rec[2])
+      for name, v in pairs(stats_of(rec)) do
+        assert(close_to(v, f[name]), ("flow %d %s: ipfix %s, json %s"):format(f.id, name,
+          tostring(v), tostring(f[name])))
+      end
+      seen = seen + 1
+    end
+    assert.equal(#flows, seen)
+    assert.equal(37, v6, "IPv6 flows")
+
+    -- tshark: no malformed message, and the standard counts as the JSON
+    if not run.have("tshark") then
+      io.stderr:write("ipfix_spec: no tshark: the tshark part is skipped\n")
+      return
+    end
+    local pcap = dir .. "/export.pcap"
+    udp_pcap(pcap, dgs)
+    local TS = run.PLAIN .. "tshark -n -r " .. q(pcap) .. " -d udp.port==4739,cflow "
+    local bad = run.sh(TS .. "-Y " .. q("_ws.malformed || _ws.expert.severity >= 0x00800000 || " ..
+      "cflow.unknown_field_type") .. " -T fields -e frame.number")
+    assert.equal(0, bad.code, run.describe(bad))
+    assert.equal("", bad.out, "tshark finds malformed or unknown parts:\n" .. bad.out)
+    local t = run.sh(TS .. "-T fields -E occurrence=a -E aggregator=, -e cflow.flow_id " ..
+      "-e cflow.total_tcp_syn -e cflow.total_tcp_ack -e cflow.total_tcp_fin")
+    assert.equal(0, t.code, run.describe(t))
+    local checked, syns = 0, 0
+    for l in t.out:gmatch("[^\n]+") do
+      local cols = {}
+      for v in (l .. "\t"):gmatch("([^\t]*)\t") do cols[#cols + 1] = v end
+      local ids, lists = {}, { {}, {}, {} }
+      for v in cols[1]:gmatch("%d+") do ids[#ids + 1] = tonumber(v) end
+      for k = 1, 3 do
+        for v in (cols[k + 1] or ""):gmatch("%d+") do lists[k][#lists[k] + 1] = tonumber(v) end
+      end
+      for i, id in ipairs(ids) do
+        local f = assert(by_id[id], "tshark: flow " .. id)
+        -- per record: the forward count, then the reverse one
+        for k, name in ipairs({ "syn_packets", "ack_packets", "fin_packets" }) do
+          assert.same({ f["src2dst_" .. name], f["dst2src_" .. name] },
+            { lists[k][2 * i - 1], lists[k][2 * i] }, "tshark: flow " .. id .. " " .. name)
+        end
+        syns = syns + f.bidirectional_syn_packets
+        checked = checked + 1
+      end
+    end
+    assert.equal(#flows, checked, "tshark's records")
+    assert(syns > 0, "the sample has SYNs")
+  end)
+
+  it("a max_bytes too small for the statistics templates is refused, without them it is not", function()
+    local fd, port = bound(SOCK_DGRAM)
+    local x, err = sluice.sink.ipfix { collector = "127.0.0.1:" .. port, features = "stats", max_bytes = 600 }
+    assert.is_nil(x)
+    assert(has(err, "too small"), err)
+    x = assert(sluice.sink.ipfix { collector = "127.0.0.1:" .. port, max_bytes = 600 })
+    x:close()
+    assert.has_error(function()
+      sluice.sink.ipfix { collector = "127.0.0.1:" .. port, features = "nope" }
+    end)
+    close_fd(fd)
   end)
 end)

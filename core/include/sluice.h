@@ -1024,6 +1024,22 @@ SL_API uint32_t sl_ipfix_pending(const struct sl_ipfix *x);
  * is nothing to send. */
 SL_API int sl_ipfix_take(struct sl_ipfix *x, uint32_t export_time_s,
 			 const uint8_t **data);
+/* The private enterprise number of sluice's own information elements:
+ * 32473, the one RFC 5612 sets aside for documentation, until sluice has
+ * one registered (README.md, "IPFIX export", lists the elements). */
+enum { SL_IPFIX_PEN = 32473 };
+/* sl_ipfix_new offering, with SL_FEATURE_STATS in features, two more
+ * templates (258 IPv4, 259 IPv6): the base fields, then per direction
+ * tcp{Syn,Fin,Rst,Psh,Ack,Urg}TotalCount (the reverse under RFC 5103's
+ * PEN) and sluice's statistics under SL_IPFIX_PEN. Flow records that
+ * carry statistics use them, every other record the base templates. The
+ * template set may then fill a message alone: an add answers -ENOBUFS
+ * into a message holding only it (take it, then add again). -EINVAL: a
+ * max_bytes too small for the template set or a record, or unknown
+ * bits. SL_FEATURE_SPLT is accepted and not exported. */
+SL_API int sl_ipfix_new_features(struct sl_ipfix **out,
+				 const struct sl_ipfix_opts *o,
+				 uint32_t features);
 
 
 /* A sender: messages (IPFIX, JSON lines...) copied into a bounded queue
@@ -1483,5 +1499,15 @@ SL_API void sl_clickhouse_stats(struct sl_clickhouse *c,
  * inserted is counted lost. Stats stay readable until free. */
 SL_API void sl_clickhouse_stop(struct sl_clickhouse *c);
 SL_API void sl_clickhouse_free(struct sl_clickhouse *c);
+/* sl_clickhouse_new with the columns of features (enum sl_feature) after
+ * the others, in the CREATE TABLE and every INSERT: SL_FEATURE_STATS
+ * NFStream's statistics (src2dst_min_ps ... bidirectional_cwr_packets),
+ * SL_FEATURE_SPLT splt_direction, splt_ps, splt_piat_ms arrays of the
+ * packets recorded. A row without them (a slice, a flow of a run without
+ * the feature) has 0 and empty arrays. Other bits are -EINVAL. */
+SL_API int sl_clickhouse_new_features(struct sl_clickhouse **out,
+				      const struct sl_clickhouse_opts *o,
+				      uint32_t features, char *err,
+				      size_t errlen);
 
 #endif

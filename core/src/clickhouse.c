@@ -36,6 +36,9 @@
 
 enum {
 	ROW_MAX = 1536, /* one row without its probe and tags */
+	/* the feature columns: 48 statistics of 24 bytes at most (12
+	 * significant digits), 32 early packets of 2 + 6 + 24 */
+	FEATURES_MAX = 48 * 25 + 32 * 33 + 16,
 	PROBE_MAX = 255,
 	BATCH_FIRST = 64 * 1024,
 	BACKOFF_FIRST_MS = 100,
@@ -78,6 +81,7 @@ struct sl_clickhouse {
 	char *probe;	 /* escaped for TabSeparated */
 	size_t probe_len;
 	uint32_t batch_rows, batch_age_ms, timeout_ms, nq;
+	uint32_t features; /* enum sl_feature: the table's feature columns */
 	uint64_t session, seq;
 	struct batch open; /* the caller's */
 	struct batch *q;   /* ring of nq, under lock */
@@ -113,6 +117,31 @@ static const char *const columns[][2] = {
 };
 
 enum { NCOLUMNS = sizeof(columns) / sizeof(columns[0]) };
+
+/* With features (sl_clickhouse_new_features), after row: NFStream's
+ * names, as in JSON lines. STATS for each of src2dst_, dst2src_ and
+ * bidirectional_, in the order of stat_put(). */
+static const char *const stat_dirs[3] = {"src2dst_", "dst2src_",
+					 "bidirectional_"};
+static const char *const stat_columns[][2] = {
+	{"min_ps", "UInt32"},	       {"mean_ps", "Float64"},
+	{"stddev_ps", "Float64"},      {"max_ps", "UInt32"},
+	{"min_piat_ms", "Float64"},    {"mean_piat_ms", "Float64"},
+	{"stddev_piat_ms", "Float64"}, {"max_piat_ms", "Float64"},
+	{"fin_packets", "UInt64"},     {"syn_packets", "UInt64"},
+	{"rst_packets", "UInt64"},     {"psh_packets", "UInt64"},
+	{"ack_packets", "UInt64"},     {"urg_packets", "UInt64"},
+	{"ece_packets", "UInt64"},     {"cwr_packets", "UInt64"},
+};
+
+enum { NSTATS = sizeof(stat_columns) / sizeof(stat_columns[0]) };
+
+/* SPLT: the packets recorded, without NFStream's -1 padding. */
+static const char *const splt_columns[][2] = {
+	{"splt_direction", "Array(UInt8)"},
+	{"splt_ps", "Array(UInt16)"},
+	{"splt_piat_ms", "Array(Float64)"},
+};
 
 /* ClickHouse error codes that no retry mends (a 5xx from old servers). */
 static const int permanent_codes[] = {
@@ -252,7 +281,88 @@ static char *put_tail(struct sl_clickhouse *c, char *p, int reason,
 	}
 	*p++ = '\t';
 	p = put_num(p, c->open.id);
-	p = put_u64(p, c->open.rows);
+	return put_u64(p, c->open.rows);
+}
+
+static char *put_double_field(char *p, double v)
+{
+	*p++ = '\t';
+	return put_double(p, v);
+}
+
+/* The statistics columns: a record's, or 0 (a slice, a flow without). */
+static char *put_stats(char *p, const struct sl_flow_stats *st)
+{
+	for (int i = 0; i < 3; i++) {
+		const struct sl_stream_stats *s = &st->s[i];
+		struct sl_moments m;
+
+		sl_stream_moments(s, &m);
+		*p++ = '\t';
+		p = put_u64(p, s->min_ps);
+		p = put_double_field(p, m.mean_ps);
+		p = put_double_field(p, m.stddev_ps);
+		*p++ = '\t';
+		p = put_u64(p, s->max_ps);
+		p = put_double_field(p, (double)s->min_piat_ns / 1e6);
+		p = put_double_field(p, m.mean_piat_ms);
+		p = put_double_field(p, m.stddev_piat_ms);
+		p = put_double_field(p, (double)s->max_piat_ns / 1e6);
+		for (int b = 0; b < SL_TCP_FLAG_BITS; b++) {
+			*p++ = '\t';
+			p = put_u64(p, s->flag_packets[b]);
+		}
+	}
+	return p;
+}
+
+static char *put_zero_stats(char *p)
+{
+	for (int i = 0; i < 3 * NSTATS; i++)
+		p = PUT_LIT(p, "\t0");
+	return p;
+}
+
+/* The early packets as arrays: only the n recorded. */
+static char *put_splt(char *p, const struct sl_splt *sp)
+{
+	uint32_t n = sp->n < SL_SPLT_MAX ? sp->n : SL_SPLT_MAX;
+
+	p = PUT_LIT(p, "\t[");
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			*p++ = ',';
+		*p++ = (char)('0' + (sp->reverse >> i & 1));
+	}
+	p = PUT_LIT(p, "]\t[");
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			*p++ = ',';
+		p = put_u64(p, sp->ps[i]);
+	}
+	p = PUT_LIT(p, "]\t[");
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			*p++ = ',';
+		p = put_double(p, (double)sp->piat_ns[i] / 1e6);
+	}
+	*p++ = ']';
+	return p;
+}
+
+/* The feature columns the table has (r NULL: a slice row), and the
+ * row's end. */
+static char *put_features(struct sl_clickhouse *c, char *p,
+			  const struct sl_flow_rec *r)
+{
+	uint32_t have = r ? r->features : 0;
+
+	if (c->features & SL_FEATURE_STATS)
+		p = have & SL_FEATURE_STATS ? put_stats(p, &r->stats)
+					    : put_zero_stats(p);
+	if (c->features & SL_FEATURE_SPLT)
+		p = have & SL_FEATURE_SPLT ? put_splt(p, &r->splt)
+					   : PUT_LIT(p, "\t[]\t[]\t[]");
 	*p++ = '\n';
 	return p;
 }
@@ -283,8 +393,9 @@ static char *flow_row(struct sl_clickhouse *c, char *p,
 	p = put_tsv(p, r->hist, hist);
 	*p++ = '\t';
 	p = put_name(p, sl_tcp_state_name(r->state_code));
-	return put_tail(c, p, r->reason_code, &r->encap, r->tunnel_changes,
-			tags, tags_len);
+	p = put_tail(c, p, r->reason_code, &r->encap, r->tunnel_changes, tags,
+		     tags_len);
+	return put_features(c, p, r);
 }
 
 static char *slice_row(struct sl_clickhouse *c, char *p,
@@ -308,7 +419,8 @@ static char *slice_row(struct sl_clickhouse *c, char *p,
 	p = put_num(p, r->icmp_type);
 	p = put_num(p, r->icmp_code);
 	p = PUT_LIT(p, "\t\t"); /* history, state: a flow's */
-	return put_tail(c, p, r->reason_code, &r->encap, 0, tags, tags_len);
+	p = put_tail(c, p, r->reason_code, &r->encap, 0, tags, tags_len);
+	return put_features(c, p, NULL);
 }
 
 /* ---- the queue ----------------------------------------------------------- */
@@ -406,7 +518,7 @@ int sl_clickhouse_add_flow(struct sl_clickhouse *c, const struct sl_flow_rec *r,
 			   const char *tags)
 {
 	size_t tags_len = tags ? strlen(tags) : 0;
-	int rc = reserve(c, ROW_MAX + c->probe_len + tags_len);
+	int rc = reserve(c, ROW_MAX + FEATURES_MAX + c->probe_len + tags_len);
 
 	if (rc < 0)
 		return rc;
@@ -421,7 +533,7 @@ int sl_clickhouse_add_slice(struct sl_clickhouse *c,
 			    const struct sl_slice_rec *r, const char *tags)
 {
 	size_t tags_len = tags ? strlen(tags) : 0;
-	int rc = reserve(c, ROW_MAX + c->probe_len + tags_len);
+	int rc = reserve(c, ROW_MAX + FEATURES_MAX + c->probe_len + tags_len);
 
 	if (rc < 0)
 		return rc;
@@ -729,12 +841,33 @@ static int valid_name(const char *s)
 	return 1;
 }
 
+/* The feature columns of the table, after the others: with their types
+ * (CREATE TABLE) or not (INSERT). */
+static char *feature_columns(struct sl_clickhouse *c, char *p, int typed)
+{
+	const char *sep = typed ? ", " : ",";
+
+	if (c->features & SL_FEATURE_STATS)
+		for (int d = 0; d < 3; d++)
+			for (int i = 0; i < NSTATS; i++)
+				p += sprintf(p, "%s%s%s%s%s", sep, stat_dirs[d],
+					     stat_columns[i][0],
+					     typed ? " " : "",
+					     typed ? stat_columns[i][1] : "");
+	if (c->features & SL_FEATURE_SPLT)
+		for (int i = 0; i < 3; i++)
+			p += sprintf(p, "%s%s%s%s", sep, splt_columns[i][0],
+				     typed ? " " : "",
+				     typed ? splt_columns[i][1] : "");
+	return p;
+}
+
 /* The SQL texts and URLs of the sink; 0 or -ENOMEM. */
 static int make_sql(struct sl_clickhouse *c, const struct sl_clickhouse_opts *o,
 		    char **create_db, char **create_table)
 {
-	size_t room = 1024 + NCOLUMNS * 48 + 4 * strlen(o->database) +
-		      4 * strlen(o->table);
+	size_t room = 1024 + (NCOLUMNS + 3 * NSTATS + 3) * 64 +
+		      4 * strlen(o->database) + 4 * strlen(o->table);
 	char *insert = malloc(room), *esc = NULL;
 	char *p;
 	int rc = -ENOMEM;
@@ -754,12 +887,14 @@ static int make_sql(struct sl_clickhouse *c, const struct sl_clickhouse_opts *o,
 	for (int i = 0; i < NCOLUMNS; i++)
 		p += sprintf(p, "%s%s %s", i ? ", " : "", columns[i][0],
 			     columns[i][1]);
+	p = feature_columns(c, p, 1);
 	sprintf(p, ") ENGINE = MergeTree() PARTITION BY toYYYYMMDD(time_start)"
 		   " ORDER BY (time_start, probe, kind)");
 	p = insert;
 	p += sprintf(p, "INSERT INTO %s.%s (", o->database, o->table);
 	for (int i = 0; i < NCOLUMNS; i++)
 		p += sprintf(p, "%s%s", i ? "," : "", columns[i][0]);
+	p = feature_columns(c, p, 0);
 	sprintf(p, ") FORMAT TabSeparated");
 	esc = curl_easy_escape(c->curl, insert, 0);
 	if (!esc)
@@ -833,6 +968,13 @@ int sl_clickhouse_new(struct sl_clickhouse **out,
 		      const struct sl_clickhouse_opts *o, char *err,
 		      size_t errlen)
 {
+	return sl_clickhouse_new_features(out, o, 0, err, errlen);
+}
+
+int sl_clickhouse_new_features(struct sl_clickhouse **out,
+			       const struct sl_clickhouse_opts *o,
+			       uint32_t features, char *err, size_t errlen)
+{
 	struct sl_clickhouse *c;
 	char *create_db = NULL, *create_table = NULL;
 	const char *probe = o->probe ? o->probe : "";
@@ -842,7 +984,8 @@ int sl_clickhouse_new(struct sl_clickhouse **out,
 		err[0] = '\0';
 	if (!o->url || !valid_name(o->database) || !valid_name(o->table) ||
 	    !o->batch_rows || !o->queue || !o->timeout_ms ||
-	    strlen(probe) > PROBE_MAX) {
+	    strlen(probe) > PROBE_MAX ||
+	    (features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT))) {
 		snprintf(err, errlen, "bad options (database and table are "
 				      "names of letters, digits and _)");
 		return -EINVAL;
@@ -869,6 +1012,7 @@ int sl_clickhouse_new(struct sl_clickhouse **out,
 	c->batch_age_ms = o->batch_age_ms;
 	c->timeout_ms = o->timeout_ms;
 	c->nq = o->queue;
+	c->features = features;
 	rc = -ENOMEM;
 	c->q = calloc(c->nq, sizeof(*c->q));
 	c->base_url = strdup(o->url);

@@ -28,6 +28,8 @@
 #define IPFIX_TEMPLATE_SET 2
 #define TEMPLATE_V4	   256
 #define TEMPLATE_V6	   257
+#define TEMPLATE_V4_STATS  258 /* the base fields, then the statistics */
+#define TEMPLATE_V6_STATS  259
 #define ENTERPRISE_BIT	   0x8000
 #define PEN_REVERSE	   29305 /* RFC 5103 reverse information elements */
 #define NS_PER_MS	   1000000ULL
@@ -54,6 +56,13 @@ enum ie_id {
 	IE_FLOW_ID = 148,
 	IE_START_MS = 152,
 	IE_END_MS = 153,
+	/* per direction (RFC 5103: the reverse under PEN_REVERSE) */
+	IE_SYN_COUNT = 218, /* tcpSynTotalCount */
+	IE_FIN_COUNT = 219,
+	IE_RST_COUNT = 220,
+	IE_PSH_COUNT = 221,
+	IE_ACK_COUNT = 222,
+	IE_URG_COUNT = 223,
 };
 
 #define REV(id) ((id) | ENTERPRISE_BIT)
@@ -68,31 +77,55 @@ enum {
 };
 
 struct ie {
-	uint16_t id; /* ENTERPRISE_BIT set: PEN_REVERSE follows */
+	uint16_t id; /* ENTERPRISE_BIT set: pen (0: PEN_REVERSE) follows */
 	uint16_t len;
+	uint32_t pen;
 };
+
+/* sluice's own elements (SL_IPFIX_PEN): stream s (0 src2dst, 1 dst2src,
+ * 2 bidirectional), statistic k in the order of JSON lines (0 min_ps,
+ * 1 mean_ps, 2 stddev_ps, 3 max_ps, 4..7 min, mean, stddev, max piat_ms,
+ * 8..15 fin, syn, rst, psh, ack, urg, ece, cwr packets) is element
+ * s * 32 + k + 1 (those sent: see SL_IE_STATS). Sizes: unsigned32
+ * (min_ps, max_ps, the flag counts), float64 (the others). README.md
+ * lists them. */
+#define SL_IE_ID(s, k) ((uint16_t)((s) * 32 + (k) + 1) | ENTERPRISE_BIT)
+#define SL_IE(s, k, len) {SL_IE_ID(s, k), len, SL_IPFIX_PEN}
+#define SL_IE_MOMENTS(s)                                                       \
+	SL_IE(s, 0, 4), SL_IE(s, 1, 8), SL_IE(s, 2, 8), SL_IE(s, 3, 4),        \
+	    SL_IE(s, 4, 8), SL_IE(s, 5, 8), SL_IE(s, 6, 8), SL_IE(s, 7, 8)
+/* a direction: the moments, the standard flag counts, ECE and CWR */
+#define SL_IE_DIR(s, R)                                                        \
+	SL_IE_MOMENTS(s), {R(IE_SYN_COUNT), 8, 0}, {R(IE_FIN_COUNT), 8, 0},    \
+	    {R(IE_RST_COUNT), 8, 0}, {R(IE_PSH_COUNT), 8, 0},                  \
+	    {R(IE_ACK_COUNT), 8, 0}, {R(IE_URG_COUNT), 8, 0}, SL_IE(s, 14, 4), \
+	    SL_IE(s, 15, 4)
+#define FWD(id) (id)
+/* Both directions: the moments only. A packet goes one way, so the
+ * bidirectional flag counts are the sums of the two directions'; without
+ * them a template has 57 fields, within what Wireshark takes by default
+ * (60, its cflow.max_template_fields). */
+#define SL_IE_STATS SL_IE_DIR(0, FWD), SL_IE_DIR(1, REV), SL_IE_MOMENTS(2)
 
 /* nfdump 1.7.1 files a reverse element it has no reverse slot for under
  * the forward element: the reverse tcpControlBits comes first so that
  * the forward one, written after it, stays. The ICMP type/code element is
  * sent for every protocol, 0 outside ICMP, so one template serves all. */
-static const struct ie tmpl_v4[] = {
-    {IE_START_MS, 8},	 {IE_END_MS, 8},       {IE_SRC4, 4},
-    {IE_DST4, 4},	 {IE_ICMP4, 2},	       {IE_SPORT, 2},
-    {IE_DPORT, 2},	 {IE_PROTO, 1},	       {REV(IE_TCP_FLAGS), 2},
-    {IE_TCP_FLAGS, 2},	 {IE_VLAN, 2},	       {IE_END_REASON, 1},
-    {IE_FLOW_ID, 8},	 {IE_OCTETS, 8},       {IE_PACKETS, 8},
-    {REV(IE_OCTETS), 8}, {REV(IE_PACKETS), 8},
-};
+#define BASE_IES(SRC, DST, ICMP, ALEN)                                         \
+	{IE_START_MS, 8, 0}, {IE_END_MS, 8, 0}, {SRC, ALEN, 0},                \
+	    {DST, ALEN, 0}, {ICMP, 2, 0}, {IE_SPORT, 2, 0}, {IE_DPORT, 2, 0},  \
+	    {IE_PROTO, 1, 0}, {REV(IE_TCP_FLAGS), 2, 0},                       \
+	    {IE_TCP_FLAGS, 2, 0}, {IE_VLAN, 2, 0}, {IE_END_REASON, 1, 0},      \
+	    {IE_FLOW_ID, 8, 0}, {IE_OCTETS, 8, 0}, {IE_PACKETS, 8, 0},         \
+	    {REV(IE_OCTETS), 8, 0}, {REV(IE_PACKETS), 8, 0}
 
-static const struct ie tmpl_v6[] = {
-    {IE_START_MS, 8},	 {IE_END_MS, 8},       {IE_SRC6, 16},
-    {IE_DST6, 16},	 {IE_ICMP6, 2},	       {IE_SPORT, 2},
-    {IE_DPORT, 2},	 {IE_PROTO, 1},	       {REV(IE_TCP_FLAGS), 2},
-    {IE_TCP_FLAGS, 2},	 {IE_VLAN, 2},	       {IE_END_REASON, 1},
-    {IE_FLOW_ID, 8},	 {IE_OCTETS, 8},       {IE_PACKETS, 8},
-    {REV(IE_OCTETS), 8}, {REV(IE_PACKETS), 8},
-};
+static const struct ie tmpl_v4[] = {BASE_IES(IE_SRC4, IE_DST4, IE_ICMP4, 4)};
+static const struct ie tmpl_v6[] = {BASE_IES(IE_SRC6, IE_DST6, IE_ICMP6, 16)};
+/* with SL_FEATURE_STATS (sl_ipfix_new_features): flows that carry them */
+static const struct ie tmpl_v4_stats[] = {
+    BASE_IES(IE_SRC4, IE_DST4, IE_ICMP4, 4), SL_IE_STATS};
+static const struct ie tmpl_v6_stats[] = {
+    BASE_IES(IE_SRC6, IE_DST6, IE_ICMP6, 16), SL_IE_STATS};
 
 struct tmpl {
 	uint16_t id;
@@ -100,9 +133,14 @@ struct tmpl {
 	const struct ie *ie;
 };
 
-static const struct tmpl templates[2] = {
-    {TEMPLATE_V4, sizeof(tmpl_v4) / sizeof(tmpl_v4[0]), tmpl_v4},
-    {TEMPLATE_V6, sizeof(tmpl_v6) / sizeof(tmpl_v6[0]), tmpl_v6},
+#define TMPL(id, a) {id, sizeof(a) / sizeof(a[0]), a}
+
+/* indexed by IPv6 + 2 * statistics */
+static const struct tmpl templates[4] = {
+    TMPL(TEMPLATE_V4, tmpl_v4),
+    TMPL(TEMPLATE_V6, tmpl_v6),
+    TMPL(TEMPLATE_V4_STATS, tmpl_v4_stats),
+    TMPL(TEMPLATE_V6_STATS, tmpl_v6_stats),
 };
 
 /* One data record's values, from a flow or a slice. */
@@ -118,6 +156,7 @@ struct rec {
 	uint8_t reason;
 	uint8_t icmp_type;
 	uint8_t icmp_code;
+	const struct sl_flow_stats *stats; /* NULL: the base template */
 };
 
 struct sl_ipfix {
@@ -129,7 +168,8 @@ struct sl_ipfix {
 	uint32_t set_off; /* open data set's header; 0: none */
 	uint16_t set_id;
 	uint16_t tset_len; /* template set bytes */
-	uint16_t rec_len[2];
+	uint16_t rec_len[4];
+	uint8_t ntmpl;	   /* templates offered: 2, or 4 with statistics */
 	uint8_t want_tmpl; /* the next message opens with the templates */
 	uint8_t msg[];
 };
@@ -185,7 +225,7 @@ static uint32_t put_template(uint8_t *p, const struct tmpl *t)
 		put16(p + 2, t->ie[i].len);
 		p += 4;
 		if (t->ie[i].id & ENTERPRISE_BIT) {
-			put32(p, PEN_REVERSE);
+			put32(p, t->ie[i].pen ? t->ie[i].pen : PEN_REVERSE);
 			p += 4;
 		}
 	}
@@ -244,11 +284,73 @@ static uint64_t ie_value(uint16_t id, const struct rec *r)
 	return 0;
 }
 
+/* Bit of enum sl_tcp_flag order (FIN SYN RST PSH ACK URG) of a standard
+ * tcp*TotalCount element. */
+static int flag_bit(uint16_t id)
+{
+	static const uint8_t bit[] = {1, 0, 2, 3, 4, 5}; /* from 218 */
+
+	return bit[(id & ~ENTERPRISE_BIT) - IE_SYN_COUNT];
+}
+
+static int is_flag_count(uint16_t id)
+{
+	id &= (uint16_t)~ENTERPRISE_BIT;
+	return id >= IE_SYN_COUNT && id <= IE_URG_COUNT;
+}
+
+static uint64_t double_bits(double v)
+{
+	uint64_t u;
+
+	memcpy(&u, &v, sizeof(u));
+	return u;
+}
+
+/* A statistic of sluice's (SL_IE_ID(s, k)) as its bytes. */
+static uint64_t stat_value(uint16_t id, const struct rec *r)
+{
+	unsigned n = (unsigned)(id & ~ENTERPRISE_BIT) - 1, k = n % 32;
+	const struct sl_stream_stats *s = &r->stats->s[n / 32];
+	struct sl_moments m;
+
+	if (k >= 8)
+		return s->flag_packets[k - 8];
+	switch (k) {
+	case 0:
+		return s->min_ps;
+	case 3:
+		return s->max_ps;
+	case 4:
+		return double_bits((double)s->min_piat_ns / 1e6);
+	case 7:
+		return double_bits((double)s->max_piat_ns / 1e6);
+	}
+	sl_stream_moments(s, &m);
+	return double_bits(k == 1   ? m.mean_ps
+			   : k == 2 ? m.stddev_ps
+			   : k == 5 ? m.mean_piat_ms
+				    : m.stddev_piat_ms);
+}
+
 static void put_record(uint8_t *p, const struct tmpl *t, const struct rec *r)
 {
 	for (uint16_t i = 0; i < t->n; i++) {
 		const struct ie *e = &t->ie[i];
 
+		if (e->pen == SL_IPFIX_PEN) {
+			put_uint(p, e->len, stat_value(e->id, r));
+			p += e->len;
+			continue;
+		}
+		if (is_flag_count(e->id)) {
+			int d = e->id & ENTERPRISE_BIT ? SL_DIR_REV : SL_DIR_FWD;
+
+			put_uint(p, e->len,
+				 r->stats->s[d].flag_packets[flag_bit(e->id)]);
+			p += e->len;
+			continue;
+		}
 		switch (e->id) {
 		case IE_SRC4:
 		case IE_SRC6:
@@ -277,7 +379,7 @@ static void msg_open(struct sl_ipfix *x)
 	put16(x->msg + x->len, IPFIX_TEMPLATE_SET);
 	put16(x->msg + x->len + 2, x->tset_len);
 	x->len += IPFIX_SET_HDR_LEN;
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < x->ntmpl; i++)
 		x->len += put_template(x->msg + x->len, &templates[i]);
 }
 
@@ -290,7 +392,7 @@ static int add_rec(struct sl_ipfix *x, const struct rec *r)
 	/* id and string keys have no addresses to send */
 	if (r->key->ip_version != 4 && r->key->ip_version != 6)
 		return -EAFNOSUPPORT;
-	v6 = r->key->ip_version == 6;
+	v6 = (r->key->ip_version == 6) + (r->stats ? 2 : 0);
 	t = &templates[v6];
 	if (!x->len)
 		msg_open(x);
@@ -347,6 +449,9 @@ int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f)
 	    .reason = end_reason(f->reason_code),
 	    .icmp_type = f->icmp_type,
 	    .icmp_code = f->icmp_code,
+	    .stats = x->ntmpl > 2 && (f->features & SL_FEATURE_STATS)
+			 ? &f->stats
+			 : NULL,
 	};
 	if (f->rev.pkts && f->rev.last_ns > f->fwd.last_ns)
 		r.end_ms = f->rev.last_ns / NS_PER_MS;
@@ -430,29 +535,43 @@ int sl_ipfix_take(struct sl_ipfix *x, uint32_t export_time_s,
 
 int sl_ipfix_new(struct sl_ipfix **out, const struct sl_ipfix_opts *o)
 {
+	return sl_ipfix_new_features(out, o, 0);
+}
+
+/* Without features, any record fits into a fresh message with the
+ * templates. With the statistics templates a message may hold the
+ * template set alone (add says -ENOBUFS, the caller takes it, the record
+ * goes into the next one): the set and any record must each fit. */
+int sl_ipfix_new_features(struct sl_ipfix **out, const struct sl_ipfix_opts *o,
+			  uint32_t features)
+{
 	struct sl_ipfix *x;
 	uint32_t max = o && o->max_bytes ? o->max_bytes : SL_IPFIX_UDP_MESSAGE;
-	uint16_t rec4 = tmpl_rec_len(&templates[0]);
-	uint16_t rec6 = tmpl_rec_len(&templates[1]);
-	uint16_t tset = IPFIX_SET_HDR_LEN + tmpl_def_len(&templates[0]) +
-			tmpl_def_len(&templates[1]);
+	int ntmpl = features & SL_FEATURE_STATS ? 4 : 2;
+	uint32_t tset = IPFIX_SET_HDR_LEN, rec = 0;
 
-	if (!out)
+	if (!out || (features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT)))
 		return -EINVAL;
 	if (max > SL_IPFIX_MAX_MESSAGE)
 		max = SL_IPFIX_MAX_MESSAGE;
-	/* any record must fit into a fresh message with the templates */
-	if (max < IPFIX_HDR_LEN + tset + IPFIX_SET_HDR_LEN +
-		      (uint32_t)(rec6 > rec4 ? rec6 : rec4))
+	for (int i = 0; i < ntmpl; i++) {
+		tset += tmpl_def_len(&templates[i]);
+		if (tmpl_rec_len(&templates[i]) > rec)
+			rec = tmpl_rec_len(&templates[i]);
+	}
+	if (max < IPFIX_HDR_LEN + tset ||
+	    max < IPFIX_HDR_LEN + IPFIX_SET_HDR_LEN + rec ||
+	    (ntmpl == 2 && max < IPFIX_HDR_LEN + tset + IPFIX_SET_HDR_LEN + rec))
 		return -EINVAL;
 	x = calloc(1, sizeof(*x) + max);
 	if (!x)
 		return -ENOMEM;
 	x->domain = o ? o->domain : 0;
 	x->max = max;
-	x->tset_len = tset;
-	x->rec_len[0] = rec4;
-	x->rec_len[1] = rec6;
+	x->tset_len = (uint16_t)tset;
+	x->ntmpl = (uint8_t)ntmpl;
+	for (int i = 0; i < ntmpl; i++)
+		x->rec_len[i] = tmpl_rec_len(&templates[i]);
 	x->want_tmpl = 1;
 	*out = x;
 	return 0;

@@ -1924,6 +1924,76 @@ static void check_round(const struct sl_collector_rec *r,
 	CHECK_EQ(r->exporter, exporter);
 }
 
+/* An export with the statistics templates (sl_ipfix_new_features): the
+ * template set fills a message alone when a record does not fit after
+ * it; the collector skips the enterprise elements it does not know and
+ * reads the base fields of every flow, with or without statistics. */
+static void test_roundtrip_stats(void)
+{
+	struct sl_ipfix_opts xo = {.domain = 31337, .max_bytes = 1000};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	struct sl_ipfix *x = NULL;
+	const uint8_t *data;
+	int n, got = 0, msgs = 0, i = 0, alone = 0;
+
+	/* the template set (932 bytes) does not fit 900 */
+	xo.max_bytes = 900;
+	CHECK_EQ(sl_ipfix_new_features(&x, &xo, SL_FEATURE_STATS), -EINVAL);
+	CHECK_EQ(sl_ipfix_new_features(&x, &xo, 0), 0);
+	sl_ipfix_free(x);
+	x = NULL;
+	CHECK_EQ(sl_ipfix_new_features(&x, &xo, 8), -EINVAL);
+	xo.max_bytes = 1000;
+	CHECK_EQ(sl_ipfix_new_features(&x, &xo, SL_FEATURE_STATS), 0);
+	if (!x)
+		return;
+	while (i < 40) {
+		struct sl_flow_rec f = flow(i);
+
+		if (i % 3) { /* two in three carry statistics */
+			f.features = SL_FEATURE_STATS;
+			f.stats.s[SL_DIR_FWD].packets = 3;
+			f.stats.s[SL_DIR_FWD].flag_packets[1] = 1;
+		}
+		if (sl_ipfix_add_flow(x, &f) == -ENOBUFS) {
+			uint32_t pending = sl_ipfix_pending(x);
+			int len = sl_ipfix_take(x, 1700000100, &data);
+			int base = got;
+
+			CHECK(len > 0 && len <= 1000);
+			alone += !pending;
+			n = sl_collector_msg_decode(m, data, (uint32_t)len, EXA,
+						    4, 4739,
+						    (uint64_t)msgs * SEC);
+			CHECK_EQ(n, (int)pending);
+			for (int k = 0; k < n; k++) {
+				struct sl_flow_rec want = flow(base + k);
+
+				check_round(rec(m, k), &want, 1);
+			}
+			got += n;
+			msgs++;
+			continue;
+		}
+		i++;
+	}
+	n = sl_ipfix_take(x, 1700000100, &data);
+	n = sl_collector_msg_decode(m, data, (uint32_t)n, EXA, 4, 4739, 99);
+	for (int k = 0; k < n; k++) {
+		struct sl_flow_rec want = flow(got + k);
+
+		check_round(rec(m, k), &want, 1);
+	}
+	got += n;
+	CHECK_EQ(got, 40);
+	CHECK_EQ(alone, 1); /* the first message: the templates alone */
+	CHECK_EQ(st(m, 1)->seq_lost, 0);
+	CHECK_EQ(st(m, 1)->templates, 4);
+	CHECK_EQ(dropped_total(st(m, 1)), 0);
+	sl_ipfix_free(x);
+	sl_collector_msg_free(m);
+}
+
 static void test_roundtrip(void)
 {
 	struct sl_ipfix_opts xo = {.domain = 31337, .max_bytes = 700};
@@ -2346,6 +2416,7 @@ int main(int argc, char **argv)
 	test_memory();
 	test_softflowd();
 	test_roundtrip();
+	test_roundtrip_stats();
 	test_mutations();
 	test_rate();
 	return test_done();

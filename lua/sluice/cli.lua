@@ -531,11 +531,12 @@ function M.sink_options(o, w, shared)
     elseif out.kind == "pcap" then
       opts = { path = o.workers > 1 and (out.path .. "." .. w) or out.path }
     elseif out.kind == "clickhouse" then
-      -- each worker its own sink (and batches); one probe name for all
-      opts = { url = out.url }
+      -- each worker its own sink (and batches); one probe name for all;
+      -- the columns of the run's --features
+      opts = { url = out.url, features = o.open and o.open.features or nil }
     else
       opts = { collector = out.collector, transport = out.transport, domain = w,
-        rate = o.export_rate }
+        rate = o.export_rate, features = o.open and o.open.features or nil }
     end
     list[#list + 1] = { kind = out.kind, options = opts,
       name = out.path or out.collector or out.where }

@@ -20,6 +20,7 @@ local policy = require "sluice.policy"
 
 local C = core.C
 local EAGAIN, EPIPE = -C.SL_EAGAIN, -C.SL_EPIPE -- as the core returns them
+local bit = require "bit"
 local type, tostring, tonumber = type, tostring, tonumber
 local tagged, tags_of = flow.tagged, flow.tags_of
 
@@ -43,7 +44,7 @@ end
 
 -- Sink options a URL may carry: ?batch_rows=1000&probe=edge1
 URL_PARAMS = { batch_rows = "number", batch_age = "string", timeout = "string",
-  queue_batches = "number", probe = "string" }
+  queue_batches = "number", probe = "string", features = "string" }
 
 -- http[s]://[USER[:PASSWORD]@]HOST[:PORT][/DB[.TABLE]][?NAME=VALUE&...] ->
 -- { base = "http://HOST:PORT/", user =, password =, database =, table =,
@@ -71,7 +72,7 @@ function M.parse_url(url)
     local k, v = item:match("^([%w_]+)=(.*)$")
     if not k or not URL_PARAMS[k] then
       return nil, "unknown url parameter '" .. (k or item) .. "' (known: batch_rows, " ..
-        "batch_age, timeout, queue_batches, probe)"
+        "batch_age, timeout, queue_batches, probe, features)"
     end
     v = unescape(v)
     if URL_PARAMS[k] == "number" then
@@ -119,6 +120,22 @@ local function tags_text(rec)
   return "[" .. table.concat(items, ",") .. "]"
 end
 
+-- features: "stats,splt", a list, or nil -> the bits (enum sl_feature).
+local function feature_bits(v)
+  if v == nil or v == "" then return 0 end
+  local list = v
+  if type(v) == "string" then
+    list = {}
+    for name in v:gmatch("[^,%s]+") do list[#list + 1] = name end
+  end
+  local ok, bits = pcall(require("sluice.engine").parse_features, list)
+  if not ok then
+    error("sluice.sink.clickhouse: features is a list of stats, splt (" ..
+      tostring(bits):gsub("^[^:]*:%d+: ", ""):gsub("^sluice%.open: ", "") .. ")", 3)
+  end
+  return bits
+end
+
 local function whole(v, lo, hi, what)
   if type(v) ~= "number" or v ~= math.floor(v) or v < lo or v > hi then
     error(("sluice.sink.clickhouse: %s must be a whole number %d..%d"):format(what, lo, hi), 3)
@@ -129,7 +146,9 @@ end
 -- sluice.sink.clickhouse{ url = "http://HOST:PORT/DB.TABLE", table =,
 --   database =, probe = hostname, batch_rows = 50000, batch_age = "1s",
 --   timeout = "30s" (one request; also how long close waits), queue = 8
---   (batches), user =, password = }
+--   (batches), user =, password =, features = "stats,splt" (the columns
+--   of those features: NFStream's statistics, the early packets' arrays;
+--   also a URL parameter; both given, the columns of either) }
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("sluice.sink.clickhouse{ url = \"http://HOST:PORT/DB.TABLE\" } needs a url", 2)
@@ -159,6 +178,7 @@ function M.new(opts)
   if type(probe) ~= "string" or #probe > 255 then
     error("sluice.sink.clickhouse: probe is a string of at most 255 bytes", 2)
   end
+  local features = bit.bor(feature_bits(u.params.features), feature_bits(given.features))
   local where = u.base .. database .. "." .. tbl
   local o = ffi.new("struct sl_clickhouse_opts")
   o.url, o.user, o.password = u.base, user, password
@@ -167,7 +187,7 @@ function M.new(opts)
   o.timeout_ms = math.max(1, math.floor(timeout * 1000))
   local cp = ffi.new("struct sl_clickhouse *[1]")
   local errbuf = ffi.new("char[?]", C.SL_CLICKHOUSE_MESSAGE)
-  local rc = C.sl_clickhouse_new(cp, o, errbuf, C.SL_CLICKHOUSE_MESSAGE)
+  local rc = C.sl_clickhouse_new_features(cp, o, features, errbuf, C.SL_CLICKHOUSE_MESSAGE)
   if rc < 0 then
     local msg = ffi.string(errbuf)
     return nil, (msg ~= "" and msg or core.strerror(rc))
