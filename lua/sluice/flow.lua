@@ -279,6 +279,21 @@ flow_get.splt_direction = splt_list(function(sp, i) return band(bit.rshift(sp.re
 flow_get.splt_ps = splt_list(function(sp, i) return sp.ps[i] end)
 flow_get.splt_piat_ms = splt_list(function(sp, i) return tonumber(sp.piat_ns[i]) / 1e6 end)
 
+-- The application label (SL_FEATURE_DPI) under NFStream's names; nil
+-- when the run does not label, or before the label is known (nDPI is
+-- sure, or the flow ended).
+local DPI, DPI_DONE = C.SL_FEATURE_DPI, C.SL_DPI_DONE
+local function app_string(field)
+  return function(r)
+    if band(r.features, DPI) == 0 or r.app.state ~= DPI_DONE then return nil end
+    local s = r.app[field]
+    return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
+  end
+end
+flow_get.application_name = app_string("application_name")
+flow_get.application_category_name = app_string("category")
+flow_get.requested_server_name = app_string("server_name")
+
 local function stats_fields(t, r)
   if band(r.features, STATS) ~= 0 then
     for _, field in ipairs(STAT_NAMES) do t[field] = stat_getters[field](r) end
@@ -286,6 +301,11 @@ local function stats_fields(t, r)
   if band(r.features, SPLT) ~= 0 then
     t.splt_direction, t.splt_ps = flow_get.splt_direction(r), flow_get.splt_ps(r)
     t.splt_piat_ms = flow_get.splt_piat_ms(r)
+  end
+  if band(r.features, DPI) ~= 0 then
+    t.application_name = flow_get.application_name(r)
+    t.application_category_name = flow_get.application_category_name(r)
+    t.requested_server_name = flow_get.requested_server_name(r)
   end
   return t
 end
