@@ -511,14 +511,20 @@ struct sl_splt {
  * names: application_name as nDPI prints it ("TLS.Google"),
  * application_category_name, requested_server_name (TLS SNI, HTTP Host,
  * DNS query; bytes other than printable ASCII dropped). nDPI sees the
- * flow's first packets only, until it is sure (UDP: 24 at most, TCP: 80,
- * ndpiReader's limits); a flow that ends unsure gets nDPI's guess. The
+ * flow's first packets only: until it names the application and wants no
+ * more (a TLS certificate, a DNS answer, an HTTP response), at most
+ * SL_DPI_EXTRA_PACKETS after naming it, at most SL_DPI_UDP_PACKETS or
+ * SL_DPI_TCP_PACKETS in all (ndpiReader's UDP limit; its TCP limit is 80,
+ * NFStream's 20 for both: past 24 packets nDPI rarely names what it could
+ * not before, and the guess by port at the end is the same); a flow that
+ * ends unsure gets nDPI's guess. The
  * strings are NUL-terminated; empty until the label is known (state
  * SL_DPI_DONE), which is at the flow's end at the latest. */
 enum sl_dpi_state { SL_DPI_NONE = 0, SL_DPI_INSPECTING = 1, SL_DPI_DONE = 2 };
 enum {
 	SL_DPI_UDP_PACKETS = 24,
-	SL_DPI_TCP_PACKETS = 80,
+	SL_DPI_TCP_PACKETS = 24,
+	SL_DPI_EXTRA_PACKETS = 10,
 	SL_APP_NAME_MAX = 48,
 	SL_APP_CATEGORY_MAX = 32,
 	SL_APP_SERVER_MAX = 80,
@@ -529,6 +535,8 @@ struct sl_app_label {
 	uint8_t guessed;  /* nDPI guessed it at the end (by port or IP) */
 	uint16_t packets; /* packets nDPI saw */
 	uint16_t master_id, app_id; /* nDPI's protocol numbers */
+	uint16_t found_at; /* packets when nDPI first named the application */
+	uint16_t pad;
 	char application_name[SL_APP_NAME_MAX];
 	char category[SL_APP_CATEGORY_MAX];
 	char server_name[SL_APP_SERVER_MAX];

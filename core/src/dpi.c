@@ -6,9 +6,10 @@
  * packet path by sluice (nDPI itself keeps a few strings per flow, freed
  * when the flow's detection ends). A flow's state is zeroed at its first
  * packet and fed the flow's packets (the innermost IP packet) until nDPI
- * is sure of the application and needs no more, or until ndpiReader's
- * limits (SL_DPI_UDP_PACKETS, SL_DPI_TCP_PACKETS); a flow that ends before
- * gets nDPI's guess. The label is copied into the flow record then. */
+ * is sure of the application and needs no more (or SL_DPI_EXTRA_PACKETS
+ * after it named it), or until the packet limits (SL_DPI_UDP_PACKETS,
+ * SL_DPI_TCP_PACKETS: sluice.h); a flow that ends before gets nDPI's
+ * guess. The label is copied into the flow record then. */
 #include "engine.h"
 
 #include <errno.h>
@@ -127,16 +128,22 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 	    d->mod, nf, p->data + dec->ip_offset, (unsigned short)len,
 	    p->ts_ns / 1000000);
 	limit = dec->key.proto == 6 ? SL_DPI_TCP_PACKETS : SL_DPI_UDP_PACKETS;
-	if (a->packets > limit) {
-		if (proto.app_protocol == NDPI_PROTOCOL_UNKNOWN) {
+	if (proto.app_protocol == NDPI_PROTOCOL_UNKNOWN) {
+		if (a->packets > limit) {
 			proto = ndpi_detection_giveup(d->mod, nf, 1,
 						      &a->guessed);
+			label_set(d, a, nf, proto);
 		}
-		label_set(d, a, nf, proto);
-	} else if (proto.app_protocol != NDPI_PROTOCOL_UNKNOWN &&
-		   !ndpi_extra_dissection_possible(d->mod, nf)) {
-		label_set(d, a, nf, proto);
+		return;
 	}
+	/* named: what more nDPI wants (a certificate, an answer) it gets
+	 * soon or not at all */
+	if (!a->found_at)
+		a->found_at = a->packets;
+	if (a->packets > limit ||
+	    a->packets - a->found_at >= SL_DPI_EXTRA_PACKETS ||
+	    !ndpi_extra_dissection_possible(d->mod, nf))
+		label_set(d, a, nf, proto);
 }
 
 void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f)
