@@ -123,6 +123,23 @@ describe("--dpi", function()
     assert.are.same({ dns = N, tls = N, http = N }, kinds)
   end)
 
+  it("labels IP packets without a link layer (link type raw)", function()
+    if not skip_unless(ok, "needs nDPI in the core and scapy's TLS layer") then return end
+    local d = run.tmpdir()
+    local raw = d .. "/raw.pcap"
+    local r = run.sh(run.PLAIN .. "/usr/bin/python3 " .. run.q(GEN) .. " " .. run.q(raw) .. " " ..
+      run.q(d .. "/truth.json") .. " 8 raw")
+    assert(r.code == 0, run.describe(r))
+    local ours = sluice_flows("-r " .. run.q(raw) .. " --dpi", d)
+    local n = 0
+    for _, f in pairs(ours) do
+      n = n + 1
+      assert.are_not.equal("Unknown", f.application_name)
+      assert.is_true(#f.requested_server_name > 0)
+    end
+    assert.are.equal(24, n)
+  end)
+
   it("finds the application ndpiReader finds for at least 99% of the flows", function()
     if not skip_unless(ok and have_reader, "needs nDPI, scapy's TLS layer and ndpiReader") then
       return
@@ -162,6 +179,31 @@ describe("--dpi", function()
       assert.are.equal(3, #f.splt_ps)
     end
     assert.are.equal(3 * N, n)
+  end)
+
+  it("keeps the label in the flow's slices", function()
+    if not skip_unless(ok, "needs nDPI in the core and scapy's TLS layer") then return end
+    local d = run.tmpdir()
+    local r, recs = run.sluice_json("-r " .. run.q(pcap_path) .. " --dpi --slice 0.1", d)
+    assert(r.code == 0, run.describe(r))
+    local flows, slices, labelled = {}, run.of_type(recs, "slice"), 0
+    for _, f in ipairs(run.of_type(recs, "flow")) do flows[f.id] = f end
+    assert.is_true(#slices >= 3 * N)
+    for _, sl in ipairs(slices) do
+      local f = flows[sl.flow_id]
+      if sl.application_name then
+        labelled = labelled + 1
+        assert.are.equal(f.application_name, sl.application_name)
+        assert.are.equal(f.requested_server_name, sl.requested_server_name)
+        assert.are.equal(f.application_category_name, sl.application_category_name)
+      end
+      -- a flow's last slice always has it
+      if sl.end_reason then assert.are.equal(f.application_name, sl.application_name) end
+    end
+    assert.is_true(labelled >= 3 * N)
+    -- and without --dpi, none
+    local _, plain = run.sluice_json("-r " .. run.q(pcap_path) .. " --slice 0.1", run.tmpdir())
+    for _, sl in ipairs(run.of_type(plain, "slice")) do assert.is_nil(sl.application_name) end
   end)
 
   it("gives flow handles the label (features = 'dpi' in sluice.open)", function()

@@ -225,7 +225,8 @@ struct sl_decoded {
 	uint16_t l4_offset;	 /* offset of the L4 header in the frame */
 	uint16_t payload_offset; /* offset of the L4 payload in the frame */
 	uint16_t payload_len;	 /* L4 payload bytes present in the frame */
-	uint16_t ip_offset;	 /* of the (innermost) IP header, 0: none */
+	uint16_t ip_offset;	 /* of the (innermost) IP header (0 also
+				    without one: key.ip_version says) */
 	uint8_t frag;		 /* enum sl_frag */
 	uint8_t
 	    tcp_flags; /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 ... */
@@ -656,9 +657,13 @@ struct sl_slice_rec {
 	uint8_t reason_code; /* the flow ended in this interval, else 0 */
 	uint8_t icmp_type;   /* as in sl_flow_rec */
 	uint8_t icmp_code;
-	uint8_t pad[3];
+	uint8_t has_app; /* app is set: the run labels flows (SL_FEATURE_DPI)
+			  * and the flow's label was known (SL_DPI_DONE) */
+	uint8_t pad[2];
 	uint32_t engine; /* as in sl_flow_rec */
 	struct sl_tunnel encap; /* as in sl_flow_rec */
+	/* last: only written when has_app */
+	struct sl_app_label app;
 };
 
 /* ---- engine ----------------------------------------------------------- */

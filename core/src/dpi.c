@@ -51,6 +51,8 @@ int sl_dpi_open(struct sl_engine *e)
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (d->flows == MAP_FAILED)
 		goto out_free;
+	/* as the flow pool: a page fault per 2 MiB of new flows */
+	(void)madvise(d->flows, d->len, MADV_HUGEPAGE);
 	d->mod = ndpi_init_detection_module(ndpi_no_prefs);
 	if (!d->mod)
 		goto out_unmap;
@@ -85,9 +87,10 @@ static void copy_printable(char *dst, size_t n, const char *s)
 }
 
 /* The label of what nDPI found; the flow's nDPI state is freed. */
-static void label_set(struct sl_dpi *d, struct sl_app_label *a,
+static void label_set(struct sl_dpi *d, struct sl_flow *f,
 		      struct ndpi_flow_struct *nf, ndpi_protocol proto)
 {
+	struct sl_app_label *a = &f->rec.app;
 	char buf[64];
 
 	a->master_id = proto.master_protocol;
@@ -101,6 +104,7 @@ static void label_set(struct sl_dpi *d, struct sl_app_label *a,
 	copy_printable(a->server_name, sizeof(a->server_name),
 		       nf->host_server_name);
 	a->state = SL_DPI_DONE;
+	f->dpi_done = 1;
 	ndpi_free_flow_data(nf);
 }
 
@@ -113,7 +117,8 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 	uint32_t len, limit;
 	ndpi_protocol proto;
 
-	if (a->state == SL_DPI_DONE || !dec->ip_offset ||
+	/* a later fragment has no header nDPI could read */
+	if (a->state == SL_DPI_DONE || !dec->key.ip_version ||
 	    dec->frag == SL_FRAG_LATER || dec->ip_offset >= p->caplen)
 		return;
 	if (a->state == SL_DPI_NONE) {
@@ -132,7 +137,7 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 		if (a->packets > limit) {
 			proto = ndpi_detection_giveup(d->mod, nf, 1,
 						      &a->guessed);
-			label_set(d, a, nf, proto);
+			label_set(d, f, nf, proto);
 		}
 		return;
 	}
@@ -143,7 +148,7 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 	if (a->packets > limit ||
 	    a->packets - a->found_at >= SL_DPI_EXTRA_PACKETS ||
 	    !ndpi_extra_dissection_possible(d->mod, nf))
-		label_set(d, a, nf, proto);
+		label_set(d, f, nf, proto);
 }
 
 void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f)
@@ -160,7 +165,7 @@ void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f)
 		memset(nf, 0, d->size);
 	}
 	proto = ndpi_detection_giveup(d->mod, nf, 1, &a->guessed);
-	label_set(d, a, nf, proto);
+	label_set(d, f, nf, proto);
 }
 
 void sl_dpi_close(struct sl_engine *e)

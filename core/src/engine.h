@@ -64,6 +64,7 @@ struct sl_flow {
 	uint8_t slice_flags[2];
 	uint8_t capture;	  /* pcap writer number, 0: none */
 	uint8_t has_encap;	  /* rec.encap is set (it is on a cold line) */
+	uint8_t dpi_done;	  /* rec.app is final (also on a cold line) */
 	struct sl_flow_rec rec;
 	struct sl_link age;   /* in the age list, ordered by start */
 	uint64_t start_clock; /* engine clock at the first packet */

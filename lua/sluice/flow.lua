@@ -429,6 +429,18 @@ local slice_get = key_getters {
   end,
 }
 
+-- The flow's application label when the slice was cut (--dpi), else nil.
+local function slice_app(field)
+  return function(r)
+    if r.has_app == 0 then return nil end
+    local s = r.app[field]
+    return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
+  end
+end
+slice_get.application_name = slice_app("application_name")
+slice_get.application_category_name = slice_app("category")
+slice_get.requested_server_name = slice_app("server_name")
+
 local slice_methods = { copy = copier("struct sl_slice_rec") }
 
 function slice_methods.json(r)
@@ -448,6 +460,9 @@ function slice_methods.totable(r)
     total_bytes_fwd = tonumber(r.total_fwd.bytes), total_bytes_rev = tonumber(r.total_rev.bytes),
     tcp_flags_fwd = r.tcp_flags_fwd, tcp_flags_rev = r.tcp_flags_rev,
     end_reason = slice_get.end_reason(r), tags = tags_of(r),
+    application_name = slice_get.application_name(r),
+    application_category_name = slice_get.application_category_name(r),
+    requested_server_name = slice_get.requested_server_name(r),
   }, r)
 end
 

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Captures for the --dpi spec, written with scapy (no sluice, no nDPI):
 
-  dpi_traffic.py OUT.pcap TRUTH.json N
+  dpi_traffic.py OUT.pcap TRUTH.json N [raw]
       N DNS queries and answers (UDP), N TLS handshakes whose ClientHello
       names a server (SNI), N HTTP GETs with a Host header, over IPv4 and
       IPv6; TRUTH.json lists each flow (proto, client, cport, server,
-      sport) with its kind and the name the client asked for.
+      sport) with its kind and the name the client asked for. raw: IP
+      packets without a link layer (link type 101).
 """
 import json
 import sys
@@ -23,12 +24,15 @@ NAMES = ["www.google.com", "www.youtube.com", "www.netflix.com", "www.facebook.c
 
 def main(argv):
     out, truth_path, n = argv[1], argv[2], int(argv[3])
-    w = PcapWriter(out, linktype=1, sync=True)
+    raw = len(argv) > 4 and argv[4] == "raw"
+    w = PcapWriter(out, linktype=101 if raw else 1, sync=True)
     t = [BASE]
     truth = []
 
     def put(pkt):
         t[0] += 0.0005
+        if raw:
+            pkt = pkt.payload
         pkt.time = t[0]
         w.write(pkt)
 
