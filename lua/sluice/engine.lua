@@ -359,7 +359,9 @@ function M.parse_features(v)
     if not b or (n ~= "" and name ~= "splt") then
       error("sluice.open: unknown feature '" .. tostring(spec) .. "' (" .. FEATURE_LIST .. ")", 3)
     end
-    if name == "dpi" and not M.dpi_available() then error(M.DPI_MISSING, 3) end
+    if name == "dpi" and not M.dpi_available() then
+      error("sluice.open: feature dpi: sluice was built without nDPI (libndpi-dev)", 3)
+    end
     if n ~= "" then
       splt = tonumber(n)
       if splt < 1 or splt > C.SL_SPLT_MAX then
