@@ -4,6 +4,12 @@ CFLAGS  ?= -O2 -g
 WARN    := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CORE_CFLAGS = $(WARN) -fPIC -fvisibility=hidden -D_GNU_SOURCE -Icore/include $(CFLAGS)
 LIBS    := -lpcap -lxdp -lbpf -lz -lzstd -llzma -llz4 -lcurl -lpthread -lm
+# nDPI (libndpi-dev) for --dpi, where it is installed; NDPI=0 builds without
+NDPI    ?= $(shell pkg-config --exists libndpi 2>/dev/null && echo 1 || echo 0)
+ifeq ($(NDPI),1)
+NDPI_CFLAGS := -DSL_HAVE_NDPI $(shell pkg-config --cflags libndpi)
+LIBS    += $(shell pkg-config --libs libndpi)
+endif
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LUAJIT  ?= luajit
 BUSTED  ?= busted
@@ -25,6 +31,7 @@ all: core/build/sluice_core.so lua/sluice/core_h.lua
 core/build core/build-san:
 	mkdir -p $@
 
+core/build/dpi.o core/build-san/dpi.o: CORE_CFLAGS += $(NDPI_CFLAGS)
 core/build/%.o: core/src/%.c $(HDRS) | core/build
 	$(CC) $(CORE_CFLAGS) -c -o $@ $<
 core/build-san/%.o: core/src/%.c $(HDRS) | core/build-san

@@ -2,7 +2,7 @@
 # Installs the Debian packages sluice builds, runs and tests with, if
 # missing; with arguments, those packages instead (make fuzz: clang...).
 set -e
-PKGS="${*:-build-essential luajit libluajit-5.1-dev libpcap-dev libxdp-dev libbpf-dev xdp-tools zlib1g-dev libzstd-dev liblzma-dev liblz4-dev iproute2 lua-cjson lua-busted luarocks tshark tcpreplay nfdump softflowd gzip zstd xz-utils lz4 python3 python3-scapy prometheus libcurl4-openssl-dev clickhouse-server clickhouse-client}"
+PKGS="${*:-build-essential luajit libluajit-5.1-dev libpcap-dev libxdp-dev libbpf-dev xdp-tools zlib1g-dev libzstd-dev liblzma-dev liblz4-dev iproute2 lua-cjson lua-busted luarocks tshark tcpreplay nfdump softflowd gzip zstd xz-utils lz4 python3 python3-scapy prometheus libcurl4-openssl-dev clickhouse-server clickhouse-client libndpi-dev libndpi-bin}"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -7,7 +7,9 @@
 #   1. the libpcap read floor (bench/pcap_floor)
 #   2. sluice, engine only, no policy handlers   (bench/run.lua engine)
 #   3. sluice's default CLI job, every ended flow as JSON to /dev/null,
-#      with one worker and with --workers BENCH_WORKERS (default: the cores)
+#      with one worker and with --workers BENCH_WORKERS (default: the cores),
+#      with --features stats and with --dpi (where the core has nDPI; then
+#      Debian's ndpiReader -q on the same trace too, where installed)
 #   4. examples/top_talkers.lua, scan_detect.lua and subnet_report.lua on
 #      1 s slices (bench/run.lua policy), against an empty on_slice
 #   5. the default job with 1 s slices, no sink    (bench/run.lua sinks none)
@@ -141,6 +143,26 @@ sys.exit(rc)' "$rssf" "$@" 2>"$errf" || rc=$? ;;
 	echo "packets ${pk:-?} seconds $secs rss_kb $rss flows ${fl:-?}"
 }
 
+# Debian's ndpiReader over the trace (quiet: no per-flow print), timed as
+# the CLI is; the packets are the trace's.
+run_ndpireader() {
+	t0=$(now)
+	ndpiReader -q -i "$TRACE" >"$BUILD/ndpireader.out" 2>&1 || {
+		tail -n 5 "$BUILD/ndpireader.out" >&2
+		return 1
+	}
+	t1=$(now)
+	secs=$(echo "$t0 $t1" | awk '{ printf "%.6f", $2 - $1 }')
+	echo "packets $T_PACKETS seconds $secs rss_kb n/a"
+}
+
+# --dpi is measured where the core has nDPI, against ndpiReader where it
+# is installed.
+HAVE_DPI=0
+ldd "$ROOT/core/build/sluice_core.so" 2>/dev/null | grep -q libndpi && HAVE_DPI=1
+HAVE_NDPIREADER=0
+command -v ndpiReader >/dev/null 2>&1 && HAVE_NDPIREADER=1
+
 one_run() {
 	case $1 in
 	floor) "$BUILD/pcap_floor" "$TRACE" ;;
@@ -150,6 +172,8 @@ one_run() {
 	cli) run_cli ;;
 	workers) run_cli --workers "$WORKERS" ;;
 	stats) run_cli --features stats ;;
+	dpi) run_cli --dpi ;;
+	ndpireader) run_ndpireader ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
 	scans) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SCANS" "$SLICE" ;;
 	subnets) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$SUBNETS" "$SLICE" ;;
@@ -239,6 +263,12 @@ measure trim "engine max-flows C/2"
 measure cli "sluice CLI json"
 measure workers "CLI json workers $WORKERS"
 measure stats "CLI json stats"
+if [ "$HAVE_DPI" = 1 ]; then
+	measure dpi "CLI json dpi"
+	[ "$HAVE_NDPIREADER" = 1 ] && measure ndpireader "ndpiReader -q"
+else
+	printf '%-20s not measured: the core was built without nDPI (libndpi-dev)\n' "CLI json dpi"
+fi
 measure emptyslice "empty on_slice $SLICE"
 measure talkers "top_talkers slice $SLICE"
 measure scans "scan_detect slice $SLICE"
@@ -274,6 +304,14 @@ CLI1=$(printf '%s' "$RATIOS" | sed -n 's/^sluice CLI json|//p')
 CLIS=$(printf '%s' "$RATIOS" | sed -n 's/^CLI json stats|//p')
 if [ -n "$CLI1" ] && [ -n "$CLIS" ]; then
 	echo "$CLIS $CLI1" | awk '{ printf "%-20s %.0f%% of the plain rate (--features stats: size, inter-arrival and flag statistics of every flow, in its JSON line)\n", "features stats", 100 * $1 / $2 }'
+fi
+CLID=$(printf '%s' "$RATIOS" | sed -n 's/^CLI json dpi|//p')
+if [ -n "$CLI1" ] && [ -n "$CLID" ]; then
+	echo "$CLID $CLI1" | awk '{ printf "%-20s %.0f%% of the plain rate (--dpi: nDPI application labels of every flow, in its JSON line)\n", "features dpi", 100 * $1 / $2 }'
+fi
+NDPIR=$(printf '%s' "$RATIOS" | sed -n 's/^ndpiReader -q|//p')
+if [ -n "$CLID" ] && [ -n "$NDPIR" ]; then
+	echo "$CLID $NDPIR" | awk '{ printf "%-20s %.1fx the speed of ndpiReader (Debian'"'"'s, -q, on the same trace)\n", "dpi", $1 / $2 }'
 fi
 CLIW=$(printf '%s' "$RATIOS" | sed -n "s/^CLI json workers $WORKERS|//p")
 if [ -n "$CLI1" ] && [ -n "$CLIW" ]; then

@@ -226,10 +226,10 @@ describe("sluice.cli", function()
       { "-r x.pcap --idle-exit 3", "unknown option --idle-exit" },
       { "", "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)", "collect" },
       { "--slice 5 -v", "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)", "collect" },
-      { "--listen udp:1.2.3.4:5 -r x.pcap", "collect takes --listen, not -r, -i, --backend, --filter, --features or --tunnels",
+      { "--listen udp:1.2.3.4:5 -r x.pcap", "collect takes --listen, not -r, -i, --backend, --filter, --features, --dpi or --tunnels",
         "collect" },
       { "--listen udp:1.2.3.4:5 --backend pcap",
-        "collect takes --listen, not -r, -i, --backend, --filter, --features or --tunnels", "collect" },
+        "collect takes --listen, not -r, -i, --backend, --filter, --features, --dpi or --tunnels", "collect" },
       { "--listen udp:1.2.3.4:5 --workers 99", "--workers must be 1..64", "collect" },
       -- options that would do nothing (issue 11)
       { "-r x.pcap --snaplen 100", "--snaplen applies to live capture (-i)" },

@@ -225,13 +225,15 @@ struct sl_decoded {
 	uint16_t l4_offset;	 /* offset of the L4 header in the frame */
 	uint16_t payload_offset; /* offset of the L4 payload in the frame */
 	uint16_t payload_len;	 /* L4 payload bytes present in the frame */
+	uint16_t ip_offset;	 /* of the (innermost) IP header (0 also
+				    without one: key.ip_version says) */
 	uint8_t frag;		 /* enum sl_frag */
 	uint8_t
 	    tcp_flags; /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 ... */
 	uint8_t icmp_type;
 	uint8_t icmp_code;
 	uint8_t malformed; /* enum sl_malformed */
-	uint8_t pad;
+	uint8_t pad[3];
 	uint32_t ip_end; /* the furthest frame offset an IP header claims
 			    its packet reaches (0: none claims) */
 	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none (and then only
@@ -467,7 +469,11 @@ struct sl_dir {
  * and sample deviations without the cancellation a floating-point sum of
  * squares suffers (what Welford's method is for); and the packets that
  * carried each TCP flag. */
-enum sl_feature { SL_FEATURE_STATS = 1, SL_FEATURE_SPLT = 2 };
+enum sl_feature {
+	SL_FEATURE_STATS = 1,
+	SL_FEATURE_SPLT = 2,
+	SL_FEATURE_DPI = 4, /* only where sl_dpi_available() */
+};
 enum { SL_STATS_BOTH = 2 }; /* s[SL_DIR_FWD], s[SL_DIR_REV], s[SL_STATS_BOTH] */
 enum { SL_TCP_FLAG_BITS = 8 }; /* FIN SYN RST PSH ACK URG ECE CWR, bit order */
 
@@ -501,6 +507,45 @@ struct sl_splt {
 	uint16_t ps[SL_SPLT_MAX];      /* frame bytes (65535 at most) */
 	uint64_t piat_ns[SL_SPLT_MAX]; /* since the packet before; first 0 */
 };
+
+/* The application nDPI finds in a flow (SL_FEATURE_DPI), under NFStream's
+ * names: application_name as nDPI prints it ("TLS.Google"),
+ * application_category_name, requested_server_name (TLS SNI, HTTP Host,
+ * DNS query; bytes other than printable ASCII dropped). nDPI sees the
+ * flow's first packets only: until it names the application and wants no
+ * more (a TLS certificate, a DNS answer, an HTTP response), at most
+ * SL_DPI_EXTRA_PACKETS after naming it, at most SL_DPI_UDP_PACKETS or
+ * SL_DPI_TCP_PACKETS in all (ndpiReader's UDP limit; its TCP limit is 80,
+ * NFStream's 20 for both: past 24 packets nDPI rarely names what it could
+ * not before, and the guess by port at the end is the same); a flow that
+ * ends unsure gets nDPI's guess. The
+ * strings are NUL-terminated; empty until the label is known (state
+ * SL_DPI_DONE), which is at the flow's end at the latest. */
+enum sl_dpi_state { SL_DPI_NONE = 0, SL_DPI_INSPECTING = 1, SL_DPI_DONE = 2 };
+enum {
+	SL_DPI_UDP_PACKETS = 24,
+	SL_DPI_TCP_PACKETS = 24,
+	SL_DPI_EXTRA_PACKETS = 10,
+	SL_APP_NAME_MAX = 48,
+	SL_APP_CATEGORY_MAX = 32,
+	SL_APP_SERVER_MAX = 80,
+};
+
+struct sl_app_label {
+	uint8_t state;	  /* enum sl_dpi_state */
+	uint8_t guessed;  /* nDPI guessed it at the end (by port or IP) */
+	uint16_t packets; /* packets nDPI saw */
+	uint16_t master_id, app_id; /* nDPI's protocol numbers */
+	uint16_t found_at; /* packets when nDPI first named the application */
+	uint16_t pad;
+	char application_name[SL_APP_NAME_MAX];
+	char category[SL_APP_CATEGORY_MAX];
+	char server_name[SL_APP_SERVER_MAX];
+};
+
+/* 1 if this core was built with nDPI (SL_FEATURE_DPI works), else 0:
+ * then an engine with SL_FEATURE_DPI is refused (-ENOTSUP). */
+SL_API int sl_dpi_available(void);
 
 /* A stream's mean and sample standard deviation (sqrt(sum of squared
  * deviations / (n - 1)); 0 below 2 values) of sizes (bytes) and of
@@ -541,6 +586,7 @@ struct sl_flow_rec {
 	/* last: a run without features neither clears nor copies them */
 	struct sl_flow_stats stats;
 	struct sl_splt splt;
+	struct sl_app_label app;
 };
 
 /* A flow handle as Lua policies hold it: the record it reads and what
@@ -611,9 +657,13 @@ struct sl_slice_rec {
 	uint8_t reason_code; /* the flow ended in this interval, else 0 */
 	uint8_t icmp_type;   /* as in sl_flow_rec */
 	uint8_t icmp_code;
-	uint8_t pad[3];
+	uint8_t has_app; /* app is set: the run labels flows (SL_FEATURE_DPI)
+			  * and the flow's label was known (SL_DPI_DONE) */
+	uint8_t pad[2];
 	uint32_t engine; /* as in sl_flow_rec */
 	struct sl_tunnel encap; /* as in sl_flow_rec */
+	/* last: only written when has_app */
+	struct sl_app_label app;
 };
 
 /* ---- engine ----------------------------------------------------------- */

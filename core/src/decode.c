@@ -894,6 +894,7 @@ static int decode_ipv4(struct frame *f, uint32_t off)
 	}
 	if (frag & 0x2000)
 		f->out->frag = SL_FRAG_FIRST;
+	f->out->ip_offset = (uint16_t)off;
 	l3.l4 = off + hlen;
 	l3.end = off + tot;
 	l3.proto = ip[9];
@@ -975,6 +976,7 @@ static int decode_ipv6(struct frame *f, uint32_t off)
 	memcpy(key->src, ip + 8, 16);
 	memcpy(key->dst, ip + 24, 16);
 	plen = get16(ip + 4);
+	f->out->ip_offset = (uint16_t)off;
 	l3.l4 = off + IPV6_HLEN;
 	/* payload length 0: a jumbogram, take whatever was captured */
 	l3.end = plen ? l3.l4 + plen : UINT32_MAX;

@@ -76,6 +76,8 @@ int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason, uint64_t ts)
 	if (!f->live)
 		return SL_E_STATE;
 	f->rec.reason_code = reason;
+	if (e->dpi)
+		sl_dpi_flow_end(e, f);
 	if (e->cfg.slice_ns && f->slice_epoch == e->slice_epoch)
 		rc = sl_slice_record(e, f);
 	if (!sl_event_push(e, SL_EVENT_FLOW_END, slot_of(e, f), ts))
@@ -128,8 +130,11 @@ static int config_defaults(struct sl_config *c)
 		c->silence_ns = 10 * SL_SEC;
 	if (c->decode_flags & ~(uint32_t)SL_DECODE_OUTER)
 		return -EINVAL;
-	if (c->features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT))
+	if (c->features &
+	    ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT | SL_FEATURE_DPI))
 		return -EINVAL;
+	if ((c->features & SL_FEATURE_DPI) && !sl_dpi_available())
+		return -ENOTSUP;
 	if (!c->splt_packets)
 		c->splt_packets = SL_SPLT_DEFAULT;
 	if (c->splt_packets > SL_SPLT_MAX)
@@ -184,6 +189,11 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	e->buckets = calloc(nb, sizeof(*e->buckets));
 	if (!e->buckets)
 		goto out_pool;
+	if (e->cfg.features & SL_FEATURE_DPI) {
+		rc = sl_dpi_open(e);
+		if (rc)
+			goto out_buckets;
+	}
 	e->bucket_mask = nb - 1;
 	e->free_head = SL_NIL;
 	e->next_id = 1 + e->cfg.worker;
@@ -194,6 +204,8 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	*out = e;
 	return 0;
 
+out_buckets:
+	free(e->buckets);
 out_pool:
 	pool_free(e->pool, e->pool_size);
 out_free:
@@ -237,6 +249,7 @@ void sl_engine_free(struct sl_engine *e)
 		return;
 	if (e->src)
 		sl_source_close(e->src);
+	sl_dpi_close(e);
 	pool_free(e->pool, e->pool_size);
 	free(e->buckets);
 	free(e->touched);

@@ -64,6 +64,7 @@ struct sl_flow {
 	uint8_t slice_flags[2];
 	uint8_t capture;	  /* pcap writer number, 0: none */
 	uint8_t has_encap;	  /* rec.encap is set (it is on a cold line) */
+	uint8_t dpi_done;	  /* rec.app is final (also on a cold line) */
 	struct sl_flow_rec rec;
 	struct sl_link age;   /* in the age list, ordered by start */
 	uint64_t start_clock; /* engine clock at the first packet */
@@ -155,6 +156,7 @@ struct sl_engine {
 	int stopping; /* sl_engine_shutdown() was called */
 
 	struct sl_flow *pool;
+	struct sl_dpi *dpi; /* SL_FEATURE_DPI: nDPI's state (dpi.c) */
 	uint32_t pool_size;
 	uint32_t pool_used; /* slots ever handed out: the rest is untouched */
 	uint32_t free_head; /* LIFO of freed slots, through idle.next */
@@ -375,6 +377,14 @@ void sl_filter_set_free(struct sl_filter_set *fs);
  * Returns 1 for a later fragment that found no first (the caller counts
  * it as frag_unmatched), else 0. */
 int sl_frag_remember(struct sl_engine *e, struct sl_decoded *d);
+/* Application labels (dpi.c): the engine's nDPI module and flow states
+ * (-ENOTSUP without nDPI); a packet of a flow; a flow's end, before its
+ * record is copied; the engine's end. */
+int sl_dpi_open(struct sl_engine *e);
+void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
+		   const struct sl_packet *p, const struct sl_decoded *dec);
+void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f);
+void sl_dpi_close(struct sl_engine *e);
 /* One step over packets (a batch read if the last one is done). */
 int sl_step_packets(struct sl_engine *e);
 /* Writes the batch's packets marked for pcap writers, up to the cursor. */

@@ -21,8 +21,8 @@
 /* Records are formatted without bounds checks into a scratch line of
  * JSON_LINE_MAX bytes, more than the longest record can take (about 900
  * bytes: every number at 20 digits, four IPv6 addresses with a tunnel;
- * with statistics about 2,400 more, early packets 1,200), then copied
- * out. */
+ * with statistics about 2,400 more, early packets 1,200, an application
+ * label 420), then copied out. */
 enum { JSON_LINE_MAX = 4095 };
 
 char *sl_put_double_slow(char *p, double v)
@@ -207,6 +207,35 @@ static char *put_splt(char *p, const struct sl_splt *sp)
 	return p;
 }
 
+/* At most n bytes of s as a JSON string's inside: '"' and '\\'
+ * escaped, bytes other than printable ASCII dropped. */
+static char *put_printable(char *p, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n && s[i]; i++) {
+		char c = s[i];
+
+		if (c < 0x20 || c >= 0x7f)
+			continue;
+		if (c == '"' || c == '\\')
+			*p++ = '\\';
+		*p++ = c;
+	}
+	return p;
+}
+
+/* SL_FEATURE_DPI: the application label under NFStream's names. */
+static char *put_app(char *p, const struct sl_app_label *a)
+{
+	p = PUT_LIT(p, ",\"application_name\":\"");
+	p = put_printable(p, a->application_name, sizeof(a->application_name));
+	p = PUT_LIT(p, "\",\"application_category_name\":\"");
+	p = put_printable(p, a->category, sizeof(a->category));
+	p = PUT_LIT(p, "\",\"requested_server_name\":\"");
+	p = put_printable(p, a->server_name, sizeof(a->server_name));
+	*p++ = '"';
+	return p;
+}
+
 static int flow_line(const struct sl_flow_rec *r, char *line)
 {
 	uint64_t last = r->fwd.last_ns;
@@ -240,6 +269,8 @@ static int flow_line(const struct sl_flow_rec *r, char *line)
 		p = put_stats(p, &r->stats);
 	if (r->features & SL_FEATURE_SPLT)
 		p = put_splt(p, &r->splt);
+	if (r->features & SL_FEATURE_DPI)
+		p = put_app(p, &r->app);
 	*p++ = '}';
 	return (int)(p - line);
 }
@@ -266,6 +297,8 @@ static int slice_line(const struct sl_slice_rec *r, char *line)
 	p = PUT_FIELD(p, "tcp_flags_rev", r->tcp_flags_rev);
 	p = put_tunnel(p, &r->encap);
 	p = put_end_reason(p, r->reason_code);
+	if (r->has_app)
+		p = put_app(p, &r->app);
 	*p++ = '}';
 	return (int)(p - line);
 }

@@ -279,6 +279,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if ((e->cfg.features & SL_FEATURE_SPLT) &&
 	    f->rec.splt.n < f->rec.splt.len)
 		splt_add(&f->rec.splt, di, p);
+	if (e->dpi && !f->dpi_done)
+		sl_dpi_packet(e, f, p, &pp->d);
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
 		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);
 

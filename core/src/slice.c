@@ -8,6 +8,7 @@
  * from the published batch (sl_output.slices), which Lua may be reading.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "flowtable.h"
@@ -21,7 +22,8 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 		    sizeof(*e->slices)))
 		return -ENOMEM;
 	r = &e->slices[e->n_slices++];
-	memset(r, 0, sizeof(*r));
+	/* the label only with its flag: a run without --dpi clears none */
+	memset(r, 0, offsetof(struct sl_slice_rec, app));
 	r->fid = f->rec.fid;
 	r->engine = e->id;
 	r->key = f->rec.key;
@@ -31,6 +33,11 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 	r->icmp_type = f->rec.icmp_type;
 	r->icmp_code = f->rec.icmp_code;
 	r->encap = f->rec.encap;
+	if ((f->rec.features & SL_FEATURE_DPI) &&
+	    f->rec.app.state == SL_DPI_DONE) {
+		r->has_app = 1;
+		r->app = f->rec.app;
+	}
 	for (int i = 0; i < 2; i++) {
 		struct sl_counts *delta = i ? &r->delta_rev : &r->delta_fwd;
 		struct sl_counts *total = i ? &r->total_rev : &r->total_fwd;

@@ -256,7 +256,8 @@ static void test_ether_ipv4_tcp(void)
 	CHECK_EQ(d.frag_id, 0x1234);
 	CHECK_EQ(d.malformed, SL_MAL_NONE);
 	CHECK_EQ(d.icmp_type, 0);
-	CHECK_EQ(d.pad, 0);
+	CHECK_EQ(d.pad[0], 0);
+	CHECK_EQ(d.ip_offset, 14);
 }
 
 /* The output is overwritten: stale bytes never leak into the key; of a

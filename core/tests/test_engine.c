@@ -377,6 +377,67 @@ static void test_stats(void)
 	CHECK_EQ(sl_engine_new(&bad_engine, &cfg), -EINVAL);
 }
 
+/* A UDP packet from 10.0.0.a:pa to 10.0.0.b:pb carrying data. */
+static void img_udp_data(struct img *im, uint64_t ts, int a, int pa, int b,
+			 int pb, const uint8_t *data, int n)
+{
+	uint8_t f[1600] = {0};
+	int iplen = 20 + 8 + n;
+	uint8_t *ip = f + 14, *l = ip + 20;
+
+	put16(f + 12, 0x0800);
+	ip[0] = 0x45;
+	put16(ip + 2, iplen);
+	ip[8] = 64;
+	ip[9] = 17;
+	ip[12] = 10, ip[15] = a;
+	ip[16] = 10, ip[19] = b;
+	put16(l, pa);
+	put16(l + 2, pb);
+	put16(l + 4, 8 + n);
+	memcpy(l + 8, data, n);
+	img_frame(im, ts, f, 14 + iplen < 60 ? 60 : 14 + iplen);
+}
+
+/* SL_FEATURE_DPI: a DNS query is labelled with what it asks for; a run
+ * without nDPI refuses the feature. */
+static void test_dpi(void)
+{
+	static const uint8_t query[] = {
+	    0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, 'e', 'x', 'a',
+	    'm',  'p',	'l',  'e',  3, 'o', 'r', 'g', 0, 0, 1, 0, 1};
+	struct sl_config cfg = {.features = SL_FEATURE_DPI};
+	struct run r;
+
+	if (!sl_dpi_available()) {
+		CHECK_EQ(sl_engine_new(&bad_engine, &cfg), -ENOTSUP);
+		return;
+	}
+	img_begin(&m_img);
+	img_udp_data(&m_img, 1000 * NS, 1, 40000, 2, 53, query, sizeof(query));
+	run_img(&m_img, &cfg, &r);
+	CHECK_EQ(r.ends, 1);
+	CHECK_EQ(r.last_end.features, SL_FEATURE_DPI);
+	CHECK_EQ(r.last_end.app.state, SL_DPI_DONE);
+	CHECK_EQ(r.last_end.app.packets, 1);
+	CHECK(strcmp(r.last_end.app.application_name, "DNS") == 0);
+	CHECK(strcmp(r.last_end.app.server_name, "example.org") == 0);
+	CHECK(r.last_end.app.category[0] != '\0');
+
+	/* a TCP session without payload: nDPI's guess at the end */
+	img_begin(&m_img);
+	img_pkt(&m_img, 1000 * NS, 6, 1, 40000, 2, 443, 0x02, 0);
+	img_pkt(&m_img, 1000 * NS + 1000, 6, 2, 443, 1, 40000, 0x12, 0);
+	run_img(&m_img, &cfg, &r);
+	CHECK_EQ(r.last_end.app.state, SL_DPI_DONE);
+	CHECK_EQ(r.last_end.app.packets, 2);
+	CHECK(r.last_end.app.application_name[0] != '\0');
+
+	/* without the feature, nothing */
+	run_img(&m_img, NULL, &r);
+	CHECK_EQ(r.last_end.features, 0);
+}
+
 /* Workers sharing an input (sl_config.shared_input): the flows split
  * between them, each counted once; every packet moves each worker's
  * clock, so the same intervals close in all; a malformed packet and a
@@ -1075,5 +1136,6 @@ int main(void)
 	test_clock_records();
 	test_shared_input();
 	test_stats();
+	test_dpi();
 	return test_done();
 }

@@ -136,6 +136,10 @@ M.OPTIONS = {
     help = "per-flow features in every flow record: stats (NFStream's packet size and " ..
     "inter-arrival statistics and TCP flag counts, per direction and both), splt[:N] " ..
     "(the first N packets' directions, sizes and inter-arrival times; 10, at most 32)" },
+  { group = "table", flags = { "--dpi" }, commands = "run", to = "dpi",
+    help = "label every flow with the application nDPI finds in its first packets: " ..
+    "application_name (as nDPI names it, e.g. TLS.Google), application_category_name, " ..
+    "requested_server_name (TLS SNI, HTTP Host, DNS query); --features dpi" },
   { group = "inputs", flags = { "--tunnels" }, value = "inner|outer", commands = "run",
     to = "open.tunnels", parse = function(v)
       if v == "inner" or v == "outer" then return v end
@@ -284,6 +288,17 @@ M.RULES = {
   { message = "--user cannot be used with --backend afxdp (the XDP program must be " ..
       "detached at exit, which needs the privileges --user gives up)",
     broken = function(o) return o.user and o.open.backend == "afxdp" end },
+  -- --dpi is the feature dpi (in a core built with nDPI)
+  { command = "run", broken = function(o)
+      if not o.dpi then return false end
+      local engine = require "sluice.engine"
+      if not engine.dpi_available() then return engine.DPI_MISSING end
+      local list = o.open.features or {}
+      for _, name in ipairs(list) do if name == "dpi" then return false end end
+      list[#list + 1] = "dpi"
+      o.open.features = list
+      return false
+    end },
   { message = "--state-interval needs --state FILE",
     broken = function(o) return o.run.state_interval and not o.state end },
   -- an option that would do nothing is a mistake worth a line

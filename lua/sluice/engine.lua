@@ -336,21 +336,31 @@ end
 
 -- features = "stats" or { "stats" }: what every flow record carries
 -- beyond its counters (sluice.h, enum sl_feature); misuse is an error.
--- splt or splt:N: the first N packets (default 10, at most 32).
-local FEATURES = { stats = C.SL_FEATURE_STATS, splt = C.SL_FEATURE_SPLT }
+-- splt or splt:N: the first N packets (default 10, at most 32); dpi: the
+-- application nDPI finds (only in a core built with nDPI).
+local FEATURES = { stats = C.SL_FEATURE_STATS, splt = C.SL_FEATURE_SPLT, dpi = C.SL_FEATURE_DPI }
+local FEATURE_LIST = "stats, splt[:N], dpi"
+
+-- Whether the core was built with nDPI (a field, so a spec can stand in
+-- for a core without it).
+function M.dpi_available() return C.sl_dpi_available() ~= 0 end
+M.DPI_MISSING = "--dpi: sluice was built without nDPI (libndpi-dev)"
 
 -- The feature bits and the splt length of a name or a list of names.
 function M.parse_features(v)
   local list = type(v) == "string" and { v } or v
   if type(list) ~= "table" then
-    error("sluice.open: features is a name or a list of names (stats, splt[:N])", 3)
+    error("sluice.open: features is a name or a list of names (" .. FEATURE_LIST .. ")", 3)
   end
   local bits, splt = 0, 0
   for _, spec in ipairs(list) do
     local name, n = tostring(spec):match("^(%a+):?(%d*)$")
     local b = FEATURES[name]
     if not b or (n ~= "" and name ~= "splt") then
-      error("sluice.open: unknown feature '" .. tostring(spec) .. "' (stats, splt[:N])", 3)
+      error("sluice.open: unknown feature '" .. tostring(spec) .. "' (" .. FEATURE_LIST .. ")", 3)
+    end
+    if name == "dpi" and not M.dpi_available() then
+      error("sluice.open: feature dpi: sluice was built without nDPI (libndpi-dev)", 3)
     end
     if n ~= "" then
       splt = tonumber(n)

@@ -279,6 +279,21 @@ flow_get.splt_direction = splt_list(function(sp, i) return band(bit.rshift(sp.re
 flow_get.splt_ps = splt_list(function(sp, i) return sp.ps[i] end)
 flow_get.splt_piat_ms = splt_list(function(sp, i) return tonumber(sp.piat_ns[i]) / 1e6 end)
 
+-- The application label (SL_FEATURE_DPI) under NFStream's names; nil
+-- when the run does not label, or before the label is known (nDPI is
+-- sure, or the flow ended).
+local DPI, DPI_DONE = C.SL_FEATURE_DPI, C.SL_DPI_DONE
+local function app_string(field)
+  return function(r)
+    if band(r.features, DPI) == 0 or r.app.state ~= DPI_DONE then return nil end
+    local s = r.app[field]
+    return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
+  end
+end
+flow_get.application_name = app_string("application_name")
+flow_get.application_category_name = app_string("category")
+flow_get.requested_server_name = app_string("server_name")
+
 local function stats_fields(t, r)
   if band(r.features, STATS) ~= 0 then
     for _, field in ipairs(STAT_NAMES) do t[field] = stat_getters[field](r) end
@@ -286,6 +301,11 @@ local function stats_fields(t, r)
   if band(r.features, SPLT) ~= 0 then
     t.splt_direction, t.splt_ps = flow_get.splt_direction(r), flow_get.splt_ps(r)
     t.splt_piat_ms = flow_get.splt_piat_ms(r)
+  end
+  if band(r.features, DPI) ~= 0 then
+    t.application_name = flow_get.application_name(r)
+    t.application_category_name = flow_get.application_category_name(r)
+    t.requested_server_name = flow_get.requested_server_name(r)
   end
   return t
 end
@@ -409,6 +429,18 @@ local slice_get = key_getters {
   end,
 }
 
+-- The flow's application label when the slice was cut (--dpi), else nil.
+local function slice_app(field)
+  return function(r)
+    if r.has_app == 0 then return nil end
+    local s = r.app[field]
+    return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
+  end
+end
+slice_get.application_name = slice_app("application_name")
+slice_get.application_category_name = slice_app("category")
+slice_get.requested_server_name = slice_app("server_name")
+
 local slice_methods = { copy = copier("struct sl_slice_rec") }
 
 function slice_methods.json(r)
@@ -428,6 +460,9 @@ function slice_methods.totable(r)
     total_bytes_fwd = tonumber(r.total_fwd.bytes), total_bytes_rev = tonumber(r.total_rev.bytes),
     tcp_flags_fwd = r.tcp_flags_fwd, tcp_flags_rev = r.tcp_flags_rev,
     end_reason = slice_get.end_reason(r), tags = tags_of(r),
+    application_name = slice_get.application_name(r),
+    application_category_name = slice_get.application_category_name(r),
+    requested_server_name = slice_get.requested_server_name(r),
   }, r)
 end
 
