@@ -543,6 +543,13 @@ struct sl_app_label {
 	char server_name[SL_APP_SERVER_MAX];
 };
 
+/* What a flow carries beyond its counters (sl_config.features). */
+struct sl_flow_features {
+	struct sl_flow_stats stats;
+	struct sl_splt splt;
+	struct sl_app_label app;
+};
+
 /* 1 if this core was built with nDPI (SL_FEATURE_DPI works), else 0:
  * then an engine with SL_FEATURE_DPI is refused (-ENOTSUP). */
 SL_API int sl_dpi_available(void);
@@ -581,12 +588,13 @@ struct sl_flow_rec {
 	struct sl_key key;
 	struct sl_tunnel encap; /* the tunnel of its first packet (Lua and
 				 * JSON: tunnel, tunnel_src, ...) */
-	uint32_t features; /* enum sl_feature: which of what follows is set */
+	uint32_t features; /* enum sl_feature: which parts of *feat are set */
 	uint32_t pad;
-	/* last: a run without features neither clears nor copies them */
-	struct sl_flow_stats stats;
-	struct sl_splt splt;
-	struct sl_app_label app;
+	/* The features, out of the record so that a run without them pays
+	 * nothing (NULL then): a live flow's in the engine's per-slot array,
+	 * an ended flow's in its event's copy (valid as long as the event);
+	 * a copy of the record must copy them too (Lua's rec:copy() does). */
+	struct sl_flow_features *feat;
 };
 
 /* A flow handle as Lua policies hold it: the record it reads and what

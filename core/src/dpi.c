@@ -90,7 +90,7 @@ static void copy_printable(char *dst, size_t n, const char *s)
 static void label_set(struct sl_dpi *d, struct sl_flow *f,
 		      struct ndpi_flow_struct *nf, ndpi_protocol proto)
 {
-	struct sl_app_label *a = &f->rec.app;
+	struct sl_app_label *a = &f->rec.feat->app;
 	char buf[64];
 
 	a->master_id = proto.master_protocol;
@@ -112,7 +112,7 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 		   const struct sl_packet *p, const struct sl_decoded *dec)
 {
 	struct sl_dpi *d = e->dpi;
-	struct sl_app_label *a = &f->rec.app;
+	struct sl_app_label *a = &f->rec.feat->app;
 	struct ndpi_flow_struct *nf = flow_state(d, f->rec.slot);
 	uint32_t len, limit;
 	ndpi_protocol proto;
@@ -154,7 +154,7 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f)
 {
 	struct sl_dpi *d = e->dpi;
-	struct sl_app_label *a = &f->rec.app;
+	struct sl_app_label *a = &f->rec.feat->app;
 	struct ndpi_flow_struct *nf = flow_state(d, f->rec.slot);
 	ndpi_protocol proto;
 
@@ -178,7 +178,7 @@ void sl_dpi_close(struct sl_engine *e)
 	for (uint32_t s = 0; s < e->pool_used && s < d->slots; s++) {
 		struct sl_flow *f = &e->pool[s];
 
-		if (f->live && f->rec.app.state == SL_DPI_INSPECTING)
+		if (f->live && f->rec.feat->app.state == SL_DPI_INSPECTING)
 			ndpi_free_flow_data(flow_state(d, s));
 	}
 	ndpi_exit_detection_module(d->mod);

@@ -33,6 +33,28 @@ static uint32_t engines_made; /* engine numbers, from 1 */
 
 /* ---- events and the end of flows --------------------------------------- */
 
+/* An end event's copy of its flow's features, beside it in the buffer
+ * (by event index). The buffer being filled is not the one Lua reads: if
+ * the copies move as it grows, its earlier events are pointed at them
+ * again. Without room, the event goes without them (features 0). */
+static void event_features(struct sl_engine *e, struct sl_evbuf *b,
+			   struct sl_event *ev)
+{
+	uint32_t i = (uint32_t)(ev - b->ev);
+	struct sl_flow_features *before = b->feat;
+
+	if (sl_grow((void **)&b->feat, &b->feat_cap, i + 1, sizeof(*b->feat))) {
+		ev->flow.features = 0;
+		return;
+	}
+	if (b->feat != before)
+		for (uint32_t j = 0; j < i; j++)
+			if (b->ev[j].flow.feat)
+				b->ev[j].flow.feat = &b->feat[j];
+	b->feat[i] = e->feat[ev->slot];
+	ev->flow.feat = &b->feat[i];
+}
+
 /* Events of a step go to its output; events caused between steps (an
  * update, the trim it triggers) go apart, so that what Lua is reading
  * never moves. */
@@ -48,15 +70,14 @@ struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
 	ev->type = type;
 	ev->slot = slot;
 	ev->ts_ns = ts;
-	/* statistics go with a flow's end, not with the events of its
-	 * start or its packets, where they have one packet in them */
-	if (type == SL_EVENT_FLOW_END && e->cfg.features) {
-		ev->flow = e->pool[slot].rec;
-	} else {
-		memcpy(&ev->flow, &e->pool[slot].rec,
-		       offsetof(struct sl_flow_rec, stats));
+	ev->flow = e->pool[slot].rec;
+	/* features go with a flow's end, not with the events of its start
+	 * or its packets, where they have one packet in them */
+	ev->flow.feat = NULL;
+	if (type == SL_EVENT_FLOW_END && e->feat)
+		event_features(e, b, ev);
+	else
 		ev->flow.features = 0;
-	}
 	ev->packet = 0;
 	if (e->in_step) {
 		e->out.events = b->ev;
@@ -165,6 +186,25 @@ static void pool_free(struct sl_flow *pool, uint32_t n)
 		munmap(pool, (size_t)n * sizeof(struct sl_flow));
 }
 
+/* The flows' features, by slot, the same way. */
+static struct sl_flow_features *feat_alloc(uint32_t n)
+{
+	size_t len = (size_t)n * sizeof(struct sl_flow_features);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	(void)madvise(p, len, MADV_HUGEPAGE);
+	return p;
+}
+
+static void feat_free(struct sl_flow_features *feat, uint32_t n)
+{
+	if (feat)
+		munmap(feat, (size_t)n * sizeof(struct sl_flow_features));
+}
+
 int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 {
 	struct sl_engine *e;
@@ -189,10 +229,15 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	e->buckets = calloc(nb, sizeof(*e->buckets));
 	if (!e->buckets)
 		goto out_pool;
+	if (e->cfg.features) {
+		e->feat = feat_alloc(e->pool_size);
+		if (!e->feat)
+			goto out_buckets;
+	}
 	if (e->cfg.features & SL_FEATURE_DPI) {
 		rc = sl_dpi_open(e);
 		if (rc)
-			goto out_buckets;
+			goto out_feat;
 	}
 	e->bucket_mask = nb - 1;
 	e->free_head = SL_NIL;
@@ -204,6 +249,8 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	*out = e;
 	return 0;
 
+out_feat:
+	feat_free(e->feat, e->pool_size);
 out_buckets:
 	free(e->buckets);
 out_pool:
@@ -256,9 +303,13 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->trim_list);
 	free(e->aliases);
 	free(e->abuckets);
+	feat_free(e->feat, e->pool_size);
 	free(e->step_ev.ev);
 	free(e->late_ev.ev);
 	free(e->late_out.ev);
+	free(e->step_ev.feat);
+	free(e->late_ev.feat);
+	free(e->late_out.feat);
 	free(e->packets);
 	free(e->slices);
 	free(e->slices_pub);

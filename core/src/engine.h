@@ -125,6 +125,9 @@ struct sl_filter_set {
 struct sl_evbuf {
 	struct sl_event *ev;
 	uint32_t n, cap;
+	/* with features: the flow end events' copies, by event index */
+	struct sl_flow_features *feat;
+	uint32_t feat_cap;
 };
 
 /* An extra key of a flow (sl_engine_update), in its own hash table. */
@@ -156,6 +159,8 @@ struct sl_engine {
 	int stopping; /* sl_engine_shutdown() was called */
 
 	struct sl_flow *pool;
+	/* with features: each slot's, beside the pool (NULL without) */
+	struct sl_flow_features *feat;
 	struct sl_dpi *dpi; /* SL_FEATURE_DPI: nDPI's state (dpi.c) */
 	uint32_t pool_size;
 	uint32_t pool_used; /* slots ever handed out: the rest is untouched */

@@ -236,18 +236,15 @@ static int table_admit(struct sl_engine *e)
 	return pool_out ? SL_E_POOL : 0;
 }
 
-/* A new flow's slot is zeroed but for its features (the end of its
- * record), which only a run with features keeps (and then clears here):
- * a run without pays nothing for them. */
-static void flow_clear(const struct sl_engine *e, struct sl_flow *f)
+/* A new flow's slot, and its features when the run has them, zeroed. */
+static void flow_clear(const struct sl_engine *e, struct sl_flow *f,
+		       uint32_t slot)
 {
-	size_t at = offsetof(struct sl_flow, rec.stats);
-	size_t after = offsetof(struct sl_flow, rec) + sizeof(f->rec);
-
-	memset(f, 0, at);
-	memset((char *)f + after, 0, sizeof(*f) - after);
-	if (e->cfg.features)
-		memset((char *)f + at, 0, after - at);
+	memset(f, 0, sizeof(*f));
+	if (e->feat) {
+		memset(&e->feat[slot], 0, sizeof(e->feat[slot]));
+		f->rec.feat = &e->feat[slot];
+	}
 }
 
 /* ---- flows ------------------------------------------------------------ */
@@ -262,11 +259,11 @@ struct sl_flow *sl_flow_new(struct sl_engine *e, const struct sl_key *key,
 	if (table_admit(e) || slot_alloc(e, &slot))
 		return NULL;
 	f = &e->pool[slot];
-	flow_clear(e, f);
+	flow_clear(e, f, slot);
 	f->rec.fid = e->next_id;
 	f->rec.features = e->cfg.features;
 	if (e->cfg.features & SL_FEATURE_SPLT)
-		f->rec.splt.len = (uint16_t)e->cfg.splt_packets;
+		f->rec.feat->splt.len = (uint16_t)e->cfg.splt_packets;
 	f->rec.slot = slot;
 	f->rec.engine = e->id;
 	e->next_id += e->cfg.workers ? e->cfg.workers : 1;

@@ -66,7 +66,7 @@ prefetch_flow(struct sl_engine *e, uint32_t i)
 		return;
 	__builtin_prefetch(&e->pool[s - 1]);
 	if (e->cfg.features & SL_FEATURE_STATS) {
-		const char *st = (const char *)&e->pool[s - 1].rec.stats;
+		const char *st = (const char *)&e->feat[s - 1].stats;
 
 		for (size_t o = 0; o < sizeof(struct sl_flow_stats); o += 64)
 			__builtin_prefetch(st + o, 1);
@@ -170,13 +170,13 @@ static void stream_count(struct sl_stream_stats *s, uint64_t ts,
 }
 
 /* SL_FEATURE_STATS: the packet in its direction's and in both's. */
-static void stats_count(struct sl_flow *f, int di, const struct sl_packet *p,
-			const struct sl_decoded *d)
+static void stats_count(struct sl_flow_stats *st, int di,
+			const struct sl_packet *p, const struct sl_decoded *d)
 {
 	uint8_t flags = d->key.proto == 6 ? d->tcp_flags : 0;
 
-	stream_count(&f->rec.stats.s[di], p->ts_ns, p->wirelen, flags);
-	stream_count(&f->rec.stats.s[SL_STATS_BOTH], p->ts_ns, p->wirelen,
+	stream_count(&st->s[di], p->ts_ns, p->wirelen, flags);
+	stream_count(&st->s[SL_STATS_BOTH], p->ts_ns, p->wirelen,
 		     flags);
 }
 
@@ -274,11 +274,15 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (pp->d.tunnel.type | f->has_encap)
 		tunnel_check(e, f, &pp->d.tunnel, di);
 	dir_count(f, di, p, &pp->d);
-	if (e->cfg.features & SL_FEATURE_STATS)
-		stats_count(f, di, p, &pp->d);
-	if ((e->cfg.features & SL_FEATURE_SPLT) &&
-	    f->rec.splt.n < f->rec.splt.len)
-		splt_add(&f->rec.splt, di, p);
+	if (e->feat) {
+		struct sl_flow_features *ft = &e->feat[slot_of(e, f)];
+
+		if (e->cfg.features & SL_FEATURE_STATS)
+			stats_count(&ft->stats, di, p, &pp->d);
+		if ((e->cfg.features & SL_FEATURE_SPLT) &&
+		    ft->splt.n < ft->splt.len)
+			splt_add(&ft->splt, di, p);
+	}
 	if (e->dpi && !f->dpi_done)
 		sl_dpi_packet(e, f, p, &pp->d);
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)

@@ -34,9 +34,9 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 	r->icmp_code = f->rec.icmp_code;
 	r->encap = f->rec.encap;
 	if ((f->rec.features & SL_FEATURE_DPI) &&
-	    f->rec.app.state == SL_DPI_DONE) {
+	    f->rec.feat->app.state == SL_DPI_DONE) {
 		r->has_app = 1;
-		r->app = f->rec.app;
+		r->app = f->rec.feat->app;
 	}
 	for (int i = 0; i < 2; i++) {
 		struct sl_counts *delta = i ? &r->delta_rev : &r->delta_fwd;

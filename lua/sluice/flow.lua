@@ -174,7 +174,7 @@ for prefix, i in pairs(STATS_STREAMS) do
     STAT_NAMES[#STAT_NAMES + 1] = field
     stat_getters[field] = function(r)
       if band(r.features, STATS) == 0 then return nil end
-      return of(r.stats.s[i])
+      return of(r.feat.stats.s[i])
     end
   end
 end
@@ -259,7 +259,20 @@ local function copier(ctype)
 end
 
 -- A copy that outlives the handler (for queues, or to keep).
-flow_methods.copy = copier("struct sl_flow_rec")
+-- A flow record's copy takes its features with it (the record points to
+-- them, in engine memory the next step reuses); the copy keeps them alive.
+local feat_t = ffi.typeof("struct sl_flow_features")
+local copy_flow = copier("struct sl_flow_rec")
+local kept_features = setmetatable({}, { __mode = "k" })
+function flow_methods.copy(r)
+  local c = copy_flow(r)
+  if r.feat ~= nil then
+    local f = feat_t(r.feat[0])
+    c.feat = f
+    kept_features[c] = f
+  end
+  return c
+end
 
 -- A plain Lua table with the JSON fields of a flow.
 for field, get in pairs(stat_getters) do flow_get[field] = get end
@@ -270,7 +283,7 @@ local SPLT = C.SL_FEATURE_SPLT
 local function splt_list(value)
   return function(r)
     if band(r.features, SPLT) == 0 then return nil end
-    local sp, t = r.splt, {}
+    local sp, t = r.feat.splt, {}
     for i = 0, sp.len - 1 do t[i + 1] = i < sp.n and value(sp, i) or -1 end
     return t
   end
@@ -285,8 +298,8 @@ flow_get.splt_piat_ms = splt_list(function(sp, i) return tonumber(sp.piat_ns[i])
 local DPI, DPI_DONE = C.SL_FEATURE_DPI, C.SL_DPI_DONE
 local function app_string(field)
   return function(r)
-    if band(r.features, DPI) == 0 or r.app.state ~= DPI_DONE then return nil end
-    local s = r.app[field]
+    if band(r.features, DPI) == 0 or r.feat.app.state ~= DPI_DONE then return nil end
+    local s = r.feat.app[field]
     return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
   end
 end
