@@ -665,13 +665,14 @@ struct sl_slice_rec {
 	uint8_t reason_code; /* the flow ended in this interval, else 0 */
 	uint8_t icmp_type;   /* as in sl_flow_rec */
 	uint8_t icmp_code;
-	uint8_t has_app; /* app is set: the run labels flows (SL_FEATURE_DPI)
-			  * and the flow's label was known (SL_DPI_DONE) */
-	uint8_t pad[2];
+	uint8_t pad[3];
 	uint32_t engine; /* as in sl_flow_rec */
 	struct sl_tunnel encap; /* as in sl_flow_rec */
-	/* last: only written when has_app */
-	struct sl_app_label app;
+	/* the flow's application label when the run labels flows
+	 * (SL_FEATURE_DPI) and it was known (SL_DPI_DONE), else NULL: a copy
+	 * beside the batch, valid as long as the record (a copy of the
+	 * record must copy it too; Lua's rec:copy() does) */
+	const struct sl_app_label *app;
 };
 
 /* ---- engine ----------------------------------------------------------- */

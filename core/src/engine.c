@@ -313,6 +313,8 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->packets);
 	free(e->slices);
 	free(e->slices_pub);
+	free(e->slice_app);
+	free(e->slice_app_pub);
 	for (int i = 0; i < SL_PACKET_FILTERS; i++)
 		sl_filter_set_free(&e->pfilters[i]);
 	sl_filter_set_free(&e->input);

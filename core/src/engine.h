@@ -206,6 +206,10 @@ struct sl_engine {
 	 * collected apart from the closed interval's, which Lua may be reading */
 	struct sl_slice_rec *slices, *slices_pub;
 	uint32_t n_slices, cap_slices, cap_slices_pub;
+	/* SL_FEATURE_DPI: the slices' labels, by record index (swapped
+	 * with them) */
+	struct sl_app_label *slice_app, *slice_app_pub;
+	uint32_t cap_slice_app, cap_slice_app_pub;
 	struct sl_output out;
 	struct sl_stats stats;
 

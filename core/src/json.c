@@ -297,8 +297,8 @@ static int slice_line(const struct sl_slice_rec *r, char *line)
 	p = PUT_FIELD(p, "tcp_flags_rev", r->tcp_flags_rev);
 	p = put_tunnel(p, &r->encap);
 	p = put_end_reason(p, r->reason_code);
-	if (r->has_app)
-		p = put_app(p, &r->app);
+	if (r->app)
+		p = put_app(p, r->app);
 	*p++ = '}';
 	return (int)(p - line);
 }

@@ -13,6 +13,27 @@
 
 #include "flowtable.h"
 
+/* A slice's copy of its flow's label, beside it (by record index). The
+ * records being filled are not the published ones: if the copies move
+ * as they grow, the earlier records are pointed at them again. Without
+ * room, the record goes without. */
+static void slice_label(struct sl_engine *e, struct sl_slice_rec *r,
+			const struct sl_app_label *app)
+{
+	uint32_t i = (uint32_t)(r - e->slices);
+	struct sl_app_label *before = e->slice_app;
+
+	if (sl_grow((void **)&e->slice_app, &e->cap_slice_app, i + 1,
+		    sizeof(*e->slice_app)))
+		return;
+	if (e->slice_app != before)
+		for (uint32_t j = 0; j < i; j++)
+			if (e->slices[j].app)
+				e->slices[j].app = &e->slice_app[j];
+	e->slice_app[i] = *app;
+	r->app = &e->slice_app[i];
+}
+
 int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 {
 	struct sl_slice_rec *r;
@@ -22,8 +43,7 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 		    sizeof(*e->slices)))
 		return -ENOMEM;
 	r = &e->slices[e->n_slices++];
-	/* the label only with its flag: a run without --dpi clears none */
-	memset(r, 0, offsetof(struct sl_slice_rec, app));
+	memset(r, 0, sizeof(*r));
 	r->fid = f->rec.fid;
 	r->engine = e->id;
 	r->key = f->rec.key;
@@ -34,10 +54,8 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 	r->icmp_code = f->rec.icmp_code;
 	r->encap = f->rec.encap;
 	if ((f->rec.features & SL_FEATURE_DPI) &&
-	    f->rec.feat->app.state == SL_DPI_DONE) {
-		r->has_app = 1;
-		r->app = f->rec.feat->app;
-	}
+	    f->rec.feat->app.state == SL_DPI_DONE)
+		slice_label(e, r, &f->rec.feat->app);
 	for (int i = 0; i < 2; i++) {
 		struct sl_counts *delta = i ? &r->delta_rev : &r->delta_fwd;
 		struct sl_counts *total = i ? &r->total_rev : &r->total_fwd;
@@ -84,6 +102,7 @@ void sl_slice_open(struct sl_engine *e, uint64_t t)
 int sl_slice_close(struct sl_engine *e)
 {
 	struct sl_slice_rec *t;
+	struct sl_app_label *ta;
 	uint32_t cap;
 	int rc;
 
@@ -103,6 +122,12 @@ int sl_slice_close(struct sl_engine *e)
 	cap = e->cap_slices_pub;
 	e->cap_slices_pub = e->cap_slices;
 	e->cap_slices = cap;
+	ta = e->slice_app_pub;
+	e->slice_app_pub = e->slice_app;
+	e->slice_app = ta;
+	cap = e->cap_slice_app_pub;
+	e->cap_slice_app_pub = e->cap_slice_app;
+	e->cap_slice_app = cap;
 	e->out.slices = e->slices_pub;
 	e->out.n_slices = e->n_slices;
 	e->n_slices = 0;

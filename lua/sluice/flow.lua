@@ -445,7 +445,7 @@ local slice_get = key_getters {
 -- The flow's application label when the slice was cut (--dpi), else nil.
 local function slice_app(field)
   return function(r)
-    if r.has_app == 0 then return nil end
+    if r.app == nil then return nil end
     local s = r.app[field]
     return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
   end
@@ -454,7 +454,20 @@ slice_get.application_name = slice_app("application_name")
 slice_get.application_category_name = slice_app("category")
 slice_get.requested_server_name = slice_app("server_name")
 
-local slice_methods = { copy = copier("struct sl_slice_rec") }
+-- A slice record's copy takes its label with it, as a flow's its features.
+local app_t = ffi.typeof("struct sl_app_label")
+local copy_slice = copier("struct sl_slice_rec")
+local slice_methods = {
+  copy = function(r)
+    local c = copy_slice(r)
+    if r.app ~= nil then
+      local a = app_t(r.app[0])
+      c.app = a
+      kept_features[c] = a
+    end
+    return c
+  end,
+}
 
 function slice_methods.json(r)
   return with_tags(ffi.string(jsonbuf, C.sl_slice_rec_json(r, jsonbuf, jsonbuf_len)), r)
