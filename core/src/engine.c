@@ -163,33 +163,13 @@ static int config_defaults(struct sl_config *c)
 	return 0;
 }
 
-/* The flow pool: fresh zero pages, so only slots that get used become
- * resident, and page-aligned, so every flow starts a cache line and a
- * packet touches the same three lines of it (engine.h). */
-static struct sl_flow *pool_alloc(uint32_t n)
+/* Fresh zero pages (the flow pool, the flows' features): only slots that
+ * get used become resident, and each array is page-aligned, so every
+ * flow starts a cache line and a packet touches the same three lines of
+ * it (engine.h). Huge pages where the kernel has them: a page fault per
+ * 2 MiB of new flows rather than per 4 KiB (faults are dear in a VM). */
+static void *slots_alloc(size_t len)
 {
-	size_t len = (size_t)n * sizeof(struct sl_flow);
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	/* huge pages where the kernel has them: a page fault per 2 MiB of
-	 * new flows rather than per 4 KiB (faults are dear in a VM) */
-	(void)madvise(p, len, MADV_HUGEPAGE);
-	return p;
-}
-
-static void pool_free(struct sl_flow *pool, uint32_t n)
-{
-	if (pool)
-		munmap(pool, (size_t)n * sizeof(struct sl_flow));
-}
-
-/* The flows' features, by slot, the same way. */
-static struct sl_flow_features *feat_alloc(uint32_t n)
-{
-	size_t len = (size_t)n * sizeof(struct sl_flow_features);
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
@@ -199,11 +179,14 @@ static struct sl_flow_features *feat_alloc(uint32_t n)
 	return p;
 }
 
-static void feat_free(struct sl_flow_features *feat, uint32_t n)
+static void slots_free(void *p, size_t len)
 {
-	if (feat)
-		munmap(feat, (size_t)n * sizeof(struct sl_flow_features));
+	if (p)
+		munmap(p, len);
 }
+
+#define POOL_LEN(e) ((size_t)(e)->pool_size * sizeof(struct sl_flow))
+#define FEAT_LEN(e) ((size_t)(e)->pool_size * sizeof(struct sl_flow_features))
 
 int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 {
@@ -221,7 +204,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 		goto out_free;
 	rc = -ENOMEM;
 	e->pool_size = e->cfg.pool_flows;
-	e->pool = pool_alloc(e->pool_size);
+	e->pool = slots_alloc(POOL_LEN(e));
 	if (!e->pool)
 		goto out_free;
 	while (nb < e->pool_size && nb < (1u << 31))
@@ -230,7 +213,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	if (!e->buckets)
 		goto out_pool;
 	if (e->cfg.features) {
-		e->feat = feat_alloc(e->pool_size);
+		e->feat = slots_alloc(FEAT_LEN(e));
 		if (!e->feat)
 			goto out_buckets;
 	}
@@ -250,11 +233,11 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	return 0;
 
 out_feat:
-	feat_free(e->feat, e->pool_size);
+	slots_free(e->feat, FEAT_LEN(e));
 out_buckets:
 	free(e->buckets);
 out_pool:
-	pool_free(e->pool, e->pool_size);
+	slots_free(e->pool, POOL_LEN(e));
 out_free:
 	free(e);
 	return rc;
@@ -297,13 +280,13 @@ void sl_engine_free(struct sl_engine *e)
 	if (e->src)
 		sl_source_close(e->src);
 	sl_dpi_close(e);
-	pool_free(e->pool, e->pool_size);
+	slots_free(e->pool, POOL_LEN(e));
 	free(e->buckets);
 	free(e->touched);
 	free(e->trim_list);
 	free(e->aliases);
 	free(e->abuckets);
-	feat_free(e->feat, e->pool_size);
+	slots_free(e->feat, FEAT_LEN(e));
 	free(e->step_ev.ev);
 	free(e->late_ev.ev);
 	free(e->late_out.ev);

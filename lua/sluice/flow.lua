@@ -259,20 +259,24 @@ local function copier(ctype)
 end
 
 -- A copy that outlives the handler (for queues, or to keep).
--- A flow record's copy takes its features with it (the record points to
--- them, in engine memory the next step reuses); the copy keeps them alive.
-local feat_t = ffi.typeof("struct sl_flow_features")
-local copy_flow = copier("struct sl_flow_rec")
-local kept_features = setmetatable({}, { __mode = "k" })
-function flow_methods.copy(r)
-  local c = copy_flow(r)
-  if r.feat ~= nil then
-    local f = feat_t(r.feat[0])
-    c.feat = f
-    kept_features[c] = f
+-- A copy of a record that points to data beside it in engine memory (a
+-- flow's features, a slice's label; the next step reuses that memory)
+-- takes a copy of that data along and keeps it alive.
+local kept = setmetatable({}, { __mode = "k" })
+local function deep_copier(ctype, field, target_type)
+  local copy, target_t = copier(ctype), ffi.typeof(target_type)
+  return function(r)
+    local c = copy(r)
+    if r[field] ~= nil then
+      local t = target_t(r[field][0])
+      c[field] = t
+      kept[c] = t
+    end
+    return c
   end
-  return c
 end
+
+flow_methods.copy = deep_copier("struct sl_flow_rec", "feat", "struct sl_flow_features")
 
 -- A plain Lua table with the JSON fields of a flow.
 for field, get in pairs(stat_getters) do flow_get[field] = get end
@@ -454,19 +458,8 @@ slice_get.application_name = slice_app("application_name")
 slice_get.application_category_name = slice_app("category")
 slice_get.requested_server_name = slice_app("server_name")
 
--- A slice record's copy takes its label with it, as a flow's its features.
-local app_t = ffi.typeof("struct sl_app_label")
-local copy_slice = copier("struct sl_slice_rec")
 local slice_methods = {
-  copy = function(r)
-    local c = copy_slice(r)
-    if r.app ~= nil then
-      local a = app_t(r.app[0])
-      c.app = a
-      kept_features[c] = a
-    end
-    return c
-  end,
+  copy = deep_copier("struct sl_slice_rec", "app", "struct sl_app_label"),
 }
 
 function slice_methods.json(r)
