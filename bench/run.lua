@@ -2,6 +2,7 @@
 -- monotonic clock (sluice.open + engine:run, the whole pass over the file).
 --
 --   luajit bench/run.lua engine TRACE               no policy handlers
+--       (BENCH_FEATURES="stats,splt": with those flow features)
 --   luajit bench/run.lua policy TRACE POLICY SLICE  a policy file, --slice SLICE
 --   luajit bench/run.lua sinks TRACE SLICE JSON     the default job: every flow
 --       and slice to a JSON file and exported as IPFIX (UDP, to a socket of
@@ -59,7 +60,7 @@ elseif mode == "sinks" then
     assert(sluice.sink.ipfix { collector = "127.0.0.1:" .. port, rate = 0 }) } -- unpaced: the cost, not the delivery
 elseif mode == "engine" then
   policies = {} -- an empty policy table: the engine alone
-  open_opts = { read = trace }
+  open_opts = { read = trace, features = os.getenv("BENCH_FEATURES") }
 elseif mode == "trim" then
   -- a bounded table at MAX flows (half the trace's concurrency): trims
   -- run constantly, the pool is the limit, no grace

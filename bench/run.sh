@@ -8,8 +8,9 @@
 #   2. sluice, engine only, no policy handlers   (bench/run.lua engine)
 #   3. sluice's default CLI job, every ended flow as JSON to /dev/null,
 #      with one worker and with --workers BENCH_WORKERS (default: the cores),
-#      with --features stats and with --dpi (where the core has nDPI; then
-#      Debian's ndpiReader -q on the same trace too, where installed)
+#      with --features stats, with --features splt and with --dpi (where the
+#      core has nDPI; then Debian's ndpiReader -q on the same trace too,
+#      where installed); the engine alone with the statistics too
 #   4. examples/top_talkers.lua, scan_detect.lua and subnet_report.lua on
 #      1 s slices (bench/run.lua policy), against an empty on_slice
 #   5. the default job with 1 s slices, no sink    (bench/run.lua sinks none)
@@ -172,6 +173,8 @@ one_run() {
 	cli) run_cli ;;
 	workers) run_cli --workers "$WORKERS" ;;
 	stats) run_cli --features stats ;;
+	splt) run_cli --features splt ;;
+	enginestats) BENCH_FEATURES=stats "$LUAJIT" "$TREE/bench/run.lua" engine "$TRACE" ;;
 	dpi) run_cli --dpi ;;
 	ndpireader) run_ndpireader ;;
 	talkers) "$LUAJIT" "$ROOT/bench/run.lua" policy "$TRACE" "$TALKERS" "$SLICE" ;;
@@ -262,7 +265,9 @@ measure handles "flow handles"
 measure trim "engine max-flows C/2"
 measure cli "sluice CLI json"
 measure workers "CLI json workers $WORKERS"
+measure enginestats "engine only stats"
 measure stats "CLI json stats"
+measure splt "CLI json splt"
 if [ "$HAVE_DPI" = 1 ]; then
 	measure dpi "CLI json dpi"
 	[ "$HAVE_NDPIREADER" = 1 ] && measure ndpireader "ndpiReader -q"
@@ -304,6 +309,15 @@ CLI1=$(printf '%s' "$RATIOS" | sed -n 's/^sluice CLI json|//p')
 CLIS=$(printf '%s' "$RATIOS" | sed -n 's/^CLI json stats|//p')
 if [ -n "$CLI1" ] && [ -n "$CLIS" ]; then
 	echo "$CLIS $CLI1" | awk '{ printf "%-20s %.0f%% of the plain rate (--features stats: size, inter-arrival and flag statistics of every flow, in its JSON line)\n", "features stats", 100 * $1 / $2 }'
+fi
+ENG1=$(printf '%s' "$RATIOS" | sed -n 's/^sluice engine only|//p')
+ENGS=$(printf '%s' "$RATIOS" | sed -n 's/^engine only stats|//p')
+if [ -n "$ENG1" ] && [ -n "$ENGS" ]; then
+	echo "$ENGS $ENG1" | awk '{ printf "%-20s %.0f%% of the engine-only rate (the statistics computed, nothing written)\n", "features stats", 100 * $1 / $2 }'
+fi
+CLIP=$(printf '%s' "$RATIOS" | sed -n 's/^CLI json splt|//p')
+if [ -n "$CLI1" ] && [ -n "$CLIP" ]; then
+	echo "$CLIP $CLI1" | awk '{ printf "%-20s %.0f%% of the plain rate (--features splt: the first 10 packets of every flow, in its JSON line)\n", "features splt", 100 * $1 / $2 }'
 fi
 CLID=$(printf '%s' "$RATIOS" | sed -n 's/^CLI json dpi|//p')
 if [ -n "$CLI1" ] && [ -n "$CLID" ]; then

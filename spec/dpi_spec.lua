@@ -206,6 +206,43 @@ describe("--dpi", function()
     for _, sl in ipairs(run.of_type(plain, "slice")) do assert.is_nil(sl.application_name) end
   end)
 
+  it("groups slices by label in C and finds live flows by label", function()
+    if not skip_unless(ok, "needs nDPI in the core and scapy's TLS layer") then return end
+    local eng = assert(sluice.open { read = pcap_path, features = { "dpi" }, slice = 0.1 })
+    local grouped, summed, rows, found = 0, 0, 0, 0
+    assert(eng:run {
+      on_slice = function(batch)
+        local want = {}
+        for r in batch:records() do
+          local name = r.application_name
+          if name then
+            want[name] = (want[name] or 0) + r.bytes
+            summed = summed + r.bytes
+          end
+        end
+        for row in batch:group { by = "application_name" }:rows() do
+          assert.are.equal(want[row.label], row.bytes)
+          assert.are.equal(row.label, row.tag)
+          want[row.label] = nil
+          grouped, rows = grouped + row.bytes, rows + 1
+        end
+        assert.is_nil(next(want))
+        for _, f in ipairs(eng:query { where = { application_name = "DNS" } }) do
+          assert.are.equal("DNS", f.application_name)
+          found = found + 1
+        end
+        for row in batch:group { by = "requested_server_name", proto = "udp" }:rows() do
+          assert.is_true(#row.label > 0)
+        end
+      end,
+    })
+    eng:close()
+    assert.is_true(summed > 0)
+    assert.are.equal(summed, grouped)
+    assert.is_true(rows >= 3, "rows: " .. rows)
+    assert.is_true(found > 0)
+  end)
+
   it("gives flow handles the label (features = 'dpi' in sluice.open)", function()
     if not skip_unless(ok, "needs nDPI in the core and scapy's TLS layer") then return end
     local eng = assert(sluice.open { read = pcap_path, features = { "dpi" } })

@@ -81,6 +81,11 @@ for num = 0, 255 do
   if name ~= nil then PROTO_NUMBERS[ffi.string(name)] = num end
 end
 
+-- Groups by the flows' application labels (--dpi), under NFStream's
+-- names: the field of struct sl_app_label each reads.
+local LABEL_GROUPS = { application_name = "application_name",
+  application_category_name = "category", requested_server_name = "server_name" }
+
 local spec_t = ffi.typeof("struct sl_group_spec")
 
 -- The C spec of a group{} argument; level: where misuse errors point.
@@ -89,14 +94,16 @@ local function group_spec(args, level)
   local by = args.by
   if type(by) ~= "string" then error("'by' must be a string (" .. names(GROUP_BY) .. ", tag:NAME)", level) end
   local tag = by:match("^tag:(.+)$")
-  if tag then by = "all" end
+  local label = LABEL_GROUPS[by]
+  if tag or label then by = "all" end
   local field, bits = by:match("^(%a+)/(%d+)$")
   field = field or by
   if GROUP_BY[field] == nil then
-    error("'by = \"" .. by .. "\"': one of " .. names(GROUP_BY) .. " (src, dst, host with /N), tag:NAME", level)
+    error("'by = \"" .. by .. "\"': one of " .. names(GROUP_BY) .. " (src, dst, host with /N), tag:NAME, "
+      .. names(LABEL_GROUPS), level)
   end
   local spec = spec_t()
-  spec.by = tag and C.SL_GROUP_ID or GROUP_BY[field]
+  spec.by = (tag or label) and C.SL_GROUP_ID or GROUP_BY[field]
   local p4, p6 = tonumber(bits) or args.prefix4 or 32, args.prefix6 or 128
   if bits and not ADDRESS_GROUP[field] then
     error("'by = \"" .. by .. "\"': only src, dst and host take a prefix", level)
@@ -126,7 +133,7 @@ local function group_spec(args, level)
     if v ~= 4 and v ~= 6 then error("'ip_version' must be 4 or 6", level) end
     spec.ip_version = v
   end
-  return spec, tag
+  return spec, tag, label
 end
 
 -- Tag values as group ids, for the whole process: value -> id, and back
@@ -134,30 +141,49 @@ end
 local tag_ids, tag_values = {}, flow.tag_values
 local ids_buf, ids_cap = nil, 0
 
--- The group id of each record of the batch: its flow's value of tag
--- name, 0 for flows without it (left out).
-local function tag_group_ids(self, name)
-  local n, recs = self.n, self.recs
+local function ids_of(n)
   if ids_cap < n then
     ids_cap = math.max(n, 2 * ids_cap)
     ids_buf = ffi.new("uint32_t[?]", ids_cap)
   end
+  return ids_buf
+end
+
+local function value_id(v)
+  if v == nil then return 0 end
+  local id = tag_ids[v]
+  if not id then
+    id = #tag_values + 1
+    tag_values[id], tag_ids[v] = v, id
+  end
+  return id
+end
+
+-- The group id of each record of the batch: its flow's value of tag
+-- name, 0 for flows without it (left out).
+local function tag_group_ids(self, name)
+  local n, recs, ids = self.n, self.recs, ids_of(self.n)
   local st = flow.engines[self.engine]
   local tags = st and st.tags or {}
   for i = 0, n - 1 do
     local t = tags[tonumber(recs[i].fid)]
-    local v = t and t[name]
-    local id = 0
-    if v ~= nil then
-      id = tag_ids[v]
-      if not id then
-        id = #tag_values + 1
-        tag_values[id], tag_ids[v] = v, id
-      end
-    end
-    ids_buf[i] = id
+    ids[i] = value_id(t and t[name])
   end
-  return ids_buf
+  return ids
+end
+
+-- The same from the application label each slice record carries: 0
+-- (left out) without --dpi, while nDPI has not named the flow yet, and
+-- for an empty field (a flow without a server name).
+local DPI_DONE = C.SL_DPI_DONE
+local function label_group_ids(self, field)
+  local n, recs, ids = self.n, self.recs, ids_of(self.n)
+  for i = 0, n - 1 do
+    local app = recs[i].app
+    local v = (app ~= nil and app.state == DPI_DONE) and ffi.string(app[field]) or ""
+    ids[i] = v ~= "" and value_id(v) or 0
+  end
+  return ids
 end
 
 local function metric_of(name, level)
@@ -242,8 +268,9 @@ end
 -- the records grouped and summed in C; see the README's batch API. With
 -- order (and n), the rows come sorted (the n biggest).
 local function group(self, args, level)
-  local spec, tag = group_spec(args, level + 1)
+  local spec, tag, label = group_spec(args, level + 1)
   if tag then spec.ids = tag_group_ids(self, tag) end
+  if label then spec.ids = label_group_ids(self, label) end
   local ids, n_ids = skip_array(self)
   if n_ids > 0 then spec.skip, spec.n_skip = ids, n_ids end
   local q = self:query()
