@@ -5,6 +5,7 @@
 local run = require "support.run"
 local pcap = require "support.pcap"
 local sluice = require "sluice"
+local flow_mod = require "sluice.flow"
 
 local SAMPLE = run.root .. "/examples/sample.pcap"
 -- TCP/UDP/ICMP, IPv4/IPv6, VLANs; a 45 s pause in the middle
@@ -438,6 +439,28 @@ return P
     assert.are.equal(#lines, n, "flows the policy saw without --features")
     for id, s in pairs(seen) do
       assert.are.same({ "nil", "nil", "nil" }, s, "flow " .. id .. " without --features")
+    end
+  end)
+
+  it("a copy of a handle keeps its features after the run (rec:copy())", function()
+    local eng = assert(sluice.open { read = SAMPLE, features = { "stats", "splt:4" } })
+    local copies, want = {}, {}
+    assert(eng:run {
+      on_flow_end = function(f)
+        copies[#copies + 1] = f:copy()
+        want[#want + 1] = f:totable()
+      end,
+    })
+    eng:close()
+    collectgarbage()
+    assert.is_true(#copies > 100)
+    for i, c in ipairs(copies) do
+      local t = c:totable()
+      assert.are.same(want[i].splt_ps, t.splt_ps)
+      assert.are.same(want[i].splt_direction, t.splt_direction)
+      for _, field in ipairs(flow_mod.STAT_NAMES) do
+        assert.are.equal(want[i][field], t[field], field)
+      end
     end
   end)
 

@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 14 };
+enum { SL_ABI_VERSION = 15 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -543,13 +543,6 @@ struct sl_app_label {
 	char server_name[SL_APP_SERVER_MAX];
 };
 
-/* What a flow carries beyond its counters (sl_config.features). */
-struct sl_flow_features {
-	struct sl_flow_stats stats;
-	struct sl_splt splt;
-	struct sl_app_label app;
-};
-
 /* 1 if this core was built with nDPI (SL_FEATURE_DPI works), else 0:
  * then an engine with SL_FEATURE_DPI is refused (-ENOTSUP). */
 SL_API int sl_dpi_available(void);
@@ -588,13 +581,16 @@ struct sl_flow_rec {
 	struct sl_key key;
 	struct sl_tunnel encap; /* the tunnel of its first packet (Lua and
 				 * JSON: tunnel, tunnel_src, ...) */
-	uint32_t features; /* enum sl_feature: which parts of *feat are set */
-	uint32_t pad;
-	/* The features, out of the record so that a run without them pays
-	 * nothing (NULL then): a live flow's in the engine's per-slot array,
-	 * an ended flow's in its event's copy (valid as long as the event);
-	 * a copy of the record must copy them too (Lua's rec:copy() does). */
-	struct sl_flow_features *feat;
+	/* The features the run computes (sl_config.features), NULL for the
+	 * others: out of the record so that a run without them pays nothing,
+	 * each in its own per-slot array beside the pool for a live flow (a
+	 * run pays memory for the features it asked for only), in a copy
+	 * beside the end event for an ended flow (valid as long as the
+	 * event); a copy of the record must copy them too (Lua's rec:copy()
+	 * does). */
+	const struct sl_flow_stats *stats;
+	const struct sl_splt *splt;
+	const struct sl_app_label *app;
 };
 
 /* A flow handle as Lua policies hold it: the record it reads and what

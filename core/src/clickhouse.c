@@ -355,14 +355,11 @@ static char *put_splt(char *p, const struct sl_splt *sp)
 static char *put_features(struct sl_clickhouse *c, char *p,
 			  const struct sl_flow_rec *r)
 {
-	uint32_t have = r && r->feat ? r->features : 0;
-
 	if (c->features & SL_FEATURE_STATS)
-		p = have & SL_FEATURE_STATS ? put_stats(p, &r->feat->stats)
-					    : put_zero_stats(p);
+		p = r && r->stats ? put_stats(p, r->stats) : put_zero_stats(p);
 	if (c->features & SL_FEATURE_SPLT)
-		p = have & SL_FEATURE_SPLT ? put_splt(p, &r->feat->splt)
-					   : PUT_LIT(p, "\t[]\t[]\t[]");
+		p = r && r->splt ? put_splt(p, r->splt)
+				 : PUT_LIT(p, "\t[]\t[]\t[]");
 	*p++ = '\n';
 	return p;
 }

@@ -88,9 +88,9 @@ static void copy_printable(char *dst, size_t n, const char *s)
 
 /* The label of what nDPI found; the flow's nDPI state is freed. */
 static void label_set(struct sl_dpi *d, struct sl_flow *f,
-		      struct ndpi_flow_struct *nf, ndpi_protocol proto)
+		      struct sl_app_label *a, struct ndpi_flow_struct *nf,
+		      ndpi_protocol proto)
 {
-	struct sl_app_label *a = &f->rec.feat->app;
 	char buf[64];
 
 	a->master_id = proto.master_protocol;
@@ -112,7 +112,7 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 		   const struct sl_packet *p, const struct sl_decoded *dec)
 {
 	struct sl_dpi *d = e->dpi;
-	struct sl_app_label *a = &f->rec.feat->app;
+	struct sl_app_label *a = &e->feat_app[f->rec.slot];
 	struct ndpi_flow_struct *nf = flow_state(d, f->rec.slot);
 	uint32_t len, limit;
 	ndpi_protocol proto;
@@ -137,7 +137,7 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 		if (a->packets > limit) {
 			proto = ndpi_detection_giveup(d->mod, nf, 1,
 						      &a->guessed);
-			label_set(d, f, nf, proto);
+			label_set(d, f, a, nf, proto);
 		}
 		return;
 	}
@@ -148,13 +148,13 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 	if (a->packets > limit ||
 	    a->packets - a->found_at >= SL_DPI_EXTRA_PACKETS ||
 	    !ndpi_extra_dissection_possible(d->mod, nf))
-		label_set(d, f, nf, proto);
+		label_set(d, f, a, nf, proto);
 }
 
 void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f)
 {
 	struct sl_dpi *d = e->dpi;
-	struct sl_app_label *a = &f->rec.feat->app;
+	struct sl_app_label *a = &e->feat_app[f->rec.slot];
 	struct ndpi_flow_struct *nf = flow_state(d, f->rec.slot);
 	ndpi_protocol proto;
 
@@ -165,7 +165,7 @@ void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f)
 		memset(nf, 0, d->size);
 	}
 	proto = ndpi_detection_giveup(d->mod, nf, 1, &a->guessed);
-	label_set(d, f, nf, proto);
+	label_set(d, f, a, nf, proto);
 }
 
 void sl_dpi_close(struct sl_engine *e)
@@ -178,7 +178,7 @@ void sl_dpi_close(struct sl_engine *e)
 	for (uint32_t s = 0; s < e->pool_used && s < d->slots; s++) {
 		struct sl_flow *f = &e->pool[s];
 
-		if (f->live && f->rec.feat->app.state == SL_DPI_INSPECTING)
+		if (f->live && e->feat_app[s].state == SL_DPI_INSPECTING)
 			ndpi_free_flow_data(flow_state(d, s));
 	}
 	ndpi_exit_detection_module(d->mod);

@@ -33,26 +33,50 @@ static uint32_t engines_made; /* engine numbers, from 1 */
 
 /* ---- events and the end of flows --------------------------------------- */
 
+/* Points a record's features (those it has) at the copies of event i. */
+static void features_point(struct sl_flow_rec *r, const struct sl_evbuf *b,
+			   uint32_t i)
+{
+	if (r->stats)
+		r->stats = &b->stats[i];
+	if (r->splt)
+		r->splt = &b->splt[i];
+	if (r->app)
+		r->app = &b->app[i];
+}
+
 /* An end event's copy of its flow's features, beside it in the buffer
  * (by event index). The buffer being filled is not the one Lua reads: if
  * the copies move as it grows, its earlier events are pointed at them
- * again. Without room, the event goes without them (features 0). */
+ * again. Without room, the event goes without them. */
 static void event_features(struct sl_engine *e, struct sl_evbuf *b,
 			   struct sl_event *ev)
 {
 	uint32_t i = (uint32_t)(ev - b->ev);
-	struct sl_flow_features *before = b->feat;
+	const void *before[3] = {b->stats, b->splt, b->app};
 
-	if (sl_grow((void **)&b->feat, &b->feat_cap, i + 1, sizeof(*b->feat))) {
-		ev->flow.features = 0;
+	if ((e->feat_stats && sl_grow((void **)&b->stats, &b->stats_cap, i + 1,
+				      sizeof(*b->stats))) ||
+	    (e->feat_splt && sl_grow((void **)&b->splt, &b->splt_cap, i + 1,
+				     sizeof(*b->splt))) ||
+	    (e->feat_app &&
+	     sl_grow((void **)&b->app, &b->app_cap, i + 1, sizeof(*b->app)))) {
+		ev->flow.stats = NULL;
+		ev->flow.splt = NULL;
+		ev->flow.app = NULL;
 		return;
 	}
-	if (b->feat != before)
+	if (before[0] != b->stats || before[1] != b->splt ||
+	    before[2] != b->app)
 		for (uint32_t j = 0; j < i; j++)
-			if (b->ev[j].flow.feat)
-				b->ev[j].flow.feat = &b->feat[j];
-	b->feat[i] = e->feat[ev->slot];
-	ev->flow.feat = &b->feat[i];
+			features_point(&b->ev[j].flow, b, j);
+	if (e->feat_stats)
+		b->stats[i] = e->feat_stats[ev->slot];
+	if (e->feat_splt)
+		b->splt[i] = e->feat_splt[ev->slot];
+	if (e->feat_app)
+		b->app[i] = e->feat_app[ev->slot];
+	features_point(&ev->flow, b, i);
 }
 
 /* Events of a step go to its output; events caused between steps (an
@@ -73,11 +97,13 @@ struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
 	ev->flow = e->pool[slot].rec;
 	/* features go with a flow's end, not with the events of its start
 	 * or its packets, where they have one packet in them */
-	ev->flow.feat = NULL;
-	if (type == SL_EVENT_FLOW_END && e->feat)
+	if (type == SL_EVENT_FLOW_END && e->cfg.features) {
 		event_features(e, b, ev);
-	else
-		ev->flow.features = 0;
+	} else {
+		ev->flow.stats = NULL;
+		ev->flow.splt = NULL;
+		ev->flow.app = NULL;
+	}
 	ev->packet = 0;
 	if (e->in_step) {
 		e->out.events = b->ev;
@@ -186,7 +212,30 @@ static void slots_free(void *p, size_t len)
 }
 
 #define POOL_LEN(e) ((size_t)(e)->pool_size * sizeof(struct sl_flow))
-#define FEAT_LEN(e) ((size_t)(e)->pool_size * sizeof(struct sl_flow_features))
+#define SLOTS_LEN(e, array) ((size_t)(e)->pool_size * sizeof(*(array)))
+
+/* An array per feature of the run: a run pays memory (and the page
+ * faults of fresh pages) for the features it asked for only. */
+static int features_alloc(struct sl_engine *e)
+{
+	uint32_t f = e->cfg.features;
+
+	if (((f & SL_FEATURE_STATS) &&
+	     !(e->feat_stats = slots_alloc(SLOTS_LEN(e, e->feat_stats)))) ||
+	    ((f & SL_FEATURE_SPLT) &&
+	     !(e->feat_splt = slots_alloc(SLOTS_LEN(e, e->feat_splt)))) ||
+	    ((f & SL_FEATURE_DPI) &&
+	     !(e->feat_app = slots_alloc(SLOTS_LEN(e, e->feat_app)))))
+		return -ENOMEM;
+	return 0;
+}
+
+static void features_free(struct sl_engine *e)
+{
+	slots_free(e->feat_stats, SLOTS_LEN(e, e->feat_stats));
+	slots_free(e->feat_splt, SLOTS_LEN(e, e->feat_splt));
+	slots_free(e->feat_app, SLOTS_LEN(e, e->feat_app));
+}
 
 int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 {
@@ -212,11 +261,8 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	e->buckets = calloc(nb, sizeof(*e->buckets));
 	if (!e->buckets)
 		goto out_pool;
-	if (e->cfg.features) {
-		e->feat = slots_alloc(FEAT_LEN(e));
-		if (!e->feat)
-			goto out_buckets;
-	}
+	if (features_alloc(e))
+		goto out_feat;
 	if (e->cfg.features & SL_FEATURE_DPI) {
 		rc = sl_dpi_open(e);
 		if (rc)
@@ -233,8 +279,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	return 0;
 
 out_feat:
-	slots_free(e->feat, FEAT_LEN(e));
-out_buckets:
+	features_free(e);
 	free(e->buckets);
 out_pool:
 	slots_free(e->pool, POOL_LEN(e));
@@ -273,6 +318,14 @@ void sl_engine_capture_all(struct sl_engine *e, uint32_t writer)
 
 /* ---- life and steps ---------------------------------------------------- */
 
+static void evbuf_free(struct sl_evbuf *b)
+{
+	free(b->ev);
+	free(b->stats);
+	free(b->splt);
+	free(b->app);
+}
+
 void sl_engine_free(struct sl_engine *e)
 {
 	if (!e)
@@ -286,13 +339,10 @@ void sl_engine_free(struct sl_engine *e)
 	free(e->trim_list);
 	free(e->aliases);
 	free(e->abuckets);
-	slots_free(e->feat, FEAT_LEN(e));
-	free(e->step_ev.ev);
-	free(e->late_ev.ev);
-	free(e->late_out.ev);
-	free(e->step_ev.feat);
-	free(e->late_ev.feat);
-	free(e->late_out.feat);
+	features_free(e);
+	evbuf_free(&e->step_ev);
+	evbuf_free(&e->late_ev);
+	evbuf_free(&e->late_out);
 	free(e->packets);
 	free(e->slices);
 	free(e->slices_pub);

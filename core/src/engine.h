@@ -125,9 +125,12 @@ struct sl_filter_set {
 struct sl_evbuf {
 	struct sl_event *ev;
 	uint32_t n, cap;
-	/* with features: the flow end events' copies, by event index */
-	struct sl_flow_features *feat;
-	uint32_t feat_cap;
+	/* with features: the flow end events' copies, by event index, an
+	 * array per feature of the run */
+	struct sl_flow_stats *stats;
+	struct sl_splt *splt;
+	struct sl_app_label *app;
+	uint32_t stats_cap, splt_cap, app_cap;
 };
 
 /* An extra key of a flow (sl_engine_update), in its own hash table. */
@@ -159,8 +162,11 @@ struct sl_engine {
 	int stopping; /* sl_engine_shutdown() was called */
 
 	struct sl_flow *pool;
-	/* with features: each slot's, beside the pool (NULL without) */
-	struct sl_flow_features *feat;
+	/* each slot's features, beside the pool: an array per feature of
+	 * the run, NULL for the others */
+	struct sl_flow_stats *feat_stats;
+	struct sl_splt *feat_splt;
+	struct sl_app_label *feat_app;
 	struct sl_dpi *dpi; /* SL_FEATURE_DPI: nDPI's state (dpi.c) */
 	uint32_t pool_size;
 	uint32_t pool_used; /* slots ever handed out: the rest is untouched */

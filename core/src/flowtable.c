@@ -241,9 +241,18 @@ static void flow_clear(const struct sl_engine *e, struct sl_flow *f,
 		       uint32_t slot)
 {
 	memset(f, 0, sizeof(*f));
-	if (e->feat) {
-		memset(&e->feat[slot], 0, sizeof(e->feat[slot]));
-		f->rec.feat = &e->feat[slot];
+	if (e->feat_stats) {
+		memset(&e->feat_stats[slot], 0, sizeof(e->feat_stats[slot]));
+		f->rec.stats = &e->feat_stats[slot];
+	}
+	if (e->feat_splt) {
+		memset(&e->feat_splt[slot], 0, sizeof(e->feat_splt[slot]));
+		e->feat_splt[slot].len = (uint16_t)e->cfg.splt_packets;
+		f->rec.splt = &e->feat_splt[slot];
+	}
+	if (e->feat_app) {
+		memset(&e->feat_app[slot], 0, sizeof(e->feat_app[slot]));
+		f->rec.app = &e->feat_app[slot];
 	}
 }
 
@@ -261,9 +270,6 @@ struct sl_flow *sl_flow_new(struct sl_engine *e, const struct sl_key *key,
 	f = &e->pool[slot];
 	flow_clear(e, f, slot);
 	f->rec.fid = e->next_id;
-	f->rec.features = e->cfg.features;
-	if (e->cfg.features & SL_FEATURE_SPLT)
-		f->rec.feat->splt.len = (uint16_t)e->cfg.splt_packets;
 	f->rec.slot = slot;
 	f->rec.engine = e->id;
 	e->next_id += e->cfg.workers ? e->cfg.workers : 1;

@@ -449,9 +449,7 @@ int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f)
 	    .reason = end_reason(f->reason_code),
 	    .icmp_type = f->icmp_type,
 	    .icmp_code = f->icmp_code,
-	    .stats = x->ntmpl > 2 && f->feat && (f->features & SL_FEATURE_STATS)
-			 ? &f->feat->stats
-			 : NULL,
+	    .stats = x->ntmpl > 2 ? f->stats : NULL,
 	};
 	if (f->rev.pkts && f->rev.last_ns > f->fwd.last_ns)
 		r.end_ms = f->rev.last_ns / NS_PER_MS;

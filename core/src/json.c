@@ -265,12 +265,12 @@ static int flow_line(const struct sl_flow_rec *r, char *line)
 	if (r->tunnel_changes)
 		p = PUT_FIELD(p, "tunnel_changes", r->tunnel_changes);
 	p = put_end_reason(p, r->reason_code);
-	if (r->feat && (r->features & SL_FEATURE_STATS))
-		p = put_stats(p, &r->feat->stats);
-	if (r->feat && (r->features & SL_FEATURE_SPLT))
-		p = put_splt(p, &r->feat->splt);
-	if (r->feat && (r->features & SL_FEATURE_DPI))
-		p = put_app(p, &r->feat->app);
+	if (r->stats)
+		p = put_stats(p, r->stats);
+	if (r->splt)
+		p = put_splt(p, r->splt);
+	if (r->app)
+		p = put_app(p, r->app);
 	*p++ = '}';
 	return (int)(p - line);
 }

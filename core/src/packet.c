@@ -65,10 +65,10 @@ prefetch_flow(struct sl_engine *e, uint32_t i)
 	if (!s)
 		return;
 	__builtin_prefetch(&e->pool[s - 1]);
-	if (e->cfg.features & SL_FEATURE_STATS) {
-		const char *st = (const char *)&e->feat[s - 1].stats;
+	if (e->feat_stats) {
+		const char *st = (const char *)&e->feat_stats[s - 1];
 
-		for (size_t o = 0; o < sizeof(struct sl_flow_stats); o += 64)
+		for (size_t o = 0; o < sizeof(*e->feat_stats); o += 64)
 			__builtin_prefetch(st + o, 1);
 	}
 }
@@ -274,14 +274,13 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (pp->d.tunnel.type | f->has_encap)
 		tunnel_check(e, f, &pp->d.tunnel, di);
 	dir_count(f, di, p, &pp->d);
-	if (e->feat) {
-		struct sl_flow_features *ft = &e->feat[slot_of(e, f)];
+	if (e->feat_stats)
+		stats_count(&e->feat_stats[slot_of(e, f)], di, p, &pp->d);
+	if (e->feat_splt) {
+		struct sl_splt *sp = &e->feat_splt[slot_of(e, f)];
 
-		if (e->cfg.features & SL_FEATURE_STATS)
-			stats_count(&ft->stats, di, p, &pp->d);
-		if ((e->cfg.features & SL_FEATURE_SPLT) &&
-		    ft->splt.n < ft->splt.len)
-			splt_add(&ft->splt, di, p);
+		if (sp->n < sp->len)
+			splt_add(sp, di, p);
 	}
 	if (e->dpi && !f->dpi_done)
 		sl_dpi_packet(e, f, p, &pp->d);

@@ -53,9 +53,8 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 	r->icmp_type = f->rec.icmp_type;
 	r->icmp_code = f->rec.icmp_code;
 	r->encap = f->rec.encap;
-	if ((f->rec.features & SL_FEATURE_DPI) &&
-	    f->rec.feat->app.state == SL_DPI_DONE)
-		slice_label(e, r, &f->rec.feat->app);
+	if (f->rec.app && f->rec.app->state == SL_DPI_DONE)
+		slice_label(e, r, f->rec.app);
 	for (int i = 0; i < 2; i++) {
 		struct sl_counts *delta = i ? &r->delta_rev : &r->delta_fwd;
 		struct sl_counts *total = i ? &r->total_rev : &r->total_fwd;

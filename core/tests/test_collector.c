@@ -1949,13 +1949,12 @@ static void test_roundtrip_stats(void)
 		return;
 	while (i < 40) {
 		struct sl_flow_rec f = flow(i);
-		struct sl_flow_features feat = {0};
+		struct sl_flow_stats stats = {0};
 
 		if (i % 3) { /* two in three carry statistics */
-			f.features = SL_FEATURE_STATS;
-			f.feat = &feat;
-			feat.stats.s[SL_DIR_FWD].packets = 3;
-			feat.stats.s[SL_DIR_FWD].flag_packets[1] = 1;
+			f.stats = &stats;
+			stats.s[SL_DIR_FWD].packets = 3;
+			stats.s[SL_DIR_FWD].flag_packets[1] = 1;
 		}
 		if (sl_ipfix_add_flow(x, &f) == -ENOBUFS) {
 			uint32_t pending = sl_ipfix_pending(x);

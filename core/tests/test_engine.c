@@ -71,7 +71,10 @@ struct run {
 	int starts, ends;
 	int ended_by[SL_END_COUNT];
 	struct sl_flow_rec last_end;
-	struct sl_flow_features last_feat; /* last_end.feat points here */
+	/* last_end's features point here */
+	struct sl_flow_stats last_stats;
+	struct sl_splt last_splt;
+	struct sl_app_label last_app;
 	uint64_t last_end_ts;
 	int slices, slice_recs;
 	uint64_t slice_pkts, total_pkts;
@@ -112,9 +115,17 @@ static void run_src(struct sl_source *src, const struct sl_config *cfg,
 			r->ends++;
 			r->ended_by[ev->flow.reason_code]++;
 			r->last_end = ev->flow;
-			if (ev->flow.feat) {
-				r->last_feat = *ev->flow.feat;
-				r->last_end.feat = &r->last_feat;
+			if (ev->flow.stats) {
+				r->last_stats = *ev->flow.stats;
+				r->last_end.stats = &r->last_stats;
+			}
+			if (ev->flow.splt) {
+				r->last_splt = *ev->flow.splt;
+				r->last_end.splt = &r->last_splt;
+			}
+			if (ev->flow.app) {
+				r->last_app = *ev->flow.app;
+				r->last_end.app = &r->last_app;
 			}
 			r->last_end_ts = ev->ts_ns;
 			r->total_pkts += ev->flow.fwd.pkts + ev->flow.rev.pkts;
@@ -334,8 +345,8 @@ static void test_stats(void)
 	img_pkt(&m_img, 1000 * NS + 6000, 6, 1, 40000, 2, 443, 0x18, 50);
 	run_img(&m_img, &cfg, &r);
 	CHECK_EQ(r.ends, 1);
-	CHECK_EQ(r.last_end.features, SL_FEATURE_STATS);
-	st = &r.last_end.feat->stats;
+	CHECK(r.last_end.stats && !r.last_end.splt && !r.last_end.app);
+	st = r.last_end.stats;
 	CHECK_EQ(st->s[SL_DIR_FWD].packets, 4);
 	CHECK_EQ(st->s[SL_DIR_FWD].min_ps, 74);
 	CHECK_EQ(st->s[SL_DIR_FWD].max_ps, 104);
@@ -362,22 +373,22 @@ static void test_stats(void)
 
 	/* without the feature, the records say so */
 	run_img(&m_img, NULL, &r);
-	CHECK_EQ(r.last_end.features, 0);
+	CHECK(!r.last_end.stats && !r.last_end.splt && !r.last_end.app);
 
 	/* the first 3 packets: sizes, directions, gaps */
 	cfg.features = SL_FEATURE_SPLT;
 	cfg.splt_packets = 3;
 	run_img(&m_img, &cfg, &r);
-	CHECK_EQ(r.last_end.features, SL_FEATURE_SPLT);
-	CHECK_EQ(r.last_end.feat->splt.len, 3);
-	CHECK_EQ(r.last_end.feat->splt.n, 3);
-	CHECK_EQ(r.last_end.feat->splt.reverse, 4); /* the third came back */
-	CHECK_EQ(r.last_end.feat->splt.ps[0], 74);
-	CHECK_EQ(r.last_end.feat->splt.ps[1], 84);
-	CHECK_EQ(r.last_end.feat->splt.ps[2], 60);
-	CHECK_EQ(r.last_end.feat->splt.piat_ns[0], 0);
-	CHECK_EQ(r.last_end.feat->splt.piat_ns[1], 1000);
-	CHECK_EQ(r.last_end.feat->splt.piat_ns[2], 1000);
+	CHECK(r.last_end.splt && !r.last_end.stats && !r.last_end.app);
+	CHECK_EQ(r.last_end.splt->len, 3);
+	CHECK_EQ(r.last_end.splt->n, 3);
+	CHECK_EQ(r.last_end.splt->reverse, 4); /* the third came back */
+	CHECK_EQ(r.last_end.splt->ps[0], 74);
+	CHECK_EQ(r.last_end.splt->ps[1], 84);
+	CHECK_EQ(r.last_end.splt->ps[2], 60);
+	CHECK_EQ(r.last_end.splt->piat_ns[0], 0);
+	CHECK_EQ(r.last_end.splt->piat_ns[1], 1000);
+	CHECK_EQ(r.last_end.splt->piat_ns[2], 1000);
 	cfg.splt_packets = SL_SPLT_MAX + 1;
 	CHECK_EQ(sl_engine_new(&bad_engine, &cfg), -EINVAL);
 }
@@ -422,25 +433,25 @@ static void test_dpi(void)
 	img_udp_data(&m_img, 1000 * NS, 1, 40000, 2, 53, query, sizeof(query));
 	run_img(&m_img, &cfg, &r);
 	CHECK_EQ(r.ends, 1);
-	CHECK_EQ(r.last_end.features, SL_FEATURE_DPI);
-	CHECK_EQ(r.last_end.feat->app.state, SL_DPI_DONE);
-	CHECK_EQ(r.last_end.feat->app.packets, 1);
-	CHECK(strcmp(r.last_end.feat->app.application_name, "DNS") == 0);
-	CHECK(strcmp(r.last_end.feat->app.server_name, "example.org") == 0);
-	CHECK(r.last_end.feat->app.category[0] != '\0');
+	CHECK(r.last_end.app && !r.last_end.stats && !r.last_end.splt);
+	CHECK_EQ(r.last_end.app->state, SL_DPI_DONE);
+	CHECK_EQ(r.last_end.app->packets, 1);
+	CHECK(strcmp(r.last_end.app->application_name, "DNS") == 0);
+	CHECK(strcmp(r.last_end.app->server_name, "example.org") == 0);
+	CHECK(r.last_end.app->category[0] != '\0');
 
 	/* a TCP session without payload: nDPI's guess at the end */
 	img_begin(&m_img);
 	img_pkt(&m_img, 1000 * NS, 6, 1, 40000, 2, 443, 0x02, 0);
 	img_pkt(&m_img, 1000 * NS + 1000, 6, 2, 443, 1, 40000, 0x12, 0);
 	run_img(&m_img, &cfg, &r);
-	CHECK_EQ(r.last_end.feat->app.state, SL_DPI_DONE);
-	CHECK_EQ(r.last_end.feat->app.packets, 2);
-	CHECK(r.last_end.feat->app.application_name[0] != '\0');
+	CHECK_EQ(r.last_end.app->state, SL_DPI_DONE);
+	CHECK_EQ(r.last_end.app->packets, 2);
+	CHECK(r.last_end.app->application_name[0] != '\0');
 
 	/* without the feature, nothing */
 	run_img(&m_img, NULL, &r);
-	CHECK_EQ(r.last_end.features, 0);
+	CHECK(!r.last_end.stats && !r.last_end.splt && !r.last_end.app);
 }
 
 /* Workers sharing an input (sl_config.shared_input): the flows split

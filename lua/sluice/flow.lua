@@ -143,7 +143,6 @@ end
 -- when the run does not compute them.
 local STATS_STREAMS = { src2dst = 0, dst2src = 1, bidirectional = C.SL_STATS_BOTH }
 local FLAG_BITS = { fin = 0, syn = 1, rst = 2, psh = 3, ack = 4, urg = 5, ece = 6, cwr = 7 }
-local STATS = C.SL_FEATURE_STATS
 
 local moments = ffi.new("struct sl_moments")
 local function moment(field)
@@ -173,8 +172,9 @@ for prefix, i in pairs(STATS_STREAMS) do
     local field = prefix .. "_" .. name
     STAT_NAMES[#STAT_NAMES + 1] = field
     stat_getters[field] = function(r)
-      if band(r.features, STATS) == 0 then return nil end
-      return of(r.feat.stats.s[i])
+      local st = r.stats
+      if st == nil then return nil end
+      return of(st.s[i])
     end
   end
 end
@@ -262,32 +262,38 @@ end
 -- A copy of a record that points to data beside it in engine memory (a
 -- flow's features, a slice's label; the next step reuses that memory)
 -- takes a copy of that data along and keeps it alive.
+-- fields: the pointer fields, name -> the type they point to.
 local kept = setmetatable({}, { __mode = "k" })
-local function deep_copier(ctype, field, target_type)
-  local copy, target_t = copier(ctype), ffi.typeof(target_type)
+local function deep_copier(ctype, fields)
+  local copy, types = copier(ctype), {}
+  for field, target in pairs(fields) do types[field] = ffi.typeof(target) end
   return function(r)
     local c = copy(r)
-    if r[field] ~= nil then
-      local t = target_t(r[field][0])
-      c[field] = t
-      kept[c] = t
+    for field, target_t in pairs(types) do
+      if r[field] ~= nil then
+        local t = target_t(r[field][0])
+        c[field] = t
+        local k = kept[c] or {}
+        k[#k + 1] = t
+        kept[c] = k
+      end
     end
     return c
   end
 end
 
-flow_methods.copy = deep_copier("struct sl_flow_rec", "feat", "struct sl_flow_features")
+flow_methods.copy = deep_copier("struct sl_flow_rec", { stats = "struct sl_flow_stats",
+  splt = "struct sl_splt", app = "struct sl_app_label" })
 
 -- A plain Lua table with the JSON fields of a flow.
 for field, get in pairs(stat_getters) do flow_get[field] = get end
 
 -- Early packets (SL_FEATURE_SPLT) as NFStream's lists, len long, -1 past
 -- the flow's packets; nil when the run does not record them.
-local SPLT = C.SL_FEATURE_SPLT
 local function splt_list(value)
   return function(r)
-    if band(r.features, SPLT) == 0 then return nil end
-    local sp, t = r.feat.splt, {}
+    local sp, t = r.splt, {}
+    if sp == nil then return nil end
     for i = 0, sp.len - 1 do t[i + 1] = i < sp.n and value(sp, i) or -1 end
     return t
   end
@@ -296,14 +302,15 @@ flow_get.splt_direction = splt_list(function(sp, i) return band(bit.rshift(sp.re
 flow_get.splt_ps = splt_list(function(sp, i) return sp.ps[i] end)
 flow_get.splt_piat_ms = splt_list(function(sp, i) return tonumber(sp.piat_ns[i]) / 1e6 end)
 
--- The application label (SL_FEATURE_DPI) under NFStream's names; nil
--- when the run does not label, or before the label is known (nDPI is
--- sure, or the flow ended).
-local DPI, DPI_DONE = C.SL_FEATURE_DPI, C.SL_DPI_DONE
+-- The application label (SL_FEATURE_DPI) of a flow or a slice under
+-- NFStream's names; nil when the run does not label, or before the label
+-- is known (nDPI is sure, or the flow ended).
+local DPI_DONE = C.SL_DPI_DONE
 local function app_string(field)
   return function(r)
-    if band(r.features, DPI) == 0 or r.feat.app.state ~= DPI_DONE then return nil end
-    local s = r.feat.app[field]
+    local a = r.app
+    if a == nil or a.state ~= DPI_DONE then return nil end
+    local s = a[field]
     return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
   end
 end
@@ -312,14 +319,14 @@ flow_get.application_category_name = app_string("category")
 flow_get.requested_server_name = app_string("server_name")
 
 local function stats_fields(t, r)
-  if band(r.features, STATS) ~= 0 then
+  if r.stats ~= nil then
     for _, field in ipairs(STAT_NAMES) do t[field] = stat_getters[field](r) end
   end
-  if band(r.features, SPLT) ~= 0 then
+  if r.splt ~= nil then
     t.splt_direction, t.splt_ps = flow_get.splt_direction(r), flow_get.splt_ps(r)
     t.splt_piat_ms = flow_get.splt_piat_ms(r)
   end
-  if band(r.features, DPI) ~= 0 then
+  if r.app ~= nil then
     t.application_name = flow_get.application_name(r)
     t.application_category_name = flow_get.application_category_name(r)
     t.requested_server_name = flow_get.requested_server_name(r)
@@ -447,19 +454,12 @@ local slice_get = key_getters {
 }
 
 -- The flow's application label when the slice was cut (--dpi), else nil.
-local function slice_app(field)
-  return function(r)
-    if r.app == nil then return nil end
-    local s = r.app[field]
-    return ffi.string(s, C.strnlen(s, ffi.sizeof(s)))
-  end
-end
-slice_get.application_name = slice_app("application_name")
-slice_get.application_category_name = slice_app("category")
-slice_get.requested_server_name = slice_app("server_name")
+slice_get.application_name = flow_get.application_name
+slice_get.application_category_name = flow_get.application_category_name
+slice_get.requested_server_name = flow_get.requested_server_name
 
 local slice_methods = {
-  copy = deep_copier("struct sl_slice_rec", "app", "struct sl_app_label"),
+  copy = deep_copier("struct sl_slice_rec", { app = "struct sl_app_label" }),
 }
 
 function slice_methods.json(r)
