@@ -210,6 +210,41 @@ describe("clickhouse sink", function()
     assert.is_true(tonumber(srv:query("SELECT count() FROM tg.rows WHERE kind = 'slice'")) > 0)
   end)
 
+  it("inserts --dpi labels of flows and slices as the JSON of the same run has them", function()
+    if not need_server() then return end
+    if not require("sluice.engine").dpi_available() then
+      print("clickhouse_spec: --dpi columns skipped: the core was built without nDPI")
+      return
+    end
+    local dir = run.tmpdir()
+    local r = run.sh(run.SLUICE .. " run -r " .. q(run.root .. "/examples/sample.pcap") ..
+      " -q --dpi --slice 1 --out json:" .. q(dir .. "/out.json") .. " --out clickhouse:" ..
+      q(srv:url("td.rows")))
+    assert.are.equal(0, r.code, run.describe(r))
+    local want = {}
+    for _, f in ipairs(run.of_type(run.json_lines(dir .. "/out.json"), "flow")) do
+      want[f.id] = table.concat({ f.application_name or "", f.application_category_name or "",
+        f.requested_server_name or "" }, "\t")
+    end
+    local got, named = 0, 0
+    local rows = srv:query("SELECT flow_id, application_name, application_category_name, " ..
+      "requested_server_name FROM td.rows WHERE kind = 'flow'")
+    for line in rows:gmatch("[^\n]+") do
+      local id, rest = line:match("^(%d+)\t(.*)$")
+      assert.are.equal(want[tonumber(id)], rest, line)
+      got = got + 1
+      if not rest:match("^\t") then named = named + 1 end
+    end
+    assert.are.equal(161, got)
+    assert.is_true(named >= 146, named .. " flows named")
+    -- slices carry their flow's label once it is known: never another one
+    assert.are.equal("0", srv:query("SELECT count() FROM td.rows AS s ANY INNER JOIN " ..
+      "(SELECT flow_id, application_name AS flow_app FROM td.rows WHERE kind = 'flow') USING flow_id " ..
+      "WHERE s.kind = 'slice' AND s.application_name != '' AND s.application_name != flow_app"))
+    assert.is_true(tonumber(srv:query("SELECT count() FROM td.rows WHERE kind = 'slice' " ..
+      "AND application_name != ''")) > 100)
+  end)
+
   it("takes the flows of --workers 2 on a file, each worker its own batches, once", function()
     if not need_server() then return end
     local pcap, truth = run.generated(GEN_ARGS, "clickhouse_spec", pending)

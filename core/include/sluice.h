@@ -1558,8 +1558,10 @@ SL_API void sl_clickhouse_free(struct sl_clickhouse *c);
  * the others, in the CREATE TABLE and every INSERT: SL_FEATURE_STATS
  * NFStream's statistics (src2dst_min_ps ... bidirectional_cwr_packets),
  * SL_FEATURE_SPLT splt_direction, splt_ps, splt_piat_ms arrays of the
- * packets recorded. A row without them (a slice, a flow of a run without
- * the feature) has 0 and empty arrays. Other bits are -EINVAL. */
+ * packets recorded, SL_FEATURE_DPI application_name,
+ * application_category_name, requested_server_name strings (slices too).
+ * A row without them (a slice, a flow of a run without the feature) has
+ * 0, empty arrays and empty strings. Other bits are -EINVAL. */
 SL_API int sl_clickhouse_new_features(struct sl_clickhouse **out,
 				      const struct sl_clickhouse_opts *o,
 				      uint32_t features, char *err,

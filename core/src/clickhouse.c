@@ -37,8 +37,11 @@
 enum {
 	ROW_MAX = 1536, /* one row without its probe and tags */
 	/* the feature columns: 48 statistics of 24 bytes at most (12
-	 * significant digits), 32 early packets of 2 + 6 + 24 */
-	FEATURES_MAX = 48 * 25 + 32 * 33 + 16,
+	 * significant digits), 32 early packets of 2 + 6 + 24, the label's
+	 * three strings escaped (each byte 2 at most) */
+	FEATURES_MAX = 48 * 25 + 32 * 33 + 16 +
+		       2 * (SL_APP_NAME_MAX + SL_APP_CATEGORY_MAX +
+			    SL_APP_SERVER_MAX) + 3,
 	PROBE_MAX = 255,
 	BATCH_FIRST = 64 * 1024,
 	BACKOFF_FIRST_MS = 100,
@@ -141,6 +144,13 @@ static const char *const splt_columns[][2] = {
 	{"splt_direction", "Array(UInt8)"},
 	{"splt_ps", "Array(UInt16)"},
 	{"splt_piat_ms", "Array(Float64)"},
+};
+
+/* DPI: the application label, empty until nDPI named it. */
+static const char *const app_columns[] = {
+	"application_name",
+	"application_category_name",
+	"requested_server_name",
 };
 
 /* ClickHouse error codes that no retry mends (a 5xx from old servers). */
@@ -350,16 +360,34 @@ static char *put_splt(char *p, const struct sl_splt *sp)
 	return p;
 }
 
-/* The feature columns the table has (r NULL: a slice row), and the
- * row's end. */
+static char *put_app(char *p, const struct sl_app_label *a)
+{
+	const char *field[] = {a->application_name, a->category,
+			       a->server_name};
+	const size_t len[] = {sizeof(a->application_name),
+			      sizeof(a->category), sizeof(a->server_name)};
+
+	for (int i = 0; i < 3; i++) {
+		*p++ = '\t';
+		p = put_tsv(p, field[i], strnlen(field[i], len[i]));
+	}
+	return p;
+}
+
+/* The feature columns the table has (a slice has its label only, a flow
+ * what its run computed; NULL: zero or empty), and the row's end. */
 static char *put_features(struct sl_clickhouse *c, char *p,
-			  const struct sl_flow_rec *r)
+			  const struct sl_flow_stats *stats,
+			  const struct sl_splt *splt,
+			  const struct sl_app_label *app)
 {
 	if (c->features & SL_FEATURE_STATS)
-		p = r && r->stats ? put_stats(p, r->stats) : put_zero_stats(p);
+		p = stats ? put_stats(p, stats) : put_zero_stats(p);
 	if (c->features & SL_FEATURE_SPLT)
-		p = r && r->splt ? put_splt(p, r->splt)
-				 : PUT_LIT(p, "\t[]\t[]\t[]");
+		p = splt ? put_splt(p, splt) : PUT_LIT(p, "\t[]\t[]\t[]");
+	if (c->features & SL_FEATURE_DPI)
+		p = app && app->state == SL_DPI_DONE ? put_app(p, app)
+						     : PUT_LIT(p, "\t\t\t");
 	*p++ = '\n';
 	return p;
 }
@@ -392,7 +420,7 @@ static char *flow_row(struct sl_clickhouse *c, char *p,
 	p = put_name(p, sl_tcp_state_name(r->state_code));
 	p = put_tail(c, p, r->reason_code, &r->encap, r->tunnel_changes, tags,
 		     tags_len);
-	return put_features(c, p, r);
+	return put_features(c, p, r->stats, r->splt, r->app);
 }
 
 static char *slice_row(struct sl_clickhouse *c, char *p,
@@ -417,7 +445,7 @@ static char *slice_row(struct sl_clickhouse *c, char *p,
 	p = put_num(p, r->icmp_code);
 	p = PUT_LIT(p, "\t\t"); /* history, state: a flow's */
 	p = put_tail(c, p, r->reason_code, &r->encap, 0, tags, tags_len);
-	return put_features(c, p, NULL);
+	return put_features(c, p, NULL, NULL, r->app);
 }
 
 /* ---- the queue ----------------------------------------------------------- */
@@ -856,6 +884,10 @@ static char *feature_columns(struct sl_clickhouse *c, char *p, int typed)
 			p += sprintf(p, "%s%s%s%s", sep, splt_columns[i][0],
 				     typed ? " " : "",
 				     typed ? splt_columns[i][1] : "");
+	if (c->features & SL_FEATURE_DPI)
+		for (int i = 0; i < 3; i++)
+			p += sprintf(p, "%s%s%s", sep, app_columns[i],
+				     typed ? " String" : "");
 	return p;
 }
 
@@ -863,7 +895,7 @@ static char *feature_columns(struct sl_clickhouse *c, char *p, int typed)
 static int make_sql(struct sl_clickhouse *c, const struct sl_clickhouse_opts *o,
 		    char **create_db, char **create_table)
 {
-	size_t room = 1024 + (NCOLUMNS + 3 * NSTATS + 3) * 64 +
+	size_t room = 1024 + (NCOLUMNS + 3 * NSTATS + 3 + 3) * 64 +
 		      4 * strlen(o->database) + 4 * strlen(o->table);
 	char *insert = malloc(room), *esc = NULL;
 	char *p;
@@ -982,7 +1014,8 @@ int sl_clickhouse_new_features(struct sl_clickhouse **out,
 	if (!o->url || !valid_name(o->database) || !valid_name(o->table) ||
 	    !o->batch_rows || !o->queue || !o->timeout_ms ||
 	    strlen(probe) > PROBE_MAX ||
-	    (features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT))) {
+	    (features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT |
+				    SL_FEATURE_DPI))) {
 		snprintf(err, errlen, "bad options (database and table are "
 				      "names of letters, digits and _)");
 		return -EINVAL;

@@ -120,7 +120,7 @@ local function tags_text(rec)
   return "[" .. table.concat(items, ",") .. "]"
 end
 
--- features: "stats,splt", a list, or nil -> the bits (enum sl_feature).
+-- features: "stats,splt,dpi", a list, or nil -> the bits (enum sl_feature).
 local function feature_bits(v)
   if v == nil or v == "" then return 0 end
   local list = v
@@ -130,7 +130,7 @@ local function feature_bits(v)
   end
   local ok, bits = pcall(require("sluice.engine").parse_features, list)
   if not ok then
-    error("sluice.sink.clickhouse: features is a list of stats, splt (" ..
+    error("sluice.sink.clickhouse: features is a list of stats, splt, dpi (" ..
       tostring(bits):gsub("^[^:]*:%d+: ", ""):gsub("^sluice%.open: ", "") .. ")", 3)
   end
   return bits
@@ -146,9 +146,10 @@ end
 -- sluice.sink.clickhouse{ url = "http://HOST:PORT/DB.TABLE", table =,
 --   database =, probe = hostname, batch_rows = 50000, batch_age = "1s",
 --   timeout = "30s" (one request; also how long close waits), queue = 8
---   (batches), user =, password =, features = "stats,splt" (the columns
---   of those features: NFStream's statistics, the early packets' arrays;
---   also a URL parameter; both given, the columns of either) }
+--   (batches), user =, password =, features = "stats,splt,dpi" (the
+--   columns of those features: NFStream's statistics, the early packets'
+--   arrays, the application label; also a URL parameter; both given, the
+--   columns of either) }
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("sluice.sink.clickhouse{ url = \"http://HOST:PORT/DB.TABLE\" } needs a url", 2)
