@@ -29,8 +29,8 @@
 #define IPFIX_TEMPLATE_SET 2
 #define TEMPLATE_V4	   256
 #define TEMPLATE_V6	   257
-#define TEMPLATE_V4_FEAT	   258 /* the base fields, then the features */
-#define TEMPLATE_V6_FEAT	   259
+#define TEMPLATE_V4_FEAT   258 /* the base fields, then the features */
+#define TEMPLATE_V6_FEAT   259
 #define ENTERPRISE_BIT	   0x8000
 #define PEN_REVERSE	   29305 /* RFC 5103 reverse information elements */
 #define NS_PER_MS	   1000000ULL
@@ -137,7 +137,7 @@ static const struct ie tmpl_v6[] = {BASE_IES(IE_SRC6, IE_DST6, IE_ICMP6, 16)};
 #define NBASE (sizeof(tmpl_v4) / sizeof(tmpl_v4[0]))
 
 /* The features templates' parts, in this order (sl_ipfix_new_features).
- * The splt arrays have the exporter's length (see splt_ies()); the label
+ * The splt arrays have the exporter's length (see feat_ies()); the label
  * strings are variable-length, each below 255 bytes (one-byte prefix). */
 static const struct ie stats_ies[] = {SL_IE_STATS};
 #define NSTATS (sizeof(stats_ies) / sizeof(stats_ies[0]))
@@ -147,7 +147,7 @@ static const struct ie label_ies[] = {
     {IE_APP_CATEGORY, VARLEN, 0},
     {SL_IE_SERVER_NAME | ENTERPRISE_BIT, VARLEN, SL_IPFIX_PEN},
 };
-#define NLABEL	  (sizeof(label_ies) / sizeof(label_ies[0]))
+#define NLABEL	     (sizeof(label_ies) / sizeof(label_ies[0]))
 #define MAX_FEAT_IES (NBASE + NSTATS + NSPLT + NLABEL)
 
 struct tmpl {
@@ -186,11 +186,11 @@ struct sl_ipfix {
 	uint32_t len;	  /* bytes of the open message; 0: none open */
 	uint32_t set_off; /* open data set's header; 0: none */
 	uint16_t set_id;
-	uint16_t tset_len; /* template set bytes */
-	uint16_t splt_n;   /* splt arrays' length */
-	uint32_t features; /* enum sl_feature in templates 258/259 */
-	uint8_t ntmpl;	   /* templates offered: 2, or 4 with features */
-	uint8_t want_tmpl; /* the next message opens with the templates */
+	uint16_t tset_len;   /* template set bytes */
+	uint16_t splt_n;     /* splt arrays' length */
+	uint32_t features;   /* enum sl_feature in templates 258/259 */
+	uint8_t ntmpl;	     /* templates offered: 2, or 4 with features */
+	uint8_t want_tmpl;   /* the next message opens with the templates */
 	struct tmpl tmpl[4]; /* indexed by IPv6 + 2 * features */
 	struct ie feat_ie[2][MAX_FEAT_IES];
 	uint8_t msg[];
@@ -425,7 +425,7 @@ static uint8_t label(uint16_t id, const struct rec *r, const char **s)
 	*s = "";
 	if (!a || a->state != SL_DPI_DONE)
 		return 0;
-	*s = id == IE_APP_NAME	       ? a->application_name
+	*s = id == IE_APP_NAME	     ? a->application_name
 	     : id == IE_APP_CATEGORY ? a->category
 				     : a->server_name;
 	/* bounded: a label whose NUL went missing cannot overrun */
@@ -725,13 +725,13 @@ int sl_ipfix_new_features(struct sl_ipfix **out, const struct sl_ipfix_opts *o,
 {
 	struct sl_ipfix *x;
 	uint32_t max = o && o->max_bytes ? o->max_bytes : SL_IPFIX_UDP_MESSAGE;
-	uint32_t splt_n = o && o->splt_packets ? o->splt_packets
-					       : SL_SPLT_DEFAULT;
+	uint32_t splt_n =
+	    o && o->splt_packets ? o->splt_packets : SL_SPLT_DEFAULT;
 	int tset;
 
 	if (!out || splt_n > SL_SPLT_MAX ||
-	    (features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT |
-				    SL_FEATURE_DPI)))
+	    (features &
+	     ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT | SL_FEATURE_DPI)))
 		return -EINVAL;
 	if (max > SL_IPFIX_MAX_MESSAGE)
 		max = SL_IPFIX_MAX_MESSAGE;

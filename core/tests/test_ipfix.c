@@ -736,7 +736,8 @@ static void check_feat_template(const struct template *t, uint32_t features,
 	const struct want_field splt[] = {{97, 1, SL_PEN},
 					  {98, splt_n, SL_PEN},
 					  {99, (uint16_t)(2 * splt_n), SL_PEN},
-					  {100, (uint16_t)(8 * splt_n), SL_PEN}},
+					  {100, (uint16_t)(8 * splt_n),
+					   SL_PEN}},
 				label[] = {{96, VARLEN, 0},
 					   {372, VARLEN, 0},
 					   {101, VARLEN, SL_PEN}};
@@ -785,7 +786,8 @@ static void check_splt(const struct record *r, int n, const char *dir)
 	CHECK(ps && piat);
 	for (int i = 0; ps && piat && i < SPLT_N; i++) {
 		CHECK_EQ(rdn(ps + 2 * i, 2), i < n ? feat.splt.ps[i] : 0);
-		CHECK(rdn(piat + 8 * i, 8) == (i < n ? feat.splt.piat_ns[i] : 0));
+		CHECK(rdn(piat + 8 * i, 8) ==
+		      (i < n ? feat.splt.piat_ns[i] : 0));
 	}
 }
 
