@@ -61,7 +61,8 @@ function M.new(opts)
     local ok, bits, n = pcall(require("sluice.engine").parse_features, list)
     if not ok then
       s:close()
-      error("sluice.sink.ipfix: features is a list of stats, splt[:N], dpi", 2)
+      error("sluice.sink.ipfix: features is a list of stats, splt[:N], dpi (" ..
+        tostring(bits):gsub("^[^:]*:%d+: ", ""):gsub("^sluice%.open: ", "") .. ")", 2)
     end
     features, splt = bits, n
   end
