@@ -225,6 +225,11 @@ local function uint(s, i, len)
 end
 
 local ADDRESS_IE = { [8] = true, [12] = true, [27] = true, [28] = true }
+-- Elements kept as raw bytes: strings (applicationName 96,
+-- applicationCategoryName 372) and octetArrays; by key, as in a record.
+local RAW_IE = { [96] = true, [372] = true, [SL_PEN .. ":98"] = true, [SL_PEN .. ":99"] = true,
+  [SL_PEN .. ":100"] = true, [SL_PEN .. ":101"] = true }
+local VARLEN = 65535 -- RFC 7011 7: the length precedes each value
 
 -- An IEEE 754 float64 in network order (sluice's statistics elements).
 local dbuf = ffi.new("union { double d; uint8_t b[8]; }")
@@ -252,7 +257,8 @@ end
 -- { messages = { { version, length, size, export, seq, domain, templates
 -- = { [id] = nfields }, ntemplates, records } }, records = { ... } }; a
 -- record maps an element id to its value (the reverse ones under "r" ..
--- id; addresses as raw bytes).
+-- id, sluice's under "32473:" .. id; addresses, strings and octetArrays
+-- as raw bytes); variable-length values are read after their length.
 local function decode(msgs)
   local templates, out = {}, { messages = {}, records = {} }
   for m, s in ipairs(msgs) do
@@ -279,7 +285,7 @@ local function decode(msgs)
               p = p + 4
             end
             fields[f] = { id = fid, len = flen, pen = pen }
-            rlen = rlen + flen
+            rlen = rlen + (flen == VARLEN and 1 or flen) -- the shortest record
           end
           assert(p <= stop, "message " .. m .. ": template " .. tid .. " overruns its set")
           templates[tid] = { fields = fields, len = rlen }
@@ -294,14 +300,20 @@ local function decode(msgs)
           for _, f in ipairs(t.fields) do
             local key = f.pen == PEN_REVERSE and "r" .. f.id or f.pen == 0 and f.id or
               f.pen .. ":" .. f.id
-            if f.pen == 0 and ADDRESS_IE[f.id] then
-              r[key] = s:sub(p, p + f.len - 1)
-            elseif f.pen == SL_PEN and f.len == 8 then
+            local len = f.len
+            if len == VARLEN then
+              len, p = s:byte(p), p + 1
+              if len == 255 then len, p = u16(s, p), p + 2 end
+              assert(p + len <= stop, "message " .. m .. ": a value overruns set " .. id)
+            end
+            if RAW_IE[key] or (f.pen == 0 and ADDRESS_IE[f.id]) then
+              r[key] = s:sub(p, p + len - 1)
+            elseif f.pen == SL_PEN and len == 8 then
               r[key] = f64(s, p)
             else
-              r[key] = uint(s, p, f.len)
+              r[key] = uint(s, p, len)
             end
-            p = p + f.len
+            p = p + len
           end
           out.records[#out.records + 1] = r
           h.records = h.records + 1
@@ -1328,6 +1340,24 @@ local function udp_pcap(path, dgs)
   run.spit(path, table.concat(parts))
 end
 
+-- A tshark command line reading the datagrams (written as a pcap in dir)
+-- after checking that it finds nothing malformed or unknown in them; nil
+-- (said on stderr) without tshark. prefs: more "-o" options.
+local function tshark_on(dir, dgs, prefs)
+  if not run.have("tshark") then
+    io.stderr:write("ipfix_spec: no tshark: the tshark part is skipped\n")
+    return nil
+  end
+  local pcap = dir .. "/export.pcap"
+  udp_pcap(pcap, dgs)
+  local TS = run.PLAIN .. "tshark -n " .. (prefs or "") .. " -r " .. q(pcap) .. " -d udp.port==4739,cflow "
+  local bad = run.sh(TS .. "-Y " .. q("_ws.malformed || _ws.expert.severity >= 0x00800000 || " ..
+    "cflow.unknown_field_type") .. " -T fields -e frame.number")
+  assert.equal(0, bad.code, run.describe(bad))
+  assert.equal("", bad.out, "tshark finds malformed or unknown parts:\n" .. bad.out)
+  return TS
+end
+
 describe("IPFIX with --features stats", function()
   after_each(function() close_fds() stop_collectors() end)
   teardown(run.cleanup)
@@ -1377,17 +1407,8 @@ describe("IPFIX with --features stats", function()
     assert.equal(37, v6, "IPv6 flows")
 
     -- tshark: no malformed message, and the standard counts as the JSON
-    if not run.have("tshark") then
-      io.stderr:write("ipfix_spec: no tshark: the tshark part is skipped\n")
-      return
-    end
-    local pcap = dir .. "/export.pcap"
-    udp_pcap(pcap, dgs)
-    local TS = run.PLAIN .. "tshark -n -r " .. q(pcap) .. " -d udp.port==4739,cflow "
-    local bad = run.sh(TS .. "-Y " .. q("_ws.malformed || _ws.expert.severity >= 0x00800000 || " ..
-      "cflow.unknown_field_type") .. " -T fields -e frame.number")
-    assert.equal(0, bad.code, run.describe(bad))
-    assert.equal("", bad.out, "tshark finds malformed or unknown parts:\n" .. bad.out)
+    local TS = tshark_on(dir, dgs)
+    if not TS then return end
     local t = run.sh(TS .. "-T fields -E occurrence=a -E aggregator=, -e cflow.flow_id " ..
       "-e cflow.total_tcp_syn -e cflow.total_tcp_ack -e cflow.total_tcp_fin")
     assert.equal(0, t.code, run.describe(t))
@@ -1425,6 +1446,142 @@ describe("IPFIX with --features stats", function()
     assert.has_error(function()
       sluice.sink.ipfix { collector = "127.0.0.1:" .. port, features = "nope" }
     end)
+    close_fd(fd)
+  end)
+end)
+
+-- ---- --features splt and --dpi: the early packets and the label ---------------
+
+-- The splt arrays of a record of template 258/259 as the JSON's (-1 where
+-- the flow had fewer packets); they must agree with splt_packets (97).
+local function splt_of(r, n)
+  local used = r[SL_PEN .. ":97"]
+  local dir, ps, piat = r[SL_PEN .. ":98"], r[SL_PEN .. ":99"], r[SL_PEN .. ":100"]
+  assert.equal(n, #dir)
+  assert.equal(2 * n, #ps)
+  assert.equal(8 * n, #piat)
+  local out = { splt_direction = {}, splt_ps = {}, splt_piat_ms = {} }
+  for i = 1, n do
+    local d, size, ns = dir:byte(i), u16(ps, 2 * i - 1), uint(piat, 8 * i - 7, 8)
+    if i > used then
+      assert.same({ 255, 0, 0 }, { d, size, ns }, "padding past the flow's packets")
+      d, size, ns = -1, -1, -1e6
+    end
+    out.splt_direction[i], out.splt_ps[i], out.splt_piat_ms[i] = d, size, ns / 1e6
+  end
+  return out
+end
+
+local LABEL = { application_name = 96, application_category_name = 372,
+  requested_server_name = SL_PEN .. ":101" }
+
+describe("IPFIX with --features splt and --dpi", function()
+  after_each(function() close_fds() stop_collectors() end)
+  teardown(run.cleanup)
+
+  local function need_dpi()
+    if not require("sluice.engine").dpi_available() then
+      local why = "sluice was built without nDPI: --dpi is not exported"
+      io.stderr:write("ipfix_spec: ", why, "\n")
+      pending(why)
+      return false
+    end
+    return true
+  end
+
+  it("templates 258/259 carry the JSON's statistics, splt arrays and labels; tshark reads them", function()
+    if not need_dpi() then return end
+    local fd, port = bound(SOCK_DGRAM)
+    big_rcvbuf(fd)
+    local dir = run.tmpdir()
+    local r = run.sh(run.SLUICE .. " run -r " .. q(SAMPLE) .. " --dpi --features stats,splt:5 " ..
+      "--out ipfix:127.0.0.1:" .. port .. " --out json:" .. q(dir .. "/out.json") .. " -q")
+    assert.equal(0, r.code, run.describe(r))
+    local flows = run.of_type(run.json_lines(dir .. "/out.json"), "flow")
+    assert.equal(161, #flows)
+    C.usleep(50000) -- the run has ended: its datagrams are all in the socket
+    local dgs = datagrams(fd)
+    local d = decode(dgs)
+    assert.equal(#flows, check_headers(d, 0, 1400))
+    -- base 17, statistics 40, splt 4, label 3
+    assert.same({ [256] = 17, [257] = 17, [258] = 64, [259] = 64 }, d.messages[1].templates)
+    local by_id = {}
+    for _, f in ipairs(flows) do by_id[f.id] = f end
+    local seen, named, servers = 0, 0, 0
+    for _, rec in ipairs(d.records) do
+      assert(rec.template == 258 or rec.template == 259, "flows with features use 258/259")
+      local f = assert(by_id[rec[148]], "flowId " .. tostring(rec[148]) .. " is not in the JSON")
+      for name, v in pairs(stats_of(rec)) do
+        assert(close_to(v, f[name]), ("flow %d %s: ipfix %s, json %s"):format(f.id, name,
+          tostring(v), tostring(f[name])))
+      end
+      local sp = splt_of(rec, 5)
+      assert.same(f.splt_direction, sp.splt_direction, "flow " .. f.id .. " splt_direction")
+      assert.same(f.splt_ps, sp.splt_ps, "flow " .. f.id .. " splt_ps")
+      for i, ms in ipairs(f.splt_piat_ms) do
+        assert(ms == sp.splt_piat_ms[i] or close_to(sp.splt_piat_ms[i], ms),
+          ("flow %d splt_piat_ms[%d]: ipfix %s, json %s"):format(f.id, i, sp.splt_piat_ms[i], ms))
+      end
+      for name, key in pairs(LABEL) do
+        assert.equal(f[name], rec[key], "flow " .. f.id .. " " .. name)
+      end
+      if f.application_name ~= "" then named = named + 1 end
+      if f.requested_server_name ~= "" then servers = servers + 1 end
+      seen = seen + 1
+    end
+    assert.equal(#flows, seen)
+    assert(named > 100 and servers > 10, "the sample's flows are named: " .. named .. ", " .. servers)
+
+    -- tshark: 64 fields need more than its default 60; applicationName
+    -- shown for every flow as in the JSON
+    local TS = tshark_on(dir, dgs, "-o cflow.max_template_fields:200")
+    if not TS then return end
+    local t = run.sh(TS .. "-T fields -E occurrence=a -E aggregator=, -e cflow.flow_id -e cflow.appl_name " ..
+      "-e cflow.application_category_name")
+    assert.equal(0, t.code, run.describe(t))
+    local checked = 0
+    for l in t.out:gmatch("[^\n]+") do
+      local ids, cols = {}, {}
+      for v in (l .. "\t"):gmatch("([^\t]*)\t") do cols[#cols + 1] = v end
+      for v in cols[1]:gmatch("%d+") do ids[#ids + 1] = tonumber(v) end
+      local names, cats = {}, {}
+      -- (the sample's names have no commas)
+      for v in ((cols[2] or "") .. ","):gmatch("([^,]*),") do names[#names + 1] = v end
+      for v in ((cols[3] or "") .. ","):gmatch("([^,]*),") do cats[#cats + 1] = v end
+      for i, id in ipairs(ids) do
+        local f = assert(by_id[id], "tshark: flow " .. id)
+        assert.equal(f.application_name, names[i], "tshark: flow " .. id .. " applicationName")
+        assert.equal(f.application_category_name, cats[i], "tshark: flow " .. id .. " category")
+        checked = checked + 1
+      end
+    end
+    assert.equal(#flows, checked, "tshark's records")
+  end)
+
+  it("nfcapd still takes the export (--features stats,splt --dpi): every flow and its counters", function()
+    need_nfdump()
+    if not need_dpi() then return end
+    local c, recs = export_to_nfcapd(SAMPLE, "--features stats,splt --dpi")
+    local flows = run.of_type(recs, "flow")
+    assert.equal(161, #flows)
+    assert.equal(10, #flows[1].splt_ps, "the JSON carries the default splt length")
+    assert.is_string(flows[1].application_name, "the JSON carries the label")
+    check_collected(c, flows)
+  end)
+
+  it("the sink takes splt:N and dpi, and refuses a bad list naming them", function()
+    local fd, port = bound(SOCK_DGRAM)
+    local x = assert(sluice.sink.ipfix { collector = "127.0.0.1:" .. port, features = "splt:32" })
+    x:close()
+    local ok, err = pcall(sluice.sink.ipfix, { collector = "127.0.0.1:" .. port, features = "splt:33" })
+    assert(not ok and has(err, "splt[:N], dpi") and has(err, "1 to 32"), tostring(err))
+    -- splt of 32 and the longest labels: more than 600 bytes with IPv6
+    if require("sluice.engine").dpi_available() then
+      local y, e = sluice.sink.ipfix { collector = "127.0.0.1:" .. port, features = "splt:32,dpi",
+        max_bytes = 600 }
+      assert.is_nil(y)
+      assert(has(e, "too small"), e)
+    end
     close_fd(fd)
   end)
 end)

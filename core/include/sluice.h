@@ -1046,6 +1046,9 @@ struct sl_ipfix_opts {
 	uint32_t domain;    /* observation domain id */
 	uint32_t max_bytes; /* largest message: 0 is SL_IPFIX_UDP_MESSAGE;
 			       below SL_IPFIX_MIN_MESSAGE is -EINVAL */
+	uint32_t splt_packets; /* SL_FEATURE_SPLT arrays' length: the run's
+				  sl_config.splt_packets (0 is
+				  SL_SPLT_DEFAULT, at most SL_SPLT_MAX) */
 };
 
 enum {
@@ -1083,15 +1086,19 @@ SL_API int sl_ipfix_take(struct sl_ipfix *x, uint32_t export_time_s,
  * 32473, the one RFC 5612 sets aside for documentation, until sluice has
  * one registered (README.md, "IPFIX export", lists the elements). */
 enum { SL_IPFIX_PEN = 32473 };
-/* sl_ipfix_new offering, with SL_FEATURE_STATS in features, two more
- * templates (258 IPv4, 259 IPv6): the base fields, then per direction
- * tcp{Syn,Fin,Rst,Psh,Ack,Urg}TotalCount (the reverse under RFC 5103's
- * PEN) and sluice's statistics under SL_IPFIX_PEN. Flow records that
- * carry statistics use them, every other record the base templates. The
+/* sl_ipfix_new offering, with features (enum sl_feature), two more
+ * templates (258 IPv4, 259 IPv6): the base fields, then for
+ * SL_FEATURE_STATS per direction tcp{Syn,Fin,Rst,Psh,Ack,Urg}TotalCount
+ * (the reverse under RFC 5103's PEN) and sluice's statistics under
+ * SL_IPFIX_PEN; for SL_FEATURE_SPLT the first packets' arrays
+ * (o->splt_packets long) under SL_IPFIX_PEN; for SL_FEATURE_DPI
+ * applicationName, applicationCategoryName (variable-length) and the
+ * requested server name under SL_IPFIX_PEN. Flow records that carry all
+ * these features use them, every other record the base templates. The
  * template set may then fill a message alone: an add answers -ENOBUFS
  * into a message holding only it (take it, then add again). -EINVAL: a
- * max_bytes too small for the template set or a record, or unknown
- * bits. SL_FEATURE_SPLT is accepted and not exported. */
+ * max_bytes too small for the template set or the largest record, an
+ * splt_packets above SL_SPLT_MAX, or unknown bits. */
 SL_API int sl_ipfix_new_features(struct sl_ipfix **out,
 				 const struct sl_ipfix_opts *o,
 				 uint32_t features);

@@ -1,8 +1,9 @@
 /* ipfix.c - IPFIX (RFC 7011) messages of biflow records (RFC 5103).
  *
  * One message is built at a time in a buffer sized at creation, so adding
- * a record never allocates. Two templates, one per IP version; their data
- * sets interleave in the order records arrive.
+ * a record never allocates. Two templates, one per IP version, and with
+ * flow features two more, built at creation from the exporter's features;
+ * their data sets interleave in the order records arrive.
  *
  * Value choices:
  * - counters are delta counts: a flow record carries its totals (the delta
@@ -28,11 +29,12 @@
 #define IPFIX_TEMPLATE_SET 2
 #define TEMPLATE_V4	   256
 #define TEMPLATE_V6	   257
-#define TEMPLATE_V4_STATS  258 /* the base fields, then the statistics */
-#define TEMPLATE_V6_STATS  259
+#define TEMPLATE_V4_FEAT   258 /* the base fields, then the features */
+#define TEMPLATE_V6_FEAT   259
 #define ENTERPRISE_BIT	   0x8000
 #define PEN_REVERSE	   29305 /* RFC 5103 reverse information elements */
 #define NS_PER_MS	   1000000ULL
+#define VARLEN		   65535 /* RFC 7011 7: a length prefix per value */
 
 #define IPPROTO_ICMP_	1
 #define IPPROTO_ICMPV6_ 58
@@ -63,6 +65,17 @@ enum ie_id {
 	IE_PSH_COUNT = 221,
 	IE_ACK_COUNT = 222,
 	IE_URG_COUNT = 223,
+	IE_APP_NAME = 96,      /* applicationName */
+	IE_APP_CATEGORY = 372, /* applicationCategoryName */
+};
+
+/* sluice's elements after the statistics' 1..96 (SL_IE_ID) */
+enum sl_ie_id {
+	SL_IE_SPLT_PACKETS = 97,
+	SL_IE_SPLT_DIRECTION = 98,
+	SL_IE_SPLT_PS = 99,
+	SL_IE_SPLT_PIAT_NS = 100,
+	SL_IE_SERVER_NAME = 101,
 };
 
 #define REV(id) ((id) | ENTERPRISE_BIT)
@@ -121,26 +134,28 @@ struct ie {
 
 static const struct ie tmpl_v4[] = {BASE_IES(IE_SRC4, IE_DST4, IE_ICMP4, 4)};
 static const struct ie tmpl_v6[] = {BASE_IES(IE_SRC6, IE_DST6, IE_ICMP6, 16)};
-/* with SL_FEATURE_STATS (sl_ipfix_new_features): flows that carry them */
-static const struct ie tmpl_v4_stats[] = {
-    BASE_IES(IE_SRC4, IE_DST4, IE_ICMP4, 4), SL_IE_STATS};
-static const struct ie tmpl_v6_stats[] = {
-    BASE_IES(IE_SRC6, IE_DST6, IE_ICMP6, 16), SL_IE_STATS};
+#define NBASE (sizeof(tmpl_v4) / sizeof(tmpl_v4[0]))
+
+/* The features templates' parts, in this order (sl_ipfix_new_features).
+ * The splt arrays have the exporter's length (see feat_ies()); the label
+ * strings are variable-length, each below 255 bytes (one-byte prefix). */
+static const struct ie stats_ies[] = {SL_IE_STATS};
+#define NSTATS (sizeof(stats_ies) / sizeof(stats_ies[0]))
+#define NSPLT  4
+static const struct ie label_ies[] = {
+    {IE_APP_NAME, VARLEN, 0},
+    {IE_APP_CATEGORY, VARLEN, 0},
+    {SL_IE_SERVER_NAME | ENTERPRISE_BIT, VARLEN, SL_IPFIX_PEN},
+};
+#define NLABEL	     (sizeof(label_ies) / sizeof(label_ies[0]))
+#define MAX_FEAT_IES (NBASE + NSTATS + NSPLT + NLABEL)
 
 struct tmpl {
 	uint16_t id;
 	uint16_t n;
+	uint16_t rec_len;   /* fixed fields and the prefixes of variable ones */
+	uint16_t first_var; /* first variable-length field; n: none */
 	const struct ie *ie;
-};
-
-#define TMPL(id, a) {id, sizeof(a) / sizeof(a[0]), a}
-
-/* indexed by IPv6 + 2 * statistics */
-static const struct tmpl templates[4] = {
-    TMPL(TEMPLATE_V4, tmpl_v4),
-    TMPL(TEMPLATE_V6, tmpl_v6),
-    TMPL(TEMPLATE_V4_STATS, tmpl_v4_stats),
-    TMPL(TEMPLATE_V6_STATS, tmpl_v6_stats),
 };
 
 /* One data record's values, from a flow or a slice. */
@@ -156,7 +171,11 @@ struct rec {
 	uint8_t reason;
 	uint8_t icmp_type;
 	uint8_t icmp_code;
-	const struct sl_flow_stats *stats; /* NULL: the base template */
+	uint8_t feat;	 /* the features template, with these: */
+	uint16_t splt_n; /* the exporter's splt length */
+	const struct sl_flow_stats *stats;
+	const struct sl_splt *splt;
+	const struct sl_app_label *app; /* NULL: empty strings */
 };
 
 struct sl_ipfix {
@@ -167,10 +186,13 @@ struct sl_ipfix {
 	uint32_t len;	  /* bytes of the open message; 0: none open */
 	uint32_t set_off; /* open data set's header; 0: none */
 	uint16_t set_id;
-	uint16_t tset_len; /* template set bytes */
-	uint16_t rec_len[4];
-	uint8_t ntmpl;	   /* templates offered: 2, or 4 with statistics */
-	uint8_t want_tmpl; /* the next message opens with the templates */
+	uint16_t tset_len;   /* template set bytes */
+	uint16_t splt_n;     /* splt arrays' length */
+	uint32_t features;   /* enum sl_feature in templates 258/259 */
+	uint8_t ntmpl;	     /* templates offered: 2, or 4 with features */
+	uint8_t want_tmpl;   /* the next message opens with the templates */
+	struct tmpl tmpl[4]; /* indexed by IPv6 + 2 * features */
+	struct ie feat_ie[2][MAX_FEAT_IES];
 	uint8_t msg[];
 };
 
@@ -195,12 +217,41 @@ static void put_uint(uint8_t *p, uint16_t len, uint64_t v)
 	}
 }
 
-static uint16_t tmpl_rec_len(const struct tmpl *t)
+/* The longest value of a variable-length element. */
+static uint16_t var_max(uint16_t id)
 {
-	uint16_t n = 0;
+	switch (id) {
+	case IE_APP_NAME:
+		return SL_APP_NAME_MAX - 1;
+	case IE_APP_CATEGORY:
+		return SL_APP_CATEGORY_MAX - 1;
+	}
+	return SL_APP_SERVER_MAX - 1;
+}
 
-	for (uint16_t i = 0; i < t->n; i++)
-		n += t->ie[i].len;
+static void tmpl_init(struct tmpl *t, uint16_t id, const struct ie *ie,
+		      uint16_t n)
+{
+	*t = (struct tmpl){.id = id, .n = n, .first_var = n, .ie = ie};
+	for (uint16_t i = 0; i < n; i++) {
+		if (ie[i].len != VARLEN) {
+			t->rec_len += ie[i].len;
+			continue;
+		}
+		t->rec_len++;
+		if (t->first_var == n)
+			t->first_var = i;
+	}
+}
+
+/* The largest record of a template. */
+static uint32_t tmpl_max_len(const struct tmpl *t)
+{
+	uint32_t n = t->rec_len;
+
+	for (uint16_t i = t->first_var; i < t->n; i++)
+		if (t->ie[i].len == VARLEN)
+			n += var_max(t->ie[i].id);
 	return n;
 }
 
@@ -333,38 +384,99 @@ static uint64_t stat_value(uint16_t id, const struct rec *r)
 				    : m.stddev_piat_ms);
 }
 
+/* Entries of the splt arrays that hold packets: a record made with
+ * another length than the exporter's sends what fits. */
+static uint16_t splt_used(const struct rec *r)
+{
+	uint16_t n = r->splt->n < r->splt->len ? r->splt->n : r->splt->len;
+
+	return n < r->splt_n ? n : r->splt_n;
+}
+
+/* An splt array of e->len bytes: the packets, then 255 (direction) or 0
+ * where the flow had fewer. */
+static void put_splt(uint8_t *p, const struct ie *e, const struct rec *r)
+{
+	uint16_t id = e->id & ~ENTERPRISE_BIT, w = id == SL_IE_SPLT_PS ? 2 : 8;
+	uint16_t n = splt_used(r);
+
+	switch (id) {
+	case SL_IE_SPLT_PACKETS:
+		put_uint(p, e->len, n);
+		return;
+	case SL_IE_SPLT_DIRECTION:
+		memset(p, 255, e->len);
+		for (uint16_t i = 0; i < n; i++)
+			p[i] = r->splt->reverse >> i & 1;
+		return;
+	}
+	memset(p, 0, e->len);
+	for (uint16_t i = 0; i < n; i++)
+		put_uint(p + i * w, w,
+			 id == SL_IE_SPLT_PS ? r->splt->ps[i]
+					     : r->splt->piat_ns[i]);
+}
+
+/* A label string and its length; empty until nDPI named the flow. */
+static uint8_t label(uint16_t id, const struct rec *r, const char **s)
+{
+	const struct sl_app_label *a = r->app;
+
+	*s = "";
+	if (!a || a->state != SL_DPI_DONE)
+		return 0;
+	*s = id == IE_APP_NAME	     ? a->application_name
+	     : id == IE_APP_CATEGORY ? a->category
+				     : a->server_name;
+	/* bounded: a label whose NUL went missing cannot overrun */
+	return (uint8_t)strnlen(*s, var_max(id));
+}
+
+/* The record's length in template t. */
+static uint32_t rec_len(const struct tmpl *t, const struct rec *r)
+{
+	uint32_t n = t->rec_len;
+	const char *s;
+
+	for (uint16_t i = t->first_var; i < t->n; i++)
+		if (t->ie[i].len == VARLEN)
+			n += label(t->ie[i].id, r, &s);
+	return n;
+}
+
+static uint8_t *put_value(uint8_t *p, const struct ie *e, const struct rec *r)
+{
+	const char *s;
+
+	if (e->len == VARLEN) {
+		*p = label(e->id, r, &s);
+		memcpy(p + 1, s, *p);
+		return p + 1 + *p;
+	}
+	if (e->pen == SL_IPFIX_PEN &&
+	    (e->id & ~ENTERPRISE_BIT) >= SL_IE_SPLT_PACKETS) {
+		put_splt(p, e, r);
+	} else if (e->pen == SL_IPFIX_PEN) {
+		put_uint(p, e->len, stat_value(e->id, r));
+	} else if (is_flag_count(e->id)) {
+		int d = e->id & ENTERPRISE_BIT ? SL_DIR_REV : SL_DIR_FWD;
+
+		put_uint(p, e->len,
+			 r->stats->s[d].flag_packets[flag_bit(e->id)]);
+	} else if (e->id == IE_SRC4 || e->id == IE_SRC6) {
+		memcpy(p, r->key->src, e->len);
+	} else if (e->id == IE_DST4 || e->id == IE_DST6) {
+		memcpy(p, r->key->dst, e->len);
+	} else {
+		put_uint(p, e->len, ie_value(e->id, r));
+	}
+	return p + e->len;
+}
+
 static void put_record(uint8_t *p, const struct tmpl *t, const struct rec *r)
 {
-	for (uint16_t i = 0; i < t->n; i++) {
-		const struct ie *e = &t->ie[i];
-
-		if (e->pen == SL_IPFIX_PEN) {
-			put_uint(p, e->len, stat_value(e->id, r));
-			p += e->len;
-			continue;
-		}
-		if (is_flag_count(e->id)) {
-			int d = e->id & ENTERPRISE_BIT ? SL_DIR_REV : SL_DIR_FWD;
-
-			put_uint(p, e->len,
-				 r->stats->s[d].flag_packets[flag_bit(e->id)]);
-			p += e->len;
-			continue;
-		}
-		switch (e->id) {
-		case IE_SRC4:
-		case IE_SRC6:
-			memcpy(p, r->key->src, e->len);
-			break;
-		case IE_DST4:
-		case IE_DST6:
-			memcpy(p, r->key->dst, e->len);
-			break;
-		default:
-			put_uint(p, e->len, ie_value(e->id, r));
-		}
-		p += e->len;
-	}
+	for (uint16_t i = 0; i < t->n; i++)
+		p = put_value(p, &t->ie[i], r);
 }
 
 static void msg_open(struct sl_ipfix *x)
@@ -380,24 +492,24 @@ static void msg_open(struct sl_ipfix *x)
 	put16(x->msg + x->len + 2, x->tset_len);
 	x->len += IPFIX_SET_HDR_LEN;
 	for (int i = 0; i < x->ntmpl; i++)
-		x->len += put_template(x->msg + x->len, &templates[i]);
+		x->len += put_template(x->msg + x->len, &x->tmpl[i]);
 }
 
 static int add_rec(struct sl_ipfix *x, const struct rec *r)
 {
-	int v6, new_set;
+	int new_set;
 	const struct tmpl *t;
-	uint32_t need;
+	uint32_t len, need;
 
 	/* id and string keys have no addresses to send */
 	if (r->key->ip_version != 4 && r->key->ip_version != 6)
 		return -EAFNOSUPPORT;
-	v6 = (r->key->ip_version == 6) + (r->stats ? 2 : 0);
-	t = &templates[v6];
+	t = &x->tmpl[(r->key->ip_version == 6) + (r->feat ? 2 : 0)];
 	if (!x->len)
 		msg_open(x);
 	new_set = x->set_id != t->id;
-	need = x->rec_len[v6] + (new_set ? IPFIX_SET_HDR_LEN : 0);
+	len = rec_len(t, r);
+	need = len + (new_set ? IPFIX_SET_HDR_LEN : 0);
 	if (x->len + need > x->max)
 		return -ENOBUFS;
 	if (new_set) {
@@ -407,7 +519,7 @@ static int add_rec(struct sl_ipfix *x, const struct rec *r)
 		x->len += IPFIX_SET_HDR_LEN;
 	}
 	put_record(x->msg + x->len, t, r);
-	x->len += x->rec_len[v6];
+	x->len += len;
 	put16(x->msg + x->set_off + 2, (uint16_t)(x->len - x->set_off));
 	x->pending++;
 	return 0;
@@ -449,8 +561,18 @@ int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f)
 	    .reason = end_reason(f->reason_code),
 	    .icmp_type = f->icmp_type,
 	    .icmp_code = f->icmp_code,
-	    .stats = x->ntmpl > 2 ? f->stats : NULL,
 	};
+	/* a record without all the exporter's features: the base template */
+	if (x->features &&
+	    (f->stats || !(x->features & SL_FEATURE_STATS)) &&
+	    (f->splt || !(x->features & SL_FEATURE_SPLT)) &&
+	    (f->app || !(x->features & SL_FEATURE_DPI))) {
+		r.feat = 1;
+		r.splt_n = x->splt_n;
+		r.stats = f->stats;
+		r.splt = f->splt;
+		r.app = f->app;
+	}
 	if (f->rev.pkts && f->rev.last_ns > f->fwd.last_ns)
 		r.end_ms = f->rev.last_ns / NS_PER_MS;
 	return add_rec(x, &r);
@@ -536,40 +658,100 @@ int sl_ipfix_new(struct sl_ipfix **out, const struct sl_ipfix_opts *o)
 	return sl_ipfix_new_features(out, o, 0);
 }
 
+/* Appends n elements to a features template. */
+static uint16_t add_ies(struct ie *to, uint16_t at, const struct ie *ie,
+			size_t n)
+{
+	memcpy(to + at, ie, n * sizeof(*ie));
+	return (uint16_t)(at + n);
+}
+
+/* Templates 258/259: the base fields, then each feature's part. */
+static uint16_t feat_ies(struct ie *to, const struct ie *base,
+			 uint32_t features, uint16_t splt_n)
+{
+	const struct ie splt[NSPLT] = {
+	    {SL_IE_SPLT_PACKETS | ENTERPRISE_BIT, 1, SL_IPFIX_PEN},
+	    {SL_IE_SPLT_DIRECTION | ENTERPRISE_BIT, splt_n, SL_IPFIX_PEN},
+	    {SL_IE_SPLT_PS | ENTERPRISE_BIT, (uint16_t)(splt_n * 2),
+	     SL_IPFIX_PEN},
+	    {SL_IE_SPLT_PIAT_NS | ENTERPRISE_BIT, (uint16_t)(splt_n * 8),
+	     SL_IPFIX_PEN},
+	};
+	uint16_t n = add_ies(to, 0, base, NBASE);
+
+	if (features & SL_FEATURE_STATS)
+		n = add_ies(to, n, stats_ies, NSTATS);
+	if (features & SL_FEATURE_SPLT)
+		n = add_ies(to, n, splt, NSPLT);
+	if (features & SL_FEATURE_DPI)
+		n = add_ies(to, n, label_ies, NLABEL);
+	return n;
+}
+
+static void tmpls_init(struct sl_ipfix *x)
+{
+	tmpl_init(&x->tmpl[0], TEMPLATE_V4, tmpl_v4, NBASE);
+	tmpl_init(&x->tmpl[1], TEMPLATE_V6, tmpl_v6, NBASE);
+	if (!x->features)
+		return;
+	tmpl_init(&x->tmpl[2], TEMPLATE_V4_FEAT, x->feat_ie[0],
+		  feat_ies(x->feat_ie[0], tmpl_v4, x->features, x->splt_n));
+	tmpl_init(&x->tmpl[3], TEMPLATE_V6_FEAT, x->feat_ie[1],
+		  feat_ies(x->feat_ie[1], tmpl_v6, x->features, x->splt_n));
+}
+
 /* Without features, any record fits into a fresh message with the
- * templates. With the statistics templates a message may hold the
+ * templates. With the features templates a message may hold the
  * template set alone (add says -ENOBUFS, the caller takes it, the record
- * goes into the next one): the set and any record must each fit. */
+ * goes into the next one): the set and the largest record must each fit. */
+static int check_max(const struct sl_ipfix *x, uint32_t max)
+{
+	uint32_t tset = IPFIX_SET_HDR_LEN, rec = 0;
+
+	for (int i = 0; i < x->ntmpl; i++) {
+		tset += tmpl_def_len(&x->tmpl[i]);
+		if (tmpl_max_len(&x->tmpl[i]) > rec)
+			rec = tmpl_max_len(&x->tmpl[i]);
+	}
+	if (max < IPFIX_HDR_LEN + tset ||
+	    max < IPFIX_HDR_LEN + IPFIX_SET_HDR_LEN + rec ||
+	    (x->ntmpl == 2 &&
+	     max < IPFIX_HDR_LEN + tset + IPFIX_SET_HDR_LEN + rec))
+		return -EINVAL;
+	return (int)tset;
+}
+
 int sl_ipfix_new_features(struct sl_ipfix **out, const struct sl_ipfix_opts *o,
 			  uint32_t features)
 {
 	struct sl_ipfix *x;
 	uint32_t max = o && o->max_bytes ? o->max_bytes : SL_IPFIX_UDP_MESSAGE;
-	int ntmpl = features & SL_FEATURE_STATS ? 4 : 2;
-	uint32_t tset = IPFIX_SET_HDR_LEN, rec = 0;
+	uint32_t splt_n =
+	    o && o->splt_packets ? o->splt_packets : SL_SPLT_DEFAULT;
+	int tset;
 
-	if (!out || (features & ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT)))
+	if (!out || splt_n > SL_SPLT_MAX ||
+	    (features &
+	     ~(uint32_t)(SL_FEATURE_STATS | SL_FEATURE_SPLT | SL_FEATURE_DPI)))
 		return -EINVAL;
 	if (max > SL_IPFIX_MAX_MESSAGE)
 		max = SL_IPFIX_MAX_MESSAGE;
-	for (int i = 0; i < ntmpl; i++) {
-		tset += tmpl_def_len(&templates[i]);
-		if (tmpl_rec_len(&templates[i]) > rec)
-			rec = tmpl_rec_len(&templates[i]);
-	}
-	if (max < IPFIX_HDR_LEN + tset ||
-	    max < IPFIX_HDR_LEN + IPFIX_SET_HDR_LEN + rec ||
-	    (ntmpl == 2 && max < IPFIX_HDR_LEN + tset + IPFIX_SET_HDR_LEN + rec))
-		return -EINVAL;
 	x = calloc(1, sizeof(*x) + max);
 	if (!x)
 		return -ENOMEM;
+	x->features = features;
+	x->splt_n = (uint16_t)splt_n;
+	x->ntmpl = features ? 4 : 2;
+	tmpls_init(x);
+	tset = check_max(x, max);
+	if (tset < 0) {
+		free(x);
+		return tset;
+	}
 	x->domain = o ? o->domain : 0;
 	x->max = max;
 	x->tset_len = (uint16_t)tset;
-	x->ntmpl = (uint8_t)ntmpl;
-	for (int i = 0; i < ntmpl; i++)
-		x->rec_len[i] = tmpl_rec_len(&templates[i]);
 	x->want_tmpl = 1;
 	*out = x;
 	return 0;

@@ -4,6 +4,8 @@
 #define SL_TEST_H
 #include <stdio.h>
 
+#include "sluice.h"
+
 static int test_passed, test_failed;
 
 #define CHECK(cond)                                                            \
@@ -29,6 +31,21 @@ static int test_passed, test_failed;
 				__FILE__, __LINE__, #a, #b, _a, _b);           \
 		}                                                              \
 	} while (0)
+
+/* A record's features side by side, for tests that build records. */
+struct test_features {
+	struct sl_flow_stats stats;
+	struct sl_splt splt;
+	struct sl_app_label app;
+};
+
+static inline void test_features_point(struct sl_flow_rec *r,
+				       struct test_features *t)
+{
+	r->stats = &t->stats;
+	r->splt = &t->splt;
+	r->app = &t->app;
+}
 
 static inline int test_done(void)
 {

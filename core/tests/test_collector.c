@@ -1995,6 +1995,52 @@ static void test_roundtrip_stats(void)
 	sl_collector_msg_free(m);
 }
 
+/* An export with every feature: the collector skips the splt arrays
+ * and the variable-length labels and reads every flow's base fields. */
+static void test_roundtrip_all_features(void)
+{
+	struct sl_ipfix_opts xo = {.domain = 31337,
+				   .max_bytes = SL_IPFIX_MAX_MESSAGE,
+				   .splt_packets = 32};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	struct sl_ipfix *x = NULL;
+	struct test_features feat = {0};
+	const uint8_t *data;
+	int n;
+
+	CHECK_EQ(sl_ipfix_new_features(&x, &xo,
+				       SL_FEATURE_STATS | SL_FEATURE_SPLT |
+					   SL_FEATURE_DPI),
+		 0);
+	if (!x)
+		return;
+	feat.splt.n = feat.splt.len = 32;
+	feat.app.state = SL_DPI_DONE;
+	strcpy(feat.app.category, "Web");
+	for (int i = 0; i < 20; i++) {
+		struct sl_flow_rec f = flow(i);
+
+		test_features_point(&f, &feat);
+		/* labels of 0 to 57 bytes */
+		memset(feat.app.server_name, 0, sizeof(feat.app.server_name));
+		memset(feat.app.server_name, 'a', (size_t)i * 3);
+		CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
+	}
+	n = sl_ipfix_take(x, 1700000100, &data);
+	CHECK(n > 0);
+	n = sl_collector_msg_decode(m, data, (uint32_t)n, EXA, 4, 4739, 99);
+	CHECK_EQ(n, 20);
+	for (int k = 0; k < n; k++) {
+		struct sl_flow_rec want = flow(k);
+
+		check_round(rec(m, k), &want, 1);
+	}
+	CHECK_EQ(st(m, 1)->templates, 4);
+	CHECK_EQ(dropped_total(st(m, 1)), 0);
+	sl_ipfix_free(x);
+	sl_collector_msg_free(m);
+}
+
 static void test_roundtrip(void)
 {
 	struct sl_ipfix_opts xo = {.domain = 31337, .max_bytes = 700};
@@ -2418,6 +2464,7 @@ int main(int argc, char **argv)
 	test_softflowd();
 	test_roundtrip();
 	test_roundtrip_stats();
+	test_roundtrip_all_features();
 	test_mutations();
 	test_rate();
 	return test_done();

@@ -1,6 +1,7 @@
 /* test_ipfix.c - IPFIX messages read back by a small collector written
  * here from RFC 7011 (not from ipfix.c): header, sets, templates, record
- * values, sequence numbers, message size bounds. */
+ * values (variable-length ones too), sequence numbers, message size
+ * bounds, the flow-features templates. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
@@ -10,7 +11,9 @@
 
 #define MS	    1000000ULL
 #define PEN_REVERSE 29305
-#define MAX_FIELDS  32
+#define MAX_FIELDS  80
+#define VARLEN	    65535
+#define SL_PEN	    SL_IPFIX_PEN
 #define MAX_RECORDS 2048
 #define MAX_SETS    1024
 #define T0	    (1700000000000ULL * MS)
@@ -27,13 +30,14 @@ struct template
 {
 	uint16_t id;
 	uint16_t n;
-	uint32_t rec_len;
+	uint32_t rec_len; /* fixed fields; a variable one counts 0 */
 	struct field f[MAX_FIELDS];
 };
 
 struct record {
 	const struct template *t;
 	const uint8_t *p;
+	uint32_t len;
 };
 
 struct msg {
@@ -52,7 +56,7 @@ struct msg {
 };
 
 /* Templates persist across messages, as in a collector. */
-static struct template tmpls[2];
+static struct template tmpls[4];
 
 static uint16_t rd16(const uint8_t *p)
 {
@@ -75,7 +79,7 @@ static uint64_t rdn(const uint8_t *p, uint16_t len)
 
 static struct template *tmpl_slot(uint16_t id)
 {
-	if (id == 256 || id == 257)
+	if (id >= 256 && id <= 259)
 		return &tmpls[id - 256];
 	return NULL;
 }
@@ -108,30 +112,69 @@ static int parse_templates(const uint8_t *p, uint32_t len, struct msg *m)
 				p += 4, len -= 4;
 			}
 			p += 4, len -= 4;
-			t->rec_len += f->len;
+			if (f->len != VARLEN)
+				t->rec_len += f->len;
 		}
 		m->templates_seen++;
 	}
 	return len ? -1 : 0;
 }
 
+/* A field's value: its bytes and length (RFC 7011 7: a variable-length
+ * one after a 1-byte length, or 255 and a 2-byte one); NULL past end. */
+static const uint8_t *field_value(const struct field *f, const uint8_t *p,
+				  const uint8_t *end, uint32_t *len)
+{
+	if (f->len != VARLEN) {
+		*len = f->len;
+	} else if (p < end && *p < 255) {
+		*len = *p++;
+	} else if (end - p >= 3) {
+		*len = rd16(p + 1);
+		p += 3;
+	} else {
+		return NULL;
+	}
+	return *len <= (uint32_t)(end - p) ? p : NULL;
+}
+
+/* A record's length, or 0 when it does not fit in [p, end). */
+static uint32_t record_len(const struct template *t, const uint8_t *p,
+			   const uint8_t *end)
+{
+	const uint8_t *start = p;
+	uint32_t len;
+
+	for (uint16_t i = 0; i < t->n; i++) {
+		const uint8_t *v = field_value(&t->f[i], p, end, &len);
+
+		if (!v)
+			return 0;
+		p = v + len;
+	}
+	return (uint32_t)(p - start);
+}
+
 static int parse_data(uint16_t id, const uint8_t *p, uint32_t len,
 		      struct msg *m)
 {
 	const struct template *t = tmpl_slot(id);
+	const uint8_t *end = p + len;
+	uint32_t n;
 
 	if (!t || !t->n || m->n_sets >= MAX_SETS)
 		return -1;
 	m->set_ids[m->n_sets] = id;
 	m->set_recs[m->n_sets] = 0;
 	/* no padding is sent, so the set holds whole records */
-	while (len >= t->rec_len && m->n_recs < MAX_RECORDS) {
-		m->recs[m->n_recs++] = (struct record){t, p};
+	while (p < end && m->n_recs < MAX_RECORDS &&
+	       (n = record_len(t, p, end))) {
+		m->recs[m->n_recs++] = (struct record){t, p, n};
 		m->set_recs[m->n_sets]++;
-		p += t->rec_len, len -= t->rec_len;
+		p += n;
 	}
 	m->n_sets++;
-	return len ? -1 : 0;
+	return p == end ? 0 : -1;
 }
 
 static int parse(const uint8_t *p, int len, struct msg *m)
@@ -171,31 +214,39 @@ static int parse(const uint8_t *p, int len, struct msg *m)
 	return 0;
 }
 
-/* The field's value in a record; -1 (all ones) when absent. */
-static uint64_t get(const struct record *r, uint16_t id, uint32_t pen)
+/* A field's bytes in a record and their number; NULL when absent. */
+static const uint8_t *get_field(const struct record *r, uint16_t id,
+				uint32_t pen, uint32_t *len)
 {
-	const uint8_t *p = r->p;
+	const uint8_t *p = r->p, *end = r->p + r->len;
 
 	for (uint16_t i = 0; i < r->t->n; i++) {
 		const struct field *f = &r->t->f[i];
+		const uint8_t *v = field_value(f, p, end, len);
 
-		if (f->id == id && f->pen == pen)
-			return f->len > 8 ? 0 : rdn(p, f->len);
-		p += f->len;
+		if (!v || (f->id == id && f->pen == pen))
+			return v;
+		p = v + *len;
 	}
-	return UINT64_MAX;
+	return NULL;
+}
+
+/* The field's value in a record; -1 (all ones) when absent. */
+static uint64_t get(const struct record *r, uint16_t id, uint32_t pen)
+{
+	uint32_t len;
+	const uint8_t *v = get_field(r, id, pen, &len);
+
+	if (!v)
+		return UINT64_MAX;
+	return len > 8 ? 0 : rdn(v, (uint16_t)len);
 }
 
 static const uint8_t *get_bytes(const struct record *r, uint16_t id)
 {
-	const uint8_t *p = r->p;
+	uint32_t len;
 
-	for (uint16_t i = 0; i < r->t->n; i++) {
-		if (r->t->f[i].id == id && !r->t->f[i].pen)
-			return p;
-		p += r->t->f[i].len;
-	}
-	return NULL;
+	return get_field(r, id, 0, &len);
 }
 
 /* ---- records to send -------------------------------------------------- */
@@ -635,6 +686,309 @@ static void test_bad_key(void)
 	sl_ipfix_free(x);
 }
 
+/* ---- flow features: templates 258/259 --------------------------------- */
+
+#define SPLT_N 5
+
+static struct test_features feat;
+
+/* A flow with every feature: statistics, 3 of SPLT_N first packets (the
+ * second one reversed), a label nDPI is done with. */
+static struct sl_flow_rec feat_flow(struct sl_flow_rec f)
+{
+	memset(&feat, 0, sizeof(feat));
+	feat.stats.s[0].min_ps = 60;
+	feat.stats.s[0].flag_packets[1] = 2; /* SYN */
+	feat.stats.s[1].flag_packets[4] = 7; /* ACK */
+	feat.splt = (struct sl_splt){.n = 3, .len = SPLT_N, .reverse = 2};
+	feat.splt.ps[0] = 74, feat.splt.ps[1] = 1514, feat.splt.ps[2] = 66;
+	feat.splt.piat_ns[1] = 1234567890123ULL, feat.splt.piat_ns[2] = 5;
+	feat.app.state = SL_DPI_DONE;
+	strcpy(feat.app.application_name, "TLS.Google");
+	strcpy(feat.app.category, "Web");
+	strcpy(feat.app.server_name, "www.google.com");
+	test_features_point(&f, &feat);
+	return f;
+}
+
+static struct sl_ipfix *new_feat(uint32_t features, uint32_t splt_n,
+				 uint32_t max)
+{
+	struct sl_ipfix_opts o = {.max_bytes = max, .splt_packets = splt_n};
+	struct sl_ipfix *x = NULL;
+
+	CHECK_EQ(sl_ipfix_new_features(&x, &o, features), 0);
+	return x;
+}
+
+static int nfields(uint32_t features)
+{
+	return 17 + (features & SL_FEATURE_STATS ? 40 : 0) +
+	       (features & SL_FEATURE_SPLT ? 4 : 0) +
+	       (features & SL_FEATURE_DPI ? 3 : 0);
+}
+
+/* The features' fields after the base ones and the statistics. */
+static void check_feat_template(const struct template *t, uint32_t features,
+				uint16_t splt_n)
+{
+	const struct want_field splt[] = {{97, 1, SL_PEN},
+					  {98, splt_n, SL_PEN},
+					  {99, (uint16_t)(2 * splt_n), SL_PEN},
+					  {100, (uint16_t)(8 * splt_n),
+					   SL_PEN}},
+				label[] = {{96, VARLEN, 0},
+					   {372, VARLEN, 0},
+					   {101, VARLEN, SL_PEN}};
+	int i = 17 + (features & SL_FEATURE_STATS ? 40 : 0);
+
+	CHECK_EQ(t->n, nfields(features));
+	if (features & SL_FEATURE_STATS) {
+		/* the statistics as before: src2dst_min_ps first */
+		CHECK_EQ(t->f[17].id, 1);
+		CHECK_EQ(t->f[17].pen, SL_PEN);
+		CHECK_EQ(t->f[56].id, 72);
+	}
+	for (int k = 0; k < 4 && (features & SL_FEATURE_SPLT); k++, i++) {
+		CHECK_EQ(t->f[i].id, splt[k].id);
+		CHECK_EQ(t->f[i].len, splt[k].len);
+		CHECK_EQ(t->f[i].pen, splt[k].pen);
+	}
+	for (int k = 0; k < 3 && (features & SL_FEATURE_DPI); k++, i++) {
+		CHECK_EQ(t->f[i].id, label[k].id);
+		CHECK_EQ(t->f[i].len, label[k].len);
+		CHECK_EQ(t->f[i].pen, label[k].pen);
+	}
+}
+
+static void check_string(const struct record *r, uint16_t id, uint32_t pen,
+			 const char *want)
+{
+	uint32_t len;
+	const uint8_t *v = get_field(r, id, pen, &len);
+
+	CHECK(v != NULL);
+	CHECK_EQ(len, strlen(want));
+	CHECK(v && len == strlen(want) && !memcmp(v, want, len));
+}
+
+/* splt arrays of SPLT_N entries: the packets, then padding */
+static void check_splt(const struct record *r, int n, const char *dir)
+{
+	uint32_t len;
+	const uint8_t *d = get_field(r, 98, SL_PEN, &len),
+		      *ps = get_field(r, 99, SL_PEN, &len),
+		      *piat = get_field(r, 100, SL_PEN, &len);
+
+	CHECK_EQ(get(r, 97, SL_PEN), n);
+	CHECK(d && !memcmp(d, dir, SPLT_N));
+	CHECK(ps && piat);
+	for (int i = 0; ps && piat && i < SPLT_N; i++) {
+		CHECK_EQ(rdn(ps + 2 * i, 2), i < n ? feat.splt.ps[i] : 0);
+		CHECK(rdn(piat + 8 * i, 8) ==
+		      (i < n ? feat.splt.piat_ns[i] : 0));
+	}
+}
+
+/* Each combination of features: the templates, a flow's record, its
+ * length, and the base templates unchanged. */
+static void test_feature_combinations(void)
+{
+	for (uint32_t fs = 1; fs <= 7; fs++) {
+		struct sl_ipfix *x = new_feat(fs, SPLT_N, SL_IPFIX_MAX_MESSAGE);
+		struct sl_flow_rec f4 = feat_flow(flow4(1));
+		struct sl_flow_rec f6 = feat_flow(flow6(2));
+		uint32_t strs = fs & SL_FEATURE_DPI ? 3 + 10 + 3 + 14 : 0;
+		uint32_t fixed = (fs & SL_FEATURE_STATS ? 280 : 0) +
+				 (fs & SL_FEATURE_SPLT ? 1 + 11 * SPLT_N : 0);
+		const struct record *r;
+
+		memset(tmpls, 0, sizeof(tmpls));
+		CHECK_EQ(sl_ipfix_add_flow(x, &f4), 0);
+		CHECK_EQ(sl_ipfix_add_flow(x, &f6), 0);
+		CHECK(take(x, 1, &m) > 0);
+		CHECK_EQ(m.templates_seen, 4);
+		check_template(&tmpls[0], 0);
+		check_template(&tmpls[1], 1);
+		check_feat_template(&tmpls[2], fs, SPLT_N);
+		check_feat_template(&tmpls[3], fs, SPLT_N);
+		CHECK_EQ(m.n_sets, 2);
+		CHECK_EQ(m.set_ids[0], 258);
+		CHECK_EQ(m.set_ids[1], 259);
+		CHECK_EQ(m.n_recs, 2);
+		CHECK_EQ(m.recs[0].len, 78 + fixed + strs);
+		CHECK_EQ(m.recs[1].len, 102 + fixed + strs);
+		for (int i = 0; i < m.n_recs; i++) {
+			r = &m.recs[i];
+			CHECK_EQ(get(r, 148, 0), i + 1);
+			CHECK_EQ(get(r, 1, SL_PEN),
+				 fs & SL_FEATURE_STATS ? 60 : UINT64_MAX);
+			CHECK_EQ(get(r, 218, 0),
+				 fs & SL_FEATURE_STATS ? 2 : UINT64_MAX);
+			CHECK_EQ(get(r, 222, PEN_REVERSE),
+				 fs & SL_FEATURE_STATS ? 7 : UINT64_MAX);
+			if (fs & SL_FEATURE_SPLT)
+				check_splt(r, 3, "\0\1\0\377\377");
+			else
+				CHECK_EQ(get(r, 97, SL_PEN), UINT64_MAX);
+			if (!(fs & SL_FEATURE_DPI)) {
+				CHECK_EQ(get(r, 96, 0), UINT64_MAX);
+				continue;
+			}
+			check_string(r, 96, 0, "TLS.Google");
+			check_string(r, 372, 0, "Web");
+			check_string(r, 101, SL_PEN, "www.google.com");
+		}
+		sl_ipfix_free(x);
+	}
+}
+
+/* A label nDPI is not done with goes out as empty strings; records
+ * without the exporter's features, and slices, use the base templates. */
+static void test_feature_records(void)
+{
+	struct sl_ipfix *x =
+	    new_feat(SL_FEATURE_SPLT | SL_FEATURE_DPI, SPLT_N, 0);
+	struct sl_flow_rec f = feat_flow(flow4(1)), plain = flow4(2),
+			   some = feat_flow(flow4(3));
+	struct sl_slice_rec s;
+
+	memset(&s, 0, sizeof(s));
+	s.key = f.key;
+	feat.app.state = SL_DPI_INSPECTING;
+	some.stats = NULL; /* splt and a label: not all the exporter's */
+	some.app = NULL;
+	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
+	CHECK_EQ(sl_ipfix_add_flow(x, &plain), 0);
+	CHECK_EQ(sl_ipfix_add_flow(x, &some), 0);
+	CHECK_EQ(sl_ipfix_add_slice(x, &s), 0);
+	CHECK(take(x, 1, &m) > 0);
+	CHECK_EQ(m.n_recs, 4);
+	CHECK_EQ(m.n_sets, 2);
+	CHECK_EQ(m.set_ids[0], 258);
+	CHECK_EQ(m.set_ids[1], 256);
+	CHECK_EQ(m.set_recs[1], 3);
+	CHECK_EQ(m.recs[0].len, 78 + 1 + 11 * SPLT_N + 3);
+	check_string(&m.recs[0], 96, 0, "");
+	check_string(&m.recs[0], 372, 0, "");
+	check_string(&m.recs[0], 101, SL_PEN, "");
+	check_splt(&m.recs[0], 3, "\0\1\0\377\377");
+	CHECK_EQ(get(&m.recs[1], 148, 0), 2);
+	CHECK_EQ(get(&m.recs[2], 148, 0), 3);
+	sl_ipfix_free(x);
+}
+
+/* A record made with another splt length than the exporter's: the
+ * entries that fit, then padding. */
+static void test_splt_lengths(void)
+{
+	struct sl_ipfix *x = new_feat(SL_FEATURE_SPLT, SPLT_N, 0);
+	struct sl_flow_rec f = feat_flow(flow4(1));
+
+	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
+	feat.splt.len = 2;
+	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
+	feat.splt.len = feat.splt.n = 8;
+	feat.splt.reverse = 0xaa;
+	feat.splt.ps[4] = 999;
+	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
+	CHECK(take(x, 1, &m) > 0);
+	CHECK_EQ(m.n_recs, 3);
+	feat.splt.reverse = 2;
+	check_splt(&m.recs[0], 3, "\0\1\0\377\377");
+	check_splt(&m.recs[1], 2, "\0\1\377\377\377");
+	feat.splt.reverse = 0xaa;
+	check_splt(&m.recs[2], 5, "\0\1\0\1\0");
+	sl_ipfix_free(x);
+	/* 0: the default length */
+	x = new_feat(SL_FEATURE_SPLT, 0, 0);
+	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
+	CHECK(take(x, 1, &m) > 0);
+	CHECK_EQ(tmpls[2].f[17 + 1].len, SL_SPLT_DEFAULT);
+	CHECK_EQ(m.recs[0].len, 78 + 1 + 11 * SL_SPLT_DEFAULT);
+	sl_ipfix_free(x);
+}
+
+/* max_bytes must hold the template set and the longest record (the
+ * longest strings), each in a message of its own. */
+static void test_feature_max_bytes(void)
+{
+	struct sl_ipfix_opts o = {.splt_packets = SL_SPLT_MAX};
+	struct sl_ipfix *x = NULL;
+	uint32_t dpi_splt = SL_FEATURE_SPLT | SL_FEATURE_DPI;
+	/* IPv6: base, splt arrays of 32, three strings of 47, 31, 79 */
+	uint32_t longest = 102 + 1 + 11 * SL_SPLT_MAX + 3 + 47 + 31 + 79;
+	/* the base templates, and two of 17 + 4 + 3 fields: 14 + 2 IETF */
+	uint32_t tset = 4 + 2 * (4 + 14 * 4 + 3 * 8) +
+			2 * (4 + 14 * 4 + 3 * 8 + 4 * 8 + 2 * 4 + 8);
+	struct sl_flow_rec f = feat_flow(flow6(1));
+
+	o.max_bytes = 16 + 4 + longest;
+	CHECK(o.max_bytes > 16 + tset);
+	CHECK_EQ(sl_ipfix_new_features(&x, &o, dpi_splt), 0);
+	memset(feat.app.application_name, 'a', SL_APP_NAME_MAX - 1);
+	memset(feat.app.category, 'c', SL_APP_CATEGORY_MAX - 1);
+	memset(feat.app.server_name, 's', SL_APP_SERVER_MAX - 1);
+	feat.splt.len = SL_SPLT_MAX;
+	/* the template set alone, then the record alone */
+	CHECK_EQ(sl_ipfix_add_flow(x, &f), -ENOBUFS);
+	CHECK_EQ(take(x, 1, &m), 16 + tset);
+	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
+	CHECK_EQ(take(x, 1, &m), 16 + 4 + longest);
+	CHECK_EQ(m.n_recs, 1);
+	CHECK_EQ(m.recs[0].len, longest);
+	sl_ipfix_free(x);
+	o.max_bytes--;
+	CHECK_EQ(sl_ipfix_new_features(&x, &o, dpi_splt), -EINVAL);
+	/* every feature: the template set is the bound */
+	o.max_bytes = 16 + tset + 2 * 296;
+	CHECK_EQ(sl_ipfix_new_features(&x, &o, dpi_splt | SL_FEATURE_STATS),
+		 0);
+	sl_ipfix_free(x);
+	o.max_bytes--;
+	CHECK_EQ(sl_ipfix_new_features(&x, &o, dpi_splt | SL_FEATURE_STATS),
+		 -EINVAL);
+	o.max_bytes = 0;
+	o.splt_packets = SL_SPLT_MAX + 1;
+	CHECK_EQ(sl_ipfix_new_features(&x, &o, SL_FEATURE_SPLT), -EINVAL);
+	o.splt_packets = 0;
+	CHECK_EQ(sl_ipfix_new_features(&x, &o, 8), -EINVAL);
+}
+
+/* Records of varying length fill messages: -ENOBUFS only when the
+ * record did not fit, every record read back. */
+static void test_feature_fill(void)
+{
+	struct sl_ipfix *x = new_feat(SL_FEATURE_DPI, 0, 600);
+	struct sl_flow_rec f = feat_flow(flow4(0));
+	int got = 0, total = 300, rc, n;
+
+	memset(tmpls, 0, sizeof(tmpls));
+	for (int i = 0; i < total; i++) {
+		uint32_t len = (uint32_t)(i * 7) % SL_APP_SERVER_MAX;
+
+		memset(feat.app.server_name, 0, SL_APP_SERVER_MAX);
+		memset(feat.app.server_name, 'x', len);
+		f.fid = (uint64_t)i;
+		rc = sl_ipfix_add_flow(x, &f);
+		if (rc == -ENOBUFS) {
+			n = take(x, 1, &m);
+			CHECK(n > 0 && n <= 600);
+			/* the set is open: the record alone did not fit */
+			CHECK((uint32_t)n + 78 + 3 + 10 + 3 + len > 600);
+			for (int j = 0; j < m.n_recs; j++)
+				CHECK_EQ(get(&m.recs[j], 148, 0), got++);
+			rc = sl_ipfix_add_flow(x, &f);
+		}
+		CHECK_EQ(rc, 0);
+	}
+	CHECK(take(x, 1, &m) > 0);
+	for (int j = 0; j < m.n_recs; j++)
+		CHECK_EQ(get(&m.recs[j], 148, 0), got++);
+	CHECK_EQ(got, total);
+	sl_ipfix_free(x);
+}
+
 int main(void)
 {
 	test_first_message();
@@ -646,5 +1000,10 @@ int main(void)
 	test_templates_when_wanted();
 	test_max_bytes();
 	test_bad_key();
+	test_feature_combinations();
+	test_feature_records();
+	test_splt_lengths();
+	test_feature_max_bytes();
+	test_feature_fill();
 	return test_done();
 }

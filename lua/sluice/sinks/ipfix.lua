@@ -25,8 +25,8 @@ Sink.__index = Sink
 --   domain = 0, template_refresh = "60s" (udp), flush_interval = "1s",
 --   max_bytes = 1400 (udp) | 65535 (tcp), messages = 256 (sender queue),
 --   rate = records per second (udp: M.UDP_RATE, tcp: 0 = unpaced),
---   features = "stats" (or a list: flows that carry statistics go out with
---   the statistics templates; splt is not exported) }
+--   features = "stats" (or a list of stats, splt[:N], dpi: flows that carry
+--   them go out with the features templates) }
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.collector) ~= "string" then
     error("sluice.sink.ipfix{ collector = \"HOST:PORT\" } needs a collector", 2)
@@ -51,26 +51,28 @@ function M.new(opts)
   local o = ffi.new("struct sl_ipfix_opts")
   o.domain = opts.domain or 0
   o.max_bytes = max_bytes
-  local features = 0
+  local features, splt = 0, 0
   if opts.features ~= nil then
     local list = opts.features
     if type(list) == "string" then
       list = {}
       for name in opts.features:gmatch("[^,%s]+") do list[#list + 1] = name end
     end
-    local ok, bits = pcall(require("sluice.engine").parse_features, list)
+    local ok, bits, n = pcall(require("sluice.engine").parse_features, list)
     if not ok then
       s:close()
-      error("sluice.sink.ipfix: features is a list of stats, splt", 2)
+      error("sluice.sink.ipfix: features is a list of stats, splt[:N], dpi (" ..
+        tostring(bits):gsub("^[^:]*:%d+: ", ""):gsub("^sluice%.open: ", "") .. ")", 2)
     end
-    features = bits
+    features, splt = bits, n
   end
+  o.splt_packets = splt
   local xp = ffi.new("struct sl_ipfix *[1]")
   local rc = C.sl_ipfix_new_features(xp, o, features)
   if rc < 0 then
     s:close()
     if rc == -C.SL_EINVAL then
-      return nil, ("ipfix: max_bytes %d is too small for the statistics templates"):format(max_bytes)
+      return nil, ("ipfix: max_bytes %d is too small for the features templates"):format(max_bytes)
     end
     return nil, "ipfix: " .. core.strerror(rc)
   end
