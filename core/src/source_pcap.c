@@ -4,6 +4,9 @@
  * which moves on between batches. A file is not mapped: pages of a
  * mapping vanish when the file is truncated while it is read, and
  * touching one is a SIGBUS; a read just comes back short (SL_E_SHRUNK).
+ * It is also faster here: walking the records of the 1.1 GB bench trace
+ * in the page cache took 0.12 s through a 1 MiB pread window and 0.63 to
+ * 0.75 s through a mapping (MAP_POPULATE or not) on the development VM.
  * A stream (a pipe, FIFO, stdin, or compressed input, decompress.c)
  * fills the same window with read(2), its size unknown until it ends:
  * the parsing is the same.
