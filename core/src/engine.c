@@ -139,9 +139,13 @@ int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason, uint64_t ts)
 /* End of input: every flow ends (oldest first), the last interval closes. */
 int sl_engine_finish(struct sl_engine *e, int reason)
 {
+	uint32_t ended = 0;
 	int rc;
 
+	e->finish_reason = reason + 1;
 	while (e->age.head != SL_NIL) {
+		if (ended++ == SL_FINISH_CHUNK)
+			return 1;
 		rc = sl_flow_end(e, &e->pool[e->age.head], reason, e->now);
 		if (rc)
 			return rc;
@@ -369,6 +373,8 @@ void sl_engine_shutdown(struct sl_engine *e)
 
 static int engine_step(struct sl_engine *e)
 {
+	if (e->finish_reason)
+		return sl_engine_finish(e, e->finish_reason - 1);
 	if (e->src->ops->records)
 		return sl_step_records(e);
 	return sl_step_packets(e);

@@ -160,6 +160,7 @@ struct sl_engine {
 	int source_error;
 	int done;
 	int stopping; /* sl_engine_shutdown() was called */
+	int finish_reason; /* + 1: the input ended, flows are being ended */
 
 	struct sl_flow *pool;
 	/* each slot's features, beside the pool: an array per feature of
@@ -256,8 +257,15 @@ struct sl_event *sl_event_push(struct sl_engine *e, uint32_t type,
  * SL_E_STATE, and nothing changed, for a flow that is not live. */
 int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
 		uint64_t ts);
-/* End of input: ends every flow, closes the last interval; returns 1.
- * Internal, as everything here: it is not in sluice.h. */
+/* A step ends this many flows at the end of input: the events of a
+ * table of a million flows (and the copies of their features) would
+ * otherwise make one output of hundreds of megabytes, its pages faulted
+ * in once and cold in every cache, where a bounded one stays warm. */
+enum { SL_FINISH_CHUNK = 4096 };
+/* End of input: ends the live flows, at most SL_FINISH_CHUNK of them per
+ * step (the next steps end the rest), then closes the last interval and
+ * marks the engine done; returns 1. Internal, as everything here: it is
+ * not in sluice.h. */
 int sl_engine_finish(struct sl_engine *e, int reason);
 
 /* ---- flowtable.c ------------------------------------------------------ */

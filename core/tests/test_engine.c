@@ -501,6 +501,58 @@ static void test_shared_input(void)
 	CHECK_EQ(foreign, 2 * one.stats.packets);
 }
 
+/* The end of input ends a large table over several steps, each with at
+ * most SL_FINISH_CHUNK end events: every flow once, with its features,
+ * and the last interval's slice holds all of them. */
+static void test_finish_chunks(void)
+{
+	enum { FLOWS = 10000 };
+	struct sl_config cfg = {0};
+	struct sl_engine *e;
+	struct sl_source *src;
+	const struct sl_output *out;
+	uint32_t ends = 0, eof = 0, featured = 0, sliced = 0, chunk_steps = 0;
+	int rc;
+
+	img_begin(&m);
+	for (int i = 0; i < FLOWS; i++)
+		img_pkt(&m, 5 * NS + i, 17, 1 + i / 60000, 1024 + i, 2, 53, 0,
+			10);
+	cfg.features = SL_FEATURE_STATS;
+	cfg.slice_ns = 60 * NS;
+	CHECK_EQ(sl_engine_new(&e, &cfg), 0);
+	CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	out = sl_engine_output(e);
+	while ((rc = sl_engine_step(e)) > 0) {
+		uint32_t step_ends = 0;
+
+		for (uint32_t i = 0; i < out->n_events; i++) {
+			const struct sl_event *ev = &out->events[i];
+
+			if (ev->type != SL_EVENT_FLOW_END)
+				continue;
+			step_ends++;
+			eof += ev->flow.reason_code == SL_END_EOF;
+			featured += ev->flow.stats &&
+				    ev->flow.stats->s[SL_STATS_BOTH].packets == 1;
+		}
+		CHECK(step_ends <= SL_FINISH_CHUNK);
+		chunk_steps += step_ends == SL_FINISH_CHUNK;
+		ends += step_ends;
+		if (out->slice_ready)
+			sliced += out->n_slices;
+	}
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(ends, FLOWS);
+	CHECK_EQ(eof, FLOWS);
+	CHECK_EQ(featured, FLOWS);
+	CHECK_EQ(chunk_steps, FLOWS / SL_FINISH_CHUNK);
+	CHECK_EQ(sliced, FLOWS);
+	CHECK_EQ(sl_engine_stats(e)->flows_active, 0);
+	sl_engine_free(e);
+}
+
 /* Shutdown mid-input: the batch in hand is finished, every live flow ends
  * with SL_END_SHUTDOWN, later packets are not read. */
 static void test_shutdown(void)
@@ -1134,6 +1186,7 @@ int main(void)
 	test_trim(1);
 	test_trim_grace();
 	test_shutdown();
+	test_finish_chunks();
 	test_tcp_fin();
 	test_fin_details();
 	test_rst();
