@@ -8,6 +8,8 @@
 #   2. sluice, engine only, no policy handlers   (bench/run.lua engine)
 #   3. sluice's default CLI job, every ended flow as JSON to /dev/null,
 #      with one worker and with --workers BENCH_WORKERS (default: the cores),
+#      and BENCH_WORKERS one-worker jobs at once (the machine's ceiling for
+#      splitting the job over that many workers),
 #      with --features stats, with --features splt and with --dpi (where the
 #      core has nDPI; then Debian's ndpiReader -q on the same trace too,
 #      where installed); the engine alone with the statistics too
@@ -144,6 +146,30 @@ sys.exit(rc)' "$rssf" "$@" 2>"$errf" || rc=$? ;;
 	echo "packets ${pk:-?} seconds $secs rss_kb $rss flows ${fl:-?}"
 }
 
+# WORKERS one-worker CLI jobs at once, each over the whole trace: the
+# machine's ceiling for any split of the job over that many workers (no
+# work shared, none repeated). Printed as the time of one trace's worth.
+run_cli_copies() {
+	t0=$(now)
+	pids=
+	i=0
+	while [ "$i" -lt "$WORKERS" ]; do
+		"$TREE/scripts/sluice" run -r "$TRACE" -q --out json:/dev/null \
+			2>"$BUILD/copies.$i.err" &
+		pids="$pids $!"
+		i=$((i + 1))
+	done
+	rc=0
+	for p in $pids; do wait "$p" || rc=1; done
+	t1=$(now)
+	if [ "$rc" != 0 ]; then
+		cat "$BUILD"/copies.*.err >&2
+		return 1
+	fi
+	secs=$(echo "$t0 $t1 $WORKERS" | awk '{ printf "%.6f", ($2 - $1) / $3 }')
+	echo "packets $T_PACKETS seconds $secs rss_kb n/a"
+}
+
 # Debian's ndpiReader over the trace (quiet: no per-flow print), timed as
 # the CLI is; the packets are the trace's.
 run_ndpireader() {
@@ -172,6 +198,7 @@ one_run() {
 	trim) "$LUAJIT" "$ROOT/bench/run.lua" trim "$TRACE" $((T_CONC / 2)) ;;
 	cli) run_cli ;;
 	workers) run_cli --workers "$WORKERS" ;;
+	copies) run_cli_copies ;;
 	stats) run_cli --features stats ;;
 	splt) run_cli --features splt ;;
 	enginestats) BENCH_FEATURES=stats "$LUAJIT" "$TREE/bench/run.lua" engine "$TRACE" ;;
@@ -200,31 +227,54 @@ field() {
 	echo "$2" | awk -v k="$1" '{ for (i = 1; i < NF; i += 2) if ($i == k) { print $(i + 1); exit } }'
 }
 
-# measure KIND LABEL: best of RUNS by packets/second, one table line.
+# measure KIND LABEL [KIND LABEL ...]: best of RUNS by packets/second,
+# one table line each. Several jobs are measured in turns (run 1 of each,
+# then run 2 of each, ...), so that a noisy spell of the machine falls on
+# all of them: the ratios between them printed below are taken in turns.
 measure() {
-	kind=$1
-	label=$2
-	best=
+	kinds=
+	while [ $# -ge 2 ]; do
+		kinds="$kinds $1"
+		eval "LABEL_$1=\$2 BEST_$1= DEAD_$1="
+		shift 2
+	done
 	i=1
 	while [ "$i" -le "$RUNS" ]; do
-		if line=$(one_run "$kind" 2>"$BUILD/$kind.err"); then
-			best=$(printf '%s\n%s\n' "$best" "$line" | awk '
-				$1 == "packets" && $4 > 0 {
-					r = ($2 ~ /^[0-9]+$/ ? $2 : '"$T_PACKETS"') / $4
-					if (!seen || r > bestr) { bestr = r; b = $0; seen = 1 }
-				}
-				END { print b }')
-		else
-			FAILED=1
-			printf '%-20s FAILED (run %d of %d):\n' "$label" "$i" "$RUNS"
-			sed 's/^/    /' "$BUILD/$kind.err" | tail -n 8
-			return 0
-		fi
+		for kind in $kinds; do
+			eval "[ -z \"\$DEAD_$kind\" ]" || continue
+			eval "label=\$LABEL_$kind best=\$BEST_$kind"
+			if line=$(one_run "$kind" 2>"$BUILD/$kind.err"); then
+				best=$(printf '%s\n%s\n' "$best" "$line" | awk '
+					$1 == "packets" && $4 > 0 {
+						r = ($2 ~ /^[0-9]+$/ ? $2 : '"$T_PACKETS"') / $4
+						if (!seen || r > bestr) { bestr = r; b = $0; seen = 1 }
+					}
+					END { print b }')
+				eval "BEST_$kind=\$best"
+			else
+				FAILED=1
+				eval "DEAD_$kind=1"
+				printf '%-20s FAILED (run %d of %d):\n' "$label" "$i" "$RUNS"
+				sed 's/^/    /' "$BUILD/$kind.err" | tail -n 8
+			fi
+		done
 		i=$((i + 1))
 	done
+	for kind in $kinds; do
+		eval "[ -z \"\$DEAD_$kind\" ]" || continue
+		eval "label=\$LABEL_$kind best=\$BEST_$kind"
+		report "$kind" "$label" "$best"
+	done
+}
+
+# report KIND LABEL BEST: the table line of a job's best run.
+report() {
+	kind=$1
+	label=$2
+	best=$3
 	if [ -z "$best" ]; then
 		FAILED=1
-		printf '%-20s FAILED: no usable result (output: %s)\n' "$label" "$line"
+		printf '%-20s FAILED: no usable result\n' "$label"
 		return 0
 	fi
 	pk=$(field packets "$best")
@@ -241,7 +291,6 @@ measure() {
 	[ "$pk" = "$T_PACKETS" ] || extra="$extra   (!) trace has $T_PACKETS packets"
 	printf '%-20s %8s pkts %6.2f s %6.2f Mpps   rss %s%s\n' \
 		"$label" "$pk" "$secs" "$mpps" "$rss_mb" "$extra"
-	eval "BEST_$kind=\$best"
 	if [ "$kind" = floor ]; then
 		FLOOR_MPPS=$mpps
 	else
@@ -260,14 +309,12 @@ cat "$TRACE" >/dev/null
 
 TREE=$ROOT
 measure floor "libpcap floor"
-measure engine "sluice engine only"
+measure engine "sluice engine only" enginestats "engine only stats"
 measure handles "flow handles"
 measure trim "engine max-flows C/2"
-measure cli "sluice CLI json"
-measure workers "CLI json workers $WORKERS"
-measure enginestats "engine only stats"
-measure stats "CLI json stats"
-measure splt "CLI json splt"
+measure cli "sluice CLI json" workers "CLI json workers $WORKERS" \
+	copies "$WORKERS CLI jobs at once" stats "CLI json stats" \
+	splt "CLI json splt"
 if [ "$HAVE_DPI" = 1 ]; then
 	measure dpi "CLI json dpi"
 	[ "$HAVE_NDPIREADER" = 1 ] && measure ndpireader "ndpiReader -q"
@@ -330,6 +377,10 @@ fi
 CLIW=$(printf '%s' "$RATIOS" | sed -n "s/^CLI json workers $WORKERS|//p")
 if [ -n "$CLI1" ] && [ -n "$CLIW" ]; then
 	echo "$CLIW $CLI1" | awk -v n="$WORKERS" '{ printf "%-20s %.2fx the one-worker rate (every worker reads the whole file and keeps the flows that hash to it)\n", "workers " n, $1 / $2 }'
+fi
+CLIC=$(printf '%s' "$RATIOS" | sed -n "s/^$WORKERS CLI jobs at once|//p")
+if [ -n "$CLI1" ] && [ -n "$CLIC" ]; then
+	echo "$CLIC $CLI1" | awk -v n="$WORKERS" '{ printf "%-20s %.2fx the one-worker rate (%d whole one-worker jobs at once: the ceiling of any split of the job over %d workers here)\n", "ceiling " n, $1 / $2, n, n }'
 fi
 
 # engine:update from Lua (the gatherer), best of RUNS
