@@ -314,10 +314,12 @@ static char *put_stats(char *p, const struct sl_flow_stats *st)
 		p = put_double_field(p, m.stddev_ps);
 		*p++ = '\t';
 		p = put_u64(p, s->max_ps);
-		p = put_double_field(p, (double)s->min_piat_ns / 1e6);
+		*p++ = '\t';
+		p = put_ns_as_ms(p, s->min_piat_ns);
 		p = put_double_field(p, m.mean_piat_ms);
 		p = put_double_field(p, m.stddev_piat_ms);
-		p = put_double_field(p, (double)s->max_piat_ns / 1e6);
+		*p++ = '\t';
+		p = put_ns_as_ms(p, s->max_piat_ns);
 		for (int b = 0; b < SL_TCP_FLAG_BITS; b++) {
 			*p++ = '\t';
 			p = put_u64(p, s->flag_packets[b]);
@@ -354,7 +356,7 @@ static char *put_splt(char *p, const struct sl_splt *sp)
 	for (uint32_t i = 0; i < n; i++) {
 		if (i)
 			*p++ = ',';
-		p = put_double(p, (double)sp->piat_ns[i] / 1e6);
+		p = put_ns_as_ms(p, sp->piat_ns[i]);
 	}
 	*p++ = ']';
 	return p;

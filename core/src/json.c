@@ -19,10 +19,10 @@
 #include "text.h"
 
 /* Records are formatted without bounds checks into a scratch line of
- * JSON_LINE_MAX bytes, more than the longest record can take (about 900
- * bytes: every number at 20 digits, four IPv6 addresses with a tunnel;
- * with statistics about 2,400 more, early packets 1,200, an application
- * label 420), then copied out. */
+ * JSON_LINE_MAX bytes, more than the longest record can take (3,775
+ * bytes: every number at its widest, IPv6 in a tunnel, statistics, 32
+ * early packets and the longest escaped labels; test_json.c builds it),
+ * then copied out. */
 enum { JSON_LINE_MAX = 4095 };
 
 char *sl_put_double_slow(char *p, double v)
@@ -61,19 +61,16 @@ static char *put_stats(char *p, const struct sl_flow_stats *st)
 	for (int i = 0; i < 3; i++) {
 		const struct sl_stream_stats *s = &st->s[i];
 		struct sl_moments m;
-		double v[8];
 
 		sl_stream_moments(s, &m);
-		v[0] = s->min_ps;
-		v[1] = m.mean_ps;
-		v[2] = m.stddev_ps;
-		v[3] = s->max_ps;
-		v[4] = (double)s->min_piat_ns / 1e6;
-		v[5] = m.mean_piat_ms;
-		v[6] = m.stddev_piat_ms;
-		v[7] = (double)s->max_piat_ns / 1e6;
-		for (int k = 0; k < 8; k++)
-			p = put_double(put_key_text(p, i, k), v[k]);
+		p = put_u64(put_key_text(p, i, 0), s->min_ps);
+		p = put_double(put_key_text(p, i, 1), m.mean_ps);
+		p = put_double(put_key_text(p, i, 2), m.stddev_ps);
+		p = put_u64(put_key_text(p, i, 3), s->max_ps);
+		p = put_ns_as_ms(put_key_text(p, i, 4), s->min_piat_ns);
+		p = put_double(put_key_text(p, i, 5), m.mean_piat_ms);
+		p = put_double(put_key_text(p, i, 6), m.stddev_piat_ms);
+		p = put_ns_as_ms(put_key_text(p, i, 7), s->max_piat_ns);
 		for (int b = 0; b < SL_TCP_FLAG_BITS; b++)
 			p = put_u64(put_key_text(p, i, 8 + b),
 				    s->flag_packets[b]);
@@ -200,7 +197,7 @@ static char *put_splt(char *p, const struct sl_splt *sp)
 	for (uint32_t i = 0; i < n; i++) {
 		if (i)
 			*p++ = ',';
-		p = i < sp->n ? put_double(p, (double)sp->piat_ns[i] / 1e6)
+		p = i < sp->n ? put_ns_as_ms(p, sp->piat_ns[i])
 			      : PUT_LIT(p, "-1");
 	}
 	*p++ = ']';

@@ -112,6 +112,28 @@ static inline char *put_double(char *p, double v)
 	return p;
 }
 
+/* Nanoseconds as milliseconds, exactly (at most 6 decimals, no trailing
+ * zeros): a time that is a whole number of ns needs no floating point. */
+static inline char *put_ns_as_ms(char *p, uint64_t ns)
+{
+	uint32_t frac = (uint32_t)(ns % 1000000);
+	int n = 6;
+
+	p = put_u64(p, ns / 1000000);
+	if (!frac)
+		return p;
+	while (frac % 10 == 0) {
+		frac /= 10;
+		n--;
+	}
+	*p++ = '.';
+	for (int i = n - 1; i >= 0; i--) {
+		p[i] = (char)('0' + frac % 10);
+		frac /= 10;
+	}
+	return p + n;
+}
+
 static inline char *put_hex16(char *p, unsigned v)
 {
 	static const char hex[] = "0123456789abcdef";

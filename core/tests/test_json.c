@@ -161,6 +161,48 @@ static void test_snprintf_semantics(void)
 	CHECK_EQ(sl_flow_rec_json(&f, NULL, 0), n);
 }
 
+/* The longest line a flow can make: IPv6 in a tunnel, every number at
+ * its widest, every feature, splt at its most packets, labels at their
+ * longest, quotes escaped. It fits the formatter's scratch line (a
+ * record that did not would overrun it) and ends whole. */
+static void test_longest_flow(void)
+{
+	static struct sl_flow_stats st;
+	static struct sl_splt sp;
+	static struct sl_app_label app;
+	struct sl_flow_rec f;
+	char *buf = malloc(1 << 16);
+	int n;
+
+	memset(&f, 0xff, sizeof(f));
+	f.key.ip_version = 6;
+	f.key.proto = 6;
+	f.state_code = SL_TCP_ESTABLISHED;
+	f.reason_code = SL_END_IDLE;
+	f.encap.type = SL_TUNNEL_GTPU;
+	f.encap.ip_version = 6;
+	f.encap.has_id = 1;
+	memset(&f.hist, 'S', sizeof(f.hist));
+	memset(&st, 0xff, sizeof(st));
+	memset(&sp, 0xff, sizeof(sp));
+	sp.n = sp.len = SL_SPLT_MAX;
+	memset(&app, 0, sizeof(app));
+	app.state = SL_DPI_DONE;
+	memset(app.application_name, '"', sizeof(app.application_name) - 1);
+	memset(app.category, '"', sizeof(app.category) - 1);
+	memset(app.server_name, '\\', sizeof(app.server_name) - 1);
+	f.stats = &st;
+	f.splt = &sp;
+	f.app = &app;
+	n = sl_flow_rec_json(&f, buf, 1 << 16);
+	fprintf(stderr, "longest flow line: %d bytes\n", n);
+	CHECK(n > 3000);
+	CHECK(n < 4095);
+	CHECK_EQ((int)strlen(buf), n);
+	CHECK_EQ(buf[n - 1], '}');
+	free(buf);
+}
+
 static char *slurp(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -589,6 +631,7 @@ int main(void)
 	test_ipv6_text();
 	test_key_addr();
 	test_snprintf_semantics();
+	test_longest_flow();
 	test_writer();
 	test_limit_and_reopen();
 	test_line_buffered_append();
