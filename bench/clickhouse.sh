@@ -9,6 +9,8 @@
 # once with flows only and once with 1 s slices too, checks that count()
 # is the number of rows sluice wrote, and prints
 #   clickhouse: N rows in S s = R rows/s
+# beside the same jobs writing a JSON file (json: N rows ..., each line a
+# row, counted in the file).
 # The time is the whole run (reading the trace included) from start to the
 # last batch inserted. Without clickhouse-server it says so and exits 0.
 #
@@ -112,6 +114,21 @@ measure() {
 		s = b - a; printf "clickhouse: %s: %d rows in %.2f s = %.0f rows/s\n", l, n, s, n / s }'
 }
 
+# measure_json LABEL SLICE-ARGS: the same job into a JSON file
+measure_json() {
+	t0=$(now)
+	# shellcheck disable=SC2086
+	"$ROOT/scripts/sluice" run -r "$TRACE" -q $2 --out "json:$DIR/rows.json" 2>"$DIR/run.err" ||
+		die "$1: sluice failed: $(cat "$DIR/run.err")"
+	t1=$(now)
+	rows=$(wc -l <"$DIR/rows.json")
+	rm -f "$DIR/rows.json"
+	awk -v l="$1" -v n="$rows" -v a="$t0" -v b="$t1" 'BEGIN {
+		s = b - a; printf "json:       %s: %d rows in %.2f s = %.0f rows/s\n", l, n, s, n / s }'
+}
+
 note "server $(query 'SELECT version()') on port $HTTP; trace $PACKETS packets, batches of $BATCH rows"
 measure "flows" flows ""
+measure_json "flows" ""
 measure "flows + 1 s slices" rows "--slice 1"
+measure_json "flows + 1 s slices" "--slice 1"
