@@ -196,11 +196,45 @@ static void test_longest_flow(void)
 	f.app = &app;
 	n = sl_flow_rec_json(&f, buf, 1 << 16);
 	fprintf(stderr, "longest flow line: %d bytes\n", n);
+	/* 2^64 - 1 ns, exactly */
+	CHECK(strstr(buf, "\"src2dst_min_piat_ms\":18446744073709.551615,"));
 	CHECK(n > 3000);
 	CHECK(n < 4095);
 	CHECK_EQ((int)strlen(buf), n);
 	CHECK_EQ(buf[n - 1], '}');
 	free(buf);
+}
+
+/* Times of whole nanoseconds are exact milliseconds in JSON: no
+ * trailing zeros, no rounding, an integer when whole. */
+static void test_exact_ms(void)
+{
+	static struct sl_flow_stats st;
+	static struct sl_splt sp;
+	struct sl_flow_rec f;
+	char buf[4096];
+
+	memset(&f, 0, sizeof(f));
+	memset(&st, 0, sizeof(st));
+	memset(&sp, 0, sizeof(sp));
+	f.key.ip_version = 4;
+	f.key.proto = 17;
+	st.s[SL_DIR_FWD].min_piat_ns = 1;
+	st.s[SL_DIR_FWD].max_piat_ns = 1500000;
+	st.s[SL_DIR_REV].max_piat_ns = 123456789012;
+	st.s[SL_DIR_FWD].min_ps = 60;
+	sp.n = sp.len = 3;
+	sp.piat_ns[1] = 2000000;
+	sp.piat_ns[2] = 999999;
+	f.stats = &st;
+	f.splt = &sp;
+	CHECK(sl_flow_rec_json(&f, buf, sizeof(buf)) < (int)sizeof(buf));
+	CHECK(strstr(buf, "\"src2dst_min_ps\":60,"));
+	CHECK(strstr(buf, "\"src2dst_min_piat_ms\":0.000001,"));
+	CHECK(strstr(buf, "\"src2dst_max_piat_ms\":1.5,"));
+	CHECK(strstr(buf, "\"dst2src_max_piat_ms\":123456.789012,"));
+	CHECK(strstr(buf, "\"dst2src_min_piat_ms\":0,"));
+	CHECK(strstr(buf, "\"splt_piat_ms\":[0,2,0.999999]"));
 }
 
 static char *slurp(const char *path, size_t *len)
@@ -632,6 +666,7 @@ int main(void)
 	test_key_addr();
 	test_snprintf_semantics();
 	test_longest_flow();
+	test_exact_ms();
 	test_writer();
 	test_limit_and_reopen();
 	test_line_buffered_append();
