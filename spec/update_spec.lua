@@ -130,6 +130,33 @@ describe("engine:update", function()
     assert.is_true(t1[1].id ~= t1[2].id)
   end)
 
+  it("starts no flow once the input has ended: every flow started ends", function()
+    -- 5000 flows: the end of input ends them over two steps; a handler
+    -- starting a flow for each that ends would otherwise never let it end
+    local packets = {}
+    for i = 1, 5000 do
+      packets[i] = udp(1 + i / 1e6, string.format("10.1.%d.%d", math.floor(i / 256), i % 256), 1000)
+    end
+    local eng = assert(sluice.open { read = pcap.write(packets) })
+    local starts, ends, refused, err = 0, 0, 0, nil
+    assert(eng:run {
+      on_flow_start = function() starts = starts + 1 end,
+      on_flow_end = function()
+        ends = ends + 1
+        if ends > 20000 then error("the run does not end") end
+        local f, e = eng:update { keys = { 9000000 + ends } }
+        if not f then refused, err = refused + 1, e end
+      end,
+    })
+    assert.equal(5000, ends)
+    assert.equal(starts, ends)
+    assert.equal(5000, refused)
+    assert.equal("the input has ended: no new flow starts", err)
+    local st = eng:stats()
+    assert.equal(tonumber(st.flows_started), tonumber(st.flows_ended))
+    eng:close()
+  end)
+
   it("rejects malformed keys", function()
     with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
       assert.has_error(function() eng:update { keys = {} } end)

@@ -826,7 +826,9 @@ enum sl_key_kind {
  * unknown keys become aliases; with no known key a new flow starts under
  * the first key. A key owned by another live flow fails the whole update
  * with SL_E_CONFLICT and changes nothing. A handle (fid and slot) names a
- * flow instead of keys. The counts are added to the flow's. */
+ * flow instead of keys. The counts are added to the flow's. Once the
+ * input has ended (the engine is ending its flows, or is done), an update
+ * that would start a flow fails with SL_E_STATE and changes nothing. */
 struct sl_update {
 	const struct sl_key *keys;
 	uint32_t n_keys; /* at most 16 */

@@ -70,6 +70,11 @@ int sl_engine_update(struct sl_engine *e, struct sl_update *u)
 			known[i] = key_equal(&ck[i], &ck[j]); /* repeated */
 		n_new += !known[i];
 	}
+	/* the input has ended and its flows are being ended: a flow started
+	 * now would see no packet, and a handler that starts one per ending
+	 * flow would keep the run from ending */
+	if (!f && e->finish_reason)
+		return SL_E_STATE;
 	if (n_new) {
 		rc = sl_alias_reserve(e, n_new);
 		if (rc)

@@ -538,6 +538,24 @@ static void test_finish_chunks(void)
 				    ev->flow.stats->s[SL_STATS_BOTH].packets == 1;
 		}
 		CHECK(step_ends <= SL_FINISH_CHUNK);
+		if (step_ends == SL_FINISH_CHUNK) {
+			/* between finishing steps, no update starts a flow
+			 * (each ending flow starting one would never end);
+			 * one of a live flow still counts */
+			struct sl_key id = {.ip_version = SL_KEY_ID};
+			struct sl_update u = {.keys = &id, .n_keys = 1};
+			const struct sl_flow_rec *live;
+
+			id.src[0] = (uint8_t)chunk_steps + 1;
+			CHECK_EQ(sl_engine_update(e, &u), SL_E_STATE);
+			CHECK_EQ(u.created, 0);
+			live = sl_engine_flow(e, e->pool[e->age.head].rec.slot);
+			CHECK(live != NULL);
+			u = (struct sl_update){.fid = live->fid,
+					       .slot = live->slot};
+			u.add_fwd.pkts = 1;
+			CHECK_EQ(sl_engine_update(e, &u), 0);
+		}
 		chunk_steps += step_ends == SL_FINISH_CHUNK;
 		ends += step_ends;
 		if (out->slice_ready)
