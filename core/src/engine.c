@@ -142,7 +142,7 @@ int sl_engine_finish(struct sl_engine *e, int reason)
 	uint32_t ended = 0;
 	int rc;
 
-	e->finish_reason = reason + 1;
+	e->finish_reason = reason;
 	while (e->age.head != SL_NIL) {
 		if (ended++ == SL_FINISH_CHUNK)
 			return 1;
@@ -374,7 +374,7 @@ void sl_engine_shutdown(struct sl_engine *e)
 static int engine_step(struct sl_engine *e)
 {
 	if (e->finish_reason)
-		return sl_engine_finish(e, e->finish_reason - 1);
+		return sl_engine_finish(e, e->finish_reason);
 	if (e->src->ops->records)
 		return sl_step_records(e);
 	return sl_step_packets(e);

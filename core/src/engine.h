@@ -160,7 +160,8 @@ struct sl_engine {
 	int source_error;
 	int done;
 	int stopping; /* sl_engine_shutdown() was called */
-	int finish_reason; /* + 1: the input ended, flows are being ended */
+	int finish_reason; /* SL_END_EOF or _SHUTDOWN once the input ended
+			    * and its flows are being ended, else 0 */
 
 	struct sl_flow *pool;
 	/* each slot's features, beside the pool: an array per feature of

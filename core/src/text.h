@@ -59,6 +59,24 @@ static inline char *put_u64(char *p, uint64_t v)
  * Values outside [1e-6, 1e15) and not 0 go through printf's %.12g. */
 char *sl_put_double_slow(char *p, double v);
 
+/* The n decimals of f (f < 10^n) after a point, without trailing zeros;
+ * nothing when they are all zero. */
+static inline char *put_decimals(char *p, uint64_t f, int n)
+{
+	while (n && f % 10 == 0) {
+		f /= 10;
+		n--;
+	}
+	if (!n)
+		return p;
+	*p++ = '.';
+	for (int i = n - 1; i >= 0; i--) {
+		p[i] = (char)('0' + f % 10);
+		f /= 10;
+	}
+	return p + n;
+}
+
 static inline char *put_double(char *p, double v)
 {
 	static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,
@@ -92,46 +110,14 @@ static inline char *put_double(char *p, double v)
 	/* the integer part, then the decimals without trailing zeros */
 	q = put_u64(buf, digits / (uint64_t)pow10[frac]);
 	p = (char *)memcpy(p, buf, (size_t)(q - buf)) + (q - buf);
-	if (frac) {
-		uint64_t f = digits % (uint64_t)pow10[frac];
-		int n = frac;
-
-		while (n && f % 10 == 0) {
-			f /= 10;
-			n--;
-		}
-		if (n) {
-			*p++ = '.';
-			for (int i = n - 1; i >= 0; i--) {
-				p[i] = (char)('0' + f % 10);
-				f /= 10;
-			}
-			p += n;
-		}
-	}
-	return p;
+	return put_decimals(p, digits % (uint64_t)pow10[frac], frac);
 }
 
 /* Nanoseconds as milliseconds, exactly (at most 6 decimals, no trailing
  * zeros): a time that is a whole number of ns needs no floating point. */
 static inline char *put_ns_as_ms(char *p, uint64_t ns)
 {
-	uint32_t frac = (uint32_t)(ns % 1000000);
-	int n = 6;
-
-	p = put_u64(p, ns / 1000000);
-	if (!frac)
-		return p;
-	while (frac % 10 == 0) {
-		frac /= 10;
-		n--;
-	}
-	*p++ = '.';
-	for (int i = n - 1; i >= 0; i--) {
-		p[i] = (char)('0' + frac % 10);
-		frac /= 10;
-	}
-	return p + n;
+	return put_decimals(put_u64(p, ns / 1000000), ns % 1000000, 6);
 }
 
 static inline char *put_hex16(char *p, unsigned v)
