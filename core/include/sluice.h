@@ -358,6 +358,24 @@ SL_API int sl_tee_start(struct sl_tee *t);
 SL_API int sl_tee_finish(struct sl_tee *t, uint64_t *bytes);
 SL_API void sl_tee_free(struct sl_tee *t);
 
+/* One plain pcap file read once by several worker processes that share
+ * it (sl_config.shared_input), in memory mapped before they fork: a free
+ * worker reads the next window of the file and decides each packet's
+ * worker (the decode and hash of the engine that reads it); every worker
+ * takes every window in order and decodes its own packets only.
+ * sl_coop_new() in the parent before forking: -ENOTSUP for an input it
+ * cannot share this way (not a regular file, compressed, pcapng; every
+ * worker then reads the whole input itself). In each worker,
+ * sl_source_open_coop() instead of sl_source_open_file(); every worker
+ * must read on to the end or stop, as a window is reused only once all
+ * took it. sl_coop_free() in the parent once the workers ended. */
+struct sl_coop;
+
+SL_API int sl_coop_new(struct sl_coop **out, const char *path,
+		       uint32_t workers);
+SL_API int sl_source_open_coop(struct sl_source **out, struct sl_coop *c);
+SL_API void sl_coop_free(struct sl_coop *c);
+
 /* ---- live capture ----------------------------------------------------- */
 
 enum sl_xdp_mode {

@@ -363,6 +363,8 @@ int sl_engine_attach(struct sl_engine *e, struct sl_source *src)
 	if (e->src)
 		return SL_E_STATE;
 	e->src = src;
+	if (src->ops->set_classifier)
+		src->ops->set_classifier(src, sl_packet_classify, e);
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "flowtable.h"
+#include "source.h"
 #include "tcp.h"
 
 static inline void prep_hash(struct sl_prep *pp)
@@ -28,6 +29,9 @@ static inline void prep_hash(struct sl_prep *pp)
  * lookups that follow then mostly hit the cache. */
 static void batch_prepare(struct sl_engine *e)
 {
+	const struct sl_classified *cls =
+	    e->src->ops->classified ? e->src->ops->classified(e->src) : NULL;
+
 	for (uint32_t i = 0; i < e->batch.count; i++) {
 		const struct sl_packet *p = &e->batch.pkt[i];
 		struct sl_prep *pp = &e->prep[i];
@@ -35,12 +39,28 @@ static void batch_prepare(struct sl_engine *e)
 		pp->hashed = 0;
 		pp->wmask = 0;
 		pp->fid = 0;
-		if (e->input.expr && !sl_filter_set_match(&e->input, p)) {
+		if (cls) { /* a shared input read once: its reader decoded it */
+			uint16_t owner = cls->owner[i];
+
+			if (owner == SL_OWNER_FILTERED) {
+				pp->status = SL_PREP_FILTERED;
+				continue;
+			}
+			if (owner != e->cfg.worker && owner != SL_OWNER_ALL) {
+				pp->status = SL_PREP_FOREIGN;
+				continue;
+			}
+			pp->status = cls->status[i];
+			pp->d = cls->dec[i];
+		} else if (e->input.expr &&
+			   !sl_filter_set_match(&e->input, p)) {
 			pp->status = SL_PREP_FILTERED;
 			continue;
+		} else {
+			pp->status =
+			    sl_decode_flags(p->data, p->caplen, p->linktype,
+					    e->cfg.decode_flags, &pp->d);
 		}
-		pp->status = sl_decode_flags(p->data, p->caplen, p->linktype,
-					     e->cfg.decode_flags, &pp->d);
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
 		prep_hash(pp);
@@ -48,6 +68,40 @@ static void batch_prepare(struct sl_engine *e)
 			__builtin_prefetch(bucket_of(e, pp->hash));
 		else if (!pp->d.frag) /* first fragments: packet_process */
 			pp->status = SL_PREP_FOREIGN;
+	}
+}
+
+void sl_packet_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
+			const struct sl_classified *out)
+{
+	struct sl_engine *e = ctx;
+	struct sl_key ckey;
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct sl_packet *p = &pkt[i];
+		struct sl_decoded *d = &out->dec[i];
+		uint8_t st;
+
+		if (e->input.expr && !sl_filter_set_match(&e->input, p)) {
+			out->owner[i] = SL_OWNER_FILTERED;
+			continue;
+		}
+		st = (uint8_t)sl_decode_flags(p->data, p->caplen, p->linktype,
+					      e->cfg.decode_flags, d);
+		out->status[i] = st;
+		if (st != SL_DECODE_OK) {
+			out->owner[i] = 0; /* packets of no flow: worker 0's */
+			continue;
+		}
+		if (d->frag) {
+			out->owner[i] = SL_OWNER_ALL;
+			continue;
+		}
+		ckey = d->key;
+		key_canonical(&ckey);
+		out->owner[i] = (uint16_t)(((uint64_t)key_hash(&ckey) *
+					    e->cfg.workers) >>
+					   32);
 	}
 }
 
@@ -219,7 +273,9 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	struct sl_flow *f;
 	int di, swapped, reason = 0, fresh = 0, unmatched = 0, rc;
 
-	prefetch_flow(e, i + 2);
+	/* two packets of this worker ahead: with a shared input, about
+	 * two of each worker's */
+	prefetch_flow(e, i + 2 * (e->cfg.shared_input ? e->cfg.workers : 1));
 	if (pp->status != SL_DECODE_OK) {
 		if (sl_foreign_flowless(e)) {
 			e->stats.foreign++;

@@ -13,6 +13,21 @@
 
 #include "sluice.h"
 
+/* Who takes a packet of an input shared by workers: worker 0..N-1, or
+ * every worker (fragments: each remembers first fragments), or none
+ * (refused by the input filter: worker 0 counts it, the others as
+ * foreign, and it moves no clock). */
+enum { SL_OWNER_FILTERED = 0xfffe, SL_OWNER_ALL = 0xffff };
+/* What the reader of a shared input found for each packet: its owner,
+ * and for the owner the decode status and result it would compute. */
+struct sl_classified {
+	uint16_t *owner;
+	uint8_t *status;
+	struct sl_decoded *dec;
+};
+typedef void (*sl_classify_fn)(void *ctx, const struct sl_packet *pkt,
+			       uint32_t n, const struct sl_classified *out);
+
 struct sl_source_ops {
 	/* As sl_source_next(): count, 0 at the end, or a sticky error.
 	 * NULL for a kind without packets (collectors). */
@@ -34,6 +49,13 @@ struct sl_source_ops {
 	 * dispatcher, the engine (engine.c) checks it before calling. */
 	int (*records)(struct sl_source *src,
 		       const struct sl_collector_rec **out);
+	/* A shared input read once for all workers (coop.c): the owner code
+	 * of each packet of the last batch, and the engine's way to decide
+	 * them (sl_packet_classify), given at sl_engine_attach(). NULL for
+	 * other kinds. */
+	const struct sl_classified *(*classified)(const struct sl_source *src);
+	void (*set_classifier)(struct sl_source *src, sl_classify_fn fn,
+			       void *ctx);
 };
 
 struct sl_source {
@@ -63,5 +85,28 @@ int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o);
 /* Appends to the note, "; " between entries. */
 __attribute__((format(printf, 2, 3))) void
 sl_live_note_add(struct sl_live_opts *o, const char *fmt, ...);
+
+/* Classic pcap (source_pcap.c): the file header's byte order,
+ * timestamp unit and link type. sl_pcap_format_read(): 0, SL_E_FORMAT
+ * (not classic pcap: pcapng, anything else) or SL_E_TRUNCATED. */
+struct sl_pcap_format {
+	int swap;
+	int linktype;
+	uint32_t frac_ns;
+};
+#define SL_PCAP_MAX_RECORD (16 + 262144)
+int sl_pcap_format_read(struct sl_pcap_format *f, const uint8_t *p,
+			size_t len);
+/* The whole records at the front of buf[0, len), at most max of them,
+ * as packets pointing into buf: the bytes they take. *err: SL_E_FORMAT
+ * at a record that cannot be (a length past the limit), else 0. */
+size_t sl_pcap_walk(const struct sl_pcap_format *f, const uint8_t *buf,
+		    size_t len, struct sl_packet *pkt, uint32_t max,
+		    uint32_t *count, int *err);
+
+/* Engine (packet.c): the owners of a shared input's packets, as the
+ * engine's input filter, decoder and flow hash decide them. */
+void sl_packet_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
+			const struct sl_classified *out);
 
 #endif

@@ -31,6 +31,8 @@
 #define PCAP_HDR_LEN	24
 #define PCAP_REC_LEN	16
 #define PCAP_MAX_CAPLEN 262144 /* larger: a corrupt record */
+_Static_assert(PCAP_REC_LEN + PCAP_MAX_CAPLEN == SL_PCAP_MAX_RECORD,
+	       "source.h knows the largest record");
 
 /* pcapng */
 #define NG_SHB		0x0a0d0d0aU /* same in both byte orders */
@@ -184,23 +186,47 @@ static int batch_end(struct pcap_source *s, struct sl_packet_batch *b,
 
 /* ---- classic pcap ----------------------------------------------------- */
 
-static int pcap_init(struct pcap_source *s, uint32_t magic)
+int sl_pcap_format_read(struct sl_pcap_format *f, const uint8_t *p,
+			size_t len)
 {
-	const uint8_t *p = s->buf;
+	uint32_t magic;
 
-	s->kind = KIND_PCAP;
-	if (magic == PCAP_MAGIC_US || magic == PCAP_MAGIC_NS) {
-		s->swap = 0;
-	} else {
-		s->swap = 1;
+	if (len < 4)
+		return SL_E_FORMAT;
+	memcpy(&magic, p, sizeof(magic));
+	switch (magic) {
+	case PCAP_MAGIC_US:
+	case PCAP_MAGIC_NS:
+		f->swap = 0;
+		break;
+	case __builtin_bswap32(PCAP_MAGIC_US):
+	case __builtin_bswap32(PCAP_MAGIC_NS):
+		f->swap = 1;
 		magic = __builtin_bswap32(magic);
+		break;
+	default:
+		return SL_E_FORMAT;
 	}
-	s->frac_ns = magic == PCAP_MAGIC_NS ? 1 : 1000;
-	if (s->len < PCAP_HDR_LEN)
+	f->frac_ns = magic == PCAP_MAGIC_NS ? 1 : 1000;
+	if (len < PCAP_HDR_LEN)
 		return SL_E_TRUNCATED;
 	/* The upper bits carry FCS information. The snaplen at 16 is not
 	 * trusted: some writers put 0 or a value below the real caplen. */
-	s->linktype = (int)(rd32(s->swap, p + 20) & 0xffff);
+	f->linktype = (int)(rd32(f->swap, p + 20) & 0xffff);
+	return 0;
+}
+
+static int pcap_init(struct pcap_source *s)
+{
+	struct sl_pcap_format f;
+	int rc = sl_pcap_format_read(&f, s->buf, s->len);
+
+	s->kind = KIND_PCAP;
+	if (rc)
+		return rc;
+	s->swap = f.swap;
+	s->frac_ns = f.frac_ns;
+	s->linktype = f.linktype;
 	s->pos = PCAP_HDR_LEN;
 	return 0;
 }
@@ -271,6 +297,39 @@ static int pcap_next(struct pcap_source *s, struct sl_packet_batch *b)
 		rc = window_done(s, PCAP_REC_LEN);
 out:
 	return batch_end(s, b, n, rc);
+}
+
+size_t sl_pcap_walk(const struct sl_pcap_format *f, const uint8_t *buf,
+		    size_t len, struct sl_packet *pkt, uint32_t max,
+		    uint32_t *count, int *err)
+{
+	size_t pos = 0;
+	uint32_t n = 0;
+
+	*err = 0;
+	while (n < max && len - pos >= PCAP_REC_LEN) {
+		const uint8_t *p = buf + pos;
+		uint32_t caplen = rd32(f->swap, p + 8), wirelen;
+
+		if (caplen > PCAP_MAX_CAPLEN) {
+			*err = SL_E_FORMAT;
+			break;
+		}
+		if (caplen > len - pos - PCAP_REC_LEN)
+			break;
+		wirelen = rd32(f->swap, p + 12);
+		pkt[n].data = p + PCAP_REC_LEN;
+		pkt[n].ts_ns = pcap_ts_ns(rd32(f->swap, p), rd32(f->swap, p + 4),
+					  f->frac_ns);
+		pkt[n].caplen = caplen;
+		pkt[n].wirelen = wirelen < caplen ? caplen : wirelen;
+		pkt[n].linktype = (uint32_t)f->linktype;
+		pkt[n].ifindex = 0;
+		n++;
+		pos += PCAP_REC_LEN + caplen;
+	}
+	*count = n;
+	return pos;
 }
 
 /* ---- pcapng ----------------------------------------------------------- */
@@ -784,14 +843,7 @@ static int pcap_src_init(struct pcap_source *s)
 	memcpy(&magic, s->buf, sizeof(magic));
 	if (magic == NG_SHB)
 		return ng_init(s);
-	switch (magic) {
-	case PCAP_MAGIC_US:
-	case PCAP_MAGIC_NS:
-	case __builtin_bswap32(PCAP_MAGIC_US):
-	case __builtin_bswap32(PCAP_MAGIC_NS):
-		return pcap_init(s, magic);
-	}
-	return SL_E_FORMAT;
+	return pcap_init(s);
 }
 
 int sl_source_open_mem(struct sl_source **out, const uint8_t *buf, size_t len)

@@ -15,6 +15,7 @@
 #include <zstd.h>
 
 #include "sluice.h"
+#include "source.h"
 #include "test.h"
 
 #define NS 1000000000ULL
@@ -1197,6 +1198,161 @@ static void test_file_windows(void)
 	}
 }
 
+/* ---- one file read once by several workers (sl_coop) ---------------- */
+
+/* The test's owners: by the packet's timestamp, over *ctx workers. */
+static void coop_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
+			  const struct sl_classified *out)
+{
+	uint32_t workers = *(const uint32_t *)ctx;
+
+	for (uint32_t i = 0; i < n; i++) {
+		out->owner[i] = (uint16_t)(pkt[i].ts_ns % workers);
+		out->status[i] = (uint8_t)(pkt[i].caplen & 0xff);
+	}
+}
+
+/* In a worker: every packet the buffer gives, in order, with the same
+ * bytes, its owner and status as the classifier of whichever worker read
+ * it decided, then the buffer's end (clean or its error). 1 when so. */
+static int coop_worker(struct sl_coop *c, const struct bld *b, size_t len,
+		       uint32_t workers)
+{
+	struct sl_source *cs = NULL, *ms = NULL;
+	uint32_t mi = 0, n = 0;
+	int rc, mrc = 1, ok = 1;
+
+	if (sl_source_open_coop(&cs, c) || sl_source_open_mem(&ms, b->d, len))
+		return 0;
+	cs->ops->set_classifier(cs, coop_classify, &workers);
+	batch2.count = 0;
+	for (;;) {
+		const struct sl_classified *cls;
+
+		rc = sl_source_next(cs, &batch);
+		if (rc <= 0)
+			break;
+		cls = cs->ops->classified(cs);
+		for (uint32_t i = 0; i < batch.count; i++, n++) {
+			const struct sl_packet *p = &batch.pkt[i];
+			const struct sl_packet *q =
+			    next_packet(ms, &batch2, &mi, &mrc);
+
+			if (!q || p->ts_ns != q->ts_ns ||
+			    p->caplen != q->caplen ||
+			    p->wirelen != q->wirelen ||
+			    p->linktype != q->linktype ||
+			    memcmp(p->data, q->data, p->caplen) ||
+			    cls->owner[i] != p->ts_ns % workers ||
+			    cls->status[i] != (p->caplen & 0xff)) {
+				fprintf(stderr, "coop: packet %u differs\n", n);
+				ok = 0;
+			}
+		}
+	}
+	if (next_packet(ms, &batch2, &mi, &mrc) || rc != mrc ||
+	    sl_source_next(cs, &batch) != rc) {
+		fprintf(stderr, "coop: ended %d after %u, buffer %d\n", rc, n,
+			mrc);
+		ok = 0;
+	}
+	sl_source_close(cs);
+	sl_source_close(ms);
+	return ok;
+}
+
+/* The first len bytes of b as a file read by 1, 2 and 3 worker processes
+ * at once: each gets what the buffer gives. 1 when all did. */
+static int coop_same(const struct bld *b, size_t len)
+{
+	char path[64];
+	int fd = tmp_file(b, len, path), ok = 1;
+
+	if (fd < 0)
+		return 0;
+	for (uint32_t workers = 1; workers <= 3; workers++) {
+		struct sl_coop *c = NULL;
+		pid_t pid[3];
+
+		if (sl_coop_new(&c, path, workers)) {
+			ok = 0;
+			break;
+		}
+		for (uint32_t w = 0; w < workers; w++) {
+			pid[w] = fork();
+			if (pid[w] == 0)
+				_exit(coop_worker(c, b, len, workers) ? 0 : 1);
+		}
+		for (uint32_t w = 0; w < workers; w++) {
+			int st = -1;
+
+			if (pid[w] < 0 || waitpid(pid[w], &st, 0) != pid[w] ||
+			    !WIFEXITED(st) || WEXITSTATUS(st)) {
+				fprintf(stderr, "coop: %u workers: worker %u "
+						"failed\n",
+					workers, w);
+				ok = 0;
+			}
+		}
+		sl_coop_free(c);
+	}
+	close(fd);
+	unlink(path);
+	return ok;
+}
+
+/* A file of many windows (512 KiB each, 4 slots a worker: the slots are
+ * reused many times) with records of every size up to the largest, runs
+ * of empty records (the most a window holds), both byte orders; whole,
+ * cut inside its last record, and with a corrupt record length inside. A
+ * pcapng file, a compressed one, and stdin are not for sharing. */
+static void test_coop(void)
+{
+	struct sl_coop *c = NULL;
+	struct bld b;
+	size_t last, mid = 0;
+	char path[64];
+	int fd;
+
+	for (int be = 0; be < 2; be++) {
+		bld_init(&b, be);
+		pcap_hdr(&b, be ? 0xa1b2c3d4 : 0xa1b23c4d, 65535, 1);
+		for (uint32_t i = 0; i < 20000; i++) {
+			uint32_t n = i % 997 == 0   ? 262144
+				     : i % 5 == 0 ? 0
+						  : (i * 37) % 1600;
+
+			if (i == 12000)
+				mid = b.len;
+			last = b.len;
+			pcap_rec(&b, 1700000000 + i, i, n, n + 4, (uint8_t)i);
+		}
+		for (uint32_t i = 0; i < 70000; i++) /* 2 windows of them */
+			pcap_rec(&b, 1800000000, i, 0, 60, 0);
+		CHECK(coop_same(&b, b.len));
+		CHECK(coop_same(&b, b.len - 30)); /* a record cut */
+		if (be == 0) {
+			CHECK(coop_same(&b, last + 7));
+			patch32(&b, mid + 8, 300000); /* caplen past the limit */
+			CHECK(coop_same(&b, b.len));
+		}
+		bld_free(&b);
+	}
+
+	bld_init(&b, 0);
+	ng_shb(&b);
+	ng_idb(&b, 1, 0, 0, 0, 0);
+	fd = tmp_file(&b, b.len, path);
+	CHECK(fd >= 0);
+	CHECK_EQ(sl_coop_new(&c, path, 2), -ENOTSUP);
+	CHECK_EQ(sl_coop_new(&c, "-", 2), -ENOTSUP);
+	CHECK_EQ(sl_coop_new(&c, "/nonexistent/x.pcap", 2), -ENOENT);
+	CHECK(c == NULL);
+	close(fd);
+	unlink(path);
+	bld_free(&b);
+}
+
 /* Reads a file of 6000 records of 1400 bytes (8.5 MB) and truncates it
  * after the first batch: at the end of record cut (a boundary), inside
  * record cut, or below what was read (cut 0). Every packet before the
@@ -1726,5 +1882,6 @@ int main(void)
 	test_stream();
 	test_compressed(0);
 	test_compressed(1);
+	test_coop();
 	return test_done();
 }

@@ -845,6 +845,18 @@ local function take_stream(o, stream, w)
   o.open.read = #paths == 1 and paths[1] or paths
 end
 
+-- One pcap file read once for all workers (sluice.h, sl_coop): made
+-- before they fork; nil where the input is not one (the workers then each
+-- read all of it).
+local function open_coop(o)
+  local read = o.open.read
+  if type(read) == "table" then read = #read == 1 and read[1] or nil end
+  if type(read) ~= "string" then return nil end
+  local cp = ffi.new("struct sl_coop *[1]")
+  if C.sl_coop_new(cp, read, o.workers) < 0 then return nil end
+  return ffi.gc(cp[0], C.sl_coop_free)
+end
+
 -- Workers are processes, each its own input share (ring, queue, or a hash
 -- share of the flows of files and streams), flow table and Lua state.
 local function run_workers(o, list)
@@ -865,10 +877,14 @@ local function run_workers(o, list)
     if not eng then return code end
     eng:close()
   end
+  local coop = not stream and open_coop(o)
   -- a shared input (files, stdin) ends with one summary of all workers
   if o.open.read then o.summaries = summary.new() end
   local ok, code = workers.run(o.workers, function(w)
     if stream then take_stream(o, stream, w) end
+    if coop then -- the parent unmaps it, once every worker ended
+      o.open.shared_reader = ffi.gc(coop, nil)
+    end
     -- a worker serves its own metrics socket only
     for i, srv in pairs(o.metrics_servers or {}) do
       if i ~= w then srv:close() end

@@ -168,7 +168,8 @@ local function open_source(opts, sp)
     read = read[1]
   end
   if read then
-    local rc = C.sl_source_open_file(sp, read)
+    local rc = opts.shared_reader and C.sl_source_open_coop(sp, opts.shared_reader)
+      or C.sl_source_open_file(sp, read)
     if rc == -C.SL_EISDIR then return open_files({ read }, sp) end
     local name = input_name(read)
     if rc < 0 then return nil, name .. ": " .. core.strerror(rc) end
@@ -226,7 +227,7 @@ function M.open(opts)
     idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true,
     max_flows = true, low_flows = true, grace = true, silence = true, listen = true,
     idle_exit = true, template_timeout = true, rcvbuf = true, collector_memory = true,
-    tcp_idle_timeout = true, tunnels = true, features = true }
+    tcp_idle_timeout = true, tunnels = true, features = true, shared_reader = true }
   for k in pairs(LIVE_OPTIONS) do known[k] = opts.interface ~= nil end
   for _, k in ipairs { "idle_exit", "template_timeout", "rcvbuf", "collector_memory",
     "tcp_idle_timeout" } do
@@ -302,6 +303,11 @@ function M.open(opts)
     cfg.workers, cfg.worker = n, w
     -- every worker reads the whole capture and keeps its share of flows
     if opts.read and n > 1 then cfg.shared_input = 1 end
+  end
+  -- the command line's workers on one pcap file: a struct sl_coop * made
+  -- before they forked (sluice.h, sl_coop_new), read once for all
+  if opts.shared_reader and cfg.shared_input ~= 1 then
+    error("sluice.open: shared_reader needs read and workers > 1", 2)
   end
 
   local ep = ffi.new("struct sl_engine *[1]")
