@@ -119,6 +119,42 @@ describe("--workers on a file", function()
     assert(shutdown > 0, "flows still open at the signal end with reason shutdown")
   end)
 
+  -- one pcap file is read once for all workers (sl_coop); these are its
+  -- ends and the inputs it leaves to every worker reading all
+  it("a file cut inside a record: the one-worker flows, error and exit status", function()
+    local cut = run.tmpdir() .. "/cut.pcap"
+    local size = assert(run.slurp(trace)):len()
+    assert(run.sh(string.format("head -c %d %s > %s", size - 333, q(trace), q(cut))).code == 0)
+    local r1, l1 = run_json("", q(cut))
+    assert(r1.code ~= 0 and r1.err:match("truncated"), run.describe(r1))
+    for _, n in ipairs { 2, 3 } do
+      local r, lines = run_json("", q(cut), "--workers " .. n)
+      assert.are.equal(r1.code, r.code, run.describe(r))
+      assert.are.same(l1, lines)
+      assert(r.err:match("truncated"), run.describe(r))
+      assert.are.equal(counters(r1), counters(r), "the packet counters")
+    end
+  end)
+
+  it("--filter on a file: the one-worker flows and filtered count", function()
+    local r1, l1 = run_json("", q(trace), "--filter 'tcp or ip6'")
+    assert(r1.code == 0, run.describe(r1))
+    local r, lines = run_json("", q(trace), "--filter 'tcp or ip6' --workers 2")
+    same_run(r1, l1, r, lines)
+    assert(#lines < #reference, "the filter left flows out")
+  end)
+
+  it("a pcapng file: every worker reads all of it", function()
+    local ng = run.tmpdir() .. "/trace.pcapng"
+    local c = run.sh(string.format("editcap -F pcapng %s %s", q(trace), q(ng)))
+    if c.code ~= 0 then
+      io.stderr:write("workers_spec: skipping pcapng, editcap failed: ", c.err, "\n")
+      return pending("editcap (tshark's) could not write pcapng")
+    end
+    local r, lines = run_json("", q(ng), "--workers 2")
+    same_run(ref_run, reference, r, lines)
+  end)
+
   it("refuses two streams", function()
     local r = run.sh(string.format("%s run -r - -r /dev/stdin --workers 2 -q", SLUICE))
     assert.are.equal(2, r.code, run.describe(r))
