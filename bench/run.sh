@@ -376,7 +376,7 @@ if [ -n "$CLID" ] && [ -n "$NDPIR" ]; then
 fi
 CLIW=$(printf '%s' "$RATIOS" | sed -n "s/^CLI json workers $WORKERS|//p")
 if [ -n "$CLI1" ] && [ -n "$CLIW" ]; then
-	echo "$CLIW $CLI1" | awk -v n="$WORKERS" '{ printf "%-20s %.2fx the one-worker rate (every worker reads the whole file and keeps the flows that hash to it)\n", "workers " n, $1 / $2 }'
+	echo "$CLIW $CLI1" | awk -v n="$WORKERS" '{ printf "%-20s %.2fx the one-worker rate (the file read once for all: each worker decodes and counts its own flows)\n", "workers " n, $1 / $2 }'
 fi
 CLIC=$(printf '%s' "$RATIOS" | sed -n "s/^$WORKERS CLI jobs at once|//p")
 if [ -n "$CLI1" ] && [ -n "$CLIC" ]; then

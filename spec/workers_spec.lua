@@ -77,6 +77,18 @@ describe("--workers on a file", function()
       "the slice counters: " .. r1.err .. "\n" .. r2.err)
   end)
 
+  it("with short timeouts firing between other workers' packets, the same flows and slices", function()
+    local opts = "--idle-timeout tcp=0.02 --idle-timeout udp=0.01 --idle-timeout icmp=0.01 " ..
+      "--active-timeout 0.3 --slice 0.1"
+    local r1, l1 = run_json("", q(trace), opts)
+    assert(r1.code == 0, run.describe(r1))
+    assert(r1.err:match("idle=%d%d%d"), "idle timeouts fire: " .. r1.err)
+    for _, n in ipairs { 2, 3 } do
+      local r, lines = run_json("", q(trace), opts .. " --workers " .. n)
+      same_run(r1, l1, r, lines)
+    end
+  end)
+
   it("reads standard input (a pipe) and a gzip pipe, copied to each worker", function()
     local r, lines = run_json("cat " .. q(trace) .. " | ", "-", "--workers 2")
     same_run(ref_run, reference, r, lines)

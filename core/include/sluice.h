@@ -728,8 +728,8 @@ struct sl_config {
 	uint32_t decode_flags; /* SL_DECODE_OUTER: key by the outer IP */
 	uint32_t features; /* enum sl_feature, for every flow */
 	uint32_t splt_packets; /* SL_FEATURE_SPLT: 0 is SL_SPLT_DEFAULT */
-	/* 1: every one of the workers reads the whole input (a file, stdin);
-	 * this engine takes the packets of the flows whose key hashes to its
+	/* 1: every one of the workers reads the whole input (a file, stdin),
+	 * or takes every window of one read once (sl_coop); this engine takes the packets of the flows whose key hashes to its
 	 * worker number and those of no flow if it is worker 0, and counts
 	 * the rest as sl_stats.foreign. Every packet moves its clock, so all
 	 * workers time flows out and close slices alike. */

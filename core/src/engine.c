@@ -399,6 +399,7 @@ int sl_engine_step(struct sl_engine *e)
 	e->step_ev.n = 0;
 	e->out.slice_ready = 0;
 	e->out.n_slices = 0;
+	e->quiet_until = 0; /* handlers ran since */
 	e->in_step = 1;
 	rc = engine_step(e);
 	e->in_step = 0;

@@ -179,6 +179,10 @@ struct sl_engine {
 	struct sl_list age;
 	uint64_t next_id;
 	uint64_t now;	   /* the clock (timeout.c); 0: not set yet */
+	/* before this time nothing is due (no timeout, no interval end):
+	 * another worker's packet moves the clock without looking; 0 when
+	 * not known (a packet was counted, or handlers ran, since) */
+	uint64_t quiet_until;
 	uint64_t jump_at;  /* the last time refused as too far ahead */
 	uint32_t jump_run; /* such times in a row, each near the one before */
 
@@ -355,7 +359,8 @@ static inline int sl_clock_check(struct sl_engine *e, uint64_t t)
 	return 0;
 }
 
-/* A shared input (sl_config.shared_input: every worker reads all of it):
+/* A shared input (sl_config.shared_input: every worker reads all of it,
+ * or takes every window of it read once, coop.c):
  * a flow's packets belong to the worker its hash falls to (the high bits:
  * the low ones pick buckets), packets of no flow to worker 0. Every worker
  * still moves its clock by every packet, so timeouts fire and slices close

@@ -42,6 +42,14 @@ static void batch_prepare(struct sl_engine *e)
 		if (cls) { /* a shared input read once: its reader decoded it */
 			uint16_t owner = cls->owner[i];
 
+			if (i + 8 < e->batch.count) {
+				const char *ahead = (const char *)&cls->dec[i + 8];
+
+				__builtin_prefetch(ahead);
+				__builtin_prefetch(ahead + 64);
+				__builtin_prefetch(ahead + 111);
+			}
+
 			if (owner == SL_OWNER_FILTERED) {
 				pp->status = SL_PREP_FILTERED;
 				continue;
@@ -428,6 +436,15 @@ int sl_step_packets(struct sl_engine *e)
 			e->cursor++;
 			continue;
 		}
+		if (e->prep[e->cursor].status == SL_PREP_FOREIGN &&
+		    p->ts_ns < e->quiet_until) {
+			/* what sl_clock_advance() would do: nothing is due */
+			if (p->ts_ns > e->now && sl_clock_usable(e, p->ts_ns))
+				e->now = e->out.now_ns = p->ts_ns;
+			e->stats.foreign++;
+			e->cursor++;
+			continue;
+		}
 		if (e->cfg.slice_ns && !e->slice_end)
 			sl_slice_open(e, p->ts_ns);
 		rc = sl_clock_advance(e, p->ts_ns);
@@ -439,6 +456,7 @@ int sl_step_packets(struct sl_engine *e)
 			e->cursor++;
 			continue;
 		}
+		e->quiet_until = 0; /* a flow may change */
 		rc = packet_process(e, e->cursor);
 		e->cursor++;
 		if (rc)

@@ -77,8 +77,13 @@ int sl_clock_advance(struct sl_engine *e, uint64_t t)
 			sl_slice_open(e, e->now);
 			return rc ? rc : 1;
 		}
-		if (!due)
+		if (!due) {
+			e->quiet_until = d;
+			if (e->cfg.slice_ns && e->slice_end &&
+			    e->slice_end < d)
+				e->quiet_until = e->slice_end;
 			return 0;
+		}
 		/* sl_flow_end() refuses a flow that is not live: a broken
 		 * list then stops the clock with an error, not a loop */
 		rc = sl_flow_end(e, &e->pool[slot], reason, d);

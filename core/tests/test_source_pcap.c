@@ -1301,7 +1301,7 @@ static int coop_same(const struct bld *b, size_t len)
 	return ok;
 }
 
-/* A file of many windows (512 KiB each, 4 slots a worker: the slots are
+/* A file of many windows (260 KiB each, 4 slots a worker: the slots are
  * reused many times) with records of every size up to the largest, runs
  * of empty records (the most a window holds), both byte orders; whole,
  * cut inside its last record, and with a corrupt record length inside. A
