@@ -156,6 +156,27 @@ describe("--workers on a file", function()
     assert(#lines < #reference, "the filter left flows out")
   end)
 
+  it("a worker whose policy stops it early does not hold the others back", function()
+    local policy = run.tmpdir() .. "/stop_early.lua"
+    run.spit(policy, [[
+local P, ctx, starts = { info = { name = "stop_early" } }, nil, 0
+function P.init(_, c) ctx = c end
+function P.on_flow_start()
+  starts = starts + 1
+  if ctx.worker == 1 and starts == 100 then ctx.engine:shutdown() end
+end
+return P
+]])
+    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q -v --workers 2 --out json:%s",
+      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/early.json")))
+    assert.are_not.equal(124, r.code, "the run hung:\n" .. run.describe(r))
+    assert(r.code == 0, run.describe(r))
+    local flows = tonumber(r.err:match("flows (%d+) ended"))
+    local ref_flows = tonumber(ref_run.err:match("flows (%d+) ended"))
+    assert(flows and flows > ref_flows / 2 and flows < ref_flows,
+      "worker 0 counts its half to the end, worker 1 stopped early:\n" .. r.err)
+  end)
+
   it("a pcapng file: every worker reads all of it", function()
     local ng = run.tmpdir() .. "/trace.pcapng"
     local c = run.sh(string.format("editcap -F pcapng %s %s", q(trace), q(ng)))

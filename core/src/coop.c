@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,13 +74,13 @@ struct coop_slot {
 
 struct sl_coop {
 	size_t map_len;
-	uint32_t workers;
 	uint32_t n_slots;
 	int fd;
 	struct sl_pcap_format fmt;
 	uint64_t size; /* the file's at open */
 	struct coop_slot *slots;
 	_Atomic uint32_t lock;	  /* 1: a worker reads the next window */
+	_Atomic uint32_t readers; /* workers that take windows: not closed */
 	_Atomic uint32_t events;  /* the futex: bumped when a window is read,
 				   * ready, or taken by all */
 	_Atomic uint32_t waiters; /* workers asleep on events */
@@ -188,7 +189,7 @@ static int coop_try_read(struct coop_source *cs)
 	c->next_off = window_read(c, s, c->next_off);
 	c->next_win = win + 1;
 	c->done = s->end;
-	atomic_store(&s->takers, c->workers);
+	atomic_store(&s->takers, atomic_load(&c->readers));
 	atomic_store(&c->lock, 0);
 	coop_wake(c); /* the next window can be read */
 
@@ -278,9 +279,25 @@ static void coop_progress(const struct sl_source *src, uint64_t *pos,
 	*size = cs->c->size;
 }
 
+/* A worker that stops before the end (a policy's engine:shutdown(), a
+ * signal) gives back the windows read that it did not take, and is not
+ * waited for again: the others read on without it. */
 static void coop_close(struct sl_source *src)
 {
-	free(src);
+	struct coop_source *cs = (struct coop_source *)src;
+	struct sl_coop *c = cs->c;
+	uint32_t unlocked = 0;
+
+	while (!atomic_compare_exchange_weak(&c->lock, &unlocked, 1)) {
+		unlocked = 0;
+		sched_yield();
+	}
+	atomic_fetch_sub(&c->readers, 1);
+	for (uint64_t win = cs->win; win < c->next_win; win++)
+		atomic_fetch_sub(&slot_of(c, win)->takers, 1);
+	atomic_store(&c->lock, 0);
+	coop_wake(c);
+	free(cs);
 }
 
 static const struct sl_source_ops coop_ops = {
@@ -339,8 +356,8 @@ int sl_coop_new(struct sl_coop **out, const char *path, uint32_t workers)
 		goto out_unmap; /* the reader of one says what is wrong */
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	c->map_len = len;
-	c->workers = workers;
 	c->n_slots = workers * COOP_SLOTS_PER_WORKER;
+	c->readers = workers;
 	c->fd = fd;
 	c->size = (uint64_t)st.st_size;
 	c->slots = (struct coop_slot *)((char *)c +

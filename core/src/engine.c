@@ -255,6 +255,10 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 	rc = config_defaults(&e->cfg);
 	if (rc)
 		goto out_free;
+	e->min_timeout_ns = e->cfg.active_timeout_ns;
+	for (int i = 0; i < SL_TIMEOUT_COUNT; i++)
+		if (e->cfg.idle_timeout_ns[i] < e->min_timeout_ns)
+			e->min_timeout_ns = e->cfg.idle_timeout_ns[i];
 	rc = -ENOMEM;
 	e->pool_size = e->cfg.pool_flows;
 	e->pool = slots_alloc(POOL_LEN(e));

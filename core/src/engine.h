@@ -180,9 +180,11 @@ struct sl_engine {
 	uint64_t next_id;
 	uint64_t now;	   /* the clock (timeout.c); 0: not set yet */
 	/* before this time nothing is due (no timeout, no interval end):
-	 * another worker's packet moves the clock without looking; 0 when
-	 * not known (a packet was counted, or handlers ran, since) */
+	 * a packet moves the clock without looking; 0 when not known
+	 * (handlers ran since). A packet counted now gives its flow
+	 * deadlines no earlier than now + min_timeout_ns. */
 	uint64_t quiet_until;
+	uint64_t min_timeout_ns;
 	uint64_t jump_at;  /* the last time refused as too far ahead */
 	uint32_t jump_run; /* such times in a row, each near the one before */
 

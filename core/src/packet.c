@@ -388,6 +388,7 @@ static void count_bad_time(struct sl_engine *e, const struct sl_packet *p)
 
 int sl_step_packets(struct sl_engine *e)
 {
+	uint64_t quiet;
 	int rc;
 
 	if (e->stopping && e->cursor >= e->batch.count)
@@ -436,27 +437,26 @@ int sl_step_packets(struct sl_engine *e)
 			e->cursor++;
 			continue;
 		}
-		if (e->prep[e->cursor].status == SL_PREP_FOREIGN &&
-		    p->ts_ns < e->quiet_until) {
+		if (p->ts_ns < e->quiet_until) {
 			/* what sl_clock_advance() would do: nothing is due */
 			if (p->ts_ns > e->now && sl_clock_usable(e, p->ts_ns))
 				e->now = e->out.now_ns = p->ts_ns;
-			e->stats.foreign++;
-			e->cursor++;
-			continue;
+		} else {
+			if (e->cfg.slice_ns && !e->slice_end)
+				sl_slice_open(e, p->ts_ns);
+			rc = sl_clock_advance(e, p->ts_ns);
+			if (rc)
+				return rc; /* 1: an interval closed before
+					    * this packet */
 		}
-		if (e->cfg.slice_ns && !e->slice_end)
-			sl_slice_open(e, p->ts_ns);
-		rc = sl_clock_advance(e, p->ts_ns);
-		if (rc)
-			return rc; /* 1: an interval closed before this packet
-				    */
 		if (e->prep[e->cursor].status == SL_PREP_FOREIGN) {
 			e->stats.foreign++;
 			e->cursor++;
 			continue;
 		}
-		e->quiet_until = 0; /* a flow may change */
+		quiet = sl_sat_add(e->now, e->min_timeout_ns);
+		if (e->quiet_until > quiet)
+			e->quiet_until = quiet;
 		rc = packet_process(e, e->cursor);
 		e->cursor++;
 		if (rc)

@@ -1216,11 +1216,11 @@ static void coop_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
  * bytes, its owner and status as the classifier of whichever worker read
  * it decided, then the buffer's end (clean or its error). 1 when so. */
 static int coop_worker(struct sl_coop *c, const struct bld *b, size_t len,
-		       uint32_t workers)
+		       uint32_t workers, int quit_after)
 {
 	struct sl_source *cs = NULL, *ms = NULL;
 	uint32_t mi = 0, n = 0;
-	int rc, mrc = 1, ok = 1;
+	int rc, mrc = 1, ok = 1, batches = 0;
 
 	if (sl_source_open_coop(&cs, c) || sl_source_open_mem(&ms, b->d, len))
 		return 0;
@@ -1229,6 +1229,11 @@ static int coop_worker(struct sl_coop *c, const struct bld *b, size_t len,
 	for (;;) {
 		const struct sl_classified *cls;
 
+		if (quit_after && batches++ == quit_after) { /* stops early */
+			sl_source_close(cs);
+			sl_source_close(ms);
+			return ok;
+		}
 		rc = sl_source_next(cs, &batch);
 		if (rc <= 0)
 			break;
@@ -1262,8 +1267,10 @@ static int coop_worker(struct sl_coop *c, const struct bld *b, size_t len,
 }
 
 /* The first len bytes of b as a file read by 1, 2 and 3 worker processes
- * at once: each gets what the buffer gives. 1 when all did. */
-static int coop_same(const struct bld *b, size_t len)
+ * at once: each gets what the buffer gives. With quit_after, the last of
+ * 2 or 3 stops after that many batches, and the others still read to the
+ * end (a minute at most). 1 when all did. */
+static int coop_same(const struct bld *b, size_t len, int quit_after)
 {
 	char path[64];
 	int fd = tmp_file(b, len, path), ok = 1;
@@ -1280,8 +1287,15 @@ static int coop_same(const struct bld *b, size_t len)
 		}
 		for (uint32_t w = 0; w < workers; w++) {
 			pid[w] = fork();
-			if (pid[w] == 0)
-				_exit(coop_worker(c, b, len, workers) ? 0 : 1);
+			if (pid[w] == 0) {
+				alarm(60);
+				_exit(coop_worker(c, b, len, workers,
+						  w && w == workers - 1
+						      ? quit_after
+						      : 0)
+					  ? 0
+					  : 1);
+			}
 		}
 		for (uint32_t w = 0; w < workers; w++) {
 			int st = -1;
@@ -1304,7 +1318,8 @@ static int coop_same(const struct bld *b, size_t len)
 /* A file of many windows (260 KiB each, 4 slots a worker: the slots are
  * reused many times) with records of every size up to the largest, runs
  * of empty records (the most a window holds), both byte orders; whole,
- * cut inside its last record, and with a corrupt record length inside. A
+ * cut inside its last record, and with a corrupt record length inside;
+ * with a worker that stops early (engine:shutdown(), a signal). A
  * pcapng file, a compressed one, and stdin are not for sharing. */
 static void test_coop(void)
 {
@@ -1329,12 +1344,14 @@ static void test_coop(void)
 		}
 		for (uint32_t i = 0; i < 70000; i++) /* 2 windows of them */
 			pcap_rec(&b, 1800000000, i, 0, 60, 0);
-		CHECK(coop_same(&b, b.len));
-		CHECK(coop_same(&b, b.len - 30)); /* a record cut */
+		CHECK(coop_same(&b, b.len, 0));
+		CHECK(coop_same(&b, b.len - 30, 0)); /* a record cut */
 		if (be == 0) {
-			CHECK(coop_same(&b, last + 7));
+			CHECK(coop_same(&b, b.len, 1));
+			CHECK(coop_same(&b, b.len, 40));
+			CHECK(coop_same(&b, last + 7, 0));
 			patch32(&b, mid + 8, 300000); /* caplen past the limit */
-			CHECK(coop_same(&b, b.len));
+			CHECK(coop_same(&b, b.len, 0));
 		}
 		bld_free(&b);
 	}
