@@ -96,6 +96,7 @@ struct coop_source {
 	sl_classify_fn classify;
 	void *ctx;
 	uint64_t win;		/* the window taken now or next */
+	uint64_t off;		/* the input offset of the last batch's */
 	uint32_t pos;		/* its next packet */
 	int ended;		/* its last window is taken: err for good */
 	int err;
@@ -229,6 +230,7 @@ static int coop_next(struct sl_source *src, struct sl_packet_batch *b)
 				cs->batch.status = &s->status[cs->pos];
 				cs->batch.dec = &s->dec[cs->pos];
 				cs->pos += n;
+				cs->off = s->off;
 				b->count = n;
 				return (int)n;
 			}
@@ -273,9 +275,8 @@ static void coop_progress(const struct sl_source *src, uint64_t *pos,
 			  uint64_t *size)
 {
 	const struct coop_source *cs = (const struct coop_source *)src;
-	struct coop_slot *s = slot_of(cs->c, cs->win);
 
-	*pos = atomic_load(&s->ready) == cs->win + 1 ? s->off : 0;
+	*pos = cs->ended ? cs->c->size : cs->off;
 	*size = cs->c->size;
 }
 

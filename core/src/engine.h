@@ -367,11 +367,16 @@ static inline int sl_clock_check(struct sl_engine *e, uint64_t t)
  * the low ones pick buckets), packets of no flow to worker 0. Every worker
  * still moves its clock by every packet, so timeouts fire and slices close
  * alike in all of them. */
+static inline uint32_t sl_worker_of_hash(const struct sl_engine *e,
+					 uint32_t hash)
+{
+	return (uint32_t)(((uint64_t)hash * e->cfg.workers) >> 32);
+}
+
 static inline int sl_foreign_hash(const struct sl_engine *e, uint32_t hash)
 {
 	return e->cfg.shared_input &&
-	       (uint32_t)(((uint64_t)hash * e->cfg.workers) >> 32) !=
-		   e->cfg.worker;
+	       sl_worker_of_hash(e, hash) != e->cfg.worker;
 }
 
 static inline int sl_foreign_flowless(const struct sl_engine *e)

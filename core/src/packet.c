@@ -42,14 +42,12 @@ static void batch_prepare(struct sl_engine *e)
 		if (cls) { /* a shared input read once: its reader decoded it */
 			uint16_t owner = cls->owner[i];
 
-			if (i + 8 < e->batch.count) {
+			if (i + 8 < e->batch.count) { /* written on another core */
 				const char *ahead = (const char *)&cls->dec[i + 8];
 
 				__builtin_prefetch(ahead);
-				__builtin_prefetch(ahead + 64);
-				__builtin_prefetch(ahead + 111);
+				__builtin_prefetch(ahead + sizeof(*cls->dec) - 1);
 			}
-
 			if (owner == SL_OWNER_FILTERED) {
 				pp->status = SL_PREP_FILTERED;
 				continue;
@@ -107,9 +105,7 @@ void sl_packet_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
 		}
 		ckey = d->key;
 		key_canonical(&ckey);
-		out->owner[i] = (uint16_t)(((uint64_t)key_hash(&ckey) *
-					    e->cfg.workers) >>
-					   32);
+		out->owner[i] = (uint16_t)sl_worker_of_hash(e, key_hash(&ckey));
 	}
 }
 
