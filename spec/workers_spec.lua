@@ -179,7 +179,7 @@ return P
 
   it("a pcapng file: every worker reads all of it", function()
     local ng = run.tmpdir() .. "/trace.pcapng"
-    local c = run.sh(string.format("editcap -F pcapng %s %s", q(trace), q(ng)))
+    local c = run.sh(string.format("%seditcap -F pcapng %s %s", run.PLAIN, q(trace), q(ng)))
     if c.code ~= 0 then
       io.stderr:write("workers_spec: skipping pcapng, editcap failed: ", c.err, "\n")
       return pending("editcap (tshark's) could not write pcapng")
