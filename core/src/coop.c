@@ -12,10 +12,11 @@
  * before they fork, at the same address in each, so packets' pointers are
  * valid in all). A window starts where the last one's last whole record
  * ended, so windows are read in turn, under a lock: whichever worker
- * finds the lock free and the next window's slot free reads it and walks
- * its records, then, outside the lock, decides each packet's owner with
- * its engine's classifier (the input filter, the decode and the flow hash
- * the owner's engine would do). Every worker takes every window in order,
+ * needs the next window, or is about to (COOP_AHEAD), and finds the lock
+ * and the window's slot free reads it and walks its records, then,
+ * outside the lock, decides each packet's owner with its engine's
+ * classifier (the input filter, the decode and the flow hash the owner's
+ * engine would do). Every worker takes every window in order,
  * with the owner codes, and decodes only its own packets. A slot is read
  * again once every worker has taken the window it holds.
  *
@@ -54,6 +55,7 @@ enum {
 	COOP_SLOTS_PER_WORKER = 4,
 	COOP_WAIT_MS = 200,
 	COOP_SPINS = 256,
+	COOP_AHEAD = 2,
 };
 _Static_assert(COOP_WINDOW >= SL_PCAP_MAX_RECORD,
 	       "a window holds the largest record");
@@ -84,8 +86,8 @@ struct sl_coop {
 	_Atomic uint32_t events;  /* the futex: bumped when a window is read,
 				   * ready, or taken by all */
 	_Atomic uint32_t waiters; /* workers asleep on events */
-	/* under the lock */
-	uint64_t next_win;
+	/* written under the lock */
+	uint64_t next_win; /* read without it to decide to read ahead */
 	uint64_t next_off;
 	int done; /* the last window is read */
 };
@@ -188,7 +190,7 @@ static int coop_try_read(struct coop_source *cs)
 		return 0;
 	}
 	c->next_off = window_read(c, s, c->next_off);
-	c->next_win = win + 1;
+	__atomic_store_n(&c->next_win, win + 1, __ATOMIC_RELAXED);
 	c->done = s->end;
 	atomic_store(&s->takers, atomic_load(&c->readers));
 	atomic_store(&c->lock, 0);
@@ -242,6 +244,14 @@ static int coop_next(struct sl_source *src, struct sl_packet_batch *b)
 				coop_wake(c); /* its slot can be read into */
 			if (cs->ended)
 				return cs->err;
+			/* read ahead, a little: a worker that waits for a
+			 * window someone is reading waits for the read and
+			 * the futex (600 times a run of the bench trace);
+			 * further ahead, the worker that reads falls behind
+			 * and holds the slots the others would read into */
+			if (__atomic_load_n(&c->next_win, __ATOMIC_RELAXED) <=
+			    cs->win + COOP_AHEAD)
+				coop_try_read(cs);
 			continue;
 		}
 		if (coop_try_read(cs))
