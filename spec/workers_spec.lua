@@ -1,11 +1,14 @@
--- --workers N on files and standard input (issue 15): every worker reads
--- the whole input and keeps the flows that hash to it, so the workers'
--- JSON lines together are the one-worker run's lines (flow ids aside:
--- each worker numbers its own), with and without slices, from a file, a
--- pipe and a compressed pipe; fragments join their flows in whichever
+-- --workers N on files and standard input (issue 15): the workers share
+-- the input (one pcap file read once for all, other inputs read whole by
+-- each) and each keeps the flows that hash to it, so the workers' JSON
+-- lines together are the one-worker run's lines (flow ids aside: each
+-- worker numbers its own), with and without slices and with timeouts
+-- firing, from a file, a cut file, a pcapng file, a pipe and a compressed
+-- pipe, with an input filter; fragments join their flows in whichever
 -- worker owns them; packets of no flow (not IP, malformed) are counted
 -- once; the -v counters are one summary, equal to one worker's; lines
--- are never cut or interleaved; losses still give exit status 3.
+-- are never cut or interleaved; losses still give exit status 3; a worker
+-- that stops early does not hold the others back.
 local run = require "support.run"
 
 local SLUICE, q = run.SLUICE, run.q

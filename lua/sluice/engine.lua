@@ -301,7 +301,8 @@ function M.open(opts)
       error("sluice.open: workers must be 1..1024 and worker 0..workers-1", 2)
     end
     cfg.workers, cfg.worker = n, w
-    -- every worker reads the whole capture and keeps its share of flows
+    -- the workers share the capture (each reads all of it, or takes every
+    -- window of one read once: shared_reader) and keep their share of flows
     if opts.read and n > 1 then cfg.shared_input = 1 end
   end
   -- the command line's workers on one pcap file: a struct sl_coop * made
