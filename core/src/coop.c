@@ -322,10 +322,12 @@ static const struct sl_source_ops coop_ops = {
 
 int sl_coop_new(struct sl_coop **out, const char *path, uint32_t workers)
 {
-	uint8_t head[64];
+	/* the slots start on a page of their own */
+	size_t head = (sizeof(struct sl_coop) + 4095) & ~(size_t)4095, len;
+	uint8_t hdr[SL_PCAP_HDR_LEN];
+	struct sl_pcap_format fmt;
 	struct sl_coop *c;
 	struct stat st;
-	size_t head_len, len;
 	ssize_t n;
 	int fd, rc;
 
@@ -341,44 +343,38 @@ int sl_coop_new(struct sl_coop **out, const char *path, uint32_t workers)
 		rc = -errno;
 		goto out_close;
 	}
-	rc = -ENOTSUP;
-	if (!S_ISREG(st.st_mode))
-		goto out_close;
-	n = pread(fd, head, sizeof(head), 0);
+	n = S_ISREG(st.st_mode) ? pread(fd, hdr, sizeof(hdr), 0) : 0;
 	if (n < 0) {
 		rc = -errno;
 		goto out_close;
 	}
-	if (sl_dz_detect(head, (size_t)n) != SL_DZ_NONE)
+	/* anything else the file reader takes, and says what is wrong */
+	rc = -ENOTSUP;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size <= sizeof(hdr) ||
+	    sl_dz_detect(hdr, (size_t)n) != SL_DZ_NONE ||
+	    sl_pcap_format_read(&fmt, hdr, (size_t)n))
 		goto out_close;
-	head_len = (size_t)n;
-	head_len = head_len < 24 ? head_len : 24;
-	len = (sizeof(*c) + 4095) & ~(size_t)4095;
-	len += (size_t)workers * COOP_SLOTS_PER_WORKER *
-	       sizeof(struct coop_slot);
-	c = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-		 -1, 0);
+	len = head + (size_t)workers * COOP_SLOTS_PER_WORKER *
+			 sizeof(struct coop_slot);
+	/* what no window touches is never allocated */
+	c = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (c == MAP_FAILED) {
 		rc = -errno;
 		goto out_close;
 	}
-	if (sl_pcap_format_read(&c->fmt, head, head_len) ||
-	    (uint64_t)st.st_size <= 24)
-		goto out_unmap; /* the reader of one says what is wrong */
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	c->map_len = len;
 	c->n_slots = workers * COOP_SLOTS_PER_WORKER;
 	c->readers = workers;
 	c->fd = fd;
+	c->fmt = fmt;
 	c->size = (uint64_t)st.st_size;
-	c->slots = (struct coop_slot *)((char *)c +
-					((sizeof(*c) + 4095) & ~(size_t)4095));
-	c->next_off = 24;
+	c->slots = (struct coop_slot *)((char *)c + head);
+	c->next_off = sizeof(hdr);
 	*out = c;
 	return 0;
 
-out_unmap:
-	munmap(c, len);
 out_close:
 	close(fd);
 	return rc;

@@ -94,6 +94,7 @@ struct sl_pcap_format {
 	int linktype;
 	uint32_t frac_ns;
 };
+#define SL_PCAP_HDR_LEN 24
 #define SL_PCAP_MAX_RECORD (16 + 262144)
 int sl_pcap_format_read(struct sl_pcap_format *f, const uint8_t *p,
 			size_t len);

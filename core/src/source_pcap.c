@@ -31,8 +31,9 @@
 #define PCAP_HDR_LEN	24
 #define PCAP_REC_LEN	16
 #define PCAP_MAX_CAPLEN 262144 /* larger: a corrupt record */
-_Static_assert(PCAP_REC_LEN + PCAP_MAX_CAPLEN == SL_PCAP_MAX_RECORD,
-	       "source.h knows the largest record");
+_Static_assert(PCAP_REC_LEN + PCAP_MAX_CAPLEN == SL_PCAP_MAX_RECORD &&
+		   PCAP_HDR_LEN == SL_PCAP_HDR_LEN,
+	       "source.h knows the header and the largest record");
 
 /* pcapng */
 #define NG_SHB		0x0a0d0d0aU /* same in both byte orders */
