@@ -366,9 +366,11 @@ SL_API void sl_tee_free(struct sl_tee *t);
  * sl_coop_new() in the parent before forking: -ENOTSUP for an input it
  * cannot share this way (not a regular file, compressed, pcapng; every
  * worker then reads the whole input itself). In each worker,
- * sl_source_open_coop() instead of sl_source_open_file(); every worker
- * must read on to the end or stop, as a window is reused only once all
- * took it. sl_coop_free() in the parent once the workers ended. */
+ * sl_source_open_coop() instead of sl_source_open_file(), attached to
+ * its engine (whose decoder finds the owners). A window's memory is
+ * reused once every worker took it: a worker that stops early closes its
+ * source (or ends), and is then not waited for. sl_coop_free() in the
+ * parent once the workers ended. */
 struct sl_coop;
 
 SL_API int sl_coop_new(struct sl_coop **out, const char *path,
