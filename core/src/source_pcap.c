@@ -240,6 +240,21 @@ static inline uint64_t pcap_ts_ns(uint32_t sec, uint32_t frac, uint32_t frac_ns)
 	return (uint64_t)sec * NS_PER_S + (uint64_t)frac * frac_ns;
 }
 
+/* The packet of the whole record at p, whose caplen was checked. */
+static inline void record_packet(struct sl_packet *pkt, const uint8_t *p,
+				 uint32_t caplen, int swap, uint32_t frac_ns,
+				 int linktype)
+{
+	uint32_t wirelen = rd32(swap, p + 12);
+
+	pkt->data = p + PCAP_REC_LEN;
+	pkt->ts_ns = pcap_ts_ns(rd32(swap, p), rd32(swap, p + 4), frac_ns);
+	pkt->caplen = caplen;
+	pkt->wirelen = wirelen < caplen ? caplen : wirelen;
+	pkt->linktype = (uint32_t)linktype;
+	pkt->ifindex = 0;
+}
+
 enum { PREFETCH_DISTANCE = 4096 };
 
 /* Each record's length says where the next one starts, so the reads form a
@@ -264,8 +279,7 @@ static int pcap_next(struct pcap_source *s, struct sl_packet_batch *b)
 	while (n < SL_BATCH_MAX && s->pos < s->len) {
 		const uint8_t *p = s->buf + s->pos;
 		size_t left = s->len - s->pos;
-		struct sl_packet *pkt;
-		uint32_t caplen, wirelen;
+		uint32_t caplen;
 
 		if (left < PCAP_REC_LEN) {
 			rc = short_window(s, PCAP_REC_LEN);
@@ -280,18 +294,9 @@ static int pcap_next(struct pcap_source *s, struct sl_packet_batch *b)
 			rc = short_window(s, PCAP_REC_LEN + caplen);
 			goto out;
 		}
-		wirelen = rd32(s->swap, p + 12);
 		prefetch_ahead(s);
-		if (wirelen < caplen)
-			wirelen = caplen;
-		pkt = &b->pkt[n++];
-		pkt->data = p + PCAP_REC_LEN;
-		pkt->ts_ns = pcap_ts_ns(rd32(s->swap, p), rd32(s->swap, p + 4),
-					s->frac_ns);
-		pkt->caplen = caplen;
-		pkt->wirelen = wirelen;
-		pkt->linktype = (uint32_t)s->linktype;
-		pkt->ifindex = 0;
+		record_packet(&b->pkt[n++], p, caplen, s->swap, s->frac_ns,
+			      s->linktype);
 		s->pos += PCAP_REC_LEN + caplen;
 	}
 	if (n < SL_BATCH_MAX)
@@ -310,7 +315,7 @@ size_t sl_pcap_walk(const struct sl_pcap_format *f, const uint8_t *buf,
 	*err = 0;
 	while (n < max && len - pos >= PCAP_REC_LEN) {
 		const uint8_t *p = buf + pos;
-		uint32_t caplen = rd32(f->swap, p + 8), wirelen;
+		uint32_t caplen = rd32(f->swap, p + 8);
 
 		if (caplen > PCAP_MAX_CAPLEN) {
 			*err = SL_E_FORMAT;
@@ -318,15 +323,8 @@ size_t sl_pcap_walk(const struct sl_pcap_format *f, const uint8_t *buf,
 		}
 		if (caplen > len - pos - PCAP_REC_LEN)
 			break;
-		wirelen = rd32(f->swap, p + 12);
-		pkt[n].data = p + PCAP_REC_LEN;
-		pkt[n].ts_ns = pcap_ts_ns(rd32(f->swap, p), rd32(f->swap, p + 4),
-					  f->frac_ns);
-		pkt[n].caplen = caplen;
-		pkt[n].wirelen = wirelen < caplen ? caplen : wirelen;
-		pkt[n].linktype = (uint32_t)f->linktype;
-		pkt[n].ifindex = 0;
-		n++;
+		record_packet(&pkt[n++], p, caplen, f->swap, f->frac_ns,
+			      f->linktype);
 		pos += PCAP_REC_LEN + caplen;
 	}
 	*count = n;
