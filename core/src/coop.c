@@ -69,8 +69,6 @@ struct coop_slot {
 	int err;
 	struct sl_packet pkt[COOP_MAX_PKTS];
 	uint16_t owner[COOP_MAX_PKTS];
-	uint8_t status[COOP_MAX_PKTS];
-	struct sl_decoded dec[COOP_MAX_PKTS];
 	uint8_t data[COOP_WINDOW];
 };
 
@@ -102,7 +100,7 @@ struct coop_source {
 	uint32_t pos;		/* its next packet */
 	int ended;		/* its last window is taken: err for good */
 	int err;
-	struct sl_classified batch; /* of the last batch */
+	const uint16_t *owners; /* of the last batch's packets */
 };
 
 static inline struct coop_slot *slot_of(struct sl_coop *c, uint64_t win)
@@ -196,8 +194,7 @@ static int coop_try_read(struct coop_source *cs)
 	atomic_store(&c->lock, 0);
 	coop_wake(c); /* the next window can be read */
 
-	cs->classify(cs->ctx, s->pkt, s->count,
-		     &(struct sl_classified){s->owner, s->status, s->dec});
+	cs->classify(cs->ctx, s->pkt, s->count, s->owner);
 	atomic_store(&s->ready, win + 1);
 	coop_wake(c);
 	return 1;
@@ -228,9 +225,7 @@ static int coop_next(struct sl_source *src, struct sl_packet_batch *b)
 					n = SL_BATCH_MAX;
 				memcpy(b->pkt, &s->pkt[cs->pos],
 				       n * sizeof(b->pkt[0]));
-				cs->batch.owner = &s->owner[cs->pos];
-				cs->batch.status = &s->status[cs->pos];
-				cs->batch.dec = &s->dec[cs->pos];
+				cs->owners = &s->owner[cs->pos];
 				cs->pos += n;
 				cs->off = s->off;
 				b->count = n;
@@ -262,9 +257,9 @@ static int coop_next(struct sl_source *src, struct sl_packet_batch *b)
 	}
 }
 
-static const struct sl_classified *coop_classified(const struct sl_source *src)
+static const uint16_t *coop_owners(const struct sl_source *src)
 {
-	return &((const struct coop_source *)src)->batch;
+	return ((const struct coop_source *)src)->owners;
 }
 
 static void coop_set_classifier(struct sl_source *src, sl_classify_fn fn,
@@ -316,7 +311,7 @@ static const struct sl_source_ops coop_ops = {
     .linktype = coop_linktype,
     .progress = coop_progress,
     .close = coop_close,
-    .classified = coop_classified,
+    .owners = coop_owners,
     .set_classifier = coop_set_classifier,
 };
 

@@ -26,47 +26,42 @@ static inline void prep_hash(struct sl_prep *pp)
 }
 
 /* Decodes and hashes a whole batch first and prefetches the buckets: the
- * lookups that follow then mostly hit the cache. */
+ * lookups that follow then mostly hit the cache. With a shared input read
+ * once (coop.c), the reader gave each packet its owner: a worker decodes
+ * its own packets again rather than copying the reader's results, which
+ * another core wrote (that cost more than the decode). */
 static void batch_prepare(struct sl_engine *e)
 {
-	const struct sl_classified *cls =
-	    e->src->ops->classified ? e->src->ops->classified(e->src) : NULL;
+	const uint16_t *owner =
+	    e->src->ops->owners ? e->src->ops->owners(e->src) : NULL;
+	uint32_t n = e->batch.count;
 
-	for (uint32_t i = 0; i < e->batch.count; i++) {
+	for (uint32_t i = 0; i < n; i++) {
 		const struct sl_packet *p = &e->batch.pkt[i];
 		struct sl_prep *pp = &e->prep[i];
 
 		pp->hashed = 0;
 		pp->wmask = 0;
 		pp->fid = 0;
-		if (cls) { /* a shared input read once: its reader decoded it */
-			uint16_t owner = cls->owner[i];
-
-			if (i + 8 < e->batch.count) { /* written on another core */
-				const char *ahead = (const char *)&cls->dec[i + 8];
-
-				__builtin_prefetch(ahead);
-				__builtin_prefetch(ahead + sizeof(*cls->dec) - 1);
-			}
-			if (owner == SL_OWNER_FILTERED) {
+		if (owner) {
+			if (i + 6 < n && owner[i + 6] == e->cfg.worker)
+				__builtin_prefetch(e->batch.pkt[i + 6].data);
+			if (owner[i] == SL_OWNER_FILTERED) {
 				pp->status = SL_PREP_FILTERED;
 				continue;
 			}
-			if (owner != e->cfg.worker && owner != SL_OWNER_ALL) {
+			if (owner[i] != e->cfg.worker &&
+			    owner[i] != SL_OWNER_ALL) {
 				pp->status = SL_PREP_FOREIGN;
 				continue;
 			}
-			pp->status = cls->status[i];
-			pp->d = cls->dec[i];
 		} else if (e->input.expr &&
 			   !sl_filter_set_match(&e->input, p)) {
 			pp->status = SL_PREP_FILTERED;
 			continue;
-		} else {
-			pp->status =
-			    sl_decode_flags(p->data, p->caplen, p->linktype,
-					    e->cfg.decode_flags, &pp->d);
 		}
+		pp->status = sl_decode_flags(p->data, p->caplen, p->linktype,
+					     e->cfg.decode_flags, &pp->d);
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
 		prep_hash(pp);
@@ -78,34 +73,27 @@ static void batch_prepare(struct sl_engine *e)
 }
 
 void sl_packet_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
-			const struct sl_classified *out)
+			uint16_t *owner)
 {
 	struct sl_engine *e = ctx;
-	struct sl_key ckey;
+	struct sl_decoded d;
 
 	for (uint32_t i = 0; i < n; i++) {
 		const struct sl_packet *p = &pkt[i];
-		struct sl_decoded *d = &out->dec[i];
-		uint8_t st;
 
-		if (e->input.expr && !sl_filter_set_match(&e->input, p)) {
-			out->owner[i] = SL_OWNER_FILTERED;
-			continue;
+		if (e->input.expr && !sl_filter_set_match(&e->input, p))
+			owner[i] = SL_OWNER_FILTERED;
+		else if (sl_decode_flags(p->data, p->caplen, p->linktype,
+					 e->cfg.decode_flags, &d) !=
+			 SL_DECODE_OK)
+			owner[i] = 0; /* packets of no flow: worker 0's */
+		else if (d.frag)
+			owner[i] = SL_OWNER_ALL;
+		else {
+			key_canonical(&d.key);
+			owner[i] = (uint16_t)sl_worker_of_hash(e,
+							       key_hash(&d.key));
 		}
-		st = (uint8_t)sl_decode_flags(p->data, p->caplen, p->linktype,
-					      e->cfg.decode_flags, d);
-		out->status[i] = st;
-		if (st != SL_DECODE_OK) {
-			out->owner[i] = 0; /* packets of no flow: worker 0's */
-			continue;
-		}
-		if (d->frag) {
-			out->owner[i] = SL_OWNER_ALL;
-			continue;
-		}
-		ckey = d->key;
-		key_canonical(&ckey);
-		out->owner[i] = (uint16_t)sl_worker_of_hash(e, key_hash(&ckey));
 	}
 }
 

@@ -18,15 +18,9 @@
  * (refused by the input filter: worker 0 counts it, the others as
  * foreign, and it moves no clock). */
 enum { SL_OWNER_FILTERED = 0xfffe, SL_OWNER_ALL = 0xffff };
-/* What the reader of a shared input found for each packet: its owner,
- * and for the owner the decode status and result it would compute. */
-struct sl_classified {
-	uint16_t *owner;
-	uint8_t *status;
-	struct sl_decoded *dec;
-};
+/* Decides the owner code of each of n packets of a shared input. */
 typedef void (*sl_classify_fn)(void *ctx, const struct sl_packet *pkt,
-			       uint32_t n, const struct sl_classified *out);
+			       uint32_t n, uint16_t *owner);
 
 struct sl_source_ops {
 	/* As sl_source_next(): count, 0 at the end, or a sticky error.
@@ -53,7 +47,7 @@ struct sl_source_ops {
 	 * of each packet of the last batch, and the engine's way to decide
 	 * them (sl_packet_classify), given at sl_engine_attach(). NULL for
 	 * other kinds. */
-	const struct sl_classified *(*classified)(const struct sl_source *src);
+	const uint16_t *(*owners)(const struct sl_source *src);
 	void (*set_classifier)(struct sl_source *src, sl_classify_fn fn,
 			       void *ctx);
 };
@@ -108,6 +102,6 @@ size_t sl_pcap_walk(const struct sl_pcap_format *f, const uint8_t *buf,
 /* Engine (packet.c): the owners of a shared input's packets, as the
  * engine's input filter, decoder and flow hash decide them. */
 void sl_packet_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
-			const struct sl_classified *out);
+			uint16_t *owner);
 
 #endif
