@@ -832,6 +832,13 @@ SL_API int sl_signal_take_reload(void);
  * EFBIG and is counted like any other write error. File sinks call it when
  * they open; nothing else in the core touches signals. */
 SL_API int sl_signal_ignore_xfsz(void);
+/* For a parent that waits for its children: sl_signal_child_block(1)
+ * before it forks (and (0) in each child and once it has waited) blocks
+ * SIGCHLD; sl_signal_child_wait() then sleeps until a child ends (1),
+ * timeout_ms passes (0) or another signal is handled (-EINTR), and never
+ * misses a child that ended before it was called. */
+SL_API int sl_signal_child_block(int on);
+SL_API int sl_signal_child_wait(int timeout_ms);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
 /* Key kinds besides the 5-tuple (ip_version 4 or 6). An external id sits
  * in src[0..7] (host order); a string of up to 32 bytes in src and dst,

@@ -10,10 +10,12 @@
  * reload (several before the loop looks are one), it never stops the run
  * and has no watchdog. Nothing here exits. sl_signal_ignore_xfsz() lets
  * writes past the file size limit fail (EFBIG) instead of killing the
- * process. */
+ * process. sl_signal_child_block() and sl_signal_child_wait() let a
+ * parent sleep until one of its children ends, without polling. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sluice.h"
@@ -166,4 +168,31 @@ int sl_signal_ignore_xfsz(void)
 	if (sigaction(SIGXFSZ, &sa, NULL))
 		return -errno;
 	return 0;
+}
+
+/* SIGCHLD stays pending while blocked (a blocked signal is never
+ * discarded, even one whose default action is to ignore it), so a child
+ * that ends between the parent's last waitpid() and its wait is not
+ * missed. */
+int sl_signal_child_block(int on)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	if (sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL))
+		return -errno;
+	return 0;
+}
+
+int sl_signal_child_wait(int timeout_ms)
+{
+	struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	if (sigtimedwait(&set, NULL, &ts) == SIGCHLD)
+		return 1;
+	return errno == EAGAIN ? 0 : -errno;
 }

@@ -2,7 +2,8 @@
  * code (all of sluice's own, down to SL_E_LAST, and a sample of errno's),
  * and every sl_source_* call gives its documented answer on every source
  * kind (a pcap buffer, a collector, and, as root, live capture on lo):
- * -ENOTSUP or zeros where it does not apply, never a NULL call. */
+ * -ENOTSUP or zeros where it does not apply, never a NULL call. And a
+ * parent's wait for its children (sl_signal_child_wait) misses none. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sluice.h"
@@ -437,6 +440,52 @@ static void test_live(const char *name, live_open opener)
 	walk(src, K_LIVE);
 }
 
+/* ---- sl_signal_child_wait -------------------------------------------- */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The workers' parent sleeps in it: a child that ended before the call (the
+ * race a poll with a sleep has) must still end the wait at once. */
+static void test_child_wait(void)
+{
+	int status;
+	double t;
+	pid_t pid;
+
+	CHECK_EQ(sl_signal_child_block(1), 0);
+	t = now_s();
+	CHECK_EQ(sl_signal_child_wait(50), 0); /* no child: the timeout */
+	CHECK(now_s() - t >= 0.045);
+
+	pid = fork();
+	if (pid == 0)
+		_exit(0);
+	CHECK(pid > 0);
+	/* the child has ended (and is not reaped) before the wait starts */
+	CHECK_EQ(waitid(P_PID, (id_t)pid, NULL, WEXITED | WNOWAIT), 0);
+	t = now_s();
+	CHECK_EQ(sl_signal_child_wait(5000), 1);
+	CHECK(now_s() - t < 1.0);
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+
+	pid = fork();
+	if (pid == 0) {
+		usleep(20000);
+		_exit(0);
+	}
+	t = now_s();
+	CHECK_EQ(sl_signal_child_wait(5000), 1); /* it ends while we sleep */
+	CHECK(now_s() - t < 1.0);
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK_EQ(sl_signal_child_block(0), 0);
+}
+
 int main(void)
 {
 	test_strerror();
@@ -445,6 +494,7 @@ int main(void)
 	test_open_errors();
 	test_file();
 	test_collector();
+	test_child_wait();
 	if (geteuid() != 0) {
 		printf("skip: live sources on lo (pcap_live, afpacket) need "
 		       "root\n");

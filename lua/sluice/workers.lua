@@ -20,7 +20,6 @@ int sluice_workers_getpid(void) __asm__("getpid");
 int sluice_workers_setpgid(int pid, int pgid) __asm__("setpgid");
 int sluice_workers_waitpid(int pid, int *status, int options) __asm__("waitpid");
 int sluice_workers_kill(int pid, int sig) __asm__("kill");
-int sluice_workers_usleep(unsigned int usec) __asm__("usleep");
 int sluice_workers_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
                          unsigned long arg5) __asm__("prctl");
 struct sluice_workers_passwd { char *pw_name; char *pw_passwd; unsigned pw_uid; unsigned pw_gid; };
@@ -37,7 +36,9 @@ local M = {}
 -- The SIGINT/SIGTERM (and SIGHUP) flags the parent waits on.
 local signals = require "sluice.signals"
 
-local POLL_US = 20000 -- how often the parent looks at its workers and signals
+-- how long the parent sleeps at most between looks at its signals: a
+-- worker that ends or a signal wakes it at once
+local POLL_MS = 20
 
 function M.pid()
   return C.sluice_workers_getpid()
@@ -52,6 +53,7 @@ end
 -- what it returns, closing the Lua state (finalizers detach XDP programs).
 local function child(fn, w)
   local me = C.sluice_workers_getpid()
+  S.sl_signal_child_block(0)
   C.sluice_workers_setpgid(me, me)
   C.sluice_workers_prctl(S.SL_PR_SET_PDEATHSIG, S.SL_SIGTERM, 0, 0, 0)
   local ok, code = pcall(fn, w)
@@ -100,9 +102,10 @@ local function wait_all(pids)
       if not forwarded and signals.take_reload() then
         for pid in pairs(pids) do C.sluice_workers_kill(pid, S.SL_SIGHUP) end
       end
-      C.sluice_workers_usleep(POLL_US)
+      S.sl_signal_child_wait(POLL_MS)
     end
   end
+  S.sl_signal_child_block(0)
   signals.restore()
   return failed, why, lossy
 end
@@ -125,6 +128,7 @@ function M.run(n, fn, started)
   -- a SIGHUP forwarded before its run began is a reload at its first step
   -- (not the default action, which would end it); wait_all restores
   signals.install()
+  S.sl_signal_child_block(1)
   M.stopped_by = nil
   local pids = {}
   for w = 0, n - 1 do
