@@ -180,6 +180,41 @@ return P
       "worker 0 counts its half to the end, worker 1 stopped early:\n" .. r.err)
   end)
 
+  it("a worker killed by a signal: one line names it, the others stop, exit status 1", function()
+    local policy = run.tmpdir() .. "/killed.lua"
+    -- the shell's parent is the worker: SIGKILL, as the OOM killer sends
+    run.spit(policy, [[
+local P, ctx, starts = { info = { name = "killed" } }, nil, 0
+function P.init(_, c) ctx = c end
+function P.on_flow_start()
+  starts = starts + 1
+  if ctx.worker == 1 and starts == 100 then os.execute("kill -KILL $PPID") end
+end
+return P
+]])
+    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q --workers 2 --out json:%s",
+      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/killed.json")))
+    assert.are.equal(1, r.code, run.describe(r))
+    assert(r.err:match("worker 1 was killed by signal 9 %(Killed%): the flows it had not written are lost, " ..
+      "the other workers were stopped\n"), run.describe(r))
+  end)
+
+  it("a worker whose policy fails: its error is the run's, exit status 1", function()
+    local policy = run.tmpdir() .. "/fails.lua"
+    run.spit(policy, [[
+local P, ctx = { info = { name = "fails" } }, nil
+function P.init(_, c) ctx = c end
+function P.on_flow_start() if ctx.worker == 1 then error("worker one gives up") end end
+return P
+]])
+    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q --workers 2 --out json:%s",
+      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/fails.json")))
+    assert.are.equal(1, r.code, run.describe(r))
+    -- worker 0's run succeeded: its summary once said "table: 0x..." there
+    assert(r.err:match("^sluice: policy fails: on_flow_start failed: [^\n]*worker one gives up\n$"),
+      run.describe(r))
+  end)
+
   it("a pcapng file: every worker reads all of it", function()
     local ng = run.tmpdir() .. "/trace.pcapng"
     local c = run.sh(string.format("%seditcap -F pcapng %s %s", run.PLAIN, q(trace), q(ng)))

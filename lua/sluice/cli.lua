@@ -776,7 +776,8 @@ local function run_one(o, list, w, shared)
     report.progress_line(eng, started)
     io.stderr:write("\n")
   end
-  local ending = { ok = rok, err = rerr, report = rep, stats = eng:stats(), files = eng:files(),
+  -- (a run that succeeded returned its report where a failed one's error is)
+  local ending = { ok = rok, err = not rok and rerr or nil, report = rep, stats = eng:stats(), files = eng:files(),
     filter = eng.filter, input = eng.input, progress = { eng:progress() } }
   -- workers sharing an input: one summary, the parent's, of all of them
   if o.summaries then return summary.put(o.summaries, w, ending) end
@@ -915,8 +916,14 @@ local function run_workers(o, list)
       return summarize(o, ending)
     end
   end
-  -- a failed worker reported why itself
-  return ok and code or report.EXIT_ERROR
+  -- a worker that failed printed why, unless a signal killed it: this
+  -- line says which one ended the run, and that what it held is lost
+  if not ok then
+    if not code then return report.EXIT_ERROR end -- the stream's error, said above
+    return fail(code .. ": the flows it had not written are lost, the other workers were stopped",
+                report.EXIT_ERROR)
+  end
+  return code
 end
 
 local function run(args, command)

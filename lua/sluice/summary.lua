@@ -50,7 +50,8 @@ end
 function M.put(base, w, ending)
   local f = io.open(path_of(base, w), "w")
   local ok = f and f:write(cjson.encode {
-    ok = ending.ok and true or false, err = ending.err and tostring(ending.err) or nil,
+    ok = ending.ok and true or false,
+    err = not ending.ok and ending.err and tostring(ending.err) or nil,
     report = ending.report, stats = ending.stats, files = ending.files or nil,
     filter = ending.filter, input = ending.input,
     progress = { frac = ending.progress[1], pos = ending.progress[2] } })

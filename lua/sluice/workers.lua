@@ -5,6 +5,7 @@
 --   local workers = require "sluice.workers"
 --   local ok, err = workers.run(4, function(w) return run_one(w) end)
 --   local ok, err = workers.drop_privileges("nobody")
+local bit = require "bit"
 local ffi = require "ffi"
 local core = require "sluice.core"
 local report = require "sluice.report"
@@ -28,6 +29,7 @@ int sluice_workers_setgroups(size_t size, const unsigned *list) __asm__("setgrou
 int sluice_workers_setgid(unsigned gid) __asm__("setgid");
 int sluice_workers_setuid(unsigned uid) __asm__("setuid");
 int sluice_workers_access(const char *path, int mode) __asm__("access");
+char *sluice_workers_strsignal(int sig) __asm__("strsignal");
 ]]
 local C = ffi.C
 
@@ -42,6 +44,16 @@ local POLL_MS = 20
 
 function M.pid()
   return C.sluice_workers_getpid()
+end
+
+-- A wait status in words: a worker killed by a signal (the OOM killer's
+-- SIGKILL, a crash) could not say so itself.
+local function status_text(st)
+  local sig = bit.band(st, 0x7f)
+  if sig ~= 0 and sig ~= 0x7f then
+    return "was killed by signal " .. sig .. " (" .. ffi.string(C.sluice_workers_strsignal(sig)) .. ")"
+  end
+  return "failed with exit status " .. bit.rshift(st, 8)
 end
 
 local function terminate(pids)
@@ -85,7 +97,7 @@ local function wait_all(pids)
           lossy, st = true, 0
         end
         if st ~= 0 and not failed then
-          failed, why = w, st and ("status " .. st) or core.errno_text(errno)
+          failed, why = w, st and status_text(st) or ("could not be waited for: " .. core.errno_text(errno))
           terminate(pids)
         end
       end
@@ -115,7 +127,7 @@ end
 -- printed and exits 1). started(), if given, runs in the parent once every
 -- worker is forked. Returns true and the exit code for the whole once every
 -- worker exited 0 or EXIT_LOSSES (the latter when any did); false, err
--- when one failed (it has reported why itself; the others were stopped);
+-- when one failed (err says how it ended; the others were stopped);
 -- nil, err when the workers could not be started.
 function M.run(n, fn, started)
   if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
@@ -144,7 +156,7 @@ function M.run(n, fn, started)
   end
   if started then started() end
   local failed, why, lossy = wait_all(pids)
-  if failed then return false, "worker " .. failed .. " failed (" .. why .. ")" end
+  if failed then return false, "worker " .. failed .. " " .. why end
   return true, lossy and report.EXIT_LOSSES or report.EXIT_OK
 end
 
