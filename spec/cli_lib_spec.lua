@@ -219,8 +219,11 @@ describe("sluice.cli", function()
       { "-r x.pcap --option =3", "-o expects NAME=VALUE" },
       { "-r x.pcap --out foo", "--out expects json:PATH, pcap:PATH, ipfix:HOST:PORT or " ..
         "clickhouse:http://HOST:PORT/DB.TABLE, got 'foo'" },
-      { "-r x.pcap --out ipfix:host", "--out ipfix: expects HOST:PORT, got 'host'" },
-      { "-r x.pcap --out ipfix:tcp:host", "--out ipfix: expects HOST:PORT, got 'tcp:host'" },
+      { "-r x.pcap --out ipfix:host", "--out ipfix: expects HOST:PORT (port 1..65535), got 'host'" },
+      { "-r x.pcap --out ipfix:tcp:host", "--out ipfix: expects HOST:PORT (port 1..65535), got 'tcp:host'" },
+      { "-r x.pcap --out ipfix:127.0.0.1:0", "--out ipfix: expects HOST:PORT (port 1..65535), got '127.0.0.1:0'" },
+      { "-r x.pcap --out ipfix:tcp:h:99999",
+        "--out ipfix: expects HOST:PORT (port 1..65535), got 'tcp:h:99999'" },
       { "-r x.pcap --verbose=1", "--verbose takes no value" },
       { "-r x.pcap --listen udp:1.2.3.4:5", "unknown option --listen" },
       { "-r x.pcap --idle-exit 3", "unknown option --idle-exit" },
@@ -354,6 +357,10 @@ describe("sluice.cli", function()
       -- and sluice.open takes them
       o = assert(parse("-r " .. SAMPLE .. " --idle-timeout udp=30 --slice 10"))
       local eng = assert(sluice.open(cli.open_options(o, 0)))
+      eng:close()
+      -- --max-flows under 10 alone: 90% of it was itself, and the engine
+      -- was refused ("cannot create engine: Invalid argument")
+      eng = assert(sluice.open(cli.open_options(assert(parse("-r " .. SAMPLE .. " --max-flows 9")), 0)))
       eng:close()
     end)
 

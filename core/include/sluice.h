@@ -724,7 +724,7 @@ struct sl_config {
 	 * least recently active, until low_flows remain. At most one trim per
 	 * silence_ns unless the pool is exhausted. 0: no limit. */
 	uint32_t max_flows;
-	uint32_t low_flows;  /* 0: 90% of max_flows */
+	uint32_t low_flows;  /* 0: 90% of max_flows (below 10: one less) */
 	uint64_t grace_ns;   /* 0: none (sluice.open defaults to 10 s) */
 	uint64_t silence_ns; /* 0: default 10 s */
 	uint32_t decode_flags; /* SL_DECODE_OUTER: key by the outer IP */

@@ -172,8 +172,10 @@ static int config_defaults(struct sl_config *c)
 			c->idle_timeout_ns[i] = default_idle_ns[i];
 	if (!c->active_timeout_ns)
 		c->active_timeout_ns = 1800 * SL_SEC;
+	/* 90%, and below max_flows for small ones too */
 	if (c->max_flows && !c->low_flows)
-		c->low_flows = c->max_flows - c->max_flows / 10;
+		c->low_flows = c->max_flows -
+			       (c->max_flows >= 10 ? c->max_flows / 10 : 1);
 	if (c->max_flows &&
 	    (c->low_flows >= c->max_flows || c->max_flows > c->pool_flows))
 		return -EINVAL;

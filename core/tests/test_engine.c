@@ -688,6 +688,29 @@ static void test_trim_grace(void)
 	CHECK_EQ(r.stats.flows_started, 4);
 }
 
+/* max_flows under 10 without low_flows: 90% would be max_flows itself, and
+ * the engine was refused (-EINVAL, "cannot create engine" for --max-flows
+ * 9); the low mark is one below. */
+static void test_trim_small_max(void)
+{
+	struct sl_config cfg = {0};
+	struct run r;
+
+	cfg.pool_flows = 8;
+	cfg.max_flows = 5;
+	cfg.grace_ns = 1;
+	img_begin(&m);
+	for (int i = 0; i < 7; i++)
+		img_pkt(&m, NS + (uint64_t)i * NS, 17, 1 + i, 1000, 2, 53, 0,
+			1);
+	run_img(&m, &cfg, &r);
+	CHECK_EQ(r.stats.flows_started, 7);
+	CHECK_EQ(r.stats.flows_refused, 0);
+	/* one trim (one per silence_ns), from 5 live flows down to 4 */
+	CHECK_EQ(r.stats.trims, 1);
+	CHECK_EQ(r.stats.ended_by[SL_END_TRIMMED], 1);
+}
+
 /* ---- the clock -------------------------------------------------------- */
 
 /* A source over a pcap image whose packets get the times of a table
@@ -1203,6 +1226,7 @@ int main(void)
 	test_trim(0);
 	test_trim(1);
 	test_trim_grace();
+	test_trim_small_max();
 	test_shutdown();
 	test_finish_chunks();
 	test_tcp_fin();

@@ -71,8 +71,9 @@ function M.parse_out(spec)
   if kind == "ipfix" then
     local transport, addr = rest:match("^(%a+):(.+:%d+)$")
     if transport ~= "udp" and transport ~= "tcp" then transport, addr = "udp", rest end
-    if not addr:match(":%d+$") then
-      return nil, "--out ipfix: expects HOST:PORT, got '" .. rest .. "'"
+    local port = tonumber(addr:match(":(%d+)$"))
+    if not port or port < 1 or port > 65535 then
+      return nil, "--out ipfix: expects HOST:PORT (port 1..65535), got '" .. rest .. "'"
     end
     return { kind = kind, collector = addr, transport = transport }
   end
