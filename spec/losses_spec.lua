@@ -289,4 +289,13 @@ describe("a capture where a policy goes", function()
         run.describe(r))
     end
   end)
+
+  it("without -r, and to sluice info: the same line, naming -r FILE", function()
+    for _, cmd in ipairs { "run", "info" } do
+      local r = run.sh(string.format("%s %s %s", SLUICE, cmd, q(SAMPLE)))
+      assert.equal(2, r.code, run.describe(r))
+      assert(has(r.err, "sluice: " .. SAMPLE .. " is a capture, not a policy: read it with -r " .. SAMPLE),
+        run.describe(r))
+    end
+  end)
 end)

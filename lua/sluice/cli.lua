@@ -273,13 +273,41 @@ M.OPTIONS = {
     help = "this text" },
 }
 
+-- The first bytes of captures (pcap both orders and nanosecond, pcapng)
+-- and of the compressed files sluice reads.
+local CAPTURE_MAGIC = { "\212\195\178\161", "\161\178\195\212", "\077\060\178\161",
+  "\161\178\060\077", "\010\013\013\010", "\031\139", "\040\181\047\253",
+  "\253\055\122\088", "\004\034\077\024" }
+
+local function looks_like_capture(path)
+  local f = io.open(path, "rb")
+  local head = f and f:read(4) or ""
+  if f then f:close() end
+  for _, m in ipairs(CAPTURE_MAGIC) do
+    if head:sub(1, #m) == m then return true end
+  end
+  return false
+end
+
+-- A capture given where a policy goes (without -r): the way to read it.
+local function capture_text(path)
+  return path .. " is a capture, not a policy: read it with -r " .. path ..
+    " (several: -r A -r B, or -r DIR)"
+end
+
 -- Checks across options, in order, once every argument is read: broken(o)
 -- is true for the rule's message, or (a rule without one) the message.
 M.RULES = {
   { command = "collect", message = "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)",
     broken = function(o) return not o.open.listen end },
-  { command = "run", message = "run needs one input: -r FILE or -i IFACE",
-    broken = function(o) return not o.open.read == not o.open.interface end },
+  { command = "run", broken = function(o)
+      if not o.open.read == not o.open.interface then
+        for _, path in ipairs(o.policies) do
+          if looks_like_capture(path) then return capture_text(path) end
+        end
+        return "run needs one input: -r FILE or -i IFACE"
+      end
+    end },
   { message = "--backend applies to live capture (-i)",
     broken = function(o) return o.open.read and o.open.backend end },
   -- libpcap has no way to split one interface's traffic between handles
@@ -627,30 +655,12 @@ local function bare(err)
   return (tostring(err):gsub("^[^:]*:%d+: ", ""))
 end
 
--- The first bytes of captures (pcap both orders and nanosecond, pcapng)
--- and of the compressed files sluice reads.
-local CAPTURE_MAGIC = { "\212\195\178\161", "\161\178\195\212", "\077\060\178\161",
-  "\161\178\060\077", "\010\013\013\010", "\031\139", "\040\181\047\253",
-  "\253\055\122\088", "\004\034\077\024" }
-
-local function looks_like_capture(path)
-  local f = io.open(path, "rb")
-  local head = f and f:read(4) or ""
-  if f then f:close() end
-  for _, m in ipairs(CAPTURE_MAGIC) do
-    if head:sub(1, #m) == m then return true end
-  end
-  return false
-end
 
 -- The policy instances, or nil and an exit code (the error printed).
 local function load_policies(o)
   local raw = {}
   for i, path in ipairs(o.policies) do
-    if looks_like_capture(path) then
-      return nil, usage_error(path .. " is a capture, not a policy: read it with -r " ..
-        "(several: -r A -r B, or -r DIR)")
-    end
+    if looks_like_capture(path) then return nil, usage_error(capture_text(path)) end
     local P, err = policy.load_file(path)
     if not P then return nil, fail(err, 2) end
     -- the schema (info.name, option specs) before -o is spread over it
@@ -959,6 +969,7 @@ end
 -- A script (sluice.policy.load_file tells) is not run: exit 2, saying so.
 local function info(args)
   if #args ~= 1 then return usage_error("info expects one policy file") end
+  if looks_like_capture(args[1]) then return usage_error(capture_text(args[1])) end
   local P, err = policy.load_file(args[1])
   if not P then return fail(err, 2) end
   local name = policy.identity(P, policy.name_of(args[1]))
