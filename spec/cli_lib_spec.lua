@@ -362,6 +362,17 @@ describe("sluice.cli", function()
       -- was refused ("cannot create engine: Invalid argument")
       eng = assert(sluice.open(cli.open_options(assert(parse("-r " .. SAMPLE .. " --max-flows 9")), 0)))
       eng:close()
+      -- a table larger than memory: the error names the option to lower
+      local big, err = sluice.open(cli.open_options(assert(parse("-r " .. SAMPLE ..
+        " --pool-flows 2000000000")), 0))
+      if big then
+        io.stderr:write("cli_lib_spec: 2e9 flow slots were mapped (memory overcommitted): ",
+          "no ENOMEM message to check\n")
+        big:close()
+      else
+        assert.are.equal("cannot create engine: Cannot allocate memory for a flow table of " ..
+          "2000000000 flows (pool_flows, --pool-flows)", err)
+      end
     end)
 
     it("live capture: the ring options; workers share a fanout group or take a queue each", function()

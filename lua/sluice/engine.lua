@@ -313,6 +313,11 @@ function M.open(opts)
 
   local ep = ffi.new("struct sl_engine *[1]")
   local rc = C.sl_engine_new(ep, cfg)
+  if rc == -C.SL_ENOMEM then
+    local slots = cfg.pool_flows ~= 0 and (" of " .. tonumber(cfg.pool_flows) .. " flows") or ""
+    return nil, "cannot create engine: " .. core.strerror(rc) .. " for a flow table" .. slots ..
+      " (pool_flows, --pool-flows)"
+  end
   if rc < 0 then return nil, "cannot create engine: " .. core.strerror(rc) end
   local e = ffi.gc(ep[0], C.sl_engine_free)
 
