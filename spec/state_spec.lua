@@ -399,7 +399,10 @@ describe("policy snapshots", function()
 
     it("report a write failure and count only successful saves", function()
       local P = policy("top", function() return "x" end)
-      local snap = restored({ inst("top", P) }, run.tmpdir() .. "/no/such/dir/state")
+      local gone = run.tmpdir() .. "/gone"
+      assert.equal(0, os.execute("mkdir " .. run.q(gone)))
+      local snap = restored({ inst("top", P) }, gone .. "/state")
+      assert.equal(0, os.execute("rmdir " .. run.q(gone))) -- after the check before data
       local ok, err = snap:save()
       assert.is_nil(ok)
       assert_has(err, "cannot write ")
@@ -529,6 +532,17 @@ describe("policy snapshots", function()
         assert.equal(1, select(2, r.err:gsub("\n", "")), "one line: " .. r.err)
         assert.equal(0, #recs)
       end
+    end)
+
+    it("a state file that cannot be written stops the run before data, not at its end", function()
+      local dir = run.tmpdir()
+      run.spit(dir .. "/a.lua", A)
+      local st = dir .. "/no/such/dir/state"
+      local r, recs = sluice_run(dir, { "a.lua" }, st)
+      assert.equal(1, r.code, run.describe(r))
+      assert.equal("sluice: cannot save state: cannot write " .. st .. ".tmp: No such file or directory\n",
+        r.err)
+      assert.equal(0, #recs, "no data was read")
     end)
 
     it("a policy named end restores its own state", function()

@@ -5,7 +5,8 @@
 -- write are sluice.state.
 --
 --   local snap = snapshots.new(list, path)   -- list: instances { P, name, opts }
---   local ok, err = snap:restore()          -- before data; nil, err stops the run
+--   local ok, err = snap:restore()          -- before data (also checks the file
+--                                           -- can be written); nil, err stops the run
 --   local ok, err = snap:save(call)         -- every --state-interval and at the end
 --   snap.saves                              -- successful saves
 --
@@ -216,6 +217,8 @@ function Snap:restore(_call)
       end
     end
   end
+  local okw, werr = state.check_writable(path)
+  if not okw then return nil, "cannot save state: " .. werr end
   self.restored = true
   return true
 end

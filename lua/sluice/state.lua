@@ -362,6 +362,20 @@ function M.save(path, entries)
   return true
 end
 
+-- Whether path.tmp, where M.save writes first, can be created (a missing
+-- directory, a read-only file system): checked before data, so that a run
+-- does not learn at its end that its policies' state cannot be kept.
+-- Returns true, or nil and why.
+function M.check_writable(path)
+  local tmp = path .. ".tmp"
+  local fd = ffi.C.open(tmp, bit.bor(C.SL_O_WRONLY, C.SL_O_CREAT, C.SL_O_TRUNC, C.SL_O_CLOEXEC),
+    tonumber("644", 8))
+  if fd < 0 then return nil, "cannot write " .. tmp .. ": " .. core.errno_text() end
+  ffi.C.close(fd)
+  os.remove(tmp)
+  return true
+end
+
 -- A state file is replaced whole (written beside it, renamed over it): it
 -- must be a regular file or absent. Returns true, or nil and why.
 function M.check_path(path)
