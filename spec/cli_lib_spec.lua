@@ -224,6 +224,10 @@ describe("sluice.cli", function()
       { "-r x.pcap --out ipfix:127.0.0.1:0", "--out ipfix: expects HOST:PORT (port 1..65535), got '127.0.0.1:0'" },
       { "-r x.pcap --out ipfix:tcp:h:99999",
         "--out ipfix: expects HOST:PORT (port 1..65535), got 'tcp:h:99999'" },
+      { "-r x.pcap --rotate 0", "--rotate expects a size (500K, 100M, 1G) or a positive duration " ..
+        "(30s, 1h), got '0'" },
+      { "-r x.pcap --rotate 1x", "--rotate expects a size (500K, 100M, 1G) or a positive duration " ..
+        "(30s, 1h), got '1x'" },
       { "-r x.pcap --verbose=1", "--verbose takes no value" },
       { "-r x.pcap --listen udp:1.2.3.4:5", "unknown option --listen" },
       { "-r x.pcap --idle-exit 3", "unknown option --idle-exit" },

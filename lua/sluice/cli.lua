@@ -29,6 +29,15 @@ local function positive_duration(v, flag)
   return d
 end
 
+-- --rotate: what sluice.sink.json takes as a string, checked while parsing
+-- (a usage error, exit 2, not the sink's at open)
+local function rotate_spec(v, flag)
+  local d = not policy.parse_size(v) and policy.parse_duration(v)
+  if d == false or (d and d > 0) then return v end
+  return nil, flag .. " expects a size (500K, 100M, 1G) or a positive duration (30s, 1h), got '" ..
+    tostring(v) .. "'"
+end
+
 -- "a, b or c"
 local function alternatives(list)
   return table.concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
@@ -233,7 +242,8 @@ M.OPTIONS = {
     help = "IPFIX records per second sent to each ipfix: output (UDP default 50000, so a " ..
     "plain nfcapd keeps up; TCP default unpaced; 0: unpaced)" },
   { group = "policies", flags = { "--rotate" }, value = "SIZE|TIME", commands = "both",
-    to = "rotate", help = "rotate json:PATH files (100M, 1h): PATH.1, PATH.2..." },
+    to = "rotate", parse = rotate_spec,
+    help = "rotate json:PATH files (100M, 1h): PATH.1, PATH.2..." },
   { group = "policies", flags = { "--state" }, value = "FILE", commands = "both", to = "state",
     help = "restore policies from FILE at start, save them there every --state-interval and " ..
     "at the end (written atomically; workers: FILE.N)" },
