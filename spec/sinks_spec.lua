@@ -210,6 +210,34 @@ describe("JSON sink", function()
       run.q(dir .. "/y.json"))
     assert(r.code ~= 0 and has(r.err, "rotate"), run.describe(r))
   end)
+
+  it("takes a string record only as one JSON object on one line", function()
+    local dir = run.tmpdir()
+    local s = assert(sluice.sink.json { path = dir .. "/s.json" })
+    assert(s:write('{"n":1}'))
+    assert(s:write('  {"n":2}  '))
+    for _, bad in ipairs { "not a table", '{"n":3}\n{"n":4}', "[1,2]", "" } do
+      local ok, err = pcall(s.write, s, bad)
+      assert(not ok and has(tostring(err), "a string record must be one encoded JSON object on one line"),
+        tostring(err))
+    end
+    s:close()
+    assert.same({ { n = 1 }, { n = 2 } }, run.json_lines(dir .. "/s.json"))
+    -- from a policy: the handler fails, the file stays JSON lines
+    local policy = dir .. "/p.lua"
+    run.spit(policy, [[
+local P, ctx = {}, nil
+function P.init(_, c) ctx = c end
+function P.on_flow_end() ctx.emit("oops") end
+return P
+]])
+    local r = run.sh(run.SLUICE .. " run " .. run.q(policy) .. " -r " .. run.q(SAMPLE) ..
+      " --out json:" .. run.q(dir .. "/p.json"))
+    assert.equal(1, r.code, run.describe(r))
+    assert(has(r.err, 'ctx.emit: a string record must be one encoded JSON object on one line, got "oops"'),
+      run.describe(r))
+    assert.equal("", run.slurp(dir .. "/p.json"))
+  end)
 end)
 
 describe("pcap sink", function()

@@ -1,6 +1,7 @@
 -- JSON lines sink: one record per line. A record is a flow or slice handle
 -- (formatted by the core straight into the sink's buffer), a packet, a Lua
--- table, or an already encoded JSON object. To a file (rotated by size or
+-- table, or an already encoded JSON object (a string of one line from {
+-- to }, else an error). To a file (rotated by size or
 -- time without splitting a line) or a stream socket (never blocks: a full
 -- socket is a transient failure, so the sink's route queues and, if it
 -- stays full, lags).
@@ -108,7 +109,14 @@ end
 
 local function line_of(rec)
   local t = type(rec)
-  if t == "string" then return rec end
+  if t == "string" then
+    -- taken as it is, so at least the shape of one JSON object on one line
+    if not rec:find("^%s*{.*}%s*$") or rec:find("[\r\n]") then
+      error(string.format("a string record must be one encoded JSON object on one line, got %q",
+        #rec > 40 and rec:sub(1, 40) .. "..." or rec), 0)
+    end
+    return rec
+  end
   if t == "cdata" then
     if rec.kind == "packet" then return encode(rec:totable()) end
     return rec:json()
