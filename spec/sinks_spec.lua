@@ -211,6 +211,24 @@ describe("JSON sink", function()
     assert(r.code ~= 0 and has(r.err, "rotate"), run.describe(r))
   end)
 
+  it("a policy's sink without a name is reported under the policy's name", function()
+    local dir = run.tmpdir()
+    local policy = dir .. "/namer.lua"
+    run.spit(policy, [[
+local P, ctx = { info = { name = "namer" } }, nil
+local sink = { write = function() return nil end }
+function P.init(_, c) ctx = c end
+function P.on_flow_end(f) ctx.emit(sink, f) end
+return P
+]])
+    local r = run.sh(run.SLUICE .. " run " .. run.q(policy) .. " -r " .. run.q(SAMPLE))
+    assert.equal(3, r.code, run.describe(r))
+    -- was "sink table: 0x...: failed"
+    assert(has(r.err, "sluice: sink of policy namer (no name): write() returned nil without an error " ..
+      "message\n"), run.describe(r))
+    assert(has(r.err, "sink of policy namer (no name): written 0 dropped 161"), run.describe(r))
+  end)
+
   it("takes a string record only as one JSON object on one line", function()
     local dir = run.tmpdir()
     local s = assert(sluice.sink.json { path = dir .. "/s.json" })
@@ -331,7 +349,8 @@ describe("user sinks", function()
     assert.equal(161, s.got)
     assert.equal(1, s.flushed)
     assert.equal(1, s.closed)
-    assert.equal(161, report.sinks[tostring(s)].written)
+    -- a sink without a name: under its policy's (an unnamed table: "policy")
+    assert.equal(161, report.sinks["of policy policy (no name)"].written)
   end)
 
   it("are refused by ctx.emit when they have no write method", function()

@@ -62,7 +62,12 @@ function Outputs:route_for(sink, level)
     local ok, err = sink:attach(self.linktype)
     if not ok then error(err, level or 3) end
   end
-  r = sink_mod.new(sink, { wait = self.wait, on_error = self.on_error })
+  local name = sink.name
+  if name == nil and self.owner_name then
+    local owner = self.owner_name()
+    name = owner and ("of policy " .. owner .. " (no name)")
+  end
+  r = sink_mod.new(sink, { wait = self.wait, on_error = self.on_error, name = name })
   self.routes[#self.routes + 1], self.route_of[sink] = r, r
   if sink.tick then self.ticking[#self.ticking + 1] = sink end
   if sink.settle then self.settling[#self.settling + 1] = r end

@@ -260,6 +260,11 @@ function M.run(engine, policies, options, opts)
   engine.report = report
   local st = engine.st
   local outputs = outputs_mod.new(engine, opts)
+  -- a policy's sink without a name is named after the policy in reports
+  outputs.owner_name = function()
+    local inst = list[st.current_k]
+    return inst and inst.name
+  end
   local self = setmetatable({ engine = engine, e = engine.e, out = engine.out, st = st, list = list,
     opts = opts, report = report, outputs = outputs, batch = batch_mod.new(st.id),
     d = dispatch.new(engine, list, outputs, report, opts.on_error == "skip"),

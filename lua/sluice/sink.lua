@@ -102,7 +102,7 @@ local function fail(self, err, kind)
     self.failed_here = self.failed_here + 1
     self.stats.dropped_failed = self.stats.dropped_failed + 1
   end
-  note_error(self, err or "failed")
+  note_error(self, err or "write() returned nil without an error message")
 end
 
 -- Writes queued records until the sink refuses one as transient; returns
