@@ -199,5 +199,23 @@ return P
         assert.equal(0, r.code, run.describe(r))
         assert(r.out:find("^policy reads\n"), run.describe(r))
       end)
+
+    it("os.exit in a handler is an error, not a silent exit 0 with the flows unwritten", function()
+      local dir = run.tmpdir()
+      for i, call in ipairs { "os.exit(0)", "exit(0)" } do
+        local file = run.spit(dir .. "/exits" .. i .. ".lua", [[
+local exit = os.exit -- kept at load time: refused all the same
+local P, n = { info = { name = "exits" } }, 0
+function P.on_flow_end() n = n + 1 if n == 10 then ]] .. call .. [[ end end
+return P
+]])
+        local r = run.sh(SLUICE .. " run " .. q(file) .. " -r " .. q(SAMPLE) .. " --out json:" ..
+          q(dir .. "/o.json"))
+        assert.equal(1, r.code, run.describe(r))
+        assert(has(r.err, "sluice: policy exits: on_flow_end failed: " .. file .. ":3: os.exit in a " ..
+          "policy would end the run without writing its flows and summary; ctx.engine:shutdown() " ..
+          "stops the run\n"), run.describe(r))
+      end
+    end)
   end)
 end)

@@ -215,6 +215,24 @@ return P
       run.describe(r))
   end)
 
+  it("a worker whose process ends early with status 0: a line says so, the others stop, exit status 1", function()
+    local policy = run.tmpdir() .. "/ends.lua"
+    run.spit(policy, [[
+local ffi = require "ffi"
+ffi.cdef "void _exit(int);"
+local P, ctx, n = { info = { name = "ends" } }, nil, 0
+function P.init(_, c) ctx = c end
+function P.on_flow_end() n = n + 1 if ctx.worker == 1 and n == 20 then ffi.C._exit(0) end end
+return P
+]])
+    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q --workers 2 --out json:%s",
+      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/ends.json")))
+    assert.are.equal(1, r.code, run.describe(r))
+    -- its windows of the file read once for all held worker 0 for ever
+    assert(r.err:match("worker 1 ended without finishing its share of the input: the flows it had not " ..
+      "written are lost, the other workers were stopped\n"), run.describe(r))
+  end)
+
   it("a pcapng file: every worker reads all of it", function()
     local ng = run.tmpdir() .. "/trace.pcapng"
     local c = run.sh(string.format("%seditcap -F pcapng %s %s", run.PLAIN, q(trace), q(ng)))

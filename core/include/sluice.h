@@ -369,13 +369,19 @@ SL_API void sl_tee_free(struct sl_tee *t);
  * sl_source_open_coop() instead of sl_source_open_file(), attached to
  * its engine (whose decoder finds the owners). A window's memory is
  * reused once every worker took it: a worker that stops early closes its
- * source (or ends), and is then not waited for. sl_coop_free() in the
- * parent once the workers ended. */
+ * source, and is then not waited for. Worker w (0 .. workers-1) opens
+ * one source (-EBUSY for a second). sl_coop_closed() tells whether worker
+ * w closed its source (1) or not (0): a worker that ended without (a
+ * kill, a policy that ended its process) holds windows the others wait
+ * for, and the parent must stop them. sl_coop_free() in the parent once
+ * the workers ended. */
 struct sl_coop;
 
 SL_API int sl_coop_new(struct sl_coop **out, const char *path,
 		       uint32_t workers);
-SL_API int sl_source_open_coop(struct sl_source **out, struct sl_coop *c);
+SL_API int sl_source_open_coop(struct sl_source **out, struct sl_coop *c,
+			       uint32_t worker);
+SL_API int sl_coop_closed(const struct sl_coop *c, uint32_t worker);
 SL_API void sl_coop_free(struct sl_coop *c);
 
 /* ---- live capture ----------------------------------------------------- */

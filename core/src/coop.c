@@ -24,7 +24,10 @@
  * window that another worker is reading or that needs a slot another
  * worker still holds; the wait gives way to a signal the run loop must
  * see (-EINTR), so a stop or the failure of a worker (the parent then
- * stops the rest) never leaves one waiting.
+ * stops the rest) never leaves one waiting. A worker that ends without
+ * closing its source (killed, or a policy that ended its process) would
+ * hold its windows for ever: the parent sees it in sl_coop_closed() and
+ * stops the rest.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -88,11 +91,15 @@ struct sl_coop {
 	uint64_t next_win; /* read without it to decide to read ahead */
 	uint64_t next_off;
 	int done; /* the last window is read */
+	uint32_t workers;
+	_Atomic uint8_t opened[1024]; /* by worker: its source is open */
+	_Atomic uint8_t closed[1024]; /* by worker: it closed its source */
 };
 
 struct coop_source {
 	struct sl_source base; /* first: the generic layer casts to it */
 	struct sl_coop *c;
+	uint32_t worker;
 	sl_classify_fn classify;
 	void *ctx;
 	uint64_t win;		/* the window taken now or next */
@@ -302,6 +309,7 @@ static void coop_close(struct sl_source *src)
 	for (uint64_t win = cs->win; win < c->next_win; win++)
 		atomic_fetch_sub(&slot_of(c, win)->takers, 1);
 	atomic_store(&c->lock, 0);
+	atomic_store(&c->closed[cs->worker], 1);
 	coop_wake(c);
 	free(cs);
 }
@@ -362,6 +370,7 @@ int sl_coop_new(struct sl_coop **out, const char *path, uint32_t workers)
 	c->map_len = len;
 	c->n_slots = workers * COOP_SLOTS_PER_WORKER;
 	c->readers = workers;
+	c->workers = workers;
 	c->fd = fd;
 	c->fmt = fmt;
 	c->size = (uint64_t)st.st_size;
@@ -375,19 +384,32 @@ out_close:
 	return rc;
 }
 
-int sl_source_open_coop(struct sl_source **out, struct sl_coop *c)
+int sl_source_open_coop(struct sl_source **out, struct sl_coop *c,
+			uint32_t worker)
 {
 	struct coop_source *cs;
 
-	if (!out || !c)
+	if (!out || !c || worker >= c->workers)
 		return -EINVAL;
+	if (atomic_exchange(&c->opened[worker], 1))
+		return -EBUSY; /* one source a worker: its windows are counted */
 	cs = calloc(1, sizeof(*cs));
-	if (!cs)
+	if (!cs) {
+		atomic_store(&c->opened[worker], 0);
 		return -ENOMEM;
+	}
 	cs->base.ops = &coop_ops;
 	cs->c = c;
+	cs->worker = worker;
 	*out = &cs->base;
 	return 0;
+}
+
+int sl_coop_closed(const struct sl_coop *c, uint32_t worker)
+{
+	if (!c || worker >= c->workers)
+		return -EINVAL;
+	return atomic_load(&c->closed[worker]);
 }
 
 void sl_coop_free(struct sl_coop *c)

@@ -1214,13 +1214,13 @@ static void coop_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
  * bytes, its owner as the classifier of whichever worker read
  * it decided, then the buffer's end (clean or its error). 1 when so. */
 static int coop_worker(struct sl_coop *c, const struct bld *b, size_t len,
-		       uint32_t workers, int quit_after)
+		       uint32_t workers, uint32_t w, int quit_after)
 {
 	struct sl_source *cs = NULL, *ms = NULL;
 	uint32_t mi = 0, n = 0;
 	int rc, mrc = 1, ok = 1, batches = 0;
 
-	if (sl_source_open_coop(&cs, c) || sl_source_open_mem(&ms, b->d, len))
+	if (sl_source_open_coop(&cs, c, w) || sl_source_open_mem(&ms, b->d, len))
 		return 0;
 	cs->ops->set_classifier(cs, coop_classify, &workers);
 	batch2.count = 0;
@@ -1286,7 +1286,7 @@ static int coop_same(const struct bld *b, size_t len, int quit_after)
 			pid[w] = fork();
 			if (pid[w] == 0) {
 				alarm(60);
-				_exit(coop_worker(c, b, len, workers,
+				_exit(coop_worker(c, b, len, workers, w,
 						  w && w == workers - 1
 						      ? quit_after
 						      : 0)
@@ -1298,7 +1298,8 @@ static int coop_same(const struct bld *b, size_t len, int quit_after)
 			int st = -1;
 
 			if (pid[w] < 0 || waitpid(pid[w], &st, 0) != pid[w] ||
-			    !WIFEXITED(st) || WEXITSTATUS(st)) {
+			    !WIFEXITED(st) || WEXITSTATUS(st) ||
+			    sl_coop_closed(c, w) != 1) {
 				fprintf(stderr, "coop: %u workers: worker %u "
 						"failed\n",
 					workers, w);
@@ -1362,6 +1363,30 @@ static void test_coop(void)
 	CHECK_EQ(sl_coop_new(&c, "-", 2), -ENOTSUP);
 	CHECK_EQ(sl_coop_new(&c, "/nonexistent/x.pcap", 2), -ENOENT);
 	CHECK(c == NULL);
+	close(fd);
+	unlink(path);
+	bld_free(&b);
+
+	/* one source a worker; whether each closed it, for the parent */
+	bld_init(&b, 0);
+	pcap_hdr(&b, 0xa1b2c3d4, 65535, 1);
+	pcap_rec(&b, 1700000000, 0, 60, 60, 1);
+	fd = tmp_file(&b, b.len, path);
+	CHECK(fd >= 0);
+	CHECK_EQ(sl_coop_new(&c, path, 2), 0);
+	{
+		struct sl_source *s0 = NULL, *again = NULL;
+
+		CHECK_EQ(sl_source_open_coop(&s0, c, 0), 0);
+		CHECK_EQ(sl_source_open_coop(&again, c, 0), -EBUSY);
+		CHECK_EQ(sl_source_open_coop(&again, c, 2), -EINVAL);
+		CHECK_EQ(sl_coop_closed(c, 0), 0);
+		CHECK_EQ(sl_coop_closed(c, 1), 0); /* never opened: not closed */
+		CHECK_EQ(sl_coop_closed(c, 2), -EINVAL);
+		sl_source_close(s0);
+		CHECK_EQ(sl_coop_closed(c, 0), 1);
+	}
+	sl_coop_free(c);
 	close(fd);
 	unlink(path);
 	bld_free(&b);

@@ -915,6 +915,9 @@ local function run_workers(o, list)
   end, stream and function()
     local rc = C.sl_tee_start(stream.tee)
     if rc < 0 then error("cannot copy " .. stream.name .. " to the workers: " .. core.strerror(rc)) end
+  end, coop and function(w)
+    -- its windows would hold the others for ever
+    if C.sl_coop_closed(coop, w) ~= 1 then return "ended without finishing its share of the input" end
   end)
   if stream then
     local rc = C.sl_tee_finish(stream.tee, nil)

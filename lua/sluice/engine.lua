@@ -168,7 +168,7 @@ local function open_source(opts, sp)
     read = read[1]
   end
   if read then
-    local rc = opts.shared_reader and C.sl_source_open_coop(sp, opts.shared_reader)
+    local rc = opts.shared_reader and C.sl_source_open_coop(sp, opts.shared_reader, opts.worker or 0)
       or C.sl_source_open_file(sp, read)
     if rc == -C.SL_EISDIR then return open_files({ read }, sp) end
     local name = input_name(read)

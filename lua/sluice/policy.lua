@@ -280,7 +280,14 @@ local function load_env(path)
     end
     return proxies[name]
   end
-  env.os = setmetatable({ exit = stub("os.exit", os.exit), execute = stub("os.execute", os.execute),
+  -- once loaded, a handler's os.exit would end the process with its flows
+  -- unwritten and exit status 0: it is refused, loudly
+  local function exit_refused()
+    if loading then script("os.exit") end
+    error("os.exit in a policy would end the run without writing its flows and summary; " ..
+      "ctx.engine:shutdown() stops the run", 2)
+  end
+  env.os = setmetatable({ exit = exit_refused, execute = stub("os.execute", os.execute),
     remove = stub("os.remove", os.remove), rename = stub("os.rename", os.rename) },
     { __index = os })
   env.io = setmetatable({ write = stub("io.write", io.write), read = stub("io.read", io.read),
@@ -305,6 +312,9 @@ local function load_env(path)
     loading = false
     for k, v in pairs(ours) do
       if rawget(env, k) == v then env[k] = nil end -- unless the file set its own
+    end
+    if rawget(env, "os") == nil then
+      env.os = setmetatable({ exit = exit_refused }, { __index = os })
     end
     return seen
   end

@@ -72,7 +72,10 @@ function M.collect(base, n)
     local text = f and f:read("*a")
     if f then f:close() end
     local ok, t = pcall(cjson.decode, text or "")
-    if not ok or type(t) ~= "table" then return nil, "worker " .. w .. " left no summary" end
+    if not ok or type(t) ~= "table" then
+      return nil, "worker " .. w .. " exited without its summary (a policy that ended the process?): " ..
+        "the flows it had not written are lost"
+    end
     if not sum then
       sum = t
     else

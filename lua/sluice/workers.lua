@@ -80,9 +80,11 @@ end
 -- SIGTERM to each worker (each stops cleanly once); each SIGHUP one
 -- SIGHUP to each worker (each reloads its policy files); a worker that fails
 -- stops the rest, as a partial capture is no capture (one that completed
--- with losses is no failure). Returns the first failed worker's number and
--- status, or nil and whether any worker completed with losses.
-local function wait_all(pids)
+-- with losses is no failure), and so does one that exited cleanly but that
+-- ended(w) (if given) says left its work unfinished (the text of why).
+-- Returns the first failed worker's number and status, or nil and whether
+-- any worker completed with losses.
+local function wait_all(pids, ended)
   local status = ffi.new("int[1]")
   local forwarded, failed, why, lossy = false, nil, nil, false
   while next(pids) do
@@ -96,8 +98,10 @@ local function wait_all(pids)
         if st == report.EXIT_LOSSES * 256 then
           lossy, st = true, 0
         end
-        if st ~= 0 and not failed then
-          failed, why = w, st and status_text(st) or ("could not be waited for: " .. core.errno_text(errno))
+        local unfinished = st == 0 and ended and ended(w)
+        if (st ~= 0 or unfinished) and not failed then
+          failed, why = w, unfinished or st and status_text(st) or
+            ("could not be waited for: " .. core.errno_text(errno))
           terminate(pids)
         end
       end
@@ -122,14 +126,15 @@ local function wait_all(pids)
   return failed, why, lossy
 end
 
--- workers.run(n, fn[, started]): runs fn(w) for w = 0 .. n-1, each in a
--- process of its own; fn returns the worker's exit code (an error in it is
--- printed and exits 1). started(), if given, runs in the parent once every
--- worker is forked. Returns true and the exit code for the whole once every
+-- workers.run(n, fn[, started[, ended]]): runs fn(w) for w = 0 .. n-1,
+-- each in a process of its own; fn returns the worker's exit code (an
+-- error in it is printed and exits 1). started(), if given, runs in the
+-- parent once every worker is forked; ended(w), once worker w exited 0:
+-- a text there makes it a failure (it ended without finishing). Returns true and the exit code for the whole once every
 -- worker exited 0 or EXIT_LOSSES (the latter when any did); false, err
 -- when one failed (err says how it ended; the others were stopped);
 -- nil, err when the workers could not be started.
-function M.run(n, fn, started)
+function M.run(n, fn, started, ended)
   if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
     error("workers.run: n must be a positive integer", 2)
   end
@@ -155,7 +160,7 @@ function M.run(n, fn, started)
     pids[pid] = w
   end
   if started then started() end
-  local failed, why, lossy = wait_all(pids)
+  local failed, why, lossy = wait_all(pids, ended)
   if failed then return false, "worker " .. failed .. " " .. why end
   return true, lossy and report.EXIT_LOSSES or report.EXIT_OK
 end
