@@ -54,6 +54,14 @@ local function same_run(r1, lines1, r, lines)
   assert.are.equal(f1, f, "the flow counters, summed over the workers")
 end
 
+-- A policy (its source) run by two workers on trace, to a JSON file.
+local function two_workers(trace, name, source, extra)
+  local dir = run.tmpdir()
+  run.spit(dir .. "/" .. name .. ".lua", source)
+  return run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q %s--workers 2 --out json:%s",
+    SLUICE, q(dir .. "/" .. name .. ".lua"), q(trace), extra or "", q(dir .. "/" .. name .. ".json")))
+end
+
 describe("--workers on a file", function()
   local trace, reference, ref_run
   setup(function()
@@ -160,8 +168,7 @@ describe("--workers on a file", function()
   end)
 
   it("a worker whose policy stops it early does not hold the others back", function()
-    local policy = run.tmpdir() .. "/stop_early.lua"
-    run.spit(policy, [[
+    local r = two_workers(trace, "stop_early", [[
 local P, ctx, starts = { info = { name = "stop_early" } }, nil, 0
 function P.init(_, c) ctx = c end
 function P.on_flow_start()
@@ -169,9 +176,7 @@ function P.on_flow_start()
   if ctx.worker == 1 and starts == 100 then ctx.engine:shutdown() end
 end
 return P
-]])
-    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q -v --workers 2 --out json:%s",
-      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/early.json")))
+]], "-v ")
     assert.are_not.equal(124, r.code, "the run hung:\n" .. run.describe(r))
     assert(r.code == 0, run.describe(r))
     local flows = tonumber(r.err:match("flows (%d+) ended"))
@@ -181,9 +186,8 @@ return P
   end)
 
   it("a worker killed by a signal: one line names it, the others stop, exit status 1", function()
-    local policy = run.tmpdir() .. "/killed.lua"
     -- the shell's parent is the worker: SIGKILL, as the OOM killer sends
-    run.spit(policy, [[
+    local r = two_workers(trace, "killed", [[
 local P, ctx, starts = { info = { name = "killed" } }, nil, 0
 function P.init(_, c) ctx = c end
 function P.on_flow_start()
@@ -192,23 +196,18 @@ function P.on_flow_start()
 end
 return P
 ]])
-    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q --workers 2 --out json:%s",
-      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/killed.json")))
     assert.are.equal(1, r.code, run.describe(r))
     assert(r.err:match("worker 1 was killed by signal 9 %(Killed%): the flows it had not written are lost, " ..
       "the other workers were stopped\n"), run.describe(r))
   end)
 
   it("a worker whose policy fails: its error is the run's, exit status 1", function()
-    local policy = run.tmpdir() .. "/fails.lua"
-    run.spit(policy, [[
+    local r = two_workers(trace, "fails", [[
 local P, ctx = { info = { name = "fails" } }, nil
 function P.init(_, c) ctx = c end
 function P.on_flow_start() if ctx.worker == 1 then error("worker one gives up") end end
 return P
 ]])
-    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q --workers 2 --out json:%s",
-      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/fails.json")))
     assert.are.equal(1, r.code, run.describe(r))
     -- worker 0's run succeeded: its summary once said "table: 0x..." there
     assert(r.err:match("^sluice: policy fails: on_flow_start failed: [^\n]*worker one gives up\n$"),
@@ -216,8 +215,7 @@ return P
   end)
 
   it("a worker whose process ends early with status 0: a line says so, the others stop, exit status 1", function()
-    local policy = run.tmpdir() .. "/ends.lua"
-    run.spit(policy, [[
+    local r = two_workers(trace, "ends", [[
 local ffi = require "ffi"
 ffi.cdef "void _exit(int);"
 local P, ctx, n = { info = { name = "ends" } }, nil, 0
@@ -225,8 +223,6 @@ function P.init(_, c) ctx = c end
 function P.on_flow_end() n = n + 1 if ctx.worker == 1 and n == 20 then ffi.C._exit(0) end end
 return P
 ]])
-    local r = run.sh(string.format("timeout -k 5 120 %s run %s -r %s -q --workers 2 --out json:%s",
-      SLUICE, q(policy), q(trace), q(run.tmpdir() .. "/ends.json")))
     assert.are.equal(1, r.code, run.describe(r))
     -- its windows of the file read once for all held worker 0 for ever
     assert(r.err:match("worker 1 ended without finishing its share of the input: the flows it had not " ..

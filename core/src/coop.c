@@ -59,6 +59,7 @@ enum {
 	COOP_WAIT_MS = 200,
 	COOP_SPINS = 256,
 	COOP_AHEAD = 2,
+	COOP_MAX_WORKERS = 1024,
 };
 _Static_assert(COOP_WINDOW >= SL_PCAP_MAX_RECORD,
 	       "a window holds the largest record");
@@ -92,8 +93,8 @@ struct sl_coop {
 	uint64_t next_off;
 	int done; /* the last window is read */
 	uint32_t workers;
-	_Atomic uint8_t opened[1024]; /* by worker: its source is open */
-	_Atomic uint8_t closed[1024]; /* by worker: it closed its source */
+	_Atomic uint8_t opened[COOP_MAX_WORKERS]; /* by worker: source open */
+	_Atomic uint8_t closed[COOP_MAX_WORKERS]; /* by worker: it closed it */
 };
 
 struct coop_source {
@@ -334,7 +335,7 @@ int sl_coop_new(struct sl_coop **out, const char *path, uint32_t workers)
 	ssize_t n;
 	int fd, rc;
 
-	if (!out || !path || workers < 1 || workers > 1024)
+	if (!out || !path || workers < 1 || workers > COOP_MAX_WORKERS)
 		return -EINVAL;
 	*out = NULL;
 	if (!strcmp(path, "-"))

@@ -665,7 +665,6 @@ local function bare(err)
   return (tostring(err):gsub("^[^:]*:%d+: ", ""))
 end
 
-
 -- The policy instances, or nil and an exit code (the error printed).
 local function load_policies(o)
   local raw = {}

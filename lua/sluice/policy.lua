@@ -307,14 +307,12 @@ local function load_env(path)
     stderr = stream("io.stderr", io.stderr) }, { __index = io })
   env.print = stub("print", print)
   env.arg = { [0] = path }
-  local ours = { require = env.require, os = env.os, io = env.io, print = env.print, arg = env.arg }
+  -- os stays: once loaded, its stubs act as the real functions, but exit
+  local ours = { require = env.require, io = env.io, print = env.print, arg = env.arg }
   local function loaded()
     loading = false
     for k, v in pairs(ours) do
       if rawget(env, k) == v then env[k] = nil end -- unless the file set its own
-    end
-    if rawget(env, "os") == nil then
-      env.os = setmetatable({ exit = exit_refused }, { __index = os })
     end
     return seen
   end

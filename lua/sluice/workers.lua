@@ -130,8 +130,9 @@ end
 -- each in a process of its own; fn returns the worker's exit code (an
 -- error in it is printed and exits 1). started(), if given, runs in the
 -- parent once every worker is forked; ended(w), once worker w exited 0:
--- a text there makes it a failure (it ended without finishing). Returns true and the exit code for the whole once every
--- worker exited 0 or EXIT_LOSSES (the latter when any did); false, err
+-- a text there makes it a failure (it ended without finishing). Returns
+-- true and the exit code for the whole once every worker exited 0 or
+-- EXIT_LOSSES (the latter when any did); false, err
 -- when one failed (err says how it ended; the others were stopped);
 -- nil, err when the workers could not be started.
 function M.run(n, fn, started, ended)
