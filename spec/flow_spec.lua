@@ -228,7 +228,7 @@ describe("flow handle", function()
       names[#names + 1] = c.fields.proto
       assert.equal(c.fields.proto, cjson.decode(c.json).proto)
     end
-    assert.same({ "icmp", "icmp6", "sctp", "gre", "253" }, names)
+    assert.same({ "icmp", "icmp6", "sctp", "gre", 253 }, names)
   end)
 
   describe("IPv6 addresses", function()

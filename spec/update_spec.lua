@@ -165,6 +165,78 @@ describe("engine:update", function()
       assert.has_error(function() eng:update { keys = { -1 } } end)
     end)
   end)
+
+  -- misuse is reported at the caller's line (error(msg, 2)), before
+  -- anything changes
+  it("rejects bad stats, ports and tags at the caller's line, changing nothing", function()
+    local this = debug.getinfo(1, "S").short_src
+    local cases = {
+      { { keys = { T1 }, stats = { pkts_fwd = -1 } }, "stats.pkts_fwd must be a whole number" },
+      { { keys = { T1 }, stats = { bytes = 1.5 } }, "stats.bytes_fwd must be a whole number" },
+      { { keys = { T1 }, stats = { pkts_rev = "3" } }, "stats.pkts_rev must be a whole number" },
+      { { keys = { { src = "10.0.0.1", dst = "::1", proto = "tcp" } } }, "addresses of one family" },
+      { { keys = { { src = "10.0.0.1", dst = "10.0.0.2", proto = "nope" } } }, "unknown proto" },
+      { { keys = { { src = "10.0.0.1", dst = "10.0.0.2", proto = "udp", sport = 70000 } } }, "sport is a whole number from 0 to 65535" },
+      { { keys = { 2^64 } }, "an id key is a whole number" },
+      { { keys = { T1 }, tags = { bad = {} } }, "tags are name = number or string, got string = table" },
+    }
+    local st
+    with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
+      for _, c in ipairs(cases) do
+        local ok, err = pcall(eng.update, eng, c[1])
+        assert.is_false(ok)
+        assert.matches(c[2], err, 1, true)
+        -- pcall calls update itself: the level-2 position is pcall's ([C]),
+        -- so the message carries no file; a Lua caller gets its own line
+        local ok2, err2 = pcall(function() local f = eng:update(c[1]); return f end)
+        assert.is_false(ok2)
+        assert.matches(this .. ":%d+: ", err2)
+      end
+      st = eng:stats()
+    end)
+    assert.equal(1, tonumber(st.flows_started)) -- only the packet's flow
+  end)
+
+  it("writes flows of id and string keys with their key, not as addresses", function()
+    local ended = {}
+    local eng = assert(sluice.open { read = pcap.write { udp(1, "10.0.0.1", 1000) } })
+    local texts, lines = {}, {}
+    local first = true
+    assert(eng:run {
+      on_flow_start = function()
+        if not first then return end
+        first = false
+        assert(eng:update { keys = { 4242 }, stats = { pkts = 3, bytes = 100 } })
+        assert(eng:update { keys = { 'ct:"z\1' } })
+      end,
+      on_flow_end = function(f)
+        ended[#ended + 1] = f:totable()
+        texts[#texts + 1] = tostring(f)
+        lines[#lines + 1] = require("cjson").decode(f:json())
+      end,
+    })
+    eng:close()
+    table.sort(ended, function(a, b) return a.id < b.id end)
+    table.sort(lines, function(a, b) return a.id < b.id end)
+    table.sort(texts)
+    assert.equal(3, #ended)
+    local id_flow, string_flow = ended[2], ended[3]
+    assert.equal(4242, id_flow.key_id)
+    assert.equal('ct:"z\1', string_flow.key_string)
+    for _, t in ipairs { id_flow, string_flow, lines[2], lines[3] } do
+      assert.is_nil(t.src)
+      assert.is_nil(t.dst)
+      assert.is_nil(t.proto)
+      assert.is_nil(t.ip_version)
+      assert.is_nil(t.sport)
+    end
+    assert.equal(4242, lines[2].key_id)
+    assert.equal(3, lines[2].pkts_fwd)
+    assert.equal('ct:"z\1', lines[3].key_string)
+    assert.equal(4, ended[1].ip_version) -- the packet's flow keeps its 5-tuple
+    assert.matches("^flow %d+ id 4242 pkts 3/0", texts[2])
+    assert.matches('^flow %d+ key "ct:\\"z\\1" pkts', texts[3])
+  end)
 end)
 
 describe("engine:update under stress", function()

@@ -50,6 +50,7 @@ enum sl_sys {
 	SL_EPIPE = 32,
 	SL_EMSGSIZE = 90,
 	SL_ENOTSUP = 95,
+	SL_EAFNOSUPPORT = 97,
 	SL_ENOBUFS = 105,
 	SL_EINPROGRESS = 115,
 	SL_O_WRONLY = 1,
@@ -1492,7 +1493,8 @@ SL_API int sl_addr_of_id(const struct sl_addr_ids *t, int64_t id,
 SL_API uint32_t sl_addr_ids_count(const struct sl_addr_ids *t);
 
 /* Writes the key's src (which = 0) or dst (1) address as text (IPv6 in
- * RFC 5952 form); returns its length or a negative error. */
+ * RFC 5952 form); returns its length, -EAFNOSUPPORT for a key of an id or
+ * a string (no addresses), or -ENOSPC. */
 SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,
 		       size_t len);
 /* One JSON object (no newline) with the documented fields of a flow or a

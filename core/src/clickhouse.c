@@ -260,8 +260,23 @@ static char *put_head(struct sl_clickhouse *c, char *p, const char *kind,
 	return put_num(p, fid);
 }
 
+/* A flow of engine:update's id or string key has ip_version 0 and the id
+ * or the string in src. */
 static char *put_key(char *p, const struct sl_key *k)
 {
+	uint64_t id;
+
+	if (k->ip_version == SL_KEY_ID || k->ip_version == SL_KEY_STRING) {
+		p = PUT_LIT(p, "0\t0\t");
+		if (k->ip_version == SL_KEY_ID) {
+			memcpy(&id, k->src, sizeof(id));
+			p = put_u64(p, id);
+		} else {
+			p = put_tsv(p, (const char *)k->src,
+				    k->sport < 32 ? k->sport : 32);
+		}
+		return PUT_LIT(p, "\t\t0\t0\t0\t0\t");
+	}
 	p = put_num(p, k->ip_version);
 	p = put_num(p, k->proto);
 	p = put_addr_field(p, k->src, k->ip_version);

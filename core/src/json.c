@@ -104,8 +104,11 @@ static char *put_addr(char *p, const struct sl_key *k, int which)
 int sl_key_addr(const struct sl_key *k, int which, char *buf, size_t len)
 {
 	char text[64];
-	size_t n = (size_t)(put_addr(text, k, which) - text);
+	size_t n;
 
+	if (k->ip_version != 4 && k->ip_version != 6)
+		return -EAFNOSUPPORT; /* an id or a string */
+	n = (size_t)(put_addr(text, k, which) - text);
 	if (n >= len)
 		return -ENOSPC;
 	memcpy(buf, text, n);
@@ -113,13 +116,49 @@ int sl_key_addr(const struct sl_key *k, int which, char *buf, size_t len)
 	return (int)n;
 }
 
+/* A key of engine:update's other kinds: "key_id":N or "key_string":"..."
+ * (its bytes, escaped: up to 32 as \u00XX, 192 bytes, fewer than the
+ * addresses and ports it stands in for). */
+static char *put_other_key(char *p, const struct sl_key *k)
+{
+	static const char hex[] = "0123456789abcdef";
+	const uint8_t *s = k->src; /* the string runs on into dst */
+	uint64_t id;
+
+	if (k->ip_version == SL_KEY_ID) {
+		memcpy(&id, k->src, sizeof(id));
+		return put_u64(PUT_LIT(p, "\"key_id\":"), id);
+	}
+	p = PUT_LIT(p, "\"key_string\":\"");
+	for (uint32_t i = 0; i < k->sport && i < 32; i++) {
+		if (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\') {
+			*p++ = (char)s[i];
+			continue;
+		}
+		p = PUT_LIT(p, "\\u00");
+		*p++ = hex[s[i] >> 4];
+		*p++ = hex[s[i] & 15];
+	}
+	*p++ = '"';
+	return p;
+}
+
+/* proto is its name, or its number where it has none */
 static char *put_key(char *p, const struct sl_key *k)
 {
 	const char *proto = sl_proto_name(k->proto);
 
-	p = PUT_LIT(p, "\"proto\":\"");
-	p = proto ? put_str(p, proto) : put_u64(p, k->proto);
-	p = PUT_LIT(p, "\",\"ip_version\":");
+	if (k->ip_version != 4 && k->ip_version != 6)
+		return put_other_key(p, k);
+	p = PUT_LIT(p, "\"proto\":");
+	if (proto) {
+		*p++ = '"';
+		p = put_str(p, proto);
+		*p++ = '"';
+	} else {
+		p = put_u64(p, k->proto);
+	}
+	p = PUT_LIT(p, ",\"ip_version\":");
 	p = put_u64(p, k->ip_version);
 	p = PUT_LIT(p, ",\"src\":\"");
 	p = put_addr(p, k, 0);

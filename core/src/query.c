@@ -272,6 +272,10 @@ int sl_query_group(struct sl_query *q, const struct sl_group_spec *spec,
 {
 	int host = spec->by == SL_GROUP_HOST;
 	int side = spec->by == SL_GROUP_DST;
+	/* flows of engine:update's id and string keys have no addresses,
+	 * ports or protocol to group or count by */
+	int ip_only = spec->by < SL_GROUP_ALL ||
+		      spec->distinct != SL_DISTINCT_NONE;
 	uint64_t most = (uint64_t)n * (host ? 2 : 1);
 	int rc;
 
@@ -287,6 +291,8 @@ int sl_query_group(struct sl_query *q, const struct sl_group_spec *spec,
 		if ((spec->proto && rec->key.proto != spec->proto) ||
 		    (spec->ip_version &&
 		     rec->key.ip_version != spec->ip_version) ||
+		    (ip_only && rec->key.ip_version != 4 &&
+		     rec->key.ip_version != 6) ||
 		    (spec->n_skip && skipped(spec, rec->fid)) ||
 		    (spec->by == SL_GROUP_ID && !spec->ids[i]))
 			continue;

@@ -27,6 +27,7 @@ _Static_assert((int)SL_EPIPE == (int)EPIPE, "SL_EPIPE");
 _Static_assert((int)SL_EMSGSIZE == (int)EMSGSIZE, "SL_EMSGSIZE");
 _Static_assert((int)SL_ENOTSUP == (int)ENOTSUP, "SL_ENOTSUP");
 _Static_assert((int)SL_ENOBUFS == (int)ENOBUFS, "SL_ENOBUFS");
+_Static_assert((int)SL_EAFNOSUPPORT == (int)EAFNOSUPPORT, "SL_EAFNOSUPPORT");
 _Static_assert((int)SL_EINPROGRESS == (int)EINPROGRESS, "SL_EINPROGRESS");
 _Static_assert((int)SL_O_WRONLY == (int)O_WRONLY, "SL_O_WRONLY");
 _Static_assert((int)SL_O_CREAT == (int)O_CREAT, "SL_O_CREAT");

@@ -552,19 +552,21 @@ for p = 0, 255 do
   if name ~= nil then PROTO_NUMBERS[ffi.string(name)] = p end
 end
 
+local KEY_NUMBERS = { "sport", "dport", "vlan" }
+
 -- One key of an update as struct sl_key: a 5-tuple table, an external id
 -- (a number, or { id = n }) or a string (at most 32 bytes).
 local function make_key(k, out)
   ffi.fill(out, ffi.sizeof(out))
   if type(k) == "number" or (type(k) == "table" and k.id ~= nil) then
     local id = type(k) == "number" and k or k.id
-    if type(id) ~= "number" or id < 0 or id ~= math.floor(id) then
-      error("engine:update: an id key is a whole number >= 0", 4)
+    if type(id) ~= "number" or id < 0 or id ~= math.floor(id) or id >= 2^64 then
+      error("engine:update: an id key is a whole number >= 0", 3)
     end
     out.ip_version = C.SL_KEY_ID
     ffi.cast("uint64_t *", out.src)[0] = id
   elseif type(k) == "string" then
-    if #k > 32 then error("engine:update: a string key is at most 32 bytes", 4) end
+    if #k > 32 then error("engine:update: a string key is at most 32 bytes", 3) end
     out.ip_version = C.SL_KEY_STRING
     ffi.copy(out.src, k, #k)
     out.sport = #k
@@ -573,15 +575,32 @@ local function make_key(k, out)
     local af = v6 and C.SL_AF_INET6 or C.SL_AF_INET
     if ffi.C.inet_pton(af, tostring(k.src), out.src) ~= 1 or
        ffi.C.inet_pton(af, tostring(k.dst), out.dst) ~= 1 then
-      error("engine:update: a 5-tuple key needs src and dst addresses of one family", 4)
+      error("engine:update: a 5-tuple key needs src and dst addresses of one family", 3)
     end
     out.ip_version = v6 and 6 or 4
     out.proto = PROTO_NUMBERS[k.proto] or tonumber(k.proto) or error(
-      "engine:update: unknown proto '" .. tostring(k.proto) .. "'", 4)
-    out.sport, out.dport, out.vlan = k.sport or 0, k.dport or 0, k.vlan or 0
+      "engine:update: unknown proto '" .. tostring(k.proto) .. "'", 3)
+    for _, field in ipairs(KEY_NUMBERS) do
+      local v = k[field] or 0
+      if type(v) ~= "number" or v < 0 or v > 65535 or v ~= math.floor(v) then
+        error("engine:update: a key's " .. field .. " is a whole number from 0 to 65535, got " .. tostring(v), 3)
+      end
+      out[field] = v
+    end
   else
-    error("engine:update: a key is a 5-tuple table, an id or a string", 4)
+    error("engine:update: a key is a 5-tuple table, an id or a string", 3)
   end
+end
+
+-- A count of update's stats: a whole number >= 0 (0 when absent).
+local function count_of(st, name, alias)
+  local v = st[name]
+  if v == nil and alias then v = st[alias] end
+  if v == nil then return 0 end
+  if type(v) ~= "number" or v < 0 or v ~= math.floor(v) or v >= 2^64 then
+    error("engine:update: stats." .. name .. " must be a whole number >= 0, got " .. tostring(v), 3)
+  end
+  return v
 end
 
 -- engine:update{ keys = { ... } | flow = handle, tags = { name = value },
@@ -614,15 +633,23 @@ function Engine:update(u)
   end
   local st = u.stats or {}
   if type(st) ~= "table" then error("engine:update: stats must be a table", 2) end
-  cu.add_fwd.pkts, cu.add_fwd.bytes = st.pkts_fwd or st.pkts or 0, st.bytes_fwd or st.bytes or 0
-  cu.add_rev.pkts, cu.add_rev.bytes = st.pkts_rev or 0, st.bytes_rev or 0
+  cu.add_fwd.pkts, cu.add_fwd.bytes = count_of(st, "pkts_fwd", "pkts"), count_of(st, "bytes_fwd", "bytes")
+  cu.add_rev.pkts, cu.add_rev.bytes = count_of(st, "pkts_rev"), count_of(st, "bytes_rev")
+  local tags = u.tags or {}
+  if type(tags) ~= "table" then error("engine:update: tags must be a table", 2) end
+  for name, value in pairs(tags) do
+    local tv = type(value)
+    if type(name) ~= "string" or (tv ~= "number" and tv ~= "string") then
+      error("engine:update: tags are name = number or string, got " .. type(name) .. " = " .. tv, 2)
+    end
+  end
   local rc = C.sl_engine_update(self.e, cu)
   self.st.late = true -- a new flow, or a trim to make room: events to dispatch
   if rc == C.SL_E_CONFLICT then return nil, "key conflict: the keys belong to different live flows" end
   if rc == C.SL_E_STATE then return nil, "the input has ended: no new flow starts" end
   if rc < 0 then return nil, "update failed: " .. core.strerror(rc) end
   local f = flow.handle(self.st, C.sl_engine_flow(self.e, cu.slot))
-  for name, value in pairs(u.tags or {}) do f:tag(name, value) end
+  for name, value in pairs(tags) do f:tag(name, value) end
   return f
 end
 

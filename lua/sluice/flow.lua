@@ -22,7 +22,7 @@ registry[REGISTRY_KEY] = M
 -- Protocol and state names come from the core, cached as Lua strings.
 local PROTO_NAMES = setmetatable({}, { __index = function(t, num)
   local name = C.sl_proto_name(num)
-  name = name ~= nil and ffi.string(name) or tostring(num)
+  name = name ~= nil and ffi.string(name) or num
   t[num] = name
   return name
 end })
@@ -100,25 +100,49 @@ local function getters_then(get, methods)
   end
 end
 
+-- Keys of engine:update's ids and strings (ip_version SL_KEY_ID and up)
+-- have no addresses, ports or protocol: those fields are nil for them.
+local KEY_ID, KEY_STRING = C.SL_KEY_ID, C.SL_KEY_STRING
+local function key_id(k)
+  if k.ip_version == KEY_ID then return tonumber(ffi.cast("uint64_t *", k.src)[0]) end
+end
+local function key_string(k)
+  if k.ip_version == KEY_STRING then return ffi.string(k.src, math.min(k.sport, 32)) end
+end
+
 -- Getters shared by flow records and slice records (both have .key).
 local function key_getters(g)
   g.src = function(r) return addr(r.key, 0) end
   g.dst = function(r) return addr(r.key, 1) end
-  g.sport = function(r) return r.key.sport end
-  g.dport = function(r) return r.key.dport end
-  g.proto = function(r) return PROTO_NAMES[r.key.proto] end
-  g.proto_num = function(r) return r.key.proto end
-  g.ip_version = function(r) return r.key.ip_version end
+  g.sport = function(r) local k = r.key; if k.ip_version < KEY_ID then return k.sport end end
+  g.dport = function(r) local k = r.key; if k.ip_version < KEY_ID then return k.dport end end
+  g.proto = function(r) local k = r.key; if k.ip_version < KEY_ID then return PROTO_NAMES[k.proto] end end
+  g.proto_num = function(r) local k = r.key; if k.ip_version < KEY_ID then return k.proto end end
+  g.ip_version = function(r) local k = r.key; if k.ip_version < KEY_ID then return k.ip_version end end
+  g.key_id = function(r) return key_id(r.key) end
+  g.key_string = function(r) return key_string(r.key) end
   g.vlan = function(r) return r.key.vlan end
   g.vlan_inner = function(r) return r.key.vlan_inner end
   -- raw addresses: 4 or 16 bytes, interned by Lua (table keys that cost
   -- no formatting; sluice.addr turns them into text)
-  g.src_raw = function(r) return ffi.string(r.key.src, r.key.ip_version == 4 and 4 or 16) end
-  g.dst_raw = function(r) return ffi.string(r.key.dst, r.key.ip_version == 4 and 4 or 16) end
+  g.src_raw = function(r)
+    local k = r.key
+    if k.ip_version < KEY_ID then return ffi.string(k.src, k.ip_version == 4 and 4 or 16) end
+  end
+  g.dst_raw = function(r)
+    local k = r.key
+    if k.ip_version < KEY_ID then return ffi.string(k.dst, k.ip_version == 4 and 4 or 16) end
+  end
   -- small integer ids (sluice.addr.of_id gives the address back): a
   -- number per host, no string made, for keying tables per record
-  g.src_id = function(r) return tonumber(C.sl_addr_id(ids or M.addr_ids(), r.key.src, r.key.ip_version)) end
-  g.dst_id = function(r) return tonumber(C.sl_addr_id(ids or M.addr_ids(), r.key.dst, r.key.ip_version)) end
+  g.src_id = function(r)
+    local k = r.key
+    if k.ip_version < KEY_ID then return tonumber(C.sl_addr_id(ids or M.addr_ids(), k.src, k.ip_version)) end
+  end
+  g.dst_id = function(r)
+    local k = r.key
+    if k.ip_version < KEY_ID then return tonumber(C.sl_addr_id(ids or M.addr_ids(), k.dst, k.ip_version)) end
+  end
   g.tunnel = function(r) return TUNNEL_NAMES[r.encap.type] end
   g.tunnel_src = function(r) return tunnel_addr(r.encap, 0) end
   g.tunnel_dst = function(r) return tunnel_addr(r.encap, 1) end
@@ -334,12 +358,22 @@ local function stats_fields(t, r)
   return t
 end
 
+-- The key's fields, added to t: the 5-tuple and VLANs, or key_id or
+-- key_string.
+local function key_fields(t, k)
+  if k.ip_version >= KEY_ID then
+    t.key_id, t.key_string = key_id(k), key_string(k)
+    return t
+  end
+  t.proto, t.ip_version, t.vlan = PROTO_NAMES[k.proto], k.ip_version, k.vlan
+  t.src, t.sport, t.dst, t.dport = addr(k, 0), k.sport, addr(k, 1), k.dport
+  t.vlan_inner = k.vlan_inner ~= 0 and k.vlan_inner or nil
+  return t
+end
+
 function flow_methods.totable(r)
-  return stats_fields(tunnel_fields({
-    type = "flow", id = flow_get.id(r), proto = flow_get.proto(r),
-    ip_version = r.key.ip_version, src = addr(r.key, 0), sport = r.key.sport,
-    dst = addr(r.key, 1), dport = r.key.dport, vlan = r.key.vlan,
-    vlan_inner = r.key.vlan_inner ~= 0 and r.key.vlan_inner or nil,
+  return stats_fields(tunnel_fields(key_fields({
+    type = "flow", id = flow_get.id(r),
     first = flow_get.first(r), last = flow_get.last(r),
     pkts_fwd = tonumber(r.fwd.pkts), pkts_rev = tonumber(r.rev.pkts),
     bytes_fwd = tonumber(r.fwd.bytes), bytes_rev = tonumber(r.rev.bytes),
@@ -347,7 +381,7 @@ function flow_methods.totable(r)
     history = flow_get.history(r), state = flow_get.state(r),
     tunnel_changes = r.tunnel_changes ~= 0 and r.tunnel_changes or nil,
     end_reason = flow_get.end_reason(r), tags = tags_of(r),
-  }, r), r)
+  }, r.key), r), r)
 end
 
 -- The record's JSON line (without newline), formatted by the core.
@@ -356,10 +390,16 @@ function flow_methods.json(r)
 end
 
 local function describe(r, kind)
-  local src, dst = addr(r.key, 0), addr(r.key, 1)
-  if r.key.ip_version == 6 then src, dst = "[" .. src .. "]", "[" .. dst .. "]" end
+  local k = r.key
+  if k.ip_version == KEY_ID then
+    return string.format("%s %d id %s", kind, tonumber(r.fid), count_text(ffi.cast("uint64_t *", k.src)[0]))
+  elseif k.ip_version == KEY_STRING then
+    return string.format("%s %d key %q", kind, tonumber(r.fid), key_string(k))
+  end
+  local src, dst = addr(k, 0), addr(k, 1)
+  if k.ip_version == 6 then src, dst = "[" .. src .. "]", "[" .. dst .. "]" end
   return string.format("%s %d %s %s:%d -> %s:%d", kind, tonumber(r.fid),
-    PROTO_NAMES[r.key.proto], src, r.key.sport, dst, r.key.dport)
+    PROTO_NAMES[k.proto], src, k.sport, dst, k.dport)
 end
 
 function flow_methods.__tostring(r)
@@ -467,11 +507,8 @@ function slice_methods.json(r)
 end
 
 function slice_methods.totable(r)
-  return tunnel_fields({
-    type = "slice", flow_id = tonumber(r.fid), proto = slice_get.proto(r),
-    ip_version = r.key.ip_version, src = addr(r.key, 0), sport = r.key.sport,
-    dst = addr(r.key, 1), dport = r.key.dport, vlan = r.key.vlan,
-    vlan_inner = r.key.vlan_inner ~= 0 and r.key.vlan_inner or nil,
+  return tunnel_fields(key_fields({
+    type = "slice", flow_id = tonumber(r.fid),
     start = seconds(r.start_ns), ["end"] = seconds(r.end_ns),
     pkts_fwd = tonumber(r.delta_fwd.pkts), pkts_rev = tonumber(r.delta_rev.pkts),
     bytes_fwd = tonumber(r.delta_fwd.bytes), bytes_rev = tonumber(r.delta_rev.bytes),
@@ -482,7 +519,7 @@ function slice_methods.totable(r)
     application_name = slice_get.application_name(r),
     application_category_name = slice_get.application_category_name(r),
     requested_server_name = slice_get.requested_server_name(r),
-  }, r)
+  }, r.key), r)
 end
 
 ffi.metatype("struct sl_slice_rec", {

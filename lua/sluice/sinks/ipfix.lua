@@ -11,6 +11,7 @@ local policy = require "sluice.policy"
 
 local C = core.C
 local ENOBUFS, EAGAIN = -C.SL_ENOBUFS, -C.SL_EAGAIN -- as the core returns them
+local EAFNOSUPPORT = -C.SL_EAFNOSUPPORT
 
 local M = {}
 
@@ -169,6 +170,9 @@ function Sink:write(rec)
   if rc == ENOBUFS then
     send_message(self) -- taken even if the queue is full: it stays pending
     rc = add(self.x, rec)
+  end
+  if rc == EAFNOSUPPORT then
+    return nil, "ipfix: a record needs addresses; flow " .. tonumber(rec.fid) .. " has an id or string key"
   end
   if rc < 0 then return nil, "ipfix: " .. core.strerror(rc) end
   self.accepted = self.accepted + 1
