@@ -165,7 +165,7 @@ local emit, n = nil, 0
 function P.init(o, ctx) emit = ctx.emit end
 function P.on_flow_end(f)
   n = n + 1
-  if n % 40 == 0 then emit { bad = print }
+  if n % 40 == 0 then emit { n = n, before = "the bad one" } emit { bad = print }
   elseif n % 41 == 0 then local t = {} t.t = t emit(t)
   else emit { n = n, s = "x\255y" } end
 end
@@ -178,9 +178,13 @@ return P
     local r = run.sh(string.format("%s run %s -r %s --out json:%s", SLUICE, q(policy), q(SAMPLE),
       q(dir .. "/out.json")))
     assert.equal(1, r.code, run.describe(r))
-    assert(has(r.err, "policy emitter: on_flow_end failed: ctx.emit: cannot encode a function as JSON"),
-      run.describe(r))
-    assert.equal(39, #run.json_lines(dir .. "/out.json"), "what was emitted before is kept")
+    -- at the emit's line, naming the field; the call's other emit is
+    -- dropped with it
+    assert(has(r.err, "policy emitter: on_flow_end failed: " .. policy ..
+      ":6: ctx.emit: cannot encode a function as JSON (at record.bad)"), run.describe(r))
+    local recs = run.json_lines(dir .. "/out.json")
+    assert.equal(39, #recs, "what earlier calls emitted is kept")
+    for _, rec in ipairs(recs) do assert.is_nil(rec.before) end
   end)
 
   it("with --on-error skip, each bad record is counted and the rest written as valid UTF-8", function()
@@ -192,7 +196,8 @@ return P
     assert.equal(EXIT_LOSSES, r.code, run.describe(r))
     -- 161 ends: 4 multiples of 40, 3 of 41
     assert(has(r.err, "7 error(s) in policy emitter, on_flow_end"), run.describe(r))
-    assert(has(r.err, "7 record(s) emitted by failed handlers dropped"), run.describe(r))
+    -- the 7 bad records and the 4 emitted before them in the same call
+    assert(has(r.err, "11 record(s) emitted by failed handlers dropped"), run.describe(r))
     local recs = run.json_lines(out)
     assert.equal(SAMPLE_FLOWS - 7, #recs)
     for _, rec in ipairs(recs) do assert.equal("x\239\191\189y", rec.s) end

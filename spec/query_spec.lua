@@ -214,17 +214,24 @@ describe("batch:group and batch:top", function()
         { by = "src", distinct = "ports" }, { by = "src", proto = "tcpx" }, { by = "src", ip_version = 5 },
         "src", {},
       } do
-        local ok, err = pcall(function() return batch:group(bad) end)
+        -- not tail calls: a handler's own line is what the errors name
+        local ok, err = pcall(function() local g = batch:group(bad); return g end)
         errors[#errors + 1] = not ok and err or "accepted"
       end
-      local ok, err = pcall(function() return batch:top { by = "src" } end)
+      local ok, err = pcall(function() local g = batch:top { by = "src" }; return g end)
       errors[#errors + 1] = not ok and err or "accepted"
       ok, err = pcall(function() batch:group { by = "src" }:top(3, "weight") end)
+      errors[#errors + 1] = not ok and err or "accepted"
+      for _, args in ipairs { { by = "src", order = "byte" }, { by = "src", n = -1 }, { by = "src", n = "3" } } do
+        ok, err = pcall(function() local g = batch:group(args); return g end)
+        errors[#errors + 1] = not ok and err or "accepted"
+      end
+      ok, err = pcall(function() local r = batch:get("x"); return r end)
       errors[#errors + 1] = not ok and err or "accepted"
     end
     assert(eng:run(P))
     eng:close()
-    assert.are.equal(11, #errors)
+    assert.are.equal(15, #errors)
     for _, e in ipairs(errors) do assert.are_not.equal("accepted", e) end
     assert.matches("one of", errors[1])
     assert.matches("0..32", errors[2])
@@ -235,8 +242,14 @@ describe("batch:group and batch:top", function()
     assert.matches("4 or 6", errors[7])
     assert.matches("with n", errors[10])
     assert.matches("order must be one of", errors[11])
+    assert.matches("order must be one of", errors[12])
+    assert.matches("'n' must be a number >= 0", errors[13])
+    assert.matches("'n' must be a number >= 0", errors[14])
+    assert.matches("batch:get expects an index", errors[15])
     -- misuse points at the caller, not into the library
-    assert.matches("query_spec", errors[1])
+    for i, e in ipairs(errors) do
+      if i ~= 8 then assert.matches("query_spec%.lua:%d+: ", e) end -- 8: a string, no table
+    end
   end)
 
   it("records give each address a stable integer id, and sluice.addr the address back", function()

@@ -632,6 +632,14 @@ struct sl_flow_handle {
 	uint32_t engine;
 };
 
+/* A packet event as Lua's on_packet gets it: ev is valid at generation
+ * only (the next step reuses the packets and their data). */
+struct sl_packet_handle {
+	const struct sl_packet_ev *ev;
+	uint64_t generation;
+	uint32_t engine;
+};
+
 enum sl_event_type {
 	SL_EVENT_FLOW_START = 1,
 	SL_EVENT_FLOW_END = 2,

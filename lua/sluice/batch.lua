@@ -45,6 +45,7 @@ end
 
 -- 1-based access, like a Lua array.
 function Batch:get(i)
+  if type(i) ~= "number" then error("batch:get expects an index, got " .. type(i), 2) end
   if i < 1 or i > self.n then return nil end
   return self.recs[i - 1]
 end
@@ -87,6 +88,12 @@ local LABEL_GROUPS = { application_name = "application_name",
   application_category_name = "category", requested_server_name = "server_name" }
 
 local spec_t = ffi.typeof("struct sl_group_spec")
+
+local function metric_of(name, level)
+  local m = METRIC[name or "bytes"]
+  if not m then error("order must be one of " .. names(METRIC) .. ", got " .. tostring(name), level) end
+  return m
+end
 
 -- The C spec of a group{} argument; level: where misuse errors point.
 local function group_spec(args, level)
@@ -132,6 +139,10 @@ local function group_spec(args, level)
   if v ~= nil then
     if v ~= 4 and v ~= 6 then error("'ip_version' must be 4 or 6", level) end
     spec.ip_version = v
+  end
+  if args.order ~= nil then metric_of(args.order, level + 1) end
+  if args.n ~= nil and (type(args.n) ~= "number" or args.n < 0) then
+    error("'n' must be a number >= 0, got " .. tostring(args.n), level)
   end
   return spec, tag, label
 end
@@ -186,12 +197,6 @@ local function label_group_ids(self, field)
   return ids
 end
 
-local function metric_of(name, level)
-  local m = METRIC[name or "bytes"]
-  if not m then error("order must be one of " .. names(METRIC) .. ", got " .. tostring(name), level) end
-  return m
-end
-
 local count_out = ffi.new("uint32_t[1]")
 
 -- Groups: the rows of one query, valid while on_slice runs.
@@ -209,6 +214,7 @@ end
 
 -- 1-based, like a Lua array.
 function Groups:get(i)
+  if type(i) ~= "number" then error("groups:get expects an index, got " .. type(i), 2) end
   if i < 1 or i > self.n then return nil end
   return self.ptr[i - 1]
 end
@@ -281,8 +287,10 @@ local function group(self, args, level)
   return g
 end
 
+-- (not tail calls: the levels of misuse errors count their frames)
 function Batch:group(args)
-  return group(self, args, 3)
+  local g = group(self, args, 3)
+  return g
 end
 
 -- batch:top{ by = "host", n = 10, order = "bytes_fwd", ... }: group, then
@@ -291,7 +299,8 @@ function Batch:top(args)
   if type(args) ~= "table" or type(args.n) ~= "number" then
     error("top expects a table with n: { by = \"src\", n = 10, order = \"bytes\" }", 2)
   end
-  return group(self, args, 3)
+  local g = group(self, args, 3)
+  return g
 end
 
 return M

@@ -7,6 +7,7 @@ local ffi = require "ffi"
 local core = require "sluice.core"
 local flow = require "sluice.flow"
 local flowstate = require "sluice.flowstate"
+local packet = require "sluice.packet"
 
 local C = core.C
 local tonumber, type, xpcall = tonumber, type, xpcall
@@ -99,7 +100,7 @@ function D:call(k, hname, fn, a, b, c, d)
   local ok, res = xpcall(fn, locate, a, b, c, d)
   if ok then
     local outputs = self.outputs
-    if outputs.stage_n > 0 then
+    if outputs.stage_n > 0 or outputs.refused > 0 then
       -- a record no sink can take (a function, a cycle) is the handler's
       -- error, under --on-error like any other
       local cok, cerr = pcall(outputs.commit, outputs)
@@ -161,8 +162,9 @@ function D:exporter_name(i)
 end
 
 function D:packet_event(ev, h, fid)
-  local pkt = self.out.packets + ev.packet
-  local match, p, ignored = pkt.match, self.packets, self.ignored
+  local pe = self.out.packets + ev.packet
+  local match, p, ignored = pe.match, self.packets, self.ignored
+  local pkt = packet.handle(self.st, pe)
   for j = 1, p.n do
     local k = p.k[j]
     if band(match, lshift(1, k - 1)) ~= 0 and not (fid and ignored[k][fid]) then

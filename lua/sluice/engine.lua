@@ -657,7 +657,8 @@ end
 -- been dispatched (to every policy), and before any emitted after it.
 function Engine:cork(fn)
   live(self)
-  return flowstate.cork(self.st, fn)
+  local r = flowstate.cork(self.st, fn) -- not a tail call: error levels
+  return r
 end
 
 -- engine:query{ where = fn(flow) | { field = value, ... }, tag = name,
@@ -665,7 +666,8 @@ end
 -- biggest `by` first when top or by is given.
 function Engine:query(q)
   live(self)
-  return flowstate.query(self.st, q)
+  local r = flowstate.query(self.st, q) -- not a tail call: error levels
+  return r
 end
 
 -- Stops a live capture from a policy: every flow ends with "shutdown".

@@ -68,6 +68,7 @@ function methods.weight(r, name, value)
 end
 
 function methods.unweight(r, name)
+  if type(name) ~= "string" then error("flow:unweight(name) expects a string", 2) end
   local st = state_of(r)
   local w = st.weights[tonumber(r.fid)]
   if w and w[name] ~= nil then
@@ -78,8 +79,15 @@ end
 
 -- flow:upsert_weight(name, fn): sets the weight to fn(current or 0).
 function methods.upsert_weight(r, name, fn)
+  if type(name) ~= "string" or type(fn) ~= "function" then
+    error("flow:upsert_weight(name, fn) expects a string and a function", 2)
+  end
   local w = state_of(r).weights[tonumber(r.fid)]
-  return methods.weight(r, name, fn(w and w[name] or 0))
+  local value = fn(w and w[name] or 0)
+  if type(value) ~= "number" then
+    error("flow:upsert_weight: fn returned " .. type(value) .. ", not a number", 2)
+  end
+  return methods.weight(r, name, value)
 end
 
 function methods.weights(r)

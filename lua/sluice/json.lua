@@ -115,4 +115,32 @@ function M.encode(v)
   return encode(v, 0)
 end
 
+-- Why encode(v) would fail, and where (".key.key"), without encoding:
+-- nil when it would not.
+local function check(v, depth)
+  local tv = type(v)
+  if tv ~= "table" then
+    if tv == "function" or tv == "thread" or tv == "userdata" then
+      return "cannot encode a " .. tv .. " as JSON", ""
+    end
+    return nil
+  end
+  if depth > 32 then return "JSON nesting too deep (a cycle?)", "" end
+  for k, x in pairs(v) do
+    local tk = type(k)
+    if tk ~= "string" and tk ~= "number" then
+      return "cannot encode a table with a " .. tk .. " key as JSON", ""
+    end
+    local err, where = check(x, depth + 1)
+    if err then return err, "." .. tostring(k) .. where end
+  end
+  return nil
+end
+
+function M.check(v)
+  local err, where = check(v, 0)
+  if err and where ~= "" then return err .. " (at record" .. where .. ")" end
+  return err
+end
+
 return M

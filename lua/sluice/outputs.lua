@@ -3,6 +3,8 @@
 -- writes flow captures to.
 local core = require "sluice.core"
 local flow = require "sluice.flow"
+local json = require "sluice.json"
+local packet = require "sluice.packet"
 local sink_mod = require "sluice.sink"
 
 local C = core.C
@@ -40,7 +42,7 @@ function M.new(engine, opts)
   local self = setmetatable({ e = engine.e, linktype = C.sl_source_linktype(engine.src),
     wait = on_lag == "wait", on_error = on_error or nil, routes = {}, route_of = {},
     ticking = {}, settling = {}, defaults = {}, writer_no = {}, stage_route = {},
-    stage_rec = {}, stage_n = 0, stage_at = 0 }, Outputs)
+    stage_rec = {}, stage_n = 0, stage_at = 0, refused = 0 }, Outputs)
   for _, s in ipairs(opts.outputs or {}) do self.defaults[#self.defaults + 1] = self:route_for(s, 4) end
   if opts.emit then
     local fn = opts.emit
@@ -48,7 +50,7 @@ function M.new(engine, opts)
       write = function(_, rec) fn(rec) return true end }, 4)
   end
   self.DEFAULT = {}
-  self.emit = function(a, b) return self:stage(a, b) end
+  self.emit = function(a, b) self:stage(a, b) end -- not a tail call: levels
   return self
 end
 
@@ -74,13 +76,48 @@ function Outputs:route_for(sink, level)
   return r
 end
 
+local function kind_of(rec)
+  local t = type(rec)
+  return (t == "cdata" or t == "table") and rec.kind
+end
+
+-- Why rec cannot go to route (a table no sink can encode, or a record a
+-- sink's check refuses), or nil.
+local function refusal(self, route, rec)
+  if type(rec) == "table" and getmetatable(rec) == nil then
+    local err = json.check(rec)
+    if err then return err end
+  end
+  if route ~= self.DEFAULT then
+    return route.sink.check and route.sink:check(rec)
+  end
+  local packet, taken = kind_of(rec) == "packet", false
+  for _, r in ipairs(self.defaults) do
+    if (r.sink.accepts_packets == true) == packet then
+      local err = r.sink.check and r.sink:check(rec)
+      if err then return err end
+      taken = true
+    end
+  end
+  -- (records with only a pcap output go nowhere, as the default job with
+  -- --out pcap wants)
+  if packet and not taken then return "no output of this run takes packets (--out pcap:PATH)" end
+end
+
 -- ctx.emit(record) or ctx.emit(sink, record): staged until the handler
 -- returns. A flow handle is emitted as its record.
 function Outputs:stage(a, b)
   local route, rec = self.DEFAULT, a
   if b ~= nil then route, rec = self.route_of[a] or self:route_for(a, 4), b end
   if rec == nil then error("ctx.emit: nothing to emit", 3) end
-  if type(rec) == "cdata" then rec = flow.rec_of(rec) end
+  if type(rec) == "cdata" then rec = packet.ev_of(flow.rec_of(rec)) end
+  -- a record that cannot be taken fails the handler here, at its line,
+  -- before any of its emits is delivered
+  local err = refusal(self, route, rec)
+  if err then
+    self.refused = self.refused + 1 -- dropped with the call's emits
+    error("ctx.emit: " .. err, 3)
+  end
   local n = self.stage_n + 1
   self.stage_n, self.stage_route[n], self.stage_rec[n] = n, route, rec
 end
@@ -97,11 +134,6 @@ function Outputs:write_packet(route, pkt)
     end
   end
   route:write(pkt)
-end
-
-local function kind_of(rec)
-  local t = type(rec)
-  return (t == "cdata" or t == "table") and rec.kind
 end
 
 local function deliver(self, route, rec)
@@ -132,17 +164,17 @@ function Outputs:commit()
     end
     stage_rec[i] = nil
   end
-  self.stage_n, self.stage_at = 0, 0
+  self.stage_n, self.stage_at, self.refused = 0, 0, 0
 end
 
--- The handler failed, or a commit failed at record stage_at (one that
--- cannot be encoded): the emits not delivered are dropped; returns how
--- many.
+-- The handler failed (with the records ctx.emit refused), or a commit
+-- failed at record stage_at: the emits not delivered are dropped;
+-- returns how many.
 function Outputs:discard()
-  local n, at = self.stage_n, self.stage_at
+  local n, at, refused = self.stage_n, self.stage_at, self.refused
   for i = 1, n do self.stage_rec[i] = nil end
-  self.stage_n, self.stage_at = 0, 0
-  return at > 0 and n - at + 1 or n
+  self.stage_n, self.stage_at, self.refused = 0, 0, 0
+  return (at > 0 and n - at + 1 or n) + refused
 end
 
 -- The engine's writer number for a pcap sink (nil = the run's default pcap

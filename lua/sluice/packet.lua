@@ -30,20 +30,27 @@ local get = {
 
 local methods = {}
 
+local function offset(off, fn)
+  if type(off) ~= "number" then error("pkt:" .. fn .. "(offset): the offset is a number", 3) end
+end
+
 -- Payload byte at offset off (0-based), as a number, or nil.
 function methods.u8(p, off)
+  offset(off, "u8")
   if off < 0 or off >= p.payload_len then return nil end
   return p.data[p.payload_offset + off]
 end
 
 -- Big-endian (network order) 16 and 32 bit reads.
 function methods.u16(p, off)
+  offset(off, "u16")
   if off < 0 or off + 2 > p.payload_len then return nil end
   local b = p.data + p.payload_offset + off
   return bor(lshift(b[0], 8), b[1])
 end
 
 function methods.u32(p, off)
+  offset(off, "u32")
   if off < 0 or off + 4 > p.payload_len then return nil end
   local b = p.data + p.payload_offset + off
   return tonumber(ffi.cast("uint32_t", bor(lshift(b[0], 24), lshift(b[1], 16), lshift(b[2], 8), b[3])))
@@ -66,6 +73,19 @@ function methods.frame(p, off, n)
   return ffi.string(p.data + off, n)
 end
 
+-- A copy that outlives the handler, its frame bytes with it.
+local ev_t, ev_size, bytes_t = ffi.typeof("struct sl_packet_ev"), ffi.sizeof("struct sl_packet_ev"),
+  ffi.typeof("uint8_t[?]")
+local kept = setmetatable({}, { __mode = "k" })
+function methods.copy(p)
+  local c, data = ev_t(), bytes_t(math.max(p.caplen, 1))
+  ffi.copy(c, p, ev_size)
+  ffi.copy(data, p.data, p.caplen)
+  c.data = data
+  kept[c] = data
+  return c
+end
+
 function methods.totable(p)
   return { type = "packet", ts = get.ts(p), len = p.wirelen, caplen = p.caplen,
     src = get.src(p), dst = get.dst(p), sport = p.key.sport, dport = p.key.dport,
@@ -82,6 +102,47 @@ ffi.metatype("struct sl_packet_ev", {
     return string.format("packet %s %s:%d -> %s:%d len %d", get.proto(p), get.src(p),
       p.key.sport, get.dst(p), p.key.dport, p.wirelen)
   end,
+})
+
+-- What on_packet gets: a handle that reads its packet while the step that
+-- read it lasts, and raises once kept past it (it never reads another
+-- packet).
+local handle_t = ffi.typeof("struct sl_packet_handle")
+local STALE = "packet handle used after its on_packet returned (keep pkt:copy() or pkt:totable())"
+
+local function resolve(h, level)
+  local st = flow.engines[h.engine]
+  if not st or st.out.generation ~= h.generation then error(STALE, level) end
+  return h.ev
+end
+
+function M.handle(st, ev)
+  return handle_t(ev, st.out.generation, st.id)
+end
+
+-- A packet handle or event, as the event (for sinks and the C functions).
+function M.ev_of(x)
+  if ffi.istype(handle_t, x) then return resolve(x, 3) end
+  return x
+end
+
+local handle_methods = setmetatable({}, { __index = function(t, k)
+  local m = methods[k]
+  if type(m) ~= "function" then return nil end
+  local wrapped = function(h, ...) return m(resolve(h, 3), ...) end
+  t[k] = wrapped
+  return wrapped
+end })
+
+ffi.metatype(handle_t, {
+  __index = function(h, k)
+    local g = get[k]
+    if g then return g(resolve(h, 3)) end
+    local m = handle_methods[k]
+    if m then return m end
+    return resolve(h, 3)[k] -- the event's own fields (data, key, ...)
+  end,
+  __tostring = function(h) return tostring(resolve(h, 3)) end,
 })
 
 return M

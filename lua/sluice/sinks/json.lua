@@ -107,14 +107,20 @@ local function read_stats(self)
   end
 end
 
+-- A string record is taken as it is, so it must at least have the shape
+-- of one JSON object on one line: why not, or nil.
+local function string_refusal(rec)
+  if not rec:find("^%s*{.*}%s*$") or rec:find("[\r\n]") then
+    return string.format("a string record must be one encoded JSON object on one line, got %q",
+      #rec > 40 and rec:sub(1, 40) .. "..." or rec)
+  end
+end
+
 local function line_of(rec)
   local t = type(rec)
   if t == "string" then
-    -- taken as it is, so at least the shape of one JSON object on one line
-    if not rec:find("^%s*{.*}%s*$") or rec:find("[\r\n]") then
-      error(string.format("a string record must be one encoded JSON object on one line, got %q",
-        #rec > 40 and rec:sub(1, 40) .. "..." or rec), 0)
-    end
+    local err = string_refusal(rec)
+    if err then error(err, 0) end
     return rec
   end
   if t == "cdata" then
@@ -265,6 +271,11 @@ end
 function Sink:tick(now)
   if self.interval and self.w and now - self.opened >= self.interval then self:rotate_now() end
   if self.pending then send_pending(self) end
+end
+
+-- At ctx.emit: a record this sink cannot take fails the handler then.
+function Sink:check(rec)
+  if type(rec) == "string" then return string_refusal(rec) end
 end
 
 function Sink:flush()
