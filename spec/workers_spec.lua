@@ -119,6 +119,55 @@ describe("--workers on a file", function()
     end
   end)
 
+  -- one worker rotated while the others wrote on in the file it had moved
+  -- away, and two could pick the same PATH.N: lines vanished, exit 0
+  it("rotate a shared file by size without losing a line: worker 0 rotates, the others follow", function()
+    for _, n in ipairs { 2, 4 } do
+      local dir = run.tmpdir()
+      local r = run.sh(string.format("%s%s run -r %s -q -v --workers %d --rotate 200K --out json:%s",
+        LIMIT, SLUICE, q(trace), n, q(dir .. "/r.json")))
+      assert(r.code == 0, run.describe(r))
+      local text, files = {}, 0
+      for name in io.popen("ls " .. q(dir)):lines() do
+        if name:match("^r%.json") then
+          files = files + 1
+          text[#text + 1] = run.slurp(dir .. "/" .. name)
+        end
+      end
+      assert(files >= 5, n .. " workers: the file was rotated (" .. files .. " files)\n" .. r.err)
+      assert.are.same(reference, normalized(table.concat(text)))
+      assert(r.err:match("rotations=%d+"), run.describe(r))
+    end
+  end)
+
+  it("refuses, counts and names a policy's line too long for a pipe shared by workers", function()
+    local dir = run.tmpdir()
+    run.spit(dir .. "/big.lua", [[
+local P, emit = { info = { name = "big" } }, nil
+function P.init(_, ctx) emit = ctx.emit end
+function P.on_flow_end(f)
+  local t = f:totable()
+  t.pad = string.rep(f.sport % 2 == 0 and "a" or "b", f.sport % 3 == 0 and 5000 or 10)
+  emit(t)
+end
+return P
+]])
+    local out = dir .. "/piped.json"
+    local r = run.sh(string.format("{ %s%s run %s -r %s -q --workers 2; echo $? > %s; } | cat > %s",
+      LIMIT, SLUICE, q(dir .. "/big.lua"), q(trace), q(dir .. "/rc"), q(out)))
+    assert.are.equal("3\n", run.slurp(dir .. "/rc"), run.describe(r))
+    assert(r.err:match("a line longer than 4095 bytes would mix with the other workers' lines"),
+      run.describe(r))
+    local kept, refused = 0, tonumber(r.err:match("failed (%d+)"))
+    for line in run.slurp(out):gmatch("[^\n]+") do
+      local pad = line:match('^{.*"pad":"(%a+)".*}$')
+      assert(pad and (pad:match("^a+$") or pad:match("^b+$")), "a cut or mixed line: " .. line:sub(1, 200))
+      kept = kept + 1
+    end
+    assert(refused and refused > 0, run.describe(r))
+    assert.are.equal(#reference, kept + refused)
+  end)
+
   it("counts what a full table refused, once per worker, and exits 3", function()
     local r = run.sh(string.format("%s%s run -r %s -q --workers 2 --pool-flows 100 --out json:%s",
       LIMIT, SLUICE, q(trace), q(run.tmpdir() .. "/o.json")))

@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 16 };
+enum { SL_ABI_VERSION = 17 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -1061,6 +1061,9 @@ SL_API int sl_json_writer_slice(struct sl_json_writer *w,
 SL_API int sl_json_writer_slices(struct sl_json_writer *w,
 				 const struct sl_slice_rec *r, uint32_t n,
 				 uint64_t max_size);
+/* A shared writer to a pipe (SL_JSON_SHARED, not a regular file) refuses
+ * a line longer than PIPE_BUF - 1 with -EMSGSIZE: written in pieces, it
+ * would mix with the other writers' lines. */
 SL_API int sl_json_writer_line(struct sl_json_writer *w, const char *line,
 			       size_t len, uint64_t max_size);
 /* Bytes in the file, buffered ones included; after a flush, the bytes
@@ -1078,6 +1081,13 @@ SL_API int sl_json_writer_stats(struct sl_json_writer *w,
  * opened to append. Returns a negative error if path cannot be opened:
  * the writer then goes on in its current file. */
 SL_API int sl_json_writer_reopen(struct sl_json_writer *w, const char *path);
+/* For a file several processes write while one of them rotates it: when
+ * path names another file than the writer's (it was moved away and a
+ * fresh one made), the writer continues there (reopen); returns 1 then,
+ * else 0, or a negative error. *file_size (if not NULL) gets the size of
+ * the file it writes now, every process's lines counted. */
+SL_API int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
+				 uint64_t *file_size);
 /* Flushes and closes; returns the flush's (or close's) error. */
 SL_API int sl_json_writer_close(struct sl_json_writer *w);
 

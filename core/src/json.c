@@ -738,6 +738,8 @@ int sl_json_writer_line(struct sl_json_writer *w, const char *line, size_t len,
 {
 	if (len >= INT32_MAX) /* the length is returned as an int */
 		return -EINVAL;
+	if (w->cap == PIPE_BUF && len + 1 > PIPE_BUF)
+		return -EMSGSIZE; /* cut up, it would mix with the others' */
 	if (max_size && w->size && w->size + len + 1 > max_size)
 		return -EFBIG;
 	if (len + 1 > JSON_BUF) {
@@ -782,6 +784,29 @@ int sl_json_writer_reopen(struct sl_json_writer *w, const char *path)
 	pthread_mutex_unlock(&w->lock);
 	w->size = file_size(fd);
 	return 0;
+}
+
+int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
+			  uint64_t *file_size)
+{
+	struct stat named, mine;
+	int rc = 0;
+
+	if (fstat(w->fd, &mine))
+		return -errno;
+	/* moved away and not yet replaced: it is followed at the next call */
+	if (stat(path, &named) == 0 &&
+	    (named.st_dev != mine.st_dev || named.st_ino != mine.st_ino)) {
+		rc = sl_json_writer_reopen(w, path);
+		if (rc < 0)
+			return rc;
+		rc = 1;
+		if (fstat(w->fd, &mine))
+			return -errno;
+	}
+	if (file_size)
+		*file_size = (uint64_t)mine.st_size;
+	return rc;
 }
 
 int sl_json_writer_close(struct sl_json_writer *w)

@@ -581,7 +581,8 @@ function M.sink_options(o, w, shared)
   for _, out in ipairs(o.outs) do
     local opts
     if out.kind == "json" then
-      opts = { path = out.path, append = shared, shared = shared, rotate = o.rotate }
+      opts = { path = out.path, append = shared, shared = shared, rotate = o.rotate,
+        rotate_follow = shared and w > 0 or nil }
     elseif out.kind == "pcap" then
       opts = { path = o.workers > 1 and (out.path .. "." .. w) or out.path }
     elseif out.kind == "clickhouse" then

@@ -26,7 +26,8 @@ local sock = require "sluice.sock"
 local C = core.C
 local type = type
 local tagged = flow.tagged
-local EFBIG = -C.SL_EFBIG -- as the core returns it
+local EFBIG, EMSGSIZE = -C.SL_EFBIG, -C.SL_EMSGSIZE -- as the core returns them
+local PIPE_LINE_MAX = 4095 -- PIPE_BUF with the newline
 local ROTATE_RETRY = 1 -- seconds before a failed rotation is tried again
 
 local M = {}
@@ -61,10 +62,13 @@ end
 
 -- sluice.sink.json{ path = "out.json" ("-": stdout), append = false,
 --                   line_buffered = false, rotate = "100M" | "1h" | {...},
---                   shared = false }
+--                   shared = false, rotate_follow = false }
 -- shared: several processes write the file (workers): no line is ever
 -- split between writes (buffered writes to a regular file, a write per
--- line to a pipe).
+-- line to a pipe; a line a pipe cannot take whole is refused). One of
+-- them rotates it (by the size of the file, every process's lines
+-- counted, checked each tick); the others (rotate_follow) go on in the
+-- fresh file once they see it.
 -- sluice.sink.json{ socket = "unix:/run/x.sock" | "tcp:HOST:PORT" }
 function M.new(opts)
   if type(opts) ~= "table" or (type(opts.path) ~= "string") == (type(opts.socket) ~= "string") then
@@ -74,7 +78,11 @@ function M.new(opts)
   local self = setmetatable({ path = opts.path, written = 0, lost = 0, queue = opts.queue,
     name = "json:" .. (opts.path or opts.socket), rotations = 0, rotated = 0,
     rotation_errors = 0, rotate = rotate, max_size = rotate and rotate.size or 0,
-    interval = rotate and rotate.interval }, Sink)
+    interval = rotate and rotate.interval, shared = opts.shared,
+    follow = rotate and opts.rotate_follow }, Sink)
+  -- a shared file's size is looked at every tick and, by size, as the
+  -- process's own lines grow
+  if opts.shared and rotate and rotate.size then self.look_at = 0 end
   if opts.socket then
     local s, err = sock.connect(opts.socket)
     if not s then error("sluice.sink.json: " .. err, 2) end
@@ -205,6 +213,26 @@ local function write_socket(self, rec)
   return true
 end
 
+local file_size = ffi.new("uint64_t[1]")
+
+-- A shared file: the rotating process checks the size of the file (its
+-- own line count knows only its lines); the others follow its rotations.
+local function shared_rotation(self, now)
+  -- next look after an eighth of the size of this process's own lines
+  self.look_at = C.sl_json_writer_size(self.w) + math.max(math.floor(self.max_size / 8), 1)
+  local rc = C.sl_json_writer_follow(self.w, self.path, file_size)
+  if rc < 0 then
+    self.err = "cannot follow the rotation of " .. self.path .. ": " .. core.strerror(rc)
+    return
+  end
+  if self.follow then return end
+  local buffered = C.sl_json_writer_size(self.w) - file_size[0]
+  if (self.max_size > 0 and file_size[0] + math.max(tonumber(buffered), 0) >= self.max_size) or
+     (self.interval and now - self.opened >= self.interval) then
+    self:rotate_now()
+  end
+end
+
 -- One line into the writer, size limit max; EFBIG when a size rotation is
 -- due first.
 local function append(self, rec, max)
@@ -235,6 +263,20 @@ end
 function Sink:write(rec)
   if self.sock then return write_socket(self, rec) end
   if not self.w then return nil, "sink is closed" end
+  if self.shared then -- rotated at ticks, by the file's size
+    local rc = append(self, rec, 0)
+    if rc == EMSGSIZE then
+      return nil, string.format("%s: a line longer than %d bytes would mix with the other " ..
+        "workers' lines in a pipe: write to a file", self.path == "-" and "stdout" or self.path,
+        PIPE_LINE_MAX)
+    end
+    if rc < 0 then return nil, self.path .. ": " .. core.strerror(rc) end
+    self.written = self.written + 1
+    if self.look_at and C.sl_json_writer_size(self.w) >= self.look_at then
+      shared_rotation(self, core.monotonic())
+    end
+    return true
+  end
   if self.interval and core.monotonic() - self.opened >= self.interval then self:rotate_now() end
   local rc = append(self, rec, self.max_size)
   while rc == EFBIG do rc = append(self, rec, make_room(self)) end
@@ -248,6 +290,7 @@ end
 function Sink:write_batch(batch)
   if not self.w or flow.any_tagged(batch.engine) then return 0 end
   local done, n, max = 0, batch.n, self.max_size
+  if self.shared then max = 0 end -- rotated at ticks, by the file's size
   while done < n do
     local rc = C.sl_json_writer_slices(self.w, batch.recs + done, n - done, max)
     if rc == EFBIG then
@@ -255,10 +298,14 @@ function Sink:write_batch(batch)
     elseif rc < 0 then
       break
     else
-      done, max = done + rc, self.max_size
+      done = done + rc
+      if not self.shared then max = self.max_size end
     end
   end
   self.written = self.written + done
+  if self.look_at and C.sl_json_writer_size(self.w) >= self.look_at then
+    shared_rotation(self, core.monotonic())
+  end
   return done
 end
 
@@ -269,7 +316,11 @@ end
 
 -- Time-based rotation also happens when no record comes.
 function Sink:tick(now)
-  if self.interval and self.w and now - self.opened >= self.interval then self:rotate_now() end
+  if self.w and self.shared and self.rotate then
+    shared_rotation(self, now)
+  elseif self.interval and self.w and now - self.opened >= self.interval then
+    self:rotate_now()
+  end
   if self.pending then send_pending(self) end
 end
 
