@@ -140,6 +140,37 @@ return P
     assert(has(r.err, "stopped by SIGINT"), run.describe(r))
   end)
 
+  -- thousands of flows end in one step at the end of the input; handlers
+  -- of 2 ms each kept the loop from the signal past the watchdog's 3 s,
+  -- which then killed a run whose handlers all returned
+  it("SIGINT while slow handlers end the last flows: a clean stop, no watchdog", function()
+    local dir = run.tmpdir()
+    local path = run.generated("-n 20000 -c 5000 -s 3", "losses_spec", pending)
+    local policy = run.spit(dir .. "/slowend.lua", [[
+local P = { info = { name = "slowend" } }
+local marker, emit, n = os.getenv("SLUICE_MARKER"), nil, 0
+function P.init(o, ctx) emit = ctx.emit end
+function P.on_flow_end(f, reason)
+  if reason == "eof" then n = n + 1 end
+  if n == 100 then io.open(marker, "w"):close() end
+  local t = os.clock() + 0.002 while os.clock() < t do end
+  emit { reason = reason }
+end
+return P
+]])
+    local out = dir .. "/out.json"
+    local r = signalled(dir, string.format("run %s -r %s -v --out json:%s", q(policy), q(path), q(out)),
+      "INT")
+    assert.equal(0, r.code, run.describe(r))
+    assert(not has(r.err, "did not stop within"), run.describe(r))
+    assert(has(r.err, "stopped by SIGINT"), run.describe(r))
+    local started, ended = r.err:match("\nflows (%d+) ended (%d+)")
+    assert(started and started == ended, run.describe(r))
+    assert.equal(tonumber(ended), #run.json_lines(out))
+    local ms = tonumber(r.out:match("(%d+)%s*$"))
+    assert(ms and ms > 3000, "the handlers ran on past the grace time: " .. tostring(ms) .. " ms")
+  end)
+
   it("SIGINT while a policy handler loops: stopped within the grace time, with a line", function()
     local path = run.generated("-n 600000 -c 20000 -r 20000", "losses_spec", pending)
     local dir = run.tmpdir()

@@ -249,7 +249,10 @@ end
 function D:events()
   local out = self.out
   local events = out.events
-  for i = 0, out.n_events - 1 do self:event(events[i]) end
+  for i = 0, out.n_events - 1 do
+    if self.watch_stop and C.sl_signal_pending() ~= 0 then self.watch_stop() end
+    self:event(events[i])
+  end
 end
 
 -- A closed interval's records, to every on_slice.

@@ -166,10 +166,7 @@ function Run:loop()
     self:timers()
     if self.watch_signals and not self.stopping then
       if signals.pending() then
-        signals.taken()
-        self.stopping = true
-        self.report.stopped_by = signals.pending()
-        C.sl_engine_shutdown(e)
+        self:take_stop()
       elseif signals.take_reload() then
         self.engine.reload_wanted = self.engine.reload_wanted or "SIGHUP"
       end
@@ -177,6 +174,16 @@ function Run:loop()
     -- between steps: every event of the last one went to the old versions
     if self.engine.reload_wanted then self:reload() end
   end
+end
+
+-- A SIGINT/SIGTERM taken: the flows end (reason shutdown) from the next
+-- step on, and the watchdog is off (the loop answered).
+function Run:take_stop()
+  signals.taken()
+  self.stopping = true
+  self.report.stopped_by = signals.pending()
+  self.d.watch_stop = nil
+  C.sl_engine_shutdown(self.e)
 end
 
 -- SIGHUP or engine:reload(): every policy file loaded again
@@ -329,6 +336,10 @@ function Run:run_loop()
   if self.watch_signals == nil then self.watch_signals = self.engine.live end
   if not self.watch_signals then return self:finish(xpcall(self.loop, debug.traceback, self)) end
   signals.install()
+  -- also taken between the events of a step: ending thousands of flows at
+  -- the end of the input, slow handlers that each return are no handler
+  -- that hangs (the watchdog's)
+  self.d.watch_stop = function() self:take_stop() end
   local ok, res = self:finish(xpcall(self.loop, debug.traceback, self))
   signals.restore()
   return ok, res
