@@ -140,6 +140,37 @@ describe("--workers on a file", function()
     end
   end)
 
+  -- the others ran on to the end of the input (exit 0) while the
+  -- signalled worker's flows past its stop were missing, uncounted
+  it("a signal to one worker stops the whole run, as one to the parent does", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/slow.lua", [[
+local P = { info = { name = "slow" } }
+local marker, emit, n = os.getenv("SLUICE_MARKER"), nil, 0
+function P.init(o, ctx) emit = ctx.emit end
+function P.on_flow_end(f, reason)
+  n = n + 1
+  if n == 200 then io.open(marker .. "." .. os.time() .. math.random(1e9), "w"):close() end
+  local t = os.clock() + 0.0005 while os.clock() < t do end
+  emit { reason = reason }
+end
+return P
+]])
+    local out = dir .. "/out.json"
+    local r = run.sh(string.format("SLUICE_MARKER=%s %s%s run %s -r %s -v --workers 2 --out json:%s & p=$!; " ..
+      "i=0; while [ -z \"$(ls %s 2>/dev/null | grep marker)\" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; " ..
+      "kill -TERM $(pgrep -P $(pgrep -P $p) | sort -n | sed -n 2p); wait $p", -- timeout, sluice, worker 1
+      q(dir .. "/marker"), LIMIT, SLUICE, q(policy), q(trace), q(out), q(dir)))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert(r.err:match("stopped by SIGTERM at [%d.]+%% of the input"), run.describe(r))
+    local started, ended = r.err:match("\nflows (%d+) ended (%d+)")
+    assert(started and started == ended, run.describe(r))
+    assert(tonumber(ended) < #reference, "the run stopped before the end")
+    assert(r.err:match("shutdown=%d+"), run.describe(r))
+    assert(not r.err:match("eof=%d+"), "no worker read on to the end:\n" .. r.err)
+    assert.are.equal(tonumber(ended), #run.json_lines(out))
+  end)
+
   it("refuses, counts and names a policy's line too long for a pipe shared by workers", function()
     local dir = run.tmpdir()
     run.spit(dir .. "/big.lua", [[

@@ -915,9 +915,12 @@ local function run_workers(o, list)
   end, stream and function()
     local rc = C.sl_tee_start(stream.tee)
     if rc < 0 then error("cannot copy " .. stream.name .. " to the workers: " .. core.strerror(rc)) end
-  end, coop and function(w)
+  end, o.summaries and function(w)
     -- its windows would hold the others for ever
-    if C.sl_coop_closed(coop, w) ~= 1 then return "ended without finishing its share of the input" end
+    if coop and C.sl_coop_closed(coop, w) ~= 1 then return "ended without finishing its share of the input" end
+    -- a signal to one worker stops the run: the others' flows would go on
+    -- past the point where its flows ended
+    return nil, summary.stopped_by(o.summaries, w)
   end)
   if stream then
     local rc = C.sl_tee_finish(stream.tee, nil)

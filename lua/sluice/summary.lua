@@ -63,6 +63,16 @@ function M.put(base, w, ending)
   return 0
 end
 
+-- In the parent, once worker w ended: the signal that stopped it, if one
+-- did (its own, not the parent's SIGTERM).
+function M.stopped_by(base, w)
+  local f = io.open(path_of(base, w), "r")
+  local text = f and f:read("*a")
+  if f then f:close() end
+  local ok, t = pcall(cjson.decode, text or "")
+  return ok and type(t) == "table" and type(t.report) == "table" and t.report.stopped_by or nil
+end
+
 -- In the parent, once the n workers ended: their sum, or nil and what is
 -- missing (a worker that died before writing).
 function M.collect(base, n)

@@ -81,7 +81,9 @@ end
 -- SIGHUP to each worker (each reloads its policy files); a worker that fails
 -- stops the rest, as a partial capture is no capture (one that completed
 -- with losses is no failure), and so does one that exited cleanly but that
--- ended(w) (if given) says left its work unfinished (the text of why).
+-- ended(w) (if given) says left its work unfinished (the text of why); one
+-- that ended(w) says a signal stopped (nil and the signal) stops the rest
+-- as a signal to the parent does.
 -- Returns the first failed worker's number and status, or nil and whether
 -- any worker completed with losses.
 local function wait_all(pids, ended)
@@ -98,7 +100,13 @@ local function wait_all(pids, ended)
         if st == report.EXIT_LOSSES * 256 then
           lossy, st = true, 0
         end
-        local unfinished = st == 0 and ended and ended(w)
+        local unfinished, stop
+        if st == 0 and ended then unfinished, stop = ended(w) end
+        if stop and not forwarded and not failed then
+          -- a worker stopped by a signal of its own: the run stops
+          M.stopped_by, forwarded = stop, true
+          terminate(pids)
+        end
         if (st ~= 0 or unfinished) and not failed then
           failed, why = w, unfinished or st and status_text(st) or
             ("could not be waited for: " .. core.errno_text(errno))
