@@ -205,6 +205,21 @@ describe("sluice.cli", function()
       { "-i eth0 --workers 65", "--workers must be 1..64" },
       { "-i eth0 --workers 1.5", "--workers must be 1..64" },
       { "-i eth0 --workers many", "--workers must be 1..64" },
+      -- integers are plain decimal digits (tonumber took these)
+      { "-i eth0 --workers 0x2", "--workers must be 1..64" },
+      { "-i eth0 --workers 1e1", "--workers must be 1..64" },
+      { "-i eth0 --workers +2", "--workers must be 1..64" },
+      { "-r x.pcap --export-rate 1e3", "--export-rate must be 0..4294967295" },
+      { "-r x.pcap --export-rate -1", "--export-rate must be 0..4294967295" },
+      { "-i eth0 --snaplen 0x100", "--snaplen expects a whole number (decimal digits)" },
+      { "-i eth0 --ring-block-size 1e6", "--ring-block-size expects a whole number (decimal digits)" },
+      { "-i eth0 --ring-blocks +8", "--ring-blocks expects a whole number (decimal digits)" },
+      { "-i eth0 --ring-frame-size 2048.0", "--ring-frame-size expects a whole number (decimal digits)" },
+      { "-i eth0 --queue -1", "--queue expects a whole number (decimal digits)" },
+      { "-r x.pcap --pool-flows 1e6", "--pool-flows expects a whole number (decimal digits)" },
+      { "-r x.pcap --max-flows 0x100", "--max-flows expects a whole number (decimal digits)" },
+      { "-r x.pcap --max-flows 100 --low-flows 5e1", "--low-flows expects a whole number (decimal digits)" },
+      { "--listen udp:1.2.3.4:5 --rcvbuf 8e6", "--rcvbuf expects a whole number (decimal digits)", "collect" },
       { "-i eth0 --backend pcap --workers 2",
         "--workers needs --backend afpacket (fanout) or afxdp (one queue each)" },
       { "-r x.pcap --on-lag later", "--on-lag is wait or drop" },
@@ -258,6 +273,20 @@ describe("sluice.cli", function()
         assert.are.equal(case[2], err)
       end)
     end
+
+    it("integer options: spaces around the digits are refused; digits alone are taken", function()
+      for _, v in ipairs { " 2", "2 ", "\t2", "2\n" } do
+        local o, err = cli.parse({ "-i", "eth0", "--workers", v }, "run")
+        assert.is_nil(o, v)
+        assert.are.equal("--workers must be 1..64", err)
+        o, err = cli.parse({ "-i", "eth0", "--snaplen", v }, "run")
+        assert.is_nil(o, v)
+        assert.are.equal("--snaplen expects a whole number (decimal digits)", err)
+      end
+      local o = assert(cli.parse({ "-i", "eth0", "--workers", "08", "--export-rate", "0" }, "run"))
+      assert.are.equal(8, o.workers)
+      assert.are.equal(0, o.export_rate)
+    end)
 
     it("every option: a missing value is named; an option of the other command is refused", function()
       for _, opt in ipairs(cli.OPTIONS) do

@@ -53,14 +53,23 @@ local function one_of(...)
   end
 end
 
+-- Integers are plain decimal digits: tonumber would also take 0x10, 1e1,
+-- " 2" and +2, which no one means as a count.
 local function integer_in(lo, hi)
   return function(v, flag)
-    local n = tonumber(v)
-    if not n or n < lo or n > hi or n ~= math.floor(n) then
+    local n = v:match("^%d+$") and tonumber(v)
+    if not n or n < lo or n > hi then
       return nil, flag .. " must be " .. lo .. ".." .. hi
     end
     return n
   end
+end
+
+-- A count sluice.open checks the range of: only its form is checked here,
+-- and the text is kept (the library's messages quote it).
+local function digits(v, flag)
+  if not v:match("^%d+$") then return nil, flag .. " expects a whole number (decimal digits)" end
+  return v
 end
 
 -- NAME=VALUE as two values ("map" options), or a message naming the form.
@@ -158,17 +167,21 @@ M.OPTIONS = {
     help = "flows of the innermost IP packet of tunnels (GRE, VXLAN, GTP-U, IP-in-IP, ...; " ..
       "the default: records name the tunnel) or of the outermost" },
   { group = "live", flags = { "--snaplen" }, value = "N", commands = "both", to = "live.snaplen",
+    parse = digits,
     help = "bytes kept per packet (default 262144)" },
   { group = "live", flags = { "--no-promisc" }, commands = "both", to = "live.promisc",
     set = false, default = true, help = "do not put the interface in promiscuous mode" },
   { group = "live", flags = { "--ignore-outgoing" }, commands = "both",
     to = "live.ignore_outgoing", help = "only packets the interface received" },
   { group = "live", flags = { "--ring-block-size" }, value = "N", commands = "both",
-    to = "live.block_size", help = "afpacket TPACKET_V3 ring: bytes per block (1 MiB)" },
+    to = "live.block_size", parse = digits,
+    help = "afpacket TPACKET_V3 ring: bytes per block (1 MiB)" },
   { group = "live", flags = { "--ring-blocks" }, value = "N", commands = "both",
-    to = "live.block_count", help = "afpacket ring: blocks (64)" },
+    to = "live.block_count", parse = digits,
+    help = "afpacket ring: blocks (64)" },
   { group = "live", flags = { "--ring-frame-size" }, value = "N", commands = "both",
-    to = "live.frame_size", help = "afpacket ring: frame size (2048)" },
+    to = "live.frame_size", parse = digits,
+    help = "afpacket ring: frame size (2048)" },
   { group = "live", flags = { "--ring-timeout" }, value = "MS", commands = "both",
     to = "live.block_timeout", parse = function(v) return v .. "ms" end,
     help = "afpacket ring: a block is handed over after MS (100ms)" },
@@ -177,6 +190,7 @@ M.OPTIONS = {
   { group = "live", flags = { "--zero-copy" }, value = "auto|on|off", commands = "both",
     to = "live.zero_copy", help = "afxdp zero-copy (default auto: try, else copy)" },
   { group = "live", flags = { "--queue" }, value = "N", commands = "both", to = "live.queue",
+    parse = digits,
     help = "afxdp: first NIC queue (worker w uses N + w)" },
 
   { group = "collect", flags = { "--idle-exit" }, value = "S", commands = "collect",
@@ -184,7 +198,8 @@ M.OPTIONS = {
   { group = "collect", flags = { "--template-timeout" }, value = "S", commands = "collect",
     to = "open.template_timeout", help = "forget templates not refreshed for S (1800s)" },
   { group = "collect", flags = { "--rcvbuf" }, value = "BYTES", commands = "collect",
-    to = "open.rcvbuf", help = "socket receive buffer (8 MiB): the only queue, so a slow " ..
+    to = "open.rcvbuf", parse = digits,
+    help = "socket receive buffer (8 MiB): the only queue, so a slow " ..
     "policy means socket drops (counted)" },
   { group = "collect", flags = { "--collector-memory" }, value = "SIZE", commands = "collect",
     to = "open.collector_memory", parse = function(v, flag)
@@ -209,12 +224,15 @@ M.OPTIONS = {
   { group = "table", flags = { "--active-timeout" }, value = "S", commands = "both",
     to = "open.active_timeout", help = "split flows older than S (default 1800)" },
   { group = "table", flags = { "--pool-flows" }, value = "N", commands = "both",
-    to = "open.pool_flows", help = "flow table slots (default 1048576)" },
+    to = "open.pool_flows", parse = digits,
+    help = "flow table slots (default 1048576)" },
   { group = "table", flags = { "--max-flows" }, value = "HIGH", commands = "both",
-    to = "open.max_flows", help = "at HIGH live flows, trim down to --low-flows: unprotected " ..
+    to = "open.max_flows", parse = digits,
+    help = "at HIGH live flows, trim down to --low-flows: unprotected " ..
     "flows older than --grace end with reason \"trimmed\", lowest score first" },
   { group = "table", flags = { "--low-flows" }, value = "LOW", commands = "both",
-    to = "open.low_flows", help = "where trimming stops (default 90% of HIGH)" },
+    to = "open.low_flows", parse = digits,
+    help = "where trimming stops (default 90% of HIGH)" },
   { group = "table", flags = { "--grace" }, value = "S", commands = "both", to = "open.grace",
     help = "flows younger than S are not trimmed (default 10s)" },
 
