@@ -217,6 +217,26 @@ describe("metrics", function()
       eng:close()
     end)
 
+    it("require 'sluice' has metrics and state, as the README spells them", function()
+      -- a fresh process: the modules are not loaded by anything else first
+      local lib = os.getenv("SLUICE_CORE")
+      if not lib or lib == "" then lib = run.root .. "/core/build/sluice_core.so" end
+      local r = run.sh("SLUICE_CORE=" .. q(lib) .. " luajit -e " .. q('package.path = "' .. run.root ..
+        '/lua/?.lua;' .. run.root .. '/lua/?/init.lua;" .. package.path ' ..
+        'local s = require "sluice" ' ..
+        'assert(s.metrics == require "sluice.metrics") assert(s.state == require "sluice.state") ' ..
+        'local srv = assert(s.metrics.listen("127.0.0.1:' .. free_port() .. '")) srv:close() ' ..
+        'assert(type(s.state.load) == "function") print("ok")'))
+      assert.equal("ok\n", r.out, run.describe(r))
+      local port = free_port()
+      local srv = assert(sluice.metrics.listen("127.0.0.1:" .. port))
+      local eng = assert(sluice.open { read = SAMPLE })
+      assert(eng:run({}, nil, { metrics = srv }))
+      eng:close()
+      assert.equal(port, tonumber(srv.address:match(":(%d+)$")))
+      srv:close()
+    end)
+
     it("label values are escaped; a bad address is nil, err before data", function()
       assert.equal('a\\\\b\\"c\\nd', metrics.escape('a\\b"c\nd'))
       local eng = assert(sluice.open { read = SAMPLE })

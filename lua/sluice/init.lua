@@ -8,6 +8,9 @@ local M = {
   decay = require("sluice.engine").decay,
   policy = require "sluice.policy",
   addr = require "sluice.addr",
+  -- as the README and messages spell them: sluice.metrics.listen, sluice.state.load
+  metrics = require "sluice.metrics",
+  state = require "sluice.state",
   sink = {
     json = require("sluice.sinks.json").new,
     pcap = require("sluice.sinks.pcap").new,
