@@ -87,6 +87,14 @@ describe("sluice.cli", function()
       assert.truthy(flat:find("--listen udp:ADDR:PORT where to listen", 1, true))
       assert.truthy(flat:find("[collect]", 1, true), "options of one command are marked")
       assert.truthy(flat:find("json:PATH, json:- JSON lines file, stdout", 1, true))
+      -- --workers says how each input is read, as the README does (not
+      -- that every worker reads every file)
+      local workers_help = flat:match("%-%-workers N (.-) %-%-user")
+      assert.truthy(workers_help:find("one plain pcap file is read once for all", 1, true), workers_help)
+      assert.truthy(workers_help:find("a stream (stdin, a FIFO) is read once by the parent and " ..
+        "copied to each worker", 1, true), workers_help)
+      assert.truthy(workers_help:find("other inputs are read whole by each worker", 1, true), workers_help)
+      assert.falsy(workers_help:find("read by every worker", 1, true), workers_help)
     end)
 
     it("fits a terminal and groups every option", function()

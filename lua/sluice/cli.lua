@@ -280,9 +280,11 @@ M.OPTIONS = {
   { group = "misc", flags = { "--workers" }, value = "N", commands = "both", to = "workers",
     parse = integer_in(1, 64), default = "1",
     help = "N processes, each with its own flow table and policies: live capture gives each " ..
-    "its own ring (afpacket: fanout hash group; afxdp: one queue each), files and stdin are " ..
-    "read by every worker, each keeping the flows that hash to it, collect shares the " ..
-    "ports and spreads exporters by address" },
+    "its own ring (afpacket: fanout hash group; afxdp: one queue each); with -r each keeps " ..
+    "the flows that hash to it: one plain pcap file is read once for all, in windows they " ..
+    "share, a stream (stdin, a FIFO) is read once by the parent and copied to each worker, " ..
+    "other inputs are read whole by each worker; collect shares the ports and spreads " ..
+    "exporters by address" },
   { group = "misc", flags = { "--user" }, value = "NAME", commands = "both", to = "user",
     help = "drop privileges to NAME once the input is open" },
   { group = "misc", flags = { "--stats" }, value = "S", commands = "both", to = "stats",
