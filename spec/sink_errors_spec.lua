@@ -304,3 +304,50 @@ describe("JSON sink rotation that fails", function()
     assert.equal(0, select(2, s:settle()))
   end)
 end)
+
+-- Opening a sink (finding C9): a file that cannot be opened is named once,
+-- a misspelled option is refused at its caller's line, naming the known ones.
+describe("opening sinks", function()
+  teardown(run.cleanup)
+
+  it("a file that cannot be created: the error names it, the command line says it once", function()
+    local bad = "/nonexistent/dir/x"
+    local sink, err = sluice.sink.json { path = bad .. ".json" }
+    assert.is_nil(sink)
+    assert.equal(bad .. ".json: No such file or directory", err)
+    sink, err = sluice.sink.pcap { path = bad .. ".pcap" }
+    assert.is_nil(sink)
+    assert.equal(bad .. ".pcap: No such file or directory", err)
+    for _, kind in ipairs { "json", "pcap" } do
+      local path = bad .. "." .. kind
+      local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " --out " .. kind .. ":" .. path)
+      assert.equal(1, r.code, run.describe(r))
+      assert.equal("sluice: cannot open " .. path .. ": No such file or directory\n", r.err)
+    end
+  end)
+
+  it("an unknown option is refused at the caller's line, naming it and the known ones", function()
+    local dir = run.tmpdir()
+    for _, case in ipairs {
+      { "json", { path = dir .. "/a.json", rotation = "1h" }, "rotation",
+        "append, line_buffered, path, queue, rotate, shared, socket" },
+      { "pcap", { path = dir .. "/a.pcap", snap_len = 96 }, "snap_len", "linktype, path, queue, snaplen" },
+      { "ipfix", { collector = "127.0.0.1:4739", rates = 5 }, "rates",
+        "collector, domain, features, flush_interval, max_bytes, messages, queue, rate, " ..
+        "template_refresh, transport" },
+    } do
+      local ok, err = pcall(function() sluice.sink[case[1]](case[2]) end)
+      assert.is_false(ok, case[1])
+      assert.matches("^[^:]*sink_errors_spec%.lua:%d+: sluice%.sink%." .. case[1] .. ": unknown option '" ..
+        case[3] .. "' %(known: " .. case[4]:gsub("%p", "%%%0") .. "%)$", err)
+    end
+    assert.is_false(run.exists(dir .. "/a.json"), "nothing created")
+    -- every option the README and the command line give is known
+    local s = assert(sluice.sink.json { path = dir .. "/b.json", append = true, line_buffered = true,
+      rotate = "1h", shared = false, queue = 10 })
+    s:close()
+    s = assert(sluice.sink.pcap { path = dir .. "/b.pcap", snaplen = 96, linktype = 1, queue = 10 })
+    assert.equal(10, s.queue)
+    s:close()
+  end)
+end)

@@ -714,7 +714,12 @@ local function open_outputs(o, w, shared)
   local sinks = {}
   for _, s in ipairs(M.sink_options(o, w, shared)) do
     local sink, err = sluice.sink[s.kind](s.options)
-    if not sink then return nil, "cannot open " .. s.name .. ": " .. tostring(err) end
+    if not sink then
+      -- a file sink's message names its file already
+      err = tostring(err)
+      if err:sub(1, #s.name + 2) == s.name .. ": " then err = err:sub(#s.name + 3) end
+      return nil, "cannot open " .. s.name .. ": " .. err
+    end
     sinks[#sinks + 1] = sink
   end
   return sinks

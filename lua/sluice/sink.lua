@@ -35,6 +35,20 @@ local ffi = require "ffi"
 
 local M = { TRANSIENT = "transient", COUNTED = "counted" }
 
+-- A sink constructor's options, each known: a misspelled one would
+-- otherwise be ignored without a word. Raises at the constructor's caller.
+function M.check_options(who, opts, known)
+  for k in pairs(opts) do
+    if not known[k] then
+      local names = {}
+      for name in pairs(known) do names[#names + 1] = name end
+      table.sort(names)
+      error(who .. ": unknown option '" .. tostring(k) .. "' (known: " ..
+        table.concat(names, ", ") .. ")", 3)
+    end
+  end
+end
+
 local DEFAULT_QUEUE = 1024
 local MAX_ATTEMPTS = 8 -- tries of one record before it counts as failed
 local BACKOFF_FIRST, BACKOFF_MAX = 0.01, 1.0

@@ -8,6 +8,7 @@ local ffi = require "ffi"
 local core = require "sluice.core"
 local sock = require "sluice.sock"
 local policy = require "sluice.policy"
+local check_options = require("sluice.sink").check_options
 
 local C = core.C
 local ENOBUFS, EAGAIN = -C.SL_ENOBUFS, -C.SL_EAGAIN -- as the core returns them
@@ -27,11 +28,15 @@ Sink.__index = Sink
 --   max_bytes = 1400 (udp) | 65535 (tcp), messages = 256 (sender queue),
 --   rate = records per second (udp: M.UDP_RATE, tcp: 0 = unpaced),
 --   features = "stats" (or a list of stats, splt[:N], dpi: flows that carry
---   them go out with the features templates) }
+--   them go out with the features templates), queue = N (the route's) }
+local KNOWN = { collector = true, transport = true, domain = true, template_refresh = true,
+  flush_interval = true, max_bytes = true, messages = true, rate = true, features = true,
+  queue = true }
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.collector) ~= "string" then
     error("sluice.sink.ipfix{ collector = \"HOST:PORT\" } needs a collector", 2)
   end
+  check_options("sluice.sink.ipfix", opts, KNOWN)
   local transport = opts.transport or "udp"
   if transport ~= "udp" and transport ~= "tcp" then
     error("sluice.sink.ipfix: transport is 'udp' or 'tcp'", 2)

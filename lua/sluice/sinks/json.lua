@@ -22,6 +22,7 @@ local policy = require "sluice.policy"
 local core = require "sluice.core"
 local flow = require "sluice.flow"
 local sock = require "sluice.sock"
+local check_options = require("sluice.sink").check_options
 
 local C = core.C
 local type = type
@@ -70,10 +71,14 @@ end
 -- counted, checked each tick); the others (rotate_follow) go on in the
 -- fresh file once they see it.
 -- sluice.sink.json{ socket = "unix:/run/x.sock" | "tcp:HOST:PORT" }
+-- (queue = N: the route's queue, as for every sink)
+local KNOWN = { path = true, socket = true, append = true, line_buffered = true, rotate = true,
+  shared = true, queue = true }
 function M.new(opts)
   if type(opts) ~= "table" or (type(opts.path) ~= "string") == (type(opts.socket) ~= "string") then
     error("sluice.sink.json{ path = ... } or { socket = ... } needs one destination", 2)
   end
+  check_options("sluice.sink.json", opts, KNOWN)
   local rotate = parse_rotate(opts.rotate)
   local self = setmetatable({ path = opts.path, written = 0, lost = 0, queue = opts.queue,
     name = "json:" .. (opts.path or opts.socket), rotations = 0, rotated = 0,
@@ -97,7 +102,7 @@ function M.new(opts)
   local mode = opts.shared and C.SL_JSON_SHARED or opts.line_buffered and C.SL_JSON_LINES or
     C.SL_JSON_BUFFERED
   local rc = C.sl_json_writer_open(wp, opts.path, opts.append and 1 or 0, mode)
-  if rc < 0 then return nil, core.strerror(rc) end
+  if rc < 0 then return nil, opts.path .. ": " .. core.strerror(rc) end
   self.w = ffi.gc(wp[0], C.sl_json_writer_close)
   self.st = ffi.new("struct sl_json_writer_stats")
   self.opened = core.monotonic()

@@ -28,13 +28,17 @@ local function open(self, linktype)
   return true
 end
 
--- sluice.sink.pcap{ path = "out.pcap", snaplen = 262144, linktype = 1 (Ethernet) }
+-- sluice.sink.pcap{ path = "out.pcap", snaplen = 262144, linktype = 1 (Ethernet),
+--                   queue = N (the route's queue, as for every sink) }
 -- The link type follows the capture the sink is used with, unless given.
+local KNOWN = { path = true, snaplen = true, linktype = true, queue = true }
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.path) ~= "string" then
     error("sluice.sink.pcap{ path = ... } needs a path", 2)
   end
+  sink_mod.check_options("sluice.sink.pcap", opts, KNOWN)
   local self = setmetatable({ path = opts.path, snaplen = opts.snaplen or 0, name = "pcap:" .. opts.path,
+    queue = opts.queue,
     fixed = opts.linktype ~= nil, accepts_packets = true, lost = 0 }, Sink)
   local ok, err = open(self, opts.linktype or C.SL_LINK_EN10MB)
   if not ok then return nil, err end
