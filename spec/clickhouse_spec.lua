@@ -401,6 +401,87 @@ describe("sluice.sink.clickhouse options", function()
     end
   end)
 
+  -- a password with an unescaped / ? # or @ (finding B4): split as RFC
+  -- 3986 does, or refused; no part of it in any message, ever
+  local SECRET_URLS = {
+    "http://user:S3cr/etPw@127.0.0.1:1/db.t",
+    "http://user:S3cr@etPw@127.0.0.1:1/db.t",
+    "http://user:S3cr?etPw@127.0.0.1:1/db.t",
+    "http://user:S3cr#etPw@127.0.0.1:1/db.t",
+    "http://user:S3cr/et@Pw@127.0.0.1:1/db.t",
+    "http://us/er:S3cretPw@127.0.0.1:1/db.t",
+    "http://user:S3cr/etPw@127.0.0.1:1/db.t.x",
+    "http://user:S3cr/etPw@127.0.0.1:99999/d;b.t",
+    "http://user:S3cretPw@127.0.0.1:99999/db.t",
+    "http://user:S3cretPw@/db.t",
+    "http://user:S3cr/etPw@127.0.0.1:1/db.t?batch_age=-5",
+    "http://user:S3cr/etPw@h:1?probe=x@y",
+  }
+  local PIECES = { "S3cr", "etPw", "et@Pw", "Pw@" }
+  local function leaks(text)
+    for _, piece in ipairs(PIECES) do
+      if text:find(piece, 1, true) then return piece end
+    end
+  end
+
+  it("splits the userinfo at the last @ before the host, or refuses without quoting it", function()
+    local u = assert(chs.parse_url("http://user:p@ss@127.0.0.1:1/db.t"))
+    assert.are.equal("user", u.user)
+    assert.are.equal("p@ss", u.password)
+    assert.are.equal("http://127.0.0.1:1/", u.base)
+    assert.are.equal("db", u.database)
+    u = assert(chs.parse_url("http://user:pa%2Fss@[::1]:8123/db.t"))
+    assert.are.equal("pa/ss", u.password)
+    assert.are.equal("http://[::1]:8123/", u.base)
+    for _, bad in ipairs { "http://user:pa/ss@h:1/db.t", "http://h:0/db.t", "http://h:99999/db.t",
+      "http://h:x/db.t", "http://h:/db.t", "http://[::1/db.t", "http://a b/db.t" } do
+      assert.is_nil(chs.parse_url(bad), bad)
+    end
+    for _, url in ipairs(SECRET_URLS) do
+      local ok, err = chs.parse_url(url)
+      if not ok then assert.falsy(leaks(err), url .. ": " .. err) end
+      ok, err = chs.check_url(url)
+      if not ok then assert.falsy(leaks(err), url .. ": " .. err) end
+      local cok, cerr = pcall(sluice.sink.clickhouse, { url = url, timeout = "1s" })
+      local text = cok and tostring(select(2, sluice.sink.clickhouse { url = url, timeout = "1s" }))
+        or tostring(cerr)
+      assert.falsy(leaks(text), url .. ": " .. text)
+    end
+  end)
+
+  it("sluice run: no message shows any part of the password, whatever the url", function()
+    local sample = q(run.root .. "/examples/sample.pcap")
+    for _, url in ipairs(SECRET_URLS) do
+      for _, spec in ipairs { "clickhouse:" .. url, "clickhous:" .. url, "click:house:" .. url } do
+        local r = run.sh(run.SLUICE .. " run -r " .. sample .. " -q --out " .. q(spec))
+        assert.are_not.equal(0, r.code, run.describe(r))
+        assert.falsy(leaks(r.err .. r.out), run.describe(r))
+      end
+    end
+  end)
+
+  it("sluice run: parameters the sink refuses are usage errors, one line and exit 2, before data", function()
+    local dir = run.tmpdir()
+    for _, url in ipairs { "http://h:1/db.t?batch_age=-5", "http://h:1/db.t?timeout=0",
+      "http://h:1/db.t?queue_batches=0", "http://h:1/db.t?batch_rows=0", "http://h:1/db.t?features=bogus",
+      "http://h:1/db.t?probe=" .. ("p"):rep(300), "http://h:1/d;b.t", "http://h:1/db.t%20x",
+      "http://h:99999/db.t" } do
+      local r = run.sh(run.SLUICE .. " run -r " .. q(run.root .. "/examples/sample.pcap") ..
+        " --out " .. q("clickhouse:" .. url) .. " --out json:" .. q(dir .. "/out.json"))
+      assert.are.equal(2, r.code, run.describe(r))
+      assert.truthy(r.err:match("^sluice: %-%-out clickhouse: [^\n]+\ntry 'sluice %-%-help'\n$"),
+        run.describe(r))
+      assert.falsy(run.exists(dir .. "/out.json"), "nothing read or written: " .. url)
+    end
+  end)
+
+  it("refuses an unknown option naming it and the known ones", function()
+    local ok, err = pcall(function() sluice.sink.clickhouse { url = "http://h:1/d.t", batch_size = 10 } end)
+    assert.is_false(ok)
+    assert.truthy(err:find("unknown option 'batch_size' (known: batch_age, batch_rows,", 1, true), err)
+    assert.truthy(err:find("^[^:]*clickhouse_spec%.lua:%d+: "), "raised at the caller: " .. err)
+  end)
+
   it("refuses bad options as misuse", function()
     assert.has_error(function() sluice.sink.clickhouse {} end)
     assert.has_error(function() sluice.sink.clickhouse { url = "http://h/db-1.t" } end)

@@ -96,14 +96,15 @@ function M.parse_out(spec)
     return { kind = kind, collector = addr, transport = transport }
   end
   if kind == "clickhouse" then
-    local u, why = require("sluice.sinks.clickhouse").parse_url(rest)
+    -- every parameter the sink would refuse is a usage error, here
+    local u, why = require("sluice.sinks.clickhouse").check_url(rest)
     if not u then return nil, "--out clickhouse: " .. why end
     -- the name in messages and reports: without the credentials
     return { kind = kind, url = rest, where = "clickhouse:" .. u.base ..
       (u.database or "default") .. "." .. (u.table or "flows") }
   end
   return nil, "--out expects json:PATH, pcap:PATH, ipfix:HOST:PORT or " ..
-    "clickhouse:http://HOST:PORT/DB.TABLE, got '" .. (spec:gsub("//[^/@]*@", "//...@")) .. "'"
+    "clickhouse:http://HOST:PORT/DB.TABLE, got '" .. (spec:gsub("//.*@", "//...@")) .. "'"
 end
 
 -- ---- the option table -------------------------------------------------

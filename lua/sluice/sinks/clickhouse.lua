@@ -17,6 +17,7 @@ local ffi = require "ffi"
 local core = require "sluice.core"
 local flow = require "sluice.flow"
 local policy = require "sluice.policy"
+local check_options = require("sluice.sink").check_options
 
 local C = core.C
 local EAGAIN, EPIPE = -C.SL_EAGAIN, -C.SL_EPIPE -- as the core returns them
@@ -49,14 +50,31 @@ URL_PARAMS = { batch_rows = "number", batch_age = "string", timeout = "string",
 -- http[s]://[USER[:PASSWORD]@]HOST[:PORT][/DB[.TABLE]][?NAME=VALUE&...] ->
 -- { base = "http://HOST:PORT/", user =, password =, database =, table =,
 --   params = { batch_rows =, ... } }, or nil, why (without the credentials).
+-- As RFC 3986 reads it: the authority runs to the first /, ? or # after
+-- the scheme, its userinfo to the last @ in it. An @ after the authority
+-- is a user or password holding an unescaped /, ? or #: refused without
+-- quoting any of it, since any split would send, and could print, part of
+-- the password.
 function M.parse_url(url)
   if type(url) ~= "string" then return nil, "the url is a string" end
   local scheme, rest = url:match("^(https?)://(.*)$")
   if not scheme then return nil, "expects http://HOST:PORT/DB.TABLE" end
-  local auth, hostpart = rest:match("^([^/@]*)@(.*)$")
-  if not auth then hostpart = rest end
-  local host, path = hostpart:match("^([^/?#]+)(.*)$")
-  if not host then return nil, "expects http://HOST:PORT/DB.TABLE (no host)" end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  if path:find("@", 1, true) then
+    return nil, "expects http://USER:PASSWORD@HOST:PORT/DB.TABLE, found an '@' past the host " ..
+      "(percent-encode / ? # @ in the user and the password: %2F %3F %23 %40)"
+  end
+  local auth, host = authority:match("^(.*)@(.*)$")
+  if not auth then host = authority end
+  local name, port = host:match("^(%[[%x:%.]+%])(.*)$")
+  if not name then name, port = host:match("^([%w%.%-_]+)(.*)$") end
+  if not name then return nil, "expects http://HOST:PORT/DB.TABLE (no host)" end
+  if port ~= "" then
+    local p = tonumber(port:match("^:(%d+)$"))
+    if not p or p < 1 or p > 65535 then
+      return nil, "expects http://HOST:PORT/DB.TABLE (port 1..65535)"
+    end
+  end
   local out = { base = scheme .. "://" .. host .. "/" }
   if auth then
     local user, password = auth:match("^([^:]*):(.*)$")
@@ -120,7 +138,8 @@ local function tags_text(rec)
   return "[" .. table.concat(items, ",") .. "]"
 end
 
--- features: "stats,splt,dpi", a list, or nil -> the bits (enum sl_feature).
+-- features: "stats,splt,dpi", a list, or nil -> the bits (enum
+-- sl_feature), or nil, why.
 local function feature_bits(v)
   if v == nil or v == "" then return 0 end
   local list = v
@@ -130,18 +149,68 @@ local function feature_bits(v)
   end
   local ok, bits = pcall(require("sluice.engine").parse_features, list)
   if not ok then
-    error("sluice.sink.clickhouse: features is a list of stats, splt, dpi (" ..
-      tostring(bits):gsub("^[^:]*:%d+: ", ""):gsub("^sluice%.open: ", "") .. ")", 3)
+    return nil, "features is a list of stats, splt, dpi (" ..
+      tostring(bits):gsub("^[^:]*:%d+: ", ""):gsub("^sluice%.open: ", "") .. ")"
   end
   return bits
 end
 
 local function whole(v, lo, hi, what)
   if type(v) ~= "number" or v ~= math.floor(v) or v < lo or v > hi then
-    error(("sluice.sink.clickhouse: %s must be a whole number %d..%d"):format(what, lo, hi), 3)
+    return nil, ("%s must be a whole number %d..%d"):format(what, lo, hi)
   end
   return v
 end
+
+-- The sink's settings from its options over its URL's parameters (u from
+-- parse_url), or nil, why. Credentials are not settings: never in a why.
+local function settings(given, u)
+  local opts = {}
+  for k, v in pairs(u.params) do opts[k] = v end
+  for k, v in pairs(given) do opts[k] = v end
+  local s = { database = opts.database or u.database or M.DATABASE, table = opts.table or u.table or M.TABLE }
+  if not name_ok(s.database) or not name_ok(s.table) then
+    return nil, "database and table are names of letters, digits and _"
+  end
+  s.age = policy.parse_duration(opts.batch_age or M.BATCH_AGE)
+  s.timeout = policy.parse_duration(opts.timeout or M.TIMEOUT)
+  if not s.age or s.age < 0 or not s.timeout or s.timeout <= 0 then
+    return nil, "batch_age and timeout are durations (timeout above 0)"
+  end
+  local why
+  s.batch_rows, why = whole(opts.batch_rows or M.BATCH_ROWS, 1, M.MAX_BATCH_ROWS, "batch_rows")
+  if not s.batch_rows then return nil, why end
+  s.queue, why = whole(opts.queue_batches or M.QUEUE, 1, 65536, "queue_batches")
+  if not s.queue then return nil, why end
+  s.probe = opts.probe or hostname()
+  if type(s.probe) ~= "string" or #s.probe > 255 then
+    return nil, "probe is a string of at most 255 bytes"
+  end
+  local from_url, from_opts
+  from_url, why = feature_bits(u.params.features)
+  if not from_url then return nil, why end
+  from_opts, why = feature_bits(given.features)
+  if not from_opts then return nil, why end
+  s.features = bit.bor(from_url, from_opts)
+  s.route_queue = opts.queue
+  return s
+end
+
+-- The URL as the sink would take it (its parameters too), checked before
+-- anything is opened: parse_url's table, or nil, why (the command line's
+-- usage errors).
+function M.check_url(url)
+  local u, why = M.parse_url(url)
+  if not u then return nil, why end
+  local ok
+  ok, why = settings({}, u)
+  if not ok then return nil, why end
+  return u
+end
+
+local KNOWN = { url = true, table = true, database = true, probe = true, batch_rows = true,
+  batch_age = true, timeout = true, queue_batches = true, user = true, password = true,
+  features = true, queue = true }
 
 -- sluice.sink.clickhouse{ url = "http://HOST:PORT/DB.TABLE", table =,
 --   database =, probe = hostname, batch_rows = 50000, batch_age = "1s",
@@ -154,32 +223,18 @@ function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("sluice.sink.clickhouse{ url = \"http://HOST:PORT/DB.TABLE\" } needs a url", 2)
   end
+  check_options("sluice.sink.clickhouse", opts, KNOWN)
   local u, why = M.parse_url(opts.url)
   if not u then error("sluice.sink.clickhouse: " .. why, 2) end
-  local given = opts
-  opts = {}
-  for k, v in pairs(u.params) do opts[k] = v end
-  for k, v in pairs(given) do opts[k] = v end
-  local database = opts.database or u.database or M.DATABASE
-  local tbl = opts.table or u.table or M.TABLE
-  if not name_ok(database) or not name_ok(tbl) then
-    error("sluice.sink.clickhouse: database and table are names of letters, digits and _", 2)
-  end
-  local age = policy.parse_duration(opts.batch_age or M.BATCH_AGE)
-  local timeout = policy.parse_duration(opts.timeout or M.TIMEOUT)
-  if not age or age < 0 or not timeout or timeout <= 0 then
-    error("sluice.sink.clickhouse: batch_age and timeout are durations", 2)
-  end
-  local batch_rows = whole(opts.batch_rows or M.BATCH_ROWS, 1, M.MAX_BATCH_ROWS, "batch_rows")
-  local queue = whole(opts.queue_batches or M.QUEUE, 1, 65536, "queue_batches")
+  local s
+  s, why = settings(opts, u)
+  if not s then error("sluice.sink.clickhouse: " .. why, 2) end
+  local database, tbl, probe = s.database, s.table, s.probe
+  local age, timeout, batch_rows, queue = s.age, s.timeout, s.batch_rows, s.queue
+  local features = s.features
   local user = opts.user or u.user or os.getenv("CLICKHOUSE_USER")
   local password = opts.password or u.password or os.getenv("CLICKHOUSE_PASSWORD")
   if password and (not user or user == "") then user = "default" end
-  local probe = opts.probe or hostname()
-  if type(probe) ~= "string" or #probe > 255 then
-    error("sluice.sink.clickhouse: probe is a string of at most 255 bytes", 2)
-  end
-  local features = bit.bor(feature_bits(u.params.features), feature_bits(given.features))
   local where = u.base .. database .. "." .. tbl
   local o = ffi.new("struct sl_clickhouse_opts")
   o.url, o.user, o.password = u.base, user, password
@@ -195,7 +250,7 @@ function M.new(opts)
   end
   return setmetatable({
     c = ffi.gc(cp[0], C.sl_clickhouse_free), st = ffi.new("struct sl_clickhouse_stats"),
-    name = "clickhouse:" .. where, where = where, queue = opts.queue, accepted = 0,
+    name = "clickhouse:" .. where, where = where, queue = s.route_queue, accepted = 0,
     refused = 0, timeout = timeout,
   }, Sink)
 end
