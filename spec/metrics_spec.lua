@@ -4,13 +4,17 @@
 --   1. library: eng:metrics_text() after a run equals eng:stats() and the
 --      run's sink counters; label values escaped; eng:run{ metrics = }
 --      opens and closes its socket, a bad address is nil, err;
+--      require "sluice" has metrics and state; the server, served as an
+--      idle run serves it: a 12 MB answer reaches a client that reads, a
+--      client that stops reading is closed 3 s after its last progress;
 --   2. `sluice run -r -` fed from a FIFO the spec keeps open: /metrics while
 --      the input is idle passes promtool, its counters match the final -v
 --      counters of the same run; 404, 405; clients that connect and send
 --      nothing neither stall a scrape nor the run, and are closed;
 --   3. a bad --metrics value and a port in use: one line, exit 2, no output;
 --   4. sluice collect: NetFlow v5 from the spec's own socket, per-exporter
---      counters on /metrics match what was sent and the -v exporter line.
+--      counters on /metrics match what was sent and the -v exporter line;
+--      2500 exporters: the whole 3 MB text in one scrape, promtool accepts it.
 --
 -- curl, python3 and promtool (Debian's prometheus package, .ci/deps.sh) run
 -- without the sanitizer preload (run.PLAIN).
@@ -251,6 +255,69 @@ describe("metrics", function()
     end)
   end)
 
+  describe("the server", function()
+    -- serve() as an idle run calls it: once per poll interval (0.1 s),
+    -- until done() or secs passed
+    local function serve_idle(srv, body_fn, secs, done)
+      local deadline = core.monotonic() + secs
+      while not done() and core.monotonic() < deadline do
+        srv:serve(body_fn)
+        sleep(0.1)
+      end
+    end
+
+    it("a client that reads gets the whole answer, however long (12 MB on an idle run)", function()
+      if not run.have("curl") then pending("curl is not installed") return end
+      local lines = {}
+      for i = 1, 300000 do lines[i] = string.format('sluice_spec_x{exporter="10.%d.%d.%d:2055"} %d\n',
+        i % 250, math.floor(i / 250) % 250, math.floor(i / 62500), i) end
+      local body = "# HELP sluice_spec_x a big family\n# TYPE sluice_spec_x counter\n" ..
+        table.concat(lines)
+      assert(#body > 12e6)
+      local dir = run.tmpdir()
+      local port = free_port()
+      local srv = assert(metrics.listen("127.0.0.1:" .. port))
+      local h = proc.spawn(run.PLAIN .. "curl -s -m 20 -o " .. q(dir .. "/m.txt") ..
+        " -w '%{http_code} %{size_download}' http://127.0.0.1:" .. port .. "/metrics")
+      local t0 = core.monotonic()
+      serve_idle(srv, function() return body end, 20, function() return proc.exited(h) end)
+      local r = proc.finish(h, 5)
+      srv:close()
+      assert.equal(0, r.code, run.describe(r))
+      assert.equal("200 " .. #body, r.out)
+      assert(run.slurp(dir .. "/m.txt") == body, "the body as made")
+      -- as much as the socket takes per call: not 64 KiB per 0.1 s
+      assert(core.monotonic() - t0 < 10, "took " .. (core.monotonic() - t0) .. " s")
+    end)
+
+    it("a client that stops reading is closed 3 s after the last byte it took", function()
+      local body = ("x"):rep(64 * 1024 * 1024)
+      local port = free_port()
+      local srv = assert(metrics.listen("127.0.0.1:" .. port))
+      -- asks, then reads nothing: its buffers fill, and the answer stalls
+      local h = proc.spawn(run.PLAIN .. "python3 -c " .. q([[
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+time.sleep(30)
+]]) .. " " .. port)
+      wait_for(function() srv:serve(function() return body end) return #srv.conns > 0 end, 10,
+        "the connection", h)
+      local conn = srv.conns[1]
+      local t0 = core.monotonic()
+      serve_idle(srv, function() return body end, 12, function() return #srv.conns == 0 end)
+      local took = core.monotonic() - t0
+      srv:close()
+      proc.signal(h, S.SL_SIGTERM)
+      proc.finish(h, 5)
+      assert.equal(0, #srv.conns)
+      assert(conn.sent > 0 and conn.sent < #body, "sent " .. conn.sent)
+      assert(took >= 2.5 and took < 8, "closed after " .. took .. " s")
+    end)
+  end)
+
   describe("sluice run -r - from a FIFO", function()
     it("serves /metrics while the input is idle: promtool accepts it, counters match the final -v, " ..
       "404, 405, silent clients neither stall it nor stay open", function()
@@ -416,6 +483,41 @@ describe("metrics", function()
       assert(line, r.err)
       assert.equal(m["sluice_exporter_messages_total" .. key], tonumber(line:match("messages (%d+)")))
       assert.equal(m["sluice_exporter_records_total" .. key], tonumber(line:match("records (%d+)")))
+    end)
+
+    it("2500 exporters: a scrape gets the whole text (over 3 MB) and promtool accepts it", function()
+      if not run.have("curl") then pending("curl is not installed") return end
+      local dir = run.tmpdir()
+      local lport, mport = free_port(S.SL_SOCK_DGRAM), free_port()
+      local h = proc.spawn(string.format("%s collect --listen udp:127.0.0.1:%d --metrics 127.0.0.1:%d " ..
+        "-q --out json:/dev/null", SLUICE, lport, mport))
+      wait_for(function() return fetch(mport) == 200 end, 10, "/metrics of the collector", h)
+      local N = 2500
+      local dst = sockaddr("127.0.0.1", lport)
+      for i = 0, N - 1 do -- each from its own address: its own exporter
+        local fd = C.socket(S.SL_AF_INET, S.SL_SOCK_DGRAM, 0)
+        local src = sockaddr(string.format("127.2.%d.%d", math.floor(i / 250), i % 250 + 1), 0)
+        assert(C.bind(fd, src, ffi.sizeof(src)) == 0, core.errno_text())
+        assert(C.connect(fd, dst, ffi.sizeof(dst)) == 0)
+        local msg = v5(1, 1, 0)
+        assert(C.send(fd, msg, #msg, 0) == #msg)
+        C.close(fd)
+        if i % 500 == 499 then sleep(0.05) end -- within the socket buffer
+      end
+      local r
+      wait_for(function()
+        r = run.sh(run.PLAIN .. "curl -s -m 20 -o " .. q(dir .. "/m.txt") ..
+          " -w '%{http_code} %{size_download}' http://127.0.0.1:" .. mport .. "/metrics")
+        local text = run.slurp(dir .. "/m.txt") or ""
+        return r.code == 0 and samples(text).sluice_collector_exporters == N
+      end, 15, "every exporter on /metrics", h)
+      local text = run.slurp(dir .. "/m.txt")
+      assert(#text > 3e6, #text)
+      assert.equal("200 " .. #text, r.out)
+      check_promtool(text)
+      proc.signal(h, S.SL_SIGTERM)
+      local fin = proc.finish(h, 20)
+      assert.equal(0, fin.code, run.describe(fin))
     end)
 
     it("--workers 2: worker W serves on PORT+W, each its own counters", function()

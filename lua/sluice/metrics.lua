@@ -2,8 +2,11 @@
 -- of an engine's counters, and a small HTTP server for GET /metrics that
 -- the run loop serves between engine steps (Run:timers), never blocking:
 -- non-blocking accept/recv/send, a bounded amount of work per call, at
--- most MAX_CONNS connections, each closed CONN_TIMEOUT seconds after it was
--- accepted whatever it sent. The text is made once per scrape, in Lua.
+-- most MAX_CONNS connections. A connection is closed when it made no
+-- progress for CONN_TIMEOUT seconds: no whole request that long after it
+-- was accepted, or nothing of the answer taken that long. A client that
+-- reads gets the whole answer, however long it is (a collector with
+-- thousands of exporters). The text is made once per scrape, in Lua.
 --
 --   local metrics = require "sluice.metrics"
 --   local text = metrics.text(eng)              -- or eng:metrics_text()
@@ -24,9 +27,12 @@ local M = {}
 
 M.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 local MAX_CONNS = 4 -- connections open at once; more wait in the backlog
-local CONN_TIMEOUT = 3 -- seconds from accept to the whole answer sent
+local CONN_TIMEOUT = 3 -- seconds without progress before a connection is closed
 local MAX_REQUEST = 8192 -- bytes of request head read at most
-local CHUNK = 65536 -- bytes sent per connection per call
+-- bytes sent per connection per call at most: as much as the socket takes
+-- up to this, so an idle run (a step every poll interval) still sends
+-- tens of MB/s, and a busy one is held up a few ms at most
+local TURN_BYTES = 4 * 1024 * 1024
 
 -- ---- the text format -------------------------------------------------
 
@@ -323,16 +329,22 @@ local function turn(self, c, now, body_fn)
       c.sent = 0
       if code == 200 then self.scrapes = self.scrapes + 1 end
     end
+    -- from here the clock measures the client's reading, not the answer's age
+    c.deadline = now + CONN_TIMEOUT
   end
-  local left = #c.resp - c.sent
-  local n = C.send(c.fd, ffi.cast("const char *", c.resp) + c.sent, math.min(left, CHUNK),
-    K.SL_MSG_DONTWAIT + K.SL_MSG_NOSIGNAL)
-  if n < 0 then
-    local errno = ffi.errno()
-    return errno ~= K.SL_EAGAIN and errno ~= K.SL_EINTR
+  local p, total, turn_end = ffi.cast("const char *", c.resp), #c.resp, c.sent + TURN_BYTES
+  while c.sent < total and c.sent < turn_end do
+    local n = C.send(c.fd, p + c.sent, math.min(total, turn_end) - c.sent,
+      K.SL_MSG_DONTWAIT + K.SL_MSG_NOSIGNAL)
+    if n >= 0 then
+      c.sent = c.sent + tonumber(n)
+      c.deadline = now + CONN_TIMEOUT
+    else
+      local errno = ffi.errno()
+      if errno ~= K.SL_EINTR then return errno ~= K.SL_EAGAIN end
+    end
   end
-  c.sent = c.sent + tonumber(n)
-  return c.sent >= #c.resp
+  return c.sent >= total
 end
 
 -- Serves between steps: accepts what is waiting (up to MAX_CONNS open),
