@@ -199,6 +199,7 @@ describe("sluice.cli", function()
     end)
 
     -- the messages the command line prints (exit 2, "try 'sluice --help'")
+    local LISTEN = "--listen expects udp:ADDR:PORT or tcp:ADDR:PORT (numeric ADDR or localhost, IPv6 as [ADDR]:PORT, PORT 1..65535), got '"
     local BAD = {
       { "-r x.pcap --frobnicate", "unknown option --frobnicate" },
       { "-r x.pcap --frobnicate=3", "unknown option --frobnicate" },
@@ -251,9 +252,24 @@ describe("sluice.cli", function()
         "(30s, 1h), got '0'" },
       { "-r x.pcap --rotate 1x", "--rotate expects a size (500K, 100M, 1G) or a positive duration " ..
         "(30s, 1h), got '1x'" },
+      { "-r x.pcap --rotate 10k", "--rotate cannot rotate stdout (json:-, the default --out): " ..
+        "give --out json:PATH" },
+      { "-r x.pcap --rotate 1h --out json:a --out json:-", "--rotate cannot rotate stdout (json:-, " ..
+        "the default --out): give --out json:PATH" },
+      { "-r x.pcap --rotate 1h --out pcap:a", "--rotate applies to json:PATH outputs" },
+      { "-r x.pcap --user sluice-no-such-user-x", "--user: no user named 'sluice-no-such-user-x'" },
       { "-r x.pcap --verbose=1", "--verbose takes no value" },
       { "-r x.pcap --listen udp:1.2.3.4:5", "unknown option --listen" },
       { "-r x.pcap --idle-exit 3", "unknown option --idle-exit" },
+      { "--listen udp:127.0.0.1", LISTEN .. "udp:127.0.0.1'", "collect" },
+      { "--listen udp:127.0.0.1:0", LISTEN .. "udp:127.0.0.1:0'", "collect" },
+      { "--listen udp:127.0.0.1:65536", LISTEN .. "udp:127.0.0.1:65536'", "collect" },
+      { "--listen udp:127.0.0.1:-1", LISTEN .. "udp:127.0.0.1:-1'", "collect" },
+      { "--listen udp:127.0.0.1:22x", LISTEN .. "udp:127.0.0.1:22x'", "collect" },
+      { "--listen udp:[::1", LISTEN .. "udp:[::1'", "collect" },
+      { "--listen sctp:127.0.0.1:5", LISTEN .. "sctp:127.0.0.1:5'", "collect" },
+      { "--listen udp:host.example:5", LISTEN .. "udp:host.example:5'", "collect" },
+      { "--listen unix:/tmp/x", LISTEN .. "unix:/tmp/x'", "collect" },
       { "", "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)", "collect" },
       { "--slice 5 -v", "collect needs --listen udp:ADDR:PORT (or tcp:ADDR:PORT)", "collect" },
       { "--listen udp:1.2.3.4:5 -r x.pcap", "collect takes --listen, not -r, -i, --backend, --filter, --features, --dpi or --tunnels",

@@ -94,6 +94,41 @@ describe("sluice CLI", function()
     end)
   end)
 
+  describe("usage errors found before any data, exit 2 (finding B5)", function()
+    it("--listen that does not parse, --rotate to stdout, an unknown --user: one message, exit 2", function()
+      local dir = run.tmpdir()
+      local out = " --out json:" .. run.q(dir .. "/out.json")
+      for _, args in ipairs {
+        "collect --listen udp:127.0.0.1 --idle-exit 1",
+        "collect --listen udp:127.0.0.1:0 --idle-exit 1",
+        "collect --listen 'udp:[::1' --idle-exit 1",
+        "collect --listen sctp:127.0.0.1:9 --idle-exit 1",
+        "run -r " .. run.q(SAMPLE) .. " --rotate 10k",
+        "run -r " .. run.q(SAMPLE) .. " --user sluice-no-such-user-x",
+      } do
+        local r = sluice(args .. (args:find("rotate") and "" or out))
+        usage_error(r)
+        assert(r.err:match("^sluice: [^\n]+\ntry 'sluice %-%-help'\n$"), run.describe(r))
+        assert(not r.err:find("udp:127.0.0.1.*udp:127.0.0.1"), "the value once\n" .. run.describe(r))
+        assert.equal("", r.out)
+        assert.is_false(run.exists(dir .. "/out.json"), "nothing opened: " .. args)
+      end
+    end)
+
+    it("--listen localhost is 127.0.0.1, as for --metrics; a port that cannot be bound is one line", function()
+      local r = sluice("collect --listen udp:localhost:0 --idle-exit 1 -q --out json:/dev/null")
+      usage_error(r, "udp:localhost:0")
+      local eng = assert(require("sluice").open { listen = "udp:localhost:49999", idle_exit = "0.1s" })
+      eng:close()
+      r = sluice("collect --listen udp:localhost:49998 --idle-exit 0.2 -q --out json:/dev/null")
+      assert.equal(0, r.code, run.describe(r))
+      -- an address this host does not have: the runtime's line, the address once
+      r = sluice("collect --listen udp:192.0.2.1:49997 --idle-exit 1 -q --out json:/dev/null")
+      assert.equal(1, r.code, run.describe(r))
+      assert.equal("sluice: cannot listen on udp:192.0.2.1:49997: Cannot assign requested address\n", r.err)
+    end)
+  end)
+
   describe("input errors", function()
     it("a file that does not exist: exit 1 naming the path", function()
       local r = sluice("run -r /nonexistent/dir/missing.pcap")

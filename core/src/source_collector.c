@@ -141,6 +141,9 @@ static int parse_listen(const char *spec, int *tcp, struct sockaddr_storage *sa,
 		memcpy(host, rest, (size_t)(colon - rest));
 		host[colon - rest] = 0;
 	}
+	/* as --metrics and the sinks take it: no resolver behind a name */
+	if (!strcmp(host, "localhost"))
+		strcpy(host, "127.0.0.1");
 	memset(sa, 0, sizeof(*sa));
 	struct sockaddr_in *v4 = (struct sockaddr_in *)sa;
 	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)sa;

@@ -16,6 +16,7 @@ local signals = require "sluice.signals"
 local reload = require "sluice.reload"
 local metrics = require "sluice.metrics"
 local summary = require "sluice.summary"
+local sock = require "sluice.sock"
 
 local C = core.C
 
@@ -36,6 +37,25 @@ local function rotate_spec(v, flag)
   if d == false or (d and d > 0) then return v end
   return nil, flag .. " expects a size (500K, 100M, 1G) or a positive duration (30s, 1h), got '" ..
     tostring(v) .. "'"
+end
+
+-- --listen: checked as the collector reads it, so a bad address is a usage
+-- error before anything is opened (localhost is 127.0.0.1, as for --metrics)
+local function listen_spec(v, flag)
+  local kind = v:match("^(%a+):")
+  if (kind ~= "udp" and kind ~= "tcp") or not sock.parse(v) then
+    return nil, flag .. " expects udp:ADDR:PORT or tcp:ADDR:PORT (numeric ADDR or localhost, " ..
+      "IPv6 as [ADDR]:PORT, PORT 1..65535), got '" .. v .. "'"
+  end
+  return v
+end
+
+-- --user: a name the system knows, checked before any input is opened
+-- (the privileges go later, once the input and outputs are open)
+ffi.cdef [[ void *sluice_cli_getpwnam(const char *name) __asm__("getpwnam"); ]]
+local function user_name(v, flag)
+  if ffi.C.sluice_cli_getpwnam(v) == nil then return nil, flag .. ": no user named '" .. v .. "'" end
+  return v
 end
 
 -- "a, b or c"
@@ -134,7 +154,7 @@ M.OPTIONS = {
   { group = "inputs", flags = { "-i", "--interface" }, value = "IFACE", commands = "run",
     to = "open.interface", help = "capture live on IFACE (SIGINT/SIGTERM stop cleanly)" },
   { group = "inputs", flags = { "--listen" }, value = "udp:ADDR:PORT", commands = "collect",
-    repeatable = "list", to = "open.listen", help = "where to listen for NetFlow v5/v9 and " ..
+    repeatable = "list", to = "open.listen", parse = listen_spec, help = "where to listen for NetFlow v5/v9 and " ..
     "IPFIX (repeatable; tcp:ADDR:PORT for IPFIX over TCP; IPv6 as [ADDR]:PORT)" },
 
   { group = "live", flags = { "--backend" }, value = "afpacket|afxdp|pcap", commands = "run",
@@ -287,6 +307,7 @@ M.OPTIONS = {
     "other inputs are read whole by each worker; collect shares the ports and spreads " ..
     "exporters by address" },
   { group = "misc", flags = { "--user" }, value = "NAME", commands = "both", to = "user",
+    parse = user_name,
     help = "drop privileges to NAME once the input is open" },
   { group = "misc", flags = { "--stats" }, value = "S", commands = "both", to = "stats",
     parse = positive_duration, help = "print counters on stderr every S seconds (collect: " ..
@@ -358,6 +379,18 @@ M.RULES = {
       list[#list + 1] = "dpi"
       o.open.features = list
       return false
+    end },
+  -- rotation renames the file away: stdout cannot be (the default --out)
+  { broken = function(o)
+      if not o.rotate then return false end
+      local files = false
+      for _, out in ipairs(o.outs or { { kind = "json", path = "-" } }) do
+        if out.kind == "json" and out.path == "-" then
+          return "--rotate cannot rotate stdout (json:-, the default --out): give --out json:PATH"
+        end
+        files = files or out.kind == "json"
+      end
+      if not files then return "--rotate applies to json:PATH outputs" end
     end },
   { message = "--state-interval needs --state FILE",
     broken = function(o) return o.run.state_interval and not o.state end },

@@ -132,7 +132,9 @@ local function open_collector(opts, sp)
   local rc = C.sl_source_open_collector(sp, co)
   local note = ffi.string(co.note)
   if rc < 0 then
-    return nil, table.concat(keep, ", ") .. ": " .. (note ~= "" and note or core.strerror(rc))
+    -- the core's note names the address it is about
+    if note ~= "" then return nil, note end
+    return nil, table.concat(keep, ", ") .. ": " .. core.strerror(rc)
   end
   return sp[0]
 end
