@@ -94,7 +94,7 @@ describe("sluice CLI", function()
     end)
   end)
 
-  describe("usage errors found before any data, exit 2 (finding B5)", function()
+  describe("errors found before any data (findings B5, B6)", function()
     it("--listen that does not parse, --rotate to stdout, an unknown --user: one message, exit 2", function()
       local dir = run.tmpdir()
       local out = " --out json:" .. run.q(dir .. "/out.json")
@@ -126,6 +126,30 @@ describe("sluice CLI", function()
       r = sluice("collect --listen udp:192.0.2.1:49997 --idle-exit 1 -q --out json:/dev/null")
       assert.equal(1, r.code, run.describe(r))
       assert.equal("sluice: cannot listen on udp:192.0.2.1:49997: Cannot assign requested address\n", r.err)
+    end)
+
+    it("--workers 2 with a --listen that cannot be opened: one line before the workers fork", function()
+      -- a TCP port in use (held here), and an address this host does not have
+      local held, port
+      for p = 49900, 49990 do
+        held = require("sluice.metrics").listen("127.0.0.1:" .. p)
+        if held then port = p break end
+      end
+      assert(port, "no free port in 49900..49990")
+      for _, listen in ipairs { "tcp:127.0.0.1:" .. port, "udp:192.0.2.1:" .. port } do
+        local r = sluice("collect --listen " .. listen .. " --workers 2 --idle-exit 1 -q --out json:/dev/null")
+        assert.equal(1, r.code, run.describe(r))
+        assert(r.err:match("^sluice: cannot listen on " .. listen:gsub("%p", "%%%0") .. ": [^\n]+\n$"),
+          run.describe(r))
+        assert.falsy(r.err:find("lost", 1, true), run.describe(r))
+      end
+      held:close()
+      -- worker 1's metrics port is the listen port: the same one line
+      local r = sluice(string.format("collect --metrics 127.0.0.1:%d --listen tcp:127.0.0.1:%d " ..
+        "--workers 2 --idle-exit 1 -q --out json:/dev/null", port, port + 1))
+      assert.equal(1, r.code, run.describe(r))
+      assert.equal("sluice: cannot listen on tcp:127.0.0.1:" .. (port + 1) .. ": Address already in use\n",
+        r.err)
     end)
   end)
 

@@ -1032,7 +1032,14 @@ local function run(args, command)
   end
   local code
   if o.workers > 1 then
-    code = run_workers(o, list)
+    -- collect: listen sockets that cannot be opened are one line, before
+    -- the workers fork (each would say so, and the parent that one lost
+    -- flows); the parent's socket closes before the workers open theirs
+    if o.open.listen then
+      local eng, ecode = open_engine(o, 0)
+      if eng then eng:close() else code = ecode end
+    end
+    code = code or run_workers(o, list)
   else
     code = run_one(o, list, 0, false)
   end
