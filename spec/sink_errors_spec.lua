@@ -330,7 +330,7 @@ describe("opening sinks", function()
     local dir = run.tmpdir()
     for _, case in ipairs {
       { "json", { path = dir .. "/a.json", rotation = "1h" }, "rotation",
-        "append, line_buffered, path, queue, rotate, shared, socket" },
+        "append, line_buffered, path, queue, rotate, rotate_follow, shared, socket" },
       { "pcap", { path = dir .. "/a.pcap", snap_len = 96 }, "snap_len", "linktype, path, queue, snaplen" },
       { "ipfix", { collector = "127.0.0.1:4739", rates = 5 }, "rates",
         "collector, domain, features, flush_interval, max_bytes, messages, queue, rate, " ..

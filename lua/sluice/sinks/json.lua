@@ -73,7 +73,7 @@ end
 -- sluice.sink.json{ socket = "unix:/run/x.sock" | "tcp:HOST:PORT" }
 -- (queue = N: the route's queue, as for every sink)
 local KNOWN = { path = true, socket = true, append = true, line_buffered = true, rotate = true,
-  shared = true, queue = true }
+  shared = true, rotate_follow = true, queue = true }
 function M.new(opts)
   if type(opts) ~= "table" or (type(opts.path) ~= "string") == (type(opts.socket) ~= "string") then
     error("sluice.sink.json{ path = ... } or { socket = ... } needs one destination", 2)
