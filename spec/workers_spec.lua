@@ -320,6 +320,31 @@ return P
     same_run(ref_run, reference, r, lines)
   end)
 
+  -- each worker said it on its copy, then the parent added that the flows
+  -- it had not written were lost (it had none); a FIFO was "stdin"
+  it("a stream that is no capture, or a bad filter on one: one line, the one-worker status", function()
+    local dir = run.tmpdir()
+    run.spit(dir .. "/garbage", string.rep("not a capture ", 400))
+    for _, case in ipairs {
+      { "cat " .. q(dir .. "/garbage") .. " | ", "-r -", "stdin: not a pcap/pcapng file", 1 },
+      { "", "-r - < /dev/null", "stdin: ", 1 },
+      { "cat " .. q(trace) .. " | ", "-r - --filter 'bogus filter'", "--filter: bad filter", 2 },
+    } do
+      local r1 = run.sh(string.format("%s%s run %s -q", case[1], SLUICE, case[2]))
+      local r = run.sh(string.format("%s%s run %s -q --workers 3", case[1], SLUICE, case[2]))
+      assert.are.equal(case[4], r1.code, run.describe(r1))
+      assert.are.equal(case[4], r.code, run.describe(r))
+      assert(r.err:find(case[3], 1, true), run.describe(r))
+      assert.are.equal(1, select(2, r.err:gsub("sluice: ", "")), "one line:\n" .. r.err)
+    end
+    os.execute("mkfifo " .. q(dir .. "/fifo"))
+    local r = run.sh(string.format("(head -c 300001 %s > %s &); %s run -r %s -q --workers 2 --out json:%s",
+      q(trace), q(dir .. "/fifo"), SLUICE, q(dir .. "/fifo"), q(dir .. "/out.json")))
+    assert.are.equal(1, r.code, run.describe(r))
+    assert(r.err:find(dir .. "/fifo: file truncated inside a record", 1, true), run.describe(r))
+    assert(not r.err:find("stdin"), run.describe(r))
+  end)
+
   it("refuses two streams", function()
     local r = run.sh(string.format("%s run -r - -r /dev/stdin --workers 2 -q", SLUICE))
     assert.are.equal(2, r.code, run.describe(r))

@@ -794,9 +794,21 @@ local function open_engine(o, w)
   return eng
 end
 
+-- A worker that could not open its copy of a stream exits with this plus
+-- the run's exit status: each copy is the same, so worker 0 alone says why
+-- (its status is the run's) and the parent adds nothing.
+local EXIT_STREAM_COPY = 16
+
 local function run_one(o, list, w, shared)
-  local eng, code = open_engine(o, w)
-  if not eng then return code end
+  local eng, code
+  if o.stream_copy and w > 0 then
+    local ok, e = pcall(sluice.open, M.open_options(o, w))
+    if not ok or not e then return EXIT_STREAM_COPY end
+    eng = e
+  else
+    eng, code = open_engine(o, w)
+  end
+  if not eng then return o.stream_copy and EXIT_STREAM_COPY + code or code end
   if eng.note and w == 0 then io.stderr:write("sluice: ", eng.input, ": ", eng.note, "\n") end
   local files = eng:files()
   if files and files.skipped > 0 and not o.quiet and w == 0 then
@@ -924,6 +936,8 @@ local function take_stream(o, stream, w)
   local paths = {}
   for i, path in ipairs(stream.paths) do paths[i] = i == stream.at and "-" or path end
   o.open.read = #paths == 1 and paths[1] or paths
+  o.open.stdin_name = stream.name ~= "-" and stream.name or nil -- a FIFO keeps its name
+  o.stream_copy = true
 end
 
 -- One pcap file read once for all workers (sluice.h, sl_coop): made
@@ -961,7 +975,7 @@ local function run_workers(o, list)
   local coop = not stream and open_coop(o)
   -- a shared input (files, stdin) ends with one summary of all workers
   if o.open.read then o.summaries = summary.new() end
-  local ok, code = workers.run(o.workers, function(w)
+  local ok, code, statuses, failed = workers.run(o.workers, function(w)
     if stream then take_stream(o, stream, w) end
     if coop then -- the parent unmaps it, once every worker ended
       o.open.shared_reader = ffi.gc(coop, nil)
@@ -1006,6 +1020,16 @@ local function run_workers(o, list)
   -- line says which one ended the run, and that what it held is lost
   if not ok then
     if not code then return report.EXIT_ERROR end -- the stream's error, said above
+    -- a copy of the stream that could not be opened: worker 0 said why,
+    -- and its status is the run's
+    local function copy_status(st)
+      local c = st and st % 256 == 0 and math.floor(st / 256) - EXIT_STREAM_COPY
+      return c and c >= 0 and c < EXIT_STREAM_COPY and c or nil
+    end
+    if copy_status(statuses[failed]) then
+      local c0 = copy_status(statuses[0])
+      return c0 and c0 > 0 and c0 or report.EXIT_ERROR
+    end
     return fail(code .. ": the flows it had not written are lost, the other workers were stopped",
                 report.EXIT_ERROR)
   end

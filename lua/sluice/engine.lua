@@ -141,23 +141,25 @@ end
 
 -- The name of an input in messages: "-" (standard input) is "stdin";
 -- several: the first and how many more.
-local function input_name(read)
+-- stdin_name: what messages call "-" (the command line's workers read a
+-- FIFO's copy on their standard input)
+local function input_name(read, stdin_name)
   if type(read) == "table" then
-    if #read == 1 then return input_name(read[1]) end
-    return string.format("%s (and %d more)", input_name(read[1]), #read - 1)
+    if #read == 1 then return input_name(read[1], stdin_name) end
+    return string.format("%s (and %d more)", input_name(read[1], stdin_name), #read - 1)
   end
-  return read == "-" and "stdin" or read
+  return read == "-" and (stdin_name or "stdin") or read
 end
 
 -- Several captures, or a directory: one input merged by time (the core's
 -- sl_source_open_files names the file that fails).
-local function open_files(read, sp)
+local function open_files(read, sp, stdin_name)
   local paths = ffi.new("const char *[?]", #read, read)
   local note = ffi.new("char[512]")
   local rc = C.sl_source_open_files(sp, paths, #read, note, 512)
   if rc < 0 then
     local why = ffi.string(note)
-    return nil, why ~= "" and why or (input_name(read) .. ": " .. core.strerror(rc))
+    return nil, why ~= "" and why or (input_name(read, stdin_name) .. ": " .. core.strerror(rc))
   end
   return sp[0]
 end
@@ -166,14 +168,14 @@ local function open_source(opts, sp)
   if opts.listen then return open_collector(opts, sp) end
   local read = opts.read
   if type(read) == "table" then
-    if #read > 1 then return open_files(read, sp) end
+    if #read > 1 then return open_files(read, sp, opts.stdin_name) end
     read = read[1]
   end
   if read then
     local rc = opts.shared_reader and C.sl_source_open_coop(sp, opts.shared_reader, opts.worker or 0)
       or C.sl_source_open_file(sp, read)
-    if rc == -C.SL_EISDIR then return open_files({ read }, sp) end
-    local name = input_name(read)
+    if rc == -C.SL_EISDIR then return open_files({ read }, sp, opts.stdin_name) end
+    local name = input_name(read, opts.stdin_name)
     if rc < 0 then return nil, name .. ": " .. core.strerror(rc) end
     local lt = C.sl_source_linktype(sp[0])
     if lt >= 0 and C.sl_linktype_supported(lt) == 0 then
@@ -229,7 +231,8 @@ function M.open(opts)
     idle_timeout = true, active_timeout = true, pool_flows = true, worker = true, workers = true,
     max_flows = true, low_flows = true, grace = true, silence = true, listen = true,
     idle_exit = true, template_timeout = true, rcvbuf = true, collector_memory = true,
-    tcp_idle_timeout = true, tunnels = true, features = true, shared_reader = true }
+    tcp_idle_timeout = true, tunnels = true, features = true, shared_reader = true,
+    stdin_name = true }
   for k in pairs(LIVE_OPTIONS) do known[k] = opts.interface ~= nil end
   for _, k in ipairs { "idle_exit", "template_timeout", "rcvbuf", "collector_memory",
     "tcp_idle_timeout" } do
@@ -340,7 +343,7 @@ function M.open(opts)
   return setmetatable({ e = e, st = flowstate.new(e, out), read = opts.read, interface = opts.interface,
     finfo = finfo,
     collector = opts.listen ~= nil,
-    input = opts.read and input_name(opts.read) or opts.interface or
+    input = opts.read and input_name(opts.read, opts.stdin_name) or opts.interface or
       table.concat(type(opts.listen) == "table" and opts.listen or { opts.listen }, ","),
     live = opts.read == nil, note = note, src = src, out = out, filter = opts.filter,
     cstats = C.sl_engine_stats(e), slice = opts.slice, slicing = cfg.slice_ns > 0,

@@ -89,6 +89,7 @@ end
 local function wait_all(pids, ended)
   local status = ffi.new("int[1]")
   local forwarded, failed, why, lossy = false, nil, nil, false
+  local statuses = {}
   while next(pids) do
     for pid, w in pairs(pids) do
       local r = C.sluice_workers_waitpid(pid, status, S.SL_WNOHANG)
@@ -96,6 +97,7 @@ local function wait_all(pids, ended)
       if r == pid or (errno and errno ~= S.SL_EINTR) then
         pids[pid] = nil
         local st = r == pid and status[0] or nil
+        statuses[w] = st
         -- a wait status: the exit code in bits 8..15, no signal
         if st == report.EXIT_LOSSES * 256 then
           lossy, st = true, 0
@@ -131,7 +133,7 @@ local function wait_all(pids, ended)
   end
   S.sl_signal_child_block(0)
   signals.restore()
-  return failed, why, lossy
+  return failed, why, lossy, statuses
 end
 
 -- Interpreted: once this loop was compiled, Debian's LuaJIT (2.1 beta3)
@@ -146,8 +148,9 @@ jit.off(wait_all, true)
 -- parent once every worker is forked; ended(w), once worker w exited 0:
 -- a text there makes it a failure (it ended without finishing). Returns
 -- true and the exit code for the whole once every worker exited 0 or
--- EXIT_LOSSES (the latter when any did); false, err
--- when one failed (err says how it ended; the others were stopped);
+-- EXIT_LOSSES (the latter when any did); false, err, the workers' wait
+-- statuses (by worker) and the failed one's number when one failed (err
+-- says how it ended; the others were stopped);
 -- nil, err when the workers could not be started.
 function M.run(n, fn, started, ended)
   if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
@@ -175,8 +178,8 @@ function M.run(n, fn, started, ended)
     pids[pid] = w
   end
   if started then started() end
-  local failed, why, lossy = wait_all(pids, ended)
-  if failed then return false, "worker " .. failed .. " " .. why end
+  local failed, why, lossy, statuses = wait_all(pids, ended)
+  if failed then return false, "worker " .. failed .. " " .. why, statuses, failed end
   return true, lossy and report.EXIT_LOSSES or report.EXIT_OK
 end
 
