@@ -974,7 +974,7 @@ local function run_workers(o, list)
   end
   local coop = not stream and open_coop(o)
   -- a shared input (files, stdin) ends with one summary of all workers
-  if o.open.read then o.summaries = summary.new() end
+  if o.open.read then o.summaries = summary.new(o.workers) end
   local ok, code, statuses, failed = workers.run(o.workers, function(w)
     if stream then take_stream(o, stream, w) end
     if coop then -- the parent unmaps it, once every worker ended

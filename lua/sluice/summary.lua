@@ -3,9 +3,10 @@
 -- run's report (errors, sink counters, losses), the input's files.
 --
 --   local summary = require "sluice.summary"
---   local base = summary.new()                  -- in the parent, before fork
+--   local base = summary.new(n)                 -- in the parent, before fork
 --   summary.put(base, w, ending)                -- in worker w, at its end
 --   local ending, err = summary.collect(base, n) -- in the parent, after all
+--   summary.remove(base, n)
 --
 -- ending = { ok =, err =, report =, stats =, files =, filter =, input =,
 --            progress = { frac, pos } } (sluice.cli's run_one).
@@ -35,29 +36,41 @@ local function add(a, b)
   return a
 end
 
--- A file name for the summaries of one run; the caller removes it with
--- summary.remove once collected.
-function M.new()
-  return os.tmpname()
+-- A file for each worker's summary, open in the parent and inherited by
+-- the workers, its name removed at once: nothing is left behind, even by
+-- a parent that is killed.
+function M.new(n)
+  local files = {}
+  for w = 0, n - 1 do
+    local name = os.tmpname()
+    local f, err = io.open(name, "w+")
+    os.remove(name)
+    if not f then error("cannot make a file for the workers' summaries: " .. tostring(err), 2) end
+    files[w] = f
+  end
+  return files
 end
 
-local function path_of(base, w)
-  return base .. "." .. w
+-- A worker's summary as written (the file's whole text), or nil.
+local function read_back(base, w)
+  local f = base[w]
+  if not f or not f:seek("set") then return nil end
+  return f:read("*a")
 end
 
 -- In worker w: writes what its run left; returns the exit code the worker
 -- ends with (0: the parent tells the run's outcome).
 function M.put(base, w, ending)
-  local f = io.open(path_of(base, w), "w")
-  local ok = f and f:write(cjson.encode {
+  local f = base[w]
+  local ok = f and f:seek("set") and f:write(cjson.encode {
     ok = ending.ok and true or false,
     err = not ending.ok and ending.err and tostring(ending.err) or nil,
     report = ending.report, stats = ending.stats, files = ending.files or nil,
     filter = ending.filter, input = ending.input,
     progress = { frac = ending.progress[1], pos = ending.progress[2] } })
-  if f then ok = f:close() and ok end
+  if f then ok = f:flush() and ok end
   if not ok then
-    io.stderr:write("sluice: worker ", w, ": cannot write its summary to ", path_of(base, w), "\n")
+    io.stderr:write("sluice: worker ", w, ": cannot write its summary\n")
     return 1
   end
   return 0
@@ -66,10 +79,7 @@ end
 -- In the parent, once worker w ended: the signal that stopped it, if one
 -- did (its own, not the parent's SIGTERM).
 function M.stopped_by(base, w)
-  local f = io.open(path_of(base, w), "r")
-  local text = f and f:read("*a")
-  if f then f:close() end
-  local ok, t = pcall(cjson.decode, text or "")
+  local ok, t = pcall(cjson.decode, read_back(base, w) or "")
   return ok and type(t) == "table" and type(t.report) == "table" and t.report.stopped_by or nil
 end
 
@@ -78,10 +88,7 @@ end
 function M.collect(base, n)
   local sum
   for w = 0, n - 1 do
-    local f = io.open(path_of(base, w), "r")
-    local text = f and f:read("*a")
-    if f then f:close() end
-    local ok, t = pcall(cjson.decode, text or "")
+    local ok, t = pcall(cjson.decode, read_back(base, w) or "")
     if not ok or type(t) ~= "table" then
       return nil, "worker " .. w .. " exited without its summary (a policy that ended the process?): " ..
         "the flows it had not written are lost"
@@ -100,8 +107,7 @@ function M.collect(base, n)
 end
 
 function M.remove(base, n)
-  for w = 0, n - 1 do os.remove(path_of(base, w)) end
-  os.remove(base)
+  for w = 0, n - 1 do base[w]:close() end
 end
 
 return M
