@@ -1431,6 +1431,29 @@ describe("sluice collect", function()
     assert.equal(3, x.records, x.line)
   end)
 
+  -- An IPFIX message of template 256 (its fields: {id, length} pairs)
+  -- and data records of it, exported at T0_S.
+  local function ipfix_message(fields, recs, seq, with_template)
+    local t = { be16(256), be16(#fields) }
+    for _, f in ipairs(fields) do t[#t + 1] = be16(f[1]) .. be16(f[2]) end
+    local tset = with_template and be16(2) .. be16(4 + #table.concat(t)) .. table.concat(t) or ""
+    local body = tset .. be16(256) .. be16(4 + #recs) .. recs
+    return be16(10) .. be16(16 + #body) .. be32(T0_S) .. be32(seq or 0) .. be32(1) .. body
+  end
+
+  it("a record without times or counts: first and last are both the export time", function()
+    local port = free_port(SOCK_DGRAM)
+    local h = collect("--listen udp:127.0.0.1:" .. port .. " --idle-exit 1", "udp", port)
+    local s = sender_from("127.0.0.1", port)
+    -- sourceIPv4Address and destinationIPv4Address only
+    s:send(ipfix_message({ { 8, 4 }, { 12, 4 } }, ip4("10.8.0.3") .. ip4("10.8.0.4"), 0, true))
+    s:close()
+    local _, flows = collected(h)
+    assert.equal(1, #flows, run.slurp(h.json))
+    assert.equal(T0_S, flows[1].first, run.slurp(h.json))
+    assert.equal(T0_S, flows[1].last, run.slurp(h.json))
+  end)
+
   it("a slow policy shows up as socket drops, every one counted", function()
     local dir = run.tmpdir()
     local policy = run.spit(dir .. "/slow.lua", [[

@@ -67,6 +67,11 @@ static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i)
 	f->rec.icmp_code = r->icmp_code;
 	dir_add(&f->rec.fwd, &r->fwd, r, r->tcp_flags);
 	dir_add(&f->rec.rev, &r->rev, r, r->tcp_flags_rev);
+	/* a record that counts nothing still says when the flow was seen:
+	 * its times (the export time when it has none), not a last of 0 */
+	if (!f->rec.fwd.last_ns && !f->rec.rev.pkts)
+		f->rec.fwd.last_ns =
+		    r->last_ns > r->first_ns ? r->last_ns : r->first_ns;
 	f->slice_flags[0] |= r->tcp_flags;
 	f->slice_flags[1] |= r->tcp_flags_rev;
 	if (e->cfg.slice_ns && (rc = slice_touch(e, f)))
