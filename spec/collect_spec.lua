@@ -1454,6 +1454,45 @@ describe("sluice collect", function()
     assert.equal(T0_S, flows[1].last, run.slurp(h.json))
   end)
 
+  describe("data still held for its template when the collector stops", function()
+    -- 5 messages of template 256, which never comes: held (5 s), then the
+    -- run ends before the hold does
+    local function held_drop(stop)
+      local port = free_port(SOCK_DGRAM)
+      local h = collect("--listen udp:127.0.0.1:" .. port .. " -v" .. (stop == "idle" and " --idle-exit 1" or ""),
+        "udp", port)
+      local s = sender_from("127.0.0.1", port)
+      local fields = { { 8, 4 }, { 12, 4 }, { 7, 2 }, { 11, 2 }, { 4, 1 } }
+      for i = 1, 5 do
+        s:send(ipfix_message(fields, ip4("10.9.0." .. i) .. ip4("10.9.1.1") .. be16(1000 + i) .. be16(80) .. "\6", i - 1))
+      end
+      s:close()
+      local r
+      if stop == "idle" then
+        r = finish(h, 10)
+      else
+        -- every message read (the socket's queue empty) before the stop
+        local deadline = monotonic() + 5
+        while select(2, proc_sockets("udp", port)) > 0 do
+          assert(monotonic() < deadline, "the collector does not read")
+          sleep(0.01)
+        end
+        sleep(0.2)
+        proc.signal(h, S.SL_SIGTERM)
+        r = finish(h, 10)
+      end
+      -- counted, as when the hold times out: not a loss of the run (exit 0)
+      assert.equal(0, r.code, run.describe(r))
+      local x = exporter_at(r.err, "127.0.0.1", s.port)
+      assert.equal(5, x.held, x.line)
+      assert.equal(5, x.dropped.no_template, x.line)
+      assert.equal(0, x.records, x.line)
+    end
+
+    it("--idle-exit: counted as dropped no_template", function() held_drop("idle") end)
+    it("SIGTERM: counted as dropped no_template", function() held_drop("term") end)
+  end)
+
   it("a slow policy shows up as socket drops, every one counted", function()
     local dir = run.tmpdir()
     local policy = run.spit(dir .. "/slow.lua", [[

@@ -370,6 +370,7 @@ void collector_hold_kill(struct sl_collector_msg *m, struct held *h,
 			 int counted);
 void collector_hold_trim(struct sl_collector_msg *m);
 void collector_hold_expire(struct sl_collector_msg *m, uint64_t now);
+void collector_hold_drop_all(struct sl_collector_msg *m);
 int collector_hold_add(struct ctx *c, uint16_t tid, const uint8_t *p,
 		       uint32_t len);
 int collector_hold_release(struct ctx *c, uint16_t tid);

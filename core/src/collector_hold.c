@@ -53,6 +53,19 @@ void collector_hold_expire(struct sl_collector_msg *m, uint64_t now)
 	collector_hold_trim(m);
 }
 
+/* The run ends: no template can come any more, so what is held is
+ * dropped now, counted, rather than freed unseen with the state. */
+void collector_hold_drop_all(struct sl_collector_msg *m)
+{
+	for (uint32_t i = 0; m->hold_live && i < m->hold_count; i++) {
+		struct held *h = collector_hold_at(m, i);
+
+		if (h->live)
+			collector_hold_kill(m, h, 1);
+	}
+	collector_hold_trim(m);
+}
+
 /* Pushes out the oldest held sets until one of len bytes fits. */
 static void hold_make_room(struct sl_collector_msg *m, uint32_t len)
 {

@@ -132,13 +132,22 @@ static int record_process(struct sl_engine *e, uint32_t i)
 	return 0;
 }
 
+/* The last records were taken: the source gives up what it still waits
+ * on before the flows end, so that the run's report counts it. */
+static int records_finish(struct sl_engine *e, int reason)
+{
+	if (e->src->ops->records_end)
+		e->src->ops->records_end(e->src);
+	return sl_engine_finish(e, reason);
+}
+
 int sl_step_records(struct sl_engine *e)
 {
 	int rc;
 
 	if (e->rcursor >= e->rcount) {
 		if (e->stopping)
-			return sl_engine_finish(e, SL_END_SHUTDOWN);
+			return records_finish(e, SL_END_SHUTDOWN);
 		e->rcursor = e->rcount = 0;
 		rc = e->src->ops->records(e->src, &e->recs);
 		if (rc == -EAGAIN) {
@@ -148,7 +157,7 @@ int sl_step_records(struct sl_engine *e)
 		if (rc <= 0) {
 			if (rc < 0)
 				e->source_error = rc;
-			return sl_engine_finish(e, SL_END_EOF);
+			return records_finish(e, SL_END_EOF);
 		}
 		e->rcount = (uint32_t)rc;
 		e->out.records = e->recs;

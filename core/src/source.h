@@ -43,6 +43,11 @@ struct sl_source_ops {
 	 * dispatcher, the engine (engine.c) checks it before calling. */
 	int (*records)(struct sl_source *src,
 		       const struct sl_collector_rec **out);
+	/* Collectors: the run ends (end of input or a stop), no more
+	 * records will be asked for: what waits for more input (data held
+	 * for its template) is given up, counted. May be called more than
+	 * once. NULL: nothing waits. */
+	void (*records_end)(struct sl_source *src);
 	/* A shared input read once for all workers (coop.c): the owner code
 	 * of each packet of the last batch, and the engine's way to decide
 	 * them (sl_packet_classify), given at sl_engine_attach(). NULL for

@@ -552,6 +552,13 @@ static int collector_records(struct sl_source *src,
 	return -EAGAIN;
 }
 
+static void collector_records_end(struct sl_source *src)
+{
+	struct collector_source *c = (struct collector_source *)src;
+
+	collector_hold_drop_all(c->msg);
+}
+
 static int collector_stats(struct sl_source *src, struct sl_source_stats *st)
 {
 	struct collector_source *c = (struct collector_source *)src;
@@ -597,6 +604,7 @@ static const struct sl_source_ops collector_ops = {
     .close = collector_close,
     .stats = collector_stats,
     .records = collector_records,
+    .records_end = collector_records_end,
 };
 
 int sl_source_open_collector(struct sl_source **out,
