@@ -1161,8 +1161,10 @@ SL_API int sl_ipfix_new_features(struct sl_ipfix **out,
 /* A sender: messages (IPFIX, JSON lines...) copied into a bounded queue
  * and sent on a socket by a thread of its own, so the capture thread never
  * waits for the network. A datagram socket gets one send per message; a
- * stream socket whose send fails is broken: its queue is dropped (counted)
- * until a new socket is given. The sender does not own the socket. */
+ * stream socket whose send fails, or whose peer has closed or reset it
+ * (looked at before each message: a collector sends nothing), is broken:
+ * its queue is dropped (counted) until a new socket is given. The sender
+ * does not own the socket. */
 struct sl_sender;
 
 struct sl_sender_stats {

@@ -130,13 +130,51 @@ static void refused_last(struct sl_sender *s)
 	memset(&s->last, 0, sizeof(s->last));
 }
 
-/* Sends one message as send_msg(). A connected datagram socket answers
- * the send after a refused datagram with ECONNREFUSED without sending:
- * the earlier one is counted lost and this one sent again. */
+/* A stream: 0 while the peer is there, else why it is not (a negative
+ * errno). A collector sends nothing, so a readable end is its close or
+ * reset: the kernel would still take a message sent into it, the peer
+ * answer it with a reset, and the message be lost while counted sent. */
+static int peer_gone(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLRDHUP};
+	socklen_t elen = sizeof(int);
+	uint8_t junk[512];
+	int err = 0;
+
+	for (;;) {
+		if (poll(&pfd, 1, 0) <= 0)
+			return 0;
+		if (pfd.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL))
+			break;
+		/* a peer that talks (not a collector) is drained, not
+		 * taken for gone */
+		ssize_t n = recv(fd, junk, sizeof(junk), MSG_DONTWAIT);
+
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		if (n < 0)
+			return -errno;
+		break;
+	}
+	if (!getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) && err)
+		return -err;
+	return -EPIPE;
+}
+
+/* Sends one message as send_msg(), on a stream only while its peer is
+ * there. A connected datagram socket answers the send after a refused
+ * datagram with ECONNREFUSED without sending: the earlier one is counted
+ * lost and this one sent again. */
 static int send_counted(struct sl_sender *s, int fd, const uint8_t *p,
 			uint32_t len)
 {
-	int rc = send_msg(s, fd, p, len);
+	int rc = s->stream ? peer_gone(fd) : 0;
+
+	if (rc)
+		return rc;
+	rc = send_msg(s, fd, p, len);
 
 	if (rc == -ECONNREFUSED && !s->stream) {
 		pthread_mutex_lock(&s->lock);

@@ -1,7 +1,10 @@
 /* test_sender.c - the sender thread: messages arrive whole and in order,
  * a peer that stops reading fills the queue (-EAGAIN, never a wait), a
- * broken stream drops and counts its queue until a new socket comes. */
+ * broken stream drops and counts its queue until a new socket comes, a
+ * stream whose peer closed is broken before a message goes into it. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -116,6 +119,68 @@ static void test_broken_stream(void)
 	close(sv2[1]);
 }
 
+/* A TCP connection on loopback: *peer is the accepted end. */
+static int tcp_pair(int *peer)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sa);
+	int lfd, fd;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CHECK_EQ(listen(lfd, 1), 0);
+	CHECK_EQ(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	*peer = accept(lfd, NULL, NULL);
+	CHECK(*peer >= 0);
+	close(lfd);
+	return fd;
+}
+
+static void await_sent(struct sl_sender *s, uint64_t done)
+{
+	const struct sl_sender_stats *st = sl_sender_stats(s);
+
+	sl_sender_kick(s);
+	for (int i = 0; i < 500 && st->messages + st->lost_messages < done; i++)
+		usleep(10000);
+}
+
+/* The collector closed its end (a clean stop: FIN). The kernel would
+ * take a message sent now, and the peer would answer it with a reset:
+ * it must not go, nor be counted sent. A peer that sends data but stays
+ * is still there. */
+static void test_peer_closed(void)
+{
+	struct sl_sender *s;
+	int peer, fd = tcp_pair(&peer);
+	uint8_t msg[64] = {7}, got[64];
+
+	CHECK_EQ(sl_sender_new(&s, fd, 1, 16, sizeof(msg)), 0);
+	CHECK_EQ(send(peer, "hello", 5, 0), 5);
+	CHECK_EQ(sl_sender_push(s, msg, sizeof(msg), 2), 0);
+	await_sent(s, 1);
+	CHECK_EQ(sl_sender_stats(s)->messages, 1);
+	CHECK_EQ(recv(peer, got, sizeof(got), MSG_WAITALL),
+		 (ssize_t)sizeof(msg));
+	close(peer);
+	usleep(20000); /* the FIN arrives */
+	CHECK_EQ(sl_sender_push(s, msg, sizeof(msg), 3), 0);
+	await_sent(s, 2);
+	const struct sl_sender_stats *st = sl_sender_stats(s);
+
+	CHECK_EQ(st->broken, 1);
+	CHECK_EQ(st->messages, 1);
+	CHECK_EQ(st->records, 2);
+	CHECK_EQ(st->lost_messages, 1);
+	CHECK_EQ(st->lost_records, 3);
+	CHECK_EQ(st->last_error, -EPIPE);
+	sl_sender_free(s);
+	close(fd);
+}
+
 /* Stopped with messages queued: they are counted lost, stats readable. */
 static void test_stop_counts(void)
 {
@@ -147,6 +212,7 @@ int main(void)
 	test_datagrams();
 	test_slow_stream();
 	test_broken_stream();
+	test_peer_closed();
 	test_stop_counts();
 	return test_done();
 }
