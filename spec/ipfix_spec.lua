@@ -1208,6 +1208,92 @@ describe("IPFIX to a collector that is not there", function()
   end)
 end)
 
+-- ---- sluice collect as the collector, stopped and started again -------------
+
+local proc = require "support.proc"
+
+-- Whether something listens on 127.0.0.1:port (/proc/net/{udp,tcp}).
+local function listening(kind, port)
+  local f = io.open(kind == "tcp" and "/proc/net/tcp" or "/proc/net/udp")
+  if not f then return false end
+  local want = string.format("0100007F:%04X", port)
+  for l in f:lines() do
+    local local_addr, state = l:match("^%s*%d+: (%S+) %S+ (%x+)")
+    if local_addr == want and (kind ~= "tcp" or state == "0A") then
+      f:close()
+      return true
+    end
+  end
+  f:close()
+  return false
+end
+
+-- `sluice collect` on kind:127.0.0.1:port (-v), once it listens.
+local function collector(kind, port, args)
+  local h = proc.spawn(string.format("%s collect --listen %s:127.0.0.1:%d -v -q --out json:/dev/null %s",
+    run.SLUICE, kind, port, args or ""))
+  wait_for("sluice collect to listen on " .. kind .. " port " .. port, 10, function()
+    assert(not proc.exited(h), "sluice collect exited\n" .. run.describe(proc.result(h)))
+    return listening(kind, port)
+  end)
+  return h
+end
+
+-- Stops a collector (SIGTERM); its exporter line: records, templates,
+-- dropped records (every reason), and the line.
+local function collector_stop(h)
+  proc.signal(h, core.C.SL_SIGTERM)
+  local r = proc.finish(h, 10)
+  assert(r.code == 0, run.describe(r))
+  local x = { records = 0, templates = 0, dropped = 0, line = r.err }
+  for l in r.err:gmatch("[^\n]+") do
+    local recs, tmpls, rest = l:match("^exporter 127%.0%.0%.1:%d+ messages %d+ records (%d+) templates (%d+)(.*)$")
+    if recs then
+      x.records, x.templates, x.line = x.records + tonumber(recs), x.templates + tonumber(tmpls), l
+      for n in (rest:match("dropped %((.-)%)") or ""):gmatch("=(%d+)") do x.dropped = x.dropped + tonumber(n) end
+    end
+  end
+  return x
+end
+
+-- Ticks the sink as the run loop does (every 0.1 s, real time) for secs.
+local function ticking(xp, secs)
+  local t = core.monotonic() + secs
+  repeat
+    xp:tick(core.monotonic())
+    C.usleep(100000)
+  until core.monotonic() >= t
+end
+
+describe("IPFIX to sluice collect started late", function()
+  after_each(function()
+    proc.kill_leftovers()
+    close_fds()
+  end)
+  teardown(run.cleanup)
+
+  it("UDP: after refused datagrams the templates go again, so a collector that starts later decodes every record sent", function()
+    local port = closed_port(SOCK_DGRAM)
+    local recs = flow_copies(SAMPLE)
+    local xp = sluice.sink.ipfix { collector = "127.0.0.1:" .. port, flush_interval = "0.1s" }
+    -- nothing listens: the first message, with the templates, is refused
+    for i = 1, 60 do assert(xp:write(recs[i])) end
+    ticking(xp, 0.5)
+    assert(xp:counts().lost_records > 0, "nothing refused: was the port really closed?")
+    local h = collector("udp", port)
+    for i = 61, #recs do assert(xp:write(recs[i])) end
+    ticking(xp, 0.5)
+    xp:close()
+    local taken, sent, lost = counted(xp:counts())
+    local x = collector_stop(h)
+    assert.equal(161, taken)
+    assert.equal(taken, sent + lost)
+    assert(sent > 0, "nothing sent once the collector was up")
+    assert.equal(sent, x.records, "records counted sent vs decoded by the collector: " .. x.line)
+    assert.equal(0, x.dropped, x.line)
+  end)
+end)
+
 describe("IPFIX sink options", function()
   teardown(run.cleanup)
 

@@ -1,7 +1,8 @@
 -- IPFIX exporter sink (RFC 7011, biflows per RFC 5103): flow and slice
 -- records are encoded by the core into messages, which a sender thread of
 -- the core sends to the collector over UDP (templates refreshed
--- periodically) or TCP (templates once per connection). Capture never
+-- periodically, and again after a refused datagram) or TCP (templates once
+-- per connection). Capture never
 -- waits for the network: when the sender's queue is full the sink answers
 -- "transient", so its route queues, then lags.
 local ffi = require "ffi"
@@ -103,6 +104,7 @@ function M.new(opts)
     queue = opts.queue, refresh = refresh, flush_every = flush_every, templates_at = now,
     sent_at = now, dptr = ffi.new("const uint8_t *[1]"), accepted = 0, lost_here = 0,
     lost_here_records = 0,
+    refused_seen = 0, -- UDP: the sender's lost messages last looked at
   }, Sink)
 end
 
@@ -133,6 +135,17 @@ local function reconnect(self)
   C.sl_ipfix_want_templates(self.x)
 end
 
+-- UDP: a refused datagram may have carried the templates; the next
+-- message brings them again, so that a collector that starts now can read
+-- it (not only after template_refresh).
+local function refused_templates(self)
+  local lost = tonumber(self.sstats.lost_messages)
+  if lost ~= self.refused_seen then
+    self.refused_seen = lost
+    C.sl_ipfix_want_templates(self.x)
+  end
+end
+
 -- Hands the pending message to the sender: true when it took it.
 local function push_pending(self)
   local p = self.pending
@@ -158,6 +171,7 @@ local function send_message(self)
   if len <= 0 then return true end
   self.pending, self.pending_records = ffi.string(self.dptr[0], len), nrec
   self.sent_at = core.monotonic()
+  if self.udp then refused_templates(self) end
   return push_pending(self)
 end
 
@@ -199,13 +213,17 @@ function Sink:write_batch(batch)
 end
 
 -- Partial messages go out after flush_interval; UDP collectors get the
--- templates again every template_refresh; a broken TCP stream reconnects.
+-- templates again every template_refresh (and after a refusal); a broken
+-- TCP stream reconnects.
 function Sink:tick(now)
   if not self.udp and self.sstats.broken ~= 0 then reconnect(self) end
   if self.pending then push_pending(self) end
-  if self.udp and now - self.templates_at >= self.refresh then
-    self.templates_at = now
-    C.sl_ipfix_want_templates(self.x)
+  if self.udp then
+    refused_templates(self)
+    if now - self.templates_at >= self.refresh then
+      self.templates_at = now
+      C.sl_ipfix_want_templates(self.x)
+    end
   end
   if not self.pending and C.sl_ipfix_pending(self.x) > 0 and now - self.sent_at >= self.flush_every then
     send_message(self)
