@@ -1265,7 +1265,7 @@ local function ticking(xp, secs)
   until core.monotonic() >= t
 end
 
-describe("IPFIX to sluice collect started late", function()
+describe("IPFIX to sluice collect stopped and started again", function()
   after_each(function()
     proc.kill_leftovers()
     close_fds()
@@ -1291,6 +1291,62 @@ describe("IPFIX to sluice collect started late", function()
     assert(sent > 0, "nothing sent once the collector was up")
     assert.equal(sent, x.records, "records counted sent vs decoded by the collector: " .. x.line)
     assert.equal(0, x.dropped, x.line)
+  end)
+
+  -- The sample's records through a TCP sink in three parts: [1, a] to
+  -- collector A, then A stops; [a+1, b] while nothing listens (if down);
+  -- then collector B starts and gets [b+1, 161]. Nothing may be lost.
+  local function tcp_restart(a, b)
+    local port = closed_port(SOCK_STREAM)
+    local recs = flow_copies(SAMPLE)
+    local ha = collector("tcp", port)
+    local xp = sluice.sink.ipfix { collector = "127.0.0.1:" .. port, transport = "tcp", flush_interval = "0.1s" }
+    for i = 1, a do assert(xp:write(recs[i])) end
+    ticking(xp, 0.5)
+    assert.equal(a, xp:counts().records, "sent to the first collector")
+    local xa = collector_stop(ha)
+    assert.equal(a, xa.records, xa.line)
+    for i = a + 1, b do assert(xp:write(recs[i])) end
+    ticking(xp, 0.5)
+    local hb = collector("tcp", port)
+    for i = b + 1, #recs do assert(xp:write(recs[i])) end
+    ticking(xp, 1.5)
+    xp:close()
+    local c = xp:counts()
+    local taken, sent, lost = counted(c)
+    local xb = collector_stop(hb)
+    assert.equal(161, taken)
+    assert.same({ 161, 0 }, { sent, lost }, "records sent, lost")
+    assert.equal(161 - a, xb.records, "the second collector: " .. xb.line)
+    assert(xb.templates > 0, xb.line)
+    assert.equal(0, xb.dropped, xb.line)
+    assert.equal(0, c.lost_messages)
+  end
+
+  it("TCP: a collector that stopped and came back gets the next records, after the templates", function()
+    tcp_restart(60, 60)
+  end)
+
+  it("TCP: records sent while the collector is down go to it once it is back", function()
+    tcp_restart(60, 100)
+  end)
+
+  it("TCP: a collector that does not come back: every record after it stopped is counted lost", function()
+    local port = closed_port(SOCK_STREAM)
+    local recs = flow_copies(SAMPLE)
+    local ha = collector("tcp", port)
+    local xp = sluice.sink.ipfix { collector = "127.0.0.1:" .. port, transport = "tcp", flush_interval = "0.1s" }
+    for i = 1, 60 do assert(xp:write(recs[i])) end
+    ticking(xp, 0.5)
+    local xa = collector_stop(ha)
+    assert.equal(60, xa.records, xa.line)
+    for i = 61, #recs do assert(xp:write(recs[i])) end
+    ticking(xp, 0.5)
+    local t0 = core.monotonic()
+    xp:close()
+    assert(core.monotonic() - t0 < 5, "close took too long")
+    local taken, sent, lost = counted(xp:counts())
+    assert.same({ 161, 60, 101 }, { taken, sent, lost }, "records taken, sent, lost")
   end)
 end)
 

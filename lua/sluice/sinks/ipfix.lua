@@ -2,9 +2,11 @@
 -- records are encoded by the core into messages, which a sender thread of
 -- the core sends to the collector over UDP (templates refreshed
 -- periodically, and again after a refused datagram) or TCP (templates once
--- per connection). Capture never
--- waits for the network: when the sender's queue is full the sink answers
--- "transient", so its route queues, then lags.
+-- per connection). Capture never waits for the network: when the sender's
+-- queue is full the sink answers "transient", so its route queues, then
+-- lags. A TCP collector that goes away (the sender sees its end before
+-- each message) is connected to again: what the old connection did not
+-- deliver goes on the new one, after the templates.
 local ffi = require "ffi"
 local core = require "sluice.core"
 local sock = require "sluice.sock"
@@ -13,7 +15,12 @@ local check_options = require("sluice.sink").check_options
 
 local C = core.C
 local ENOBUFS, EAGAIN = -C.SL_ENOBUFS, -C.SL_EAGAIN -- as the core returns them
-local EAFNOSUPPORT = -C.SL_EAFNOSUPPORT
+local EAFNOSUPPORT, EPIPE = -C.SL_EAFNOSUPPORT, -C.SL_EPIPE
+
+-- Seconds between two connects to a TCP collector that is not back yet.
+local RECONNECT_WAIT = 0.5
+-- The sequence number in an IPFIX message header: bytes 9..12.
+local SEQ_FIRST, SEQ_LAST = 9, 12
 
 local M = {}
 
@@ -104,8 +111,32 @@ function M.new(opts)
     queue = opts.queue, refresh = refresh, flush_every = flush_every, templates_at = now,
     sent_at = now, dptr = ffi.new("const uint8_t *[1]"), accepted = 0, lost_here = 0,
     lost_here_records = 0,
+    -- messages not handed to the sender yet, in order: { msg, records, templates }
+    waiting = { head = 1, tail = 0 },
+    -- TCP: the messages handed over on this connection and not known sent
+    -- yet; again: those a broken one did not deliver, to send on the next
+    inflight = { head = 1, tail = 0 }, again = { head = 1, tail = 0 },
+    conn_sent = 0, conn_forgotten = 0, retry_at = 0,
+    -- the sender counted those lost; they went (or go) again
+    recovered = 0, recovered_records = 0,
     refused_seen = 0, -- UDP: the sender's lost messages last looked at
   }, Sink)
+end
+
+local function put(q, v)
+  q.tail = q.tail + 1
+  q[q.tail] = v
+end
+
+local function take(q)
+  local v = q[q.head]
+  q[q.head] = nil
+  q.head = q.head + 1
+  return v
+end
+
+local function empty(q)
+  return q.head > q.tail
 end
 
 local function lose(self, records)
@@ -122,17 +153,67 @@ local function lose_open(self)
   end
 end
 
--- A broken TCP connection: a new one, which starts with the templates.
--- Messages made for the old one may lack them: they are lost, counted.
-local function reconnect(self)
-  if self.pending then
-    lose(self, self.pending_records)
-    self.pending = nil
+-- TCP: forgets the messages the sender has sent on this connection (it
+-- sends in order).
+local function forget_sent(self)
+  local sent = tonumber(self.sstats.messages) - self.conn_sent
+  local f = self.inflight
+  while self.conn_forgotten < sent and not empty(f) do
+    take(f)
+    self.conn_forgotten = self.conn_forgotten + 1
   end
-  lose_open(self)
+end
+
+-- TCP, a broken stream: the sender dropped, counted lost, what it had not
+-- sent; those messages are taken back to go on the next connection.
+local function take_back(self)
+  if self.udp or self.closing or self.sstats.broken == 0 then return end
+  forget_sent(self)
+  local f = self.inflight
+  while not empty(f) do
+    local m = take(f)
+    self.recovered = self.recovered + 1
+    self.recovered_records = self.recovered_records + m.records
+    -- the next connection gets templates of its own
+    if not m.templates then put(self.again, m) end
+  end
+end
+
+-- The open message, closed now, as a waiting entry (nil: nothing open).
+local function take_open(self)
+  local nrec = C.sl_ipfix_pending(self.x)
+  local len = C.sl_ipfix_take(self.x, os.time(), self.dptr)
+  if len <= 0 then return nil end
+  return { msg = ffi.string(self.dptr[0], len), records = nrec }
+end
+
+-- A broken TCP connection: a new one (RECONNECT_WAIT apart while the
+-- collector is not back). It starts with the templates, in a message of
+-- their own with the sequence number of the first message after it; then
+-- what the old one did not deliver, what waited, and the open message.
+local function reconnect(self, now)
+  if now < self.retry_at then return end
+  self.retry_at = now + RECONNECT_WAIT
+  take_back(self)
+  local list = self.again
+  while not empty(self.waiting) do
+    local m = take(self.waiting)
+    if not m.templates then put(list, m) end
+  end
+  local open = take_open(self)
+  if open then put(list, open) end
+  C.sl_ipfix_want_templates(self.x)
+  local t = take_open(self)
+  local first = list[list.head]
+  if first then
+    t.msg = t.msg:sub(1, SEQ_FIRST - 1) .. first.msg:sub(SEQ_FIRST, SEQ_LAST) .. t.msg:sub(SEQ_LAST + 1)
+  end
+  t.templates = true
+  put(self.waiting, t)
+  while not empty(list) do put(self.waiting, take(list)) end
   self.sock:reconnect()
   C.sl_sender_set_fd(self.sender, self.sock.fd)
-  C.sl_ipfix_want_templates(self.x)
+  self.conn_sent, self.conn_forgotten = tonumber(self.sstats.messages), 0
 end
 
 -- UDP: a refused datagram may have carried the templates; the next
@@ -146,33 +227,35 @@ local function refused_templates(self)
   end
 end
 
--- Hands the pending message to the sender: true when it took it.
-local function push_pending(self)
-  local p = self.pending
-  if not p then return true end
-  local rc = C.sl_sender_push(self.sender, p, #p, self.pending_records)
-  if rc == EAGAIN then return false end
-  self.pending = nil
-  if rc < 0 then
-    -- a broken stream (its templates went with it) or a failure: the
-    -- message is lost, counted
-    lose(self, self.pending_records)
-    if not self.udp and self.sstats.broken ~= 0 then reconnect(self) end
+-- Hands the waiting messages to the sender, in order: true when all went.
+local function push_waiting(self)
+  local w = self.waiting
+  while not empty(w) do
+    local m = w[w.head]
+    local rc = C.sl_sender_push(self.sender, m.msg, #m.msg, m.records)
+    -- full, or a broken stream: they wait (tick reconnects)
+    if rc == EAGAIN or (rc == EPIPE and not self.udp) then return false end
+    take(w)
+    if rc < 0 then
+      lose(self, m.records)
+    elseif not self.udp then
+      put(self.inflight, m)
+    end
   end
   return true
 end
 
--- Closes the open message and hands it over (kept pending if the sender's
--- queue is full).
+-- Closes the open message and hands it over (it waits if the sender's
+-- queue is full): true when nothing is left waiting. Nothing is taken
+-- while earlier messages wait.
 local function send_message(self)
-  if self.pending and not push_pending(self) then return false end
-  local nrec = C.sl_ipfix_pending(self.x)
-  local len = C.sl_ipfix_take(self.x, os.time(), self.dptr)
-  if len <= 0 then return true end
-  self.pending, self.pending_records = ffi.string(self.dptr[0], len), nrec
+  if not empty(self.waiting) and not push_waiting(self) then return false end
+  local m = take_open(self)
+  if not m then return true end
+  put(self.waiting, m)
   self.sent_at = core.monotonic()
-  if self.udp then refused_templates(self) end
-  return push_pending(self)
+  if self.udp then refused_templates(self) else forget_sent(self) end
+  return push_waiting(self)
 end
 
 function Sink:write(rec)
@@ -182,12 +265,12 @@ function Sink:write(rec)
   if kind == "flow" then add = C.sl_ipfix_add_flow
   elseif kind == "slice" then add = C.sl_ipfix_add_slice
   else return nil, "an IPFIX sink takes flow and slice records, not " .. tostring(kind) end
-  if self.pending and not push_pending(self) then
-    return nil, "collector is slow: the send queue is full", "transient"
+  if not empty(self.waiting) and not push_waiting(self) then
+    return nil, "collector is slow or gone: the send queue is full", "transient"
   end
   local rc = add(self.x, rec)
   if rc == ENOBUFS then
-    send_message(self) -- taken even if the queue is full: it stays pending
+    send_message(self) -- taken even if the queue is full: it waits
     rc = add(self.x, rec)
   end
   if rc == EAFNOSUPPORT then
@@ -202,7 +285,7 @@ end
 function Sink:write_batch(batch)
   local done, n = 0, batch.n
   while done < n do
-    if self.pending and not push_pending(self) then break end
+    if not empty(self.waiting) and not push_waiting(self) then break end
     local rc = C.sl_ipfix_add_slices(self.x, batch.recs + done, n - done)
     if rc < 0 and rc ~= ENOBUFS then break end
     if rc > 0 then done = done + rc end
@@ -216,8 +299,11 @@ end
 -- templates again every template_refresh (and after a refusal); a broken
 -- TCP stream reconnects.
 function Sink:tick(now)
-  if not self.udp and self.sstats.broken ~= 0 then reconnect(self) end
-  if self.pending then push_pending(self) end
+  if not self.udp then
+    if self.sstats.broken ~= 0 then reconnect(self, now) end
+    forget_sent(self)
+  end
+  if not empty(self.waiting) then push_waiting(self) end
   if self.udp then
     refused_templates(self)
     if now - self.templates_at >= self.refresh then
@@ -225,7 +311,7 @@ function Sink:tick(now)
       C.sl_ipfix_want_templates(self.x)
     end
   end
-  if not self.pending and C.sl_ipfix_pending(self.x) > 0 and now - self.sent_at >= self.flush_every then
+  if empty(self.waiting) and C.sl_ipfix_pending(self.x) > 0 and now - self.sent_at >= self.flush_every then
     send_message(self)
   end
   C.sl_sender_kick(self.sender)
@@ -234,18 +320,21 @@ end
 -- Records accepted, sent (with messages and bytes) and lost.
 function Sink:counts()
   if self.final then return self.final end
+  take_back(self) -- not lost: they go again
   local s = self.sstats
   return { accepted = self.accepted, records = tonumber(s.records), messages = tonumber(s.messages),
-    bytes = tonumber(s.bytes), lost_messages = tonumber(s.lost_messages) + self.lost_here,
-    lost_records = tonumber(s.lost_records) + self.lost_here_records }
+    bytes = tonumber(s.bytes),
+    lost_messages = tonumber(s.lost_messages) + self.lost_here - self.recovered,
+    lost_records = tonumber(s.lost_records) + self.lost_here_records - self.recovered_records }
 end
 
 -- For the route (see sluice.sink): the records taken that are sent or on
--- their way, those lost, and the sender's last error.
+-- their way, those lost, and, when something was lost, the sender's last
+-- error (a collector that came back and got everything is no error).
 function Sink:settle()
   local c = self:counts()
   local s = self.sstats
-  if s and s.last_error ~= 0 then
+  if s and s.last_error ~= 0 and c.lost_messages > 0 then
     self.err = "cannot send to " .. self.name:match("^ipfix:%a+:(.*)$") .. ": " ..
       core.strerror(s.last_error)
   end
@@ -253,23 +342,42 @@ function Sink:settle()
 end
 
 -- Sends the open message and waits (up to 2 s; once a collector was
--- that slow, 0.1 s) for the queue to empty.
+-- that slow, 0.1 s) for the queue to empty, connecting again to a TCP
+-- collector that went away.
 function Sink:flush()
   if not self.x then return true end
   local t = core.monotonic() + (self.stuck and 0.1 or 2)
-  while not send_message(self) and core.monotonic() < t do
-    C.sl_sender_drain(self.sender, 50)
+  local done = false
+  repeat
+    local now = core.monotonic()
+    if not self.udp and self.sstats.broken ~= 0 then reconnect(self, now) end
+    if send_message(self) then
+      local ms = math.max(0, math.min(50, math.floor((t - now) * 1000)))
+      done = C.sl_sender_drain(self.sender, ms) == 0 and self.sstats.broken == 0
+    else
+      C.sl_sender_drain(self.sender, 20)
+    end
+    if not done and self.sstats.broken ~= 0 then
+      ffi.C.poll(nil, 0, 20) -- the next connect is due later
+    end
+  until done or core.monotonic() >= t
+  self.stuck = not done
+  if not self.stuck then return true end
+  local e = self.sstats.last_error
+  if e ~= 0 and (self.sstats.broken ~= 0 or not empty(self.waiting)) then
+    return nil, "cannot send to " .. self.name:match("^ipfix:%a+:(.*)$") .. ": " .. core.strerror(e)
   end
-  local left = C.sl_sender_drain(self.sender, math.max(0, math.floor((t - core.monotonic()) * 1000)))
-  self.stuck = left > 0 or self.pending ~= nil
-  if self.stuck then return nil, "collector did not take everything in time" end
-  return true
+  return nil, "collector did not take everything in time"
 end
 
 function Sink:close()
   if not self.x then return true end
   local ok, err = self:flush()
-  if self.pending then lose(self, self.pending_records) self.pending = nil end
+  take_back(self)
+  self.closing = true -- from here, what the sender does not send is lost
+  for _, q in ipairs { self.again, self.waiting } do
+    while not empty(q) do lose(self, take(q).records) end
+  end
   lose_open(self)
   C.sl_sender_stop(self.sender) -- what is left is counted lost
   self:settle() -- the last error, while the sender's stats are there
