@@ -1212,20 +1212,26 @@ end)
 
 local proc = require "support.proc"
 
--- Whether something listens on 127.0.0.1:port (/proc/net/{udp,tcp}).
-local function listening(kind, port)
+-- The sockets on 127.0.0.1:port (/proc/net/{udp,tcp}): whether one
+-- listens, and the bytes waiting in their receive queues.
+local function port_state(kind, port)
   local f = io.open(kind == "tcp" and "/proc/net/tcp" or "/proc/net/udp")
-  if not f then return false end
+  if not f then return false, 0 end
   local want = string.format("0100007F:%04X", port)
+  local listens, queued = false, 0
   for l in f:lines() do
-    local local_addr, state = l:match("^%s*%d+: (%S+) %S+ (%x+)")
-    if local_addr == want and (kind ~= "tcp" or state == "0A") then
-      f:close()
-      return true
+    local local_addr, state, rx = l:match("^%s*%d+: (%S+) %S+ (%x+) %x+:(%x+)")
+    if local_addr == want then
+      listens = listens or kind ~= "tcp" or state == "0A"
+      queued = queued + tonumber(rx, 16)
     end
   end
   f:close()
-  return false
+  return listens, queued
+end
+
+local function listening(kind, port)
+  return (port_state(kind, port))
 end
 
 -- `sluice collect` on kind:127.0.0.1:port (-v), once it listens.
@@ -1236,12 +1242,17 @@ local function collector(kind, port, args)
     assert(not proc.exited(h), "sluice collect exited\n" .. run.describe(proc.result(h)))
     return listening(kind, port)
   end)
+  h.kind, h.port = kind, port
   return h
 end
 
--- Stops a collector (SIGTERM); its exporter line: records, templates,
--- dropped records (every reason), and the line.
+-- Stops a collector (SIGTERM) once it has read what came; its exporter
+-- line: records, templates, dropped records (every reason), and the line.
 local function collector_stop(h)
+  wait_for("the collector to read its sockets", 5, function()
+    return select(2, port_state(h.kind, h.port)) == 0
+  end)
+  C.usleep(200000) -- and to decode what it read
   proc.signal(h, core.C.SL_SIGTERM)
   local r = proc.finish(h, 10)
   assert(r.code == 0, run.describe(r))
