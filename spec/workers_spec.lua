@@ -337,6 +337,14 @@ return P
       assert(r.err:find(case[3], 1, true), run.describe(r))
       assert.are.equal(1, select(2, r.err:gsub("sluice: ", "")), "one line:\n" .. r.err)
     end
+    -- the workers that fail first get the parent's SIGTERM as worker 0
+    -- exits: its handler was in the core library its exit had unloaded
+    -- (SIGSEGV, and its status 2 was lost)
+    for _ = 1, 10 do
+      local r = run.sh(string.format("cat %s | %s run -r - --filter 'bogus filter' -q --workers 3",
+        q(trace), SLUICE))
+      assert.are.equal(2, r.code, run.describe(r))
+    end
     os.execute("mkfifo " .. q(dir .. "/fifo"))
     local r = run.sh(string.format("(head -c 300001 %s > %s &); %s run -r %s -q --workers 2 --out json:%s",
       q(trace), q(dir .. "/fifo"), SLUICE, q(dir .. "/fifo"), q(dir .. "/out.json")))

@@ -76,6 +76,7 @@ enum sl_sys {
 	SL_RUSAGE_SELF = 0,
 	SL_SIGHUP = 1,
 	SL_SIGINT = 2,
+	SL_SIGALRM = 14,
 	SL_SIGTERM = 15,
 	SL_SIG_BLOCK = 0,
 	SL_SIG_UNBLOCK = 1,

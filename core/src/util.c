@@ -52,6 +52,7 @@ _Static_assert((int)SL_CLOCK_MONOTONIC == (int)CLOCK_MONOTONIC, "SL_CLOCK_MONOTO
 _Static_assert((int)SL_RUSAGE_SELF == (int)RUSAGE_SELF, "SL_RUSAGE_SELF");
 _Static_assert((int)SL_SIGINT == (int)SIGINT, "SL_SIGINT");
 _Static_assert((int)SL_SIGTERM == (int)SIGTERM, "SL_SIGTERM");
+_Static_assert((int)SL_SIGALRM == (int)SIGALRM, "SL_SIGALRM");
 _Static_assert((int)SL_SIG_BLOCK == (int)SIG_BLOCK, "SL_SIG_BLOCK");
 _Static_assert((int)SL_SIG_UNBLOCK == (int)SIG_UNBLOCK, "SL_SIG_UNBLOCK");
 _Static_assert((int)SL_WNOHANG == (int)WNOHANG, "SL_WNOHANG");

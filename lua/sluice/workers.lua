@@ -30,6 +30,7 @@ int sluice_workers_setgid(unsigned gid) __asm__("setgid");
 int sluice_workers_setuid(unsigned uid) __asm__("setuid");
 int sluice_workers_access(const char *path, int mode) __asm__("access");
 char *sluice_workers_strsignal(int sig) __asm__("strsignal");
+void *sluice_workers_signal(int sig, void *handler) __asm__("signal");
 ]]
 local C = ffi.C
 
@@ -72,6 +73,14 @@ local function child(fn, w)
   if not ok then
     io.stderr:write("sluice: worker ", w, ": ", tostring(code), "\n")
     code = 1
+  end
+  -- its run is over: a stop now changes nothing, and the handlers (and
+  -- the watchdog's) live in the core library, which closing the Lua
+  -- state unloads; a SIGTERM from the parent then jumped into unmapped
+  -- memory (the worker died of SIGSEGV, its exit status lost)
+  local ignore = ffi.cast("void *", 1) -- SIG_IGN
+  for _, sig in ipairs { S.SL_SIGTERM, S.SL_SIGINT, S.SL_SIGHUP, S.SL_SIGALRM } do
+    C.sluice_workers_signal(sig, ignore)
   end
   os.exit(code or 0, true)
 end
