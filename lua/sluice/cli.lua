@@ -849,7 +849,7 @@ local function run_one(o, list, w, shared)
     if show then io.stderr:write("\r\027[K") end
     io.stderr:write(reload.report_line(ev, who), "\n")
   end
-  if o.verbose then
+  if o.verbose and w == 0 then -- workers read the files in step: one says so
     opts.on_file = function(name, i, n)
       if show then io.stderr:write("\r\027[K") end
       io.stderr:write(string.format("sluice: reading %s (file %d of %d)\n", name, i, n))
