@@ -353,6 +353,15 @@ return P
     assert(not r.err:find("stdin"), run.describe(r))
   end)
 
+  it("-v names each file once, not once per worker", function()
+    local sample = run.root .. "/examples/sample.pcap"
+    local r = run.sh(string.format("%s%s run -r %s -r %s -v --workers 3 --out json:/dev/null", LIMIT,
+      SLUICE, q(trace), q(sample)))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert.are.equal(1, select(2, r.err:gsub("%(file 1 of 2%)", "")), run.describe(r))
+    assert.are.equal(1, select(2, r.err:gsub("%(file 2 of 2%)", "")), run.describe(r))
+  end)
+
   it("refuses two streams", function()
     local r = run.sh(string.format("%s run -r - -r /dev/stdin --workers 2 -q", SLUICE))
     assert.are.equal(2, r.code, run.describe(r))
