@@ -873,6 +873,10 @@ local function run_one(o, list, w, shared)
     filter = eng.filter, input = eng.input, progress = { eng:progress() } }
   -- workers sharing an input: one summary, the parent's, of all of them
   if o.summaries then return summary.put(o.summaries, w, ending) end
+  -- live capture and collect: each worker's counters, under its number
+  if o.workers > 1 and o.verbose then
+    io.stderr:write(string.format("worker %d of %d:\n", w, o.workers))
+  end
   return summarize(o, ending, eng)
 end
 
