@@ -248,6 +248,40 @@ describe("a flow handle kept past its handler", function()
   end)
 end)
 
+-- a packet kept past on_packet read the packet that later took its place
+describe("a packet kept past on_packet", function()
+  teardown(run.cleanup)
+
+  it("raises when read, while pkt:copy() keeps its fields and bytes", function()
+    local kept, copies, seen = {}, {}, {}
+    local P = { info = { packets = "udp" } }
+    function P.on_packet(pkt)
+      if #kept < 50 then
+        kept[#kept + 1], copies[#copies + 1] = pkt, pkt:copy()
+        seen[#seen + 1] = { len = pkt.len, sport = pkt.sport, bytes = pkt:frame(), first = pkt:u8(0) }
+      end
+    end
+    local stale, errs = 0, {}
+    function P.stop()
+      for _, pkt in ipairs(kept) do
+        local ok, err = pcall(function() local len = pkt.len; return len end)
+        if not ok then stale = stale + 1; errs[#errs + 1] = err end
+      end
+    end
+    local eng = assert(sluice.open { read = SAMPLE })
+    assert(eng:run(P))
+    eng:close()
+    assert.equal(50, stale)
+    assert(has(errs[1], "packet handle used after its on_packet returned"), errs[1])
+    for i, c in ipairs(copies) do
+      assert.same(seen[i], { len = c.len, sport = c.sport, bytes = c:frame(), first = c:u8(0) })
+    end
+    local ok, err = pcall(function() local b = copies[1]:u8("x"); return b end)
+    assert.is_false(ok)
+    assert(has(err, "datapath_spec.lua") and has(err, "the offset is a number"), err)
+  end)
+end)
+
 describe("pcap output", function()
   teardown(run.cleanup)
 

@@ -452,24 +452,30 @@ function M.handle(st, rec)
   return handle_t(rec, rec.fid, st.out.generation, rec.slot, rec.engine)
 end
 
-local handle_methods = setmetatable({}, { __index = function(t, k)
-  local m = flow_methods[k]
-  if type(m) ~= "function" then return nil end
-  local wrapped = function(h, ...) return m(resolve(h, 3), ...) end
-  t[k] = wrapped
-  return wrapped
-end })
+-- The metatype of a handle type (flows here, packets in sluice.packet):
+-- the getters, methods and fields of the record resolve(h, level) gives,
+-- or its error once the handle is stale.
+function M.handle_metatype(ct, get, methods, resolve_fn, tostring_fn)
+  local wrapped_methods = setmetatable({}, { __index = function(t, k)
+    local m = methods[k]
+    if type(m) ~= "function" then return nil end
+    local wrapped = function(h, ...) return m(resolve_fn(h, 3), ...) end
+    t[k] = wrapped
+    return wrapped
+  end })
+  ffi.metatype(ct, {
+    __index = function(h, k)
+      local g = get[k]
+      if g then return g(resolve_fn(h, 3)) end
+      local m = wrapped_methods[k]
+      if m then return m end
+      return resolve_fn(h, 3)[k] -- the record's own fields (key, fwd, rev...)
+    end,
+    __tostring = function(h) return tostring_fn(resolve_fn(h, 3)) end,
+  })
+end
 
-ffi.metatype(handle_t, {
-  __index = function(h, k)
-    local g = flow_get[k]
-    if g then return g(resolve(h, 3)) end
-    local m = handle_methods[k]
-    if m then return m end
-    return resolve(h, 3)[k] -- the record's own fields (key, fwd, rev...)
-  end,
-  __tostring = function(h) return flow_methods.__tostring(resolve(h, 3)) end,
-})
+M.handle_metatype(handle_t, flow_get, flow_methods, resolve, flow_methods.__tostring)
 
 -- Slice records: one flow in one interval, counters as deltas.
 local slice_get = key_getters {

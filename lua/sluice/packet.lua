@@ -126,23 +126,6 @@ function M.ev_of(x)
   return x
 end
 
-local handle_methods = setmetatable({}, { __index = function(t, k)
-  local m = methods[k]
-  if type(m) ~= "function" then return nil end
-  local wrapped = function(h, ...) return m(resolve(h, 3), ...) end
-  t[k] = wrapped
-  return wrapped
-end })
-
-ffi.metatype(handle_t, {
-  __index = function(h, k)
-    local g = get[k]
-    if g then return g(resolve(h, 3)) end
-    local m = handle_methods[k]
-    if m then return m end
-    return resolve(h, 3)[k] -- the event's own fields (data, key, ...)
-  end,
-  __tostring = function(h) return tostring(resolve(h, 3)) end,
-})
+flow.handle_metatype(handle_t, get, methods, resolve, tostring)
 
 return M
