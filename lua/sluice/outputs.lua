@@ -91,9 +91,9 @@ local function refusal(self, route, rec)
   if route ~= self.DEFAULT then
     return route.sink.check and route.sink:check(rec)
   end
-  local packet, taken = kind_of(rec) == "packet", false
+  local is_packet, taken = kind_of(rec) == "packet", false
   for _, r in ipairs(self.defaults) do
-    if (r.sink.accepts_packets == true) == packet then
+    if (r.sink.accepts_packets == true) == is_packet then
       local err = r.sink.check and r.sink:check(rec)
       if err then return err end
       taken = true
@@ -101,7 +101,7 @@ local function refusal(self, route, rec)
   end
   -- (records with only a pcap output go nowhere, as the default job with
   -- --out pcap wants)
-  if packet and not taken then return "no output of this run takes packets (--out pcap:PATH)" end
+  if is_packet and not taken then return "no output of this run takes packets (--out pcap:PATH)" end
 end
 
 -- ctx.emit(record) or ctx.emit(sink, record): staged until the handler
