@@ -504,6 +504,10 @@ return P
       assert(tostring(err):find("unknown feature", 1, true), "error: " .. tostring(err))
       assert(tostring(err):find("bogus", 1, true), "error: " .. tostring(err))
     end
+    -- the last N won, silently
+    local ok, err = pcall(sluice.open, { read = SAMPLE, features = { "splt:5", "splt:7" } })
+    assert.is_false(ok)
+    assert(tostring(err):find("feature 'splt' given twice", 1, true), "error: " .. tostring(err))
     for _, v in ipairs { "stats", { "stats" } } do
       local eng = assert(sluice.open { read = SAMPLE, features = v })
       local n, with = 0, 0

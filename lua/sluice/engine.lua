@@ -376,6 +376,9 @@ function M.parse_features(v)
     if not b or (n ~= "" and name ~= "splt") then
       error("sluice.open: unknown feature '" .. tostring(spec) .. "' (" .. FEATURE_LIST .. ")", 3)
     end
+    if bit.band(bits, b) ~= 0 then
+      error("sluice.open: feature '" .. name .. "' given twice", 3)
+    end
     if name == "dpi" and not M.dpi_available() then
       error("sluice.open: feature dpi: sluice was built without nDPI (libndpi-dev)", 3)
     end
