@@ -445,6 +445,26 @@ describe("policy snapshots", function()
       return run.sluice_json(table.concat(args, " ") .. " -r " .. run.q(SAMPLE) .. " --state " .. run.q(st), dir)
     end
 
+    -- PATH.tmp was opened with O_TRUNC: a symlink there had its target
+    -- truncated (a root probe with its state in /tmp clobbered any file),
+    -- a FIFO there blocked the run for good
+    it("replaces whatever is at PATH.tmp: a symlink's target stays whole, a FIFO does not block", function()
+      local dir = run.tmpdir()
+      run.spit(dir .. "/b.lua", B)
+      local precious = run.spit(dir .. "/precious.txt", "precious data\n")
+      local st = dir .. "/state"
+      os.execute("ln -s " .. run.q(precious) .. " " .. run.q(st .. ".tmp"))
+      local r = sluice_run(dir, { "b.lua" }, st)
+      assert(r.code == 0, run.describe(r))
+      assert.equal("precious data\n", run.slurp(precious))
+      assert.same({ beta = "flows=" .. SAMPLE_FLOWS }, state.load(st))
+      os.execute("mkfifo " .. run.q(st .. ".tmp"))
+      r = run.sh("timeout 20 " .. run.SLUICE .. " run " .. run.q(dir .. "/b.lua") .. " -q -r " ..
+        run.q(SAMPLE) .. " --state " .. run.q(st) .. " --out json:/dev/null")
+      assert(r.code == 0, run.describe(r))
+      assert.same({ beta = "flows=" .. 2 * SAMPLE_FLOWS }, state.load(st))
+    end)
+
     it("A, then B, then A with one file: A restores its own snapshot, B's entry survives", function()
       local dir = run.tmpdir()
       run.spit(dir .. "/a.lua", A)

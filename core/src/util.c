@@ -34,6 +34,8 @@ _Static_assert((int)SL_O_CREAT == (int)O_CREAT, "SL_O_CREAT");
 _Static_assert((int)SL_O_TRUNC == (int)O_TRUNC, "SL_O_TRUNC");
 _Static_assert((int)SL_O_APPEND == (int)O_APPEND, "SL_O_APPEND");
 _Static_assert((int)SL_O_DIRECTORY == (int)O_DIRECTORY, "SL_O_DIRECTORY");
+_Static_assert((int)SL_O_NOFOLLOW == (int)O_NOFOLLOW, "SL_O_NOFOLLOW");
+_Static_assert((int)SL_O_EXCL == (int)O_EXCL, "SL_O_EXCL");
 _Static_assert((int)SL_O_CLOEXEC == (int)O_CLOEXEC, "SL_O_CLOEXEC");
 _Static_assert((int)SL_AF_UNIX == (int)AF_UNIX, "SL_AF_UNIX");
 _Static_assert((int)SL_AF_INET == (int)AF_INET, "SL_AF_INET");

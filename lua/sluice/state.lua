@@ -332,14 +332,22 @@ local function write_all(fd, s)
   return true
 end
 
+-- path.tmp made afresh: whatever was there (a symlink, which would be
+-- followed to a file it would truncate; a FIFO, which would block) is
+-- removed first, and the open refuses anything that takes its place.
+local function create_tmp(tmp)
+  os.remove(tmp)
+  return ffi.C.open(tmp, bit.bor(C.SL_O_WRONLY, C.SL_O_CREAT, C.SL_O_EXCL, C.SL_O_NOFOLLOW,
+    C.SL_O_CLOEXEC), tonumber("644", 8))
+end
+
 -- Atomic save: path.tmp written and fsynced, renamed to path, and the
 -- directory synced so the rename itself survives a crash. entries as for
 -- M.encode. Returns true, or nil and what failed.
 function M.save(path, entries)
   local text = M.encode(entries)
   local tmp = path .. ".tmp"
-  local fd = ffi.C.open(tmp, bit.bor(C.SL_O_WRONLY, C.SL_O_CREAT, C.SL_O_TRUNC, C.SL_O_CLOEXEC),
-    tonumber("644", 8))
+  local fd = create_tmp(tmp)
   if fd < 0 then return nil, "cannot write " .. tmp .. ": " .. core.errno_text() end
   local ok, err = write_all(fd, text)
   if ok and ffi.C.fsync(fd) ~= 0 then ok, err = nil, core.errno_text() end
@@ -368,8 +376,7 @@ end
 -- Returns true, or nil and why.
 function M.check_writable(path)
   local tmp = path .. ".tmp"
-  local fd = ffi.C.open(tmp, bit.bor(C.SL_O_WRONLY, C.SL_O_CREAT, C.SL_O_TRUNC, C.SL_O_CLOEXEC),
-    tonumber("644", 8))
+  local fd = create_tmp(tmp)
   if fd < 0 then return nil, "cannot write " .. tmp .. ": " .. core.errno_text() end
   ffi.C.close(fd)
   os.remove(tmp)
