@@ -258,6 +258,36 @@ return P
   end)
 end)
 
+-- a probe's ended flows sat in the 1 MiB buffers for as long as the run
+-- went on: nothing in the files, all of it counted written, all of it
+-- lost to a kill -9
+describe("file sinks of a run that goes on", function()
+  teardown(run.cleanup)
+
+  it("flush within about a second: JSON lines and pcap packets are in the files while it runs", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/slow.lua", [[
+local P, emit = { info = { name = "slow" } }, nil
+function P.init(_, ctx) emit = ctx.emit end
+function P.on_flow_start(f) assert(f:capture()) end
+function P.on_flow_end(f)
+  emit(f)
+  local t = os.clock() + 0.05 while os.clock() < t do end
+end
+return P
+]])
+    local json, pcap = dir .. "/out.json", dir .. "/out.pcap"
+    local r = run.sh(string.format("%s run %s -r %s -q --out json:%s --out pcap:%s & p=$!; sleep 3; " ..
+      "wc -l < %s; stat -c %%s %s; kill -0 $p && echo running; wait $p",
+      run.SLUICE, run.q(policy), run.q(SAMPLE), run.q(json), run.q(pcap), run.q(json), run.q(pcap)))
+    assert(r.code == 0, run.describe(r))
+    local lines, bytes, running = r.out:match("^(%d+)\n(%d+)\n(%a*)")
+    assert.equal("running", running, "the run was still going after 3 s:\n" .. r.out)
+    assert(tonumber(lines) >= 10, "JSON lines in the file while running: " .. tostring(lines))
+    assert(tonumber(bytes) > 24, "pcap packets in the file while running: " .. tostring(bytes))
+  end)
+end)
+
 describe("pcap sink", function()
   teardown(run.cleanup)
 

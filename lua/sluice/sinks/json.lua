@@ -30,6 +30,7 @@ local tagged = flow.tagged
 local EFBIG, EMSGSIZE = -C.SL_EFBIG, -C.SL_EMSGSIZE -- as the core returns them
 local PIPE_LINE_MAX = 4095 -- PIPE_BUF with the newline
 local ROTATE_RETRY = 1 -- seconds before a failed rotation is tried again
+local FLUSH_INTERVAL = 1 -- seconds between flushes of a run that goes on
 
 local M = {}
 
@@ -321,6 +322,12 @@ end
 
 -- Time-based rotation also happens when no record comes.
 function Sink:tick(now)
+  -- a probe's records reach the file within a second, not when a buffer
+  -- fills (a crash would lose what waited, already counted written)
+  if self.w and now - (self.flushed_at or 0) >= FLUSH_INTERVAL then
+    self.flushed_at = now
+    C.sl_json_writer_flush(self.w) -- a write error is counted by the writer
+  end
   if self.w and self.shared and self.rotate then
     shared_rotation(self, now)
   elseif self.interval and self.w and now - self.opened >= self.interval then

@@ -14,6 +14,8 @@ local sink_mod = require "sluice.sink"
 local C = core.C
 local M = {}
 
+local FLUSH_INTERVAL = 1 -- seconds between flushes of a run that goes on
+
 local Sink = {}
 Sink.__index = Sink
 
@@ -102,6 +104,15 @@ function Sink:settle()
   local c = read_stats(self)
   if not c then return 0, 0, self.err end
   return c.packets, c.errors, self.err
+end
+
+-- A probe's packets reach the file within a second, not when a buffer
+-- fills (a crash would lose what waited, already counted written).
+function Sink:tick(now)
+  if self.w and now - (self.flushed_at or 0) >= FLUSH_INTERVAL then
+    self.flushed_at = now
+    self:flush()
+  end
 end
 
 function Sink:flush()
