@@ -1204,6 +1204,17 @@ describe("engine", function()
       assert.matches("bogus", open_error { read = path, bogus = 1 })
     end)
 
+    -- past 2^64 ns the uint64 wrapped: 18446744074 s became about 0.3 s
+    it("raises for a duration too long to hold", function()
+      for _, o in ipairs { { active_timeout = 18446744074 }, { slice = 18446744074 },
+                           { idle_timeout = { udp = 1e10 } }, { grace = 1e10 } } do
+        o.read = path
+        assert.matches("must be at most 3153600000 s", open_error(o))
+      end
+      local eng = assert(sluice.open { read = path, active_timeout = 3153600000 })
+      eng:close()
+    end)
+
     it("raises for a bad option type", function()
       assert.matches("slice", open_error { read = path, slice = true })
       assert.matches("slice", open_error { read = path, slice = "ten" })

@@ -25,12 +25,18 @@ for r = 0, C.SL_END_COUNT - 1 do END_REASONS[r] = flow.end_reason_name(r) end
 local MALFORMED = {}
 for r = 1, C.SL_MAL_COUNT - 1 do MALFORMED[r] = ffi.string(C.sl_malformed_name(r)) end
 
+local MAX_DURATION_S = 100 * 365 * 86400
+
 -- A duration option as whole nanoseconds (rounded: 1.025 * 1e9 is
 -- 1024999999.99...). zero_ok: 0 is allowed (it switches the feature off).
 local function duration_ns(v, what, zero_ok)
   local d, err = policy.parse_duration(v)
   if not d then error("sluice.open: " .. what .. ": " .. err, 3) end
   local ns = math.floor(d * NS + 0.5)
+  -- past 2^64 ns a uint64 field wraps (18446744074 s became 0.3 s)
+  if ns > MAX_DURATION_S * NS then
+    error("sluice.open: " .. what .. " must be at most " .. MAX_DURATION_S .. " s (100 years)", 3)
+  end
   if ns == 0 and not (zero_ok and d == 0) then
     error("sluice.open: " .. what .. " must be at least 1 ns" .. (zero_ok and " (or 0 for off)" or ""), 3)
   end
