@@ -1285,6 +1285,18 @@ describe("sluice collect", function()
       io.stderr:write("collect_spec: workers: " .. table.concat(spread, " ") .. "\n")
       assert(used[0] and used[1], "every exporter went to one worker: " .. table.concat(spread, " "))
     end)
+
+    -- the others went on collecting with nothing said, half the exporters
+    -- now unheard
+    it("--workers 2: a SIGTERM to one worker stops the collector", function()
+      local port = free_port()
+      local h = collect("--listen udp:127.0.0.1:" .. port .. " --workers 2", "udp", port, 2)
+      local worker1 = io.popen("pgrep -P " .. h.pid .. " | sort -n | sed -n 2p"):read("*a")
+      assert(worker1:match("%d+"), "worker 1's pid")
+      os.execute("kill -TERM " .. worker1:match("%d+"))
+      local r = finish(h, 10)
+      assert.equal(0, r.code, run.describe(r))
+    end)
   end)
 
   describe("sequence numbers", function()

@@ -992,7 +992,12 @@ local function run_workers(o, list)
   end, stream and function()
     local rc = C.sl_tee_start(stream.tee)
     if rc < 0 then error("cannot copy " .. stream.name .. " to the workers: " .. core.strerror(rc)) end
-  end, o.summaries and function(w)
+  end, function(w)
+    if not o.summaries then
+      -- live capture, collect: a worker that stopped (its signal, its
+      -- policy's engine:shutdown) stops the probe, not a share of it
+      return nil, C.SL_SIGTERM
+    end
     -- its windows would hold the others for ever
     if coop and C.sl_coop_closed(coop, w) ~= 1 then return "ended without finishing its share of the input" end
     -- a signal to one worker stops the run: the others' flows would go on
