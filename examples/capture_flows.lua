@@ -20,9 +20,11 @@ local P = {
   },
 }
 
-local port, nets, proto
+local port, nets, proto, emit
+local captured = {} -- ids of the live flows being captured
 
-function P.init(opts)
+function P.init(opts, ctx)
+  emit = ctx.emit
   if opts.port < 0 or opts.port > 65535 then error("option 'port' must be 0..65535") end
   port = opts.port
   proto = opts.proto ~= "any" and opts.proto or nil
@@ -43,6 +45,15 @@ function P.on_flow_start(f)
   end
   local ok, err = f:capture()
   if not ok then error("capture: " .. err) end
+  captured[f.id] = true
+end
+
+-- the flow records of the captured flows, to the run's other outputs
+function P.on_flow_end(f)
+  if captured[f.id] then
+    captured[f.id] = nil
+    emit(f)
+  end
 end
 
 return P

@@ -143,16 +143,20 @@ describe("cookbook", function()
       { "-o port=443 -o proto=tcp", "tcp.port == 443" },
       { "-o net=2001:db8:5::/64,198.18.0.0/24", "ipv6.addr == 2001:db8:5::/64 || ip.addr == 198.18.0.0/24" },
     } do
-      local out = dir .. "/cap.pcap"
+      local out, flows = dir .. "/cap.pcap", dir .. "/flows.json"
       os.remove(out)
       local r = run.sh(run.SLUICE .. " run " .. run.q(EX .. "capture_flows.lua") .. " -r " .. run.q(SAMPLE) ..
-        " " .. case[1] .. " -q --out pcap:" .. run.q(out))
+        " " .. case[1] .. " -q --out pcap:" .. run.q(out) .. " --out json:" .. run.q(flows))
       assert(r.code == 0, run.describe(r))
+      -- the chosen flows' records, as its header says (none were written)
+      local pkts = 0
+      for _, f in ipairs(run.json_lines(flows)) do pkts = pkts + f.pkts_fwd + f.pkts_rev end
       local want = run.sh(run.PLAIN .. "tshark -r " .. run.q(SAMPLE) .. " -Y " .. run.q(case[2]) .. " 2>/dev/null | wc -l")
       local got = run.sh(run.PLAIN .. "tshark -r " .. run.q(out) .. " 2>/dev/null | wc -l")
       local n = tonumber(want.out)
       assert(n and n > 0, "the sample has packets for " .. case[2])
       assert.are.equal(n, tonumber(got.out), case[1])
+      assert.are.equal(n, pkts, case[1] .. ": the packets of the flow records")
       local order = run.sh(run.PLAIN .. "capinfos -o " .. run.q(out))
       if order.code == 0 then assert.matches("Strict time order:%s+True", order.out) end
     end
