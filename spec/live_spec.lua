@@ -342,6 +342,28 @@ describe("live capture", function()
     end
   end)
 
+  -- afpacket took both copies of a frame sent on lo (outgoing, then
+  -- received): every packet counted twice
+  live_it("on lo, each backend counts a datagram once", function()
+    for _, backend in ipairs { "afpacket", "pcap" } do
+      local dir = run.tmpdir()
+      local base = 31000 + math.random(0, 999) * 20
+      local r = run.sh(string.format("%s run -i lo --backend %s -q --out json:%s & p=$!; sleep 1.5; " ..
+        "%s/usr/bin/python3 -c 'import socket;s=socket.socket(2,2);" ..
+        "[s.sendto(b\"hello\",(\"127.0.0.1\",%d+i)) for i in range(20)]'; sleep 0.5; kill -TERM $p; wait $p",
+        SLUICE, backend, run.q(dir .. "/lo.json"), run.PLAIN, base))
+      assert(r.code == 0, backend .. "\n" .. run.describe(r))
+      local seen = 0
+      for _, f in ipairs(run.of_type(run.json_lines(dir .. "/lo.json"), "flow")) do
+        if f.proto == "udp" and f.dport >= base and f.dport < base + 20 then
+          seen = seen + 1
+          assert.equal(1, f.pkts_fwd, backend .. ": " .. f.dport)
+        end
+      end
+      assert.equal(20, seen, backend)
+    end
+  end)
+
   for _, backend in ipairs(BACKENDS) do
     describe(backend, function()
       live_it("reports every flow of the replayed pcap exactly as `sluice run -r` does", function()

@@ -63,6 +63,7 @@ struct afp_source {
 	int linktype;
 	int ifindex;
 	int skip_outgoing; /* PACKET_IGNORE_OUTGOING missing: skip here */
+	int loopback;	   /* lo: outgoing frames come back received */
 	int err;	   /* sticky: once set, every next() returns it */
 	uint32_t cur;	   /* block being walked (or waited for) */
 	uint32_t left;	   /* packets of block cur not yet handed out */
@@ -463,8 +464,12 @@ static int afp_linktype_of(struct afp_source *s, struct sl_live_opts *o)
 	if (ioctl(s->fd, SIOCGIFHWADDR, &ifr) < 0)
 		return afp_errno(o, errno, "SIOCGIFHWADDR");
 	switch (ifr.ifr_hwaddr.sa_family) {
-	case ARPHRD_ETHER:
 	case ARPHRD_LOOPBACK:
+		/* a frame sent on lo comes back as received: its outgoing
+		 * copy would count every packet twice (libpcap drops it too) */
+		s->loopback = 1;
+		/* fall through */
+	case ARPHRD_ETHER:
 		s->linktype = SL_LINK_EN10MB;
 		return 0;
 	case ARPHRD_NONE:
@@ -628,7 +633,7 @@ static int afp_options(struct afp_source *s, struct sl_live_opts *o)
 			       sizeof(mr)) < 0)
 			return afp_errno(o, errno, "promiscuous mode");
 	}
-	if (o->ignore_outgoing > 0 &&
+	if ((o->ignore_outgoing > 0 || s->loopback) &&
 	    afp_set_int(s, PACKET_IGNORE_OUTGOING, 1)) {
 		s->skip_outgoing = 1;
 		sl_live_note_add(o, "PACKET_IGNORE_OUTGOING not supported: outgoing "
