@@ -307,6 +307,26 @@ describe("reload", function()
       assert(not has(r.err, "reloaded policy"), run.describe(r))
     end)
 
+  -- the handlers were installed only once the input was open and the
+  -- policies started: a SIGHUP (logrotate) while a policy's init ran, or
+  -- a stop while an XDP program was being attached, took the default
+  -- action and ended the process half set up
+  it("a SIGHUP or SIGTERM while the run sets up is taken at its first step", function()
+    local dir = run.tmpdir()
+    local policy = run.spit(dir .. "/slowinit.lua", [[
+local P = { info = { name = "slowinit" } }
+function P.init() local t = os.clock() + 1 while os.clock() < t do end end
+return P
+]])
+    local r = run.sh(string.format("%s run %s -r %s -q --out json:/dev/null & p=$!; sleep 0.5; " ..
+      "kill -HUP $p; wait $p", run.SLUICE, run.q(policy), run.q(run.root .. "/examples/sample.pcap")))
+    assert.equal(0, r.code, run.describe(r))
+    r = run.sh(string.format("%s run %s -r %s --out json:/dev/null & p=$!; sleep 0.5; " ..
+      "kill -TERM $p; wait $p", run.SLUICE, run.q(policy), run.q(run.root .. "/examples/sample.pcap")))
+    assert.equal(0, r.code, run.describe(r))
+    assert(r.err:find("stopped by SIGTERM", 1, true), run.describe(r))
+  end)
+
   it("a stop on stdin that has nothing to read is at once too, with the summary", function()
     local path = trace()
     local dir = run.tmpdir()

@@ -1063,6 +1063,10 @@ local function run(args, command)
     if not servers then return mcode end
     o.metrics_servers = servers
   end
+  -- caught from before the input opens: a stop or a reload that comes
+  -- while it does (an XDP program being attached) waits for the run's
+  -- first step instead of killing the process half set up
+  signals.install()
   local code
   if o.workers > 1 then
     -- collect: listen sockets that cannot be opened are one line, before
@@ -1076,6 +1080,7 @@ local function run(args, command)
   else
     code = run_one(o, list, 0, false)
   end
+  signals.restore()
   for _, srv in pairs(o.metrics_servers or {}) do srv:close() end
   return code
 end
