@@ -327,6 +327,16 @@ return P
     assert(r.err:find("stopped by SIGTERM", 1, true), run.describe(r))
   end)
 
+  -- caught from the start, a stop then waited in the header's read for the
+  -- watchdog (3 s, no summary); before, it killed the process at once
+  it("a stop while stdin has not sent its header yet ends the run at once, exit 0", function()
+    local r = run.sh(string.format("(sleep 6 | %s run -r - --out json:/dev/null) & sleep 1; " ..
+      "t0=$(date +%%s%%N); pkill -INT -f 'luajit .*sluice run -r - --out json:/dev/null'; wait; " ..
+      "echo $(( ($(date +%%s%%N) - t0) / 1000000 ))", run.SLUICE))
+    assert(r.err:find("stopped by SIGINT before the input opened", 1, true), run.describe(r))
+    assert(not r.err:find("did not stop within", 1, true), run.describe(r))
+  end)
+
   it("a stop on stdin that has nothing to read is at once too, with the summary", function()
     local path = trace()
     local dir = run.tmpdir()

@@ -667,7 +667,10 @@ static ssize_t stream_read(struct pcap_source *s, uint8_t *dst, size_t room,
 		r = read(s->fd, dst, room);
 		if (r >= 0 || errno != EINTR)
 			break;
-		if (interruptible && sl_signal_attention())
+		/* a stop gives up any wait (one at open: an input that
+		 * sends nothing yet), a reload only an interruptible one */
+		if (sl_signal_pending() ||
+		    (interruptible && sl_signal_attention()))
 			return -EINTR;
 	}
 	return r < 0 ? -errno : r;

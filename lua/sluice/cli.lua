@@ -784,6 +784,13 @@ end
 -- The engine of worker w, or nil and the exit code (the error printed).
 local function open_engine(o, w)
   local ok, eng, err = pcall(sluice.open, M.open_options(o, w))
+  -- stopped while the input opened (a stream that sent nothing yet)
+  if signals.pending() and not (ok and eng) then
+    if not o.quiet then
+      io.stderr:write("sluice: stopped by ", signals.name(signals.pending()), " before the input opened\n")
+    end
+    return nil, report.EXIT_OK
+  end
   if not ok then
     -- a bad --filter is one line: libpcap's message says what is wrong
     local bad = bare(eng):match("^sluice%.open: filter: (.*)$")
