@@ -159,8 +159,8 @@ return P
     local out = dir .. "/out.json"
     local r = run.sh(string.format("SLUICE_MARKER=%s %s%s run %s -r %s -v --workers 2 --out json:%s & p=$!; " ..
       "i=0; while [ -z \"$(ls %s 2>/dev/null | grep marker)\" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; " ..
-      "kill -TERM $(pgrep -P $(pgrep -P $p) | sort -n | sed -n 2p); wait $p", -- timeout, sluice, worker 1
-      q(dir .. "/marker"), LIMIT, SLUICE, q(policy), q(trace), q(out), q(dir)))
+      "kill -TERM $(%spgrep -P $(%spgrep -P $p) | sort -n | sed -n 2p); wait $p", -- timeout, sluice, worker 1
+      q(dir .. "/marker"), LIMIT, SLUICE, q(policy), q(trace), q(out), q(dir), run.PLAIN, run.PLAIN))
     assert.are.equal(0, r.code, run.describe(r))
     assert(r.err:match("stopped by SIGTERM at [%d.]+%% of the input"), run.describe(r))
     local started, ended = r.err:match("\nflows (%d+) ended (%d+)")
