@@ -10,6 +10,8 @@
  * - a decoded packet: IPv4 or IPv6, offsets within the frame (l4 <=
  *   payload, payload + its length <= caplen), a known fragment kind, and a
  *   key whose unused bytes (pad; an IPv4 address's last 12) are zero;
+ *   a transport header cut (l4_cut) of a known kind, with no payload
+ *   captured after it;
  * - a tunnel of a known type within the depth limit, none in outer mode,
  *   with IPv4 endpoints zero past their 4 bytes. */
 #include <string.h>
@@ -72,6 +74,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    (uint32_t)d.payload_offset + d.payload_len > caplen)
 		__builtin_trap();
 	if (d.frag > SL_FRAG_LATER)
+		__builtin_trap();
+	if (d.l4_cut > SL_L4_CUT_EXT || (d.l4_cut && d.payload_len))
 		__builtin_trap();
 	if (!zero(d.key.pad, sizeof(d.key.pad)))
 		__builtin_trap();

@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 17 };
+enum { SL_ABI_VERSION = 18 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -208,13 +208,29 @@ enum sl_malformed {
 	SL_MAL_IP_HLEN,	   /* IPv4 header length below 20 or past the data */
 	SL_MAL_IP_LEN,	   /* IP total/payload length inconsistent */
 	SL_MAL_IPV6_EXT,   /* IPv6 extension header chain cut short/too long */
-	SL_MAL_L4_SHORT,   /* TCP/UDP/ICMP/SCTP header cut short */
+	SL_MAL_L4_SHORT,   /* the IP length leaves no room for the TCP/UDP/
+			      ICMP/SCTP header, or a frame ended in it on
+			      the wire (one cut by the capture length is
+			      kept: sl_decoded.l4_cut) */
 	SL_MAL_TCP_HLEN,   /* TCP data offset below 5 */
 	SL_MAL_TIMESTAMP,  /* time unusable: see SL_CLOCK_MAX_JUMP_S */
 	/* an IP length past the frame's length on the wire: the packet is
 	 * still counted in its flow (the engine's; not in sl_stats.malformed) */
 	SL_MAL_IP_OVERLONG,
 	SL_MAL_COUNT,
+};
+
+/* How much of the transport header a decoded packet has: a short snaplen
+ * (or a first fragment, whose header goes on in the next one) may end the
+ * frame inside it. What was captured is used: the ports with their 4
+ * bytes, TCP flags and data offset with byte 13. */
+enum sl_l4_cut {
+	SL_L4_WHOLE = 0,     /* all of it (or none that is read) */
+	SL_L4_CUT = 1,	     /* cut after the ports and TCP flags */
+	SL_L4_CUT_FLAGS = 2, /* cut after the ports: TCP flags not known */
+	SL_L4_CUT_PORTS = 3, /* cut before the ports end: the key has none */
+	SL_L4_CUT_EXT = 4,   /* an IPv6 extension header is cut: no ports,
+				key.proto is the last next header read */
 };
 
 enum sl_frag {
@@ -237,7 +253,8 @@ struct sl_decoded {
 	uint8_t icmp_type;
 	uint8_t icmp_code;
 	uint8_t malformed; /* enum sl_malformed */
-	uint8_t pad[3];
+	uint8_t l4_cut;	   /* enum sl_l4_cut */
+	uint8_t pad[2];
 	uint32_t ip_end; /* the furthest frame offset an IP header claims
 			    its packet reaches (0: none claims) */
 	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none (and then only
@@ -782,6 +799,8 @@ struct sl_stats {
 	uint64_t tunnel_changes; /* sum of the flows' tunnel_changes */
 	uint64_t foreign; /* shared input: other workers' packets (not in
 			     packets, bytes or any other count) */
+	uint64_t l4_cut;  /* packets whose transport header the capture
+			     length cut (sl_decoded.l4_cut): in their flows */
 };
 
 struct sl_collector_rec;

@@ -9,8 +9,13 @@
  * CAPWAP) unless SL_DECODE_OUTER. Each tunnel counts towards
  * SL_TUNNEL_MAX_DEPTH, which bounds the recursion. An IP tunnel whose
  * inside is not an IP packet the decoder can key (ARP in VXLAN, a cut
- * inner header) leaves the packet in the flow of the IP packet that
+ * inner IP header) leaves the packet in the flow of the IP packet that
  * carries it, as if it had not been followed.
+ *
+ * A frame may end inside the transport header (a short snaplen; in a
+ * first fragment the header may go on in the next one): the packet is
+ * still keyed, with what was captured, and l4_cut says what is missing.
+ * Only an IP length that leaves no room for the header is malformed.
  */
 #include <stddef.h>
 #include <string.h>
@@ -207,6 +212,7 @@ static int ip_tunnel_enter(struct frame *f, struct sl_decoded *saved,
 	d->frag_id = 0;
 	d->tcp_flags = d->icmp_type = d->icmp_code = 0;
 	d->l4_offset = d->payload_offset = d->payload_len = 0;
+	d->l4_cut = SL_L4_WHOLE;
 	return 1;
 }
 
@@ -551,45 +557,94 @@ static uint32_t l3_limit(const struct frame *f, const struct l3 *l3)
 	return l3->end < f->caplen ? l3->end : f->caplen;
 }
 
+static uint16_t clip16(uint32_t v)
+{
+	return (uint16_t)(v > 0xffff ? 0xffff : v);
+}
+
+/* The payload starts at poff: what of it was captured. */
 static int set_payload(struct frame *f, const struct l3 *l3, uint32_t poff)
 {
 	uint32_t lim = l3_limit(f, l3);
-	uint32_t len;
 
-	if (poff > lim)
-		poff = lim;
-	len = lim - poff;
 	f->out->l4_offset = (uint16_t)l3->l4;
-	f->out->payload_offset = (uint16_t)poff;
-	f->out->payload_len = (uint16_t)(len > 0xffff ? 0xffff : len);
+	f->out->payload_offset = (uint16_t)(poff < lim ? poff : lim);
+	f->out->payload_len = clip16(poff < lim ? lim - poff : 0);
+	return SL_DECODE_OK;
+}
+
+/* A transport header of hlen bytes the frame ends in, with have of them
+ * captured. The IP length must leave room for the header (else it is
+ * malformed), except in a first fragment: there the header goes on in the
+ * next fragment. Then the packet is keyed with what there is; the caller
+ * took the fields it could. Its payload: none captured, none known. */
+static int l4_cut(struct frame *f, const struct l3 *l3, uint32_t hlen,
+		  uint8_t cut)
+{
+	if (l3->end - l3->l4 < hlen && f->out->frag != SL_FRAG_FIRST)
+		return malformed(f, SL_MAL_L4_SHORT);
+	f->out->l4_cut = cut;
+	f->out->l4_offset = (uint16_t)l3->l4;
+	f->out->payload_offset = (uint16_t)l3_limit(f, l3);
 	return SL_DECODE_OK;
 }
 
 /* UDP and SCTP: ports first, then a fixed-size header. */
 static int l4_ports(struct frame *f, const struct l3 *l3, uint32_t hlen)
 {
-	const uint8_t *h;
+	uint32_t have = l3_limit(f, l3) - l3->l4;
+	const uint8_t *h = f->data + l3->l4;
 
-	if (l3_limit(f, l3) - l3->l4 < hlen)
-		return malformed(f, SL_MAL_L4_SHORT);
-	h = f->data + l3->l4;
+	if (have < hlen && have < 4)
+		return l4_cut(f, l3, hlen, SL_L4_CUT_PORTS);
 	f->out->key.sport = get16(h);
 	f->out->key.dport = get16(h + 2);
+	if (have < hlen)
+		return l4_cut(f, l3, hlen, SL_L4_CUT);
+	return set_payload(f, l3, l3->l4 + hlen);
+}
+
+/* A TCP header the frame ends in before its 20 fixed bytes: a short
+ * snaplen, or a tiny first fragment. */
+static int l4_tcp_cut(struct frame *f, const struct l3 *l3, uint32_t have)
+{
+	const uint8_t *h = f->data + l3->l4;
+	uint32_t hlen;
+	int rc;
+
+	if (have < 4)
+		return l4_cut(f, l3, TCP_MIN_HLEN, SL_L4_CUT_PORTS);
+	rc = l4_cut(f, l3, TCP_MIN_HLEN, SL_L4_CUT_FLAGS);
+	if (rc != SL_DECODE_OK)
+		return rc;
+	f->out->key.sport = get16(h);
+	f->out->key.dport = get16(h + 2);
+	if (have < 14)
+		return SL_DECODE_OK;
+	hlen = (uint32_t)(h[12] >> 4) * 4;
+	if (hlen < TCP_MIN_HLEN ||
+	    (hlen > l3->end - l3->l4 && f->out->frag != SL_FRAG_FIRST))
+		return malformed(f, SL_MAL_TCP_HLEN);
+	f->out->l4_cut = SL_L4_CUT;
+	f->out->tcp_flags = h[13];
 	return set_payload(f, l3, l3->l4 + hlen);
 }
 
 /* Options cut by caplen (a short snaplen) are fine; a data offset past the
- * declared IP length is not. */
+ * declared IP length is not, but in a first fragment: its options go on
+ * in the next fragment. */
 static int l4_tcp(struct frame *f, const struct l3 *l3)
 {
+	uint32_t have = l3_limit(f, l3) - l3->l4;
 	const uint8_t *h;
 	uint32_t hlen;
 
-	if (l3_limit(f, l3) - l3->l4 < TCP_MIN_HLEN)
-		return malformed(f, SL_MAL_L4_SHORT);
+	if (have < TCP_MIN_HLEN)
+		return l4_tcp_cut(f, l3, have);
 	h = f->data + l3->l4;
 	hlen = (uint32_t)(h[12] >> 4) * 4;
-	if (hlen < TCP_MIN_HLEN || hlen > l3->end - l3->l4)
+	if (hlen < TCP_MIN_HLEN ||
+	    (hlen > l3->end - l3->l4 && f->out->frag != SL_FRAG_FIRST))
 		return malformed(f, SL_MAL_TCP_HLEN);
 	f->out->key.sport = get16(h);
 	f->out->key.dport = get16(h + 2);
@@ -597,24 +652,29 @@ static int l4_tcp(struct frame *f, const struct l3 *l3)
 	return set_payload(f, l3, l3->l4 + hlen);
 }
 
-/* ICMP and ICMPv6: echo request and reply both carry the identifier in
- * both ports, so they land in one flow. */
+/* ICMP and ICMPv6: echo request and reply both carry the identifier
+ * (bytes 4-5) in both ports, so they land in one flow. */
 static int l4_icmp(struct frame *f, const struct l3 *l3, uint8_t echo_req,
 		   uint8_t echo_rep)
 {
-	uint32_t len = l3_limit(f, l3) - l3->l4;
-	const uint8_t *h;
+	uint32_t have = l3_limit(f, l3) - l3->l4;
+	const uint8_t *h = f->data + l3->l4;
+	int echo;
 
-	if (len < ICMP_MIN_HLEN)
-		return malformed(f, SL_MAL_L4_SHORT);
-	h = f->data + l3->l4;
+	if (have < 2) /* not even the type: an echo's id cannot be told */
+		return l4_cut(f, l3, ICMP_MIN_HLEN, SL_L4_CUT_PORTS);
 	f->out->icmp_type = h[0];
 	f->out->icmp_code = h[1];
-	if (h[0] == echo_req || h[0] == echo_rep) {
-		if (len < ICMP_ECHO_HLEN)
-			return malformed(f, SL_MAL_L4_SHORT);
+	echo = h[0] == echo_req || h[0] == echo_rep;
+	if (!echo && have < ICMP_MIN_HLEN)
+		return l4_cut(f, l3, ICMP_MIN_HLEN, SL_L4_CUT);
+	if (echo && have < 6)
+		return l4_cut(f, l3, ICMP_ECHO_HLEN, SL_L4_CUT_PORTS);
+	if (echo) {
 		f->out->key.sport = get16(h + 4);
 		f->out->key.dport = f->out->key.sport;
+		if (have < ICMP_ECHO_HLEN)
+			return l4_cut(f, l3, ICMP_ECHO_HLEN, SL_L4_CUT);
 	}
 	return set_payload(f, l3, l3->l4 + ICMP_ECHO_HLEN);
 }
@@ -808,6 +868,15 @@ static int udp_tunnel(struct frame *f, const struct l3 *l3)
 	return SL_DECODE_OK;
 }
 
+/* The payload ends where the UDP length says, if sooner. */
+static void udp_len(struct frame *f, uint32_t ulen)
+{
+	if (ulen < UDP_HLEN)
+		return;
+	if (ulen - UDP_HLEN < f->out->payload_len)
+		f->out->payload_len = (uint16_t)(ulen - UDP_HLEN);
+}
+
 static int decode_l4(struct frame *f, const struct l3 *l3)
 {
 	int rc;
@@ -818,17 +887,9 @@ static int decode_l4(struct frame *f, const struct l3 *l3)
 	switch (l3->proto) {
 	case IPPROTO_UDP_:
 		rc = l4_ports(f, l3, UDP_HLEN);
-		if (rc != SL_DECODE_OK)
+		if (rc != SL_DECODE_OK || f->out->l4_cut)
 			return rc;
-		/* the payload ends where the UDP length says, if sooner */
-		{
-			uint32_t ulen = get16(f->data + l3->l4 + 4);
-
-			if (ulen >= UDP_HLEN &&
-			    ulen - UDP_HLEN < f->out->payload_len)
-				f->out->payload_len =
-				    (uint16_t)(ulen - UDP_HLEN);
-		}
+		udp_len(f, get16(f->data + l3->l4 + 4));
 		/* every tunnel port is in [2152, 6081]: most packets are
 		 * out at one or two compares */
 		if ((uint16_t)(f->out->key.dport - UDP_PORT_GTPU) <=
@@ -934,6 +995,23 @@ static int ipv6_frag(struct frame *f, const uint8_t *h)
 	return DEC_MORE;
 }
 
+/* An extension header of need bytes the frame ends in: malformed when the
+ * payload length leaves no room for it, else cut by the capture length.
+ * The packet is keyed without ports, with the last next header it has:
+ * the upper-layer protocol, or the header the chain is cut in. */
+static int ipv6_ext_cut(struct frame *f, struct l3 *l3, uint32_t need)
+{
+	if (l3->end - l3->l4 < need)
+		return malformed(f, SL_MAL_IPV6_EXT);
+	if (l3_limit(f, l3) > l3->l4)
+		l3->proto = f->data[l3->l4];
+	f->out->key.proto = l3->proto;
+	f->out->l4_cut = SL_L4_CUT_EXT;
+	f->out->l4_offset = (uint16_t)l3->l4;
+	f->out->payload_offset = (uint16_t)l3_limit(f, l3);
+	return SL_DECODE_OK;
+}
+
 /* Walks the extension headers, leaving l3 at the upper-layer header.
  * Returns DEC_MORE to go on with it, or the final status. */
 static int ipv6_ext(struct frame *f, struct l3 *l3)
@@ -946,11 +1024,13 @@ static int ipv6_ext(struct frame *f, struct l3 *l3)
 		uint32_t len;
 		int ret;
 
-		if (n == IPV6_MAX_EXT || lim - l3->l4 < IPV6_EXT_MIN)
+		if (n == IPV6_MAX_EXT)
 			return malformed(f, SL_MAL_IPV6_EXT);
+		if (lim - l3->l4 < IPV6_EXT_MIN)
+			return ipv6_ext_cut(f, l3, IPV6_EXT_MIN);
 		len = ipv6_ext_len(l3->proto, h);
 		if (lim - l3->l4 < len)
-			return malformed(f, SL_MAL_IPV6_EXT);
+			return ipv6_ext_cut(f, l3, len);
 		if (l3->proto == IPPROTO_FRAGMENT_) {
 			ret = ipv6_frag(f, h);
 			if (ret != DEC_MORE)

@@ -25,6 +25,27 @@ static inline void prep_hash(struct sl_prep *pp)
 	pp->hashed = 1;
 }
 
+/* sl_decode() keys a packet whose frame ends inside its transport header
+ * (l4_cut) when its IP header is whole. Cut by the capture length (a
+ * short snaplen), that header was whole on the wire: the packet counts in
+ * its flow. A frame that ends before its IP packet on the wire too is
+ * malformed, as before: the header it claims was never sent. */
+static inline int packet_decode(const struct sl_engine *e,
+				const struct sl_packet *p, struct sl_decoded *d)
+{
+	int st = sl_decode_flags(p->data, p->caplen, p->linktype,
+				 e->cfg.decode_flags, d);
+
+	if (__builtin_expect(d->l4_cut != SL_L4_WHOLE, 0) &&
+	    st == SL_DECODE_OK && p->caplen >= p->wirelen &&
+	    p->caplen < d->ip_end) {
+		d->malformed = d->l4_cut == SL_L4_CUT_EXT ? SL_MAL_IPV6_EXT
+							  : SL_MAL_L4_SHORT;
+		st = SL_DECODE_MALFORMED;
+	}
+	return st;
+}
+
 /* Decodes and hashes a whole batch first and prefetches the buckets: the
  * lookups that follow then mostly hit the cache. With a shared input read
  * once (coop.c), the reader gave each packet its owner: a worker decodes
@@ -60,8 +81,7 @@ static void batch_prepare(struct sl_engine *e)
 			pp->status = SL_PREP_FILTERED;
 			continue;
 		}
-		pp->status = sl_decode_flags(p->data, p->caplen, p->linktype,
-					     e->cfg.decode_flags, &pp->d);
+		pp->status = (uint8_t)packet_decode(e, p, &pp->d);
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
 		prep_hash(pp);
@@ -83,9 +103,7 @@ void sl_packet_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
 
 		if (e->input.expr && !sl_filter_set_match(&e->input, p))
 			owner[i] = SL_OWNER_FILTERED;
-		else if (sl_decode_flags(p->data, p->caplen, p->linktype,
-					 e->cfg.decode_flags, &d) !=
-			 SL_DECODE_OK)
+		else if (packet_decode(e, p, &d) != SL_DECODE_OK)
 			owner[i] = 0; /* packets of no flow: worker 0's */
 		else if (d.frag)
 			owner[i] = SL_OWNER_ALL;
@@ -299,6 +317,9 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	e->stats.frag_unmatched += (uint64_t)unmatched;
 	if (pp->d.ip_end > p->wirelen) /* counted, and kept in its flow */
 		e->stats.malformed_by[SL_MAL_IP_OVERLONG]++;
+	/* cut by the capture length, not by a first fragment's end */
+	if (pp->d.l4_cut && p->caplen < pp->d.ip_end)
+		e->stats.l4_cut++;
 
 	swapped = pp->swapped;
 	f = flow_find_key(e, &pp->ckey, pp->hash, &swapped);
@@ -332,7 +353,9 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	}
 	if (e->dpi && !f->dpi_done)
 		sl_dpi_packet(e, f, p, &pp->d);
-	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER)
+	/* flags not captured: nothing to say about the connection */
+	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER &&
+	    pp->d.l4_cut < SL_L4_CUT_FLAGS)
 		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);
 
 	flow_touch(e, f);

@@ -256,7 +256,7 @@ static void test_ether_ipv4_tcp(void)
 	CHECK_EQ(d.frag_id, 0x1234);
 	CHECK_EQ(d.malformed, SL_MAL_NONE);
 	CHECK_EQ(d.icmp_type, 0);
-	CHECK_EQ(d.pad[0], 0);
+	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
 	CHECK_EQ(d.ip_offset, 14);
 }
 
@@ -891,18 +891,49 @@ static void test_icmp(void)
 			 SL_DECODE_OK);
 		CHECK_EQ(d.icmp_type, v6 ? 1 : 3);
 		CHECK_EQ(d.payload_len, 0);
+		CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
+		/* cut by the capture length: type and code, no more */
 		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 3, SL_LINK_EN10MB, &d),
-			 SL_DECODE_MALFORMED);
+			 SL_DECODE_OK);
+		CHECK_EQ(d.icmp_type, v6 ? 1 : 3);
+		CHECK_EQ(d.icmp_code, 3);
+		CHECK_EQ(d.l4_cut, SL_L4_CUT);
+		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 1, SL_LINK_EN10MB, &d),
+			 SL_DECODE_OK);
+		CHECK_EQ(d.l4_cut, SL_L4_CUT_PORTS);
+		/* an IP length that leaves no room for the 4 bytes */
+		b.n = (v6 ? 54 : 34) + 3;
+		if (v6)
+			ipv6_done(&b, 14);
+		else
+			ipv4_done(&b, 14);
+		CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
 		CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
 
-		/* an echo needs the identifier */
+		/* an echo's identifier is bytes 4-5 */
 		build_icmp(&b, v6, v6 ? 128 : 8, 1);
+		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 5, SL_LINK_EN10MB, &d),
+			 SL_DECODE_OK);
+		CHECK_EQ(d.l4_cut, SL_L4_CUT_PORTS);
+		CHECK_EQ(d.key.sport, 0);
+		CHECK_EQ(d.icmp_type, v6 ? 128 : 8);
 		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 6, SL_LINK_EN10MB, &d),
-			 SL_DECODE_MALFORMED);
-		CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+			 SL_DECODE_OK);
+		CHECK_EQ(d.l4_cut, SL_L4_CUT);
+		CHECK_EQ(d.key.sport, 1);
+		CHECK_EQ(d.key.dport, 1);
 		CHECK_EQ(decode_n(&b, (v6 ? 54 : 34) + 8, SL_LINK_EN10MB, &d),
 			 SL_DECODE_OK);
 		CHECK_EQ(d.key.sport, 1);
+		CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
+		/* an echo whose IP length ends in its identifier */
+		b.n = (v6 ? 54 : 34) + 6;
+		if (v6)
+			ipv6_done(&b, 14);
+		else
+			ipv4_done(&b, 14);
+		CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+		CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
 	}
 }
 
@@ -927,9 +958,12 @@ static void test_sctp_other(void)
 	CHECK_EQ(d.l4_offset, 34);
 	CHECK_EQ(d.payload_offset, 46);
 	CHECK_EQ(d.payload_len, 16);
-	CHECK_EQ(decode_n(&b, 34 + 11, SL_LINK_EN10MB, &d),
-		 SL_DECODE_MALFORMED);
-	CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+	CHECK_EQ(decode_n(&b, 34 + 11, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.sport, 2905);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT);
+	CHECK_EQ(decode_n(&b, 34 + 3, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.sport, 0);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_PORTS);
 
 	/* GRE: ok, no ports */
 	memset(&b, 0, sizeof(b));
@@ -958,10 +992,11 @@ static void test_malformed(void)
 	CHECK_EQ(decode_n(&b, 14 + 19, SL_LINK_EN10MB, &d),
 		 SL_DECODE_MALFORMED);
 	CHECK_EQ(d.malformed, SL_MAL_IP_SHORT);
-	CHECK_EQ(decode_n(&b, 14 + 20 + 19, SL_LINK_EN10MB, &d),
-		 SL_DECODE_MALFORMED);
-	CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+	/* the TCP header cut by the capture length: see test_l4_cut() */
+	CHECK_EQ(decode_n(&b, 14 + 20 + 19, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT);
 	CHECK_EQ(decode_n(&b, 14 + 20 + 20, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
 
 	b.b[14] = 0x65; /* IPv6 nibble behind the IPv4 ethertype */
 	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
@@ -994,6 +1029,7 @@ static void test_malformed(void)
 	set16(&b, 16, 1500);
 	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
 	CHECK_EQ(d.payload_len, 5);
+	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
 
 	/* total length leaving no room for the TCP header */
 	build_v4_tcp(&b);
@@ -1027,7 +1063,9 @@ static void test_malformed(void)
 }
 
 /* Ethernet / IPv6 / hop-by-hop / TCP with options / payload, cut at every
- * length: the reason follows the layer that is cut, the key never moves. */
+ * length: an IP header cut is malformed; past it the packet is keyed with
+ * what was captured (l4_cut says what is missing), the addresses never
+ * move. */
 static void test_truncation(void)
 {
 	struct sl_decoded full, d;
@@ -1053,22 +1091,201 @@ static void test_truncation(void)
 			exp = SL_MAL_L2_SHORT;
 		else if (len < 54)
 			exp = SL_MAL_IP_SHORT;
-		else if (len < 62)
-			exp = SL_MAL_IPV6_EXT;
-		else if (len < 82)
-			exp = SL_MAL_L4_SHORT;
 		else
 			exp = SL_MAL_NONE;
 		CHECK_EQ(d.malformed, exp);
 		CHECK_EQ(ret, exp ? SL_DECODE_MALFORMED : SL_DECODE_OK);
 		if (ret != SL_DECODE_OK)
 			continue;
-		CHECK(memcmp(&d.key, &full.key, sizeof(d.key)) == 0);
-		CHECK_EQ(d.l4_offset, 62);
+		CHECK(memcmp(d.key.src, full.key.src, 16) == 0);
+		CHECK(memcmp(d.key.dst, full.key.dst, 16) == 0);
+		CHECK_EQ(d.l4_cut, len < 62   ? SL_L4_CUT_EXT
+				   : len < 66 ? SL_L4_CUT_PORTS
+				   : len < 76 ? SL_L4_CUT_FLAGS
+				   : len < 82 ? SL_L4_CUT
+					      : SL_L4_WHOLE);
+		/* hop-by-hop's next header, once captured */
+		CHECK_EQ(d.key.proto, len < 55 ? 0 : 6);
+		CHECK_EQ(d.key.sport, len < 66 ? 0 : 44321);
+		CHECK_EQ(d.key.dport, len < 66 ? 0 : 443);
+		CHECK_EQ(d.tcp_flags, len < 76 ? 0 : 0x18);
+		CHECK_EQ(d.l4_offset, len < 62 ? 54 : 62);
 		CHECK_EQ(d.payload_offset, len < 94 ? len : 94);
 		CHECK_EQ(d.payload_len, len < 94 ? 0 : len - 94);
-		CHECK_EQ(d.tcp_flags, 0x18);
 	}
+}
+
+/* A transport header the frame ends in (a short snaplen; a tiny first
+ * fragment). The ports come with their 4 bytes, the TCP flags and data
+ * offset with byte 13; only an IP length that leaves no room for the
+ * header is malformed. */
+static void test_l4_cut(void)
+{
+	struct sl_decoded d;
+	struct buf b;
+	uint32_t ip, len;
+
+	/* Ethernet / IPv4 / TCP 40000 -> 80, PSH+ACK, 5 bytes of data */
+	build_v4_tcp(&b);
+	for (len = 34; len < 54; len++) {
+		CHECK_EQ(decode_n(&b, len, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+		check_v4_key(&d.key, 6);
+		CHECK_EQ(d.l4_cut, len < 38   ? SL_L4_CUT_PORTS
+				   : len < 48 ? SL_L4_CUT_FLAGS
+					      : SL_L4_CUT);
+		CHECK_EQ(d.key.sport, len < 38 ? 0 : 40000);
+		CHECK_EQ(d.key.dport, len < 38 ? 0 : 80);
+		CHECK_EQ(d.tcp_flags, len < 48 ? 0 : 0x18);
+		CHECK_EQ(d.l4_offset, 34);
+		CHECK_EQ(d.payload_offset, len);
+		CHECK_EQ(d.payload_len, 0);
+		CHECK_EQ(d.ip_end, 14 + 45);
+	}
+	/* a data offset below 5 is wrong however little is captured */
+	b.b[34 + 12] = 0x40;
+	CHECK_EQ(decode_n(&b, 48, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_TCP_HLEN);
+	CHECK_EQ(decode_n(&b, 47, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	/* an IP length that ends in the TCP header is malformed, cut or not */
+	build_v4_tcp(&b);
+	set16(&b, 16, 20 + 19);
+	CHECK_EQ(decode_n(&b, 40, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+
+	/* VLAN / IPv4 / TCP SYN cut at 64 bytes: the flags are in */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x8100);
+	vlan_tag(&b, 100, 0x0800);
+	ip = ipv4(&b, 6, 0, 12);
+	tcp(&b, 40001, 80, 0x02, 0);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode_n(&b, 64, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.vlan, 100);
+	CHECK_EQ(d.key.sport, 40001);
+	CHECK_EQ(d.tcp_flags, 0x02);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT);
+	CHECK_EQ(decode_n(&b, 54, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.sport, 40001);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_FLAGS);
+
+	/* UDP: ports with 4 bytes; the UDP length is not needed */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 17, 0, 0);
+	udp(&b, 5000, 53, 30);
+	payload(&b, 30);
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode_n(&b, 40, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.key.sport, 5000);
+	CHECK_EQ(d.key.dport, 53);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT);
+	CHECK_EQ(d.payload_len, 0);
+	CHECK_EQ(decode_n(&b, 54, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
+	CHECK_EQ(d.payload_len, 12);
+	set16(&b, 38, 8 + 20); /* a UDP length shorter than the IP's */
+	CHECK_EQ(decode_n(&b, 54, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.payload_len, 12);
+
+	/* a tiny IPv4 first fragment: 8 bytes of TCP, the rest in the next
+	 * fragment; the same length without MF is malformed */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 6, 0x2000, 0);
+	tcp(&b, 45000, 443, 0x18, 0);
+	b.n -= 12;
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.frag, SL_FRAG_FIRST);
+	CHECK_EQ(d.key.sport, 45000);
+	CHECK_EQ(d.key.dport, 443);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_FLAGS);
+	CHECK_EQ(d.tcp_flags, 0);
+	set16(&b, ip + 6, 0);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_L4_SHORT);
+
+	/* a first fragment that ends in the TCP options: not malformed */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 6, 0x2000, 0);
+	tcp(&b, 45000, 443, 0x02, 20);
+	b.n -= 16;
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.tcp_flags, 0x02);
+	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
+	CHECK_EQ(d.payload_len, 0);
+	set16(&b, ip + 6, 0);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
+	CHECK_EQ(d.malformed, SL_MAL_TCP_HLEN);
+
+	/* a tiny IPv6 first fragment: 16 bytes of TCP, flags in */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 44);
+	ext_frag(&b, 6, 0, 1, 5);
+	tcp(&b, 45000, 443, 0x18, 0);
+	b.n -= 4;
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 6);
+	CHECK_EQ(d.frag, SL_FRAG_FIRST);
+	CHECK_EQ(d.key.sport, 45000);
+	CHECK_EQ(d.tcp_flags, 0x18);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT);
+
+	/* IPv6: hop-by-hop, destination options, TCP, cut in the chain: no
+	 * ports, the last next header read */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 0);
+	ext_opts(&b, 60, 0);
+	ext_opts(&b, 6, 0);
+	tcp(&b, 40003, 443, 0x02, 0);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode_n(&b, 54, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 0);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_EXT);
+	CHECK_EQ(decode_n(&b, 55, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 60);
+	CHECK_EQ(decode_n(&b, 64, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 6);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_EXT);
+	CHECK_EQ(d.key.sport, 0);
+	CHECK_EQ(d.l4_offset, 62);
+	CHECK_EQ(decode_n(&b, 74, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 6);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_FLAGS);
+	CHECK_EQ(d.key.sport, 40003);
+	/* a fragment header cut: its next header, not a fragment */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x86dd);
+	ip = ipv6(&b, 44);
+	ext_frag(&b, 17, 0, 1, 9);
+	udp(&b, 1, 2, 0);
+	ipv6_done(&b, ip);
+	CHECK_EQ(decode_n(&b, 58, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	check_v6_key(&d.key, 17);
+	CHECK_EQ(d.frag, SL_FRAG_NONE);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_EXT);
+
+	/* IPv4 in IPv4, the inner TCP header cut: keyed inside */
+	memset(&b, 0, sizeof(b));
+	eth(&b, 0x0800);
+	ip = ipv4(&b, 4, 0, 0);
+	{
+		uint32_t in = ipv4(&b, 6, 0, 0);
+
+		tcp(&b, 40000, 80, 0x10, 0);
+		ipv4_done(&b, in);
+	}
+	ipv4_done(&b, ip);
+	CHECK_EQ(decode_n(&b, 54 + 6, SL_LINK_EN10MB, &d), SL_DECODE_OK);
+	CHECK_EQ(d.tunnel.type, SL_TUNNEL_IPIP);
+	CHECK_EQ(d.key.sport, 40000);
+	CHECK_EQ(d.l4_cut, SL_L4_CUT_FLAGS);
+	CHECK_EQ(d.l4_offset, 54);
 }
 
 /* Random bytes under every link type: no crash, a sane status. */
@@ -1518,6 +1735,7 @@ int main(void)
 	test_sctp_other();
 	test_malformed();
 	test_truncation();
+	test_l4_cut();
 	test_fuzz();
 	test_names();
 	test_l2_tunnels();

@@ -416,7 +416,7 @@ function Engine:stats()
     slices_closed = tonumber(s.slices_closed), slice_records = tonumber(s.slice_records),
     records = tonumber(s.records), filtered = tonumber(s.filtered),
     tunnelled = tonumber(s.tunnelled), tunnel_changes = tonumber(s.tunnel_changes),
-    foreign = tonumber(s.foreign),
+    foreign = tonumber(s.foreign), l4_cut = tonumber(s.l4_cut),
     malformed_by = {}, ended_by = {},
     -- policies reloaded (SIGHUP, engine:reload()), and reloads that failed
     -- and left the old version running (sluice.reload)

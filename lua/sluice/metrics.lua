@@ -183,6 +183,8 @@ function M.text(engine)
       { { st.not_ip } })
     family(out, "sluice_malformed_packets_total", "counter", "malformed packets, by reason " ..
       "(ip_overlong ones are kept in their flows)", by_reason(st.malformed_by, MALFORMED, "reason"))
+    family(out, "sluice_l4_cut_packets_total", "counter", "packets whose transport header " ..
+      "the snap length cut (kept in their flows)", { { st.l4_cut } })
     family(out, "sluice_filtered_packets_total", "counter", "packets the --filter refused",
       { { st.filtered or 0 } })
     family(out, "sluice_fragments_unmatched_total", "counter",

@@ -119,10 +119,14 @@ function M.final_counters(eng, out)
       dropped[reason] = count
     end
   end
-  out:write(format("packets %s bytes %s not_ip %s malformed %s%s%s%s\nflows %s ended %s%s " ..
+  -- a short snaplen: in their flows too, with what was captured
+  local cut = (st.l4_cut or 0) > 0 and
+    (" l4_cut " .. n(st.l4_cut) .. " (transport header cut by the snap length, kept in their flows)")
+    or ""
+  out:write(format("packets %s bytes %s not_ip %s malformed %s%s%s%s%s\nflows %s ended %s%s " ..
     "refused %s trims %s\nslices %s records %s\n",
     n(st.packets), n(st.bytes), n(st.not_ip), n(st.malformed), counters(dropped), overlong,
-    filtered,
+    cut, filtered,
     n(st.flows_started), n(st.flows_ended), counters(st.ended_by), n(st.flows_refused),
     n(st.trims), n(st.slices_closed), n(st.slice_records)))
   if (st.tunnelled or 0) > 0 or (st.tunnel_changes or 0) > 0 then
