@@ -1,7 +1,8 @@
 -- Captures cut by a short snap length (tcpdump -s 64, editcap -s 40):
 -- a packet whose IP header is whole is counted in its flow, with the
 -- ports when their 4 bytes were captured and the TCP flags when byte 13
--- was, as tshark shows it. The expected conversations are tshark's
+-- was, as tshark shows it; TCP history takes data from the IP length,
+-- not from the captured bytes. The expected conversations are tshark's
 -- (-T fields over the same cut files). Without scapy, editcap or tshark
 -- the tests are pending.
 local run = require "support.run"
@@ -155,13 +156,14 @@ describe("a capture cut by a short snap length", function()
     assert(metrics:find("\nsluice_l4_cut_packets_total 3\n", 1, true), metrics)
   end)
 
-  it("takes TCP flags where byte 13 was captured, and only there", function()
+  it("takes TCP history's data from the IP length: ShADdFf at -s 54 as uncut", function()
     local st = need()
     if not st then return end
     local _, full = sluice_view(st.files.full)
     assert.are.equal("ShADdFf", full[40000].history)
     assert.are.equal("fin", full[40000].end_reason)
     local _, s54 = sluice_view(st.files[54])
+    assert.are.equal("ShADdFf", s54[40000].history)
     assert.are.equal("fin", s54[40000].end_reason)
     assert.are.equal(27, s54[40000].tcp_flags_fwd)
     assert.are.equal("S", s54[40001].history)

@@ -254,7 +254,9 @@ struct sl_decoded {
 	uint8_t icmp_code;
 	uint8_t malformed; /* enum sl_malformed */
 	uint8_t l4_cut;	   /* enum sl_l4_cut */
-	uint8_t pad[2];
+	uint16_t wire_payload_len; /* L4 payload bytes on the wire, as the IP
+				      length says (0 when the transport
+				      header's length is not known) */
 	uint32_t ip_end; /* the furthest frame offset an IP header claims
 			    its packet reaches (0: none claims) */
 	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none (and then only

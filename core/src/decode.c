@@ -212,6 +212,7 @@ static int ip_tunnel_enter(struct frame *f, struct sl_decoded *saved,
 	d->frag_id = 0;
 	d->tcp_flags = d->icmp_type = d->icmp_code = 0;
 	d->l4_offset = d->payload_offset = d->payload_len = 0;
+	d->wire_payload_len = 0;
 	d->l4_cut = SL_L4_WHOLE;
 	return 1;
 }
@@ -562,14 +563,19 @@ static uint16_t clip16(uint32_t v)
 	return (uint16_t)(v > 0xffff ? 0xffff : v);
 }
 
-/* The payload starts at poff: what of it was captured. */
+/* The payload starts at poff: what of it was captured (for policies and
+ * DPI) and what the IP length says was sent (TCP history: a short
+ * snaplen must not make data segments look like pure ACKs). */
 static int set_payload(struct frame *f, const struct l3 *l3, uint32_t poff)
 {
 	uint32_t lim = l3_limit(f, l3);
+	/* a jumbogram declares no end of its own: what was captured */
+	uint32_t end = l3->end == UINT32_MAX ? lim : l3->end;
 
 	f->out->l4_offset = (uint16_t)l3->l4;
 	f->out->payload_offset = (uint16_t)(poff < lim ? poff : lim);
 	f->out->payload_len = clip16(poff < lim ? lim - poff : 0);
+	f->out->wire_payload_len = clip16(poff < end ? end - poff : 0);
 	return SL_DECODE_OK;
 }
 
@@ -875,6 +881,8 @@ static void udp_len(struct frame *f, uint32_t ulen)
 		return;
 	if (ulen - UDP_HLEN < f->out->payload_len)
 		f->out->payload_len = (uint16_t)(ulen - UDP_HLEN);
+	if (ulen - UDP_HLEN < f->out->wire_payload_len)
+		f->out->wire_payload_len = (uint16_t)(ulen - UDP_HLEN);
 }
 
 static int decode_l4(struct frame *f, const struct l3 *l3)

@@ -353,10 +353,12 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	}
 	if (e->dpi && !f->dpi_done)
 		sl_dpi_packet(e, f, p, &pp->d);
-	/* flags not captured: nothing to say about the connection */
+	/* flags not captured: nothing to say about the connection; data is
+	 * what the IP length says, also when the snaplen cut it */
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER &&
 	    pp->d.l4_cut < SL_L4_CUT_FLAGS)
-		reason = tcp_update(f, di, pp->d.tcp_flags, pp->d.payload_len);
+		reason = tcp_update(f, di, pp->d.tcp_flags,
+				    pp->d.wire_payload_len);
 
 	flow_touch(e, f);
 	if (e->cfg.slice_ns) {

@@ -257,6 +257,7 @@ static void test_ether_ipv4_tcp(void)
 	CHECK_EQ(d.malformed, SL_MAL_NONE);
 	CHECK_EQ(d.icmp_type, 0);
 	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
+	CHECK_EQ(d.wire_payload_len, 5);
 	CHECK_EQ(d.ip_offset, 14);
 }
 
@@ -1029,6 +1030,7 @@ static void test_malformed(void)
 	set16(&b, 16, 1500);
 	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_OK);
 	CHECK_EQ(d.payload_len, 5);
+	CHECK_EQ(d.wire_payload_len, 1500 - 20 - 20);
 	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
 
 	/* total length leaving no room for the TCP header */
@@ -1065,7 +1067,7 @@ static void test_malformed(void)
 /* Ethernet / IPv6 / hop-by-hop / TCP with options / payload, cut at every
  * length: an IP header cut is malformed; past it the packet is keyed with
  * what was captured (l4_cut says what is missing), the addresses never
- * move. */
+ * move, and the payload on the wire is the IP length's once known. */
 static void test_truncation(void)
 {
 	struct sl_decoded full, d;
@@ -1112,13 +1114,15 @@ static void test_truncation(void)
 		CHECK_EQ(d.l4_offset, len < 62 ? 54 : 62);
 		CHECK_EQ(d.payload_offset, len < 94 ? len : 94);
 		CHECK_EQ(d.payload_len, len < 94 ? 0 : len - 94);
+		/* known from byte 12 (the data offset) on */
+		CHECK_EQ(d.wire_payload_len, len < 76 ? 0 : 10);
 	}
 }
 
 /* A transport header the frame ends in (a short snaplen; a tiny first
  * fragment). The ports come with their 4 bytes, the TCP flags and data
  * offset with byte 13; only an IP length that leaves no room for the
- * header is malformed. */
+ * header is malformed. The payload on the wire is the IP length's. */
 static void test_l4_cut(void)
 {
 	struct sl_decoded d;
@@ -1139,6 +1143,7 @@ static void test_l4_cut(void)
 		CHECK_EQ(d.l4_offset, 34);
 		CHECK_EQ(d.payload_offset, len);
 		CHECK_EQ(d.payload_len, 0);
+		CHECK_EQ(d.wire_payload_len, len < 48 ? 0 : 5);
 		CHECK_EQ(d.ip_end, 14 + 45);
 	}
 	/* a data offset below 5 is wrong however little is captured */
@@ -1183,9 +1188,11 @@ static void test_l4_cut(void)
 	CHECK_EQ(decode_n(&b, 54, SL_LINK_EN10MB, &d), SL_DECODE_OK);
 	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
 	CHECK_EQ(d.payload_len, 12);
+	CHECK_EQ(d.wire_payload_len, 30);
 	set16(&b, 38, 8 + 20); /* a UDP length shorter than the IP's */
 	CHECK_EQ(decode_n(&b, 54, SL_LINK_EN10MB, &d), SL_DECODE_OK);
 	CHECK_EQ(d.payload_len, 12);
+	CHECK_EQ(d.wire_payload_len, 20);
 
 	/* a tiny IPv4 first fragment: 8 bytes of TCP, the rest in the next
 	 * fragment; the same length without MF is malformed */
@@ -1216,6 +1223,7 @@ static void test_l4_cut(void)
 	CHECK_EQ(d.tcp_flags, 0x02);
 	CHECK_EQ(d.l4_cut, SL_L4_WHOLE);
 	CHECK_EQ(d.payload_len, 0);
+	CHECK_EQ(d.wire_payload_len, 0);
 	set16(&b, ip + 6, 0);
 	CHECK_EQ(decode(&b, SL_LINK_EN10MB, &d), SL_DECODE_MALFORMED);
 	CHECK_EQ(d.malformed, SL_MAL_TCP_HLEN);
@@ -1234,6 +1242,7 @@ static void test_l4_cut(void)
 	CHECK_EQ(d.key.sport, 45000);
 	CHECK_EQ(d.tcp_flags, 0x18);
 	CHECK_EQ(d.l4_cut, SL_L4_CUT);
+	CHECK_EQ(d.wire_payload_len, 0);
 
 	/* IPv6: hop-by-hop, destination options, TCP, cut in the chain: no
 	 * ports, the last next header read */
