@@ -784,8 +784,9 @@ end
 -- The engine of worker w, or nil and the exit code (the error printed).
 local function open_engine(o, w)
   local ok, eng, err = pcall(sluice.open, M.open_options(o, w))
-  -- stopped while the input opened (a stream that sent nothing yet)
-  if signals.pending() and not (ok and eng) then
+  -- stopped while the input opened (a stream that sent nothing yet): its
+  -- read gave up with EINTR; any other failure is said as it is
+  if signals.pending() and ok and not eng and tostring(err):find(core.strerror(-C.SL_EINTR), 1, true) then
     if not o.quiet then
       io.stderr:write("sluice: stopped by ", signals.name(signals.pending()), " before the input opened\n")
     end
