@@ -257,6 +257,12 @@ struct sl_decoded {
 	uint16_t wire_payload_len; /* L4 payload bytes on the wire, as the IP
 				      length says (0 when the transport
 				      header's length is not known) */
+	/* an IPv6 fragment: its Fragment header's next header, which every
+	 * fragment of the datagram carries (the key's proto is the first
+	 * fragment's upper-layer protocol, past any further extension
+	 * headers, and a later fragment has none) */
+	uint8_t frag_nh;
+	uint8_t pad[3];
 	uint32_t ip_end; /* the furthest frame offset an IP header claims
 			    its packet reaches (0: none claims) */
 	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none (and then only

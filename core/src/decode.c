@@ -993,6 +993,9 @@ static uint32_t ipv6_ext_len(uint8_t nh, const uint8_t *h)
 static int ipv6_frag(struct frame *f, const uint8_t *h)
 {
 	f->out->frag_id = get32(h + 4);
+	/* what the first and later fragments share: the first one's key gets
+	 * the upper-layer protocol, past Destination Options or AH */
+	f->out->frag_nh = h[0];
 	if (get16(h + 2) & 0xfff8) {
 		f->out->frag = SL_FRAG_LATER;
 		f->out->key.proto = h[0];

@@ -74,19 +74,34 @@ struct sl_flow {
 	uint64_t protect;	  /* protection bits: never trimmed while set */
 } __attribute__((aligned(64))); /* a flow starts a cache line (pool_alloc) */
 
+/* A datagram whose first fragment was seen: what identifies it, and the
+ * ports and protocol its later fragments borrow. */
 struct sl_frag_ent {
 	uint8_t src[16];
 	uint8_t dst[16];
-	uint64_t clock;
 	uint32_t id;
+	uint16_t vlan;
+	uint16_t vlan_inner;
 	uint16_t sport;
 	uint16_t dport;
-	uint16_t vlan;
-	uint8_t proto;
-	uint8_t used;
+	uint8_t ip_version;
+	uint8_t nh;    /* IPv4 protocol field, IPv6 Fragment next header */
+	uint8_t proto; /* the first fragment's upper-layer protocol */
 };
 
-enum { SL_FRAG_SLOTS = 4096 };
+/* The first-fragment table: set-associative, so datagrams whose keys
+ * collide keep their entries while in flight; a full bucket gives up its
+ * oldest. 1024 x 16 entries (960 KiB, touched as used) hold a few
+ * thousand datagrams in flight with no evictions but of finished ones. */
+enum { SL_FRAG_WAYS = 16, SL_FRAG_BUCKETS = 1024 };
+
+struct sl_frag_bucket {
+	/* hash | 1 of each way, 0: free: a lookup reads this line, then
+	 * the way that matches */
+	uint32_t tag[SL_FRAG_WAYS];
+	uint64_t clock[SL_FRAG_WAYS]; /* engine clock at the first fragment */
+	struct sl_frag_ent way[SL_FRAG_WAYS];
+} __attribute__((aligned(64)));
 
 /* A packet of the current batch, decoded ahead so that its hash bucket can
  * be prefetched while earlier packets are processed. */
@@ -232,7 +247,7 @@ struct sl_engine {
 	uint32_t rcount, rcursor;
 	uint64_t rec_wall; /* wall clock at the last records, 0: none yet */
 
-	struct sl_frag_ent frags[SL_FRAG_SLOTS];
+	struct sl_frag_bucket frags[SL_FRAG_BUCKETS];
 };
 
 /* Grows an output array to hold need elements (grow only: after warm-up
@@ -409,10 +424,13 @@ void sl_filter_set_free(struct sl_filter_set *fs);
 
 /* ---- frag.c, packet.c, record.c --------------------------------------- */
 
-/* Remembers a first fragment's ports; gives them to its later fragments.
- * Returns 1 for a later fragment that found no first (the caller counts
- * it as frag_unmatched), else 0. */
+/* Remembers a first fragment's ports and protocol; gives them to its
+ * later fragments. Returns 1 for a later fragment that found no first
+ * (the caller counts it as frag_unmatched), else 0. */
 int sl_frag_remember(struct sl_engine *e, struct sl_decoded *d);
+/* The bucket of the table a fragment's datagram goes in (tests make
+ * collisions with it). */
+uint32_t sl_frag_bucket_of(const struct sl_decoded *d);
 /* Application labels (dpi.c): the engine's nDPI module and flow states
  * (-ENOTSUP without nDPI); a packet of a flow; a flow's end, before its
  * record is copied; the engine's end. */
