@@ -7,7 +7,7 @@
 -- Destination Options or AH may follow the Fragment header, RFC 8200 4.1).
 -- The first-fragment table keeps datagrams whose keys collide, so thousands
 -- of datagrams in flight, their fragments interleaved, all keep their
--- packets.
+-- packets. Unmatched fragments are shown by -v.
 --
 -- Captures are written by scapy (/usr/bin/python3) or by struct in Python;
 -- the expected counts are the generator's, not sluice's.
@@ -129,6 +129,28 @@ wrpcap(sys.argv[1], out)
     local pkts, bytes = run.flow_totals(list)
     assert.are.equal(#recs, pkts)
     assert.are.equal(total, bytes)
+  end)
+end)
+
+describe("fragments without their first fragment", function()
+  it("are shown by -v, only when there are some", function()
+    local dir = run.tmpdir()
+    local path = dir .. "/lone.pcap"
+    python(dir, "lone.py", [[
+import sys
+from scapy.all import Ether, IP, UDP, Raw, fragment, wrpcap
+fr = fragment(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+              / IP(src="10.9.1.1", dst="10.9.1.2", id=5) / UDP(sport=1, dport=2)
+              / Raw(b"x" * 3000), fragsize=1000)
+for i, p in enumerate(fr):
+    p.time = 1700000000 + i * 0.001
+wrpcap(sys.argv[1], fr[1:])   # the first fragment was not captured
+]], path)
+    for _, extra in ipairs { "", "--workers 2" } do
+      local r = flows(path, extra)
+      assert(r.err:match("\nfragments without their first fragment 3 %(in flows without ports%)\n"),
+        run.describe(r))
+    end
   end)
 end)
 

@@ -129,6 +129,12 @@ function M.final_counters(eng, out)
     cut, filtered,
     n(st.flows_started), n(st.flows_ended), counters(st.ended_by), n(st.flows_refused),
     n(st.trims), n(st.slices_closed), n(st.slice_records)))
+  -- later fragments whose first was not seen (or was forgotten) lose
+  -- their ports: they are counted, but in flows of their own
+  if (st.frag_unmatched or 0) > 0 then
+    out:write(format("fragments without their first fragment %s (in flows without ports)\n",
+      n(st.frag_unmatched)))
+  end
   if (st.tunnelled or 0) > 0 or (st.tunnel_changes or 0) > 0 then
     out:write(format("tunnelled packets %s, in another tunnel than their flow's first %s\n",
       n(st.tunnelled), n(st.tunnel_changes)))
