@@ -364,6 +364,36 @@ describe("live capture", function()
     end
   end)
 
+  -- the fanout group id was the parent's pid: two probes in pid
+  -- namespaces (containers, both pid 1) joined one group on the shared
+  -- interface and each saw part of its traffic
+  live_it("two --workers probes on one interface, both pid 1 of their namespace, each see every flow", function()
+    if not run.have("unshare") then pending("unshare is not installed") return end
+    local env = environment()
+    local dir = run.tmpdir()
+    local want = 0
+    for _ in pairs(truth()) do want = want + 1 end
+    for _, name in ipairs { "a", "b" } do
+      os.execute(string.format("%sunshare --pid --fork --mount-proc %s run -i %s --workers 2 -q " ..
+        "--out json:%s >/dev/null 2>%s &", run.PLAIN, SLUICE, env.host, run.q(dir .. "/" .. name .. ".json"),
+        run.q(dir .. "/" .. name .. ".err")))
+    end
+    netns.sleep(3)
+    replay(env)
+    netns.sleep(1)
+    for _, name in ipairs { "a", "b" } do -- the parent, child of unshare
+      os.execute(string.format("kill -INT $(%spgrep -P $(%spgrep -f %s))", run.PLAIN, run.PLAIN,
+        run.q("^unshare .*json:" .. dir .. "/" .. name .. ".json")))
+    end
+    netns.sleep(4)
+    for _, name in ipairs { "a", "b" } do
+      local flows = run.exists(dir .. "/" .. name .. ".json") and
+        run.of_type(run.json_lines(dir .. "/" .. name .. ".json"), "flow") or {}
+      assert(#flows >= want, string.format("probe %s: %d flows of %d\n%s", name, #flows, want,
+        run.slurp(dir .. "/" .. name .. ".err") or ""))
+    end
+  end)
+
   for _, backend in ipairs(BACKENDS) do
     describe(backend, function()
       live_it("reports every flow of the replayed pcap exactly as `sluice run -r` does", function()

@@ -964,11 +964,21 @@ local function open_coop(o)
   return ffi.gc(cp[0], C.sl_coop_free)
 end
 
+local function fanout_group_id()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(2)
+  if f then f:close() end
+  if not b or #b < 2 then return workers.pid() % 65535 + 1 end
+  return (b:byte(1) * 256 + b:byte(2)) % 65535 + 1
+end
+
 -- Workers are processes, each its own input share (ring, queue, or a hash
 -- share of the flows of files and streams), flow table and Lua state.
 local function run_workers(o, list)
-  -- an afpacket fanout group id: 16 bits, 0 meaning none
-  o.fanout_group = workers.pid() % 65535 + 1
+  -- an afpacket fanout group id: 16 bits, 0 meaning none. Groups are per
+  -- network namespace: two probes on one interface whose pids matched
+  -- (containers) joined one group and split its traffic, so it is random
+  o.fanout_group = fanout_group_id()
   for _, out in ipairs(o.outs) do -- shared JSON files: truncated once, then appended to
     if out.kind == "json" and out.path ~= "-" then
       local f = io.open(out.path, "w")
