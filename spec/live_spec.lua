@@ -373,10 +373,15 @@ describe("live capture", function()
     local dir = run.tmpdir()
     local want = 0
     for _ in pairs(truth()) do want = want + 1 end
+    -- unshare without the sanitizer runtime (a sanitizer run preloads
+    -- it), sluice with it again
+    local again = string.format("env LD_PRELOAD=%s ASAN_OPTIONS=%s UBSAN_OPTIONS=%s ",
+      run.q(os.getenv("LD_PRELOAD") or ""), run.q(os.getenv("ASAN_OPTIONS") or ""),
+      run.q(os.getenv("UBSAN_OPTIONS") or ""))
     for _, name in ipairs { "a", "b" } do
-      os.execute(string.format("%sunshare --pid --fork --mount-proc %s run -i %s --workers 2 -q " ..
-        "--out json:%s >/dev/null 2>%s &", run.PLAIN, SLUICE, env.host, run.q(dir .. "/" .. name .. ".json"),
-        run.q(dir .. "/" .. name .. ".err")))
+      os.execute(string.format("%sunshare --pid --fork --mount-proc %s%s run -i %s --workers 2 -q " ..
+        "--out json:%s >/dev/null 2>%s &", run.PLAIN, again, SLUICE, env.host,
+        run.q(dir .. "/" .. name .. ".json"), run.q(dir .. "/" .. name .. ".err")))
     end
     netns.sleep(3)
     replay(env)
