@@ -277,9 +277,9 @@ local function start(env, backend, args, workers)
 end
 
 -- SIGTERM, exit 0 within 5 s (a live source polls every 100 ms); returns
--- the records written.
-local function stop(p)
-  p:signal("TERM")
+-- the records written. signalled: the signal was sent already.
+local function stop(p, signalled)
+  if not signalled then p:signal("TERM") end
   local code = p:wait(5)
   assert(code ~= nil, "sluice did not exit within 5 s of SIGTERM\n" .. describe_proc(p))
   assert(code == 0, "sluice should exit 0 after SIGTERM\n" .. describe_proc(p, code))
@@ -412,6 +412,23 @@ describe("live capture", function()
           local attached, link = env:xdp_attached()
           assert(not attached, "the XDP program is still on " .. env.host .. " after SIGTERM:\n" .. link)
         end
+      end)
+
+      live_it("SIGTERM while every packet still waits in the ring: all of them are read, none lost", function()
+        local env = environment()
+        local started = os.time()
+        local p = start(env, backend, "-v")
+        -- stopped, sluice reads nothing: the kernel queues the replay
+        p:signal("STOP")
+        defer(function() p:signal("CONT") end)
+        replay(env)
+        netns.sleep(0.5)
+        p:signal("TERM") -- pending until it runs again
+        p:signal("CONT")
+        local flows = run.of_type(stop(p, true), "flow")
+        assert_same(flows, nil, started, describe_proc(p, p:exit_code()))
+        assert(has(p:stderr(), "packets " .. #PACKETS .. " "),
+          "-v should count " .. #PACKETS .. " packets\n" .. describe_proc(p, p:exit_code()))
       end)
 
       live_it("--filter 'udp' keeps only the UDP flows", function()

@@ -376,7 +376,14 @@ int sl_engine_attach(struct sl_engine *e, struct sl_source *src)
 
 void sl_engine_shutdown(struct sl_engine *e)
 {
+	if (e->stopping)
+		return;
 	e->stopping = 1;
+	/* packets already in a live ring were taken: read them first */
+	if (e->src && e->src->ops->stop && !e->finish_reason && !e->done) {
+		e->src->ops->stop(e->src);
+		e->draining = 1;
+	}
 }
 
 static int engine_step(struct sl_engine *e)

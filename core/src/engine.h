@@ -175,6 +175,7 @@ struct sl_engine {
 	int source_error;
 	int done;
 	int stopping; /* sl_engine_shutdown() was called */
+	int draining; /* and the source hands out what it had taken */
 	int finish_reason; /* SL_END_EOF or _SHUTDOWN once the input ended
 			    * and its flows are being ended, else 0 */
 

@@ -400,7 +400,7 @@ int sl_step_packets(struct sl_engine *e)
 	uint64_t quiet;
 	int rc;
 
-	if (e->stopping && e->cursor >= e->batch.count)
+	if (e->stopping && !e->draining && e->cursor >= e->batch.count)
 		return sl_engine_finish(e, SL_END_SHUTDOWN);
 	if (e->cursor >= e->batch.count) {
 		rc = sl_source_next(e->src, &e->batch);
@@ -423,7 +423,9 @@ int sl_step_packets(struct sl_engine *e)
 			e->batch.count = 0;
 			if (rc < 0)
 				e->source_error = rc;
-			return sl_engine_finish(e, SL_END_EOF);
+			return sl_engine_finish(e, e->draining && !rc
+						       ? SL_END_SHUTDOWN
+						       : SL_END_EOF);
 		}
 		batch_prepare(e);
 	}

@@ -34,6 +34,12 @@ struct sl_source_ops {
 			 uint64_t *size);
 	/* Frees the source and everything it owns. */
 	void (*close)(struct sl_source *src);
+	/* Live sources: the run stops. What arrives from now on is not
+	 * taken; next() hands out what was taken before (the packets
+	 * waiting in the ring), without waiting longer than the kernel
+	 * needs to hand them over, then returns 0. NULL: the run ends at
+	 * once (a file's rest is not read). */
+	void (*stop)(struct sl_source *src);
 	/* Live sources: counters (kernel drops read on each call). May be
 	 * NULL: sl_source_stats() then returns -ENOTSUP. */
 	int (*stats)(struct sl_source *src, struct sl_source_stats *st);

@@ -43,6 +43,7 @@ enum {
 	AFP_FRAME_SIZE = 2048,
 	AFP_BLOCK_TOV_MS = 100,
 	AFP_POLL_MS = 100,
+	AFP_STOP_SLACK_MS = 20, /* past the retire periods, for the timer */
 	AFP_VLAN_HLEN = 4,
 	AFP_MAC_ADDRS = 12, /* destination + source MAC */
 };
@@ -60,6 +61,7 @@ struct afp_source {
 	uint32_t block_nr;
 	uint32_t snaplen;
 	uint32_t poll_ms;
+	uint32_t block_tov_ms; /* the kernel retires a block this often */
 	int linktype;
 	int ifindex;
 	int skip_outgoing; /* PACKET_IGNORE_OUTGOING missing: skip here */
@@ -71,7 +73,8 @@ struct afp_source {
 	int in_block;	   /* block cur is ours and being walked */
 	uint32_t done;	   /* blocks before cur handed out, still ours */
 	uint64_t received; /* packets handed out */
-	uint64_t drops;	   /* accumulated tp_drops */
+	uint64_t drops;	   /* accumulated tp_drops, and what a stop lost */
+	uint64_t stop_end_ms; /* stopping: the drain ends by then (or 0) */
 };
 
 static inline struct afp_source *to_afp(struct sl_source *src)
@@ -117,6 +120,9 @@ static inline void afp_block_release(struct afp_source *s, uint32_t i)
 {
 	struct tpacket_block_desc *bd = afp_block(s, i);
 
+	/* the kernel counts from 0 when it opens the block again; until then
+	 * 0 says to a stop that the block holds nothing (afp_stop_pending) */
+	bd->hdr.bh1.num_pkts = 0;
 	/* release: we are done reading before the kernel may write */
 	__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL,
 			 __ATOMIC_RELEASE);
@@ -288,10 +294,10 @@ static int afp_sock_error(struct afp_source *s)
 	return 0;
 }
 
-/* Waits up to poll_ms for block cur. 1: ready, -EAGAIN: nothing came. */
-static int afp_wait(struct afp_source *s)
+/* Waits until end_ms for block cur. 1: ready, -EAGAIN: nothing came. */
+static int afp_wait(struct afp_source *s, uint64_t end)
 {
-	uint64_t end = afp_now_ms() + s->poll_ms, now, wait;
+	uint64_t now, wait;
 	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
 	int rc;
 
@@ -316,6 +322,53 @@ static int afp_wait(struct afp_source *s)
 	}
 }
 
+static int afp_attach(struct afp_source *s, struct sock_filter *insns,
+		      unsigned int len)
+{
+	struct sock_fprog prog = {.len = (unsigned short)len, .filter = insns};
+
+	if (setsockopt(s->fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog,
+		       sizeof(prog)) < 0)
+		return -errno;
+	return 0;
+}
+
+static int afp_attach_const(struct afp_source *s, uint32_t ret)
+{
+	struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, ret);
+
+	return afp_attach(s, &insn, 1);
+}
+
+/* Packets the kernel put in block cur and has not handed over yet (it
+ * does when the block fills or its retire timer fires). Blocks we gave
+ * back read 0 until the kernel writes to them again. */
+static uint32_t afp_stop_pending(const struct afp_source *s)
+{
+	const struct tpacket_block_desc *bd = afp_block(s, s->cur);
+
+	return __atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE);
+}
+
+/* Stopping, nothing ready: waits for the block still being filled, until
+ * the drain's end. 1: ready; 0: the ring is empty, or the time is up (what
+ * the kernel still held is counted lost). */
+static int afp_stop_wait(struct afp_source *s)
+{
+	uint32_t pending = afp_stop_pending(s);
+	int rc;
+
+	if (!pending)
+		return 0;
+	rc = afp_wait(s, s->stop_end_ms);
+	if (rc == 1)
+		return 1;
+	if (afp_now_ms() < s->stop_end_ms && rc == -EAGAIN)
+		return 1; /* a signal cut the wait short: look again */
+	s->drops += afp_stop_pending(s);
+	return rc == -EAGAIN ? 0 : rc;
+}
+
 /* ---- ops -------------------------------------------------------------- */
 
 static int afp_next(struct sl_source *src, struct sl_packet_batch *b)
@@ -338,13 +391,34 @@ static int afp_next(struct sl_source *src, struct sl_packet_batch *b)
 		}
 		/* a block of skipped packets only: hand it back now */
 		afp_release_done(s);
-		rc = afp_wait(s);
+		if (s->stop_end_ms) {
+			rc = afp_stop_wait(s);
+			if (!rc)
+				return 0;
+		} else {
+			rc = afp_wait(s, afp_now_ms() + s->poll_ms);
+		}
 		if (rc < 0) {
 			if (rc != -EAGAIN)
 				s->err = rc;
 			return rc;
 		}
 	}
+}
+
+/* The kernel takes nothing more (a drop-all filter); what it took is in
+ * the ring, the last block handed over within two retire periods. */
+static void afp_stop(struct sl_source *src)
+{
+	struct afp_source *s = to_afp(src);
+
+	if (s->fd < 0 || s->stop_end_ms)
+		return;
+	if (afp_attach_const(s, 0))
+		s->stop_end_ms = afp_now_ms(); /* no drain: take no longer */
+	else
+		s->stop_end_ms = afp_now_ms() + 2 * (uint64_t)s->block_tov_ms +
+				 AFP_STOP_SLACK_MS;
 }
 
 static int afp_linktype(const struct sl_source *src)
@@ -410,6 +484,7 @@ static const struct sl_source_ops afp_ops = {
     .linktype = afp_linktype,
     .progress = afp_progress,
     .close = afp_close,
+    .stop = afp_stop,
     .stats = afp_stats,
 };
 
@@ -427,6 +502,8 @@ static int afp_opts(struct afp_source *s, struct sl_live_opts *o,
 	s->block_nr = o->block_count ? o->block_count : AFP_BLOCK_COUNT;
 	s->snaplen = o->snaplen ? o->snaplen : AFP_SNAPLEN;
 	s->poll_ms = o->poll_ms ? o->poll_ms : AFP_POLL_MS;
+	s->block_tov_ms =
+	    o->block_timeout_ms ? o->block_timeout_ms : AFP_BLOCK_TOV_MS;
 	if (fs % TPACKET_ALIGNMENT || fs < TPACKET3_HDRLEN) {
 		sl_live_note_add(o, "frame size %u: must be a multiple of %u and >= %u",
 			 fs, TPACKET_ALIGNMENT, (unsigned)TPACKET3_HDRLEN);
@@ -493,24 +570,6 @@ static int afp_set_int(struct afp_source *s, int opt, int val)
 	return 0;
 }
 
-static int afp_attach(struct afp_source *s, struct sock_filter *insns,
-		      unsigned int len)
-{
-	struct sock_fprog prog = {.len = (unsigned short)len, .filter = insns};
-
-	if (setsockopt(s->fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog,
-		       sizeof(prog)) < 0)
-		return -errno;
-	return 0;
-}
-
-static int afp_attach_const(struct afp_source *s, uint32_t ret)
-{
-	struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, ret);
-
-	return afp_attach(s, &insn, 1);
-}
-
 /* Without a user filter: detach the drop-all one, or cut packets to the
  * snaplen in the kernel (less to copy into the ring). */
 static int afp_filter_none(struct afp_source *s, struct sl_live_opts *o)
@@ -572,9 +631,7 @@ static int afp_ring(struct afp_source *s, struct sl_live_opts *o,
 		req.tp_block_nr = s->block_nr;
 		req.tp_frame_size = frame_size;
 		req.tp_frame_nr = s->block_size / frame_size * s->block_nr;
-		req.tp_retire_blk_tov = o->block_timeout_ms
-					    ? o->block_timeout_ms
-					    : AFP_BLOCK_TOV_MS;
+		req.tp_retire_blk_tov = s->block_tov_ms;
 		req.tp_feature_req_word = TP_FT_REQ_FILL_RXHASH;
 		if (!setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req,
 				sizeof(req)))

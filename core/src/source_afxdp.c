@@ -90,6 +90,8 @@ struct afxdp_source {
 	uint64_t received;
 	uint64_t bytes;
 	uint64_t filtered;
+	int stopping;	    /* hand out what the RX ring holds, then end */
+	uint32_t stop_left; /* descriptors a stop still reads */
 	uint32_t n_held;    /* frames of the batch handed out last */
 	uint32_t n_pending; /* frames waiting for room in the fill ring */
 	uint64_t held[SL_BATCH_MAX];
@@ -231,6 +233,16 @@ static int xdp_next(struct sl_source *src, struct sl_packet_batch *b)
 
 	for (round = 0; round < MAX_ROUNDS; round++) {
 		n = xsk_ring_cons__peek(&s->rx, SL_BATCH_MAX, &idx);
+		if (s->stopping) {
+			/* at most a ring's worth: what came before the stop */
+			if (n > s->stop_left) {
+				xsk_ring_cons__cancel(&s->rx, n - s->stop_left);
+				n = s->stop_left;
+			}
+			s->stop_left -= n;
+			if (!n)
+				return 0;
+		}
 		if (!n) {
 			if (waited)
 				return -EAGAIN;
@@ -277,6 +289,18 @@ static int xdp_next(struct sl_source *src, struct sl_packet_batch *b)
 		}
 	}
 	return -EAGAIN; /* a flood the filter rejects: let the engine tick */
+}
+
+/* Descriptors reach the RX ring as packets arrive: the drain reads what
+ * is there, without waiting. */
+static void xdp_stop(struct sl_source *src)
+{
+	struct afxdp_source *s = to_xdp(src);
+
+	if (!s->stopping) {
+		s->stopping = 1;
+		s->stop_left = RX_SIZE;
+	}
 }
 
 static int xdp_linktype(const struct sl_source *src)
@@ -333,6 +357,7 @@ static const struct sl_source_ops afxdp_ops = {
     .linktype = xdp_linktype,
     .progress = xdp_progress,
     .close = xdp_close,
+    .stop = xdp_stop,
     .stats = xdp_stats,
 };
 

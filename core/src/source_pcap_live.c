@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "sluice.h"
 #include "source.h"
@@ -27,6 +28,7 @@
 #define BUFFER_SIZE	(16 << 20) /* libpcap's kernel ring */
 #define ARENA_SLOT	2048	   /* typical room per packet */
 #define NS_PER_S	1000000000ULL
+#define STOP_SLACK_MS	20 /* past two retire periods, for the timer */
 
 struct pcap_live_source {
 	struct sl_source base; /* first: the generic layer casts to it */
@@ -44,6 +46,7 @@ struct pcap_live_source {
 	struct sl_packet_batch *b; /* the batch being filled */
 	uint64_t received;
 	uint64_t bytes;
+	uint64_t stop_end_ms; /* stopping: the drain ends by then (or 0) */
 };
 
 static struct pcap_live_source *to_live(struct sl_source *src)
@@ -121,26 +124,44 @@ static int live_dispatch(struct pcap_live_source *s, struct sl_packet_batch *b)
 	return (int)b->count;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* libpcap on Linux (TPACKET_V3) blocks in poll() without a timeout until a
  * packet comes: its timeout only retires a ring block that holds packets.
  * So the handle is nonblocking and the wait for the next retired block is
- * ours, bounded by poll_ms. */
+ * ours, bounded by poll_ms (and by the end of a stop's drain). */
 static int live_next(struct sl_source *src, struct sl_packet_batch *b)
 {
 	struct pcap_live_source *s = to_live(src);
 	struct pollfd pfd;
-	int rc;
+	int rc, wait = s->poll_ms;
+	uint64_t now;
 
 	b->count = 0;
 	if (s->err)
 		return s->err;
 	s->used = 0;
+	if (s->stop_end_ms && now_ms() >= s->stop_end_ms)
+		return 0;
 	rc = live_dispatch(s, b);
 	if (rc == 0) {
+		if (s->stop_end_ms) {
+			now = now_ms();
+			if (now >= s->stop_end_ms)
+				return 0;
+			if (s->stop_end_ms - now < (uint64_t)wait)
+				wait = (int)(s->stop_end_ms - now);
+		}
 		pfd.fd = s->fd;
 		pfd.events = POLLIN;
 		pfd.revents = 0;
-		rc = poll(&pfd, 1, s->poll_ms);
+		rc = poll(&pfd, 1, wait);
 		if (rc < 0 && errno != EINTR) {
 			s->err = -errno;
 			return s->err;
@@ -154,6 +175,19 @@ static int live_next(struct sl_source *src, struct sl_packet_batch *b)
 		return rc < 0 ? rc : -EAGAIN;
 	s->received += (uint64_t)rc;
 	return rc;
+}
+
+/* libpcap has no way to refuse new packets without losing the ones in its
+ * ring (a new filter applies to them too): the drain reads for as long as
+ * the kernel may take to hand over the last block, what came meanwhile
+ * included. */
+static void live_stop(struct sl_source *src)
+{
+	struct pcap_live_source *s = to_live(src);
+
+	if (!s->stop_end_ms)
+		s->stop_end_ms = now_ms() + 2 * (uint64_t)s->poll_ms +
+				 STOP_SLACK_MS;
 }
 
 static int live_linktype(const struct sl_source *src)
@@ -199,6 +233,7 @@ static const struct sl_source_ops pcap_live_ops = {
     .linktype = live_linktype,
     .progress = live_progress,
     .close = live_close,
+    .stop = live_stop,
     .stats = live_stats,
 };
 
