@@ -588,18 +588,50 @@ static int afp_filter_none(struct afp_source *s, struct sl_live_opts *o)
 	return rc;
 }
 
+/* The kernel takes an 802.1Q tag off the frame before a socket filter
+ * runs, and libpcap compiles 'vlan' for that (the kernel's tag fields)
+ * only on a handle open on the interface: its code generation flags are
+ * not public. So a short-lived one compiles; where it cannot open, the
+ * code for a frame as in a file does (the tag is then not seen). */
+static int afp_compile(struct afp_source *s, struct sl_live_opts *o,
+		       struct bpf_program *prog)
+{
+	int dlt = s->linktype == SL_LINK_RAW ? DLT_RAW : DLT_EN10MB;
+	char errbuf[PCAP_ERRBUF_SIZE];
+	pcap_t *p;
+	int rc = 0;
+
+	p = pcap_create(o->ifname, errbuf);
+	if (!p)
+		goto out_dead;
+	if (pcap_set_snaplen(p, (int)s->snaplen) || pcap_activate(p) < 0 ||
+	    pcap_datalink(p) != dlt) {
+		pcap_close(p);
+		goto out_dead;
+	}
+	if (pcap_compile(p, prog, o->filter, 1, PCAP_NETMASK_UNKNOWN)) {
+		snprintf(o->note, sizeof(o->note), "bad filter '%s': %s",
+			 o->filter, pcap_geterr(p));
+		rc = -EINVAL;
+	}
+	pcap_close(p);
+	return rc;
+
+out_dead:
+	return sl_filter_compile(o->filter, dlt, s->snaplen, prog, o->note,
+				 sizeof(o->note));
+}
+
 /* Compiles the user's filter for the link type and attaches it. */
 static int afp_filter(struct afp_source *s, struct sl_live_opts *o)
 {
-	int dlt = s->linktype == SL_LINK_RAW ? DLT_RAW : DLT_EN10MB;
 	struct bpf_program prog;
 	int rc;
 
 	if (!o->filter || !o->filter[0])
 		return afp_filter_none(s, o);
 	memset(&prog, 0, sizeof(prog));
-	rc = sl_filter_compile(o->filter, dlt, s->snaplen, &prog, o->note,
-			       sizeof(o->note));
+	rc = afp_compile(s, o, &prog);
 	if (rc)
 		return rc;
 	if (prog.bf_len > BPF_MAXINSNS) {
