@@ -508,6 +508,19 @@ describe("live capture", function()
   end
 
   describe("afxdp", function()
+    live_it("on an interface of 2 receive queues, one socket says the other queue is not seen", function()
+      local env = environment { queues = 2 }
+      local p = start(env, "afxdp")
+      stop(p)
+      local err = p:stderr()
+      assert(has(err, "receive queue 0 of 2 on " .. env.host) and has(err, "--workers 2"),
+        "a line should say queue 1 is not captured\n" .. describe_proc(p, p:exit_code()))
+      p = start(env, "afxdp", "--workers 2", 2)
+      stop(p)
+      assert(not has(p:stderr(), "receive queue"),
+        "two workers take both queues: no such line\n" .. describe_proc(p, p:exit_code()))
+    end)
+
     live_it("after SIGTERM the XDP program is gone from the interface", function()
       local env = environment()
       local p = start(env, "afxdp", "")

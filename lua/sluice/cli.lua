@@ -807,6 +807,25 @@ end
 -- (its status is the run's) and the parent adds nothing.
 local EXIT_STREAM_COPY = 16
 
+-- afxdp binds one receive queue per worker: what the NIC steers to the
+-- others goes past it. A line when the interface has queues left over.
+local function afxdp_queue_note(o)
+  local ifname = o.open.interface
+  local n = 0
+  while true do
+    local d = io.open("/sys/class/net/" .. ifname .. "/queues/rx-" .. n)
+    if not d then break end
+    d:close()
+    n = n + 1
+  end
+  local first = tonumber(o.live.queue) or 0
+  local last = first + o.workers - 1
+  if n <= 1 or (first == 0 and last >= n - 1) then return nil end
+  return string.format("afxdp captures receive queue %s of %d on %s: traffic the NIC steers " ..
+    "to the others is not seen (use --workers %d, or fewer queues: ethtool -L %s combined %d)",
+    first == last and first or first .. "-" .. last, n, ifname, n, ifname, o.workers)
+end
+
 local function run_one(o, list, w, shared)
   local eng, code
   if o.stream_copy and w > 0 then
@@ -818,6 +837,10 @@ local function run_one(o, list, w, shared)
   end
   if not eng then return o.stream_copy and EXIT_STREAM_COPY + code or code end
   if eng.note and w == 0 then io.stderr:write("sluice: ", eng.input, ": ", eng.note, "\n") end
+  if eng.live and w == 0 and o.open.backend == "afxdp" then
+    local line = afxdp_queue_note(o)
+    if line then io.stderr:write("sluice: ", line, "\n") end
+  end
   local files = eng:files()
   if files and files.skipped > 0 and not o.quiet and w == 0 then
     io.stderr:write(string.format("sluice: %s: %d captures; skipped %d directory entries " ..
