@@ -134,6 +134,47 @@ describe("engine", function()
       assert.equal("closing", r.ends[1].state)
     end)
 
+    -- sequence numbers as a real stack writes them: A's ISN 1000, B's 5000
+    local function numbered(t, src, dst, sport, dport, flags, seq, ack)
+      return tcp(t, src, dst, sport, dport, flags, 0, { seq = seq, ack = ack })
+    end
+    local function handshake()
+      return {
+        numbered(0.0, A, B, 40000, 80, "S", 1000, 0),
+        numbered(0.1, B, A, 80, 40000, "SA", 5000, 1001),
+        numbered(0.2, A, B, 40000, 80, "A", 1001, 5001),
+      }
+    end
+
+    it("a simultaneous close (the FINs cross, each side ACKs the other's) is one flow ended 'fin'", function()
+      local pkts = append(handshake(), {
+        numbered(0.3, A, B, 40000, 80, "FA", 1001, 5001),
+        numbered(0.3001, B, A, 80, 40000, "FA", 5001, 1001), -- had not seen A's FIN
+        numbered(0.4, A, B, 40000, 80, "A", 1002, 5002),
+        numbered(0.4001, B, A, 80, 40000, "A", 5002, 1002),
+      })
+      local r = run(pkts)
+      assert.equal(1, #r.ends, "the second final ACK must not open a flow of its own")
+      assert.equal("fin", r.ends[1].reason)
+      assert.equal(4, r.ends[1].pkts_fwd)
+      assert.equal(3, r.ends[1].pkts_rev)
+      near_sec(0.4001, r.ends[1].last)
+    end)
+
+    it("an ordinary close with real sequence numbers still ends at the last ACK", function()
+      local pkts = append(handshake(), {
+        numbered(0.3, A, B, 40000, 80, "FA", 1001, 5001),
+        numbered(0.4, B, A, 80, 40000, "FA", 5001, 1002),
+        numbered(0.5, A, B, 40000, 80, "A", 1002, 5002),
+        numbered(0.6, A, B, 40000, 80, "S", 7000, 0), -- the tuple reused
+      })
+      local r = run(pkts)
+      assert.equal(2, #r.ends)
+      assert.equal("fin", r.ends[1].reason)
+      near_sec(0.5, r.ends[1].last)
+      assert.equal(1, r.ends[2].pkts_fwd)
+    end)
+
     it("starts a new flow with a new id when the tuple is reused after FIN", function()
       local pkts = conversation(0, 40000)
       append(pkts, {

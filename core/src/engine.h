@@ -72,6 +72,12 @@ struct sl_flow {
 	double score;		  /* trims take the lowest first */
 	uint32_t aliases;	  /* its alias keys: index + 1, 0 ends */
 	uint64_t protect;	  /* protection bits: never trimmed while set */
+	/* closing TCP (tcp.h): per direction the ack number that covers its
+	 * FIN, which FINs the other side acknowledged, and whether the
+	 * numbers mean anything (hand-made captures leave them all 0) */
+	uint32_t fin_end[2];
+	uint8_t fin_acked;
+	uint8_t seq_known;
 } __attribute__((aligned(64))); /* a flow starts a cache line (pool_alloc) */
 
 /* A datagram whose first fragment was seen: what identifies it, and the

@@ -358,7 +358,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER &&
 	    pp->d.l4_cut < SL_L4_CUT_FLAGS)
 		reason = tcp_update(f, di, pp->d.tcp_flags,
-				    pp->d.wire_payload_len);
+				    pp->d.wire_payload_len,
+				    p->data + pp->d.l4_offset);
 
 	flow_touch(e, f);
 	if (e->cfg.slice_ns) {

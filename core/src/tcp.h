@@ -3,9 +3,9 @@
  * Each TCP packet moves its flow's state (SYN sent, established, closing,
  * ...) and adds the history letters of what it carried, once per letter
  * and direction (upper case: the initiator). A RST, or the ACK after both
- * FINs, ends the flow. It runs for every TCP packet, from packet.c: it is
- * static inline here, not in a .c file of its own, so that it still
- * inlines into the packet path.
+ * FINs that leaves neither unacknowledged, ends the flow. It runs for every
+ * TCP packet, from packet.c: it is static inline here, not in a .c file of
+ * its own, so that it still inlines into the packet path.
  */
 #ifndef SL_TCP_H
 #define SL_TCP_H
@@ -25,10 +25,31 @@ static inline void history_add(struct sl_flow *f, int dir, int letter)
 		f->rec.hist[f->hist_len++] = dir ? low[letter] : up[letter];
 }
 
+/* The sequence and acknowledgment numbers matter only around FINs: each
+ * FIN's end is kept, and acknowledgments checked against the other
+ * side's. */
+static inline void tcp_fin_numbers(struct sl_flow *f, int dir, uint8_t flags,
+				   uint16_t payload, const uint8_t *th)
+{
+	uint32_t seq = (uint32_t)th[4] << 24 | (uint32_t)th[5] << 16 |
+		       (uint32_t)th[6] << 8 | th[7];
+	uint32_t ack = (uint32_t)th[8] << 24 | (uint32_t)th[9] << 16 |
+		       (uint32_t)th[10] << 8 | th[11];
+	int other = !dir;
+
+	if ((flags & 0x10) && (f->fin_seen & (1u << other)) &&
+	    (int32_t)(ack - f->fin_end[other]) >= 0)
+		f->fin_acked |= (uint8_t)(1u << other);
+	if (flags & 0x01) {
+		f->fin_end[dir] = seq + payload + 1;
+		f->seq_known |= (seq | ack) != 0;
+	}
+}
+
 /* Updates TCP state and history; returns an end reason when this packet
- * closes the flow, else 0. */
+ * closes the flow, else 0. th: the TCP header, for tcp_fin_numbers. */
 static inline int tcp_update(struct sl_flow *f, int dir, uint8_t flags,
-			     uint16_t payload)
+			     uint16_t payload, const uint8_t *th)
 {
 	int syn = flags & 0x02, ack = flags & 0x10, fin = flags & 0x01;
 	uint8_t *st = &f->rec.state_code;
@@ -54,7 +75,12 @@ static inline int tcp_update(struct sl_flow *f, int dir, uint8_t flags,
 	else if (*st == SL_TCP_SYN_RECEIVED && ack && !syn && !dir)
 		*st = SL_TCP_ESTABLISHED;
 
-	if (f->fin_seen == 3 && ack && !fin && !syn) {
+	if (fin || f->fin_seen)
+		tcp_fin_numbers(f, dir, flags, payload, th);
+	/* after both FINs, the ACK of the last one unacknowledged: in a
+	 * simultaneous close both sides send one */
+	if (f->fin_seen == 3 && ack && !fin && !syn &&
+	    (f->fin_acked == 3 || !f->seq_known)) {
 		*st = SL_TCP_CLOSED;
 		return SL_END_FIN;
 	}
