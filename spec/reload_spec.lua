@@ -336,6 +336,16 @@ return P
     assert(not r.err:find("did not stop within", 1, true), run.describe(r))
   end)
 
+  -- the workers got the parent's SIGTERM while their copies waited: each
+  -- said SIGTERM and the run exited 1
+  it("with --workers 2 too: exit 0, the line naming the signal sent to sluice", function()
+    local r = run.sh(string.format("sleep 4 | %s run -r - --workers 2 --out json:/dev/null & p=$!; " ..
+      "sleep 1; kill -INT $p; wait $p", run.SLUICE))
+    assert.equal(0, r.code, run.describe(r))
+    assert(r.err:find("stopped by SIGINT before the input opened", 1, true), run.describe(r))
+    assert(not r.err:find("SIGTERM", 1, true), run.describe(r))
+  end)
+
   it("a stop on stdin that has nothing to read is at once too, with the summary", function()
     local path = trace()
     local dir = run.tmpdir()

@@ -787,7 +787,8 @@ local function open_engine(o, w)
   -- stopped while the input opened (a stream that sent nothing yet): its
   -- read gave up with EINTR; any other failure is said as it is
   if signals.pending() and ok and not eng and tostring(err):find(core.strerror(-C.SL_EINTR), 1, true) then
-    if not o.quiet then
+    -- a worker's copy of a stream: the parent says it, naming its signal
+    if not o.quiet and not o.stream_copy then
       io.stderr:write("sluice: stopped by ", signals.name(signals.pending()), " before the input opened\n")
     end
     return nil, report.EXIT_OK
@@ -1078,7 +1079,15 @@ local function run_workers(o, list)
     end
     if copy_status(statuses[failed]) then
       local c0 = copy_status(statuses[0])
-      return c0 and c0 > 0 and c0 or report.EXIT_ERROR
+      if c0 == report.EXIT_OK then
+        -- stopped while the stream had sent nothing (open_engine)
+        if not o.quiet then
+          io.stderr:write("sluice: stopped by ", workers.stopped_by and
+            signals.name(workers.stopped_by) or "a signal to a worker", " before the input opened\n")
+        end
+        return report.EXIT_OK
+      end
+      return c0 or report.EXIT_ERROR
     end
     return fail(code .. ": the flows it had not written are lost, the other workers were stopped",
                 report.EXIT_ERROR)
