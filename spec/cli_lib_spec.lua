@@ -155,15 +155,15 @@ describe("sluice.cli", function()
     it("live capture options, converted where needed", function()
       local o = assert(parse("-i eth0 --backend afpacket --filter tcp --snaplen 128 --no-promisc " ..
         "--ignore-outgoing --ring-block-size 4096 --ring-blocks 8 --ring-frame-size 2048 " ..
-        "--ring-timeout 50 --xdp-mode skb --zero-copy off --queue 3 --workers 4 --user nobody " ..
-        "--stats 10s"))
+        "--ring-timeout 50 --workers 4 --user nobody --stats 10s"))
       assert.are.same({ interface = "eth0", backend = "afpacket", filter = "tcp" }, o.open)
       assert.are.same({ snaplen = "128", promisc = false, ignore_outgoing = true, block_size = "4096",
-        block_count = "8", frame_size = "2048", block_timeout = "50ms", xdp_mode = "skb",
-        zero_copy = "off", queue = "3" }, o.live)
+        block_count = "8", frame_size = "2048", block_timeout = "50ms" }, o.live)
       assert.are.equal(4, o.workers)
       assert.are.equal("nobody", o.user)
       assert.are.equal(10, o.stats)
+      o = assert(parse("-i eth0 --backend afxdp --xdp-mode skb --zero-copy off --queue 3"))
+      assert.are.same({ promisc = true, xdp_mode = "skb", zero_copy = "off", queue = "3" }, o.live)
     end)
 
     it("engine:run options: --on-error, --on-lag, --state-interval", function()
@@ -285,6 +285,14 @@ describe("sluice.cli", function()
       { "-r x.pcap --queue 1", "--queue applies to live capture (-i)" },
       { "-r x.pcap --no-promisc", "--no-promisc applies to live capture (-i)" },
       { "--listen udp:1.2.3.4:5 --snaplen 9", "--snaplen applies to live capture (-i)", "collect" },
+      -- another backend's options (they were ignored without a word)
+      { "-i eth0 --backend pcap --ring-blocks 4", "--ring-blocks applies to --backend afpacket " ..
+        "(this capture uses pcap)" },
+      { "-i eth0 --backend afxdp --ring-timeout 5", "--ring-timeout applies to --backend afpacket " ..
+        "(this capture uses afxdp)" },
+      { "-i eth0 --queue 1", "--queue applies to --backend afxdp (this capture uses afpacket)" },
+      { "-i eth0 --backend pcap --zero-copy on", "--zero-copy applies to --backend afxdp " ..
+        "(this capture uses pcap)" },
       { "-r x.pcap --out json:a --out json:a", "--out json:a is given twice" },
       { "-i eth0 --backend afxdp --user nobody", "--user cannot be used with --backend afxdp (the " ..
         "XDP program must be detached at exit, which needs the privileges --user gives up)" },

@@ -342,6 +342,26 @@ describe("live capture", function()
     end
   end)
 
+  -- they were runtime failures (exit 1), the same --filter on a file a
+  -- usage error (exit 2)
+  live_it("bad live options and filters are usage errors: exit 2, one line naming the option", function()
+    local cases = {
+      { "-i ''", "no interface" },
+      { "-i lo --ring-block-size 1000", "block size 1000" },
+      { "-i lo --ring-frame-size 7", "frame size 7" },
+      { "-i lo --backend afxdp --xdp-mode skb --zero-copy on", "zero-copy" },
+    }
+    for _, backend in ipairs(BACKENDS) do
+      cases[#cases + 1] = { "-i lo --backend " .. backend .. " --filter 'bogus(('", "--filter: bad filter 'bogus(('" }
+    end
+    for _, c in ipairs(cases) do
+      local r = run.sh(SLUICE .. " run " .. c[1] .. " --out json:/dev/null")
+      assert.equal(2, r.code, c[1] .. "\n" .. run.describe(r))
+      assert(has(r.err, c[2]), c[1] .. ": the line should say " .. c[2] .. "\n" .. run.describe(r))
+      assert(not r.err:match("stack traceback"), run.describe(r))
+    end
+  end)
+
   -- afpacket took both copies of a frame sent on lo (outgoing, then
   -- received): every packet counted twice
   live_it("on lo, each backend counts a datagram once", function()

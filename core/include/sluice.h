@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 18 };
+enum { SL_ABI_VERSION = 19 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -100,9 +100,11 @@ enum sl_error {
 	SL_E_ZTRUNC = -1008,	/* compressed input ends inside a stream */
 	SL_E_ZCORRUPT = -1009,	/* compressed input is corrupt */
 	SL_E_LINKMIX = -1010,	/* packet of another link type than the file */
+	SL_E_OPTION = -1011,	/* an option's value is not valid (a live
+				   source's note says which) */
 	/* The last (most negative) code: sluice's own codes run from -1001
 	 * down to SL_E_LAST. A new code goes below it and moves SL_E_LAST. */
-	SL_E_LAST = SL_E_LINKMIX,
+	SL_E_LAST = SL_E_OPTION,
 };
 
 /* Link types as written in pcap/pcapng files (LINKTYPE_*). */

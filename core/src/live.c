@@ -17,7 +17,7 @@ int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o)
 	o->note[0] = '\0';
 	if (!o->ifname || !o->ifname[0]) {
 		snprintf(o->note, sizeof(o->note), "no interface given");
-		return -EINVAL;
+		return SL_E_OPTION;
 	}
 	return 0;
 }

@@ -507,25 +507,25 @@ static int afp_opts(struct afp_source *s, struct sl_live_opts *o,
 	if (fs % TPACKET_ALIGNMENT || fs < TPACKET3_HDRLEN) {
 		sl_live_note_add(o, "frame size %u: must be a multiple of %u and >= %u",
 			 fs, TPACKET_ALIGNMENT, (unsigned)TPACKET3_HDRLEN);
-		return -EINVAL;
+		return SL_E_OPTION;
 	}
 	if (s->block_size % page || s->block_size % fs) {
 		sl_live_note_add(o,
 			 "block size %u: must be a multiple of the page size "
 			 "(%u) and of the frame size (%u)",
 			 s->block_size, page, fs);
-		return -EINVAL;
+		return SL_E_OPTION;
 	}
 	/* the kernel's limit: frame and byte counts fit 32 bits */
 	if ((uint64_t)s->block_size * s->block_nr > UINT32_MAX) {
 		sl_live_note_add(o, "ring of %u blocks of %u bytes is too large",
 			 s->block_nr, s->block_size);
-		return -EINVAL;
+		return SL_E_OPTION;
 	}
 	if (o->fanout_group > 0xffff) {
 		sl_live_note_add(o, "fanout group %u: must be below 65536",
 			 o->fanout_group);
-		return -EINVAL;
+		return SL_E_OPTION;
 	}
 	*frame_size = fs;
 	return 0;
@@ -612,14 +612,15 @@ static int afp_compile(struct afp_source *s, struct sl_live_opts *o,
 	if (pcap_compile(p, prog, o->filter, 1, PCAP_NETMASK_UNKNOWN)) {
 		snprintf(o->note, sizeof(o->note), "bad filter '%s': %s",
 			 o->filter, pcap_geterr(p));
-		rc = -EINVAL;
+		rc = SL_E_OPTION;
 	}
 	pcap_close(p);
 	return rc;
 
 out_dead:
-	return sl_filter_compile(o->filter, dlt, s->snaplen, prog, o->note,
-				 sizeof(o->note));
+	rc = sl_filter_compile(o->filter, dlt, s->snaplen, prog, o->note,
+			       sizeof(o->note));
+	return rc == -EINVAL ? SL_E_OPTION : rc;
 }
 
 /* Compiles the user's filter for the link type and attaches it. */
@@ -637,7 +638,7 @@ static int afp_filter(struct afp_source *s, struct sl_live_opts *o)
 	if (prog.bf_len > BPF_MAXINSNS) {
 		sl_live_note_add(o, "filter '%s': too long (%u instructions)",
 			 o->filter, prog.bf_len);
-		rc = -EINVAL;
+		rc = SL_E_OPTION;
 		goto out_free;
 	}
 	/* struct bpf_insn and struct sock_filter have the same layout */

@@ -550,7 +550,7 @@ static int xsk_open(struct afxdp_source *s, struct sl_live_opts *o)
 			 "zero-copy needs driver mode: skb mode on %s always "
 			 "copies",
 			 o->ifname);
-		return -EINVAL;
+		return SL_E_OPTION;
 	}
 	lib_quiet_begin(&q, lib, sizeof(lib));
 	for (waited = 0;; waited += BUSY_STEP_MS) {
@@ -601,6 +601,8 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 		    s->linktype == SL_LINK_RAW ? DLT_RAW : DLT_EN10MB,
 		    s->snaplen, (struct bpf_program *)&s->prog, o->note,
 		    sizeof(o->note));
+		if (rc == -EINVAL)
+			rc = SL_E_OPTION;
 		if (rc)
 			goto out_free;
 		s->has_filter = 1;

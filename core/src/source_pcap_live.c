@@ -257,7 +257,7 @@ static int set_filter(struct pcap_live_source *s, struct sl_live_opts *o)
 	if (pcap_compile(s->p, &prog, o->filter, 1, PCAP_NETMASK_UNKNOWN)) {
 		snprintf(o->note, sizeof(o->note), "bad filter '%s': %s",
 			 o->filter, pcap_geterr(s->p));
-		return -EINVAL;
+		return SL_E_OPTION;
 	}
 	if (pcap_setfilter(s->p, &prog)) {
 		snprintf(o->note, sizeof(o->note), "cannot set filter: %s",

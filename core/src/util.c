@@ -100,6 +100,8 @@ static const char *sl_error_text(enum sl_error code)
 		return "compressed data is corrupt";
 	case SL_E_LINKMIX:
 		return "packet of another link type than the file's";
+	case SL_E_OPTION:
+		return "option not valid";
 	}
 	return NULL;
 }

@@ -517,12 +517,12 @@ static inline void check_open_errors(open_fn opener, const char *nope)
 
 	opts_init(&o, pair.host);
 	o.filter = "udp and and";
-	CHECK_EQ(opener(&src, &o), -EINVAL);
+	CHECK_EQ(opener(&src, &o), SL_E_OPTION);
 	CHECK(src == NULL);
 	CHECK(strstr(o.note, "filter") != NULL);
 
 	opts_init(&o, NULL);
-	CHECK_EQ(opener(&src, &o), -EINVAL);
+	CHECK_EQ(opener(&src, &o), SL_E_OPTION);
 	CHECK_EQ(opener(NULL, &o), -EINVAL);
 }
 

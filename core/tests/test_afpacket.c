@@ -659,7 +659,7 @@ static void test_errors(void)
 	memset(&o, 0, sizeof(o));
 	o.ifname = pair.host;
 	o.filter = "udp and and port";
-	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
+	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
 	CHECK(s == NULL);
 	CHECK(strstr(o.note, "filter") != NULL);
 
@@ -671,24 +671,24 @@ static void test_errors(void)
 	memset(&o, 0, sizeof(o));
 	o.ifname = pair.host;
 	o.block_size = 1000000; /* not a multiple of the page size */
-	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
+	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
 	CHECK(strstr(o.note, "block size") != NULL);
 
 	memset(&o, 0, sizeof(o));
 	o.ifname = pair.host;
 	o.block_size = 1 << 16;
 	o.frame_size = 100; /* not a multiple of TPACKET_ALIGNMENT */
-	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
+	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
 	CHECK(strstr(o.note, "frame size") != NULL);
 
 	memset(&o, 0, sizeof(o));
 	o.ifname = pair.host;
 	o.block_size = 1 << 16;
 	o.frame_size = 3072; /* block not a multiple of it */
-	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
+	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
 
 	memset(&o, 0, sizeof(o));
-	CHECK_EQ(sl_source_open_afpacket(&s, &o), -EINVAL);
+	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
 	CHECK(o.note[0] != '\0');
 }
 

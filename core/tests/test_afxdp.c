@@ -71,7 +71,7 @@ static void test_errors(void)
 	opts_init(&o, HOST_IF);
 	o.xdp_mode = SL_XDP_SKB;
 	o.zero_copy = SL_ZC_ON;
-	CHECK_EQ(sl_source_open_afxdp(&src, &o), -EINVAL);
+	CHECK_EQ(sl_source_open_afxdp(&src, &o), SL_E_OPTION);
 	CHECK(strstr(o.note, "zero-copy") != NULL);
 	CHECK_EQ(xdp_attached(), 0);
 }

@@ -359,7 +359,7 @@ static void test_open_errors(void)
 	CHECK(src == NULL);
 	src = (struct sl_source *)&co;
 	lo.ifname = NULL;
-	CHECK_EQ(sl_source_open_afpacket(&src, &lo), -EINVAL);
+	CHECK_EQ(sl_source_open_afpacket(&src, &lo), SL_E_OPTION);
 	CHECK(src == NULL);
 }
 

@@ -194,23 +194,23 @@ M.OPTIONS = {
     set = false, default = true, help = "do not put the interface in promiscuous mode" },
   { group = "live", flags = { "--ignore-outgoing" }, commands = "both",
     to = "live.ignore_outgoing", help = "only packets the interface received" },
-  { group = "live", flags = { "--ring-block-size" }, value = "N", commands = "both",
+  { group = "live", flags = { "--ring-block-size" }, backend = "afpacket", value = "N", commands = "both",
     to = "live.block_size", parse = digits,
     help = "afpacket TPACKET_V3 ring: bytes per block (1 MiB)" },
-  { group = "live", flags = { "--ring-blocks" }, value = "N", commands = "both",
+  { group = "live", flags = { "--ring-blocks" }, backend = "afpacket", value = "N", commands = "both",
     to = "live.block_count", parse = digits,
     help = "afpacket ring: blocks (64)" },
-  { group = "live", flags = { "--ring-frame-size" }, value = "N", commands = "both",
+  { group = "live", flags = { "--ring-frame-size" }, backend = "afpacket", value = "N", commands = "both",
     to = "live.frame_size", parse = digits,
     help = "afpacket ring: frame size (2048)" },
-  { group = "live", flags = { "--ring-timeout" }, value = "MS", commands = "both",
+  { group = "live", flags = { "--ring-timeout" }, backend = "afpacket", value = "MS", commands = "both",
     to = "live.block_timeout", parse = function(v) return v .. "ms" end,
     help = "afpacket ring: a block is handed over after MS (100ms)" },
-  { group = "live", flags = { "--xdp-mode" }, value = "auto|skb|drv", commands = "both",
+  { group = "live", flags = { "--xdp-mode" }, backend = "afxdp", value = "auto|skb|drv", commands = "both",
     to = "live.xdp_mode", help = "afxdp attach mode (default auto)" },
-  { group = "live", flags = { "--zero-copy" }, value = "auto|on|off", commands = "both",
+  { group = "live", flags = { "--zero-copy" }, backend = "afxdp", value = "auto|on|off", commands = "both",
     to = "live.zero_copy", help = "afxdp zero-copy (default auto: try, else copy)" },
-  { group = "live", flags = { "--queue" }, value = "N", commands = "both", to = "live.queue",
+  { group = "live", flags = { "--queue" }, backend = "afxdp", value = "N", commands = "both", to = "live.queue",
     parse = digits,
     help = "afxdp: first NIC queue (worker w uses N + w)" },
 
@@ -400,6 +400,16 @@ M.RULES = {
       for _, opt in ipairs(M.OPTIONS) do
         if opt.section == "live" and o.live[opt.field] ~= nil then
           return opt.flags[1] .. " applies to live capture (-i)"
+        end
+      end
+    end },
+  { broken = function(o)
+      if not o.open.interface then return false end
+      local backend = o.open.backend or "afpacket"
+      for _, opt in ipairs(M.OPTIONS) do
+        if opt.backend and opt.backend ~= backend and o.live[opt.field] ~= nil then
+          return string.format("%s applies to --backend %s (this capture uses %s)", opt.flags[1],
+            opt.backend, backend)
         end
       end
     end },

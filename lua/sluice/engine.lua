@@ -196,6 +196,10 @@ local function open_source(opts, sp)
   local lo = live_opts(opts)
   local rc = open(sp, lo)
   local note = ffi.string(lo.note)
+  if rc == C.SL_E_OPTION then
+    -- as a bad value in opts is: a misuse, said the way a file's is
+    error("sluice.open: " .. (note:match("^bad filter") and "filter: " or "") .. note, 3)
+  end
   if rc < 0 then
     return nil, string.format("%s (%s): %s%s", opts.interface, backend, core.strerror(rc),
       note ~= "" and (": " .. note) or "")
