@@ -857,6 +857,25 @@ local function run_one(o, list, w, shared)
     io.stderr:write(string.format("sluice: %s: %d captures; skipped %d directory entries " ..
       "that are not captures\n", eng.input, files.files, files.skipped))
   end
+  -- rotated files and state files are created later, as the --user: a
+  -- directory that user cannot write fails now, before the outputs open
+  -- (and truncate what the last run wrote)
+  if o.user then
+    local later = {}
+    for _, out in ipairs(o.rotate and o.outs or {}) do
+      if out.kind == "json" and out.path ~= "-" then later[#later + 1] = { "--rotate", out.path } end
+    end
+    if o.state then later[#later + 1] = { "--state", o.state } end
+    for _, l in ipairs(later) do
+      local dir = l[2]:match("^(.*)/[^/]*$") or "."
+      local can, why = workers.writable_dir_as(o.user, dir == "" and "/" or dir)
+      if can == nil then return fail("--user: " .. why) end
+      if not can then
+        return fail(string.format("%s: %s is not writable by user %s, who writes %s", l[1], dir,
+          o.user, l[2]))
+      end
+    end
+  end
   -- the outputs are opened before privileges go: a probe's log directory
   -- is usually root's
   local ok_out, outputs, oerr = pcall(open_outputs, o, w, shared)
@@ -865,19 +884,6 @@ local function run_one(o, list, w, shared)
   if o.user then
     local dropped, derr = workers.drop_privileges(o.user)
     if not dropped then return fail("--user: " .. derr) end
-    -- rotated files and state files are created later, as that user
-    local later = {}
-    for _, out in ipairs(o.rotate and o.outs or {}) do
-      if out.kind == "json" and out.path ~= "-" then later[#later + 1] = { "--rotate", out.path } end
-    end
-    if o.state then later[#later + 1] = { "--state", o.state } end
-    for _, l in ipairs(later) do
-      local dir = l[2]:match("^(.*)/[^/]*$") or "."
-      if not workers.writable_dir(dir == "" and "/" or dir) then
-        return fail(string.format("%s: %s is not writable by user %s, who writes %s", l[1], dir,
-          o.user, l[2]))
-      end
-    end
   end
   local started = core.monotonic()
   -- workers sharing an input: worker 0 shows the progress of all

@@ -28,7 +28,11 @@ struct sluice_workers_passwd *sluice_workers_getpwnam(const char *name) __asm__(
 int sluice_workers_setgroups(size_t size, const unsigned *list) __asm__("setgroups");
 int sluice_workers_setgid(unsigned gid) __asm__("setgid");
 int sluice_workers_setuid(unsigned uid) __asm__("setuid");
-int sluice_workers_access(const char *path, int mode) __asm__("access");
+int sluice_workers_euidaccess(const char *path, int mode) __asm__("euidaccess");
+int sluice_workers_setegid(unsigned gid) __asm__("setegid");
+int sluice_workers_seteuid(unsigned uid) __asm__("seteuid");
+unsigned sluice_workers_getegid(void) __asm__("getegid");
+unsigned sluice_workers_geteuid(void) __asm__("geteuid");
 char *sluice_workers_strsignal(int sig) __asm__("strsignal");
 void *sluice_workers_signal(int sig, void *handler) __asm__("signal");
 ]]
@@ -210,9 +214,25 @@ function M.drop_privileges(name)
   return true
 end
 
--- Can this process create files in dir (after drop_privileges)?
-function M.writable_dir(dir)
-  return C.sluice_workers_access(dir, S.SL_W_OK) == 0
+-- Could user name create files in dir once drop_privileges(name) ran?
+-- Asked before: the effective IDs become the user's (no supplementary
+-- groups, as after the drop) for the question, then go back. nil, why if
+-- the user does not exist or the IDs cannot change.
+function M.writable_dir_as(name, dir)
+  local pw = C.sluice_workers_getpwnam(name)
+  if pw == nil then return nil, "no user named '" .. name .. "'" end
+  local euid, egid = C.sluice_workers_geteuid(), C.sluice_workers_getegid()
+  if C.sluice_workers_setgroups(0, nil) ~= 0 or C.sluice_workers_setegid(pw.pw_gid) ~= 0 or
+     C.sluice_workers_seteuid(pw.pw_uid) ~= 0 then
+    local why = core.errno_text()
+    C.sluice_workers_setegid(egid)
+    return nil, "cannot change user to '" .. name .. "': " .. why
+  end
+  local ok = C.sluice_workers_euidaccess(dir, S.SL_W_OK) == 0
+  if C.sluice_workers_seteuid(euid) ~= 0 or C.sluice_workers_setegid(egid) ~= 0 then
+    return nil, "cannot change back from user '" .. name .. "': " .. core.errno_text()
+  end
+  return ok
 end
 
 return M
