@@ -340,6 +340,12 @@ describe("live capture", function()
       assert(has(r.err, "sl-nosuch0"), backend .. ": stderr should name the interface\n" .. run.describe(r))
       assert(not r.err:match("stack traceback"), backend .. ": no Lua traceback\n" .. run.describe(r))
     end
+    -- tcpdump's habit: only libpcap has it
+    for _, backend in ipairs { "afpacket", "afxdp" } do
+      local r = run.sh(SLUICE .. " run -i any --backend " .. backend .. " --out json:/dev/null")
+      assert(r.code ~= 0 and has(r.err, "--backend pcap"), backend .. ": -i any should point to " ..
+        "--backend pcap\n" .. run.describe(r))
+    end
   end)
 
   -- they were runtime failures (exit 1), the same --filter on a file a

@@ -22,6 +22,15 @@ int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o)
 	return 0;
 }
 
+int sl_live_no_interface(struct sl_live_opts *o)
+{
+	sl_live_note_add(o, "no such interface '%s'%s", o->ifname,
+			 strcmp(o->ifname, "any")
+			     ? ""
+			     : " (libpcap's name for all of them: --backend pcap)");
+	return -ENODEV;
+}
+
 void sl_live_note_add(struct sl_live_opts *o, const char *fmt, ...)
 {
 	size_t len = strnlen(o->note, sizeof(o->note));

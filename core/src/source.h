@@ -83,9 +83,11 @@ int sl_filter_compile(const char *filter, int linktype, uint32_t snaplen,
 int sl_linktype_dlt(int linktype);
 
 /* The start of a live source's open (live.c): both pointers given, *out
- * and the note cleared, an interface named. 0, or -EINVAL (with a note
- * when the interface is missing). */
+ * and the note cleared, an interface named. 0, -EINVAL, or SL_E_OPTION
+ * (with a note) when no interface is named. */
 int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o);
+/* The interface named does not exist: says so in the note; -ENODEV. */
+int sl_live_no_interface(struct sl_live_opts *o);
 
 /* Appends to the note, "; " between entries. */
 __attribute__((format(printf, 2, 3))) void

@@ -755,8 +755,7 @@ static int afp_open(struct afp_source *s, struct sl_live_opts *o)
 		return rc;
 	s->ifindex = (int)if_nametoindex(o->ifname);
 	if (!s->ifindex) {
-		sl_live_note_add(o, "no such interface '%s'", o->ifname);
-		return -ENODEV;
+		return sl_live_no_interface(o);
 	}
 	/* protocol 0: nothing is received until bind() */
 	s->fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);

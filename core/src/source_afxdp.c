@@ -589,9 +589,7 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 	s->poll_ms = o->poll_ms ? (int)o->poll_ms : DEFAULT_POLL_MS;
 	s->ifindex = (int)if_nametoindex(o->ifname);
 	if (!s->ifindex) {
-		rc = -ENODEV;
-		snprintf(o->note, sizeof(o->note), "no interface %s",
-			 o->ifname);
+		rc = sl_live_no_interface(o);
 		goto out_free;
 	}
 	s->linktype = if_linktype(o->ifname);

@@ -85,8 +85,8 @@ local function live_opts(opts)
       else
         local n = tonumber(v)
         if not n or n ~= math.floor(n) or n < (kind == "index" and 0 or 1) or n >= 2^32 then
-          error("sluice.open: " .. name .. " must be a whole number" ..
-                (kind == "index" and " >= 0" or " >= 1"), 3)
+          error("sluice.open: " .. name .. " must be a whole number from " ..
+                (kind == "index" and "0" or "1") .. " to 4294967295", 3)
         end
         lo[field] = n
       end
