@@ -307,6 +307,49 @@ describe("reload", function()
       assert(not has(r.err, "reloaded policy"), run.describe(r))
     end)
 
+  -- such a version held the run for ever: the capture stopped, and only
+  -- the stop watchdog ended it
+  it("a version whose load never ends fails after the time limit; a stop during one is taken", function()
+    local path, truth = trace()
+    local dir = run.tmpdir()
+    local pol = run.spit(dir .. "/counter.lua", V1)
+    local out = dir .. "/out.json"
+    local size = size_of(path)
+    local f = fifo_run(dir, pol, path, { math.floor(size / 2) }, "--out json:" .. q(out))
+    f.fed(1)
+    run.spit(pol, "local P = { info = { name = 'counter' } }\nwhile true do end\nreturn P\n")
+    local t0 = monotonic()
+    proc.signal(f.h, S.SL_SIGHUP)
+    f.await("failed at load: ")
+    local took = monotonic() - t0
+    assert(took >= 9 and took < 20, "the limit is 10 s, the failure came after " .. took)
+    assert(has(f.stderr(), "did not finish within 10 s"), f.stderr())
+    f.go(1)
+    local r = proc.finish(f.h, 120)
+    proc.finish(f.feeder, 30)
+    assert.equal(0, r.code, run.describe(r))
+    local c = counts_of(run.json_lines(out))[1]
+    assert.equal(1, c.version, "version 1 ran to the end")
+    assert.equal(truth.flows, c.flows)
+    assert.equal(truth.packets, c.pkts)
+
+    -- an init that never returns, and a SIGTERM while it runs
+    dir = run.tmpdir()
+    pol = run.spit(dir .. "/counter.lua", V1)
+    f = fifo_run(dir, pol, path, { math.floor(size / 2) }, "--out json:" .. q(dir .. "/out.json"))
+    f.fed(1)
+    run.spit(pol, V2:gsub("function P.init%(opts, ctx%)", "function P.init(opts, ctx) while true do end"))
+    proc.signal(f.h, S.SL_SIGHUP)
+    sleep(1)
+    proc.signal(f.h, S.SL_SIGTERM)
+    r = proc.finish(f.h, 30)
+    f.go(1)
+    proc.finish(f.feeder, 30)
+    assert.equal(0, r.code, run.describe(r))
+    assert(has(r.err, "failed at init: ") and has(r.err, "stopped by SIGTERM"), run.describe(r))
+    assert(not has(r.err, "did not stop within"), run.describe(r))
+  end)
+
   -- the handlers were installed only once the input was open and the
   -- policies started: a SIGHUP (logrotate) while a policy's init ran, or
   -- a stop while an XDP program was being attached, took the default

@@ -19,6 +19,9 @@
 --              version starts fresh (it is still swapped in);
 --   5. swap    the new instance takes the old one's place: the next event
 --              goes to it. What init and restore emitted goes out now.
+-- The four stages together may take TIME_LIMIT (10 s): the run does not
+-- read meanwhile. Past it, or when a stop comes, the stage under way fails
+-- (a load that loops for ever would hold the capture for good).
 -- A failure at any stage (an error, a file that does not load) leaves the
 -- old instance running as if nothing happened: what the new version
 -- emitted is dropped, a packet filter it changed is put back, decays it
@@ -39,8 +42,10 @@
 --   sluice: reload of policy NAME (FILE) failed at STAGE: WHY; the old
 --   version keeps running
 local ffi = require "ffi"
+local jit = require "jit"
 local core = require "sluice.core"
 local policy = require "sluice.policy"
+local signals = require "sluice.signals"
 local snapshots = require "sluice.snapshots"
 local dispatch = require "sluice.dispatch"
 
@@ -49,6 +54,41 @@ local xpcall, tostring, format = xpcall, tostring, string.format
 local locate = dispatch.locate
 
 local M = {}
+
+M.TIME_LIMIT = 10 -- seconds
+
+-- sluice's own modules: the hook raises only in the policy's code, inside
+-- the stage's pcall, never in the glue between stages
+local OWN = debug.getinfo(1, "S").source:match("^(@.*/)[^/]*$")
+
+-- Runs fn(...) with the time limit: once time is up or a stop came, a
+-- count hook raises in the policy's code under way (again each time it
+-- catches that). The JIT is off meanwhile: compiled loops would not call
+-- the hook.
+local function limited(fn, ...)
+  local deadline = core.monotonic() + M.TIME_LIMIT
+  local function check()
+    local why
+    if signals.pending() then
+      why = "a stop came first"
+    elseif core.monotonic() > deadline then
+      why = format("did not finish within %d s", M.TIME_LIMIT)
+    else
+      return
+    end
+    local src = debug.getinfo(2, "S").source
+    if OWN and src:sub(1, #OWN) == OWN then return end
+    error(why, 2)
+  end
+  local jit_was_on = jit.status()
+  jit.off()
+  debug.sethook(check, "", 1000)
+  local ok, ev = pcall(fn, ...)
+  debug.sethook()
+  if jit_was_on then jit.on() end
+  if not ok then error(ev, 0) end
+  return ev
+end
 
 -- The first line of an error, for one-line reports.
 local function line(err)
@@ -185,7 +225,7 @@ function M.all(run, trigger)
   local done, failures = 0, 0
   for k, inst in ipairs(run.list) do
     if inst.file then
-      local ev = reload_one(run, k, trigger)
+      local ev = limited(reload_one, run, k, trigger)
       if ev.ok then done = done + 1 else failures = failures + 1 end
       if notify then notify(ev) end
     end
