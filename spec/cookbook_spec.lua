@@ -12,18 +12,15 @@ local SAMPLE = run.root .. "/examples/sample.pcap"
 local PY = "/usr/bin/python3"
 local HELPER = run.root .. "/spec/support/cookbook.py"
 
-local function need(cond, why)
-  if not cond then
+-- Are the tools there? If not, the test is pending with why (on stderr too).
+local function have(needs)
+  local why = run.missing(needs)
+  if why then
     io.stderr:write("cookbook_spec: pending: ", why, "\n")
     pending(why)
     return false
   end
   return true
-end
-
-local function have_scapy()
-  return need(run.sh(run.PLAIN .. PY .. " -c 'import scapy.all'").code == 0,
-    PY .. " cannot import scapy (apt-get install python3-scapy)")
 end
 
 -- cookbook.py's answer, decoded.
@@ -43,7 +40,7 @@ describe("cookbook", function()
   teardown(run.cleanup)
 
   it("scan_detect.lua finds the port scans and the sweep, and nothing else", function()
-    if not have_scapy() then return end
+    if not have { "scapy" } then return end
     local dir = run.tmpdir()
     local pcap = dir .. "/scan.pcap"
     local made = run.sh(run.PLAIN .. PY .. " " .. run.q(HELPER) .. " scan " .. run.q(pcap))
@@ -75,7 +72,7 @@ describe("cookbook", function()
   end)
 
   it("subnet_report.lua sums what each subnet sent and received, biggest first", function()
-    if not have_scapy() then return end
+    if not have { "scapy" } then return end
     for _, p in ipairs { { 24, 64 }, { 16, 48 }, { 32, 128 } } do
       local want = helper("expect-subnets " .. run.q(SAMPLE) .. " " .. p[1] .. " " .. p[2])
       -- the sample spans less than an hour, inside one hour-long slice
@@ -100,7 +97,7 @@ describe("cookbook", function()
   end)
 
   it("allow_list.lua raises one alarm per flow with an end outside the list", function()
-    if not have_scapy() then return end
+    if not have { "scapy" } then return end
     local dir = run.tmpdir()
     local flows = dir .. "/flows.json"
     local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " -q --out json:" .. run.q(flows))
@@ -136,7 +133,7 @@ describe("cookbook", function()
   end)
 
   it("capture_flows.lua writes every packet of the chosen flows, as tshark counts them", function()
-    if not need(run.have("tshark"), "tshark is not installed") then return end
+    if not have { "tshark" } then return end
     local dir = run.tmpdir()
     for _, case in ipairs {
       { "-o port=53", "udp.port == 53 || tcp.port == 53" },

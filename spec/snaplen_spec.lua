@@ -13,18 +13,7 @@ local PY = "/usr/bin/python3"
 local GEN = run.root .. "/spec/support/snaplen.py"
 local SNAPS = { 40, 54, 64 }
 
-local state
-
-local function prepare_once()
-  local why
-  if not run.exists(PY) then
-    why = PY .. " is missing (apt-get install python3-scapy)"
-  elseif run.sh(run.PLAIN .. PY .. " -c 'import scapy.all'").code ~= 0 then
-    why = PY .. " cannot import scapy (apt-get install python3-scapy)"
-  elseif not run.have("tshark") or not run.have("editcap") then
-    why = "tshark/editcap are not installed (apt-get install tshark)"
-  end
-  if why then return { why = why } end
+local need = run.once("snaplen_spec", { "scapy", "tshark", "editcap" }, function()
   local dir = run.tmpdir()
   local r = run.sh(run.PLAIN .. PY .. " " .. q(GEN) .. " " .. q(dir))
   assert(r.code == 0, "snaplen.py failed\n" .. run.describe(r))
@@ -35,21 +24,7 @@ local function prepare_once()
     assert(r.code == 0, run.describe(r))
   end
   return { files = files }
-end
-
-local function need()
-  if not state then
-    local ok, st = pcall(prepare_once)
-    state = ok and st or { err = st }
-  end
-  if state.err then error(state.err, 0) end
-  if state.why then
-    io.stderr:write("snaplen_spec: pending: ", state.why, "\n")
-    pending(state.why)
-    return nil
-  end
-  return state
-end
+end, pending)
 
 -- A conversation key: both addresses, the VLAN, both ports or none.
 local function key(a, b, vlan, pa, pb)

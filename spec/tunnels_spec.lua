@@ -178,20 +178,8 @@ end
 
 -- ---- the captures, tshark's view of them, once ----------------------------------
 
-local state
-
-local function prepare_once()
-  local why
-  if not run.exists(PY) then
-    why = PY .. " is missing (apt-get install python3-scapy)"
-  elseif run.sh(run.PLAIN .. PY .. " -c 'import scapy.all'").code ~= 0 then
-    why = PY .. " cannot import scapy (apt-get install python3-scapy)"
-  elseif not run.have("tshark") then
-    why = "tshark is not installed (apt-get install tshark)"
-  elseif not run.have("mergecap") then
-    why = "mergecap is not installed (apt-get install wireshark-common)"
-  end
-  if why then return { why = why } end
+-- Made once; without scapy, tshark or mergecap the tests are pending.
+local need = run.once("tunnels_spec", { "scapy", "tshark", "mergecap" }, function()
   local dir = run.tmpdir()
   local r = run.sh(run.PLAIN .. PY .. " " .. q(GEN) .. " " .. q(dir))
   assert(r.code == 0, "tunnels.py failed\n" .. run.describe(r))
@@ -227,28 +215,7 @@ local function prepare_once()
     end
   end
   return { cases = cases, manifest = manifest, dir = dir }
-end
-
--- Made once; a failure is kept and raised again in every test that needs it.
-local function prepare()
-  if not state then
-    local ok, st = pcall(prepare_once)
-    state = ok and st or { err = st }
-  end
-  if state.err then error(state.err, 0) end
-  return state
-end
-
--- The state, or pending with the reason (also on stderr).
-local function need()
-  local st = prepare()
-  if st.why then
-    io.stderr:write("tunnels_spec: pending: ", st.why, "\n")
-    pending(st.why)
-    return nil
-  end
-  return st
-end
+end, pending)
 
 local function case_of(st, name)
   local m = st.cases[name]

@@ -117,6 +117,51 @@ function M.have(cmd)
   return rc == 0 or rc == true
 end
 
+-- Debian's package of a command the specs use, where its name differs.
+local PACKAGE = { editcap = "wireshark-common", mergecap = "wireshark-common",
+  ndpiReader = "libndpi-bin" }
+
+-- Why a spec cannot run without installing something, or nil: needs lists
+-- commands on PATH and "scapy" (Debian's python3 with scapy).
+function M.missing(needs)
+  for _, n in ipairs(needs) do
+    if n == "scapy" then
+      if M.sh(M.PLAIN .. "/usr/bin/python3 -c 'import scapy.all'").code ~= 0 then
+        return "/usr/bin/python3 cannot import scapy (apt-get install python3-scapy)"
+      end
+    elseif not M.have(n) then
+      return n .. " is not installed (apt-get install " .. (PACKAGE[n] or n) .. ")"
+    end
+  end
+end
+
+-- A spec's costly set-up, made once for all its tests: the function
+-- returned gives prepare()'s value; when something needs lists is missing
+-- it marks the test pending (busted's pending, given) with why, also on
+-- stderr, and returns nil. An error in prepare is raised again in every
+-- test that needs it.
+function M.once(spec, needs, prepare, pending)
+  local state
+  return function()
+    if not state then
+      local why = M.missing(needs)
+      if why then
+        state = { why = why }
+      else
+        local ok, v = pcall(prepare)
+        state = ok and { value = v } or { err = v }
+      end
+    end
+    if state.err then error(state.err, 0) end
+    if state.why then
+      io.stderr:write(spec, ": pending: ", state.why, "\n")
+      pending(state.why)
+      return nil
+    end
+    return state.value
+  end
+end
+
 -- The CLI in this checkout, as a shell word.
 M.SLUICE = M.q(M.root .. "/scripts/sluice")
 
