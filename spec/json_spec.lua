@@ -175,6 +175,19 @@ describe("sluice.json.encode", function()
       assert.equal("cannot encode a table with a boolean key as JSON", err)
     end)
 
+    -- a flow handle in a record: tonumber gave nil and floor raised
+    -- inside json.lua, without the policy's line
+    it("refuses a cdata that is not a number, naming handles; numbers in cdata are numbers", function()
+      local handle = ffi.new("struct { int x; }")
+      local ok, err = pcall(encode, { f = handle })
+      assert.is_false(ok)
+      assert.equal("cannot encode a cdata that is not a number as JSON", err)
+      assert.equal("cannot encode a cdata that is not a number as JSON (a flow or packet handle: " ..
+        "its :totable()) (at record.f)", json.check({ f = handle }))
+      assert.is_nil(json.check({ n = ffi.new("uint64_t", 5) }))
+      assert.equal('{"n":5}', encode({ n = ffi.new("uint64_t", 5) }))
+    end)
+
     it("writes number keys as their text", function()
       assert.equal('{"1.5":2,"a":1}', encode({ a = 1, [1.5] = 2 }))
     end)

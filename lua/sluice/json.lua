@@ -87,7 +87,11 @@ function encode(v, depth)
   if tv == "number" then return number(v) end
   if tv == "boolean" then return tostring(v) end
   if v == nil then return "null" end
-  if tv == "cdata" then return number(tonumber(v)) end
+  if tv == "cdata" then
+    local n = tonumber(v)
+    if n == nil then error("cannot encode a cdata that is not a number as JSON", 0) end
+    return number(n)
+  end
   if tv ~= "table" then error("cannot encode a " .. tv .. " as JSON", 0) end
   if depth > 32 then error("JSON nesting too deep (a cycle?)", 0) end
   local parts = {}
@@ -122,6 +126,11 @@ local function check(v, depth)
   if tv ~= "table" then
     if tv == "function" or tv == "thread" or tv == "userdata" then
       return "cannot encode a " .. tv .. " as JSON", ""
+    end
+    if tv == "cdata" and tonumber(v) == nil then
+      -- a handle is valid only in its handler, and records go out after
+      return "cannot encode a cdata that is not a number as JSON (a flow or packet handle: " ..
+        "its :totable())", ""
     end
     return nil
   end
