@@ -216,6 +216,26 @@ describe("sluice.policy", function()
       assert.equal(policy.name_of(path), inst.name)
     end)
 
+    -- the strict-mode idiom: the first lookup of an absent handler raised
+    -- deep in the CLI, a traceback and exit 1
+    it("a table whose lookups raise is refused at load, in one line; run and info exit 2", function()
+      local path = policy_file [[
+        return setmetatable({}, { __index = function(_, k) error("no field " .. k, 2) end })
+      ]]
+      local P, err = policy.load_file(path)
+      assert.is_nil(P)
+      assert.matches("^cannot load policy .*: looking up its fields raised: .*no field init$", err)
+      local info = policy_file [[
+        return { info = setmetatable({}, { __index = function(_, k) error("no " .. k) end }) }
+      ]]
+      for _, cmd in ipairs { "run " .. run.q(path) .. " -r " .. run.q(run.root .. "/examples/sample.pcap"),
+        "info " .. run.q(path), "info " .. run.q(info) } do
+        local r = run.sh(run.SLUICE .. " " .. cmd)
+        assert.equal(2, r.code, run.describe(r))
+        assert.matches("^sluice: cannot load policy [^\n]*\n$", r.err)
+      end
+    end)
+
     it("names a policy by its base name without .lua, as one value", function()
       assert.equal("top_talkers", policy.name_of("examples/top_talkers.lua"))
       assert.equal("x", policy.name_of("x.lua"))

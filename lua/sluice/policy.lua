@@ -343,6 +343,17 @@ function M.load_file(path)
     return nil, string.format("policy %s must return a table, got %s (missing 'return P'?)",
       path, type(P))
   end
+  -- every field the contract looks up, once here: a table whose lookups
+  -- raise (a strict-mode metatable) fails now, not deep in the run
+  ok, err = pcall(function()
+    for _, h in ipairs(HANDLERS) do local _ = P[h] end
+    local info = P.info
+    if type(info) == "table" then
+      local _ = info.name, info.description, info.options, info.packets
+    end
+  end)
+  if not ok then return nil, "cannot load policy " .. path .. ": looking up its fields raised: " ..
+    tostring(err) end
   return P
 end
 
