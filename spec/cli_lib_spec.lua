@@ -294,6 +294,9 @@ describe("sluice.cli", function()
       { "-i eth0 --backend pcap --zero-copy on", "--zero-copy applies to --backend afxdp " ..
         "(this capture uses pcap)" },
       { "-r x.pcap --out json:a --out json:a", "--out json:a is given twice" },
+      { "-r - -r -", "-r - is given twice" },
+      { "-r - -r /dev/stdin", "-r /dev/stdin is given twice" },
+      { "-r a.pcap -r b.pcap -r a.pcap", "-r a.pcap is given twice" },
       { "-i eth0 --backend afxdp --user nobody", "--user cannot be used with --backend afxdp (the " ..
         "XDP program must be detached at exit, which needs the privileges --user gives up)" },
       { "-r x.pcap --out ipfix:h:1 --out ipfix:udp:h:1", "--out ipfix:udp:h:1 is given twice" },

@@ -413,6 +413,16 @@ M.RULES = {
         end
       end
     end },
+  -- stdin cannot be read twice, and a file read twice counts every packet
+  -- twice (mergecap would merge it with itself)
+  { broken = function(o)
+      local seen = {}
+      for _, path in ipairs(type(o.open.read) == "table" and o.open.read or {}) do
+        local id = (path == "/dev/stdin" or path == "/dev/fd/0") and "-" or path
+        if seen[id] then return "-r " .. path .. " is given twice" end
+        seen[id] = true
+      end
+    end },
   { broken = function(o)
       local seen = {}
       for _, out in ipairs(o.outs or {}) do
