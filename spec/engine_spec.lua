@@ -193,6 +193,94 @@ describe("engine", function()
       assert.same({ "start 1", "end 1", "start 2", "end 2" }, r.order)
     end)
 
+    -- the tuple's next connection was counted in the old flow, or the old
+    -- one took the new handshake (the helper's reuse_*.pcap)
+    it("a SYN with a new sequence number on a flow that did not close starts a new flow", function()
+      local pkts = append(handshake(), {
+        numbered(0.3, A, B, 40000, 80, "FA", 1001, 5001),
+        numbered(0.4, B, A, 80, 40000, "FA", 5001, 1002), -- the last ACK is lost
+        numbered(1.0, A, B, 40000, 80, "S", 9000, 0),
+        numbered(1.1, B, A, 80, 40000, "SA", 7000, 9001),
+        numbered(1.2, A, B, 40000, 80, "A", 9001, 7001),
+        numbered(1.3, A, B, 40000, 80, "S", 9000, 0), -- a retransmitted SYN: same flow
+      })
+      local r = run(pkts)
+      assert.equal(2, #r.ends)
+      assert.equal("reused", r.ends[1].reason)
+      assert.equal("closing", r.ends[1].state)
+      assert.equal(3, r.ends[1].pkts_fwd)
+      assert.equal(2, r.ends[1].pkts_rev)
+      near_sec(0.4, r.ends[1].last)
+      assert.equal("eof", r.ends[2].reason)
+      assert.equal(3, r.ends[2].pkts_fwd)
+      assert.equal(1, r.ends[2].pkts_rev)
+      assert.equal("ShA", r.ends[2].history)
+      assert.same({ reused = 1, eof = 1 }, r.stats.ended_by)
+    end)
+
+    it("a SYN on a flow that began mid-connection starts a new flow; a simultaneous open does not", function()
+      local r = run {
+        numbered(0.0, A, B, 40000, 80, "PA", 1000, 5000),
+        numbered(0.1, A, B, 40000, 80, "S", 3000, 0),
+        numbered(0.2, B, A, 80, 40000, "S", 8000, 0), -- the other side's SYN: the same connection
+      }
+      assert.equal(2, #r.ends)
+      assert.equal("reused", r.ends[1].reason)
+      assert.equal("midstream", r.ends[1].state)
+      assert.equal(1, r.ends[2].pkts_fwd)
+      assert.equal(1, r.ends[2].pkts_rev)
+    end)
+
+    -- late packets of a closed connection became flows of their own,
+    -- midstream and often reversed (a mirror port that sends each packet
+    -- twice gave 40% more TCP flows)
+    it("packets after a close join the closed flow for tcp_closed (2 s), then the flow ends 'fin'", function()
+      local pkts = conversation(0, 40000)
+      append(pkts, {
+        tcp(0.9, B, A, 80, 40000, "FA"),  -- the responder's FIN again
+        tcp(2.6, A, B, 40000, 80, "A"),   -- 1.9 s after the last one
+        tcp(5.0, A, B, 40000, 80, "A"),   -- 2.4 s later: a flow of its own
+      })
+      local r = run(pkts)
+      assert.equal(2, #r.ends)
+      local f = r.ends[1]
+      assert.equal("fin", f.reason)
+      assert.equal("closed", f.state)
+      assert.equal(6, f.pkts_fwd)
+      assert.equal(4, f.pkts_rev)
+      near_sec(2.6, f.last)
+      assert.equal("midstream", r.ends[2].state)
+      assert.equal("eof", r.ends[2].reason)
+    end)
+
+    it("a capture holding every packet twice gives the same flows, each counting twice", function()
+      local once, twice = {}, {}
+      for i = 0, 4 do append(once, conversation(i * 10, 40000 + i)) end
+      for _, p in ipairs(once) do twice[#twice + 1] = p twice[#twice + 1] = p end
+      local r1, r2 = run(once), run(twice)
+      assert.equal(5, #r2.ends)
+      local e1, e2 = by(r1.ends), by(r2.ends)
+      for port, f in pairs(e1) do
+        assert.equal("fin", e2[port].reason)
+        assert.equal(2 * f.pkts_fwd, e2[port].pkts_fwd)
+        assert.equal(2 * f.pkts_rev, e2[port].pkts_rev)
+      end
+    end)
+
+    it("tcp_closed sets how long a closed flow waits; a full pool takes a closed flow's slot", function()
+      local pkts = conversation(0, 40000)
+      append(pkts, { tcp(5.0, A, B, 40000, 80, "A") })
+      local r = run(pkts, { idle_timeout = { tcp_closed = 10 } })
+      assert.equal(1, #r.ends)
+      assert.equal(6, r.ends[1].pkts_fwd)
+      -- pool of 1: the next flow takes the closed one's slot at once
+      r = run(append(conversation(0, 40000), { udp(0.8, A, B, 1, 2) }), { pool_flows = 1 })
+      assert.equal(0, r.stats.flows_refused)
+      assert.equal(2, #r.ends)
+      assert.equal("fin", r.ends[1].reason)
+      near_sec(0.7, r.ends[1].last)
+    end)
+
     it("ends a flow with 'rst' on a reset from either side", function()
       local r = run {
         tcp(0, A, B, 1001, 80, "S"),

@@ -482,6 +482,7 @@ enum sl_end_reason {
 	SL_END_EOF,	 /* end of input */
 	SL_END_SHUTDOWN, /* capture stopped (signal, sl_engine_shutdown) */
 	SL_END_TRIMMED,	 /* ended to bring the table down to low_flows */
+	SL_END_REUSED,	 /* TCP: a SYN opened a new connection on its tuple */
 	SL_END_COUNT,
 };
 
@@ -502,6 +503,9 @@ enum sl_timeout_class {
 	SL_TIMEOUT_UDP,
 	SL_TIMEOUT_ICMP,
 	SL_TIMEOUT_OTHER,
+	/* a TCP flow closed (FIN, RST) stays this long for the packets that
+	 * come late (duplicates, retransmissions), then ends with its reason */
+	SL_TIMEOUT_TCP_CLOSED,
 	SL_TIMEOUT_COUNT,
 };
 

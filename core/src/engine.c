@@ -25,6 +25,7 @@ static const uint64_t default_idle_ns[SL_TIMEOUT_COUNT] = {
     [SL_TIMEOUT_UDP] = 60 * SL_SEC,
     [SL_TIMEOUT_ICMP] = 30 * SL_SEC,
     [SL_TIMEOUT_OTHER] = 30 * SL_SEC,
+    [SL_TIMEOUT_TCP_CLOSED] = 2 * SL_SEC,
 };
 
 enum { DEFAULT_POOL = 1 << 20 };
@@ -122,6 +123,8 @@ int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason, uint64_t ts)
 
 	if (!f->live)
 		return SL_E_STATE;
+	if (f->close_reason) /* closed before: whatever ends it now */
+		reason = f->close_reason;
 	f->rec.reason_code = reason;
 	if (e->dpi)
 		sl_dpi_flow_end(e, f);

@@ -78,6 +78,9 @@ struct sl_flow {
 	uint32_t fin_end[2];
 	uint8_t fin_acked;
 	uint8_t seq_known;
+	uint8_t syn_seen;    /* bit per direction: a SYN without ACK came */
+	uint8_t close_reason; /* FIN or RST: closed, in SL_TIMEOUT_TCP_CLOSED */
+	uint32_t syn_seq[2]; /* each direction's first SYN's sequence number */
 } __attribute__((aligned(64))); /* a flow starts a cache line (pool_alloc) */
 
 /* A datagram whose first fragment was seen: what identifies it, and the

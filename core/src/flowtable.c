@@ -220,6 +220,17 @@ static int table_trim(struct sl_engine *e)
 static int table_admit(struct sl_engine *e)
 {
 	int pool_out = e->free_head == SL_NIL && e->pool_used == e->pool_size;
+	uint32_t closed = e->idle[SL_TIMEOUT_TCP_CLOSED].head;
+
+	/* a closed TCP flow only waits for late packets: it makes room
+	 * first, ending with its own reason */
+	if (closed != SL_NIL &&
+	    (pool_out ||
+	     (e->cfg.max_flows && e->stats.flows_active >= e->cfg.max_flows))) {
+		if (sl_flow_end(e, &e->pool[closed], SL_END_TRIMMED, e->now) < 0)
+			return -ENOMEM;
+		pool_out = 0;
+	}
 
 	if (!e->cfg.max_flows || e->stats.flows_active < e->cfg.max_flows) {
 		if (!pool_out)

@@ -183,6 +183,19 @@ static inline struct sl_flow *flow_at(struct sl_engine *e, uint32_t slot,
 	return &e->pool[slot];
 }
 
+/* A TCP flow closed: it stays for SL_TIMEOUT_TCP_CLOSED after its last
+ * packet (flow_touch moved it to its list's tail), then ends with reason. */
+static inline void flow_close(struct sl_engine *e, struct sl_flow *f,
+			      int reason)
+{
+	uint32_t slot = slot_of(e, f);
+
+	f->close_reason = (uint8_t)reason;
+	LIST_REMOVE(e, &e->idle[f->tclass], slot, idle);
+	f->tclass = SL_TIMEOUT_TCP_CLOSED;
+	LIST_APPEND(e, &e->idle[f->tclass], slot, idle);
+}
+
 /* Activity: the idle list is ordered by last activity, so the flow moves
  * to its tail and idle timeouts are found at the head. */
 static inline void flow_touch(struct sl_engine *e, struct sl_flow *f)

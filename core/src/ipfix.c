@@ -532,6 +532,7 @@ static uint8_t end_reason(int code)
 		return END_IDLE;
 	case SL_END_FIN:
 	case SL_END_RST:
+	case SL_END_REUSED:
 		return END_DETECTED;
 	case SL_END_EOF:
 	case SL_END_SHUTDOWN:

@@ -323,6 +323,19 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 
 	swapped = pp->swapped;
 	f = flow_find_key(e, &pp->ckey, pp->hash, &swapped);
+	if (f && pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER &&
+	    pp->d.l4_cut < SL_L4_CUT_FLAGS) {
+		reason = tcp_reuse(f, swapped ^ f->swapped, pp->d.tcp_flags,
+				   p->data + pp->d.l4_offset);
+		if (reason) {
+			rc = sl_flow_end(e, f, reason, p->ts_ns);
+			if (rc < 0)
+				return rc;
+			f = NULL;
+			swapped = pp->swapped;
+			reason = 0;
+		}
+	}
 	if (!f) {
 		f = sl_flow_new(e, &pp->d.key, &pp->ckey, pp->hash, pp->swapped,
 				p->ts_ns);
@@ -379,8 +392,13 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 		if (rc)
 			return rc;
 	}
-	if (reason)
-		return sl_flow_end(e, f, reason, p->ts_ns);
+	if (reason) {
+		/* nDPI gets nothing more of use: the label is final now, in
+		 * this interval's slice */
+		if (e->dpi)
+			sl_dpi_flow_end(e, f);
+		flow_close(e, f, reason);
+	}
 	return 0;
 }
 

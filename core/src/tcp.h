@@ -25,16 +25,36 @@ static inline void history_add(struct sl_flow *f, int dir, int letter)
 		f->rec.hist[f->hist_len++] = dir ? low[letter] : up[letter];
 }
 
+static inline uint32_t tcp_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A SYN without ACK on a flow's tuple opens a new connection when the
+ * flow is closed, began mid-connection (no SYN at all), or had a SYN from
+ * this side with another sequence number (a retransmission keeps its
+ * own; the other side's SYN is a simultaneous open). Returns the reason
+ * the flow ends with before the packet starts a new one, or 0. */
+static inline int tcp_reuse(const struct sl_flow *f, int dir, uint8_t flags,
+			    const uint8_t *th)
+{
+	if ((flags & 0x16) != 0x02) /* SYN, no ACK, no RST */
+		return 0;
+	if (f->close_reason)
+		return f->close_reason;
+	if (!(f->syn_seen & (1u << dir)))
+		return f->syn_seen ? 0 : SL_END_REUSED;
+	return tcp_be32(th + 4) != f->syn_seq[dir] ? SL_END_REUSED : 0;
+}
+
 /* The sequence and acknowledgment numbers matter only around FINs: each
  * FIN's end is kept, and acknowledgments checked against the other
  * side's. */
 static inline void tcp_fin_numbers(struct sl_flow *f, int dir, uint8_t flags,
 				   uint16_t payload, const uint8_t *th)
 {
-	uint32_t seq = (uint32_t)th[4] << 24 | (uint32_t)th[5] << 16 |
-		       (uint32_t)th[6] << 8 | th[7];
-	uint32_t ack = (uint32_t)th[8] << 24 | (uint32_t)th[9] << 16 |
-		       (uint32_t)th[10] << 8 | th[11];
+	uint32_t seq = tcp_be32(th + 4), ack = tcp_be32(th + 8);
 	int other = !dir;
 
 	if ((flags & 0x10) && (f->fin_seen & (1u << other)) &&
@@ -62,6 +82,13 @@ static inline int tcp_update(struct sl_flow *f, int dir, uint8_t flags,
 		history_add(f, dir, H_ACK);
 	if (fin)
 		history_add(f, dir, H_FIN);
+	/* closed: what comes late (tcp_reuse took a new SYN) changes nothing */
+	if (f->close_reason)
+		return 0;
+	if (syn && !ack && !(f->syn_seen & (1u << dir))) {
+		f->syn_seen |= (uint8_t)(1u << dir);
+		f->syn_seq[dir] = tcp_be32(th + 4);
+	}
 	if (flags & 0x04) {
 		history_add(f, dir, H_RST);
 		*st = SL_TCP_RESET;

@@ -126,7 +126,7 @@ const char *sl_end_reason_name(int reason)
 	    [SL_END_RST] = "rst",	    [SL_END_IDLE] = "idle",
 	    [SL_END_ACTIVE] = "active",	    [SL_END_EOF] = "eof",
 	    [SL_END_SHUTDOWN] = "shutdown",
-	    [SL_END_TRIMMED] = "trimmed",
+	    [SL_END_TRIMMED] = "trimmed",   [SL_END_REUSED] = "reused",
 	};
 
 	if (reason < 0 || reason >= SL_END_COUNT)

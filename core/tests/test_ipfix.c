@@ -490,7 +490,7 @@ static void test_end_reasons(void)
 	static const int want[SL_END_COUNT] = {
 	    [SL_END_NONE] = 2,	   [SL_END_FIN] = 3,	 [SL_END_RST] = 3,
 	    [SL_END_IDLE] = 1,	   [SL_END_ACTIVE] = 2,	 [SL_END_EOF] = 4,
-	    [SL_END_SHUTDOWN] = 4, [SL_END_TRIMMED] = 5,
+	    [SL_END_SHUTDOWN] = 4, [SL_END_TRIMMED] = 5, [SL_END_REUSED] = 3,
 	};
 	struct sl_ipfix *x = new_x(1, 0);
 	struct sl_flow_rec f = flow4(1);

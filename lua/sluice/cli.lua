@@ -239,9 +239,10 @@ M.OPTIONS = {
     help = "cut flows into slices every S (seconds or 10s/5m/1h)" },
   { group = "table", flags = { "--idle-timeout" }, value = "PROTO=S", commands = "both",
     repeatable = "map", to = "open.idle_timeout",
-    parse = pair("^(%w+)=(.+)$", "--idle-timeout expects PROTO=SECONDS, e.g. tcp=300"),
+    parse = pair("^([%w_]+)=(.+)$", "--idle-timeout expects PROTO=SECONDS, e.g. tcp=300"),
     help = "idle timeout for tcp|udp|icmp|other (repeatable; defaults tcp=300 udp=60 " ..
-    "icmp=30 other=30)" },
+    "icmp=30 other=30), and tcp_closed=2: how long a TCP flow closed by FIN or RST waits " ..
+    "for late packets before it ends with that reason" },
   { group = "table", flags = { "--active-timeout" }, value = "S", commands = "both",
     to = "open.active_timeout", help = "split flows older than S (default 1800)" },
   { group = "table", flags = { "--pool-flows" }, value = "N", commands = "both",

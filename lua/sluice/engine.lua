@@ -16,7 +16,7 @@ Engine.__index = Engine
 
 local NS = 1e9
 local TIMEOUT_CLASS = { tcp = C.SL_TIMEOUT_TCP, udp = C.SL_TIMEOUT_UDP,
-  icmp = C.SL_TIMEOUT_ICMP, other = C.SL_TIMEOUT_OTHER }
+  icmp = C.SL_TIMEOUT_ICMP, other = C.SL_TIMEOUT_OTHER, tcp_closed = C.SL_TIMEOUT_TCP_CLOSED }
 M.TIMEOUT_CLASS = TIMEOUT_CLASS
 
 local END_REASONS = {}
@@ -284,7 +284,7 @@ function M.open(opts)
       local class = TIMEOUT_CLASS[proto]
       if not class then
         error("sluice.open: idle_timeout: unknown protocol '" .. tostring(proto) ..
-              "' (tcp, udp, icmp, other)", 2)
+              "' (tcp, udp, icmp, other, tcp_closed)", 2)
       end
       cfg.idle_timeout_ns[class] = duration_ns(v, "idle_timeout." .. proto)
     end
