@@ -165,12 +165,36 @@ describe("slice batch", function()
     end
   end)
 
-  it("starts empty before any interval closed", function()
-    local b = require("sluice.batch").new()
-    assert.equal(0, b:count())
-    assert.is_nil(b:get(1))
-    local n = 0
-    for _ in b:records() do n = n + 1 end
-    assert.equal(0, n)
+  -- the batch object was reused: one kept from the first interval gave the
+  -- third's records, with no error
+  it("kept past its on_slice, raises when read; its start, end and count stay its own", function()
+    local pkts = {
+      udp(1, A, B, 1000, 53, 10), udp(12, A, B, 1000, 53, 30), udp(25, A, B, 1000, 53, 40),
+      udp(26, A, C, 2000, 80, 1),
+    }
+    local eng = assert(sluice.open { read = pcap.write(pkts), slice = 10 })
+    local first, groups, later = nil, nil, {}
+    assert(eng:run {
+      on_slice = function(batch)
+        if not first then
+          first, groups = batch, batch:group { by = "src", sum = { "pkts" } }
+          return
+        end
+        later[#later + 1] = { pcall(function() for _ in first:records() do end end) }
+        later[#later + 1] = { pcall(first.get, first, 1) }
+        later[#later + 1] = { pcall(first.group, first, { by = "src" }) }
+        later[#later + 1] = { pcall(function() for _ in groups:rows() do end end) }
+        later.count, later.start = first:count(), first.start
+      end,
+    })
+    eng:close()
+    assert.equal(8, #later)
+    for i = 1, #later do
+      assert.is_false(later[i][1])
+      assert.matches("a slice batch is valid only in the on_slice call that got it",
+        tostring(later[i][2]), 1, true)
+    end
+    assert.equal(1, later.count)
+    assert.equal(0, rel(later.start))
   end)
 end)

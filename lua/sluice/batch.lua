@@ -1,5 +1,7 @@
 -- Slice batches: the records of one closed interval, read in place from the
--- engine's slice array. Valid while on_slice runs. Grouping, distinct
+-- engine's slice array. Valid while on_slice runs: each interval gets a
+-- batch of its own, and one kept past its on_slice raises when read (its
+-- records' memory holds the next interval's by then). Grouping, distinct
 -- counts and top-k run in C over the whole batch (batch:group, batch:top):
 -- what policies did per record in Lua with a string key each.
 local ffi = require "ffi"
@@ -13,22 +15,33 @@ local M = {}
 local Batch = { kind = "slices" }
 Batch.__index = Batch
 
--- engine: the engine's number (sluice.flow's engines), for its flows' tags
-function M.new(engine)
-  return setmetatable({ n = 0, start = 0, ["end"] = 0, recs = nil, engine = engine }, Batch)
+local STALE = "a slice batch is valid only in the on_slice call that got it (keep what " ..
+  "you need: rec:totable(), groups:totable())"
+
+-- Raises (at level) when the engine moved on since the batch was made.
+local function check(self, level)
+  local st = flow.engines[self.engine]
+  if not st or tonumber(st.out.generation) ~= self.generation then error(STALE, level) end
 end
 
-function Batch:set(out)
-  self.used = 0 -- query objects are reused from the next slice on
-  self.recs = out.slices
-  self.n = out.n_slices
-  self.start = tonumber(out.slice_start_ns) * 1e-9
-  self["end"] = tonumber(out.slice_end_ns) * 1e-9
+-- engine: the engine's number (sluice.flow's engines), for its flows' tags.
+-- The maker of one run's batches: maker:batch(out) for each interval.
+function M.new(engine)
+  return { engine = engine, pool = {}, batch = M.batch }
+end
+
+-- The batch of the interval out (struct sl_output) just closed. Query
+-- objects (pool) are reused from one interval to the next.
+function M.batch(maker, out)
+  return setmetatable({ engine = maker.engine, pool = maker.pool, used = 0, recs = out.slices,
+    n = out.n_slices, start = tonumber(out.slice_start_ns) * 1e-9,
+    ["end"] = tonumber(out.slice_end_ns) * 1e-9, generation = tonumber(out.generation) }, Batch)
 end
 
 -- for rec in batch:records() do ... end
 -- (without the flows this policy turned down in on_flow_start)
 function Batch:records()
+  check(self, 3)
   local recs, n, i, skip = self.recs, self.n, -1, self.skip
   if skip then
     return function()
@@ -45,6 +58,7 @@ end
 
 -- 1-based access, like a Lua array.
 function Batch:get(i)
+  check(self, 3)
   if type(i) ~= "number" then error("batch:get expects an index, got " .. type(i), 2) end
   if i < 1 or i > self.n then return nil end
   return self.recs[i - 1]
@@ -205,6 +219,7 @@ Groups.__index = Groups
 
 -- for row in groups:rows() do ... end
 function Groups:rows()
+  check(self.batch, 3)
   local rows, n, i = self.ptr, self.n, -1
   return function()
     i = i + 1
@@ -214,6 +229,7 @@ end
 
 -- 1-based, like a Lua array.
 function Groups:get(i)
+  check(self.batch, 3)
   if type(i) ~= "number" then error("groups:get expects an index, got " .. type(i), 2) end
   if i < 1 or i > self.n then return nil end
   return self.ptr[i - 1]
@@ -221,6 +237,7 @@ end
 
 -- Keeps the k rows biggest by order (default bytes), biggest first.
 function Groups:top(k, order)
+  check(self.batch, 3)
   if type(k) ~= "number" or k < 0 then error("top: k must be a number >= 0", 2) end
   local kept = C.sl_query_top(self.q, metric_of(order, 3), k)
   if kept < 0 then error("top: " .. core.strerror(kept), 2) end
@@ -231,6 +248,7 @@ end
 
 -- The rows as plain tables (row:totable()), to keep past on_slice.
 function Groups:totable()
+  check(self.batch, 3)
   local out = {}
   for i = 0, self.n - 1 do out[i + 1] = self.ptr[i]:totable() end
   return out
@@ -242,10 +260,9 @@ local query_out = ffi.new("struct sl_query *[1]")
 -- A query object of this batch for the current on_slice (each call gets
 -- its own, so earlier results stay valid until the next slice).
 function Batch:query()
-  local used = (self.used or 0) + 1
+  local used = self.used + 1
   self.used = used
   local pool = self.pool
-  if not pool then pool = {}; self.pool = pool end
   local q = pool[used]
   if not q then
     local rc = C.sl_query_new(query_out)
@@ -274,6 +291,7 @@ end
 -- the records grouped and summed in C; see the README's batch API. With
 -- order (and n), the rows come sorted (the n biggest).
 local function group(self, args, level)
+  check(self, level + 1)
   local spec, tag, label = group_spec(args, level + 1)
   if tag then spec.ids = tag_group_ids(self, tag) end
   if label then spec.ids = label_group_ids(self, label) end
@@ -282,7 +300,8 @@ local function group(self, args, level)
   local q = self:query()
   local rc = C.sl_query_group(q, spec, self.recs, self.n)
   if rc < 0 then error("group: " .. core.strerror(rc), level) end
-  local g = setmetatable({ q = q, ptr = C.sl_query_rows(q, count_out), n = rc, skip = ids }, Groups)
+  local g = setmetatable({ q = q, ptr = C.sl_query_rows(q, count_out), n = rc, skip = ids,
+    batch = self }, Groups)
   if args.order then g:top(args.n or rc, args.order) elseif args.n then g:top(args.n) end
   return g
 end

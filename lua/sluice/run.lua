@@ -154,10 +154,7 @@ function Run:loop()
       d:events()
     end
     if out.slice_ready ~= 0 then
-      if d.slices.n > 0 then
-        batch:set(out)
-        d:slice_batch(batch)
-      end
+      if d.slices.n > 0 then d:slice_batch(batch:batch(out)) end
       if st.ended[1] then d:forget_ended(out.slice_end_ns) end
     end
     if st.queue[1] then d:drain() end
