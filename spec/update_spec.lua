@@ -157,6 +157,18 @@ describe("engine:update", function()
     eng:close()
   end)
 
+  -- it said "update failed: No such process"
+  it("a flow that has ended is not updated, and the error says so", function()
+    local eng = assert(sluice.open { read = pcap.write { udp(1, "10.0.0.1", 1000) } })
+    local ok, err
+    assert(eng:run {
+      on_flow_end = function(f) ok, err = eng:update { flow = f, stats = { pkts = 1 } } end,
+    })
+    assert.is_nil(ok)
+    assert.equal("the flow has ended: only a live flow is updated", err)
+    eng:close()
+  end)
+
   it("rejects malformed keys", function()
     with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
       assert.has_error(function() eng:update { keys = {} } end)

@@ -665,6 +665,8 @@ function Engine:update(u)
   self.st.late = true -- a new flow, or a trim to make room: events to dispatch
   if rc == C.SL_E_CONFLICT then return nil, "key conflict: the keys belong to different live flows" end
   if rc == C.SL_E_STATE then return nil, "the input has ended: no new flow starts" end
+  -- (its end came in the same batch of packets as the event handled now)
+  if rc == -C.SL_ESRCH then return nil, "the flow has ended: only a live flow is updated" end
   if rc < 0 then return nil, "update failed: " .. core.strerror(rc) end
   local f = flow.handle(self.st, C.sl_engine_flow(self.e, cu.slot))
   for name, value in pairs(tags) do f:tag(name, value) end
