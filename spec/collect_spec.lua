@@ -1303,6 +1303,31 @@ describe("sluice collect", function()
   end)
 
   describe("sequence numbers", function()
+    -- two routers on one path report one connection each: their counts
+    -- were added into one flow tagged with the first router only
+    it("the same connection from two exporters, or two engines of one, is a flow for each", function()
+      local port = free_port()
+      local h = collect("--listen udp:127.0.0.1:" .. port .. " --idle-exit 1", "udp", port)
+      local a, b = sender_from("127.0.0.2", port), sender_from("127.0.0.3", port)
+      a:send(v5_message(6, 1, 5, 0, 1, 1))
+      b:send(v5_message(6, 1, 5, 0, 1, 1))
+      b:send(v5_message(6, 1, 5, 5, 1, 2)) -- the same router's other engine
+      a:close()
+      b:close()
+      local r, flows = collected(h)
+      assert.equal(15, #flows, run.describe(r))
+      local seen = {}
+      for _, f in ipairs(flows) do
+        local e = v5_expected(6, f.sport - 2000)
+        assert.equal(e.pkts_fwd, f.pkts_fwd, flow_text(f))
+        assert.equal(e.bytes_fwd, f.bytes_fwd, flow_text(f))
+        local id = tostring(f.tags and f.tags.exporter) .. " " .. tostring(f.tags and f.tags.domain) ..
+          " " .. f.sport
+        assert.is_nil(seen[id], "twice: " .. id)
+        seen[id] = true
+      end
+    end)
+
     it("withheld messages are counted as seq_lost: IPFIX (records), NetFlow v5 (records), v9 (packets); " ..
        "data before its template is held", function()
       local port = free_port()

@@ -438,6 +438,9 @@ struct tmpl *collector_tmpl_find(struct ctx *c, uint16_t tid)
 		t->valid = 0;
 		return NULL;
 	}
+	/* used: as alive as refreshed (IPFIX over TCP sends a template once
+	 * per session, RFC 7011 section 8) */
+	t->seen_ns = c->now;
 	collector_touch_tmpl(c->m, t);
 	return t;
 }

@@ -100,6 +100,19 @@ static int record_add(struct sl_engine *e, struct sl_flow *f,
 	return 0;
 }
 
+/* Routers on one path report the same connection each: a flow per
+ * exporter and observation domain (as nfdump keeps them), told apart in
+ * the padding of the canonical key (the flow's own key stays the 5-tuple)
+ * by a mix of the two; records of one exporter still fold into biflows. */
+static void key_mark_origin(struct sl_key *ck, uint32_t exporter,
+			    uint32_t domain)
+{
+	uint64_t mix = ((uint64_t)exporter << 32 | domain) * 0x9e3779b97f4a7c15ULL;
+
+	mix ^= mix >> 29;
+	memcpy(ck->pad, &mix, sizeof(ck->pad));
+}
+
 static int record_process(struct sl_engine *e, uint32_t i)
 {
 	const struct sl_collector_rec *r = &e->recs[i];
@@ -114,6 +127,7 @@ static int record_process(struct sl_engine *e, uint32_t i)
 	e->stats.bytes =
 	    sl_sat_add(e->stats.bytes, sl_sat_add(r->fwd.bytes, r->rev.bytes));
 	swapped = key_canonical(&ck);
+	key_mark_origin(&ck, r->exporter, r->domain);
 	hash = key_hash(&ck);
 	f = flow_find_key(e, &ck, hash, &swapped);
 	if (!f) {
