@@ -1147,7 +1147,10 @@ describe("sluice collect", function()
       send_all(s, { final_v5, final_ipfix })
       sent = sent + 2
       s:close()
-      local r, flows = collected(h, 60)
+      -- data sets of templates the fuzz invented are losses: exit 3
+      local r = finish(h, 60)
+      assert(r.code == 3 and has(r.err, "dropped undecoded (") , run.describe(r))
+      local flows = run.of_type(run.json_lines(h.json), "flow")
       local total_secs = monotonic() - started
       local want = { v5_expected(250, 1), v5_expected(250, 2), expected_flow(251, 1),
         expected_flow(251, 2), expected_flow(251, 3) }
@@ -1521,8 +1524,10 @@ describe("sluice collect", function()
         proc.signal(h, S.SL_SIGTERM)
         r = finish(h, 10)
       end
-      -- counted, as when the hold times out: not a loss of the run (exit 0)
-      assert.equal(0, r.code, run.describe(r))
+      -- counted, and a loss of the run: a line without -v, exit 3
+      assert.equal(3, r.code, run.describe(r))
+      assert(has(r.err, "sluice: 5 message(s) or set(s) from exporters dropped undecoded (no_template=5)"),
+        run.describe(r))
       local x = exporter_at(r.err, "127.0.0.1", s.port)
       assert.equal(5, x.held, x.line)
       assert.equal(5, x.dropped.no_template, x.line)
@@ -1553,9 +1558,13 @@ describe("sluice collect", function()
       if s:send(msg, #msg) then sent = sent + 1 end
     end
     s:close()
-    local r = collected(h, 60)
+    local r = finish(h, 60)
     local received, _, drops = totals_line(r.err)
     assert(drops > 0, "a policy this slow must lose datagrams\n" .. r.err)
+    -- a loss of the run: one line even without -v, exit 3
+    assert.equal(3, r.code, run.describe(r))
+    assert(has(r.err, string.format("sluice: %d message(s) dropped by the kernel: the socket " ..
+      "buffer was full", drops)), run.describe(r))
     -- the socket buffer is the only queue: every datagram is taken or
     -- counted as dropped
     assert.equal(sent, received + drops, r.err)

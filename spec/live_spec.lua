@@ -457,6 +457,25 @@ describe("live capture", function()
           "-v should count " .. #PACKETS .. " packets\n" .. describe_proc(p, p:exit_code()))
       end)
 
+      if backend == "afpacket" then
+        -- drops were shown with -v only, and the run exited 0
+        live_it("packets a full ring dropped: a line without -v, exit 3", function()
+          local env = environment()
+          local p = start(env, backend, "--ring-block-size 4096 --ring-blocks 2")
+          p:signal("STOP")
+          defer(function() p:signal("CONT") end)
+          replay(env)
+          netns.sleep(0.3)
+          p:signal("TERM")
+          p:signal("CONT")
+          local code = p:wait(5)
+          assert.equal(3, code, describe_proc(p, code))
+          local drops = tonumber(p:stderr():match("sluice: (%d+) packet%(s%) dropped by the kernel: " ..
+            "the capture ring was full"))
+          assert(drops and drops > 0, describe_proc(p, code))
+        end)
+      end
+
       live_it("--filter 'udp' keeps only the UDP flows", function()
         local env = environment()
         local flows, _, p, started = capture(env, backend, "--filter udp")

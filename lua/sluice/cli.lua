@@ -797,6 +797,7 @@ local function summarize(o, ending, eng)
       frac and string.format("%.1f%%", frac * 100) or report.bytes_text(pos or 0)))
   end
   local lost = report.losses(rep, o.verbose)
+  if eng.live or eng.collector then lost = lost + report.input_losses(eng) end
   if not ending.ok then return fail(ending.err) end
   return lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
 end

@@ -229,6 +229,47 @@ M.EXIT_OK, M.EXIT_ERROR, M.EXIT_USAGE, M.EXIT_LOSSES = 0, 1, 2, 3
 -- state file that could not be saved. Losses are never silent: this is
 -- printed with or without -v. Returns how many records and packets were
 -- lost (0 when none).
+-- Drops of what exporters sent: data without its template, state that
+-- did not fit, exporters past the limit (malformed messages are counted,
+-- not losses, as malformed packets are).
+local EXPORTER_LOSSES = { "no_template", "memory", "exporters" }
+
+-- What the input lost on its way in, a line each, also without -v: packets
+-- a full capture ring dropped, messages a full socket buffer dropped, and
+-- what exporters sent that could not be decoded; returns how many.
+function M.input_losses(eng, out)
+  out = out or io.stderr
+  local st, lost = eng:stats(), 0
+  local drops = st.kernel_drops or 0
+  if drops > 0 then
+    out:write(eng.collector and
+      format("sluice: %d message(s) dropped by the kernel: the socket buffer was full " ..
+        "(--rcvbuf, --workers, a lighter policy)\n", drops) or
+      format("sluice: %d packet(s) dropped by the kernel: the capture ring was full " ..
+        "(--ring-blocks, --workers, a lighter policy)\n", drops))
+    lost = lost + drops
+  end
+  if not eng.collector then return lost end
+  local by, total, seq_lost = {}, 0, 0
+  for _, x in ipairs(eng:exporters()) do
+    seq_lost = seq_lost + x.seq_lost
+    for _, reason in ipairs(EXPORTER_LOSSES) do
+      local k = x.dropped[reason] or 0
+      if k > 0 then by[reason], total = (by[reason] or 0) + k, total + k end
+    end
+  end
+  if total > 0 then
+    out:write(format("sluice: %d message(s) or set(s) from exporters dropped undecoded%s\n",
+      total, counters(by)))
+  end
+  -- lost on the way, maybe before this host: said, not this run's loss
+  if seq_lost > 0 then
+    out:write(format("sluice: exporters' sequence numbers say %d record(s) or export packet(s) " ..
+      "never arrived\n", seq_lost))
+  end
+  return lost + total
+end
+
 function M.losses(report, verbose, out)
   out = out or io.stderr
   if not report then return 0 end
