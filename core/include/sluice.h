@@ -1260,6 +1260,8 @@ enum sl_collector_drop {
 	SL_COLLECTOR_DROP_MEMORY,      /* a new template or domain did not fit
 					  max_memory, and nothing could be
 					  evicted to make room */
+	SL_COLLECTOR_DROP_WITHDRAWN,   /* data for a template withdrawn (IPFIX)
+					  and not defined again */
 	SL_COLLECTOR_DROP_COUNT,
 };
 

@@ -162,7 +162,7 @@ struct exporter;
 
 struct tmpl {
 	uint64_t key;	  /* its key in tmpl_tab */
-	uint64_t seen_ns; /* last (re)definition */
+	uint64_t seen_ns; /* last (re)definition, use or withdrawal */
 	uint64_t have;	  /* kinds a record of it carries (fixed length) */
 	uint64_t tick;	  /* last use */
 	struct link lru;  /* m->tmpl_lru, most recent first */
@@ -178,7 +178,8 @@ struct tmpl {
 	uint8_t valid;
 	uint8_t opt; /* options template: no flows in its records */
 	uint8_t var; /* has VARLEN fields: walk the ops in order */
-	uint8_t pad[3];
+	uint8_t withdrawn; /* and not defined again: its data is dropped */
+	uint8_t pad[2];
 };
 
 struct seq {
@@ -338,6 +339,7 @@ uint32_t collector_exp_find(const struct sl_collector_msg *m,
 int collector_exp_add(struct sl_collector_msg *m, const struct ident *id);
 int collector_dom_get(struct ctx *c, uint32_t id);
 struct tmpl *collector_tmpl_find(struct ctx *c, uint16_t tid);
+int collector_tmpl_withdrawn(struct ctx *c, uint16_t tid);
 struct tmpl *collector_tmpl_slot(struct ctx *c, uint16_t tid, int *err);
 void *collector_table_del(struct table *t, uint64_t key);
 void collector_exp_unhash(struct sl_collector_msg *m, uint32_t idx);

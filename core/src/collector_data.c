@@ -285,6 +285,11 @@ int collector_data_set(struct ctx *c, uint16_t tid, const uint8_t *p,
 
 	if (!len)
 		return 0;
+	if (!t && collector_tmpl_withdrawn(c, tid)) {
+		c->ex->st.dropped[SL_COLLECTOR_DROP_WITHDRAWN]++;
+		c->partial = 1;
+		return 0;
+	}
 	if (!t)
 		return collector_hold_add(c, tid, p, len);
 	return collector_data_records(c, t, p, len);

@@ -417,13 +417,33 @@ out_uncharge:
 	return rc;
 }
 
+static int tmpl_fresh(const struct sl_collector_msg *m, const struct tmpl *t,
+		      uint64_t now)
+{
+	return now <= t->seen_ns || now - t->seen_ns <= m->tmpl_timeout_ns;
+}
+
+/* Withdrawn, alone or with all of its domain's, and not defined again. */
+static int tmpl_gone(const struct tmpl *t)
+{
+	return t->withdrawn || t->gen != t->dom->gen[t->opt];
+}
+
 /* Still usable at now: not withdrawn, expired, or replaced. */
 static int tmpl_live(const struct sl_collector_msg *m, const struct tmpl *t,
 		     uint64_t now)
 {
-	if (!t->valid || t->gen != t->dom->gen[t->opt])
-		return 0;
-	return now <= t->seen_ns || now - t->seen_ns <= m->tmpl_timeout_ns;
+	return t->valid && !tmpl_gone(t) && tmpl_fresh(m, t, now);
+}
+
+/* Data for tid now is for a withdrawn template (its mark is kept for the
+ * template timeout): dropped, not held for a definition that may give the
+ * id another layout. */
+int collector_tmpl_withdrawn(struct ctx *c, uint16_t tid)
+{
+	const struct tmpl *t = table_find(&c->m->tmpl_tab, tmpl_key(c->dom, tid));
+
+	return t && tmpl_gone(t) && tmpl_fresh(c->m, t, c->now);
 }
 
 /* The valid template of the context's domain (a use: it is touched), or
@@ -524,7 +544,8 @@ void sl_collector_msg_expire(struct sl_collector_msg *m, uint64_t now_ns)
 		struct tmpl *t = link_entry(l, struct tmpl, lru);
 
 		prev = l->prev;
-		if (!tmpl_live(m, t, now_ns))
+		if (!tmpl_live(m, t, now_ns) &&
+		    !(tmpl_gone(t) && tmpl_fresh(m, t, now_ns)))
 			collector_tmpl_free(m, t, 0);
 	}
 }
@@ -543,6 +564,7 @@ const char *sl_collector_drop_name(int reason)
 	    [SL_COLLECTOR_DROP_EMPTY] = "empty",
 	    [SL_COLLECTOR_DROP_EXPORTERS] = "exporters",
 	    [SL_COLLECTOR_DROP_MEMORY] = "memory",
+	    [SL_COLLECTOR_DROP_WITHDRAWN] = "withdrawn",
 	};
 
 	if (reason < 0 || reason >= SL_COLLECTOR_DROP_COUNT)

@@ -188,6 +188,7 @@ static int tmpl_store(struct ctx *c, struct tmpl *t, const struct op *ops,
 	t->var = (uint8_t)var;
 	t->opt = (uint8_t)opt;
 	t->valid = 1;
+	t->withdrawn = 0;
 	t->seen_ns = c->now;
 	t->gen = c->dom->gen[opt];
 	collector_touch_tmpl(c->m, t);
@@ -205,9 +206,12 @@ static void withdraw(struct ctx *c, uint16_t tid, int opt)
 		c->dom->gen[opt]++;
 		return;
 	}
+	/* kept, marked: data for it is dropped until it is defined again */
 	t = collector_tmpl_find(c, tid);
-	if (t)
-		collector_tmpl_free(c->m, t, 0);
+	if (t) {
+		t->withdrawn = 1;
+		t->seen_ns = c->now;
+	}
 }
 
 /* One template record at *pp; returns 0 to go on, 1 at padding, -EBADMSG

@@ -229,10 +229,10 @@ M.EXIT_OK, M.EXIT_ERROR, M.EXIT_USAGE, M.EXIT_LOSSES = 0, 1, 2, 3
 -- state file that could not be saved. Losses are never silent: this is
 -- printed with or without -v. Returns how many records and packets were
 -- lost (0 when none).
--- Drops of what exporters sent: data without its template, state that
--- did not fit, exporters past the limit (malformed messages are counted,
--- not losses, as malformed packets are).
-local EXPORTER_LOSSES = { "no_template", "memory", "exporters" }
+-- Drops of what exporters sent: data without its template (never seen,
+-- or withdrawn), state that did not fit, exporters past the limit
+-- (malformed messages are counted, not losses, as malformed packets are).
+local EXPORTER_LOSSES = { "no_template", "withdrawn", "memory", "exporters" }
 
 -- What the input lost on its way in, a line each, also without -v: packets
 -- a full capture ring dropped, messages a full socket buffer dropped, and
