@@ -355,6 +355,7 @@ describe("live capture", function()
       { "-i ''", "no interface" },
       { "-i lo --ring-block-size 1000", "block size 1000" },
       { "-i lo --ring-frame-size 7", "frame size 7" },
+      { "-i lo --ring-timeout 100000", "ring timeout 100000 ms: at most 10000" },
       { "-i lo --backend afxdp --xdp-mode skb --zero-copy on", "zero-copy" },
     }
     for _, backend in ipairs(BACKENDS) do

@@ -44,6 +44,9 @@ enum {
 	AFP_BLOCK_TOV_MS = 100,
 	AFP_POLL_MS = 100,
 	AFP_STOP_SLACK_MS = 20, /* past the retire periods, for the timer */
+	/* a stop waits up to two of them: 20 s, well inside a service
+	 * manager's stop timeout (systemd: 90 s) */
+	AFP_BLOCK_TOV_MAX_MS = 10000,
 	AFP_VLAN_HLEN = 4,
 	AFP_MAC_ADDRS = 12, /* destination + source MAC */
 };
@@ -504,6 +507,12 @@ static int afp_opts(struct afp_source *s, struct sl_live_opts *o,
 	s->poll_ms = o->poll_ms ? o->poll_ms : AFP_POLL_MS;
 	s->block_tov_ms =
 	    o->block_timeout_ms ? o->block_timeout_ms : AFP_BLOCK_TOV_MS;
+	if (s->block_tov_ms > AFP_BLOCK_TOV_MAX_MS) {
+		sl_live_note_add(o, "ring timeout %u ms: at most %u (a stop waits "
+				 "up to twice it for the last block)",
+				 s->block_tov_ms, (unsigned)AFP_BLOCK_TOV_MAX_MS);
+		return SL_E_OPTION;
+	}
 	if (fs % TPACKET_ALIGNMENT || fs < TPACKET3_HDRLEN) {
 		sl_live_note_add(o, "frame size %u: must be a multiple of %u and >= %u",
 			 fs, TPACKET_ALIGNMENT, (unsigned)TPACKET3_HDRLEN);

@@ -688,6 +688,12 @@ static void test_errors(void)
 	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
 
 	memset(&o, 0, sizeof(o));
+	o.ifname = pair.host;
+	o.block_timeout_ms = 10001; /* a stop would wait 20 s and more */
+	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
+	CHECK(strstr(o.note, "ring timeout") != NULL);
+
+	memset(&o, 0, sizeof(o));
 	CHECK_EQ(sl_source_open_afpacket(&s, &o), SL_E_OPTION);
 	CHECK(o.note[0] != '\0');
 }

@@ -205,7 +205,7 @@ M.OPTIONS = {
     help = "afpacket ring: frame size (2048)" },
   { group = "live", flags = { "--ring-timeout" }, backend = "afpacket", value = "MS", commands = "both",
     to = "live.block_timeout", parse = function(v) return v .. "ms" end,
-    help = "afpacket ring: a block is handed over after MS (100ms)" },
+    help = "afpacket ring: a block is handed over after MS (100ms, at most 10000)" },
   { group = "live", flags = { "--xdp-mode" }, backend = "afxdp", value = "auto|skb|drv", commands = "both",
     to = "live.xdp_mode", help = "afxdp attach mode (default auto)" },
   { group = "live", flags = { "--zero-copy" }, backend = "afxdp", value = "auto|on|off", commands = "both",
