@@ -567,6 +567,24 @@ describe("live capture", function()
         "two workers take both queues: no such line\n" .. describe_proc(p, p:exit_code()))
     end)
 
+    -- auto mode failed with "queue busy" (the driver mode's failed socket
+    -- held the queue while skb mode was tried), and jumbo frames were
+    -- dropped without a word
+    live_it("an MTU too large for driver mode: auto falls back to skb, saying what does not fit", function()
+      local env = environment()
+      -- (veth refuses driver-mode XDP for its peer's MTU)
+      assert(os.execute(run.PLAIN .. "ip link set dev " .. env.host .. " mtu 9000") == 0)
+      assert(os.execute(run.PLAIN .. "ip netns exec " .. env.ns .. " ip link set dev " .. env.peer ..
+        " mtu 9000") == 0)
+      local p = start(env, "afxdp")
+      stop(p)
+      local err = p:stderr()
+      assert(has(err, "skb mode") and has(err, "frames over 2048 bytes (MTU 9000) do not fit"),
+        describe_proc(p, p:exit_code()))
+      local r = run.sh(SLUICE .. " run -i " .. env.host .. " --backend afxdp --xdp-mode drv --out json:/dev/null")
+      assert(r.code == 1 and has(r.err, "MTU is too large for XDP in driver mode"), run.describe(r))
+    end)
+
     live_it("after SIGTERM the XDP program is gone from the interface", function()
       local env = environment()
       local p = start(env, "afxdp", "")

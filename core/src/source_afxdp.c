@@ -85,6 +85,7 @@ struct afxdp_source {
 	int err; /* sticky: once set, every next() returns it */
 	uint32_t snaplen;
 	uint32_t linktype;
+	uint32_t mtu; /* 0: unknown */
 	int has_filter;
 	struct cbpf_prog prog;
 	uint64_t received;
@@ -363,22 +364,24 @@ static const struct sl_source_ops afxdp_ops = {
 
 /* ---- open ------------------------------------------------------------- */
 
-/* The frames AF_XDP hands out start where XDP sees the packet: the
- * Ethernet header, or the IP header on devices without one (tun). */
-static uint32_t if_linktype(const char *ifname)
+/* The interface's hardware type and MTU (0 when it cannot say). */
+static void if_info(const char *ifname, int *type, uint32_t *mtu)
 {
 	struct ifreq ifr;
-	int fd, type = ARPHRD_ETHER;
+	int fd;
 
+	*type = ARPHRD_ETHER;
+	*mtu = 0;
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0) {
-		memset(&ifr, 0, sizeof(ifr));
-		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
-		if (!ioctl(fd, SIOCGIFHWADDR, &ifr))
-			type = ifr.ifr_hwaddr.sa_family;
-		close(fd);
-	}
-	return type == ARPHRD_NONE ? SL_LINK_RAW : SL_LINK_EN10MB;
+	if (fd < 0)
+		return;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	if (!ioctl(fd, SIOCGIFHWADDR, &ifr))
+		*type = ifr.ifr_hwaddr.sa_family;
+	if (!ioctl(fd, SIOCGIFMTU, &ifr) && ifr.ifr_mtu > 0)
+		*mtu = (uint32_t)ifr.ifr_mtu;
+	close(fd);
 }
 
 /* One try at a socket on (ifname, queue) with these flags; libxdp loads
@@ -486,6 +489,12 @@ static void fail_note(struct sl_live_opts *o, int rc, const char *lib)
 			 "too large for %d-byte frames?)",
 			 ifn, o->queue, strerror(-rc), FRAME_SIZE);
 		break;
+	case -ERANGE:
+		snprintf(o->note, len,
+			 "AF_XDP on %s: its MTU is too large for XDP in driver "
+			 "mode (lower it, or --xdp-mode skb)",
+			 ifn);
+		break;
 	default:
 		snprintf(o->note, len, "AF_XDP on %s queue %u (%s mode): %s",
 			 ifn, o->queue,
@@ -499,15 +508,18 @@ static void fail_note(struct sl_live_opts *o, int rc, const char *lib)
 }
 
 /* One pass: driver then skb mode (as asked), zero-copy then copy (as
- * asked), until a socket binds and its program attaches. */
+ * asked), until a socket binds and its program attaches. A driver mode
+ * that failed for a reason of its own (an MTU too large: ERANGE) is not
+ * tried again in the next passes: its failed socket leaves the queue busy
+ * for a moment, and skb mode must get that moment. */
 static int xsk_attempts(struct afxdp_source *s, const struct sl_live_opts *o,
-			uint32_t *xdp_flags, uint16_t *bind)
+			uint32_t *xdp_flags, uint16_t *bind, int *drv_failed)
 {
 	uint32_t modes[2];
 	uint16_t binds[2];
 	int n_modes = 0, n_binds, i, j, rc = -EINVAL;
 
-	if (o->xdp_mode != SL_XDP_SKB)
+	if (o->xdp_mode != SL_XDP_SKB && !*drv_failed)
 		modes[n_modes++] = XDP_FLAGS_DRV_MODE;
 	if (o->xdp_mode != SL_XDP_DRV)
 		modes[n_modes++] = XDP_FLAGS_SKB_MODE;
@@ -530,6 +542,9 @@ static int xsk_attempts(struct afxdp_source *s, const struct sl_live_opts *o,
 			    rc == -ENOMEM || rc == -ENOBUFS)
 				return rc;
 		}
+		if (modes[i] == XDP_FLAGS_DRV_MODE && rc != -EBUSY &&
+		    n_modes > 1)
+			*drv_failed = 1;
 	}
 	return rc;
 }
@@ -543,7 +558,7 @@ static int xsk_open(struct afxdp_source *s, struct sl_live_opts *o)
 	struct lib_quiet q;
 	uint32_t xdp_flags = 0;
 	uint16_t bind = 0;
-	int rc, waited;
+	int rc, waited, drv_failed = 0;
 
 	if (o->xdp_mode == SL_XDP_SKB && o->zero_copy == SL_ZC_ON) {
 		snprintf(o->note, sizeof(o->note),
@@ -554,7 +569,7 @@ static int xsk_open(struct afxdp_source *s, struct sl_live_opts *o)
 	}
 	lib_quiet_begin(&q, lib, sizeof(lib));
 	for (waited = 0;; waited += BUSY_STEP_MS) {
-		rc = xsk_attempts(s, o, &xdp_flags, &bind);
+		rc = xsk_attempts(s, o, &xdp_flags, &bind, &drv_failed);
 		if (rc != -EBUSY || waited >= BUSY_WAIT_MS)
 			break;
 		usleep(BUSY_STEP_MS * 1000);
@@ -566,6 +581,12 @@ static int xsk_open(struct afxdp_source *s, struct sl_live_opts *o)
 	snprintf(o->note, sizeof(o->note), "%s mode, %s",
 		 attached_mode(s->ifindex, xdp_flags),
 		 bind == XDP_ZEROCOPY ? "zero-copy" : "copy");
+	/* the Ethernet header and two VLAN tags around the MTU */
+	if (s->mtu + 22 > FRAME_SIZE)
+		sl_live_note_add(o,
+				 "frames over %d bytes (MTU %u) do not fit: the "
+				 "kernel drops them (counted)",
+				 FRAME_SIZE, s->mtu);
 out:
 	lib_quiet_end(&q);
 	return rc;
@@ -575,7 +596,7 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 {
 	struct afxdp_source *s;
 	uint32_t idx = 0, i;
-	int rc;
+	int rc, hw_type;
 
 	rc = sl_live_open_check(out, o);
 	if (rc)
@@ -592,7 +613,8 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 		rc = sl_live_no_interface(o);
 		goto out_free;
 	}
-	s->linktype = if_linktype(o->ifname);
+	if_info(o->ifname, &hw_type, &s->mtu);
+	s->linktype = hw_type == ARPHRD_NONE ? SL_LINK_RAW : SL_LINK_EN10MB;
 	if (o->filter && o->filter[0]) {
 		rc = sl_filter_compile(
 		    o->filter,
