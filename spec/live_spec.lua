@@ -585,6 +585,25 @@ describe("live capture", function()
       assert(r.code == 1 and has(r.err, "MTU is too large for XDP in driver mode"), run.describe(r))
     end)
 
+    -- a second signal ended the process the default way: the program
+    -- stayed, and the next run took it over in its mode
+    live_it("a second signal ends sluice at once and still detaches the XDP program", function()
+      local env = environment()
+      local p = start(env, "afxdp")
+      assert(env:xdp_attached(), "the program should be attached while capturing")
+      -- both pending while stopped: INT starts the stop, TERM ends it
+      p:signal("STOP")
+      p:signal("INT")
+      p:signal("TERM")
+      p:signal("CONT")
+      local code = p:wait(5)
+      assert(code and code ~= 0, "the second signal should end sluice at once\n" .. describe_proc(p, code))
+      local attached, link = env:xdp_attached()
+      assert(not attached, "the XDP program is still on " .. env.host .. ":\n" .. link)
+      -- and the next run attaches its own
+      stop(start(env, "afxdp"))
+    end)
+
     live_it("after SIGTERM the XDP program is gone from the interface", function()
       local env = environment()
       local p = start(env, "afxdp", "")

@@ -5,7 +5,8 @@
  * handler is then gone (SA_RESETHAND), so a second signal ends the process
  * the default way. A run loop that does not take the flag within GRACE_S
  * seconds (a policy handler that loops) is stopped by a watchdog: one line
- * on stderr, then the signal's default action. SIGHUP sets another flag
+ * on stderr, then the signal's default action. Either way an XDP program
+ * the process attached (sl_signal_xdp_guard) is detached first. SIGHUP sets another flag
  * (sl_signal_take_reload) and stays caught: every SIGHUP asks for one more
  * reload (several before the loop looks are one), it never stops the run
  * and has no watchdog. Nothing here exits. sl_signal_ignore_xfsz() lets
@@ -13,8 +14,12 @@
  * process. sl_signal_child_block() and sl_signal_child_wait() let a
  * parent sleep until one of its children ends, without polling. */
 #include <errno.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +36,86 @@ static volatile sig_atomic_t reload; /* a SIGHUP not taken yet */
  * process had before the first */
 static unsigned depth;
 static struct sigaction saved_int, saved_term, saved_alrm, saved_hup;
+
+/* ---- XDP programs to detach if the process dies at once --------------- */
+
+#define XDP_GUARDS 8
+
+static volatile sig_atomic_t guard_ifindex[XDP_GUARDS]; /* 0: free */
+static volatile sig_atomic_t guard_flags[XDP_GUARDS];
+
+int sl_signal_xdp_guard(int ifindex, uint32_t flags)
+{
+	for (int i = 0; i < XDP_GUARDS; i++) {
+		if (!guard_ifindex[i]) {
+			guard_flags[i] = (sig_atomic_t)flags;
+			guard_ifindex[i] = ifindex;
+			return i;
+		}
+	}
+	return -1;
+}
+
+void sl_signal_xdp_unguard(int guard)
+{
+	if (guard >= 0 && guard < XDP_GUARDS)
+		guard_ifindex[guard] = 0;
+}
+
+static void put_attr(uint8_t *p, uint16_t type, const void *v, uint16_t len)
+{
+	struct rtattr a = {.rta_len = (unsigned short)RTA_LENGTH(len),
+			   .rta_type = type};
+
+	memcpy(p, &a, sizeof(a));
+	memcpy(p + RTA_LENGTH(0), v, len);
+}
+
+/* RTM_SETLINK with IFLA_XDP { FD -1, FLAGS mode }: what `ip link set dev X
+ * xdp off` sends. Only syscalls: safe in a signal handler. */
+static void xdp_detach_now(int ifindex, uint32_t flags)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+		uint8_t attrs[RTA_SPACE(RTA_SPACE(4) + RTA_SPACE(4))];
+	} req;
+	struct sockaddr_nl to = {.nl_family = AF_NETLINK};
+	uint8_t *nest = req.attrs, *in = nest + RTA_LENGTH(0);
+	int32_t fd = -1;
+	int sock;
+
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_len = sizeof(req);
+	req.nh.nlmsg_type = RTM_SETLINK;
+	req.nh.nlmsg_flags = NLM_F_REQUEST;
+	req.ifi.ifi_family = AF_UNSPEC;
+	req.ifi.ifi_index = ifindex;
+	put_attr(in, IFLA_XDP_FD, &fd, sizeof(fd));
+	put_attr(in + RTA_SPACE(4), IFLA_XDP_FLAGS, &flags, sizeof(flags));
+	{
+		struct rtattr a = {
+		    .rta_len = (unsigned short)RTA_LENGTH(2 * RTA_SPACE(4)),
+		    .rta_type = IFLA_XDP | NLA_F_NESTED};
+
+		memcpy(nest, &a, sizeof(a));
+	}
+	sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (sock < 0)
+		return;
+	(void)sendto(sock, &req, sizeof(req), 0, (struct sockaddr *)&to,
+		     sizeof(to));
+	close(sock);
+}
+
+static void xdp_detach_all(void)
+{
+	for (int i = 0; i < XDP_GUARDS; i++) {
+		if (guard_ifindex[i])
+			xdp_detach_now(guard_ifindex[i],
+				       (uint32_t)guard_flags[i]);
+	}
+}
 
 static void set_default(int sig)
 {
@@ -53,6 +138,15 @@ static void on_alarm(int unused)
 
 	rc = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	(void)rc;
+	xdp_detach_all();
+	set_default(sig);
+	raise(sig);
+}
+
+/* The second SIGINT/SIGTERM: the process ends at once, the default way. */
+static void on_second(int sig)
+{
+	xdp_detach_all();
 	set_default(sig);
 	raise(sig);
 }
@@ -62,8 +156,13 @@ static void on_signal(int sig)
 	struct sigaction sa;
 
 	pending = sig;
-	/* the other signal of the pair ends the process too */
-	set_default(sig == SIGINT ? SIGTERM : SIGINT);
+	/* a second signal (either of the pair) ends the process */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_second;
+	sa.sa_flags = SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_alarm;
 	sa.sa_flags = SA_RESETHAND;
@@ -87,7 +186,10 @@ int sl_signal_install(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sa.sa_flags = SA_RESETHAND;
+	/* the other one waits until on_signal made it a second signal */
 	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGINT);
+	sigaddset(&sa.sa_mask, SIGTERM);
 	pending = 0;
 	/* no SA_RESTART: a blocking poll returns and the loop sees the flag */
 	if (sigaction(SIGALRM, NULL, &saved_alrm) ||

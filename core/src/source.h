@@ -82,6 +82,14 @@ int sl_filter_compile(const char *filter, int linktype, uint32_t snaplen,
  * sl_packet.linktype, sl_source_linktype()). */
 int sl_linktype_dlt(int linktype);
 
+/* An XDP program this process attached (signal.c): a second stop signal,
+ * or the watchdog, ends the process at once, and first detaches it through
+ * netlink (async-signal-safe syscalls), where libxdp's cleanup at close
+ * would not run. flags: XDP_FLAGS_SKB_MODE or XDP_FLAGS_DRV_MODE. Returns
+ * the guard's number for sl_signal_xdp_unguard, or -1 (none free). */
+int sl_signal_xdp_guard(int ifindex, uint32_t flags);
+void sl_signal_xdp_unguard(int guard);
+
 /* The start of a live source's open (live.c): both pointers given, *out
  * and the note cleared, an interface named. 0, -EINVAL, or SL_E_OPTION
  * (with a note) when no interface is named. */

@@ -86,6 +86,8 @@ struct afxdp_source {
 	uint32_t snaplen;
 	uint32_t linktype;
 	uint32_t mtu; /* 0: unknown */
+	uint32_t xdp_flags; /* the mode it was attached in */
+	int guard;	    /* sl_signal_xdp_guard(), -1: none */
 	int has_filter;
 	struct cbpf_prog prog;
 	uint64_t received;
@@ -343,6 +345,7 @@ static void xdp_close(struct sl_source *src)
 	struct lib_quiet q;
 
 	/* libxdp detaches its program when the last socket using it goes */
+	sl_signal_xdp_unguard(s->guard);
 	lib_quiet_begin(&q, NULL, 0);
 	xsk_socket__delete(s->xsk);
 	xsk_umem__delete(s->umem);
@@ -578,6 +581,7 @@ static int xsk_open(struct afxdp_source *s, struct sl_live_opts *o)
 		fail_note(o, rc, lib);
 		goto out;
 	}
+	s->xdp_flags = xdp_flags;
 	snprintf(o->note, sizeof(o->note), "%s mode, %s",
 		 attached_mode(s->ifindex, xdp_flags),
 		 bind == XDP_ZEROCOPY ? "zero-copy" : "copy");
@@ -595,7 +599,7 @@ out:
 int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 {
 	struct afxdp_source *s;
-	uint32_t idx = 0, i;
+	uint32_t idx = 0, i, prog_before = 0;
 	int rc, hw_type;
 
 	rc = sl_live_open_check(out, o);
@@ -606,6 +610,7 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 		return -ENOMEM;
 	s->base.ops = &afxdp_ops;
 	s->fd = -1;
+	s->guard = -1;
 	s->snaplen = o->snaplen ? o->snaplen : DEFAULT_SNAPLEN;
 	s->poll_ms = o->poll_ms ? (int)o->poll_ms : DEFAULT_POLL_MS;
 	s->ifindex = (int)if_nametoindex(o->ifname);
@@ -636,10 +641,16 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 		goto out_filter;
 	}
 
+	/* none attached before: the program is ours, and a process that dies
+	 * at once (a second signal) detaches it */
+	if (bpf_xdp_query_id(s->ifindex, 0, &prog_before))
+		prog_before = 1; /* cannot tell: not ours to remove */
 	rc = xsk_open(s, o);
 	if (rc)
 		goto out_unmap;
 	s->fd = xsk_socket__fd(s->xsk);
+	if (!prog_before)
+		s->guard = sl_signal_xdp_guard(s->ifindex, s->xdp_flags);
 
 	/* every frame to the kernel */
 	if (xsk_ring_prod__reserve(&s->fill, NUM_FRAMES, &idx) != NUM_FRAMES) {
@@ -656,6 +667,7 @@ int sl_source_open_afxdp(struct sl_source **out, struct sl_live_opts *o)
 	return 0;
 
 out_socket:
+	sl_signal_xdp_unguard(s->guard);
 	xsk_socket__delete(s->xsk);
 	xsk_umem__delete(s->umem);
 out_unmap:
