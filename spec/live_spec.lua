@@ -618,6 +618,23 @@ describe("live capture", function()
   end)
 
   describe("--workers 2", function()
+    -- the parent said the flows of the worker that saw it first were lost,
+    -- though it had written every one
+    live_it("afpacket: the interface vanishing: exit 1, every flow written, no word of a loss", function()
+      local env = environment()
+      local started = os.time()
+      local p = start(env, "afpacket", "--workers 2", 2)
+      replay(env)
+      netns.sleep(0.5)
+      env:destroy()
+      local code = p:wait(5)
+      assert.equal(1, code, describe_proc(p, code))
+      local err = p:stderr()
+      assert(has(err, env.host) and not has(err, "are lost"), describe_proc(p, code))
+      assert_same(run.of_type(run.json_lines(p.out_json), "flow"), nil, started,
+        describe_proc(p, code), { shutdown = true, eof = true })
+    end)
+
     for _, backend in ipairs { "afpacket", "afxdp" } do
       live_it(backend .. ": every flow counted exactly once across the workers", function()
         local env = environment { queues = 2 }

@@ -1117,6 +1117,12 @@ local function run_workers(o, list)
       end
       return c0 or report.EXIT_ERROR
     end
+    -- an exit status: it said why and wrote what it had taken (exit 1
+    -- flushes); killed by a signal, what it held is gone
+    local st = statuses[failed]
+    if st and st ~= 0 and st % 256 == 0 then
+      return fail(code .. " (said above): the other workers were stopped", report.EXIT_ERROR)
+    end
     return fail(code .. ": the flows it had not written are lost, the other workers were stopped",
                 report.EXIT_ERROR)
   end
