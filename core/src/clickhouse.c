@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "sluice.h"
+#include "thread.h"
 #include "text.h"
 
 enum {
@@ -1082,7 +1083,7 @@ int sl_clickhouse_new_features(struct sl_clickhouse **out,
 		rc = ddl(c, create_table, err, errlen);
 	if (rc)
 		goto out_free;
-	rc = -pthread_create(&c->thread, NULL, sender_thread, c);
+	rc = sl_thread_start(&c->thread, sender_thread, c);
 	if (rc)
 		goto out_free;
 	c->have_thread = 1;

@@ -16,6 +16,7 @@
 
 #include "fileio.h"
 #include "sluice.h"
+#include "thread.h"
 #include "text.h"
 
 /* Records are formatted without bounds checks into a scratch line of
@@ -657,7 +658,7 @@ int sl_json_writer_open(struct sl_json_writer **out, const char *path,
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	if (!w->line_buffered) {
-		rc = -pthread_create(&w->thread, NULL, writer_thread, w);
+		rc = sl_thread_start(&w->thread, writer_thread, w);
 		if (rc)
 			goto out_close;
 		w->have_thread = 1;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "sluice.h"
+#include "thread.h"
 
 enum { WAKE_BATCH = 16, LAST_REFUSAL_WAIT_MS = 50 };
 
@@ -269,7 +270,7 @@ int sl_sender_new(struct sl_sender **out, int fd, int stream, uint32_t slots,
 	s->wake_at = slots / 2 < WAKE_BATCH ? slots / 2 + 1 : WAKE_BATCH;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
-	rc = -pthread_create(&s->thread, NULL, sender_thread, s);
+	rc = sl_thread_start(&s->thread, sender_thread, s);
 	if (rc)
 		goto out_sync;
 	*out = s;

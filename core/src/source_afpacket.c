@@ -174,6 +174,7 @@ static void afp_vlan_insert(const struct tpacket3_hdr *h, struct sl_packet *p)
 	uint16_t tpid = ETH_P_8021Q, tci = (uint16_t)h->hv1.tp_vlan_tci;
 	uint8_t tag[AFP_VLAN_HLEN];
 
+	p->wirelen += AFP_VLAN_HLEN; /* on the wire, even if not kept */
 	if (h->tp_mac < TPACKET3_HDRLEN + AFP_VLAN_HLEN ||
 	    p->caplen < AFP_MAC_ADDRS)
 		return;
@@ -187,7 +188,6 @@ static void afp_vlan_insert(const struct tpacket3_hdr *h, struct sl_packet *p)
 	memcpy(mac - AFP_VLAN_HLEN + AFP_MAC_ADDRS, tag, sizeof(tag));
 	p->data = mac - AFP_VLAN_HLEN;
 	p->caplen += AFP_VLAN_HLEN;
-	p->wirelen += AFP_VLAN_HLEN;
 }
 
 static inline int afp_outgoing(const struct tpacket3_hdr *h)

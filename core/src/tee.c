@@ -24,6 +24,7 @@
 
 #include "fileio.h"
 #include "sluice.h"
+#include "thread.h"
 
 enum { TEE_BUF = 1 << 20, TEE_PIPE = 1 << 20, TEE_POLL_MS = 200 };
 
@@ -188,7 +189,7 @@ int sl_tee_start(struct sl_tee *t)
 	if (t->have_thread)
 		return SL_E_STATE;
 	close_fds(t->rd, t->n);
-	rc = -pthread_create(&t->thread, NULL, tee_thread, t);
+	rc = sl_thread_start(&t->thread, tee_thread, t);
 	if (rc)
 		return rc;
 	t->have_thread = 1;
