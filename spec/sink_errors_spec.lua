@@ -111,6 +111,15 @@ describe("file sink write errors", function()
     told_once(r, "/dev/full: No space left on device")
   end)
 
+  -- each worker told it in the same words: two identical lines
+  it("json:/dev/full with --workers 2: each worker tells its error once, naming itself", function()
+    local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " --workers 2 --out json:/dev/full")
+    finished(r)
+    for w = 0, 1 do
+      told_once(r, "worker " .. w .. " of 2: sink json:/dev/full: cannot write /dev/full: No space left on device")
+    end
+  end)
+
   it("pcap:/dev/full: every packet is a failed drop, the error told once with the path", function()
     local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " --out pcap:/dev/full")
     finished(r)

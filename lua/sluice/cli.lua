@@ -640,6 +640,11 @@ function M.run_options(o, w)
   local t = { worker = w, state = o.state, progress_interval = o.stats, signals = true }
   for k, v in pairs(o.run) do t[k] = v end
   if o.state and o.workers > 1 then t.state = o.state .. "." .. w end
+  if o.workers > 1 then
+    t.on_sink_error = function(name, err)
+      io.stderr:write(string.format("sluice: worker %d of %d: sink %s: %s\n", w, o.workers, name, err))
+    end
+  end
   -- the default job with --out pcap: rewrites every packet of every flow
   if #o.policies == 0 then
     for _, out in ipairs(o.outs) do t.capture_all = t.capture_all or out.kind == "pcap" or nil end
