@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <stddef.h>
 
+#include "bytes.h"
 #include "sluice.h"
 
 #define V9_TEMPLATE_SET	   0
@@ -391,18 +392,7 @@ int collector_data_set(struct ctx *c, uint16_t tid, const uint8_t *p,
 
 /* Small and used by several files on the paths of every message or
  * record: static inline here, so that they still inline in each file, as
- * they did when the decoder was one file. */
-
-static inline uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
+ * they did when the decoder was one file (rd16, rd32: bytes.h). */
 
 static inline void drop(struct ctx *c, int reason)
 {

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "sluice.h"
 
 enum {
@@ -115,17 +116,6 @@ struct l3 {
 	uint32_t end; /* declared end of the IP packet, may be past caplen */
 	uint8_t proto;
 };
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
 
 static uint32_t swap32(uint32_t v)
 {
@@ -254,12 +244,12 @@ static int vlan_tags(struct frame *f, uint32_t *off, uint16_t *type)
 		if (avail(f, *off) < VLAN_TAG_LEN)
 			return malformed(f, SL_MAL_L2_SHORT);
 		tag = f->data + *off;
-		vid = get16(tag) & 0x0fff;
+		vid = rd16(tag) & 0x0fff;
 		if (f->depth == 0 && n == 0)
 			key->vlan = vid;
 		else if (f->depth == 0 && n == 1)
 			key->vlan_inner = vid;
-		*type = get16(tag + 2);
+		*type = rd16(tag + 2);
 		*off += VLAN_TAG_LEN;
 	}
 	return SL_DECODE_OK;
@@ -282,7 +272,7 @@ static int at_mpls(struct frame *f, uint32_t off)
 			return SL_DECODE_NOT_IP;
 		if (avail(f, off) < 4)
 			return malformed(f, SL_MAL_L2_SHORT);
-		w = get32(f->data + off);
+		w = rd32(f->data + off);
 		if (n == 0)
 			top = w >> 12;
 		off += 4;
@@ -320,7 +310,7 @@ static int at_ppp(struct frame *f, uint32_t off)
 	} else {
 		if (avail(f, off) < 2)
 			return malformed(f, SL_MAL_L2_SHORT);
-		proto = get16(f->data + off);
+		proto = rd16(f->data + off);
 		off += 2;
 	}
 	switch (proto) {
@@ -346,7 +336,7 @@ static int at_pppoe(struct frame *f, uint32_t off)
 		return malformed(f, SL_MAL_L2_SHORT);
 	if (h[0] != 0x11 || h[1] != 0)
 		return SL_DECODE_NOT_IP;
-	tunnel_set(f, SL_TUNNEL_PPPOE, get16(h + 2), 1, 0);
+	tunnel_set(f, SL_TUNNEL_PPPOE, rd16(h + 2), 1, 0);
 	return at_ppp(f, off + PPPOE_HLEN);
 }
 
@@ -385,7 +375,7 @@ static int at_ether(struct frame *f, uint32_t off)
 {
 	if (avail(f, off) < ETH_HLEN)
 		return malformed(f, SL_MAL_L2_SHORT);
-	return at_ethertype(f, get16(f->data + off + 12), off + ETH_HLEN);
+	return at_ethertype(f, rd16(f->data + off + 12), off + ETH_HLEN);
 }
 
 /* LLC/SNAP with an ethertype (802.11 data). */
@@ -397,7 +387,7 @@ static int at_llc(struct frame *f, uint32_t off)
 		return malformed(f, SL_MAL_L2_SHORT);
 	if (h[0] != 0xaa || h[1] != 0xaa || h[2] != 0x03)
 		return SL_DECODE_NOT_IP;
-	return at_ethertype(f, get16(h + 6), off + LLC_SNAP_LEN);
+	return at_ethertype(f, rd16(h + 6), off + LLC_SNAP_LEN);
 }
 
 /* An IEEE 802.11 frame: data frames with a payload, not protected (no
@@ -467,7 +457,7 @@ static int at_chdlc(struct frame *f)
 {
 	if (f->caplen < 4)
 		return malformed(f, SL_MAL_L2_SHORT);
-	return at_ethertype(f, get16(f->data + 2), 4);
+	return at_ethertype(f, rd16(f->data + 2), 4);
 }
 
 /* BSD address families of the NULL/LOOP header. */
@@ -494,7 +484,7 @@ static int at_null(struct frame *f, int any_order)
 
 	if (f->caplen < NULL_HLEN)
 		return malformed(f, SL_MAL_L2_SHORT);
-	af = get32(f->data);
+	af = rd32(f->data);
 	ver = af_version(af);
 	if (!ver && any_order)
 		ver = af_version(swap32(af));
@@ -508,7 +498,7 @@ static int at_cooked(struct frame *f, uint32_t hlen, uint32_t type_off)
 {
 	if (f->caplen < hlen)
 		return malformed(f, SL_MAL_L2_SHORT);
-	return at_ethertype(f, get16(f->data + type_off), hlen);
+	return at_ethertype(f, rd16(f->data + type_off), hlen);
 }
 
 static int decode_link(struct frame *f, uint32_t linktype)
@@ -603,8 +593,8 @@ static int l4_ports(struct frame *f, const struct l3 *l3, uint32_t hlen)
 
 	if (have < hlen && have < 4)
 		return l4_cut(f, l3, hlen, SL_L4_CUT_PORTS);
-	f->out->key.sport = get16(h);
-	f->out->key.dport = get16(h + 2);
+	f->out->key.sport = rd16(h);
+	f->out->key.dport = rd16(h + 2);
 	if (have < hlen)
 		return l4_cut(f, l3, hlen, SL_L4_CUT);
 	return set_payload(f, l3, l3->l4 + hlen);
@@ -623,8 +613,8 @@ static int l4_tcp_cut(struct frame *f, const struct l3 *l3, uint32_t have)
 	rc = l4_cut(f, l3, TCP_MIN_HLEN, SL_L4_CUT_FLAGS);
 	if (rc != SL_DECODE_OK)
 		return rc;
-	f->out->key.sport = get16(h);
-	f->out->key.dport = get16(h + 2);
+	f->out->key.sport = rd16(h);
+	f->out->key.dport = rd16(h + 2);
 	if (have < 14)
 		return SL_DECODE_OK;
 	hlen = (uint32_t)(h[12] >> 4) * 4;
@@ -652,8 +642,8 @@ static int l4_tcp(struct frame *f, const struct l3 *l3)
 	if (hlen < TCP_MIN_HLEN ||
 	    (hlen > l3->end - l3->l4 && f->out->frag != SL_FRAG_FIRST))
 		return malformed(f, SL_MAL_TCP_HLEN);
-	f->out->key.sport = get16(h);
-	f->out->key.dport = get16(h + 2);
+	f->out->key.sport = rd16(h);
+	f->out->key.dport = rd16(h + 2);
 	f->out->tcp_flags = h[13];
 	return set_payload(f, l3, l3->l4 + hlen);
 }
@@ -677,7 +667,7 @@ static int l4_icmp(struct frame *f, const struct l3 *l3, uint8_t echo_req,
 	if (echo && have < 6)
 		return l4_cut(f, l3, ICMP_ECHO_HLEN, SL_L4_CUT_PORTS);
 	if (echo) {
-		f->out->key.sport = get16(h + 4);
+		f->out->key.sport = rd16(h + 4);
 		f->out->key.dport = f->out->key.sport;
 		if (have < ICMP_ECHO_HLEN)
 			return l4_cut(f, l3, ICMP_ECHO_HLEN, SL_L4_CUT);
@@ -701,8 +691,8 @@ static int at_gre(struct frame *f, const struct l3 *l3)
 
 	if (lim - off < GRE_MIN_HLEN)
 		return SL_DECODE_OK;
-	flags = get16(h);
-	proto = get16(h + 2);
+	flags = rd16(h);
+	proto = rd16(h + 2);
 	has_id = (flags & 0x2000) != 0;
 	if ((flags & 7) == 1) { /* PPTP */
 		if (!has_id || proto != ETHERTYPE_PPP)
@@ -710,7 +700,7 @@ static int at_gre(struct frame *f, const struct l3 *l3)
 		hlen += 4 + (flags & 0x1000 ? 4 : 0) + (flags & 0x0080 ? 4 : 0);
 		if (lim - off < hlen)
 			return SL_DECODE_OK;
-		id = get16(h + 6);
+		id = rd16(h + 6);
 	} else {
 		if ((flags & 7) || (flags & 0x4000)) /* routing: obsolete */
 			return SL_DECODE_OK;
@@ -719,7 +709,7 @@ static int at_gre(struct frame *f, const struct l3 *l3)
 		if (has_id) {
 			if (lim - off < hlen + 4)
 				return SL_DECODE_OK;
-			id = get32(h + hlen);
+			id = rd32(h + hlen);
 			hlen += 4;
 		}
 		if (flags & 0x1000)
@@ -744,7 +734,7 @@ static int at_gre(struct frame *f, const struct l3 *l3)
 		}
 		type = SL_TUNNEL_ERSPAN;
 		has_id = elen != 0;
-		id = elen ? get16(eh + 2) & 0x3ff : 0;
+		id = elen ? rd16(eh + 2) & 0x3ff : 0;
 		off += elen;
 	}
 	if (!ip_tunnel_enter(f, &saved, type, id, has_id))
@@ -776,7 +766,7 @@ static int at_vxlan(struct frame *f, uint32_t off, uint32_t lim)
 	if (lim - off < VXLAN_HLEN || !(h[0] & 0x08))
 		return SL_DECODE_OK;
 	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_VXLAN,
-			     get32(h + 4) >> 8, 1))
+			     rd32(h + 4) >> 8, 1))
 		return SL_DECODE_OK;
 	return ip_tunnel_leave(f, &saved, at_ether(f, off + VXLAN_HLEN));
 }
@@ -793,10 +783,10 @@ static int at_geneve(struct frame *f, uint32_t off, uint32_t lim)
 	if (lim - off < hlen)
 		return SL_DECODE_OK;
 	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_GENEVE,
-			     get32(h + 4) >> 8, 1))
+			     rd32(h + 4) >> 8, 1))
 		return SL_DECODE_OK;
 	return ip_tunnel_leave(f, &saved,
-			       at_ethertype(f, get16(h + 2), off + hlen));
+			       at_ethertype(f, rd16(h + 2), off + hlen));
 }
 
 /* GTP-U version 1, G-PDU: an IP packet after the header, its optional
@@ -827,7 +817,7 @@ static int at_gtpu(struct frame *f, uint32_t off, uint32_t lim)
 			next = h[hlen - 1];
 		}
 	}
-	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_GTPU, get32(h + 4), 1))
+	if (!ip_tunnel_enter(f, &saved, SL_TUNNEL_GTPU, rd32(h + 4), 1))
 		return SL_DECODE_OK;
 	return ip_tunnel_leave(f, &saved, decode_ip(f, off + hlen, 0));
 }
@@ -842,7 +832,7 @@ static int at_capwap(struct frame *f, uint32_t off, uint32_t lim)
 
 	if (lim - off < CAPWAP_MIN_HLEN)
 		return SL_DECODE_OK;
-	w = get32(f->data + off);
+	w = rd32(f->data + off);
 	hlen = ((w >> 19) & 0x1f) * 4;
 	if ((w >> 24) != 0 || (w & 0x80) || hlen < CAPWAP_MIN_HLEN ||
 	    lim - off < hlen)
@@ -897,7 +887,7 @@ static int decode_l4(struct frame *f, const struct l3 *l3)
 		rc = l4_ports(f, l3, UDP_HLEN);
 		if (rc != SL_DECODE_OK || f->out->l4_cut)
 			return rc;
-		udp_len(f, get16(f->data + l3->l4 + 4));
+		udp_len(f, rd16(f->data + l3->l4 + 4));
 		/* every tunnel port is in [2152, 6081]: most packets are
 		 * out at one or two compares */
 		if ((uint16_t)(f->out->key.dport - UDP_PORT_GTPU) <=
@@ -947,7 +937,7 @@ static int decode_ipv4(struct frame *f, uint32_t off)
 		return malformed(f, SL_MAL_IP_SHORT);
 	/* 0 is what a sender's capture shows for a TSO super-packet: the
 	 * length is whatever was captured */
-	tot = get16(ip + 2) ? get16(ip + 2) : avail(f, off);
+	tot = rd16(ip + 2) ? rd16(ip + 2) : avail(f, off);
 	if (tot < hlen)
 		return malformed(f, SL_MAL_IP_LEN);
 	claim_end(f, off + tot);
@@ -955,8 +945,8 @@ static int decode_ipv4(struct frame *f, uint32_t off)
 	key->proto = ip[9];
 	memcpy(key->src, ip + 12, 4);
 	memcpy(key->dst, ip + 16, 4);
-	f->out->frag_id = get16(ip + 4);
-	frag = get16(ip + 6);
+	f->out->frag_id = rd16(ip + 4);
+	frag = rd16(ip + 6);
 	if (frag & 0x1fff) {
 		f->out->frag = SL_FRAG_LATER;
 		return SL_DECODE_OK;
@@ -992,11 +982,11 @@ static uint32_t ipv6_ext_len(uint8_t nh, const uint8_t *h)
  * chain stops there), DEC_MORE otherwise. */
 static int ipv6_frag(struct frame *f, const uint8_t *h)
 {
-	f->out->frag_id = get32(h + 4);
+	f->out->frag_id = rd32(h + 4);
 	/* what the first and later fragments share: the first one's key gets
 	 * the upper-layer protocol, past Destination Options or AH */
 	f->out->frag_nh = h[0];
-	if (get16(h + 2) & 0xfff8) {
+	if (rd16(h + 2) & 0xfff8) {
 		f->out->frag = SL_FRAG_LATER;
 		f->out->key.proto = h[0];
 		return SL_DECODE_OK;
@@ -1066,7 +1056,7 @@ static int decode_ipv6(struct frame *f, uint32_t off)
 	key->ip_version = 6;
 	memcpy(key->src, ip + 8, 16);
 	memcpy(key->dst, ip + 24, 16);
-	plen = get16(ip + 4);
+	plen = rd16(ip + 4);
 	f->out->ip_offset = (uint16_t)off;
 	l3.l4 = off + IPV6_HLEN;
 	/* payload length 0: a jumbogram, take whatever was captured */

@@ -10,6 +10,7 @@
 #ifndef SL_TCP_H
 #define SL_TCP_H
 
+#include "bytes.h"
 #include "engine.h"
 
 enum { H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST };
@@ -23,12 +24,6 @@ static inline void history_add(struct sl_flow *f, int dir, int letter)
 	f->hist_seen[dir] |= 1u << letter;
 	if (f->hist_len < sizeof(f->rec.hist))
 		f->rec.hist[f->hist_len++] = dir ? low[letter] : up[letter];
-}
-
-static inline uint32_t tcp_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
 }
 
 /* A SYN without ACK on a flow's tuple opens a new connection when the
@@ -45,7 +40,7 @@ static inline int tcp_reuse(const struct sl_flow *f, int dir, uint8_t flags,
 		return f->close_reason;
 	if (!(f->syn_seen & (1u << dir)))
 		return f->syn_seen ? 0 : SL_END_REUSED;
-	return tcp_be32(th + 4) != f->syn_seq[dir] ? SL_END_REUSED : 0;
+	return rd32(th + 4) != f->syn_seq[dir] ? SL_END_REUSED : 0;
 }
 
 /* The sequence and acknowledgment numbers matter only around FINs: each
@@ -54,7 +49,7 @@ static inline int tcp_reuse(const struct sl_flow *f, int dir, uint8_t flags,
 static inline void tcp_fin_numbers(struct sl_flow *f, int dir, uint8_t flags,
 				   uint16_t payload, const uint8_t *th)
 {
-	uint32_t seq = tcp_be32(th + 4), ack = tcp_be32(th + 8);
+	uint32_t seq = rd32(th + 4), ack = rd32(th + 8);
 	int other = !dir;
 
 	if ((flags & 0x10) && (f->fin_seen & (1u << other)) &&
@@ -87,7 +82,7 @@ static inline int tcp_update(struct sl_flow *f, int dir, uint8_t flags,
 		return 0;
 	if (syn && !ack && !(f->syn_seen & (1u << dir))) {
 		f->syn_seen |= (uint8_t)(1u << dir);
-		f->syn_seq[dir] = tcp_be32(th + 4);
+		f->syn_seq[dir] = rd32(th + 4);
 	}
 	if (flags & 0x04) {
 		history_add(f, dir, H_RST);
