@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "source.h"
 
@@ -20,6 +21,14 @@ int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o)
 		return SL_E_OPTION;
 	}
 	return 0;
+}
+
+uint64_t sl_live_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 int sl_live_no_interface(struct sl_live_opts *o)

@@ -94,6 +94,8 @@ void sl_signal_xdp_unguard(int guard);
  * and the note cleared, an interface named. 0, -EINVAL, or SL_E_OPTION
  * (with a note) when no interface is named. */
 int sl_live_open_check(struct sl_source **out, struct sl_live_opts *o);
+/* Monotonic milliseconds, for the live sources' waits. */
+uint64_t sl_live_now_ms(void);
 /* The interface named does not exist: says so in the note; -ENODEV. */
 int sl_live_no_interface(struct sl_live_opts *o);
 

@@ -27,14 +27,12 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "sluice.h"
 #include "source.h"
 
 #define NS_PER_S  1000000000ULL
-#define NS_PER_MS 1000000ULL
 
 enum {
 	AFP_SNAPLEN = 262144,
@@ -275,14 +273,6 @@ static void afp_drain(struct afp_source *s)
 	s->cur = i % s->block_nr;
 }
 
-static uint64_t afp_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / NS_PER_MS;
-}
-
 /* The socket reported an error (interface went down or away). Clears it;
  * a vanished interface ends the capture, a downed one may come back. */
 static int afp_sock_error(struct afp_source *s)
@@ -307,7 +297,7 @@ static int afp_wait(struct afp_source *s, uint64_t end)
 	for (;;) {
 		if (afp_block_ready(s, s->cur))
 			return 1;
-		now = afp_now_ms();
+		now = sl_live_now_ms();
 		if (now >= end)
 			return -EAGAIN;
 		pfd.revents = 0;
@@ -366,7 +356,7 @@ static int afp_stop_wait(struct afp_source *s)
 	rc = afp_wait(s, s->stop_end_ms);
 	if (rc == 1)
 		return 1;
-	if (afp_now_ms() < s->stop_end_ms && rc == -EAGAIN)
+	if (sl_live_now_ms() < s->stop_end_ms && rc == -EAGAIN)
 		return 1; /* a signal cut the wait short: look again */
 	s->drops += afp_stop_pending(s);
 	return rc == -EAGAIN ? 0 : rc;
@@ -399,7 +389,7 @@ static int afp_next(struct sl_source *src, struct sl_packet_batch *b)
 			if (!rc)
 				return 0;
 		} else {
-			rc = afp_wait(s, afp_now_ms() + s->poll_ms);
+			rc = afp_wait(s, sl_live_now_ms() + s->poll_ms);
 		}
 		if (rc < 0) {
 			if (rc != -EAGAIN)
@@ -418,9 +408,9 @@ static void afp_stop(struct sl_source *src)
 	if (s->fd < 0 || s->stop_end_ms)
 		return;
 	if (afp_attach_const(s, 0))
-		s->stop_end_ms = afp_now_ms(); /* no drain: take no longer */
+		s->stop_end_ms = sl_live_now_ms(); /* no drain: take no longer */
 	else
-		s->stop_end_ms = afp_now_ms() + 2 * (uint64_t)s->block_tov_ms +
+		s->stop_end_ms = sl_live_now_ms() + 2 * (uint64_t)s->block_tov_ms +
 				 AFP_STOP_SLACK_MS;
 }
 
@@ -763,9 +753,8 @@ static int afp_open(struct afp_source *s, struct sl_live_opts *o)
 	if (rc)
 		return rc;
 	s->ifindex = (int)if_nametoindex(o->ifname);
-	if (!s->ifindex) {
+	if (!s->ifindex)
 		return sl_live_no_interface(o);
-	}
 	/* protocol 0: nothing is received until bind() */
 	s->fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
 	if (s->fd < 0)

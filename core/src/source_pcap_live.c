@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "sluice.h"
 #include "source.h"
@@ -124,14 +123,6 @@ static int live_dispatch(struct pcap_live_source *s, struct sl_packet_batch *b)
 	return (int)b->count;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* libpcap on Linux (TPACKET_V3) blocks in poll() without a timeout until a
  * packet comes: its timeout only retires a ring block that holds packets.
  * So the handle is nonblocking and the wait for the next retired block is
@@ -147,12 +138,12 @@ static int live_next(struct sl_source *src, struct sl_packet_batch *b)
 	if (s->err)
 		return s->err;
 	s->used = 0;
-	if (s->stop_end_ms && now_ms() >= s->stop_end_ms)
+	if (s->stop_end_ms && sl_live_now_ms() >= s->stop_end_ms)
 		return 0;
 	rc = live_dispatch(s, b);
 	if (rc == 0) {
 		if (s->stop_end_ms) {
-			now = now_ms();
+			now = sl_live_now_ms();
 			if (now >= s->stop_end_ms)
 				return 0;
 			if (s->stop_end_ms - now < (uint64_t)wait)
@@ -186,7 +177,7 @@ static void live_stop(struct sl_source *src)
 	struct pcap_live_source *s = to_live(src);
 
 	if (!s->stop_end_ms)
-		s->stop_end_ms = now_ms() + 2 * (uint64_t)s->poll_ms +
+		s->stop_end_ms = sl_live_now_ms() + 2 * (uint64_t)s->poll_ms +
 				 STOP_SLACK_MS;
 }
 
