@@ -281,7 +281,7 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	const struct sl_packet *p = &e->batch.pkt[i];
 	struct sl_prep *pp = &e->prep[i];
 	struct sl_flow *f;
-	int di, swapped, reason = 0, fresh = 0, unmatched = 0, rc;
+	int di, swapped, reason = 0, fresh = 0, unmatched = 0, rc, tcp;
 
 	/* two packets of this worker ahead: with a shared input, about
 	 * two of each worker's */
@@ -321,10 +321,12 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	if (pp->d.l4_cut && p->caplen < pp->d.ip_end)
 		e->stats.l4_cut++;
 
+	/* a TCP header whose flags (and numbers) were captured */
+	tcp = pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER &&
+	      pp->d.l4_cut < SL_L4_CUT_FLAGS;
 	swapped = pp->swapped;
 	f = flow_find_key(e, &pp->ckey, pp->hash, &swapped);
-	if (f && pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER &&
-	    pp->d.l4_cut < SL_L4_CUT_FLAGS) {
+	if (f && tcp) {
 		reason = tcp_reuse(f, swapped ^ f->swapped, pp->d.tcp_flags,
 				   p->data + pp->d.l4_offset);
 		if (reason) {
@@ -368,8 +370,7 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 		sl_dpi_packet(e, f, p, &pp->d);
 	/* flags not captured: nothing to say about the connection; data is
 	 * what the IP length says, also when the snaplen cut it */
-	if (pp->d.key.proto == 6 && pp->d.frag != SL_FRAG_LATER &&
-	    pp->d.l4_cut < SL_L4_CUT_FLAGS)
+	if (tcp)
 		reason = tcp_update(f, di, pp->d.tcp_flags,
 				    pp->d.wire_payload_len,
 				    p->data + pp->d.l4_offset);

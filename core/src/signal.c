@@ -6,8 +6,8 @@
  * the default way. A run loop that does not take the flag within GRACE_S
  * seconds (a policy handler that loops) is stopped by a watchdog: one line
  * on stderr, then the signal's default action. Either way an XDP program
- * the process attached (sl_signal_xdp_guard) is detached first. SIGHUP sets another flag
- * (sl_signal_take_reload) and stays caught: every SIGHUP asks for one more
+ * the process attached (sl_signal_xdp_guard) is detached first. SIGHUP
+ * sets another flag (sl_signal_take_reload) and stays caught: every SIGHUP asks for one more
  * reload (several before the loop looks are one), it never stops the run
  * and has no watchdog. Nothing here exits. sl_signal_ignore_xfsz() lets
  * writes past the file size limit fail (EFBIG) instead of killing the
@@ -126,6 +126,14 @@ static void set_default(int sig)
 	sigaction(sig, &dfl, NULL);
 }
 
+/* The second SIGINT/SIGTERM: the process ends at once, the default way. */
+static void on_second(int sig)
+{
+	xdp_detach_all();
+	set_default(sig);
+	raise(sig);
+}
+
 static void on_alarm(int unused)
 {
 	static const char msg[] =
@@ -133,22 +141,11 @@ static void on_alarm(int unused)
 		" s of the signal (a policy handler that does not return, or an "
 		"input that sends nothing?): "
 		"stopped without a summary\n";
-	int sig = pending;
 	ssize_t rc;
 
 	rc = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	(void)rc;
-	xdp_detach_all();
-	set_default(sig);
-	raise(sig);
-}
-
-/* The second SIGINT/SIGTERM: the process ends at once, the default way. */
-static void on_second(int sig)
-{
-	xdp_detach_all();
-	set_default(sig);
-	raise(sig);
+	on_second(pending);
 }
 
 static void on_signal(int sig)
