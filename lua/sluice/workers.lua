@@ -198,11 +198,17 @@ end
 
 -- As tcpdump -Z: once the input is open, run as the user NAME (its uid and
 -- gid, no supplementary groups). Returns true, or nil, err.
-function M.drop_privileges(name)
-  if type(name) ~= "string" then error("drop_privileges: name must be a string", 2) end
+-- The user's uid and gid, or nil and why.
+local function user_ids(name)
   local pw = C.sluice_workers_getpwnam(name)
   if pw == nil then return nil, "no user named '" .. name .. "'" end
-  local uid, gid = pw.pw_uid, pw.pw_gid
+  return pw.pw_uid, pw.pw_gid
+end
+
+function M.drop_privileges(name)
+  if type(name) ~= "string" then error("drop_privileges: name must be a string", 2) end
+  local uid, gid = user_ids(name)
+  if not uid then return nil, gid end
   if C.sluice_workers_setgroups(0, nil) ~= 0 or C.sluice_workers_setgid(gid) ~= 0 or
      C.sluice_workers_setuid(uid) ~= 0 then
     return nil, "cannot change user to '" .. name .. "': " .. core.errno_text()
@@ -219,11 +225,11 @@ end
 -- groups, as after the drop) for the question, then go back. nil, why if
 -- the user does not exist or the IDs cannot change.
 function M.writable_dir_as(name, dir)
-  local pw = C.sluice_workers_getpwnam(name)
-  if pw == nil then return nil, "no user named '" .. name .. "'" end
+  local uid, gid = user_ids(name)
+  if not uid then return nil, gid end
   local euid, egid = C.sluice_workers_geteuid(), C.sluice_workers_getegid()
-  if C.sluice_workers_setgroups(0, nil) ~= 0 or C.sluice_workers_setegid(pw.pw_gid) ~= 0 or
-     C.sluice_workers_seteuid(pw.pw_uid) ~= 0 then
+  if C.sluice_workers_setgroups(0, nil) ~= 0 or C.sluice_workers_setegid(gid) ~= 0 or
+     C.sluice_workers_seteuid(uid) ~= 0 then
     local why = core.errno_text()
     C.sluice_workers_setegid(egid)
     return nil, "cannot change user to '" .. name .. "': " .. why
