@@ -221,6 +221,7 @@ static void slots_free(void *p, size_t len)
 }
 
 #define POOL_LEN(e) ((size_t)(e)->pool_size * sizeof(struct sl_flow))
+#define BUCKETS_LEN(e) (((size_t)(e)->bucket_mask + 1) * sizeof(*(e)->buckets))
 #define SLOTS_LEN(e, array) ((size_t)(e)->pool_size * sizeof(*(array)))
 
 /* An array per feature of the run: a run pays memory (and the page
@@ -271,7 +272,8 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 		goto out_free;
 	while (nb < e->pool_size && nb < (1u << 31))
 		nb <<= 1;
-	e->buckets = calloc(nb, sizeof(*e->buckets));
+	e->bucket_mask = nb - 1;
+	e->buckets = slots_alloc(BUCKETS_LEN(e));
 	if (!e->buckets)
 		goto out_pool;
 	if (features_alloc(e))
@@ -281,7 +283,6 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 		if (rc)
 			goto out_feat;
 	}
-	e->bucket_mask = nb - 1;
 	e->free_head = SL_NIL;
 	e->next_id = 1 + e->cfg.worker;
 	e->id = __atomic_add_fetch(&engines_made, 1, __ATOMIC_RELAXED);
@@ -293,7 +294,7 @@ int sl_engine_new(struct sl_engine **out, const struct sl_config *cfg)
 
 out_feat:
 	features_free(e);
-	free(e->buckets);
+	slots_free(e->buckets, BUCKETS_LEN(e));
 out_pool:
 	slots_free(e->pool, POOL_LEN(e));
 out_free:
@@ -347,7 +348,7 @@ void sl_engine_free(struct sl_engine *e)
 		sl_source_close(e->src);
 	sl_dpi_close(e);
 	slots_free(e->pool, POOL_LEN(e));
-	free(e->buckets);
+	slots_free(e->buckets, BUCKETS_LEN(e));
 	free(e->touched);
 	free(e->trim_list);
 	free(e->aliases);

@@ -123,6 +123,8 @@ struct sl_prep {
 	uint8_t
 	    hashed; /* later fragments are hashed once their ports are known */
 	uint16_t wmask;	 /* pcap writers the packet goes to (bit = number) */
+	uint32_t ahead;	 /* 1 + the packet whose flow to prefetch when this
+			  * one is counted, 0: none */
 	uint64_t fid;	 /* the flow it was counted in, 0: none */
 };
 

@@ -46,6 +46,12 @@ static inline int packet_decode(const struct sl_engine *e,
 	return st;
 }
 
+/* A packet's flow is prefetched when the packet PREFETCH_AHEAD packets
+ * before it in its batch is counted (packets of other workers and those
+ * counted in no flow skipped): with a shared input, a fixed distance in
+ * the batch left half of a worker's packets without a prefetch. */
+enum { PREFETCH_AHEAD = 2 };
+
 /* Decodes and hashes a whole batch first and prefetches the buckets: the
  * lookups that follow then mostly hit the cache. With a shared input read
  * once (coop.c), the reader gave each packet its owner: a worker decodes
@@ -55,7 +61,7 @@ static void batch_prepare(struct sl_engine *e)
 {
 	const uint16_t *owner =
 	    e->src->ops->owners ? e->src->ops->owners(e->src) : NULL;
-	uint32_t n = e->batch.count;
+	uint32_t n = e->batch.count, counted[PREFETCH_AHEAD] = {0}, k = 0;
 
 	for (uint32_t i = 0; i < n; i++) {
 		const struct sl_packet *p = &e->batch.pkt[i];
@@ -63,6 +69,7 @@ static void batch_prepare(struct sl_engine *e)
 
 		pp->hashed = 0;
 		pp->wmask = 0;
+		pp->ahead = 0;
 		pp->fid = 0;
 		if (owner) {
 			if (i + 6 < n && owner[i + 6] == e->cfg.worker)
@@ -85,9 +92,13 @@ static void batch_prepare(struct sl_engine *e)
 		if (pp->status != SL_DECODE_OK || pp->d.frag == SL_FRAG_LATER)
 			continue;
 		prep_hash(pp);
-		if (!sl_foreign_hash(e, pp->hash))
+		if (!sl_foreign_hash(e, pp->hash)) {
 			__builtin_prefetch(bucket_of(e, pp->hash));
-		else if (!pp->d.frag) /* first fragments: packet_process */
+			if (counted[k % PREFETCH_AHEAD])
+				e->prep[counted[k % PREFETCH_AHEAD] - 1].ahead =
+				    i + 1;
+			counted[k++ % PREFETCH_AHEAD] = i + 1;
+		} else if (!pp->d.frag) /* first fragments: packet_process */
 			pp->status = SL_PREP_FOREIGN;
 	}
 }
@@ -120,12 +131,8 @@ void sl_packet_classify(void *ctx, const struct sl_packet *pkt, uint32_t n,
 static inline __attribute__((always_inline)) void
 prefetch_flow(struct sl_engine *e, uint32_t i)
 {
-	uint32_t s;
+	uint32_t s = *bucket_of(e, e->prep[i].hash);
 
-	if (i >= e->batch.count || !e->prep[i].hashed ||
-	    sl_foreign_hash(e, e->prep[i].hash))
-		return;
-	s = *bucket_of(e, e->prep[i].hash);
 	if (!s)
 		return;
 	__builtin_prefetch(&e->pool[s - 1]);
@@ -283,9 +290,8 @@ static int packet_process(struct sl_engine *e, uint32_t i)
 	struct sl_flow *f;
 	int di, swapped, reason = 0, fresh = 0, unmatched = 0, rc, tcp;
 
-	/* two packets of this worker ahead: with a shared input, about
-	 * two of each worker's */
-	prefetch_flow(e, i + 2 * (e->cfg.shared_input ? e->cfg.workers : 1));
+	if (pp->ahead)
+		prefetch_flow(e, pp->ahead - 1);
 	if (pp->status != SL_DECODE_OK) {
 		if (sl_foreign_flowless(e)) {
 			e->stats.foreign++;
