@@ -197,4 +197,52 @@ describe("slice batch", function()
     assert.equal(1, later.count)
     assert.equal(0, rel(later.start))
   end)
+
+  -- a record or a group row kept past its on_slice read the next
+  -- interval's record or row in its memory, with no error
+  it("a record or a group row kept past its on_slice raises when read, never another's", function()
+    local pkts = {}
+    for i = 1, 40 do
+      pkts[#pkts + 1] = udp(1 + i * 0.1, "10.0.1." .. i, B, 1000 + i, 53, i)
+      pkts[#pkts + 1] = udp(11 + i * 0.1, "10.0.2." .. i, B, 2000 + i, 53, i)
+      pkts[#pkts + 1] = udp(21 + i * 0.1, "10.0.3." .. i, B, 3000 + i, 53, i)
+    end
+    local eng = assert(sluice.open { read = pcap.write(pkts), slice = 10 })
+    local kept, reads, inside = {}, {}, {}
+    local function read_all(when)
+      for _, k in ipairs(kept) do
+        local ok, v = pcall(function() return k.what == "rec" and k.h.sport or k.h.label end)
+        reads[#reads + 1] = { when = when, ok = ok, v = v, want = k.want }
+      end
+    end
+    assert(eng:run {
+      on_slice = function(batch)
+        read_all("next on_slice")
+        local groups = batch:group { by = "src" }
+        for i = 1, batch:count() do
+          local rec, row = batch:get(i), groups:get(i)
+          inside[#inside + 1] = rec.sport == rec:totable().sport and row.label == row:totable().label
+          kept[#kept + 1] = { what = "rec", h = rec, want = rec.sport }
+          kept[#kept + 1] = { what = "row", h = row, want = row.label }
+        end
+        for rec in batch:records() do kept[#kept + 1] = { what = "rec", h = rec, want = rec.sport } end
+        for row in groups:rows() do kept[#kept + 1] = { what = "row", h = row, want = row.label } end
+      end,
+      stop = function() read_all("stop") end,
+    })
+    eng:close()
+    assert.equal(120, #inside)
+    for _, ok in ipairs(inside) do assert.is_true(ok) end
+    assert(#reads > 400, "reads of kept records and rows: " .. #reads)
+    -- (in stop, after the last interval, what was kept may still read its
+    -- own values: never another's)
+    for _, r in ipairs(reads) do
+      if r.ok then
+        assert(r.when == "stop" and r.v == r.want, r.when .. ": a kept record or row read " ..
+          tostring(r.v) .. " (it was " .. tostring(r.want) .. ")")
+      else
+        assert.matches("a slice batch is valid only in the on_slice call that got it", tostring(r.v), 1, true)
+      end
+    end
+  end)
 end)

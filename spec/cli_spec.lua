@@ -256,7 +256,7 @@ describe("sluice CLI", function()
       assert.are.equal(161, #flows)
       assert(#slices >= #flows, "at least one slice record per flow")
       local SLICE_FIELDS = { "flow_id", "start", "end", "pkts_fwd", "pkts_rev", "bytes_fwd",
-        "bytes_rev", "total_pkts_fwd", "total_pkts_rev", "total_bytes_fwd", "total_bytes_rev" }
+        "bytes_rev", "ip_bytes_fwd", "ip_bytes_rev", "total_pkts_fwd", "total_pkts_rev", "total_bytes_fwd", "total_bytes_rev" }
       local sums, last = {}, {}
       for _, s in ipairs(slices) do
         for _, name in ipairs(SLICE_FIELDS) do

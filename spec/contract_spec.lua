@@ -360,6 +360,16 @@ describe("policy contract", function()
         assert.is_nil(pkt:u32(len - 3))
         assert.is_nil(pkt:bytes(0, len + 1))
         assert.equal(len, #pkt:bytes())
+        -- NaN passed every bounds test and read wild memory (SIGSEGV);
+        -- a fraction read the byte below it
+        for _, bad in ipairs { 0 / 0, 0.5 } do
+          for _, read in ipairs { "u8", "u16", "u32", "bytes", "frame" } do
+            local ok, err = pcall(pkt[read], pkt, bad)
+            assert(not ok and tostring(err):find("whole number", 1, true), read .. "(" .. bad .. "): " ..
+              tostring(err))
+          end
+          assert.is_false(pcall(pkt.bytes, pkt, 0, bad))
+        end
         if len >= 4 then
           local b = pkt:bytes(0, 4)
           assert.equal(b:byte(1) * 256 + b:byte(2), pkt:u16(0))

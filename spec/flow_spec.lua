@@ -12,6 +12,7 @@ end
 
 local FIELDS = { "id", "src", "dst", "sport", "dport", "proto", "proto_num", "ip_version",
   "vlan", "vlan_inner", "pkts", "bytes", "pkts_fwd", "pkts_rev", "bytes_fwd", "bytes_rev",
+  "ip_bytes_fwd", "ip_bytes_rev",
   "tcp_flags_fwd", "tcp_flags_rev", "first", "last", "duration", "history", "state",
   "end_reason" }
 
@@ -162,8 +163,8 @@ describe("flow handle", function()
     local f = r.ends[1].fields
     assert.equal("flow", t.type)
     for _, k in ipairs { "id", "src", "dst", "sport", "dport", "proto", "ip_version", "vlan",
-      "pkts_fwd", "pkts_rev", "bytes_fwd", "bytes_rev", "tcp_flags_fwd", "tcp_flags_rev",
-      "first", "last", "history", "state", "end_reason" } do
+      "pkts_fwd", "pkts_rev", "bytes_fwd", "bytes_rev", "ip_bytes_fwd", "ip_bytes_rev",
+      "tcp_flags_fwd", "tcp_flags_rev", "first", "last", "history", "state", "end_reason" } do
       assert.equal(f[k], t[k], k)
     end
     assert.is_nil(t.vlan_inner) -- only with a double tag

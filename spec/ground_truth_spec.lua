@@ -31,12 +31,13 @@ end
 local TRUTH_PROTO = { icmp6 = "icmp" }
 
 local function summarize(flows)
-  local s = { by_proto = {}, pkts = 0, bytes = 0, reasons = {} }
+  local s = { by_proto = {}, pkts = 0, bytes = 0, ip_bytes = 0, reasons = {} }
   for _, f in ipairs(flows) do
     local proto = TRUTH_PROTO[f.proto] or f.proto
     s.by_proto[proto] = (s.by_proto[proto] or 0) + 1
     s.pkts = s.pkts + f.pkts_fwd + f.pkts_rev
     s.bytes = s.bytes + f.bytes_fwd + f.bytes_rev
+    s.ip_bytes = s.ip_bytes + f.ip_bytes_fwd + f.ip_bytes_rev
     local reason = f.end_reason or "none"
     s.reasons[reason] = (s.reasons[reason] or 0) + 1
   end
@@ -56,6 +57,7 @@ local function check_against_truth(flows, truth)
   assert.are.equal(truth.flows, #flows, "flow count")
   assert.are.equal(truth.packets, s.pkts, "packets (sum of pkts_fwd + pkts_rev)")
   assert.are.equal(truth.bytes_frame, s.bytes, "bytes (sum of bytes_fwd + bytes_rev)")
+  assert.are.equal(truth.bytes_ip, s.ip_bytes, "IP bytes (sum of ip_bytes_fwd + ip_bytes_rev)")
   assert.are.equal(truth.tcp_fin_closed, s.reasons.fin or 0, "flows ended by FIN")
   assert.are.equal(truth.tcp_rst_closed, s.reasons.rst or 0, "flows ended by RST")
 end

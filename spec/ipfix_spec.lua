@@ -342,12 +342,12 @@ local function check_headers(d, domain, max_bytes)
   return before
 end
 
--- The template set: 256 (IPv4) and 257 (IPv6), 17 fields each, of which the
--- three RFC 5103 reverse elements (octets, packets, TCP flags).
+-- The template set: 256 (IPv4) and 257 (IPv6), 19 fields each, of which the
+-- four RFC 5103 reverse elements (octets, packets, TCP flags, layer 2 octets).
 local function check_template_message(h, m)
   assert.equal(2, h.ntemplates, "message " .. m .. " should carry both templates")
-  assert.equal(17, h.templates[256], "template 256 fields")
-  assert.equal(17, h.templates[257], "template 257 fields")
+  assert.equal(19, h.templates[256], "template 256 fields")
+  assert.equal(19, h.templates[257], "template 257 fields")
 end
 
 -- ---- one line per flow or slice, to compare as multisets ----------------------
@@ -410,7 +410,8 @@ local function line(proto, src, sport, dst, dport, vlan, first, last, ipkt, ibyt
     ipkt, ibyt, opkt, obyt, proto == 6 and flags or "-" }, " ")
 end
 
--- A sluice JSON flow or slice line (counters: a flow's totals, a slice's deltas).
+-- A sluice JSON flow or slice line (counters: a flow's totals, a slice's
+-- deltas; octets: the IP packets' bytes, as IPFIX's octetDeltaCount).
 local function json_line(f)
   local proto = PROTO[f.proto] or tonumber(f.proto)
   local first, last
@@ -420,7 +421,7 @@ local function json_line(f)
     first, last = ms(f.first), ms(f.last)
   end
   return line(proto, addr(f.src), f.sport, addr(f.dst), f.dport, f.vlan, first, last,
-    f.pkts_fwd, f.bytes_fwd, f.pkts_rev, f.bytes_rev, f.tcp_flags_fwd)
+    f.pkts_fwd, f.ip_bytes_fwd, f.pkts_rev, f.ip_bytes_rev, f.tcp_flags_fwd)
 end
 
 -- An nfdump JSON record (in_* forward, out_* the RFC 5103 reverse counters).
@@ -643,7 +644,7 @@ end
 local function check_collected(c, recs)
   local nf = nfdump_records(c.nf)
   assert.equal(#recs, #nf, "records in nfdump vs lines in sluice's JSON")
-  local pkts, bytes = run.flow_totals(recs)
+  local pkts, _, bytes = run.flow_totals(recs)
   local nflows, nbytes, npkts = nfdump_summary(c.nf)
   assert.equal(#recs, nflows, "nfdump summary: flows")
   assert.equal(pkts, npkts, "nfdump summary: packets (in + out)")
@@ -703,10 +704,13 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
     local flows = run.of_type(recs, "flow")
     assert.equal(161, #flows, "sluice's JSON flows")
     assert.equal(#flows, #recs, "the default job emits flows only")
-    local pkts, bytes = run.flow_totals(flows)
+    local pkts, bytes, ip_bytes = run.flow_totals(flows)
     assert.equal(1600, pkts)
     assert.equal(831733, bytes)
-    assert(has(log, "Flows: 161, Packets: 1600, Bytes: 831733"), "nfcapd's own count:\n" .. log)
+    -- nfdump counts IP bytes (octetDeltaCount): tshark's sum of ip.len and
+    -- 40 + ipv6.plen over the sample
+    assert.equal(806853, ip_bytes)
+    assert(has(log, "Flows: 161, Packets: 1600, Bytes: 806853"), "nfcapd's own count:\n" .. log)
     local icmp = check_collected(c, flows)
     assert.equal(2, icmp[1], "the sample has two ICMP echo flows")
     local v6 = 0
@@ -720,11 +724,12 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
     local c, recs, log = export_to_nfcapd(trace)
     local flows = run.of_type(recs, "flow")
     assert.equal(truth.flows, #flows, "sluice's JSON flows vs the generator")
-    local pkts, bytes = run.flow_totals(flows)
+    local pkts, bytes, ip_bytes = run.flow_totals(flows)
     assert.equal(truth.packets, pkts)
     assert.equal(truth.bytes_frame, bytes)
+    assert.equal(truth.bytes_ip, ip_bytes)
     assert(has(log, string.format("Flows: %d, Packets: %d, Bytes: %d", truth.flows, truth.packets,
-      truth.bytes_frame)), "nfcapd's own count:\n" .. log)
+      truth.bytes_ip)), "nfcapd's own count:\n" .. log)
     local icmp = check_collected(c, flows)
     assert(icmp[1] > 0 and icmp[58] > 0, "the trace should have ICMP and ICMPv6 flows")
     assert.equal(truth.flows_by_proto.icmp, icmp[1] + icmp[58])
@@ -749,10 +754,11 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
         #flows .. " flows)")
       -- deltas: the slices add up to the trace's totals (running totals
       -- would add up to more)
-      local fp, fb = run.flow_totals(flows)
-      local sp, sb = run.flow_totals(slices)
+      local fp, fb, fi = run.flow_totals(flows)
+      local sp, sb, si = run.flow_totals(slices)
       assert.equal(fp, sp, "slice packets vs flow packets in the JSON")
       assert.equal(fb, sb, "slice bytes vs flow bytes in the JSON")
+      assert.equal(fi, si, "slice IP bytes vs flow IP bytes in the JSON")
       check_collected(c, slices) -- count, totals = the flows' totals, every record
     end
 
@@ -782,7 +788,7 @@ describe("IPFIX to nfcapd (UDP), read back with nfdump", function()
       local nflows, nbytes, npkts = nfdump_summary(c.nf)
       assert.equal(#flows + #slices, nflows)
       assert.equal(2 * 1600, npkts, "the flows' packets, and the slices' again")
-      assert.equal(2 * 831733, nbytes)
+      assert.equal(2 * 806853, nbytes)
     end)
   end)
 end)
@@ -832,6 +838,9 @@ local function check_tcp_stream(d, recs, domain, max_bytes)
       assert.equal(0, tc, "icmpTypeCode outside ICMP")
     end
     assert.equal(f.tcp_flags_rev, r.r6, "reverse tcpControlBits of " .. key)
+    -- the frames' bytes, as layer2OctetDeltaCount
+    assert.equal(f.bytes_fwd, r[352], "layer2OctetDeltaCount of " .. key)
+    assert.equal(f.bytes_rev, r.r352, "reverse layer2OctetDeltaCount of " .. key)
     by_key[key] = nil -- each once
   end
 end
@@ -1067,7 +1076,7 @@ describe("IPFIX to a collector that is not there", function()
     -- next send on the connected socket reports: some datagrams are lost
     assert(c.lost_messages > 0 and lost > 0, "nothing lost: was the port really closed?")
     assert(lost >= c.lost_messages, "each lost message had records")
-    -- at most 17 IPv4 records fit in a 1400-byte datagram
+    -- at most 14 IPv4 records fit in a 1400-byte datagram
     assert(c.messages + c.lost_messages >= 10, "messages: " .. c.messages .. " + " .. c.lost_messages)
   end)
 
@@ -1538,10 +1547,10 @@ describe("IPFIX with --features stats", function()
     local d = decode(dgs)
     assert.equal(#flows, check_headers(d, 0, 1400))
     -- the template set: the base templates unchanged, the statistics ones
-    -- with 17 + 16 + 16 + 8 fields
+    -- with 19 + 16 + 16 + 8 fields
     local h = d.messages[1]
     assert.equal(4, h.ntemplates, "the first message carries the four templates")
-    assert.same({ [256] = 17, [257] = 17, [258] = 57, [259] = 57 }, h.templates)
+    assert.same({ [256] = 19, [257] = 19, [258] = 59, [259] = 59 }, h.templates)
     local by_id = {}
     for _, f in ipairs(flows) do by_id[f.id] = f end
     local seen, v6 = 0, 0
@@ -1656,8 +1665,8 @@ describe("IPFIX with --features splt and --dpi", function()
     local dgs = datagrams(fd)
     local d = decode(dgs)
     assert.equal(#flows, check_headers(d, 0, 1400))
-    -- base 17, statistics 40, splt 4, label 3
-    assert.same({ [256] = 17, [257] = 17, [258] = 64, [259] = 64 }, d.messages[1].templates)
+    -- base 19, statistics 40, splt 4, label 3
+    assert.same({ [256] = 19, [257] = 19, [258] = 66, [259] = 66 }, d.messages[1].templates)
     local by_id = {}
     for _, f in ipairs(flows) do by_id[f.id] = f end
     local seen, named, servers = 0, 0, 0

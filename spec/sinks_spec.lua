@@ -189,6 +189,33 @@ describe("JSON sink", function()
     assert.equal(161, total)
   end)
 
+  -- a restart emptied PATH, the newest file of the run before: its lines
+  -- were lost without a word, exit 0
+  it("a restart keeps what the last run left in PATH: moved to the next PATH.N", function()
+    local dir = run.tmpdir()
+    local path = dir .. "/out.json"
+    for _ = 1, 2 do
+      local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " -q --rotate 8K --out json:" ..
+        run.q(path))
+      assert(r.code == 0, run.describe(r))
+    end
+    local total, ids = 0, {}
+    for name in io.popen("ls " .. run.q(dir)):lines() do
+      local n, bad = lines_of(dir .. "/" .. name)
+      assert.equal(0, bad, name .. " has a broken line")
+      total = total + n
+      for _, rec in ipairs(run.json_lines(dir .. "/" .. name)) do ids[rec.id] = (ids[rec.id] or 0) + 1 end
+    end
+    assert.equal(2 * 161, total)
+    for id = 1, 161 do assert.equal(2, ids[id], "flow " .. id .. " in both runs' files") end
+    -- the file of a run that wrote nothing is not kept
+    local s = assert(sluice.sink.json { path = dir .. "/empty.json", rotate = "8K" })
+    s:close()
+    s = assert(sluice.sink.json { path = dir .. "/empty.json", rotate = "8K" })
+    s:close()
+    assert.is_false(run.exists(dir .. "/empty.json.1"))
+  end)
+
   it("rotates by time", function()
     local dir = run.tmpdir()
     local s = assert(sluice.sink.json { path = dir .. "/t.json", rotate = "0.2s" })

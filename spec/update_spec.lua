@@ -58,6 +58,22 @@ describe("engine:update", function()
     local x
     for _, f in pairs(ended) do if f.id ~= 1 then x = f end end
     assert.same({ 4, 310, 1, 50 }, { x.pkts_fwd, x.bytes_fwd, x.pkts_rev, x.bytes_rev })
+    -- IP bytes: the bytes given
+    assert.same({ 310, 50 }, { x.ip_bytes_fwd, x.ip_bytes_rev })
+  end)
+
+  it("takes IP bytes apart, and refuses a misspelt stats name, changing nothing", function()
+    local err
+    local ended = with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
+      eng:update { keys = { "x" }, stats = { pkts_fwd = 2, bytes_fwd = 200, ip_bytes_fwd = 172 } }
+      local ok
+      ok, err = pcall(eng.update, eng, { keys = { "x" }, stats = { pkt_fwd = 5, bytes_fwd = 9 } })
+      assert.is_false(ok)
+    end)
+    assert.matches("unknown stats.pkt_fwd", err, 1, true)
+    local x
+    for _, f in pairs(ended) do if f.id ~= 1 then x = f end end
+    assert.same({ 2, 200, 172 }, { x.pkts_fwd, x.bytes_fwd, x.ip_bytes_fwd })
   end)
 
   it("fails a key conflict as a whole and changes nothing", function()

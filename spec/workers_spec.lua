@@ -140,6 +140,46 @@ describe("--workers on a file", function()
     end
   end)
 
+  -- only worker 0 rotated, and looked again only after its own lines had
+  -- grown past the size of the file it had left: with 1 s slices (a
+  -- batch of megabytes at once) a 1M file grew to 6.6 MB
+  it("a shared file stays within its rotation size, the workers' buffers and an eighth of it each", function()
+    local dir = run.tmpdir()
+    local r = run.sh(string.format("%s%s run -r %s -q -v --workers 2 --slice 1 --rotate 1M --out json:%s",
+      LIMIT, SLUICE, q(trace), q(dir .. "/r.json")))
+    assert(r.code == 0, run.describe(r))
+    local one = run.sh(string.format("%s%s run -r %s -q --slice 1 --out json:%s", LIMIT, SLUICE, q(trace),
+      q(dir .. "/one.json")))
+    assert(one.code == 0, run.describe(one))
+    local want = select(2, run.slurp(dir .. "/one.json"):gsub("\n", ""))
+    local lines, files, size = 0, 0, 1024 * 1024
+    for name in io.popen("ls " .. q(dir)):lines() do
+      if name:match("^r%.json") then
+        local text = run.slurp(dir .. "/" .. name)
+        files = files + 1
+        lines = lines + select(2, text:gsub("\n", ""))
+        assert(#text <= size + 2 * (5 * 256 * 1024 + size / 8), name .. " is " .. #text .. " bytes")
+      end
+    end
+    assert(files >= 6, "rotated files: " .. files)
+    assert.equal(want, lines)
+  end)
+
+  -- a restart emptied the shared file, the newest of the last run's
+  it("a second run with --rotate keeps every line of the first", function()
+    local dir = run.tmpdir()
+    for _ = 1, 2 do
+      local r = run.sh(string.format("%s%s run -r %s -q --workers 2 --rotate 200K --out json:%s",
+        LIMIT, SLUICE, q(trace), q(dir .. "/r.json")))
+      assert(r.code == 0, run.describe(r))
+    end
+    local lines = 0
+    for name in io.popen("ls " .. q(dir)):lines() do
+      for _ in (run.slurp(dir .. "/" .. name)):gmatch("[^\n]+") do lines = lines + 1 end
+    end
+    assert.equal(2 * #reference, lines)
+  end)
+
   -- the others ran on to the end of the input (exit 0) while the
   -- signalled worker's flows past its stop were missing, uncounted
   it("a signal to one worker stops the whole run, as one to the parent does", function()

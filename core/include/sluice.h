@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 19 };
+enum { SL_ABI_VERSION = 20 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -267,6 +267,8 @@ struct sl_decoded {
 	uint8_t pad[3];
 	uint32_t ip_end; /* the furthest frame offset an IP header claims
 			    its packet reaches (0: none claims) */
+	uint32_t ip_len; /* the length the key's IP header gives its packet
+			    (0: none, an IPv6 jumbogram) */
 	struct sl_tunnel tunnel; /* type SL_TUNNEL_NONE: none (and then only
 				    type, ip_version, has_id, depth are set) */
 };
@@ -514,7 +516,10 @@ enum { SL_DIR_FWD = 0, SL_DIR_REV = 1 };
 
 struct sl_dir {
 	uint64_t pkts;
-	uint64_t bytes; /* frame length on the wire */
+	uint64_t bytes;	   /* frame length on the wire */
+	uint64_t ip_bytes; /* the IP packets' length, as their headers say
+			    * (the key's IP header: the innermost tunnelled
+			    * one); IPFIX's octetDeltaCount */
 	uint64_t first_ns;
 	uint64_t last_ns;
 	uint8_t tcp_flags; /* union of flags sent in this direction */
@@ -713,6 +718,7 @@ struct sl_event {
 struct sl_counts {
 	uint64_t pkts;
 	uint64_t bytes;
+	uint64_t ip_bytes; /* as in sl_dir */
 };
 
 /* One flow in one slice interval [start_ns, end_ns). */
@@ -738,6 +744,14 @@ struct sl_slice_rec {
 	 * beside the batch, valid as long as the record (a copy of the
 	 * record must copy it too; Lua's rec:copy() does) */
 	const struct sl_app_label *app;
+};
+
+/* A slice record as Lua's on_slice gets it: rec is valid at generation
+ * only (the next interval's records take its memory). */
+struct sl_slice_handle {
+	const struct sl_slice_rec *rec;
+	uint64_t generation;
+	uint32_t engine;
 };
 
 /* ---- engine ----------------------------------------------------------- */
@@ -1121,9 +1135,18 @@ SL_API int sl_json_writer_reopen(struct sl_json_writer *w, const char *path);
  * path names another file than the writer's (it was moved away and a
  * fresh one made), the writer continues there (reopen); returns 1 then,
  * else 0, or a negative error. *file_size (if not NULL) gets the size of
- * the file it writes now, every process's lines counted. */
+ * the file it writes now, every process's lines counted, and this
+ * writer's lines not written yet (up to its buffers: megabytes). */
 SL_API int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
 				 uint64_t *file_size);
+/* For a file several processes write, any of which may rotate it: under
+ * an exclusive lock on the writer's file, moves path to `to` if path is
+ * still the writer's file (no other process rotated it since), then
+ * continues in a fresh file at path, as follow does. Returns 1 when it
+ * rotated, 0 when another process had (the writer follows), or a
+ * negative error (the writer goes on in its current file). */
+SL_API int sl_json_writer_rotate_shared(struct sl_json_writer *w,
+					const char *path, const char *to);
 /* Flushes and closes; returns the flush's (or close's) error. */
 SL_API int sl_json_writer_close(struct sl_json_writer *w);
 
@@ -1144,7 +1167,7 @@ struct sl_ipfix_opts {
 enum {
 	SL_IPFIX_MAX_MESSAGE = 65535, /* the length field's limit (TCP) */
 	SL_IPFIX_UDP_MESSAGE = 1400,  /* fits a 1500-byte MTU path */
-	SL_IPFIX_MIN_MESSAGE = 294,   /* header, templates and one IPv6 record */
+	SL_IPFIX_MIN_MESSAGE = 334,   /* header, templates and one IPv6 record */
 };
 
 SL_API int sl_ipfix_new(struct sl_ipfix **out, const struct sl_ipfix_opts *o);
@@ -1512,6 +1535,14 @@ struct sl_group_row {
 	struct sl_counts fwd;
 	struct sl_counts rev;
 	uint64_t distinct_count; /* with a spec's distinct, else 0 */
+};
+
+/* A group row as Lua gets it: row is valid while its query's rows stand,
+ * at generation only (the next interval reuses the query). */
+struct sl_group_handle {
+	const struct sl_group_row *row;
+	uint64_t generation;
+	uint32_t engine;
 };
 
 struct sl_query;

@@ -79,6 +79,8 @@ enum fk {
 	F_RPKTS,
 	F_RBYTES_TOT,
 	F_RPKTS_TOT,
+	F_L2BYTES, /* layer2OctetDeltaCount: frames' bytes, as sluice counts */
+	F_RL2BYTES,
 	F_PROTO,
 	F_FLAGS,
 	F_RFLAGS,

@@ -132,9 +132,14 @@ static void rec_emit(struct ctx *c, const struct vals *x)
 	r->tcp_flags_rev = (uint8_t)(h & BIT(F_RFLAGS) ? x->v[F_RFLAGS] : 0);
 	r->end_reason =
 	    (uint8_t)(h & BIT(F_END_REASON) ? x->v[F_END_REASON] : 0);
-	r->fwd.bytes = val_or0(x, pick(h, F_BYTES, F_BYTES_TOT, F_BYTES_OUT));
+	/* octets count IP packets; frames' bytes where the exporter sends
+	 * them (layer2OctetDeltaCount), else the IP packets' too */
+	r->fwd.ip_bytes =
+	    val_or0(x, pick(h, F_BYTES, F_BYTES_TOT, F_BYTES_OUT));
+	r->fwd.bytes = h & BIT(F_L2BYTES) ? x->v[F_L2BYTES] : r->fwd.ip_bytes;
 	r->fwd.pkts = val_or0(x, pick(h, F_PKTS, F_PKTS_TOT, F_PKTS_OUT));
-	r->rev.bytes = val_or0(x, pick(h, F_RBYTES, F_RBYTES_TOT, F_COUNT));
+	r->rev.ip_bytes = val_or0(x, pick(h, F_RBYTES, F_RBYTES_TOT, F_COUNT));
+	r->rev.bytes = h & BIT(F_RL2BYTES) ? x->v[F_RL2BYTES] : r->rev.ip_bytes;
 	r->rev.pkts = val_or0(x, pick(h, F_RPKTS, F_RPKTS_TOT, F_COUNT));
 	if (h & BIT(F_ICMP)) {
 		icmp_from(r, x->v[F_ICMP]);

@@ -98,7 +98,7 @@ static void v5_record(struct ctx *c, const uint8_t *p, uint64_t hdr_ns,
 	r->key.proto = p[38];
 	r->tcp_flags = p[37];
 	r->fwd.pkts = rd32(p + 16);
-	r->fwd.bytes = rd32(p + 20);
+	r->fwd.bytes = r->fwd.ip_bytes = rd32(p + 20);
 	r->first_ns = uptime_at(hdr_ns, uptime, first);
 	r->last_ns = uptime_at(hdr_ns, uptime, last);
 	if (is_icmp(r->key.proto))

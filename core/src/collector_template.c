@@ -25,13 +25,13 @@ static const uint8_t ie_kind[] = {
     [154] = F_START_US,	  [155] = F_END_US,	 [156] = F_START_NS,
     [157] = F_END_NS,	  [158] = F_START_DELTA, [159] = F_END_DELTA,
     [160] = F_INIT_MS,	  [176] = F_ICMP_TYPE,	 [177] = F_ICMP_CODE,
-    [178] = F_ICMP_TYPE,  [179] = F_ICMP_CODE,
+    [178] = F_ICMP_TYPE,  [179] = F_ICMP_CODE,	 [352] = F_L2BYTES,
 };
 
 /* Under PEN_REVERSE (RFC 5103), the same numbers. */
 static const uint8_t rev_kind[] = {
     [1] = F_RBYTES,	 [2] = F_RPKTS,	     [6] = F_RFLAGS,
-    [85] = F_RBYTES_TOT, [86] = F_RPKTS_TOT,
+    [85] = F_RBYTES_TOT, [86] = F_RPKTS_TOT, [352] = F_RL2BYTES,
 };
 
 static uint8_t field_kind(uint16_t id, uint32_t pen, uint16_t len, int var)

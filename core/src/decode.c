@@ -941,6 +941,8 @@ static int decode_ipv4(struct frame *f, uint32_t off)
 	if (tot < hlen)
 		return malformed(f, SL_MAL_IP_LEN);
 	claim_end(f, off + tot);
+	f->out->ip_offset = (uint16_t)off;
+	f->out->ip_len = rd16(ip + 2);
 	key->ip_version = 4;
 	key->proto = ip[9];
 	memcpy(key->src, ip + 12, 4);
@@ -953,7 +955,6 @@ static int decode_ipv4(struct frame *f, uint32_t off)
 	}
 	if (frag & 0x2000)
 		f->out->frag = SL_FRAG_FIRST;
-	f->out->ip_offset = (uint16_t)off;
 	l3.l4 = off + hlen;
 	l3.end = off + tot;
 	l3.proto = ip[9];
@@ -1058,6 +1059,7 @@ static int decode_ipv6(struct frame *f, uint32_t off)
 	memcpy(key->dst, ip + 24, 16);
 	plen = rd16(ip + 4);
 	f->out->ip_offset = (uint16_t)off;
+	f->out->ip_len = plen ? IPV6_HLEN + plen : 0;
 	l3.l4 = off + IPV6_HLEN;
 	/* payload length 0: a jumbogram, take whatever was captured */
 	l3.end = plen ? l3.l4 + plen : UINT32_MAX;

@@ -8,6 +8,8 @@
  * Value choices:
  * - counters are delta counts: a flow record carries its totals (the delta
  *   since the flow began), a slice record its interval's deltas;
+ * - octetDeltaCount counts the IP packets' bytes (RFC 7012), as their
+ *   headers give them; layer2OctetDeltaCount the frames' (sluice's bytes);
  * - flowEndReason uses the RFC 5102 codes; a live flow, or a slice of a
  *   flow that goes on, is sent as activeTimeout (2), the code an exporter
  *   gives the periodic record of a flow it keeps counting (0 is reserved);
@@ -67,6 +69,7 @@ enum ie_id {
 	IE_URG_COUNT = 223,
 	IE_APP_NAME = 96,      /* applicationName */
 	IE_APP_CATEGORY = 372, /* applicationCategoryName */
+	IE_L2_OCTETS = 352,    /* layer2OctetDeltaCount: frames' bytes */
 };
 
 /* sluice's elements after the statistics' 1..96 (SL_IE_ID) */
@@ -116,7 +119,7 @@ struct ie {
 #define FWD(id) (id)
 /* Both directions: the moments only. A packet goes one way, so the
  * bidirectional flag counts are the sums of the two directions'; without
- * them a template has 57 fields, within what Wireshark takes by default
+ * them a template has 59 fields, within what Wireshark takes by default
  * (60, its cflow.max_template_fields). */
 #define SL_IE_STATS SL_IE_DIR(0, FWD), SL_IE_DIR(1, REV), SL_IE_MOMENTS(2)
 
@@ -130,7 +133,8 @@ struct ie {
 	    {IE_PROTO, 1, 0}, {REV(IE_TCP_FLAGS), 2, 0},                       \
 	    {IE_TCP_FLAGS, 2, 0}, {IE_VLAN, 2, 0}, {IE_END_REASON, 1, 0},      \
 	    {IE_FLOW_ID, 8, 0}, {IE_OCTETS, 8, 0}, {IE_PACKETS, 8, 0},         \
-	    {REV(IE_OCTETS), 8, 0}, {REV(IE_PACKETS), 8, 0}
+	    {REV(IE_OCTETS), 8, 0}, {REV(IE_PACKETS), 8, 0},                   \
+	    {IE_L2_OCTETS, 8, 0}, {REV(IE_L2_OCTETS), 8, 0}
 
 static const struct ie tmpl_v4[] = {BASE_IES(IE_SRC4, IE_DST4, IE_ICMP4, 4)};
 static const struct ie tmpl_v6[] = {BASE_IES(IE_SRC6, IE_DST6, IE_ICMP6, 16)};
@@ -324,10 +328,14 @@ static uint64_t ie_value(uint16_t id, const struct rec *r)
 	case IE_FLOW_ID:
 		return r->fid;
 	case IE_OCTETS:
+		return r->fwd.ip_bytes;
+	case IE_L2_OCTETS:
 		return r->fwd.bytes;
 	case IE_PACKETS:
 		return r->fwd.pkts;
 	case REV(IE_OCTETS):
+		return r->rev.ip_bytes;
+	case REV(IE_L2_OCTETS):
 		return r->rev.bytes;
 	case REV(IE_PACKETS):
 		return r->rev.pkts;
@@ -555,8 +563,8 @@ int sl_ipfix_add_flow(struct sl_ipfix *x, const struct sl_flow_rec *f)
 	    .start_ms = f->fwd.first_ns / NS_PER_MS,
 	    .end_ms = f->fwd.last_ns / NS_PER_MS,
 	    .fid = f->fid,
-	    .fwd = {f->fwd.pkts, f->fwd.bytes},
-	    .rev = {f->rev.pkts, f->rev.bytes},
+	    .fwd = {f->fwd.pkts, f->fwd.bytes, f->fwd.ip_bytes},
+	    .rev = {f->rev.pkts, f->rev.bytes, f->rev.ip_bytes},
 	    .flags_fwd = f->fwd.tcp_flags,
 	    .flags_rev = f->rev.tcp_flags,
 	    .reason = end_reason(f->reason_code),

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -20,7 +21,7 @@
 #include "text.h"
 
 /* Records are formatted without bounds checks into a scratch line of
- * JSON_LINE_MAX bytes, more than the longest record can take (3,775
+ * JSON_LINE_MAX bytes, more than the longest record can take (3,847
  * bytes: every number at its widest, IPv6 in a tunnel, statistics, 32
  * early packets and the longest escaped labels; test_json.c builds it),
  * then copied out. */
@@ -290,6 +291,8 @@ static int flow_line(const struct sl_flow_rec *r, char *line)
 	p = PUT_FIELD(p, "pkts_rev", r->rev.pkts);
 	p = PUT_FIELD(p, "bytes_fwd", r->fwd.bytes);
 	p = PUT_FIELD(p, "bytes_rev", r->rev.bytes);
+	p = PUT_FIELD(p, "ip_bytes_fwd", r->fwd.ip_bytes);
+	p = PUT_FIELD(p, "ip_bytes_rev", r->rev.ip_bytes);
 	p = PUT_FIELD(p, "tcp_flags_fwd", r->fwd.tcp_flags);
 	p = PUT_FIELD(p, "tcp_flags_rev", r->rev.tcp_flags);
 	p = PUT_LIT(p, ",\"history\":\"");
@@ -326,6 +329,8 @@ static int slice_line(const struct sl_slice_rec *r, char *line)
 	p = PUT_FIELD(p, "pkts_rev", r->delta_rev.pkts);
 	p = PUT_FIELD(p, "bytes_fwd", r->delta_fwd.bytes);
 	p = PUT_FIELD(p, "bytes_rev", r->delta_rev.bytes);
+	p = PUT_FIELD(p, "ip_bytes_fwd", r->delta_fwd.ip_bytes);
+	p = PUT_FIELD(p, "ip_bytes_rev", r->delta_rev.ip_bytes);
 	p = PUT_FIELD(p, "total_pkts_fwd", r->total_fwd.pkts);
 	p = PUT_FIELD(p, "total_pkts_rev", r->total_rev.pkts);
 	p = PUT_FIELD(p, "total_bytes_fwd", r->total_fwd.bytes);
@@ -382,7 +387,10 @@ int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf, size_t len)
  * counted lost, and the next buffer is tried as if nothing happened.
  */
 
-enum { JSON_BUF = 1 << 20, JSON_BUFS = 4 };
+/* A shared file's writer holds less: the lines it has not written yet
+ * land in a file another process may have rotated meanwhile, past the
+ * rotation size. */
+enum { JSON_BUF = 1 << 20, JSON_SHARED_BUF = 256 << 10, JSON_BUFS = 4 };
 
 struct sl_json_writer {
 	int fd;
@@ -623,7 +631,7 @@ static size_t shared_write_max(int fd)
 	/* /dev/null keeps nothing to mix up */
 	if (S_ISREG(st.st_mode) ||
 	    (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)))
-		return JSON_BUF;
+		return JSON_SHARED_BUF;
 	return PIPE_BUF;
 }
 
@@ -787,6 +795,19 @@ int sl_json_writer_reopen(struct sl_json_writer *w, const char *path)
 	return 0;
 }
 
+/* Bytes of lines this writer took and has not written yet: its buffers
+ * (the one being written counted whole). */
+static uint64_t pending_bytes(struct sl_json_writer *w)
+{
+	uint64_t n = w->used;
+
+	pthread_mutex_lock(&w->lock);
+	for (uint32_t i = 0; i < w->queued; i++)
+		n += w->len[(w->next + i) % JSON_BUFS];
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
 int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
 			  uint64_t *file_size)
 {
@@ -806,7 +827,52 @@ int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
 			return -errno;
 	}
 	if (file_size)
-		*file_size = (uint64_t)mine.st_size;
+		*file_size = (uint64_t)mine.st_size + pending_bytes(w);
+	return rc;
+}
+
+/* The lock is on the file being moved: two processes that both find it
+ * full rotate it once, the second one follows; an advisory lock is
+ * enough, the writers of the file are all sluice's. */
+int sl_json_writer_rotate_shared(struct sl_json_writer *w, const char *path,
+				 const char *to)
+{
+	struct stat named, mine;
+	int fd, rc;
+
+	if (!w || !path || !to)
+		return -EINVAL;
+	drain(w);
+	settle_size(w);
+	fd = w->fd;
+	if (flock(fd, LOCK_EX))
+		return -errno;
+	if (fstat(fd, &mine)) {
+		rc = -errno;
+		goto out_unlock;
+	}
+	if (stat(path, &named)) {
+		/* moved away by another and not yet replaced: followed later */
+		rc = errno == ENOENT ? 0 : -errno;
+		goto out_unlock;
+	}
+	if (named.st_dev != mine.st_dev || named.st_ino != mine.st_ino) {
+		rc = sl_json_writer_reopen(w, path);
+		goto out_unlock;
+	}
+	if (rename(path, to)) {
+		rc = -errno;
+		goto out_unlock;
+	}
+	rc = sl_json_writer_reopen(w, path);
+	if (rc < 0) {
+		(void)rename(to, path); /* on in the current file */
+		goto out_unlock;
+	}
+	rc = 1;
+out_unlock:
+	if (w->fd == fd) /* else reopen closed it, and the lock with it */
+		flock(fd, LOCK_UN);
 	return rc;
 }
 

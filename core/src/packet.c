@@ -187,6 +187,17 @@ static int packet_event(struct sl_engine *e, struct sl_flow *f,
 	return 0;
 }
 
+/* The bytes of the packet's IP packet: as its header says, within what
+ * the frame had on the wire. */
+static inline uint32_t ip_bytes(const struct sl_packet *p,
+				const struct sl_decoded *d)
+{
+	uint32_t rest = p->wirelen > d->ip_offset ? p->wirelen - d->ip_offset
+						  : 0;
+
+	return d->ip_len && d->ip_len < rest ? d->ip_len : rest;
+}
+
 /* Counts a packet in its direction of the flow. */
 static void dir_count(struct sl_flow *f, int di, const struct sl_packet *p,
 		      const struct sl_decoded *d)
@@ -199,6 +210,7 @@ static void dir_count(struct sl_flow *f, int di, const struct sl_packet *p,
 		dir->last_ns = p->ts_ns;
 	dir->pkts++;
 	dir->bytes += p->wirelen;
+	dir->ip_bytes += ip_bytes(p, d);
 	dir->tcp_flags |= d->tcp_flags;
 	f->slice_flags[di] |= d->tcp_flags;
 }

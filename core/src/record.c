@@ -16,7 +16,7 @@
 static void dir_add(struct sl_dir *d, const struct sl_counts *c,
 		    const struct sl_collector_rec *r, uint8_t flags)
 {
-	if (!c->pkts && !c->bytes && !flags)
+	if (!c->pkts && !c->bytes && !c->ip_bytes && !flags)
 		return;
 	if (!d->pkts || r->first_ns < d->first_ns)
 		d->first_ns = r->first_ns;
@@ -24,6 +24,7 @@ static void dir_add(struct sl_dir *d, const struct sl_counts *c,
 		d->last_ns = r->last_ns;
 	d->pkts = sl_sat_add(d->pkts, c->pkts);
 	d->bytes = sl_sat_add(d->bytes, c->bytes);
+	d->ip_bytes = sl_sat_add(d->ip_bytes, c->ip_bytes);
 	d->tcp_flags |= flags;
 }
 
@@ -33,6 +34,7 @@ static void dir_add(struct sl_dir *d, const struct sl_counts *c,
 static void flow_turn(struct sl_flow *f)
 {
 	struct sl_dir d = f->rec.fwd;
+	struct sl_counts c;
 	struct sl_key *k = &f->rec.key;
 	uint8_t a[16];
 	uint16_t p = k->sport;
@@ -48,11 +50,9 @@ static void flow_turn(struct sl_flow *f)
 	p = f->slice_flags[0];
 	f->slice_flags[0] = f->slice_flags[1];
 	f->slice_flags[1] = (uint8_t)p;
-	d.pkts = f->base[0].pkts;
-	d.bytes = f->base[0].bytes;
+	c = f->base[0];
 	f->base[0] = f->base[1];
-	f->base[1].pkts = d.pkts;
-	f->base[1].bytes = d.bytes;
+	f->base[1] = c;
 }
 
 /* Counts record i in the flow it just created, and writes the flow's start

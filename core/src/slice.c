@@ -61,8 +61,10 @@ int sl_slice_record(struct sl_engine *e, struct sl_flow *f)
 
 		total->pkts = d[i]->pkts;
 		total->bytes = d[i]->bytes;
+		total->ip_bytes = d[i]->ip_bytes;
 		delta->pkts = total->pkts - f->base[i].pkts;
 		delta->bytes = total->bytes - f->base[i].bytes;
+		delta->ip_bytes = total->ip_bytes - f->base[i].ip_bytes;
 		f->base[i] = *total;
 	}
 	r->tcp_flags_fwd = f->slice_flags[0];

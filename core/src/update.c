@@ -26,13 +26,15 @@ static void update_counts(struct sl_engine *e, struct sl_flow *f,
 	struct sl_dir *dir[2] = {&f->rec.fwd, &f->rec.rev};
 
 	for (int i = 0; i < 2; i++) {
-		if (!add[i]->pkts && !add[i]->bytes)
+		if (!add[i]->pkts && !add[i]->bytes && !add[i]->ip_bytes)
 			continue;
 		if (!dir[i]->pkts)
 			dir[i]->first_ns = e->now;
 		dir[i]->last_ns = e->now;
 		dir[i]->pkts = sl_sat_add(dir[i]->pkts, add[i]->pkts);
 		dir[i]->bytes = sl_sat_add(dir[i]->bytes, add[i]->bytes);
+		dir[i]->ip_bytes =
+		    sl_sat_add(dir[i]->ip_bytes, add[i]->ip_bytes);
 	}
 	flow_touch(e, f);
 }

@@ -1874,12 +1874,14 @@ static struct sl_flow_rec flow(int i)
 	}
 	f.fwd = (struct sl_dir){.pkts = 4 + (uint64_t)i,
 				.bytes = 334 + (uint64_t)i,
+				.ip_bytes = 292 + (uint64_t)i,
 				.first_ns = T0 + 1234567 + (uint64_t)i * SEC,
 				.last_ns = T0 + 900 * MS + (uint64_t)i * SEC,
 				.tcp_flags = 0x1b};
 	if (i % 2 == 0)
 		f.rev = (struct sl_dir){.pkts = 3,
 					.bytes = 5000000000ULL + (uint64_t)i,
+					.ip_bytes = 4000000000ULL + (uint64_t)i,
 					.first_ns = T0 + 10 * MS,
 					.last_ns = T0 + 2500 * MS + 999999 +
 						   (uint64_t)i * SEC,
@@ -1925,6 +1927,9 @@ static void check_round(const struct sl_collector_rec *r,
 	CHECK_EQ(r->icmp_code, f->icmp_code);
 	CHECK(r->fwd.pkts == f->fwd.pkts && r->fwd.bytes == f->fwd.bytes);
 	CHECK(r->rev.pkts == f->rev.pkts && r->rev.bytes == f->rev.bytes);
+	/* octetDeltaCount: IP bytes; layer2OctetDeltaCount: frames' */
+	CHECK(r->fwd.ip_bytes == f->fwd.ip_bytes);
+	CHECK(r->rev.ip_bytes == f->rev.ip_bytes);
 	CHECK_EQ(r->tcp_flags, f->fwd.tcp_flags);
 	CHECK_EQ(r->tcp_flags_rev, f->rev.tcp_flags);
 	CHECK(r->first_ns == f->fwd.first_ns / MS * MS);
@@ -2105,8 +2110,8 @@ static void test_roundtrip(void)
 	sl.key = flow(0).key;
 	sl.start_ns = T0 + 5 * SEC;
 	sl.end_ns = T0 + 10 * SEC;
-	sl.delta_fwd = (struct sl_counts){2, 200};
-	sl.delta_rev = (struct sl_counts){1, 1400};
+	sl.delta_fwd = (struct sl_counts){2, 200, 172};
+	sl.delta_rev = (struct sl_counts){1, 1400, 1386};
 	sl.tcp_flags_fwd = 0x10;
 	CHECK_EQ(sl_ipfix_add_slice(x, &sl), 0);
 	n = sl_ipfix_take(x, 1700000200, &data);
@@ -2117,6 +2122,8 @@ static void test_roundtrip(void)
 	CHECK(rec(m, 0)->last_ns == T0 + 10 * SEC);
 	CHECK_EQ(rec(m, 0)->fwd.bytes, 200);
 	CHECK_EQ(rec(m, 0)->rev.bytes, 1400);
+	CHECK_EQ(rec(m, 0)->fwd.ip_bytes, 172);
+	CHECK_EQ(rec(m, 0)->rev.ip_bytes, 1386);
 	CHECK_EQ(rec(m, 0)->end_reason, 2);
 	CHECK_EQ(st(m, 1)->seq_lost, 0);
 	sl_ipfix_free(x);

@@ -308,6 +308,28 @@ static void test_truncated(void)
 	CHECK_EQ(r.ends, 1);
 }
 
+/* IP bytes are what the IP header gives: without the Ethernet padding
+ * of a short frame (60 bytes, 38 of IP), and whole for a frame the
+ * capture cut (snaplen 54 of 1042: 1028). */
+static void test_ip_bytes(void)
+{
+	struct run r;
+
+	img_begin(&m);
+	img_pkt(&m, 5 * NS, 17, 1, 1, 2, 2, 0, 10);
+	img_pkt(&m, 6 * NS, 17, 2, 2, 1, 1, 0, 1000);
+	/* the second frame as a snaplen of 54 leaves it */
+	m.len -= 1042 - 54;
+	memcpy(m.buf + m.len - 54 - 8, &(uint32_t){54}, 4);
+	run_img(&m, NULL, &r);
+	CHECK_EQ(r.stats.packets, 2);
+	CHECK_EQ(r.ends, 1);
+	CHECK_EQ(r.last_end.fwd.bytes, 60);
+	CHECK_EQ(r.last_end.fwd.ip_bytes, 38);
+	CHECK_EQ(r.last_end.rev.bytes, 1042);
+	CHECK_EQ(r.last_end.rev.ip_bytes, 1028);
+}
+
 static void test_malformed_and_pool(void)
 {
 	struct run r;
@@ -1236,6 +1258,7 @@ int main(void)
 	test_active_timeout();
 	test_slices();
 	test_truncated();
+	test_ip_bytes();
 	test_malformed_and_pool();
 	test_clock_jump();
 	test_clock_bound();

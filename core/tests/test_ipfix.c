@@ -55,6 +55,9 @@ struct msg {
 	struct record recs[MAX_RECORDS];
 };
 
+/* the base templates: fields, and record lengths for IPv4 and IPv6 */
+enum { NBASE = 19, REC4 = 94, REC6 = 118 };
+
 /* Templates persist across messages, as in a collector. */
 static struct template tmpls[4];
 
@@ -266,11 +269,13 @@ static struct sl_flow_rec flow4(uint64_t fid)
 	f.key.vlan = 42;
 	f.fwd = (struct sl_dir){.pkts = 4,
 				.bytes = 334,
+				.ip_bytes = 278,
 				.first_ns = T0 + 1234567,
 				.last_ns = T0 + 900 * MS,
 				.tcp_flags = 0x1b};
 	f.rev = (struct sl_dir){.pkts = 3,
 				.bytes = 5000000000ULL,
+				.ip_bytes = 4900000000ULL,
 				.first_ns = T0 + 10 * MS,
 				.last_ns = T0 + 2500 * MS + 999999,
 				.tcp_flags = 0x13};
@@ -292,6 +297,7 @@ static struct sl_flow_rec flow6(uint64_t fid)
 	f.key.proto = 17;
 	f.fwd = (struct sl_dir){.pkts = 1,
 				.bytes = 90,
+				.ip_bytes = 76,
 				.first_ns = T0 + 5 * MS,
 				.last_ns = T0 + 5 * MS};
 	f.reason_code = SL_END_IDLE;
@@ -347,6 +353,8 @@ static void check_template(const struct template *t, int v6)
 	    {2, 8, 0},
 	    {1, 8, PEN_REVERSE},
 	    {2, 8, PEN_REVERSE},
+	    {352, 8, 0},
+	    {352, 8, PEN_REVERSE},
 	};
 	int n = sizeof(want) / sizeof(want[0]);
 
@@ -403,9 +411,12 @@ static void test_first_message(void)
 	CHECK_EQ(get(r, 58, 0), 42);
 	CHECK_EQ(get(r, 136, 0), 3);
 	CHECK_EQ(get(r, 148, 0), 9);
-	CHECK_EQ(get(r, 1, 0), 334);
+	/* octetDeltaCount: IP bytes; layer2OctetDeltaCount: frames' */
+	CHECK_EQ(get(r, 1, 0), 278);
+	CHECK_EQ(get(r, 352, 0), 334);
+	CHECK(get(r, 352, PEN_REVERSE) == 5000000000ULL);
 	CHECK_EQ(get(r, 2, 0), 4);
-	CHECK(get(r, 1, PEN_REVERSE) == 5000000000ULL);
+	CHECK(get(r, 1, PEN_REVERSE) == 4900000000ULL);
 	CHECK_EQ(get(r, 2, PEN_REVERSE), 3);
 	/* nothing more to send */
 	CHECK_EQ(take(x, 1, &m), 0);
@@ -438,7 +449,8 @@ static void test_v6_and_end(void)
 	CHECK_EQ(get(r, 139, 0), 0);
 	CHECK_EQ(get(r, 4, 0), 17);
 	CHECK_EQ(get(r, 136, 0), 1);
-	CHECK_EQ(get(r, 1, 0), 90);
+	CHECK_EQ(get(r, 1, 0), 76);
+	CHECK_EQ(get(r, 352, 0), 90);
 	CHECK_EQ(get(r, 2, 0), 1);
 	CHECK_EQ(get(r, 1, PEN_REVERSE), 0);
 	CHECK_EQ(get(r, 2, PEN_REVERSE), 0);
@@ -457,10 +469,10 @@ static void test_slice(void)
 	s.key = f.key;
 	s.start_ns = T0 + 5000 * MS;
 	s.end_ns = T0 + 10000 * MS;
-	s.delta_fwd = (struct sl_counts){7, 700};
-	s.delta_rev = (struct sl_counts){2, 120};
-	s.total_fwd = (struct sl_counts){70, 7000};
-	s.total_rev = (struct sl_counts){20, 1200};
+	s.delta_fwd = (struct sl_counts){7, 700, 602};
+	s.delta_rev = (struct sl_counts){2, 120, 92};
+	s.total_fwd = (struct sl_counts){70, 7000, 6020};
+	s.total_rev = (struct sl_counts){20, 1200, 920};
 	s.tcp_flags_fwd = 0x18;
 	s.tcp_flags_rev = 0x10;
 	CHECK_EQ(sl_ipfix_add_slice(x, &s), 0);
@@ -472,9 +484,11 @@ static void test_slice(void)
 	r = &m.recs[0];
 	CHECK_EQ(get(r, 152, 0), T0 / MS + 5000);
 	CHECK_EQ(get(r, 153, 0), T0 / MS + 10000);
-	CHECK_EQ(get(r, 1, 0), 700);
+	CHECK_EQ(get(r, 1, 0), 602);
+	CHECK_EQ(get(r, 352, 0), 700);
 	CHECK_EQ(get(r, 2, 0), 7);
-	CHECK_EQ(get(r, 1, PEN_REVERSE), 120);
+	CHECK_EQ(get(r, 1, PEN_REVERSE), 92);
+	CHECK_EQ(get(r, 352, PEN_REVERSE), 120);
 	CHECK_EQ(get(r, 2, PEN_REVERSE), 2);
 	CHECK_EQ(get(r, 6, 0), 0x18);
 	CHECK_EQ(get(r, 6, PEN_REVERSE), 0x10);
@@ -575,14 +589,14 @@ static void test_templates_when_wanted(void)
 	without = take(x, 2, &m);
 	CHECK_EQ(m.template_sets, 0);
 	CHECK_EQ(m.n_recs, 1);
-	CHECK_EQ(with - without, 4 + 2 * (4 + (17 + 3) * 4));
-	CHECK_EQ(tmpls[0].rec_len, 78);
-	CHECK_EQ(tmpls[1].rec_len, 102);
+	CHECK_EQ(with - without, 4 + 2 * (4 + (19 + 4) * 4));
+	CHECK_EQ(tmpls[0].rec_len, REC4);
+	CHECK_EQ(tmpls[1].rec_len, REC6);
 	/* asked for while a message is open: the next one has them */
 	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
 	sl_ipfix_want_templates(x);
 	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
-	CHECK_EQ(take(x, 3, &m), without + 78);
+	CHECK_EQ(take(x, 3, &m), without + REC4);
 	CHECK_EQ(m.template_sets, 0);
 	CHECK_EQ(m.n_recs, 2);
 	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
@@ -667,7 +681,7 @@ static void test_max_bytes(void)
 	fill_messages(65535, 65535, 3000);
 	/* too small for the templates and one record */
 	CHECK_EQ(sl_ipfix_new(&x, &o), -EINVAL);
-	o.max_bytes = 16 + 4 + 2 * (4 + 20 * 4) + 4 + 102;
+	o.max_bytes = 16 + 4 + 2 * (4 + 23 * 4) + 4 + REC6;
 	CHECK_EQ(o.max_bytes, SL_IPFIX_MIN_MESSAGE);
 	CHECK_EQ(sl_ipfix_new(&x, &o), 0);
 	sl_ipfix_free(x);
@@ -723,7 +737,7 @@ static struct sl_ipfix *new_feat(uint32_t features, uint32_t splt_n,
 
 static int nfields(uint32_t features)
 {
-	return 17 + (features & SL_FEATURE_STATS ? 40 : 0) +
+	return NBASE + (features & SL_FEATURE_STATS ? 40 : 0) +
 	       (features & SL_FEATURE_SPLT ? 4 : 0) +
 	       (features & SL_FEATURE_DPI ? 3 : 0);
 }
@@ -740,14 +754,14 @@ static void check_feat_template(const struct template *t, uint32_t features,
 				label[] = {{96, VARLEN, 0},
 					   {372, VARLEN, 0},
 					   {101, VARLEN, SL_PEN}};
-	int i = 17 + (features & SL_FEATURE_STATS ? 40 : 0);
+	int i = NBASE + (features & SL_FEATURE_STATS ? 40 : 0);
 
 	CHECK_EQ(t->n, nfields(features));
 	if (features & SL_FEATURE_STATS) {
 		/* the statistics as before: src2dst_min_ps first */
-		CHECK_EQ(t->f[17].id, 1);
-		CHECK_EQ(t->f[17].pen, SL_PEN);
-		CHECK_EQ(t->f[56].id, 72);
+		CHECK_EQ(t->f[NBASE].id, 1);
+		CHECK_EQ(t->f[NBASE].pen, SL_PEN);
+		CHECK_EQ(t->f[NBASE + 39].id, 72);
 	}
 	for (int k = 0; k < 4 && (features & SL_FEATURE_SPLT); k++, i++) {
 		CHECK_EQ(t->f[i].id, splt[k].id);
@@ -816,8 +830,8 @@ static void test_feature_combinations(void)
 		CHECK_EQ(m.set_ids[0], 258);
 		CHECK_EQ(m.set_ids[1], 259);
 		CHECK_EQ(m.n_recs, 2);
-		CHECK_EQ(m.recs[0].len, 78 + fixed + strs);
-		CHECK_EQ(m.recs[1].len, 102 + fixed + strs);
+		CHECK_EQ(m.recs[0].len, REC4 + fixed + strs);
+		CHECK_EQ(m.recs[1].len, REC6 + fixed + strs);
 		for (int i = 0; i < m.n_recs; i++) {
 			r = &m.recs[i];
 			CHECK_EQ(get(r, 148, 0), i + 1);
@@ -868,7 +882,7 @@ static void test_feature_records(void)
 	CHECK_EQ(m.set_ids[0], 258);
 	CHECK_EQ(m.set_ids[1], 256);
 	CHECK_EQ(m.set_recs[1], 3);
-	CHECK_EQ(m.recs[0].len, 78 + 1 + 11 * SPLT_N + 3);
+	CHECK_EQ(m.recs[0].len, REC4 + 1 + 11 * SPLT_N + 3);
 	check_string(&m.recs[0], 96, 0, "");
 	check_string(&m.recs[0], 372, 0, "");
 	check_string(&m.recs[0], 101, SL_PEN, "");
@@ -904,8 +918,8 @@ static void test_splt_lengths(void)
 	x = new_feat(SL_FEATURE_SPLT, 0, 0);
 	CHECK_EQ(sl_ipfix_add_flow(x, &f), 0);
 	CHECK(take(x, 1, &m) > 0);
-	CHECK_EQ(tmpls[2].f[17 + 1].len, SL_SPLT_DEFAULT);
-	CHECK_EQ(m.recs[0].len, 78 + 1 + 11 * SL_SPLT_DEFAULT);
+	CHECK_EQ(tmpls[2].f[NBASE + 1].len, SL_SPLT_DEFAULT);
+	CHECK_EQ(m.recs[0].len, REC4 + 1 + 11 * SL_SPLT_DEFAULT);
 	sl_ipfix_free(x);
 }
 
@@ -917,10 +931,11 @@ static void test_feature_max_bytes(void)
 	struct sl_ipfix *x = NULL;
 	uint32_t dpi_splt = SL_FEATURE_SPLT | SL_FEATURE_DPI;
 	/* IPv6: base, splt arrays of 32, three strings of 47, 31, 79 */
-	uint32_t longest = 102 + 1 + 11 * SL_SPLT_MAX + 3 + 47 + 31 + 79;
-	/* the base templates, and two of 17 + 4 + 3 fields: 14 + 2 IETF */
-	uint32_t tset = 4 + 2 * (4 + 14 * 4 + 3 * 8) +
-			2 * (4 + 14 * 4 + 3 * 8 + 4 * 8 + 2 * 4 + 8);
+	uint32_t longest = REC6 + 1 + 11 * SL_SPLT_MAX + 3 + 47 + 31 + 79;
+	/* the base templates (15 IETF, 4 reverse fields), and two of those
+	 * and 4 + 3 more: 2 IETF */
+	uint32_t tset = 4 + 2 * (4 + 15 * 4 + 4 * 8) +
+			2 * (4 + 15 * 4 + 4 * 8 + 4 * 8 + 2 * 4 + 8);
 	struct sl_flow_rec f = feat_flow(flow6(1));
 
 	o.max_bytes = 16 + 4 + longest;
@@ -975,7 +990,7 @@ static void test_feature_fill(void)
 			n = take(x, 1, &m);
 			CHECK(n > 0 && n <= 600);
 			/* the set is open: the record alone did not fit */
-			CHECK((uint32_t)n + 78 + 3 + 10 + 3 + len > 600);
+			CHECK((uint32_t)n + REC4 + 3 + 10 + 3 + len > 600);
 			for (int j = 0; j < m.n_recs; j++)
 				CHECK_EQ(get(&m.recs[j], 148, 0), got++);
 			rc = sl_ipfix_add_flow(x, &f);

@@ -15,8 +15,8 @@ local M = {}
 local Batch = { kind = "slices" }
 Batch.__index = Batch
 
-local STALE = "a slice batch is valid only in the on_slice call that got it (keep what " ..
-  "you need: rec:totable(), groups:totable())"
+local STALE = flow.BATCH_STALE
+local slice_handle_t, group_handle_t = flow.slice_handle_t, flow.group_handle_t
 
 -- Raises (at level) when the engine moved on since the batch was made.
 local function check(self, level)
@@ -43,25 +43,31 @@ end
 function Batch:records()
   check(self, 3)
   local recs, n, i, skip = self.recs, self.n, -1, self.skip
+  local gen, engine = self.generation, self.engine
   if skip then
     return function()
       i = i + 1
       while i < n and skip[tonumber(recs[i].fid)] do i = i + 1 end
-      if i < n then return recs[i] end
+      if i < n then return slice_handle_t(recs + i, gen, engine) end
     end
   end
   return function()
     i = i + 1
-    if i < n then return recs[i] end
+    if i < n then return slice_handle_t(recs + i, gen, engine) end
   end
+end
+
+-- An index of 1..n (a Lua array's), or nil.
+local function index_in(i, n, what)
+  if type(i) ~= "number" then error(what .. " expects an index, got " .. type(i), 3) end
+  if i >= 1 and i <= n and i == math.floor(i) then return i end
 end
 
 -- 1-based access, like a Lua array.
 function Batch:get(i)
   check(self, 3)
-  if type(i) ~= "number" then error("batch:get expects an index, got " .. type(i), 2) end
-  if i < 1 or i > self.n then return nil end
-  return self.recs[i - 1]
+  i = index_in(i, self.n, "batch:get")
+  return i and slice_handle_t(self.recs + (i - 1), self.generation, self.engine)
 end
 
 function Batch:count()
@@ -221,18 +227,18 @@ Groups.__index = Groups
 function Groups:rows()
   check(self.batch, 3)
   local rows, n, i = self.ptr, self.n, -1
+  local gen, engine = self.batch.generation, self.batch.engine
   return function()
     i = i + 1
-    if i < n then return rows[i] end
+    if i < n then return group_handle_t(rows + i, gen, engine) end
   end
 end
 
 -- 1-based, like a Lua array.
 function Groups:get(i)
   check(self.batch, 3)
-  if type(i) ~= "number" then error("groups:get expects an index, got " .. type(i), 2) end
-  if i < 1 or i > self.n then return nil end
-  return self.ptr[i - 1]
+  i = index_in(i, self.n, "groups:get")
+  return i and group_handle_t(self.ptr + (i - 1), self.batch.generation, self.batch.engine)
 end
 
 -- Keeps the k rows biggest by order (default bytes), biggest first.

@@ -9,6 +9,7 @@
 local ffi = require "ffi"
 local sluice = require "sluice"
 local policy = require "sluice.policy"
+local json_sink = require "sluice.sinks.json"
 local core = require "sluice.core"
 local report = require "sluice.report"
 local workers = require "sluice.workers"
@@ -661,8 +662,7 @@ function M.sink_options(o, w, shared)
   for _, out in ipairs(o.outs) do
     local opts
     if out.kind == "json" then
-      opts = { path = out.path, append = shared, shared = shared, rotate = o.rotate,
-        rotate_follow = shared and w > 0 or nil }
+      opts = { path = out.path, append = shared, shared = shared, rotate = o.rotate }
     elseif out.kind == "pcap" then
       opts = { path = o.workers > 1 and (out.path .. "." .. w) or out.path }
     elseif out.kind == "clickhouse" then
@@ -1038,6 +1038,10 @@ local function run_workers(o, list)
   o.fanout_group = fanout_group_id()
   for _, out in ipairs(o.outs) do -- shared JSON files: truncated once, then appended to
     if out.kind == "json" and out.path ~= "-" then
+      if o.rotate then
+        local ok, err = json_sink.keep_previous(out.path)
+        if not ok then return fail(err) end
+      end
       local f = io.open(out.path, "w")
       if not f then return fail("cannot open " .. out.path) end
       f:close()

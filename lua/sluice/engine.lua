@@ -621,8 +621,13 @@ local function count_of(st, name, alias)
   return v
 end
 
+local UPDATE_STATS = { pkts_fwd = true, pkts = true, bytes_fwd = true, bytes = true,
+  pkts_rev = true, bytes_rev = true, ip_bytes_fwd = true, ip_bytes_rev = true }
+
 -- engine:update{ keys = { ... } | flow = handle, tags = { name = value },
---                stats = { pkts_fwd, bytes_fwd, pkts_rev, bytes_rev } }
+--                stats = { pkts_fwd, bytes_fwd, pkts_rev, bytes_rev,
+--                          ip_bytes_fwd, ip_bytes_rev } }
+-- (ip bytes: the bytes given, unless given apart)
 -- Finds the flow by any of its keys (linking the unknown ones to it) or
 -- starts one; returns its live handle, or nil, "key conflict: ..." when the
 -- keys belong to different flows (nothing is changed then).
@@ -651,8 +656,16 @@ function Engine:update(u)
   end
   local st = u.stats or {}
   if type(st) ~= "table" then error("engine:update: stats must be a table", 2) end
+  for name in pairs(st) do
+    if not UPDATE_STATS[name] then
+      error("engine:update: unknown stats." .. tostring(name) .. " (pkts_fwd bytes_fwd pkts_rev " ..
+        "bytes_rev ip_bytes_fwd ip_bytes_rev)", 2)
+    end
+  end
   cu.add_fwd.pkts, cu.add_fwd.bytes = count_of(st, "pkts_fwd", "pkts"), count_of(st, "bytes_fwd", "bytes")
   cu.add_rev.pkts, cu.add_rev.bytes = count_of(st, "pkts_rev"), count_of(st, "bytes_rev")
+  cu.add_fwd.ip_bytes = st.ip_bytes_fwd ~= nil and count_of(st, "ip_bytes_fwd") or cu.add_fwd.bytes
+  cu.add_rev.ip_bytes = st.ip_bytes_rev ~= nil and count_of(st, "ip_bytes_rev") or cu.add_rev.bytes
   local tags = u.tags or {}
   if type(tags) ~= "table" then error("engine:update: tags must be a table", 2) end
   for name, value in pairs(tags) do

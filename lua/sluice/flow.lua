@@ -212,6 +212,8 @@ local flow_get = key_getters {
   pkts_rev = function(r) return tonumber(r.rev.pkts) end,
   bytes_fwd = function(r) return tonumber(r.fwd.bytes) end,
   bytes_rev = function(r) return tonumber(r.rev.bytes) end,
+  ip_bytes_fwd = function(r) return tonumber(r.fwd.ip_bytes) end,
+  ip_bytes_rev = function(r) return tonumber(r.rev.ip_bytes) end,
   -- summed as numbers: a uint64 sum wraps past 2^64 - 1
   pkts = function(r) return tonumber(r.fwd.pkts) + tonumber(r.rev.pkts) end,
   bytes = function(r) return tonumber(r.fwd.bytes) + tonumber(r.rev.bytes) end,
@@ -377,6 +379,7 @@ function flow_methods.totable(r)
     first = flow_get.first(r), last = flow_get.last(r),
     pkts_fwd = tonumber(r.fwd.pkts), pkts_rev = tonumber(r.rev.pkts),
     bytes_fwd = tonumber(r.fwd.bytes), bytes_rev = tonumber(r.rev.bytes),
+    ip_bytes_fwd = tonumber(r.fwd.ip_bytes), ip_bytes_rev = tonumber(r.rev.ip_bytes),
     tcp_flags_fwd = r.fwd.tcp_flags, tcp_flags_rev = r.rev.tcp_flags,
     history = flow_get.history(r), state = flow_get.state(r),
     tunnel_changes = r.tunnel_changes ~= 0 and r.tunnel_changes or nil,
@@ -441,9 +444,29 @@ local function resolve(h, level)
   return r
 end
 
+-- What a slice batch hands out (its records, and the rows of its groups):
+-- handles that read in place while the batch is valid and raise once
+-- kept past its on_slice: they never read the next interval's record or
+-- row in the same memory.
+M.BATCH_STALE = "a slice batch is valid only in the on_slice call that got it (keep what " ..
+  "you need: rec:totable(), groups:totable())"
+
+local function batch_resolver(field)
+  return function(h, level)
+    local st = engines[h.engine]
+    if not st or st.out.generation ~= h.generation then error(M.BATCH_STALE, level) end
+    return h[field]
+  end
+end
+
+local slice_handle_t = ffi.typeof("struct sl_slice_handle")
+local resolve_slice = batch_resolver("rec")
+M.slice_handle_t = slice_handle_t
+
 -- A record or a handle, as a record (for sinks and the C functions).
 function M.rec_of(x)
   if ffi.istype(handle_t, x) then return resolve(x, 3) end
+  if ffi.istype(slice_handle_t, x) then return resolve_slice(x, 3) end
   return x
 end
 
@@ -485,6 +508,8 @@ local slice_get = key_getters {
   pkts_rev = function(r) return tonumber(r.delta_rev.pkts) end,
   bytes_fwd = function(r) return tonumber(r.delta_fwd.bytes) end,
   bytes_rev = function(r) return tonumber(r.delta_rev.bytes) end,
+  ip_bytes_fwd = function(r) return tonumber(r.delta_fwd.ip_bytes) end,
+  ip_bytes_rev = function(r) return tonumber(r.delta_rev.ip_bytes) end,
   pkts = function(r) return tonumber(r.delta_fwd.pkts) + tonumber(r.delta_rev.pkts) end,
   bytes = function(r) return tonumber(r.delta_fwd.bytes) + tonumber(r.delta_rev.bytes) end,
   total_pkts_fwd = function(r) return tonumber(r.total_fwd.pkts) end,
@@ -518,6 +543,7 @@ function slice_methods.totable(r)
     start = seconds(r.start_ns), ["end"] = seconds(r.end_ns),
     pkts_fwd = tonumber(r.delta_fwd.pkts), pkts_rev = tonumber(r.delta_rev.pkts),
     bytes_fwd = tonumber(r.delta_fwd.bytes), bytes_rev = tonumber(r.delta_rev.bytes),
+    ip_bytes_fwd = tonumber(r.delta_fwd.ip_bytes), ip_bytes_rev = tonumber(r.delta_rev.ip_bytes),
     total_pkts_fwd = tonumber(r.total_fwd.pkts), total_pkts_rev = tonumber(r.total_rev.pkts),
     total_bytes_fwd = tonumber(r.total_fwd.bytes), total_bytes_rev = tonumber(r.total_rev.bytes),
     tcp_flags_fwd = r.tcp_flags_fwd, tcp_flags_rev = r.tcp_flags_rev,
@@ -528,14 +554,18 @@ function slice_methods.totable(r)
   }, r.key), r)
 end
 
+local function slice_text(r)
+  return describe(r, "slice of flow") .. string.format(" [%.3f, %.3f) pkts +%s/+%s bytes +%s/+%s",
+    seconds(r.start_ns), seconds(r.end_ns), count_text(r.delta_fwd.pkts),
+    count_text(r.delta_rev.pkts), count_text(r.delta_fwd.bytes), count_text(r.delta_rev.bytes))
+end
+
 ffi.metatype("struct sl_slice_rec", {
   __index = getters_then(slice_get, slice_methods),
-  __tostring = function(r)
-    return describe(r, "slice of flow") .. string.format(" [%.3f, %.3f) pkts +%s/+%s bytes +%s/+%s",
-      seconds(r.start_ns), seconds(r.end_ns), count_text(r.delta_fwd.pkts),
-      count_text(r.delta_rev.pkts), count_text(r.delta_fwd.bytes), count_text(r.delta_rev.bytes))
-  end,
+  __tostring = slice_text,
 })
+
+M.handle_metatype(slice_handle_t, slice_get, slice_methods, resolve_slice, slice_text)
 
 
 -- Group rows (batch:group, batch:top): one key and its sums.
@@ -606,12 +636,17 @@ function row_methods.totable(r)
   return t
 end
 
+local function row_text(r)
+  return string.format("group %s flows %d pkts %d bytes %d", row_get.label(r),
+    row_get.flows(r), row_get.pkts(r), row_get.bytes(r))
+end
+
+M.group_handle_t = ffi.typeof("struct sl_group_handle")
+M.handle_metatype(M.group_handle_t, row_get, row_methods, batch_resolver("row"), row_text)
+
 ffi.metatype("struct sl_group_row", {
   __index = getters_then(row_get, row_methods),
-  __tostring = function(r)
-    return string.format("group %s flows %d pkts %d bytes %d", row_get.label(r),
-      row_get.flows(r), row_get.pkts(r), row_get.bytes(r))
-  end,
+  __tostring = row_text,
 })
 
 return M

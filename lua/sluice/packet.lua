@@ -30,8 +30,11 @@ local get = {
 
 local methods = {}
 
+-- Offsets and lengths are whole numbers (NaN passes every bounds test).
 local function offset(off, fn)
   if type(off) ~= "number" then error("pkt:" .. fn .. "(offset): the offset is a number", 3) end
+  if off ~= math.floor(off) then error("pkt:" .. fn .. "(offset): the offset is a whole number, got " ..
+    tostring(off), 3) end
 end
 
 -- Payload byte at offset off (0-based), as a number, or nil.
@@ -60,7 +63,9 @@ end
 -- without arguments, the whole captured payload.
 function methods.bytes(p, off, n)
   off = off or 0
+  offset(off, "bytes")
   n = n or p.payload_len - off
+  offset(n, "bytes")
   if off < 0 or n < 0 or off + n > p.payload_len then return nil end
   return ffi.string(p.data + p.payload_offset + off, n)
 end
@@ -68,7 +73,9 @@ end
 -- Raw frame bytes (link-layer header included), bounds-checked the same.
 function methods.frame(p, off, n)
   off = off or 0
+  offset(off, "frame")
   n = n or p.caplen - off
+  offset(n, "frame")
   if off < 0 or n < 0 or off + n > p.caplen then return nil end
   return ffi.string(p.data + off, n)
 end

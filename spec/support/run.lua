@@ -206,12 +206,13 @@ end
 
 -- Packets and bytes of flow (or slice) records, both directions summed.
 function M.flow_totals(recs)
-  local pkts, bytes = 0, 0
+  local pkts, bytes, ip_bytes = 0, 0, 0
   for _, f in ipairs(recs) do
     pkts = pkts + f.pkts_fwd + f.pkts_rev
     bytes = bytes + f.bytes_fwd + f.bytes_rev
+    ip_bytes = ip_bytes + (f.ip_bytes_fwd or 0) + (f.ip_bytes_rev or 0)
   end
-  return pkts, bytes
+  return pkts, bytes, ip_bytes
 end
 
 -- ---- captures --------------------------------------------------------------

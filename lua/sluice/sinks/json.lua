@@ -30,6 +30,7 @@ local tagged = flow.tagged
 local EFBIG, EMSGSIZE = -C.SL_EFBIG, -C.SL_EMSGSIZE -- as the core returns them
 local PIPE_LINE_MAX = 4095 -- PIPE_BUF with the newline
 local ROTATE_RETRY = 1 -- seconds before a failed rotation is tried again
+local SHARED_CHUNK = 256 -- slice records between looks at a shared file's size
 local FLUSH_INTERVAL = 1 -- seconds between flushes of a run that goes on
 
 local M = {}
@@ -67,10 +68,11 @@ end
 --                   shared = false, rotate_follow = false }
 -- shared: several processes write the file (workers): no line is ever
 -- split between writes (buffered writes to a regular file, a write per
--- line to a pipe; a line a pipe cannot take whole is refused). One of
--- them rotates it (by the size of the file, every process's lines
--- counted, checked each tick); the others (rotate_follow) go on in the
--- fresh file once they see it.
+-- line to a pipe; a line a pipe cannot take whole is refused). Each
+-- looks at the size of the file (every process's lines counted, at each
+-- tick and as its lines grow), the first that finds it due rotates it,
+-- the others go on in the fresh file once they see it (rotate_follow:
+-- this process never rotates, it only follows).
 -- sluice.sink.json{ socket = "unix:/run/x.sock" | "tcp:HOST:PORT" }
 -- (queue = N: the route's queue, as for every sink)
 local KNOWN = { path = true, socket = true, append = true, line_buffered = true, rotate = true,
@@ -97,6 +99,10 @@ function M.new(opts)
     return self
   end
   if opts.path == "-" and rotate then error("sluice.sink.json: cannot rotate stdout", 2) end
+  if rotate and not opts.append then
+    local ok, err = M.keep_previous(opts.path)
+    if not ok then return nil, err end
+  end
   -- past the file size limit a write fails (EFBIG, counted), not the process
   C.sl_signal_ignore_xfsz()
   local wp = ffi.new("struct sl_json_writer *[1]")
@@ -144,20 +150,37 @@ local function line_of(rec)
   return encode(rec)
 end
 
--- The name the current file gets when it is rotated away: PATH.N, the
--- first N not taken.
-local function rotated_name(self)
-  local n = self.rotations
+-- PATH.N, the first N after n not taken, and N.
+local function free_name(path, n)
   while true do
     n = n + 1
-    local name = self.path .. "." .. n
+    local name = path .. "." .. n
     local f = io.open(name)
-    if not f then
-      self.rotations = n
-      return name
-    end
+    if not f then return name, n end
     f:close()
   end
+end
+
+-- The name the current file gets when it is rotated away.
+local function rotated_name(self)
+  local name, n = free_name(self.path, self.rotations)
+  self.rotations = n
+  return name
+end
+
+-- With rotation, a run keeps what an earlier one left in path (the newest
+-- of its files, which opening path would empty): a regular file with
+-- lines moves to the next PATH.N first. Returns nil, err if it cannot.
+function M.keep_previous(path)
+  if C.sl_path_kind(path) ~= 1 then return true end
+  local f = io.open(path, "rb")
+  local size = f and f:seek("end")
+  if f then f:close() end
+  if not size or size == 0 then return true end
+  local to = free_name(path, 0)
+  local ok, err = os.rename(path, to)
+  if not ok then return nil, "cannot keep the last run's " .. path .. ": " .. tostring(err) end
+  return true
 end
 
 -- Moves the current file away (PATH.N) and starts a fresh PATH. A file no
@@ -221,21 +244,36 @@ end
 
 local file_size = ffi.new("uint64_t[1]")
 
--- A shared file: the rotating process checks the size of the file (its
--- own line count knows only its lines); the others follow its rotations.
+-- A shared file: each process looks at the size of the file (its own
+-- line count knows only its lines) and follows the others' rotations;
+-- whichever finds it due rotates it (once: the core locks the file). When
+-- one process alone rotated, the others wrote on in the moved file while
+-- it was busy: files grew to several times the size.
 local function shared_rotation(self, now)
-  -- next look after an eighth of the size of this process's own lines
-  self.look_at = C.sl_json_writer_size(self.w) + math.max(math.floor(self.max_size / 8), 1)
   local rc = C.sl_json_writer_follow(self.w, self.path, file_size)
   if rc < 0 then
     self.err = "cannot follow the rotation of " .. self.path .. ": " .. core.strerror(rc)
-    return
+  elseif rc == 1 then
+    self.opened = now
   end
-  if self.follow then return end
-  local buffered = C.sl_json_writer_size(self.w) - file_size[0]
-  if (self.max_size > 0 and file_size[0] + math.max(tonumber(buffered), 0) >= self.max_size) or
-     (self.interval and now - self.opened >= self.interval) then
-    self:rotate_now()
+  if rc >= 0 and not self.follow and not (self.retry_rotate_at and now < self.retry_rotate_at) and
+     ((self.max_size > 0 and file_size[0] >= self.max_size) or
+      (self.interval and now - self.opened >= self.interval)) then
+    local to, n = free_name(self.path, self.rotations)
+    rc = C.sl_json_writer_rotate_shared(self.w, self.path, to)
+    if rc >= 0 then
+      if rc == 1 then self.rotations, self.rotated = n, self.rotated + 1 end
+      self.opened, self.retry_rotate_at = now, nil
+    else
+      self.rotation_errors = self.rotation_errors + 1
+      self.err = "cannot rotate " .. self.path .. ": " .. core.strerror(rc)
+      self.retry_rotate_at = now + ROTATE_RETRY
+    end
+  end
+  -- by size: next look after an eighth of the size of this process's own
+  -- lines (its size is the file's again after a rotation: from there)
+  if self.look_at then
+    self.look_at = C.sl_json_writer_size(self.w) + math.max(math.floor(self.max_size / 8), 1)
   end
 end
 
@@ -296,9 +334,13 @@ end
 function Sink:write_batch(batch)
   if not self.w or flow.any_tagged(batch.engine) then return 0 end
   local done, n, max = 0, batch.n, self.max_size
-  if self.shared then max = 0 end -- rotated at ticks, by the file's size
+  -- a shared file is rotated by its size, looked at as this process's
+  -- lines grow: a batch goes in chunks (one interval's batch can be
+  -- megabytes), so that the file is looked at between them
+  local chunk = n
+  if self.shared then max, chunk = 0, SHARED_CHUNK end
   while done < n do
-    local rc = C.sl_json_writer_slices(self.w, batch.recs + done, n - done, max)
+    local rc = C.sl_json_writer_slices(self.w, batch.recs + done, math.min(n - done, chunk), max)
     if rc == EFBIG then
       max = make_room(self)
     elseif rc < 0 then
@@ -306,12 +348,12 @@ function Sink:write_batch(batch)
     else
       done = done + rc
       if not self.shared then max = self.max_size end
+      if self.look_at and C.sl_json_writer_size(self.w) >= self.look_at then
+        shared_rotation(self, core.monotonic())
+      end
     end
   end
   self.written = self.written + done
-  if self.look_at and C.sl_json_writer_size(self.w) >= self.look_at then
-    shared_rotation(self, core.monotonic())
-  end
   return done
 end
 
