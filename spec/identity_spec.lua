@@ -101,6 +101,33 @@ describe("policy identity", function()
     assert.equal("policy x: info.name must be a non-empty string, not a number", err)
   end)
 
+  -- info.options = "x" and info.description = {} gave a Lua traceback and
+  -- exit 1; a bad option default passed sluice info; on_packet without
+  -- info.packets was found only once the run had started (exit 1)
+  it("bad metadata is one line naming the policy, exit 2, in sluice info and run alike", function()
+    local cases = {
+      { "info = { name = 'm', options = 'x' }", "policy m: info.options must be a table of option specs, not a string" },
+      { "info = { name = 'm', description = {} }", "policy m: info.description must be a string, not a table" },
+      { "info = { name = 'm', options = { x = { type = 'number', default = 'abc' } } }",
+        "policy m: the default of option 'x' is not a number" },
+      { "info = { name = 'm' }, on_packet = function() end",
+        "policy m: on_packet needs info.packets, a pcap filter" },
+      { "info = { name = 'm', packets = 5 }, on_packet = function() end",
+        "policy m: on_packet needs info.packets, a pcap filter" },
+    }
+    local dir = run.tmpdir()
+    for i, c in ipairs(cases) do
+      local file = run.spit(dir .. "/m" .. i .. ".lua", "return { " .. c[1] ..
+        ", on_flow_end = function() end }")
+      for _, cmd in ipairs { " info " .. q(file), " run " .. q(file) .. " -r " .. q(SAMPLE) } do
+        local r = run.sh(SLUICE .. cmd)
+        assert.equal(2, r.code, run.describe(r))
+        assert(has(r.err, c[2]), run.describe(r))
+        assert(not has(r.err, "traceback"), run.describe(r))
+      end
+    end
+  end)
+
   describe("option descriptions", function()
     local HELP = [[
       return { info = { name = "h", options = { top = { type = "integer", default = 3,

@@ -137,7 +137,20 @@ local function check_schema(name, P)
     return nil, string.format("policy %s: info.name must be a non-empty string, not %s", name,
       type(iname) == "string" and "an empty one" or ("a " .. type(iname)))
   end
-  local schema = P.info and P.info.options or {}
+  local info = P.info or {}
+  if info.options ~= nil and type(info.options) ~= "table" then
+    return nil, string.format("policy %s: info.options must be a table of option specs, not a %s",
+      name, type(info.options))
+  end
+  if info.description ~= nil and type(info.description) ~= "string" then
+    return nil, string.format("policy %s: info.description must be a string, not a %s", name,
+      type(info.description))
+  end
+  if P.on_packet and type(info.packets) ~= "string" then
+    return nil, string.format("policy %s: on_packet needs info.packets, a pcap filter " ..
+      "(\"udp port 53\"; \"ip or ip6\" for every packet)", name)
+  end
+  local schema = info.options or {}
   for opt, spec in pairs(schema) do
     if type(spec) ~= "table" or not converters[spec.type or "string"] then
       return nil, string.format("policy %s: option '%s' has an unknown type '%s'", name, opt,
@@ -150,6 +163,12 @@ local function check_schema(name, P)
     end
     if spec.description ~= nil and type(spec.description) ~= "string" then
       return nil, string.format("policy %s: option '%s': description must be a string", name, opt)
+    end
+    -- defaults go through the option's conversion ("5m" -> 300)
+    local convert = converters[spec.type or "string"]
+    if spec.default ~= nil and convert(spec.default) == nil then
+      return nil, string.format("policy %s: the default of option '%s' is not %s", name, opt,
+        select(2, convert(spec.default)))
     end
   end
   return true

@@ -132,13 +132,8 @@ local function load(run, k, old)
     return nil, format("its name changed from '%s' to '%s' (info.name is the policy's identity: " ..
       "options, state, reports); restart to rename it", old.name, inst.name)
   end
-  if P.on_packet then
-    if type(wanted(P)) ~= "string" then
-      return nil, "on_packet needs info.packets, a pcap filter"
-    end
-    if k > C.SL_PACKET_FILTERS then
-      return nil, "at most " .. C.SL_PACKET_FILTERS .. " policies can have on_packet"
-    end
+  if P.on_packet and k > C.SL_PACKET_FILTERS then
+    return nil, "at most " .. C.SL_PACKET_FILTERS .. " policies can have on_packet"
   end
   return inst
 end

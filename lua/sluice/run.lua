@@ -52,11 +52,7 @@ function Run:packet_filters()
   local errbuf = ffi.new("char[256]")
   for k, inst in ipairs(self.list) do
     local want = inst.P.info and inst.P.info.packets
-    if inst.P.on_packet then
-      if type(want) ~= "string" then
-        return nil, "policy " .. inst.name .. ": on_packet needs info.packets, a pcap filter " ..
-          "(\"udp port 53\"; \"ip or ip6\" for every packet)"
-      end
+    if inst.P.on_packet then -- (info.packets: a string, policy.new checked)
       if k > C.SL_PACKET_FILTERS then
         return nil, "at most " .. C.SL_PACKET_FILTERS .. " policies can have on_packet"
       end
