@@ -282,6 +282,16 @@ return P
     assert(has(r.err, 'ctx.emit: a string record must be one encoded JSON object on one line, got "oops"'),
       run.describe(r))
     assert.equal("", run.slurp(dir .. "/p.json"))
+    -- a number or a boolean was written as a bare JSON line
+    for _, v in ipairs { "5", "true" } do
+      run.spit(policy, "local P, ctx = {}, nil\nfunction P.init(_, c) ctx = c end\n" ..
+        "function P.on_flow_end() ctx.emit(" .. v .. ") end\nreturn P\n")
+      r = run.sh(run.SLUICE .. " run " .. run.q(policy) .. " -r " .. run.q(SAMPLE) ..
+        " --out json:" .. run.q(dir .. "/p.json"))
+      assert.equal(1, r.code, run.describe(r))
+      assert(has(r.err, "p.lua:3: ctx.emit: a record is a flow, slice or packet"), run.describe(r))
+      assert.equal("", run.slurp(dir .. "/p.json"))
+    end
   end)
 end)
 

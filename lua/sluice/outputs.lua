@@ -110,6 +110,12 @@ function Outputs:stage(a, b)
   local route, rec = self.DEFAULT, a
   if b ~= nil then route, rec = self.route_of[a] or self:route_for(a, 4), b end
   if rec == nil then error("ctx.emit: nothing to emit", 3) end
+  local t = type(rec)
+  if t ~= "table" and t ~= "string" and t ~= "cdata" then
+    -- a bare 5 or true is no record: JSON lines are objects
+    error("ctx.emit: a record is a flow, slice or packet, a slice batch, a table or a JSON " ..
+      "object string, not a " .. t, 3)
+  end
   if type(rec) == "cdata" then rec = packet.ev_of(flow.rec_of(rec)) end
   -- a record that cannot be taken fails the handler here, at its line,
   -- before any of its emits is delivered
