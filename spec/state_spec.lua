@@ -207,6 +207,20 @@ describe("policy snapshots", function()
       assert.is_nil(ok)
       assert_has(err, "cannot write " .. dir .. "/no/such/dir/s.tmp")
     end)
+
+    -- the link was replaced by a plain file: its target kept the old
+    -- state, the next run through the link read the new one, silently
+    it("saves through a symbolic link into its target, the link kept", function()
+      local dir = run.tmpdir()
+      os.execute("mkdir " .. run.q(dir .. "/real"))
+      assert(state.save(dir .. "/real/s", { { name = "a", data = "1" } }))
+      os.execute("ln -s real/s " .. run.q(dir .. "/link"))
+      assert(state.check_writable(dir .. "/link"))
+      assert(state.save(dir .. "/link", { { name = "a", data = "2" } }))
+      assert.equal("real/s", io.popen("readlink " .. run.q(dir .. "/link")):read("*l"))
+      assert.same({ a = "2" }, state.load(dir .. "/real/s"))
+      assert.is_false(run.exists(dir .. "/real/s.tmp") or run.exists(dir .. "/link.tmp"))
+    end)
   end)
 
   describe("the snapshots of a run (sluice.snapshots)", function()

@@ -20,6 +20,8 @@ long write(int fd, const void *buf, size_t n);
 int fsync(int fd);
 int close(int fd);
 int rename(const char *from, const char *to);
+char *realpath(const char *path, char *resolved);
+void free(void *p);
 char *strerror(int errnum);
 int socket(int domain, int type, int protocol);
 int connect(int fd, const void *addr, unsigned len);

@@ -341,10 +341,21 @@ local function create_tmp(tmp)
     C.SL_O_CLOEXEC), tonumber("644", 8))
 end
 
+-- The file a path names: a symbolic link's target (replacing the link by
+-- renaming over it would leave its target stale), else the path itself.
+local function target(path)
+  local p = ffi.C.realpath(path, nil)
+  if p == nil then return path end
+  local t = ffi.string(p)
+  ffi.C.free(p)
+  return t
+end
+
 -- Atomic save: path.tmp written and fsynced, renamed to path, and the
 -- directory synced so the rename itself survives a crash. entries as for
 -- M.encode. Returns true, or nil and what failed.
 function M.save(path, entries)
+  path = target(path)
   local text = M.encode(entries)
   local tmp = path .. ".tmp"
   local fd = create_tmp(tmp)
@@ -375,7 +386,7 @@ end
 -- does not learn at its end that its policies' state cannot be kept.
 -- Returns true, or nil and why.
 function M.check_writable(path)
-  local tmp = path .. ".tmp"
+  local tmp = target(path) .. ".tmp"
   local fd = create_tmp(tmp)
   if fd < 0 then return nil, "cannot write " .. tmp .. ": " .. core.errno_text() end
   ffi.C.close(fd)
