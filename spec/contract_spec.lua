@@ -92,6 +92,21 @@ describe("policy contract", function()
     assert.equal(0, #recs)
   end)
 
+  -- init's nil, err was ignored: the run went on without what init set up
+  it("stops the same when init returns nil and an error, the Lua way", function()
+    local dir = run.tmpdir()
+    local path = policy_file(dir, "quiet", [[
+      local P = {}
+      function P.init() return nil, "cannot open my database" end
+      function P.on_flow_end() error("must not run") end
+      return P
+    ]])
+    local r, recs = sluice_run(run.q(path), dir)
+    assert.equal(1, r.code, run.describe(r))
+    assert(has(r.err, "failed to initialize quiet: returned nil, cannot open my database"), run.describe(r))
+    assert.equal(0, #recs)
+  end)
+
   describe("a handler error", function()
     local FAILING = [[
       local P = { info = { name = "fragile" } }

@@ -37,6 +37,15 @@ function M.locate(e)
 end
 local locate = M.locate
 
+-- A policy's init(options, ctx): true, or false and why. It fails by
+-- raising, or the Lua way, returning nil and an error (which a run that
+-- went on without the policy's database, say, would ignore).
+function M.init(init, options, ctx)
+  local ok, res, err = xpcall(init, locate, options, ctx)
+  if ok and res == nil and err ~= nil then return false, "returned nil, " .. tostring(err) end
+  return ok, res
+end
+
 -- The handlers of one kind: functions and the index of their policy.
 local function handlers(list, name)
   local fns, idx = {}, {}

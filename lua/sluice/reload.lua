@@ -168,7 +168,7 @@ local function reload_one(run, k, trigger)
   end
   st.current_k = k
   if P.init then
-    local ok, ierr = xpcall(P.init, locate, inst.opts, run:ctx(inst))
+    local ok, ierr = dispatch.init(P.init, inst.opts, run:ctx(inst))
     if not ok then return undo("init", ierr) end
   end
   local value

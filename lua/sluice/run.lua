@@ -82,7 +82,7 @@ function Run:start()
     if inst.P.init then
       local ctx = self:ctx(inst)
       st.current_k = k
-      local iok, ierr = xpcall(inst.P.init, locate, inst.opts, ctx)
+      local iok, ierr = dispatch.init(inst.P.init, inst.opts, ctx)
       if not iok then return nil, "failed to initialize " .. inst.name .. ": " .. tostring(ierr) end
       if out.stage_n > 0 then
         local cok, cerr = pcall(out.commit, out)
