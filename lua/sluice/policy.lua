@@ -259,7 +259,7 @@ end
 -- pass their calls on (a handler may print), and arg, io, os, print and
 -- require are the usual ones again. A script that loops without calling
 -- any of these is not recognised (nothing can tell it from a slow load).
-local STUBBED_MODULES = { sluice = { "open", "run" }, ["sluice.engine"] = { "open" } }
+local STUBBED_MODULES = { sluice = { "open" }, ["sluice.engine"] = { "open" } }
 
 local function load_env(path)
   local loading, seen = true, nil
