@@ -401,6 +401,9 @@ describe("sluice.cli", function()
     it("POLICY.NAME targets one policy, declared or not (the policy checks)", function()
       assert.are.same({ { n = "7" }, {} }, cli.spread_options(paths, loaded, o { "top.n=7" }))
       assert.are.same({ {}, { bogus = "1" } }, cli.spread_options(paths, loaded, o { "dns.bogus=1" }))
+      -- a name with dots: the option is what follows the last one
+      local dotted = { { info = { name = "acme.dns", options = { n = {} } } } }
+      assert.are.same({ { n = "2" } }, cli.spread_options({ "x.lua" }, dotted, o { "acme.dns.n=2" }))
     end)
 
     it("an unknown name lists the known ones; an unknown policy is named", function()

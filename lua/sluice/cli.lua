@@ -690,7 +690,7 @@ function M.spread_options(paths, loaded, options)
     names[i] = policy.identity(loaded[i], policy.name_of(paths[i]))
   end
   for _, opt in ipairs(options) do
-    local target, name = opt.name:match("^([^%.]+)%.(.+)$")
+    local target, name = opt.name:match("^(.+)%.([^%.]+)$") -- info.name may hold dots
     local taken = false
     for i in ipairs(paths) do
       local schema = loaded[i].info and loaded[i].info.options or {}
