@@ -489,12 +489,11 @@ describe("sluice.cli", function()
         "--out ipfix:tcp:h:4739"))
       assert.are.same({
         { kind = "json", name = "f.json", options = { path = "f.json", append = true,
-          shared = true, rotate = "1h", rotate_follow = true } }, -- worker 0 rotates
+          shared = true, rotate = "1h" } }, -- whichever worker finds it due rotates
         { kind = "pcap", name = "p.pcap", options = { path = "p.pcap.1" } },
         { kind = "ipfix", name = "h:4739", options = { collector = "h:4739", transport = "tcp",
           domain = 1 } },
       }, cli.sink_options(o, 1, true))
-      assert.is_nil(cli.sink_options(o, 0, true)[1].options.rotate_follow)
       -- workers on a file: each worker its share of the flows
       o = assert(parse("-r x.pcap --workers 3"))
       assert.are.same({ 2, 3 }, { cli.open_options(o, 2).worker, cli.open_options(o, 2).workers })
