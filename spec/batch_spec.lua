@@ -177,7 +177,7 @@ describe("slice batch", function()
     assert(eng:run {
       on_slice = function(batch)
         if not first then
-          first, groups = batch, batch:group { by = "src", sum = { "pkts" } }
+          first, groups = batch, batch:group { by = "src" }
           return
         end
         later[#later + 1] = { pcall(function() for _ in first:records() do end end) }

@@ -228,10 +228,15 @@ describe("batch:group and batch:top", function()
       end
       ok, err = pcall(function() local r = batch:get("x"); return r end)
       errors[#errors + 1] = not ok and err or "accepted"
+      -- a misspelt key was ignored; a string that reads as a number
+      for _, args in ipairs { { by = "src", ordr = "bytes" }, { by = "src", prefix6 = "48" } } do
+        ok, err = pcall(function() local g = batch:group(args); return g end)
+        errors[#errors + 1] = not ok and err or "accepted"
+      end
     end
     assert(eng:run(P))
     eng:close()
-    assert.are.equal(15, #errors)
+    assert.are.equal(17, #errors)
     for _, e in ipairs(errors) do assert.are_not.equal("accepted", e) end
     assert.matches("one of", errors[1])
     assert.matches("0..32", errors[2])
@@ -246,6 +251,8 @@ describe("batch:group and batch:top", function()
     assert.matches("'n' must be a number >= 0", errors[13])
     assert.matches("'n' must be a number >= 0", errors[14])
     assert.matches("batch:get expects an index", errors[15])
+    assert.matches("unknown argument 'ordr'", errors[16])
+    assert.matches("'prefix6' must be 0..128, got \"48\"", errors[17], 1, true)
     -- misuse points at the caller, not into the library
     for i, e in ipairs(errors) do
       if i ~= 8 then assert.matches("query_spec%.lua:%d+: ", e) end -- 8: a string, no table

@@ -109,15 +109,27 @@ local LABEL_GROUPS = { application_name = "application_name",
 
 local spec_t = ffi.typeof("struct sl_group_spec")
 
+-- A value as a message shows it: a string quoted ("48" is not 48).
+local function shown(v)
+  return type(v) == "string" and string.format("%q", v) or tostring(v)
+end
+
 local function metric_of(name, level)
   local m = METRIC[name or "bytes"]
-  if not m then error("order must be one of " .. names(METRIC) .. ", got " .. tostring(name), level) end
+  if not m then error("order must be one of " .. names(METRIC) .. ", got " .. shown(name), level) end
   return m
 end
+
+-- What a group{} argument may hold: a misspelt key (ordr =) was ignored.
+local GROUP_ARGS = { by = true, prefix4 = true, prefix6 = true, distinct = true, proto = true,
+  ip_version = true, order = true, n = true }
 
 -- The C spec of a group{} argument; level: where misuse errors point.
 local function group_spec(args, level)
   if type(args) ~= "table" then error("expects a table: { by = \"src/24\", ... }", level) end
+  for k in pairs(args) do
+    if not GROUP_ARGS[k] then error("unknown argument '" .. tostring(k) .. "' (" .. names(GROUP_ARGS) .. ")", level) end
+  end
   local by = args.by
   if type(by) ~= "string" then error("'by' must be a string (" .. names(GROUP_BY) .. ", tag:NAME)", level) end
   local tag = by:match("^tag:(.+)$")
@@ -136,10 +148,10 @@ local function group_spec(args, level)
     error("'by = \"" .. by .. "\"': only src, dst and host take a prefix", level)
   end
   if type(p4) ~= "number" or p4 < 0 or p4 > 32 or p4 % 1 ~= 0 then
-    error("IPv4 prefix must be 0..32, got " .. tostring(p4), level)
+    error("IPv4 prefix must be 0..32, got " .. shown(p4), level)
   end
   if type(p6) ~= "number" or p6 < 0 or p6 > 128 or p6 % 1 ~= 0 then
-    error("'prefix6' must be 0..128, got " .. tostring(p6), level)
+    error("'prefix6' must be 0..128, got " .. shown(p6), level)
   end
   spec.prefix4, spec.prefix6 = p4, p6
   if args.distinct ~= nil then
@@ -151,7 +163,7 @@ local function group_spec(args, level)
   if proto ~= nil then
     local num = type(proto) == "string" and PROTO_NUMBERS[proto:lower()] or proto
     if type(num) ~= "number" or num < 1 or num > 255 or num % 1 ~= 0 then
-      error("'proto' must be a protocol name or number 1..255, got " .. tostring(proto), level)
+      error("'proto' must be a protocol name or number 1..255, got " .. shown(proto), level)
     end
     spec.proto = num
   end
@@ -162,7 +174,7 @@ local function group_spec(args, level)
   end
   if args.order ~= nil then metric_of(args.order, level + 1) end
   if args.n ~= nil and (type(args.n) ~= "number" or args.n < 0) then
-    error("'n' must be a number >= 0, got " .. tostring(args.n), level)
+    error("'n' must be a number >= 0, got " .. shown(args.n), level)
   end
   return spec, tag, label
 end

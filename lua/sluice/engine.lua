@@ -616,7 +616,8 @@ local function count_of(st, name, alias)
   if v == nil and alias then v = st[alias] end
   if v == nil then return 0 end
   if type(v) ~= "number" or v < 0 or v ~= math.floor(v) or v >= 2^64 then
-    error("engine:update: stats." .. name .. " must be a whole number >= 0, got " .. tostring(v), 3)
+    error("engine:update: stats." .. name .. " must be a whole number >= 0, got " ..
+      (type(v) == "string" and string.format("%q", v) or tostring(v)), 3)
   end
   return v
 end
