@@ -1329,6 +1329,20 @@ describe("engine", function()
       assert.matches("read", open_error { slice = 10 })
     end)
 
+    -- on_eror = "skip" ran with the default; outputs = 5 failed inside
+    it("engine:run raises for an unknown option and outputs that are not a list", function()
+      for _, o in ipairs { { on_eror = "skip" }, { outputs = 5 } } do
+        local eng = assert(sluice.open { read = path })
+        local ok, err = pcall(function()
+          local r = eng:run({ on_flow_end = function() end }, nil, o)
+          return r
+        end)
+        eng:close()
+        assert.is_false(ok)
+        assert.matches("engine_spec%.lua:%d+: engine:run: ", err)
+      end
+    end)
+
     it("raises for an unknown option, naming it", function()
       assert.matches("bogus", open_error { read = path, bogus = 1 })
     end)

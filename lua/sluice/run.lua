@@ -248,9 +248,22 @@ end
 -- (sluice.metrics; opened before data, nil, err when it cannot listen,
 -- closed at the end), or a server from sluice.metrics.listen, which the
 -- caller closes.
+local RUN_OPTIONS = { outputs = true, emit = true, on_error = true, on_lag = true,
+  on_sink_error = true, worker = true, progress = true, progress_interval = true, state = true,
+  state_interval = true, signals = true, capture_all = true, on_file = true, on_reload = true,
+  metrics = true }
+
 function M.run(engine, policies, options, opts)
   if not engine.e then error("engine is closed", 2) end
   opts = opts or {}
+  if type(opts) ~= "table" then error("engine:run: options must be a table", 2) end
+  for k in pairs(opts) do
+    -- a misspelt on_eror = "skip" ran with the default
+    if not RUN_OPTIONS[k] then error("engine:run: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  if opts.outputs ~= nil and type(opts.outputs) ~= "table" then
+    error("engine:run: outputs must be a list of sinks", 2)
+  end
   if opts.on_error ~= nil and opts.on_error ~= "skip" and opts.on_error ~= "abort" then
     error("engine:run: on_error is 'abort' or 'skip'", 2)
   end
