@@ -229,14 +229,15 @@ describe("batch:group and batch:top", function()
       ok, err = pcall(function() local r = batch:get("x"); return r end)
       errors[#errors + 1] = not ok and err or "accepted"
       -- a misspelt key was ignored; a string that reads as a number
-      for _, args in ipairs { { by = "src", ordr = "bytes" }, { by = "src", prefix6 = "48" } } do
+      for _, args in ipairs { { by = "src", ordr = "bytes" }, { by = "src", prefix6 = "48" },
+        { by = "src", n = 0 / 0 } } do
         ok, err = pcall(function() local g = batch:group(args); return g end)
         errors[#errors + 1] = not ok and err or "accepted"
       end
     end
     assert(eng:run(P))
     eng:close()
-    assert.are.equal(17, #errors)
+    assert.are.equal(18, #errors)
     for _, e in ipairs(errors) do assert.are_not.equal("accepted", e) end
     assert.matches("one of", errors[1])
     assert.matches("0..32", errors[2])
@@ -248,11 +249,12 @@ describe("batch:group and batch:top", function()
     assert.matches("with n", errors[10])
     assert.matches("order must be one of", errors[11])
     assert.matches("order must be one of", errors[12])
-    assert.matches("'n' must be a number >= 0", errors[13])
-    assert.matches("'n' must be a number >= 0", errors[14])
+    assert.matches("'n' must be a whole number >= 0", errors[13])
+    assert.matches("'n' must be a whole number >= 0", errors[14])
     assert.matches("batch:get expects an index", errors[15])
     assert.matches("unknown argument 'ordr'", errors[16])
     assert.matches("'prefix6' must be 0..128, got \"48\"", errors[17], 1, true)
+    assert.matches("'n' must be a whole number >= 0", errors[18])
     -- misuse points at the caller, not into the library
     for i, e in ipairs(errors) do
       if i ~= 8 then assert.matches("query_spec%.lua:%d+: ", e) end -- 8: a string, no table

@@ -173,8 +173,8 @@ local function group_spec(args, level)
     spec.ip_version = v
   end
   if args.order ~= nil then metric_of(args.order, level + 1) end
-  if args.n ~= nil and (type(args.n) ~= "number" or args.n < 0) then
-    error("'n' must be a number >= 0, got " .. shown(args.n), level)
+  if args.n ~= nil and (type(args.n) ~= "number" or args.n < 0 or args.n ~= math.floor(args.n)) then
+    error("'n' must be a whole number >= 0, got " .. shown(args.n), level) -- (NaN gave no rows)
   end
   return spec, tag, label
 end
@@ -256,7 +256,7 @@ end
 -- Keeps the k rows biggest by order (default bytes), biggest first.
 function Groups:top(k, order)
   check(self.batch, 3)
-  if type(k) ~= "number" or k < 0 then error("top: k must be a number >= 0", 2) end
+  if type(k) ~= "number" or k < 0 or k ~= math.floor(k) then error("top: k must be a whole number >= 0", 2) end
   local kept = C.sl_query_top(self.q, metric_of(order, 3), k)
   if kept < 0 then error("top: " .. core.strerror(kept), 2) end
   self.ptr = C.sl_query_rows(self.q, count_out)

@@ -253,8 +253,8 @@ function M.query(st, q)
   if where ~= nil and type(where) ~= "function" and type(where) ~= "table" then
     error("engine:query: where must be a function or a table of field = value", 3)
   end
-  if top ~= nil and (type(top) ~= "number" or top < 0) then
-    error("engine:query: top must be a number >= 0", 3)
+  if top ~= nil and (type(top) ~= "number" or top < 0 or top ~= math.floor(top)) then
+    error("engine:query: top must be a whole number >= 0", 3) -- (NaN gave every flow)
   end
   if top and not by then by = "bytes" end
   local e, found = st.e, {}
