@@ -161,8 +161,8 @@ describe("sluice.policy", function()
       end
     end)
 
-    it("rejects infinities for integer options", function()
-      for _, v in ipairs { "inf", "-inf", math.huge } do
+    it("rejects infinities, and integers a double cannot hold exactly, for integer options", function()
+      for _, v in ipairs { "inf", "-inf", math.huge, "99999999999999999999", 2 ^ 53 + 2 } do
         local opts, err = policy.check_options("p", schema, { count = v })
         assert.is_nil(opts, tostring(v) .. " accepted as an integer")
         assert.matches("integer", err, 1, true)

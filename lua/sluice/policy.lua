@@ -48,13 +48,14 @@ local converters = {
   end,
   integer = function(v)
     local n = finite(v)
-    if n and n == math.floor(n) then return n end
-    return nil, "an integer"
+    -- past 2^53 a double holds no longer every integer (1e20 was taken)
+    if n and n == math.floor(n) and math.abs(n) <= 2 ^ 53 then return n end
+    return nil, "an integer (at most 2^53 either way)"
   end,
   boolean = function(v)
     if v == true or v == "true" or v == "1" or v == "yes" then return true end
     if v == false or v == "false" or v == "0" or v == "no" then return false end
-    return nil, "a boolean (true/false)"
+    return nil, "a boolean (true/false, yes/no, 1/0)"
   end,
   string = function(v)
     if type(v) == "string" then return v end
