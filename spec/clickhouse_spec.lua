@@ -299,7 +299,7 @@ describe("clickhouse sink", function()
     assert.are.equal(n, u)
     assert.are.same({ truth.packets, truth.bytes_frame }, { p, b })
     -- the sink says it retried
-    local retries = r.err:match("sink clickhouse:[^\n]*retries=(%d+)")
+    local retries = r.err:match("sink clickhouse:[^\n]*insert_retries=(%d+)")
     assert.truthy(retries and tonumber(retries) > 0, r.err)
   end)
 

@@ -315,7 +315,9 @@ function Sink:counts()
   if self.final then return self.final end
   C.sl_clickhouse_stats(self.c, self.st)
   local s = self.st
-  return { rows = tonumber(s.rows), batches = tonumber(s.batches), retries = tonumber(s.retries),
+  -- (insert_retries: HTTP requests sent again; the route's retries are
+  -- its own, writes into the sink tried again)
+  return { rows = tonumber(s.rows), batches = tonumber(s.batches), insert_retries = tonumber(s.retries),
     found = tonumber(s.found), lost_rows = tonumber(s.lost_rows), waiting = tonumber(s.queued_rows) }
 end
 
