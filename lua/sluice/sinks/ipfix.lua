@@ -108,6 +108,9 @@ function M.new(opts)
   return setmetatable({
     x = x, sender = sender, sstats = C.sl_sender_stats(sender), sock = s,
     udp = transport == "udp", name = "ipfix:" .. transport .. ":" .. opts.collector,
+    -- records carry delta counts, which collectors add up: a flow's totals
+    -- after its slices' deltas count its packets twice (sluice.policies.flows)
+    delta_counts = true,
     queue = opts.queue, refresh = refresh, flush_every = flush_every, templates_at = now,
     sent_at = now, dptr = ffi.new("const uint8_t *[1]"), accepted = 0, lost_here = 0,
     lost_here_records = 0,
