@@ -121,6 +121,12 @@ end
 local HANDLERS = { "init", "on_flow_start", "on_flow_end", "on_slice", "on_packet", "on_tag",
   "snapshot", "restore", "stop" }
 
+local IS_HANDLER = {}
+for _, h in ipairs(HANDLERS) do IS_HANDLER[h] = true end
+
+-- What an option spec may hold (a misspelt descripton = was ignored).
+local SPEC_KEYS = { type = true, default = true, description = true, required = true, help = true }
+
 local function check_schema(name, P)
   if type(P) ~= "table" then
     return nil, string.format("policy %s must return a table, got %s", name, type(P))
@@ -128,6 +134,12 @@ local function check_schema(name, P)
   for _, h in ipairs(HANDLERS) do
     if P[h] ~= nil and type(P[h]) ~= "function" then
       return nil, string.format("policy %s: %s must be a function, not a %s", name, h, type(P[h]))
+    end
+  end
+  for k, v in pairs(P) do
+    -- a misspelt handler (on_flow_ended) was never called, without a word
+    if type(k) == "string" and k:match("^on_") and not IS_HANDLER[k] and type(v) == "function" then
+      return nil, string.format("policy %s: %s is not a handler (%s)", name, k, table.concat(HANDLERS, ", "))
     end
   end
   if P.info ~= nil and type(P.info) ~= "table" then
@@ -156,6 +168,12 @@ local function check_schema(name, P)
     if type(spec) ~= "table" or not converters[spec.type or "string"] then
       return nil, string.format("policy %s: option '%s' has an unknown type '%s'", name, opt,
         tostring(type(spec) == "table" and spec.type or spec))
+    end
+    for k in pairs(spec) do
+      if not SPEC_KEYS[k] then
+        return nil, string.format("policy %s: option '%s' has an unknown field '%s' (type, default, " ..
+          "description, required)", name, opt, tostring(k))
+      end
     end
     -- one word for an option's text, the README's and sluice info's
     if spec.help ~= nil then
