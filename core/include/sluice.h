@@ -630,7 +630,8 @@ struct sl_moments {
 /* What every packet updates comes first (the engine keeps it on the
  * cache lines it reads anyway), what only a flow's start sets after. */
 struct sl_flow_rec {
-	uint64_t fid; /* unique per engine, from 1 */
+	/* what a packet updates first: in the engine's flow, these share the
+	 * lines the lookup reads (engine.h) */
 	struct sl_dir fwd;
 	struct sl_dir rev;
 	uint8_t state_code;  /* enum sl_tcp_state */
@@ -638,6 +639,7 @@ struct sl_flow_rec {
 	uint8_t icmp_type;   /* ICMP/ICMPv6: of the first packet, else 0 */
 	uint8_t icmp_code;
 	char hist[12]; /* Zeek-style history, NUL-terminated unless 12 long */
+	uint64_t fid;  /* unique per engine, from 1 */
 	uint32_t slot; /* table slot while live: with fid, names the flow */
 	uint32_t engine; /* the engine's number (sl_engine_id) */
 	/* packets that came in another tunnel than the flow's first (the
