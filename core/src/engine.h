@@ -14,6 +14,7 @@
 #define SL_ENGINE_H
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "sluice.h"
@@ -82,6 +83,8 @@ struct sl_flow {
 	uint8_t close_reason; /* FIN or RST: closed, in SL_TIMEOUT_TCP_CLOSED */
 	uint32_t syn_seq[2]; /* each direction's first SYN's sequence number */
 } __attribute__((aligned(64))); /* a flow starts a cache line (pool_alloc) */
+_Static_assert(offsetof(struct sl_flow, rec.state_code) < 3 * 64,
+	       "what every packet updates stays in a flow's first three lines");
 
 /* A datagram whose first fragment was seen: what identifies it, and the
  * ports and protocol its later fragments borrow. */
