@@ -223,12 +223,6 @@ end
 -- Exit codes of the CLI (documented in the README).
 M.EXIT_OK, M.EXIT_ERROR, M.EXIT_USAGE, M.EXIT_LOSSES = 0, 1, 2, 3
 
--- The losses of a run (engine:run's report): skipped handler errors,
--- records dropped with failed handlers, packets of flows a full table
--- refused, each sink that lost something (every sink with verbose) and a
--- state file that could not be saved. Losses are never silent: this is
--- printed with or without -v. Returns how many records and packets were
--- lost (0 when none).
 -- Drops of what exporters sent: data without its template (never seen,
 -- or withdrawn), state that did not fit, exporters past the limit
 -- (malformed messages are counted, not losses, as malformed packets are).
@@ -270,6 +264,12 @@ function M.input_losses(eng, out)
   return lost + total
 end
 
+-- The losses of a run (engine:run's report): skipped handler errors,
+-- records dropped with failed handlers, packets of flows a full table
+-- refused, each sink that lost something (every sink with verbose) and a
+-- state file that could not be saved. Losses are never silent: this is
+-- printed with or without -v. Returns how many records and packets were
+-- lost (0 when none).
 function M.losses(report, verbose, out)
   out = out or io.stderr
   if not report then return 0 end

@@ -196,8 +196,6 @@ function M.run(n, fn, started, ended)
   return true, lossy and report.EXIT_LOSSES or report.EXIT_OK
 end
 
--- As tcpdump -Z: once the input is open, run as the user NAME (its uid and
--- gid, no supplementary groups). Returns true, or nil, err.
 -- The user's uid and gid, or nil and why.
 local function user_ids(name)
   local pw = C.sluice_workers_getpwnam(name)
@@ -205,6 +203,8 @@ local function user_ids(name)
   return pw.pw_uid, pw.pw_gid
 end
 
+-- As tcpdump -Z: once the input is open, run as the user NAME (its uid and
+-- gid, no supplementary groups). Returns true, or nil, err.
 function M.drop_privileges(name)
   if type(name) ~= "string" then error("drop_privileges: name must be a string", 2) end
   local uid, gid = user_ids(name)
