@@ -937,12 +937,12 @@ static int decode_ipv4(struct frame *f, uint32_t off)
 		return malformed(f, SL_MAL_IP_SHORT);
 	/* 0 is what a sender's capture shows for a TSO super-packet: the
 	 * length is whatever was captured */
-	tot = rd16(ip + 2) ? rd16(ip + 2) : avail(f, off);
+	f->out->ip_len = rd16(ip + 2);
+	tot = f->out->ip_len ? f->out->ip_len : avail(f, off);
 	if (tot < hlen)
 		return malformed(f, SL_MAL_IP_LEN);
 	claim_end(f, off + tot);
 	f->out->ip_offset = (uint16_t)off;
-	f->out->ip_len = rd16(ip + 2);
 	key->ip_version = 4;
 	key->proto = ip[9];
 	memcpy(key->src, ip + 12, 4);
