@@ -808,6 +808,11 @@ static uint64_t pending_bytes(struct sl_json_writer *w)
 	return n;
 }
 
+static int same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
 int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
 			  uint64_t *file_size)
 {
@@ -817,8 +822,7 @@ int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
 	if (fstat(w->fd, &mine))
 		return -errno;
 	/* moved away and not yet replaced: it is followed at the next call */
-	if (stat(path, &named) == 0 &&
-	    (named.st_dev != mine.st_dev || named.st_ino != mine.st_ino)) {
+	if (stat(path, &named) == 0 && !same_file(&named, &mine)) {
 		rc = sl_json_writer_reopen(w, path);
 		if (rc < 0)
 			return rc;
@@ -842,8 +846,6 @@ int sl_json_writer_rotate_shared(struct sl_json_writer *w, const char *path,
 
 	if (!w || !path || !to)
 		return -EINVAL;
-	drain(w);
-	settle_size(w);
 	fd = w->fd;
 	if (flock(fd, LOCK_EX))
 		return -errno;
@@ -856,7 +858,7 @@ int sl_json_writer_rotate_shared(struct sl_json_writer *w, const char *path,
 		rc = errno == ENOENT ? 0 : -errno;
 		goto out_unlock;
 	}
-	if (named.st_dev != mine.st_dev || named.st_ino != mine.st_ino) {
+	if (!same_file(&named, &mine)) {
 		rc = sl_json_writer_reopen(w, path);
 		goto out_unlock;
 	}

@@ -183,6 +183,15 @@ function M.keep_previous(path)
   return true
 end
 
+-- A rotation failed: counted, told, and tried again ROTATE_RETRY seconds
+-- later; the sink goes on in its current file meanwhile.
+local function rotation_failed(self, now, err)
+  self.rotation_errors = self.rotation_errors + 1
+  self.err = err
+  self.retry_rotate_at = now + ROTATE_RETRY
+  return nil, err
+end
+
 -- Moves the current file away (PATH.N) and starts a fresh PATH. A file no
 -- line has reached yet stays where it is. On failure the sink goes on in
 -- the current file (renamed back if it was moved) and the rotation waits
@@ -213,10 +222,7 @@ function Sink:rotate_now()
   else
     err = "cannot rotate " .. tostring(err)
   end
-  self.rotation_errors = self.rotation_errors + 1
-  self.err = err
-  self.retry_rotate_at = now + ROTATE_RETRY
-  return nil, err
+  return rotation_failed(self, now, err)
 end
 
 -- A line waiting for the socket: at most one, partly sent maybe.
@@ -265,9 +271,7 @@ local function shared_rotation(self, now)
       if rc == 1 then self.rotations, self.rotated = n, self.rotated + 1 end
       self.opened, self.retry_rotate_at = now, nil
     else
-      self.rotation_errors = self.rotation_errors + 1
-      self.err = "cannot rotate " .. self.path .. ": " .. core.strerror(rc)
-      self.retry_rotate_at = now + ROTATE_RETRY
+      rotation_failed(self, now, "cannot rotate " .. self.path .. ": " .. core.strerror(rc))
     end
   end
   -- by size: next look after an eighth of the size of this process's own
