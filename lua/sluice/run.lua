@@ -18,7 +18,8 @@ require "sluice.packet"
 local C = core.C
 local monotonic = core.monotonic
 local tonumber, type, xpcall = tonumber, type, xpcall
-local ABORT, locate = dispatch.ABORT, dispatch.locate
+local ABORT = dispatch.ABORT
+local check_options = require("sluice.sink").check_options
 
 local M = {}
 
@@ -257,10 +258,7 @@ function M.run(engine, policies, options, opts)
   if not engine.e then error("engine is closed", 2) end
   opts = opts or {}
   if type(opts) ~= "table" then error("engine:run: options must be a table", 2) end
-  for k in pairs(opts) do
-    -- a misspelt on_eror = "skip" ran with the default
-    if not RUN_OPTIONS[k] then error("engine:run: unknown option '" .. tostring(k) .. "'", 2) end
-  end
+  check_options("engine:run", opts, RUN_OPTIONS) -- a misspelt on_eror = "skip" ran with the default
   if opts.outputs ~= nil and type(opts.outputs) ~= "table" then
     error("engine:run: outputs must be a list of sinks", 2)
   end

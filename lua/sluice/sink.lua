@@ -35,8 +35,10 @@ local ffi = require "ffi"
 
 local M = { TRANSIENT = "transient", COUNTED = "counted" }
 
--- A sink constructor's options, each known: a misspelled one would
--- otherwise be ignored without a word. Raises at the constructor's caller.
+-- The options of a sink constructor (or of another call taking a table of
+-- them, engine:run), each known: a misspelled one would otherwise be
+-- ignored without a word. Raises at the caller of the function that
+-- calls this one.
 function M.check_options(who, opts, known)
   for k in pairs(opts) do
     if not known[k] then
