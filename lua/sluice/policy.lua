@@ -78,6 +78,17 @@ local function sorted_keys(t)
 end
 M.sorted_keys = sorted_keys
 
+-- An option's default through the option's conversion ("5m" -> 300), or
+-- nil and "policy NAME: the default of option 'OPT' is not ...".
+local function default_of(name, opt, spec)
+  local convert = converters[spec.type or "string"]
+  local v, what = convert(spec.default)
+  if v == nil then
+    return nil, string.format("policy %s: the default of option '%s' is not %s", name, opt, what)
+  end
+  return v
+end
+
 -- Validates given options (a table of name -> value, values may be strings
 -- from the command line) against a schema; returns the full option table.
 function M.check_options(name, schema, given)
@@ -101,12 +112,8 @@ function M.check_options(name, schema, given)
   for opt, spec in pairs(schema) do
     if opts[opt] == nil then
       if spec.default ~= nil then
-        -- defaults go through the same conversion ("5m" -> 300)
-        local v = converters[spec.type or "string"](spec.default)
-        if v == nil then
-          return nil, string.format("policy %s: the default of option '%s' is not %s", name, opt,
-            select(2, converters[spec.type or "string"](spec.default)))
-        end
+        local v, err = default_of(name, opt, spec)
+        if v == nil then return nil, err end
         opts[opt] = v
       elseif spec.required then
         return nil, string.format("policy %s: missing required option '%s' (%s)", name, opt,
@@ -183,11 +190,9 @@ local function check_schema(name, P)
     if spec.description ~= nil and type(spec.description) ~= "string" then
       return nil, string.format("policy %s: option '%s': description must be a string", name, opt)
     end
-    -- defaults go through the option's conversion ("5m" -> 300)
-    local convert = converters[spec.type or "string"]
-    if spec.default ~= nil and convert(spec.default) == nil then
-      return nil, string.format("policy %s: the default of option '%s' is not %s", name, opt,
-        select(2, convert(spec.default)))
+    if spec.default ~= nil then
+      local v, err = default_of(name, opt, spec)
+      if v == nil then return nil, err end
     end
   end
   return true
