@@ -496,3 +496,31 @@ describe("workers.run", function()
     assert.same({}, wrong)
   end)
 end)
+
+describe("workers.run on a stop", function()
+  -- The parent's SIGINT became a SIGTERM to each worker; a worker that
+  -- then exited non-zero (a stream copy stopped before its header) made
+  -- the parent send the others a second SIGTERM, which ends a process the
+  -- default way: the slower worker was "killed by signal 15" and the run
+  -- said its flows were lost (one CI run in a few hundred).
+  it("sends each worker one SIGTERM, however the first to stop exits", function()
+    local ffi = require "ffi"
+    local workers = require "sluice.workers"
+    local signals = require "sluice.signals"
+    local S = require("sluice.core").C
+    pcall(ffi.cdef, "int usleep(unsigned); int kill(int, int); int getpid(void);")
+    local ok, err, statuses = workers.run(2, function(w)
+      while not signals.pending() do ffi.C.usleep(1000) end
+      signals.taken()
+      if w == 0 then return 1 end -- at once, a failure
+      ffi.C.usleep(300000) -- the other one still flushing when it exits
+      return 0
+    end, function()
+      ffi.C.usleep(50000)
+      ffi.C.kill(ffi.C.getpid(), S.SL_SIGINT)
+    end)
+    assert.is_false(ok)
+    assert.equal("worker 0 failed with exit status 1", err)
+    assert.equal(0, statuses[1], "worker 1 ended by a second SIGTERM")
+  end)
+end)

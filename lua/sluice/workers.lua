@@ -61,8 +61,15 @@ local function status_text(st)
   return "failed with exit status " .. bit.rshift(st, 8)
 end
 
-local function terminate(pids)
-  for pid in pairs(pids) do C.sluice_workers_kill(pid, S.SL_SIGTERM) end
+-- One SIGTERM per worker (sent, by pid, says who had theirs): a second
+-- one ends a worker the default way, losing what it had not written.
+local function terminate(pids, sent)
+  for pid in pairs(pids) do
+    if not sent[pid] then
+      sent[pid] = true
+      C.sluice_workers_kill(pid, S.SL_SIGTERM)
+    end
+  end
 end
 
 -- In the child: its own process group (a terminal's SIGINT reaches the
@@ -99,7 +106,8 @@ end
 -- as a signal to the parent does.
 -- Returns the first failed worker's number and status, or nil and whether
 -- any worker completed with losses.
-local function wait_all(pids, ended)
+local function wait_all(pids, ended, sent)
+  sent = sent or {}
   local status = ffi.new("int[1]")
   local forwarded, failed, why, lossy = false, nil, nil, false
   local statuses = {}
@@ -120,12 +128,12 @@ local function wait_all(pids, ended)
         if stop and not forwarded and not failed then
           -- a worker stopped by a signal of its own: the run stops
           M.stopped_by, forwarded = stop, true
-          terminate(pids)
+          terminate(pids, sent)
         end
         if (st ~= 0 or unfinished) and not failed then
           failed, why = w, unfinished or st and status_text(st) or
             ("could not be waited for: " .. core.errno_text(errno))
-          terminate(pids)
+          terminate(pids, sent)
         end
       end
     end
@@ -135,7 +143,7 @@ local function wait_all(pids, ended)
         M.stopped_by = signals.pending()
         signals.taken()
         forwarded = true
-        terminate(pids)
+        terminate(pids, sent)
       end
       -- SIGHUP: each worker reloads its policies
       if not forwarded and signals.take_reload() then
@@ -183,8 +191,9 @@ function M.run(n, fn, started, ended)
     local pid = C.sluice_workers_fork()
     if pid < 0 then
       local err = "fork failed: " .. core.errno_text()
-      terminate(pids)
-      wait_all(pids)
+      local sent = {}
+      terminate(pids, sent)
+      wait_all(pids, nil, sent)
       return nil, err
     end
     if pid == 0 then child(fn, w) end
