@@ -524,3 +524,28 @@ describe("workers.run on a stop", function()
     assert.equal(0, statuses[1], "worker 1 ended by a second SIGTERM")
   end)
 end)
+
+describe("workers.run on a stop during the forks", function()
+  -- A SIGINT to the parent between two forks: the workers forked after it
+  -- inherited the handled state (the flag, and the handler that makes a
+  -- second signal fatal), so the one SIGTERM the parent then sent them
+  -- killed them the default way. Here worker 0 sends the SIGINT as soon
+  -- as it runs, while the parent is still forking the other seven.
+  it("leaves every worker to stop cleanly, in each of 15 runs", function()
+    local ffi = require "ffi"
+    local workers = require "sluice.workers"
+    local signals = require "sluice.signals"
+    local S = require("sluice.core").C
+    pcall(ffi.cdef, "int usleep(unsigned); int kill(int, int); int getppid(void);")
+    for r = 1, 15 do
+      local ok, err, statuses = workers.run(8, function(w)
+        if w == 0 then ffi.C.kill(ffi.C.getppid(), S.SL_SIGINT) end
+        while not signals.pending() do ffi.C.usleep(1000) end
+        signals.taken()
+        return 0
+      end)
+      assert(ok, "run " .. r .. ": " .. tostring(err))
+      assert.equal(S.SL_SIGINT, workers.stopped_by)
+    end
+  end)
+end)

@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 20 };
+enum { SL_ABI_VERSION = 21 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -906,6 +906,13 @@ SL_API int sl_signal_ignore_xfsz(void);
  * misses a child that ended before it was called. */
 SL_API int sl_signal_child_block(int on);
 SL_API int sl_signal_child_wait(int timeout_ms);
+/* sl_signal_hold(1) blocks SIGINT, SIGTERM and SIGHUP, (0) lets through
+ * those that came meanwhile. A parent holds them while it forks: a child
+ * forked after the first stop signal was handled would inherit that
+ * handler's state (the flag, and a second-signal handler for the SIGTERM
+ * the parent then sends it, which killed it the default way). Each child
+ * releases them once it runs. */
+SL_API int sl_signal_hold(int on);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
 /* Key kinds besides the 5-tuple (ip_version 4 or 6). An external id sits
  * in src[0..7] (host order); a string of up to 32 bytes in src and dst,

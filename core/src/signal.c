@@ -284,6 +284,19 @@ int sl_signal_child_block(int on)
 	return 0;
 }
 
+int sl_signal_hold(int on)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL))
+		return -errno;
+	return 0;
+}
+
 int sl_signal_child_wait(int timeout_ms)
 {
 	struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};

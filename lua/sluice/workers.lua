@@ -78,6 +78,7 @@ end
 local function child(fn, w)
   local me = C.sluice_workers_getpid()
   S.sl_signal_child_block(0)
+  S.sl_signal_hold(0)
   C.sluice_workers_setpgid(me, me)
   C.sluice_workers_prctl(S.SL_PR_SET_PDEATHSIG, S.SL_SIGTERM, 0, 0, 0)
   local ok, code = pcall(fn, w)
@@ -187,11 +188,14 @@ function M.run(n, fn, started, ended)
   S.sl_signal_child_block(1)
   M.stopped_by = nil
   local pids = {}
+  -- a stop during the forks is handled once all are forked (sluice.h)
+  S.sl_signal_hold(1)
   for w = 0, n - 1 do
     local pid = C.sluice_workers_fork()
     if pid < 0 then
       local err = "fork failed: " .. core.errno_text()
       local sent = {}
+      S.sl_signal_hold(0)
       terminate(pids, sent)
       wait_all(pids, nil, sent)
       return nil, err
@@ -199,6 +203,7 @@ function M.run(n, fn, started, ended)
     if pid == 0 then child(fn, w) end
     pids[pid] = w
   end
+  S.sl_signal_hold(0)
   if started then started() end
   local failed, why, lossy, statuses = wait_all(pids, ended)
   if failed then return false, "worker " .. failed .. " " .. why, statuses, failed end
