@@ -265,6 +265,20 @@ return P
     assert(shutdown > 0, "flows still open at the signal end with reason shutdown")
   end)
 
+  -- systemctl stop (KillMode=control-group), pkill, killall: a SIGTERM
+  -- to the parent and to each worker. Each worker took the parent's
+  -- forwarded one as a second signal and died: its flows lost, exit 1.
+  it("a SIGTERM to the parent and every worker at once stops them cleanly, every flow written", function()
+    local out = run.tmpdir() .. "/group.json"
+    local r = run.sh(string.format("(cat %s; sleep 8) | %s run -r - --workers 2 " ..
+      "--out json:%s & pid=$!; until [ \"$(pgrep -P $pid | wc -l)\" = 2 ]; do sleep 0.05; done; " ..
+      "sleep 2; kill -TERM $pid $(pgrep -P $pid); wait $pid", q(trace), SLUICE, q(out)))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert.are.equal(1, select(2, r.err:gsub("stopped by SIGTERM", "")), run.describe(r))
+    assert(not r.err:find("killed by signal", 1, true), run.describe(r))
+    assert.are.equal(#reference, #normalized(run.slurp(out) or ""), "every flow, ended")
+  end)
+
   -- one pcap file is read once for all workers (sl_coop); these are its
   -- ends and the inputs it leaves to every worker reading all
   it("a file cut inside a record: the one-worker flows, error and exit status", function()
@@ -547,5 +561,48 @@ describe("workers.run on a stop during the forks", function()
       assert(ok, "run " .. r .. ": " .. tostring(err))
       assert.equal(S.SL_SIGINT, workers.stopped_by)
     end
+  end)
+end)
+
+describe("workers.run with stop signals from several senders", function()
+  local ffi = require "ffi"
+  local workers = require "sluice.workers"
+  local signals = require "sluice.signals"
+  local S = require("sluice.core").C
+  pcall(ffi.cdef, "int usleep(unsigned); int kill(int, int); int getpid(void); int getppid(void);")
+
+  -- A service manager stops a unit with a SIGTERM to each of its
+  -- processes (pkill and killall do alike): each worker took its own as
+  -- the first and the one its parent then forwarded as a second, which
+  -- ends a process the default way: all its flows lost.
+  it("a worker that had its own SIGTERM lives through its parent's", function()
+    local ok, err = workers.run(2, function(w)
+      ffi.C.kill(ffi.C.getpid(), S.SL_SIGTERM)
+      if w == 0 then ffi.C.kill(ffi.C.getppid(), S.SL_SIGTERM) end
+      while not signals.pending() do ffi.C.usleep(1000) end
+      signals.taken()
+      ffi.C.usleep(300000) -- writing its flows while the parent's comes
+      return 0
+    end)
+    assert(ok, tostring(err))
+    assert.equal(S.SL_SIGTERM, workers.stopped_by)
+  end)
+
+  -- A stop the parent handled before it forked (between the run's start
+  -- and the fork: opening a directory of many captures): the workers
+  -- inherited the handled state, the forwarded SIGTERM killed them.
+  it("a stop the parent had before the fork stops the workers cleanly", function()
+    assert(signals.install())
+    ffi.C.kill(ffi.C.getpid(), S.SL_SIGTERM)
+    assert.equal(S.SL_SIGTERM, signals.pending())
+    local ok, err = workers.run(2, function()
+      while not signals.pending() do ffi.C.usleep(1000) end
+      signals.taken()
+      ffi.C.usleep(100000)
+      return 0
+    end)
+    signals.restore()
+    assert(ok, tostring(err))
+    assert.equal(S.SL_SIGTERM, workers.stopped_by)
   end)
 end)

@@ -913,6 +913,13 @@ SL_API int sl_signal_child_wait(int timeout_ms);
  * the parent then sends it, which killed it the default way). Each child
  * releases them once it runs. */
 SL_API int sl_signal_hold(int on);
+/* In a worker just forked (signals held): the stop its parent may have
+ * handled before the fork is forgotten (the parent forwards it as a
+ * SIGTERM), and once it stops, later SIGINTs and SIGTERMs are that stop
+ * again, not a second signal (its parent's forwarded one, a service
+ * manager's to every process, a pkill): it ends when its stop is done,
+ * by the watchdog, or with its parent (a second signal to the parent). */
+SL_API int sl_signal_worker(void);
 SL_API const struct sl_source *sl_engine_source(const struct sl_engine *e);
 /* Key kinds besides the 5-tuple (ip_version 4 or 6). An external id sits
  * in src[0..7] (host order); a string of up to 32 bytes in src and dst,

@@ -19,6 +19,7 @@
 #include <linux/rtnetlink.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@
 
 static volatile sig_atomic_t pending;
 static volatile sig_atomic_t reload; /* a SIGHUP not taken yet */
+static volatile sig_atomic_t worker; /* sl_signal_worker() was called */
 /* runs that installed (nested runs share one installation), and what the
  * process had before the first */
 static unsigned depth;
@@ -153,11 +155,20 @@ static void on_signal(int sig)
 	struct sigaction sa;
 
 	pending = sig;
-	/* a second signal (either of the pair) ends the process */
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_second;
-	sa.sa_flags = SA_RESETHAND;
 	sigemptyset(&sa.sa_mask);
+	if (worker) {
+		/* the parent forwards the stop it had, a service manager
+		 * signals every process of the unit: each later one is this
+		 * stop again. A parent that dies of a second signal takes
+		 * the worker along. */
+		sa.sa_handler = SIG_IGN;
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+	} else {
+		/* a second signal (either of the pair) ends the process */
+		sa.sa_handler = on_second;
+		sa.sa_flags = SA_RESETHAND;
+	}
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	memset(&sa, 0, sizeof(sa));
@@ -172,6 +183,18 @@ static void on_hup(int unused)
 	reload = 1;
 }
 
+/* The handler of a first SIGINT or SIGTERM. */
+static void first_action(struct sigaction *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sa_handler = on_signal;
+	sa->sa_flags = SA_RESETHAND;
+	/* the other one waits until on_signal made it a second signal */
+	sigemptyset(&sa->sa_mask);
+	sigaddset(&sa->sa_mask, SIGINT);
+	sigaddset(&sa->sa_mask, SIGTERM);
+}
+
 int sl_signal_install(void)
 {
 	struct sigaction sa, hup;
@@ -180,13 +203,7 @@ int sl_signal_install(void)
 		depth++;
 		return 0;
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESETHAND;
-	/* the other one waits until on_signal made it a second signal */
-	sigemptyset(&sa.sa_mask);
-	sigaddset(&sa.sa_mask, SIGINT);
-	sigaddset(&sa.sa_mask, SIGTERM);
+	first_action(&sa);
 	pending = 0;
 	/* no SA_RESTART: a blocking poll returns and the loop sees the flag */
 	if (sigaction(SIGALRM, NULL, &saved_alrm) ||
@@ -280,6 +297,23 @@ int sl_signal_child_block(int on)
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	if (sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL))
+		return -errno;
+	return 0;
+}
+
+int sl_signal_worker(void)
+{
+	struct sigaction sa;
+
+	worker = 1;
+	if (!depth)
+		return 0;
+	alarm(0);
+	pending = 0;
+	reload = 0;
+	first_action(&sa);
+	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL) ||
+	    sigaction(SIGALRM, &saved_alrm, NULL))
 		return -errno;
 	return 0;
 }

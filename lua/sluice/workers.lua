@@ -78,6 +78,7 @@ end
 local function child(fn, w)
   local me = C.sluice_workers_getpid()
   S.sl_signal_child_block(0)
+  S.sl_signal_worker()
   S.sl_signal_hold(0)
   C.sluice_workers_setpgid(me, me)
   C.sluice_workers_prctl(S.SL_PR_SET_PDEATHSIG, S.SL_SIGTERM, 0, 0, 0)
