@@ -385,11 +385,39 @@ return P
     -- the SIGINT once the workers are forked: sluice then handles it
     -- (before its handlers, a background job ignores it)
     local r = run.sh(string.format("sleep 4 | %s run -r - --workers 2 --out json:/dev/null & p=$!; " ..
-      "until pgrep -P $p >/dev/null; do sleep 0.05; done; kill -INT $p; wait $p", run.SLUICE))
+      "%skill -INT $p; wait $p", run.SLUICE, run.await_children("p", 2)))
     assert.equal(0, r.code, run.describe(r))
     assert(r.err:find("stopped by SIGINT before the input opened", 1, true), run.describe(r))
     assert(not r.err:find("SIGTERM", 1, true), run.describe(r))
   end)
+
+  -- the open of a FIFO waits for its writer: a SIGHUP there had it fail
+  -- (EINTR) and end the run, exit 1; with --workers (the parent opens it
+  -- to copy it) a stop there was "Interrupted system call", exit 1
+  local OPENING = run.await("p", '[ "$(cat /proc/$p/wchan)" = wait_for_partner ]')
+  for _, workers in ipairs { 1, 2 } do
+    it("a FIFO waiting for its writer: SIGHUP is no stop, workers " .. workers, function()
+      local dir = run.tmpdir()
+      local fifo, out = dir .. "/in.fifo", dir .. "/out.json"
+      assert(os.execute("mkfifo " .. q(fifo)) == 0, "mkfifo failed")
+      local r = run.sh(string.format("%s run -r %s --workers %d --out json:%s & p=$!; " ..
+        "%skill -HUP $p; sleep 0.3; timeout 10 dd if=%s of=%s status=none; wait $p",
+        SLUICE, q(fifo), workers, q(out), OPENING,
+        q(run.root .. "/examples/sample.pcap"), q(fifo)))
+      assert.equal(0, r.code, run.describe(r))
+      assert.equal(161, #run.json_lines(out), run.describe(r))
+    end)
+
+    it("a FIFO waiting for its writer: a stop ends the run at once, exit 0, workers " .. workers, function()
+      local dir = run.tmpdir()
+      local fifo = dir .. "/in.fifo"
+      assert(os.execute("mkfifo " .. q(fifo)) == 0, "mkfifo failed")
+      local r = run.sh(string.format("%s run -r %s --workers %d --out json:/dev/null & p=$!; " ..
+        "%skill -TERM $p; wait $p", SLUICE, q(fifo), workers, OPENING))
+      assert.equal(0, r.code, run.describe(r))
+      assert(r.err:find("stopped by SIGTERM before the input opened", 1, true), run.describe(r))
+    end)
+  end
 
   it("a stop on stdin that has nothing to read is at once too, with the summary", function()
     local path = trace()

@@ -271,8 +271,9 @@ return P
   it("a SIGTERM to the parent and every worker at once stops them cleanly, every flow written", function()
     local out = run.tmpdir() .. "/group.json"
     local r = run.sh(string.format("(cat %s; sleep 8) | %s run -r - --workers 2 " ..
-      "--out json:%s & pid=$!; until [ \"$(pgrep -P $pid | wc -l)\" = 2 ]; do sleep 0.05; done; " ..
-      "sleep 2; kill -TERM $pid $(pgrep -P $pid); wait $pid", q(trace), SLUICE, q(out)))
+      "--out json:%s & pid=$!; %s" ..
+      "sleep 2; kill -TERM $pid $(%spgrep -P $pid); wait $pid", q(trace), SLUICE, q(out),
+      run.await_children("pid", 2), run.PLAIN))
     assert.are.equal(0, r.code, run.describe(r))
     assert.are.equal(1, select(2, r.err:gsub("stopped by SIGTERM", "")), run.describe(r))
     assert(not r.err:find("killed by signal", 1, true), run.describe(r))

@@ -1,9 +1,23 @@
-/* fileio.c - writing whole buffers (see fileio.h). */
+/* fileio.c - opening inputs, writing whole buffers (see fileio.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/uio.h>
 
 #include "fileio.h"
+#include "sluice.h"
+
+int sl_open_input(const char *path)
+{
+	for (;;) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+		if (fd >= 0)
+			return fd;
+		if (errno != EINTR || sl_signal_pending())
+			return -errno;
+	}
+}
 
 int sl_write_iov_all(int fd, struct iovec *iov, int cnt, size_t *done)
 {

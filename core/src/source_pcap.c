@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "decompress.h"
+#include "fileio.h"
 #include "sluice.h"
 #include "source.h"
 
@@ -915,12 +916,15 @@ int sl_source_open_file(struct sl_source **out, const char *path)
 	if (!out || !path)
 		return -EINVAL;
 	*out = NULL;
-	if (!strcmp(path, "-"))
+	if (!strcmp(path, "-")) {
 		fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 0);
-	else
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+		if (fd < 0)
+			return -errno;
+	} else {
+		fd = sl_open_input(path);
+		if (fd < 0)
+			return fd;
+	}
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
 		goto out_close;

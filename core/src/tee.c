@@ -61,9 +61,9 @@ int sl_tee_new(struct sl_tee **out, const char *path, uint32_t n)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	t->in_fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : 0;
+	t->in_fd = strcmp(path, "-") ? sl_open_input(path) : 0;
 	if (t->in_fd < 0) {
-		rc = -errno;
+		rc = t->in_fd;
 		free(t);
 		return rc;
 	}

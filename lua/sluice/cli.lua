@@ -809,16 +809,21 @@ end
 
 -- One capture (or file, or collector) from open to exit code.
 -- The engine of worker w, or nil and the exit code (the error printed).
+-- A stop while the input opened (a stream that sent nothing yet, a FIFO
+-- without its writer): the open gave up with EINTR. Exit status 0.
+local function stopped_before_open(o)
+  -- a worker's copy of a stream: the parent says it, naming its signal
+  if not o.quiet and not o.stream_copy then
+    io.stderr:write("sluice: stopped by ", signals.name(signals.pending()), " before the input opened\n")
+  end
+  return report.EXIT_OK
+end
+
 local function open_engine(o, w)
   local ok, eng, err = pcall(sluice.open, M.open_options(o, w))
-  -- stopped while the input opened (a stream that sent nothing yet): its
-  -- read gave up with EINTR; any other failure is said as it is
+  -- any failure but a stop's EINTR is said as it is
   if signals.pending() and ok and not eng and tostring(err):find(core.strerror(-C.SL_EINTR), 1, true) then
-    -- a worker's copy of a stream: the parent says it, naming its signal
-    if not o.quiet and not o.stream_copy then
-      io.stderr:write("sluice: stopped by ", signals.name(signals.pending()), " before the input opened\n")
-    end
-    return nil, report.EXIT_OK
+    return nil, stopped_before_open(o)
   end
   if not ok then
     -- a bad --filter is one line: libpcap's message says what is wrong
@@ -993,6 +998,7 @@ local function open_tee(o)
   if not at then return nil end
   local tp = ffi.new("struct sl_tee *[1]")
   local rc = C.sl_tee_new(tp, paths[at], o.workers)
+  if rc == -C.SL_EINTR and signals.pending() then return nil, stopped_before_open(o) end
   if rc < 0 then return nil, fail(paths[at] .. ": " .. core.strerror(rc)) end
   local tee = ffi.gc(tp[0], C.sl_tee_free)
   return { tee = tee, paths = paths, at = at, name = paths[at] }

@@ -111,6 +111,19 @@ end
 -- .ci/check.sh sets for the ASan pass (gcc, tshark, luarocks).
 M.PLAIN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS "
 
+-- Shell text that waits, at most 10 s, until the shell condition cond
+-- holds or the process whose pid is in shell variable `var` has ended.
+function M.await(var, cond)
+  return string.format('i=0; until %s || ! kill -0 $%s 2>/dev/null || [ $i -ge 200 ]; do ' ..
+    'sleep 0.05; i=$((i+1)); done; ', cond, var)
+end
+
+-- M.await until that process has n children. pgrep hangs under the ASan
+-- preload, hence PLAIN.
+function M.await_children(var, n)
+  return M.await(var, string.format('[ "$(%spgrep -P $%s | wc -l)" -ge %d ]', M.PLAIN, var, n))
+end
+
 -- Is an executable on PATH?
 function M.have(cmd)
   local rc = os.execute("command -v " .. M.q(cmd) .. " >/dev/null 2>&1")
