@@ -307,6 +307,35 @@ describe("reload", function()
       assert(not has(r.err, "reloaded policy"), run.describe(r))
     end)
 
+  -- each worker wrote its line in two writes: two workers' lines came
+  -- out interleaved ("...keeps runningsluice: worker 1: ...")
+  it("with --workers 2, each worker's failed reload is one whole line naming the worker", function()
+    local path = trace()
+    local dir = run.tmpdir()
+    local pol = run.spit(dir .. "/counter.lua", V1)
+    local f = fifo_run(dir, pol, path, { math.floor(size_of(path) / 2) }, "--workers 2 --out json:/dev/null")
+    f.fed(1)
+    run.spit(pol, BROKEN_SYNTAX)
+    for i = 1, 5 do
+      proc.signal(f.h, S.SL_SIGHUP)
+      f.await("failed at load: ", 2 * i)
+    end
+    f.go(1)
+    local r = proc.finish(f.h, 120)
+    proc.finish(f.feeder, 30)
+    assert.equal(0, r.code, run.describe(r))
+    local seen = { 0, 0 }
+    for line in (r.err .. "\n"):gmatch("([^\n]*)\n") do
+      if has(line, "reload of policy") then
+        local w = line:match("^sluice: worker ([01]): reload of policy counter %(.-%) failed at load: " ..
+          "cannot load policy [^\n]*; the old version keeps running$")
+        assert(w, "a whole line: " .. line .. "\n" .. run.describe(r))
+        seen[w + 1] = seen[w + 1] + 1
+      end
+    end
+    assert.same({ 5, 5 }, seen, run.describe(r))
+  end)
+
   -- such a version held the run for ever: the capture stopped, and only
   -- the stop watchdog ended it
   it("a version whose load never ends fails after the time limit; a stop during one is taken", function()
@@ -401,8 +430,8 @@ return P
       local fifo, out = dir .. "/in.fifo", dir .. "/out.json"
       assert(os.execute("mkfifo " .. q(fifo)) == 0, "mkfifo failed")
       local r = run.sh(string.format("%s run -r %s --workers %d --out json:%s & p=$!; " ..
-        "%skill -HUP $p; sleep 0.3; timeout 10 dd if=%s of=%s status=none; wait $p",
-        SLUICE, q(fifo), workers, q(out), OPENING,
+        "%skill -HUP $p; sleep 0.3; %stimeout 10 dd if=%s of=%s status=none; wait $p",
+        SLUICE, q(fifo), workers, q(out), OPENING, run.PLAIN,
         q(run.root .. "/examples/sample.pcap"), q(fifo)))
       assert.equal(0, r.code, run.describe(r))
       assert.equal(161, #run.json_lines(out), run.describe(r))

@@ -215,6 +215,27 @@ describe("file sink write errors", function()
       end)
     end)
 
+    -- workers share the file: whichever finds it due rotated it, empty
+    -- or not, and most of the files were empty
+    it("--rotate with --workers 2: no empty rotated files, every line whole, losses counted", function()
+      with_tmpfs("32k", function(dir)
+        local path = dir .. "/out.json"
+        local r = run.sh(run.SLUICE .. " run -r " .. run.q(SAMPLE) .. " --workers 2 --rotate 8K --out json:" ..
+          run.q(path))
+        finished(r)
+        local w, _, f = sink_line(r.err, "json:" .. path)
+        assert(w and f > 0, run.describe(r))
+        assert.equal(TRUTH.flows, w + f)
+        local lines = 0
+        for _, p in ipairs(files_in(dir)) do
+          local n = json_lines(p)
+          assert(n > 0 or p == path, p .. " is empty")
+          lines = lines + n
+        end
+        assert.equal(w, lines)
+      end)
+    end)
+
     it("pcap: whole records only, written is what is in the file", function()
       with_tmpfs("64k", function(dir)
         local path = dir .. "/out.pcap"

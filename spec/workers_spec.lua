@@ -165,6 +165,22 @@ describe("--workers on a file", function()
     assert.equal(want, lines)
   end)
 
+  -- an interval passed with no line (flows still open on a quiet input):
+  -- the empty file was rotated each time, PATH.1..N all empty
+  it("rotate a shared file by time: a file no line reached is not rotated", function()
+    local dir = run.tmpdir()
+    local r = run.sh(string.format("(cat %s; sleep 3.5) | %s run -r - -q -v --workers 2 --rotate 1s --out json:%s",
+      q(run.root .. "/examples/sample.pcap"), SLUICE, q(dir .. "/r.json")))
+    assert(r.code == 0, run.describe(r))
+    local lines = 0
+    for name in io.popen("ls " .. q(dir)):lines() do
+      local text = run.slurp(dir .. "/" .. name)
+      assert(#text > 0, name .. " is empty\n" .. run.describe(r))
+      lines = lines + select(2, text:gsub("\n", ""))
+    end
+    assert.equal(161, lines)
+  end)
+
   -- a restart emptied the shared file, the newest of the last run's
   it("a second run with --rotate keeps every line of the first", function()
     local dir = run.tmpdir()
@@ -348,7 +364,7 @@ return P
 ]])
     assert.are.equal(1, r.code, run.describe(r))
     -- worker 0's run succeeded: its summary once said "table: 0x..." there
-    assert(r.err:match("^sluice: policy fails: on_flow_start failed: [^\n]*worker one gives up\n$"),
+    assert(r.err:match("^sluice: worker 1: policy fails: on_flow_start failed: [^\n]*worker one gives up\n$"),
       run.describe(r))
   end)
 

@@ -1157,9 +1157,10 @@ SL_API int sl_json_writer_follow(struct sl_json_writer *w, const char *path,
 				 uint64_t *file_size);
 /* For a file several processes write, any of which may rotate it: under
  * an exclusive lock on the writer's file, moves path to `to` if path is
- * still the writer's file (no other process rotated it since), then
- * continues in a fresh file at path, as follow does. Returns 1 when it
- * rotated, 0 when another process had (the writer follows), or a
+ * still the writer's file (no other process rotated it since) and no
+ * longer empty once the writer flushed, then continues in a fresh file at
+ * path, as follow does. Returns 1 when it rotated, 0 when it did not (an
+ * empty file; another process had rotated it: the writer follows), or a
  * negative error (the writer goes on in its current file). */
 SL_API int sl_json_writer_rotate_shared(struct sl_json_writer *w,
 					const char *path, const char *to);

@@ -862,6 +862,17 @@ int sl_json_writer_rotate_shared(struct sl_json_writer *w, const char *path,
 		rc = sl_json_writer_reopen(w, path);
 		goto out_unlock;
 	}
+	/* a file no line reached (a quiet interval, a full disk) stays: the
+	 * writer's own lines count once flushed (an error there is counted) */
+	(void)sl_json_writer_flush(w);
+	if (fstat(fd, &mine)) {
+		rc = -errno;
+		goto out_unlock;
+	}
+	if (mine.st_size == 0) {
+		rc = 0;
+		goto out_unlock;
+	}
 	if (rename(path, to)) {
 		rc = -errno;
 		goto out_unlock;

@@ -731,8 +731,12 @@ end
 -- failure, 2 for a usage error (with a pointer to --help) or a policy that
 -- cannot be loaded, 3 for a run that completed but lost records.
 
+-- "worker N: " in a worker whose input other workers share, so that its
+-- own failure says whose it is
+local worker_label = ""
+
 local function fail(msg, code)
-  io.stderr:write("sluice: ", msg, "\n")
+  io.stderr:write("sluice: ", worker_label, msg, "\n")
   return code or 1
 end
 
@@ -917,7 +921,7 @@ local function run_one(o, list, w, shared)
   opts.on_reload = function(ev)
     if ev.ok and not o.verbose then return end
     if show then io.stderr:write("\r\027[K") end
-    io.stderr:write(reload.report_line(ev, who), "\n")
+    io.stderr:write(reload.report_line(ev, who) .. "\n")
   end
   if o.verbose and w == 0 then -- workers read the files in step: one says so
     opts.on_file = function(name, i, n)
@@ -1065,6 +1069,7 @@ local function run_workers(o, list)
   -- a shared input (files, stdin) ends with one summary of all workers
   if o.open.read then o.summaries = summary.new(o.workers) end
   local ok, code, statuses, failed = workers.run(o.workers, function(w)
+    worker_label = "worker " .. w .. ": "
     if stream then take_stream(o, stream, w) end
     if coop then -- the parent unmaps it, once every worker ended
       o.open.shared_reader = ffi.gc(coop, nil)

@@ -64,7 +64,7 @@ function M.put(base, w, ending)
   local f = base[w]
   local ok = f and f:seek("set") and f:write(cjson.encode {
     ok = ending.ok and true or false,
-    err = not ending.ok and ending.err and tostring(ending.err) or nil,
+    err = not ending.ok and ending.err and ("worker " .. w .. ": " .. tostring(ending.err)) or nil,
     report = ending.report, stats = ending.stats, files = ending.files or nil,
     filter = ending.filter, input = ending.input,
     progress = { frac = ending.progress[1], pos = ending.progress[2] } })

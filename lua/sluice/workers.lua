@@ -77,6 +77,9 @@ end
 -- what it returns, closing the Lua state (finalizers detach XDP programs).
 local function child(fn, w)
   local me = C.sluice_workers_getpid()
+  -- workers share stderr: a line written in parts (Lua's write(a, b), the
+  -- core's fprintf) came out interleaved with another worker's
+  io.stderr:setvbuf("line")
   S.sl_signal_child_block(0)
   S.sl_signal_worker()
   S.sl_signal_hold(0)
