@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 21 };
+enum { SL_ABI_VERSION = 22 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -540,7 +540,7 @@ enum sl_feature {
 	SL_FEATURE_SPLT = 2,
 	SL_FEATURE_DPI = 4, /* only where sl_dpi_available() */
 };
-enum { SL_STATS_BOTH = 2 }; /* s[SL_DIR_FWD], s[SL_DIR_REV], s[SL_STATS_BOTH] */
+enum { SL_STATS_BOTH = 2 }; /* with SL_DIR_FWD, SL_DIR_REV: the streams */
 enum { SL_TCP_FLAG_BITS = 8 }; /* FIN SYN RST PSH ACK URG ECE CWR, bit order */
 
 struct sl_stream_stats {
@@ -557,8 +557,21 @@ struct sl_stream_stats {
 	uint32_t flag_packets[SL_TCP_FLAG_BITS];
 };
 
+/* What a flow keeps: each direction's stream; of both together only the
+ * times between packets, the rest being the two directions' sums (a
+ * third less memory a flow, which each flow's first packet pays for in
+ * fresh pages). sl_flow_stream_stats() gives any of the three whole. */
+struct sl_gap_stats {
+	uint64_t min_ns;
+	uint64_t max_ns;
+	uint64_t sum_ns;
+	uint64_t sumsq_ns[2];
+	uint64_t last_ns; /* the flow's last packet */
+};
+
 struct sl_flow_stats {
-	struct sl_stream_stats s[3];
+	struct sl_stream_stats s[2]; /* SL_DIR_FWD, SL_DIR_REV */
+	struct sl_gap_stats both;
 };
 
 /* The first packets of a flow (SL_FEATURE_SPLT: sl_config.splt_packets of
@@ -1607,6 +1620,10 @@ SL_API int sl_key_addr(const struct sl_key *k, int which, char *buf,
  * slice record; returns its length, or the length needed if len is too
  * small (as snprintf). */
 SL_API int sl_flow_rec_json(const struct sl_flow_rec *r, char *buf, size_t len);
+/* The statistics of stream `which` of a flow (SL_DIR_FWD, SL_DIR_REV or
+ * SL_STATS_BOTH) into *out. */
+SL_API void sl_flow_stream_stats(const struct sl_flow_stats *st, int which,
+				 struct sl_stream_stats *out);
 SL_API void sl_stream_moments(const struct sl_stream_stats *s,
 			      struct sl_moments *out);
 SL_API int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf,

@@ -320,9 +320,10 @@ static char *put_double_field(char *p, double v)
 static char *put_stats(char *p, const struct sl_flow_stats *st)
 {
 	for (int i = 0; i < 3; i++) {
-		const struct sl_stream_stats *s = &st->s[i];
+		struct sl_stream_stats stream, *s = &stream;
 		struct sl_moments m;
 
+		sl_flow_stream_stats(st, i, s);
 		sl_stream_moments(s, &m);
 		*p++ = '\t';
 		p = put_u64(p, s->min_ps);

@@ -1,5 +1,5 @@
-/* features.c - per-flow features read out: the means and deviations of
- * a stream's statistics (sluice.h, SL_FEATURE_STATS).
+/* features.c - per-flow features read out: a stream's statistics, and
+ * their means and deviations (sluice.h, SL_FEATURE_STATS).
  *
  * The packet path keeps exact integer sums of values and squares; the
  * sum of squared deviations is taken around the integer part q of the
@@ -47,4 +47,43 @@ void sl_stream_moments(const struct sl_stream_stats *s, struct sl_moments *out)
 		&out->stddev_piat_ms);
 	out->mean_piat_ms /= 1e6;
 	out->stddev_piat_ms /= 1e6;
+}
+
+static void sum128_add(uint64_t to[2], const uint64_t a[2], const uint64_t b[2])
+{
+	unsigned __int128 x, y;
+
+	memcpy(&x, a, sizeof(x));
+	memcpy(&y, b, sizeof(y));
+	x += y;
+	memcpy(to, &x, sizeof(x));
+}
+
+void sl_flow_stream_stats(const struct sl_flow_stats *st, int which,
+			  struct sl_stream_stats *out)
+{
+	const struct sl_stream_stats *f = &st->s[SL_DIR_FWD],
+				     *r = &st->s[SL_DIR_REV];
+
+	if (which != SL_STATS_BOTH) {
+		*out = st->s[which == SL_DIR_REV];
+		return;
+	}
+	memset(out, 0, sizeof(*out));
+	out->packets = f->packets + r->packets;
+	if (f->packets && r->packets) {
+		out->min_ps = f->min_ps < r->min_ps ? f->min_ps : r->min_ps;
+	} else {
+		out->min_ps = f->packets ? f->min_ps : r->min_ps;
+	}
+	out->max_ps = f->max_ps > r->max_ps ? f->max_ps : r->max_ps;
+	out->sum_ps = f->sum_ps + r->sum_ps;
+	sum128_add(out->sumsq_ps, f->sumsq_ps, r->sumsq_ps);
+	out->min_piat_ns = st->both.min_ns;
+	out->max_piat_ns = st->both.max_ns;
+	out->sum_piat_ns = st->both.sum_ns;
+	memcpy(out->sumsq_piat_ns, st->both.sumsq_ns, sizeof(out->sumsq_piat_ns));
+	out->last_ns = st->both.last_ns;
+	for (int b = 0; b < SL_TCP_FLAG_BITS; b++)
+		out->flag_packets[b] = f->flag_packets[b] + r->flag_packets[b];
 }

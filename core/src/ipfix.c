@@ -370,9 +370,10 @@ static uint64_t double_bits(double v)
 static uint64_t stat_value(uint16_t id, const struct rec *r)
 {
 	unsigned n = (unsigned)(id & ~ENTERPRISE_BIT) - 1, k = n % 32;
-	const struct sl_stream_stats *s = &r->stats->s[n / 32];
+	struct sl_stream_stats stream, *s = &stream;
 	struct sl_moments m;
 
+	sl_flow_stream_stats(r->stats, (int)(n / 32), s);
 	if (k >= 8)
 		return s->flag_packets[k - 8];
 	switch (k) {

@@ -61,9 +61,10 @@ static char *put_key_text(char *p, int stream, int k)
 static char *put_stats(char *p, const struct sl_flow_stats *st)
 {
 	for (int i = 0; i < 3; i++) {
-		const struct sl_stream_stats *s = &st->s[i];
+		struct sl_stream_stats stream, *s = &stream;
 		struct sl_moments m;
 
+		sl_flow_stream_stats(st, i, s);
 		sl_stream_moments(s, &m);
 		p = put_u64(put_key_text(p, i, 0), s->min_ps);
 		p = put_double(put_key_text(p, i, 1), m.mean_ps);

@@ -226,6 +226,24 @@ static inline void sums_add(uint64_t *sum, uint64_t sumsq[2], uint64_t x)
 	memcpy(sumsq, &sq, sizeof(sq));
 }
 
+/* The time since the packet before (none for a stream's first) into
+ * min/max and the sums; a packet earlier than the one before counts 0. */
+static inline void gap_count(uint64_t n, uint64_t ts, uint64_t *last,
+			     uint64_t *min, uint64_t *max, uint64_t *sum,
+			     uint64_t sumsq[2])
+{
+	if (n > 1) {
+		uint64_t gap = ts > *last ? ts - *last : 0;
+
+		if (n == 2 || gap < *min)
+			*min = gap;
+		if (gap > *max)
+			*max = gap;
+		sums_add(sum, sumsq, gap);
+	}
+	*last = ts;
+}
+
 static void stream_count(struct sl_stream_stats *s, uint64_t ts,
 			 uint32_t size, uint8_t flags)
 {
@@ -236,31 +254,25 @@ static void stream_count(struct sl_stream_stats *s, uint64_t ts,
 	if (size > s->max_ps)
 		s->max_ps = size;
 	sums_add(&s->sum_ps, s->sumsq_ps, size);
-	if (n > 1) {
-		uint64_t gap = ts > s->last_ns ? ts - s->last_ns : 0;
-
-		if (n == 2 || gap < s->min_piat_ns)
-			s->min_piat_ns = gap;
-		if (gap > s->max_piat_ns)
-			s->max_piat_ns = gap;
-		sums_add(&s->sum_piat_ns, s->sumsq_piat_ns, gap);
-	}
-	s->last_ns = ts;
+	gap_count(n, ts, &s->last_ns, &s->min_piat_ns, &s->max_piat_ns,
+		  &s->sum_piat_ns, s->sumsq_piat_ns);
 	while (flags) {
 		s->flag_packets[__builtin_ctz(flags)]++;
 		flags &= (uint8_t)(flags - 1);
 	}
 }
 
-/* SL_FEATURE_STATS: the packet in its direction's and in both's. */
+/* SL_FEATURE_STATS: the packet in its direction's stream, and its gap in
+ * both's (the rest of both is the two directions', sl_flow_stream_stats). */
 static void stats_count(struct sl_flow_stats *st, int di,
 			const struct sl_packet *p, const struct sl_decoded *d)
 {
-	uint8_t flags = d->key.proto == 6 ? d->tcp_flags : 0;
+	struct sl_gap_stats *b = &st->both;
 
-	stream_count(&st->s[di], p->ts_ns, p->wirelen, flags);
-	stream_count(&st->s[SL_STATS_BOTH], p->ts_ns, p->wirelen,
-		     flags);
+	stream_count(&st->s[di], p->ts_ns, p->wirelen,
+		     d->key.proto == 6 ? d->tcp_flags : 0);
+	gap_count(st->s[0].packets + st->s[1].packets, p->ts_ns, &b->last_ns,
+		  &b->min_ns, &b->max_ns, &b->sum_ns, b->sumsq_ns);
 }
 
 /* SL_FEATURE_SPLT: one of the flow's first packets. */

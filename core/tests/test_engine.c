@@ -356,6 +356,7 @@ static void test_stats(void)
 	struct run r;
 	struct sl_config cfg = {0};
 	const struct sl_flow_stats *st;
+	struct sl_stream_stats both;
 	struct sl_moments mo;
 
 	cfg.features = SL_FEATURE_STATS;
@@ -379,14 +380,21 @@ static void test_stats(void)
 	CHECK_EQ(st->s[SL_DIR_FWD].flag_packets[4], 3); /* ACK */
 	CHECK_EQ(st->s[SL_DIR_REV].packets, 1);
 	CHECK_EQ(st->s[SL_DIR_REV].min_ps, 54 < 60 ? 60 : 54); /* padded */
-	CHECK_EQ(st->s[SL_STATS_BOTH].packets, 5);
-	CHECK_EQ(st->s[SL_STATS_BOTH].flag_packets[4], 4);
+	/* both: the directions' together, the gaps of the two merged */
+	sl_flow_stream_stats(st, SL_STATS_BOTH, &both);
+	CHECK_EQ(both.packets, 5);
+	CHECK_EQ(both.min_ps, st->s[SL_DIR_REV].min_ps);
+	CHECK_EQ(both.max_ps, 104);
+	CHECK_EQ(both.sum_ps, st->s[SL_DIR_FWD].sum_ps + st->s[SL_DIR_REV].sum_ps);
+	CHECK_EQ(both.flag_packets[4], 4);
+	CHECK_EQ(both.min_piat_ns, 1000);
+	CHECK_EQ(both.max_piat_ns, 3000);
 	sl_stream_moments(&st->s[SL_DIR_FWD], &mo);
 	CHECK(fabs(mo.mean_ps - 89) < 1e-12);
 	CHECK(fabs(mo.stddev_ps - sqrt(500.0 / 3)) < 1e-12);
 	CHECK(fabs(mo.mean_piat_ms - 0.002) < 1e-15);
 	CHECK(fabs(mo.stddev_piat_ms - 0.001) < 1e-15);
-	sl_stream_moments(&st->s[SL_STATS_BOTH], &mo);
+	sl_stream_moments(&both, &mo);
 	/* gaps 1000, 1000, 1000, 3000 ns */
 	CHECK(fabs(mo.mean_piat_ms - 0.0015) < 1e-15);
 	CHECK(fabs(mo.stddev_piat_ms - 0.001) < 1e-15);
@@ -557,7 +565,8 @@ static void test_finish_chunks(void)
 			step_ends++;
 			eof += ev->flow.reason_code == SL_END_EOF;
 			featured += ev->flow.stats &&
-				    ev->flow.stats->s[SL_STATS_BOTH].packets == 1;
+				    ev->flow.stats->s[SL_DIR_FWD].packets == 1 &&
+				    ev->flow.stats->both.last_ns >= 5 * NS;
 		}
 		CHECK(step_ends <= SL_FINISH_CHUNK);
 		if (step_ends == SL_FINISH_CHUNK) {

@@ -168,7 +168,7 @@ end
 local STATS_STREAMS = { src2dst = 0, dst2src = 1, bidirectional = C.SL_STATS_BOTH }
 local FLAG_BITS = { fin = 0, syn = 1, rst = 2, psh = 3, ack = 4, urg = 5, ece = 6, cwr = 7 }
 
-local moments = ffi.new("struct sl_moments")
+local moments, stream = ffi.new("struct sl_moments"), ffi.new("struct sl_stream_stats")
 local function moment(field)
   return function(s)
     C.sl_stream_moments(s, moments)
@@ -198,7 +198,8 @@ for prefix, i in pairs(STATS_STREAMS) do
     stat_getters[field] = function(r)
       local st = r.stats
       if st == nil then return nil end
-      return of(st.s[i])
+      C.sl_flow_stream_stats(st, i, stream)
+      return of(stream)
     end
   end
 end
