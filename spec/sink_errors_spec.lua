@@ -126,6 +126,8 @@ describe("file sink write errors", function()
     assert(has(r.err, "sink pcap:/dev/full: written 0 dropped " .. TRUTH.packets .. " (lagging 0, failed " ..
       TRUTH.packets .. ","), run.describe(r))
     told_once(r, "/dev/full: No space left on device")
+    -- not even the file header reached it (it said bytes=24)
+    assert(has(r.err, "(bytes=0 errors=" .. TRUTH.packets .. " packets=0)"), run.describe(r))
   end)
 
   it("a file size limit: the JSON file ends with a whole line, the rest is counted", function()

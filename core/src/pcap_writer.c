@@ -32,6 +32,7 @@ struct sl_pcap_writer {
 	uint32_t buf_pkts; /* packets in buf: lost together if it fails */
 	off_t good;	   /* file offset after the last record that landed */
 	int hdr_done;	   /* the file header reached the file */
+	int hdr_counted;   /* st.bytes has it: it landed, or waits with data */
 	struct sl_writer_stats st;
 	uint8_t hdr[PCAP_HDR_LEN];
 	uint8_t buf[WRITER_BUF];
@@ -79,6 +80,14 @@ static void count_loss(struct sl_pcap_writer *w, uint32_t pkts, uint64_t bytes,
 	w->st.last_error = err;
 }
 
+static void header_landed(struct sl_pcap_writer *w)
+{
+	w->hdr_done = 1;
+	if (!w->hdr_counted)
+		w->st.bytes += PCAP_HDR_LEN;
+	w->hdr_counted = 1;
+}
+
 /* The file header goes first in the buffer until it has reached the file. */
 static void buf_reset(struct sl_pcap_writer *w)
 {
@@ -110,17 +119,21 @@ static int out_write(struct sl_pcap_writer *w, const void *rec, size_t rec_len,
 	rc = sl_write_iov_all(w->fd, iov, 3, &done);
 	if (!rc) {
 		w->good += (off_t)total;
-		w->hdr_done = 1;
+		header_landed(w);
 		buf_reset(w);
 		return 0;
 	}
 	keep = whole_records(w, done, &landed);
-	/* a pending header that did not land stays counted: it is written
-	 * again with the next data */
+	/* the records' bytes that did not land; a pending header that did
+	 * not land leaves the count too, and is written again (and counted
+	 * again) with the next data */
 	lost = total - keep - (!w->hdr_done && !keep ? PCAP_HDR_LEN : 0);
 	if (keep) {
 		w->good += (off_t)keep;
-		w->hdr_done = 1;
+		header_landed(w);
+	} else if (!w->hdr_done && w->hdr_counted) {
+		w->st.bytes -= PCAP_HDR_LEN;
+		w->hdr_counted = 0;
 	}
 	if (done > keep)
 		rewind_to_good(w);
@@ -172,6 +185,7 @@ int sl_pcap_writer_open(struct sl_pcap_writer **out, const char *path,
 	put_hdr(w, linktype);
 	buf_reset(w);
 	w->st.bytes = PCAP_HDR_LEN;
+	w->hdr_counted = 1;
 	*out = w;
 	return 0;
 
@@ -211,7 +225,8 @@ int sl_pcap_writer_write(struct sl_pcap_writer *w, uint64_t ts_ns,
 		wirelen = caplen;
 	need = PCAP_REC_LEN + (size_t)caplen;
 	w->st.packets++;
-	w->st.bytes += need;
+	w->st.bytes += need + (w->hdr_counted ? 0 : PCAP_HDR_LEN);
+	w->hdr_counted = 1;
 	if (w->len + need > WRITER_BUF) {
 		put_rec(rec, ts_ns, caplen, wirelen);
 		if (need + (w->hdr_done ? 0 : PCAP_HDR_LEN) > WRITER_BUF)
