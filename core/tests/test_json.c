@@ -4,6 +4,7 @@
  * errors: a full device, short writes past the file size limit cut back
  * to whole lines and counted, a full non-blocking pipe waited out). */
 #include <arpa/inet.h>
+#include <math.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 
 #include "sluice.h"
 #include "test.h"
+#include "text.h"
 
 static char dir[] = "/tmp/sluice-test-json.XXXXXX";
 
@@ -656,8 +658,56 @@ static void test_nonblocking_pipe(void)
 	CHECK_EQ(r.lines, 50000);
 }
 
+/* The features' means and deviations: 12 significant digits, as a JSON
+ * number (no exponent in the fast range, no trailing zeros, a point only
+ * before digits), read back within 5e-12 of the value. */
+static void check_double(double v)
+{
+	char buf[64], *end;
+	double back;
+	size_t n = (size_t)(put_double(buf, v) - buf);
+
+	buf[n] = 0;
+	back = strtod(buf, &end);
+	CHECK(end == buf + n);
+	CHECK(v == 0 ? back == 0 : fabs(back - v) <= 5e-12 * v);
+	CHECK(buf[0] != '.' && buf[n - 1] != '.');
+	if (strchr(buf, '.') && !strchr(buf, 'e'))
+		CHECK(buf[n - 1] != '0');
+	if (v >= 1e-6 && v < 1e15)
+		CHECK(!strchr(buf, 'e'));
+}
+
+static void test_put_double(void)
+{
+	static const double fixed[] = {
+	    0,	   1,	       0.5,	 42,	      123.25,	   1e-6,
+	    1e-5,  0.000123,   0.1,	 0.999999999999, 9.9999999999995,
+	    99.99999999999951, 1e11,	 1e12,	      123456789012.5,
+	    1e14,  999999999999999.0,	 5e-7,	      2e15,	   1.5e300};
+	char buf[64];
+	uint64_t x = 88172645463325252ULL;
+
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		check_double(fixed[i]);
+	CHECK(!strncmp(buf, "0.5", (size_t)(put_double(buf, 0.5) - buf)));
+	CHECK(!strncmp(buf, "123.25", (size_t)(put_double(buf, 123.25) - buf)));
+	CHECK(!strncmp(buf, "0.000001", (size_t)(put_double(buf, 1e-6) - buf)));
+	CHECK_EQ(put_double(buf, 42) - buf, 2);
+	CHECK_EQ(put_double(buf, 9.99999999999996) - buf, 2); /* "10" */
+	for (int i = 0; i < 200000; i++) {
+		/* xorshift: values over every decade of the fast range */
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		check_double((double)(x >> 11) / (double)(1ULL << 53) *
+			     pow(10, (double)(x % 22) - 7));
+	}
+}
+
 int main(void)
 {
+	test_put_double();
 	if (!mkdtemp(dir)) {
 		perror("mkdtemp");
 		return 1;
