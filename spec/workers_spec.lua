@@ -281,6 +281,25 @@ return P
     assert(shutdown > 0, "flows still open at the signal end with reason shutdown")
   end)
 
+  -- the workers' stderr is line-buffered (whole lines among workers):
+  -- worker 0's progress line, rewritten in place without a newline,
+  -- stayed in its buffer until the run ended
+  it("on a terminal, worker 0's progress line shows while the run goes on", function()
+    if not run.have("script") then
+      io.stderr:write("workers_spec: progress test skipped: no script(1) (bsdutils) for a terminal\n")
+      pending("needs script(1) from bsdutils")
+      return
+    end
+    local dir = run.tmpdir()
+    local ts, snap = dir .. "/typescript", dir .. "/snapshot"
+    local r = run.sh(string.format("script -qfc %s %s >/dev/null & p=$!; sleep 2.5; cat %s > %s; wait $p",
+      q(string.format("(cat %s; sleep 4) | %s run -r - --workers 2 --out json:/dev/null",
+        q(run.root .. "/examples/sample.pcap"), SLUICE)), q(ts), q(ts), q(snap)))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert((run.slurp(snap) or ""):find("\r%d+ packets"), "no progress line 2.5 s into the run:\n" ..
+      (run.slurp(ts) or ""))
+  end)
+
   -- systemctl stop (KillMode=control-group), pkill, killall: a SIGTERM
   -- to the parent and to each worker. Each worker took the parent's
   -- forwarded one as a second signal and died: its flows lost, exit 1.

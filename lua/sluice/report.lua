@@ -100,6 +100,7 @@ function M.progress_line(eng, started, out)
   out:write(format("\r%s packets  %s  %.2f Mpps  %s flows active %s",
     n(pkts), M.input_done(eng), secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active),
     M.file_text(eng)))
+  out:flush() -- a worker's stderr holds a line until its newline
 end
 
 -- -v: the final counters of an engine.
