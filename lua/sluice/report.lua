@@ -95,7 +95,8 @@ end
 function M.progress_line(eng, started, out)
   out = out or io.stderr
   local s = eng.cstats
-  local pkts = tonumber(s.packets)
+  -- a worker sharing the input shows what all read: its packets and the others'
+  local pkts = tonumber(s.packets) + tonumber(s.foreign)
   local secs = core.monotonic() - started
   out:write(format("\r%s packets  %s  %.2f Mpps  %s flows active %s",
     n(pkts), M.input_done(eng), secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active),
