@@ -199,11 +199,11 @@ describe("the progress of a stream", function()
   local function stream()
     local buf = {}
     return { write = function(self, ...) for _, s in ipairs { ... } do buf[#buf + 1] = s end end,
-      text = function() return table.concat(buf) end }
+      flush = function() end, text = function() return table.concat(buf) end }
   end
 
   it("shows the bytes read, not a percentage of an unknown size", function()
-    local eng = { cstats = { packets = 1000, flows_active = 3 }, current_file = function() end }
+    local eng = { cstats = { packets = 1000, foreign = 0, flows_active = 3 }, current_file = function() end }
     function eng.progress() return nil, 12345678 end
     local s = stream()
     report.progress_line(eng, core.monotonic() - 1, s)
