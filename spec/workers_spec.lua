@@ -285,9 +285,10 @@ return P
   -- worker 0's progress line, rewritten in place without a newline,
   -- stayed in its buffer until the run ended
   it("on a terminal, worker 0's progress line shows while the run goes on, every worker's packets", function()
-    if not run.have("script") then
-      io.stderr:write("workers_spec: progress test skipped: no script(1) (bsdutils) for a terminal\n")
-      pending("needs script(1) from bsdutils")
+    local why = run.missing { "script" } -- script(1) gives sluice a terminal
+    if why then
+      io.stderr:write("workers_spec: pending: ", why, "\n")
+      pending(why)
       return
     end
     local dir = run.tmpdir()

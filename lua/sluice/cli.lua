@@ -731,8 +731,8 @@ end
 -- failure, 2 for a usage error (with a pointer to --help) or a policy that
 -- cannot be loaded, 3 for a run that completed but lost records.
 
--- "worker N: " in a worker whose input other workers share, so that its
--- own failure says whose it is
+-- "worker N: " in each of several workers, so that its own failures and
+-- reloads say whose they are
 local worker_label = ""
 
 local function fail(msg, code)
@@ -917,11 +917,10 @@ local function run_one(o, list, w, shared)
   local opts = M.run_options(o, w)
   opts.outputs = outputs
   -- reloads (SIGHUP): a failure always gets its line, a success with -v
-  local who = o.workers > 1 and ("worker " .. w .. ": ") or ""
   opts.on_reload = function(ev)
     if ev.ok and not o.verbose then return end
     if show then io.stderr:write("\r\027[K") end
-    io.stderr:write(reload.report_line(ev, who) .. "\n")
+    io.stderr:write(reload.report_line(ev, worker_label) .. "\n")
   end
   if o.verbose and w == 0 then -- workers read the files in step: one says so
     opts.on_file = function(name, i, n)

@@ -132,7 +132,7 @@ end
 
 -- Debian's package of a command the specs use, where its name differs.
 local PACKAGE = { editcap = "wireshark-common", mergecap = "wireshark-common",
-  ndpiReader = "libndpi-bin" }
+  ndpiReader = "libndpi-bin", script = "bsdutils" }
 
 -- Why a spec cannot run without installing something, or nil: needs lists
 -- commands on PATH and "scapy" (Debian's python3 with scapy).
