@@ -1128,7 +1128,10 @@ SL_API int sl_json_writer_open(struct sl_json_writer **out, const char *path,
  * bytes taken, or -EFBIG if the line would take the file past max_size
  * (0: no limit) while it is not empty (nothing is taken: rotate and
  * append again). A write error is not returned here: the line is counted
- * lost (sl_json_writer_stats), and flush returns the error. */
+ * lost (sl_json_writer_stats), and flush returns the error. A buffered,
+ * unshared writer never given a max_size formats flow records in its
+ * thread: sl_json_writer_flow() returns 0 then, and the size counts the
+ * line after the next flush. */
 SL_API int sl_json_writer_flow(struct sl_json_writer *w,
 			       const struct sl_flow_rec *r, uint64_t max_size);
 SL_API int sl_json_writer_slice(struct sl_json_writer *w,
@@ -1145,8 +1148,9 @@ SL_API int sl_json_writer_slices(struct sl_json_writer *w,
  * would mix with the other writers' lines. */
 SL_API int sl_json_writer_line(struct sl_json_writer *w, const char *line,
 			       size_t len, uint64_t max_size);
-/* Bytes in the file, buffered ones included; after a flush, the bytes
- * that reached the file (lost lines are no longer counted). */
+/* Bytes in the file, buffered ones included (but flow records the thread
+ * has yet to format); after a flush, the bytes that reached the file (lost
+ * lines are no longer counted). */
 SL_API uint64_t sl_json_writer_size(const struct sl_json_writer *w);
 /* Writes everything buffered; returns the first write error since the last
  * flush (the lines it lost are counted), else 0. */

@@ -30,8 +30,10 @@ static void moments(uint64_t n, uint64_t sum, const uint64_t sumsq[2],
 	memcpy(&sq, sumsq, sizeof(sq));
 	around_q = sq - (unsigned __int128)q * ((unsigned __int128)sum + r);
 	/* around_q is exact and exceeds m2 by less than n: rounding it to a
-	 * double costs 1e-16 of it, no more */
-	m2 = (double)around_q - (double)r * ((double)r / (double)n);
+	 * double costs 1e-16 of it, no more (a 64-bit one converts without
+	 * libgcc's 128-bit call) */
+	m2 = (around_q >> 64 ? (double)around_q : (double)(uint64_t)around_q) -
+	     (double)r * ((double)r / (double)n);
 	if (m2 < 0)
 		m2 = 0;
 	*stddev = sqrt(m2 / (double)(n - 1));

@@ -32,9 +32,13 @@ char *sl_put_double_slow(char *p, double v)
 	return p + snprintf(p, 32, "%.12g", v);
 }
 
-/* NFStream's names, as JSON keys: ,"src2dst_min_ps": ... */
+/* NFStream's names, as JSON keys: ,"src2dst_min_ps": ... Each is copied
+ * as STAT_KEY_COPY bytes whatever its length (a fixed-size copy is a few
+ * moves; the variable one, a call): the bytes past the key are written
+ * over next, and the scratch line has room past the longest record. */
+enum { STAT_KEY_COPY = 40 };
 struct stat_key {
-	const char *text;
+	char text[STAT_KEY_COPY];
 	size_t len;
 };
 #define KEY(dir, name) {",\"" dir name "\":", sizeof(",\"" dir name "\":") - 1}
@@ -54,7 +58,7 @@ static char *put_key_text(char *p, int stream, int k)
 {
 	const struct stat_key *key = &stat_key[stream][k];
 
-	memcpy(p, key->text, key->len);
+	memcpy(p, key->text, STAT_KEY_COPY);
 	return p + key->len;
 }
 
@@ -386,12 +390,32 @@ int sl_slice_rec_json(const struct sl_slice_rec *r, char *buf, size_t len)
  * loses the lines it carried and no others: the whole lines a short write
  * got out stay (the half line after them is cut off the file), the rest is
  * counted lost, and the next buffer is tried as if nothing happened.
+ *
+ * A flow's line costs the capture thread 70 ns to format, 500 with the
+ * statistics. So when there is a thread and no size limit to hold the
+ * line against (a writer never given a max_size, not shared), a flow
+ * record is copied into its buffer's arena instead, and the thread
+ * formats it in its place among the buffer's lines before writing them.
+ * Its bytes count in the size once the thread formatted it: exactly
+ * after a flush, as lost lines leave it.
  */
 
 /* A shared file's writer holds less: the lines it has not written yet
  * land in a file another process may have rotated meanwhile, past the
  * rotation size. */
 enum { JSON_BUF = 1 << 20, JSON_SHARED_BUF = 256 << 10, JSON_BUFS = 4 };
+
+/* A buffer's arena of flow records the thread formats, and the thread's
+ * room for their lines. */
+enum { JSON_ARENA = 256 << 10, JSON_OUT = 256 << 10 };
+
+/* A record in an arena, its features (those it has) after it. */
+struct deferred {
+	size_t at;	     /* the buffer's text bytes before its line */
+	uint32_t text_lines; /* and the lines they hold */
+	uint32_t size;	     /* of the entry, features included */
+	struct sl_flow_rec rec;
+};
 
 struct sl_json_writer {
 	int fd;
@@ -418,6 +442,16 @@ struct sl_json_writer {
 	size_t len[JSON_BUFS];
 	uint32_t nlines[JSON_BUFS];
 	char *bufs[JSON_BUFS];
+
+	/* records the thread formats (none once a max_size was given) */
+	int sized;
+	size_t arena_used;   /* of the buffer being filled */
+	uint32_t n_deferred; /* its records, counted in lines too */
+	uint64_t formatted;  /* under lock: their bytes, not yet in size */
+	size_t arena_len[JSON_BUFS];
+	uint32_t deferred[JSON_BUFS];
+	char *arenas[JSON_BUFS];
+	char *out; /* the thread's */
 };
 
 /* A write failed after done bytes, of which keep are whole lines: the half
@@ -493,6 +527,55 @@ static int write_lines(struct sl_json_writer *w, int fd, const char *p,
 	return rc;
 }
 
+/* The thread's lines formatted so far go out. */
+static void write_out(struct sl_json_writer *w, int fd, size_t *len,
+		      uint32_t *lines)
+{
+	if (*lines)
+		write_lines(w, fd, w->out, *len, NULL, 0, *lines);
+	*len = 0;
+	*lines = 0;
+}
+
+/* Buffer i with its arena's records formatted in their places: the text
+ * lines between records are written from the buffer, the records' lines
+ * from the thread's room, in order. */
+static void write_deferred(struct sl_json_writer *w, int fd, uint32_t i)
+{
+	const char *text = w->bufs[i], *e = w->arenas[i];
+	const char *end = e + w->arena_len[i];
+	size_t at = 0, out = 0;
+	uint32_t text_lines = 0, out_lines = 0;
+	uint64_t formatted = 0;
+
+	for (; e < end; e += ((const struct deferred *)e)->size) {
+		const struct deferred *d = (const struct deferred *)e;
+		int n;
+
+		if (d->at > at) {
+			write_out(w, fd, &out, &out_lines);
+			write_lines(w, fd, text + at, d->at - at, NULL, 0,
+				    d->text_lines - text_lines);
+			at = d->at;
+			text_lines = d->text_lines;
+		}
+		if (out + JSON_LINE_MAX + 1 > JSON_OUT)
+			write_out(w, fd, &out, &out_lines);
+		n = flow_line(&d->rec, w->out + out);
+		w->out[out + (size_t)n] = '\n';
+		out += (size_t)n + 1;
+		out_lines++;
+		formatted += (uint64_t)n + 1;
+	}
+	write_out(w, fd, &out, &out_lines);
+	if (w->len[i] > at)
+		write_lines(w, fd, text + at, w->len[i] - at, NULL, 0,
+			    w->nlines[i] - w->deferred[i] - text_lines);
+	pthread_mutex_lock(&w->lock);
+	w->formatted += formatted;
+	pthread_mutex_unlock(&w->lock);
+}
+
 static void *writer_thread(void *arg)
 {
 	struct sl_json_writer *w = arg;
@@ -509,8 +592,11 @@ static void *writer_thread(void *arg)
 		i = w->next;
 		fd = w->fd;
 		pthread_mutex_unlock(&w->lock);
-		write_lines(w, fd, w->bufs[i], w->len[i], NULL, 0,
-			    w->nlines[i]);
+		if (w->deferred[i])
+			write_deferred(w, fd, i);
+		else
+			write_lines(w, fd, w->bufs[i], w->len[i], NULL, 0,
+				    w->nlines[i]);
 		pthread_mutex_lock(&w->lock);
 		w->next = (i + 1) % JSON_BUFS;
 		w->queued--;
@@ -524,11 +610,13 @@ static void *writer_thread(void *arg)
  * every buffer is queued. */
 static void submit(struct sl_json_writer *w)
 {
-	if (!w->used)
+	if (!w->used && !w->n_deferred)
 		return;
 	pthread_mutex_lock(&w->lock);
 	w->len[w->cur] = w->used;
 	w->nlines[w->cur] = w->lines;
+	w->arena_len[w->cur] = w->arena_used;
+	w->deferred[w->cur] = w->n_deferred;
 	w->queued++;
 	w->cur = (w->cur + 1) % JSON_BUFS;
 	pthread_cond_broadcast(&w->cond);
@@ -538,6 +626,8 @@ static void submit(struct sl_json_writer *w)
 	w->buf = w->bufs[w->cur];
 	w->used = 0;
 	w->lines = 0;
+	w->arena_used = 0;
+	w->n_deferred = 0;
 }
 
 /* Everything buffered is written (or counted lost); the thread is idle
@@ -563,6 +653,8 @@ static void drain(struct sl_json_writer *w)
 static void settle_size(struct sl_json_writer *w)
 {
 	pthread_mutex_lock(&w->lock);
+	w->size += w->formatted;
+	w->formatted = 0;
 	w->size -= w->lost_bytes;
 	w->lost_bytes = 0;
 	pthread_mutex_unlock(&w->lock);
@@ -612,8 +704,11 @@ static uint64_t file_size(int fd)
 
 static void writer_free(struct sl_json_writer *w)
 {
-	for (int i = 0; i < JSON_BUFS; i++)
+	for (int i = 0; i < JSON_BUFS; i++) {
 		free(w->bufs[i]);
+		free(w->arenas[i]);
+	}
+	free(w->out);
 	free(w);
 }
 
@@ -662,6 +757,17 @@ int sl_json_writer_open(struct sl_json_writer **out, const char *path,
 		if (!w->bufs[i])
 			goto out_close_fd;
 	}
+	/* records formatted by the thread: a threaded writer's own file */
+	if (!w->line_buffered && mode != SL_JSON_SHARED) {
+		w->out = malloc(JSON_OUT);
+		if (!w->out)
+			goto out_close_fd;
+		for (int i = 0; i < JSON_BUFS; i++) {
+			w->arenas[i] = malloc(JSON_ARENA);
+			if (!w->arenas[i])
+				goto out_close_fd;
+		}
+	}
 	w->buf = w->bufs[0];
 	w->size = file_size(w->fd);
 	pthread_mutex_init(&w->lock, NULL);
@@ -700,6 +806,8 @@ static void reserve(struct sl_json_writer *w, size_t need)
  * newline) or takes it back. */
 static int commit_line(struct sl_json_writer *w, int n, uint64_t max_size)
 {
+	if (max_size)
+		w->sized = 1;
 	if (max_size && w->size && w->size + (uint64_t)n + 1 > max_size)
 		return -EFBIG;
 	w->buf[w->used + (size_t)n] = '\n';
@@ -714,9 +822,56 @@ static int commit_line(struct sl_json_writer *w, int n, uint64_t max_size)
 	return n + 1;
 }
 
+/* The size of a record's arena entry: aligned pieces. */
+#define ARENA_ALIGN(n) (((n) + 7) & ~(size_t)7)
+
+static size_t deferred_size(const struct sl_flow_rec *r)
+{
+	return ARENA_ALIGN(sizeof(struct deferred)) +
+	       (r->stats ? ARENA_ALIGN(sizeof(*r->stats)) : 0) +
+	       (r->splt ? ARENA_ALIGN(sizeof(*r->splt)) : 0) +
+	       (r->app ? ARENA_ALIGN(sizeof(*r->app)) : 0);
+}
+
+/* Copies the record into the arena, for the thread to format. */
+static void defer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r)
+{
+	size_t need = deferred_size(r);
+	struct deferred *d;
+	char *p;
+
+	if (w->arena_used + need > JSON_ARENA)
+		submit(w);
+	d = (struct deferred *)(w->arenas[w->cur] + w->arena_used);
+	d->at = w->used;
+	d->text_lines = w->lines - w->n_deferred;
+	d->size = (uint32_t)need;
+	d->rec = *r;
+	p = (char *)d + ARENA_ALIGN(sizeof(*d));
+	if (r->stats) {
+		d->rec.stats = memcpy(p, r->stats, sizeof(*r->stats));
+		p += ARENA_ALIGN(sizeof(*r->stats));
+	}
+	if (r->splt) {
+		d->rec.splt = memcpy(p, r->splt, sizeof(*r->splt));
+		p += ARENA_ALIGN(sizeof(*r->splt));
+	}
+	if (r->app)
+		d->rec.app = memcpy(p, r->app, sizeof(*r->app));
+	w->arena_used += need;
+	w->n_deferred++;
+	w->lines++;
+}
+
 int sl_json_writer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r,
 			uint64_t max_size)
 {
+	if (max_size)
+		w->sized = 1;
+	else if (w->arenas[0] && !w->sized) {
+		defer_flow(w, r);
+		return 0;
+	}
 	reserve(w, JSON_LINE_MAX + 1);
 	return commit_line(w, flow_line(r, w->buf + w->used), max_size);
 }
@@ -750,6 +905,8 @@ int sl_json_writer_line(struct sl_json_writer *w, const char *line, size_t len,
 		return -EINVAL;
 	if (w->cap == PIPE_BUF && len + 1 > PIPE_BUF)
 		return -EMSGSIZE; /* cut up, it would mix with the others' */
+	if (max_size)
+		w->sized = 1;
 	if (max_size && w->size && w->size + len + 1 > max_size)
 		return -EFBIG;
 	if (len + 1 > JSON_BUF) {

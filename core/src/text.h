@@ -19,45 +19,54 @@ static inline char *put_str(char *p, const char *s)
 	return p + n;
 }
 
-static inline char *put_u64(char *p, uint64_t v)
-{
-	static const char pairs[] = "00010203040506070809"
-				    "10111213141516171819"
-				    "20212223242526272829"
-				    "30313233343536373839"
-				    "40414243444546474849"
-				    "50515253545556575859"
-				    "60616263646566676869"
-				    "70717273747576777879"
-				    "80818283848586878889"
-				    "90919293949596979899";
-	int digits = 1;
-	char *end;
+static const char digit_pairs[] = "00010203040506070809"
+				  "10111213141516171819"
+				  "20212223242526272829"
+				  "30313233343536373839"
+				  "40414243444546474849"
+				  "50515253545556575859"
+				  "60616263646566676869"
+				  "70717273747576777879"
+				  "80818283848586878889"
+				  "90919293949596979899";
 
-	for (uint64_t t = v; t >= 10; t /= 10)
-		digits++;
-	end = p + digits;
-	p = end;
-	while (v >= 100) {
+/* The n lowest decimal digits of v ending at end, two at a time. */
+static inline void put_digits_before(char *end, uint64_t v, int n)
+{
+	for (; n >= 2; n -= 2) {
 		unsigned i = (unsigned)(v % 100) * 2;
 
 		v /= 100;
-		*--p = pairs[i + 1];
-		*--p = pairs[i];
+		*--end = digit_pairs[i + 1];
+		*--end = digit_pairs[i];
 	}
-	if (v >= 10) {
-		*--p = pairs[v * 2 + 1];
-		*--p = pairs[v * 2];
-	} else {
-		*--p = (char)('0' + v);
-	}
-	return end;
+	if (n)
+		*--end = (char)('0' + v % 10);
 }
 
-/* A non-negative double with 12 significant digits, as a JSON number
- * (trailing zeros dropped): 5e-12 relative at most, without printf.
- * Values outside [1e-6, 1e15) and not 0 go through printf's %.12g. */
-char *sl_put_double_slow(char *p, double v);
+/* v < 10^6 as six digit characters, the first in the lowest byte: a
+ * number is made in registers, not in bytes read back at once (which
+ * stalls the store-to-load forwarding). */
+static inline uint64_t six_digits_word(uint32_t v)
+{
+	uint32_t hi = v / 10000, lo = v % 10000;
+	uint16_t a, b, c;
+
+	memcpy(&a, &digit_pairs[hi * 2], 2);
+	memcpy(&b, &digit_pairs[lo / 100 * 2], 2);
+	memcpy(&c, &digit_pairs[lo % 100 * 2], 2);
+	return a | (uint64_t)b << 16 | (uint64_t)c << 32;
+}
+
+static inline char *put_u64(char *p, uint64_t v)
+{
+	int digits = 1;
+
+	for (uint64_t t = v; t >= 10; t /= 10)
+		digits++;
+	put_digits_before(p + digits, v, digits);
+	return p + digits;
+}
 
 /* The n decimals of f (f < 10^n) after a point, without trailing zeros;
  * nothing when they are all zero. */
@@ -70,21 +79,27 @@ static inline char *put_decimals(char *p, uint64_t f, int n)
 	if (!n)
 		return p;
 	*p++ = '.';
-	for (int i = n - 1; i >= 0; i--) {
-		p[i] = (char)('0' + f % 10);
-		f /= 10;
-	}
+	put_digits_before(p + n, f, n);
 	return p + n;
 }
 
+/* A non-negative double with 12 significant digits, as a JSON number
+ * (trailing zeros dropped): 5e-12 relative at most, without printf.
+ * Values outside [1e-6, 1e15) and not 0 go through printf's %.12g.
+ * The 12 digits are characters of one 128-bit word, cut at the point
+ * by shifts and stored whole: writes up to 24 bytes at p, whatever the
+ * number's length. */
+char *sl_put_double_slow(char *p, double v);
+
 static inline char *put_double(char *p, double v)
 {
-	static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,
-				       1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+	static const double pow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,
+				       1e6, 1e7, 1e8,  1e9,  1e10, 1e11,
 				       1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
-	uint64_t digits;
-	int mag = 0, frac;
-	char buf[24], *q;
+	const uint64_t zero_chars = 0x3030303030303030ULL;
+	unsigned __int128 text, low;
+	uint64_t digits, nonzero;
+	int mag = 0, zeros = 0, frac, end, point;
 
 	if (v == 0) {
 		*p++ = '0';
@@ -92,25 +107,53 @@ static inline char *put_double(char *p, double v)
 	}
 	if (!(v >= 1e-6 && v < 1e15))
 		return sl_put_double_slow(p, v);
-	while (mag < 15 && v >= pow10[mag + 1])
-		mag++;
+	if (v >= 1e12) /* the integer is as precise */
+		return put_u64(p, (uint64_t)(v + 0.5));
 	if (v < 1) {
-		/* 1e-6 <= v < 1: 11 + k decimals, k leading zeros */
-		int k = 0;
-
-		while (v * pow10[k + 1] < 1)
-			k++;
-		frac = 12 + k;
-		digits = (uint64_t)(v * pow10[frac] + 0.5);
+		/* 0. then the zeros after the point, then 12 digits */
+		while (zeros < 5 && v * pow10[zeros + 1] < 1)
+			zeros++;
+		frac = 12 + zeros;
 	} else {
-		/* from 1e12 on, the integer is as precise */
-		frac = mag < 12 ? 11 - mag : 0;
-		digits = (uint64_t)(v * pow10[frac] + 0.5);
+		while (mag < 11 && v >= pow10[mag + 1])
+			mag++;
+		frac = 11 - mag;
 	}
-	/* the integer part, then the decimals without trailing zeros */
-	q = put_u64(buf, digits / (uint64_t)pow10[frac]);
-	p = (char *)memcpy(p, buf, (size_t)(q - buf)) + (q - buf);
-	return put_decimals(p, digits % (uint64_t)pow10[frac], frac);
+	digits = (uint64_t)(v * pow10[frac] + 0.5);
+	if (digits >= 1000000000000ULL || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
+		/* rounded up to the next power of ten: a digit more */
+		uint64_t unit = (uint64_t)pow10[frac];
+
+		return put_decimals(put_u64(p, digits / unit), digits % unit,
+				    frac);
+	}
+	text = six_digits_word((uint32_t)(digits / 1000000)) |
+	       (unsigned __int128)six_digits_word(
+		   (uint32_t)(digits % 1000000))
+		   << 48;
+	/* the last digit that is not '0' (digits >= 10^11: there is one) */
+	nonzero = (uint64_t)(text >> 64) ^ (zero_chars & 0xffffffff);
+	if (nonzero)
+		end = 8 + (71 - __builtin_clzll(nonzero)) / 8;
+	else
+		end = (71 - __builtin_clzll((uint64_t)text ^ zero_chars)) / 8;
+	if (v < 1) {
+		memcpy(p, "0.00000", 8);
+		p += 2 + zeros;
+		memcpy(p, &text, 16);
+		return p + end;
+	}
+	point = mag + 1;
+	if (end > point) {
+		low = text & (((unsigned __int128)1 << (8 * point)) - 1);
+		text = low | (unsigned __int128)'.' << (8 * point) |
+		       (text >> (8 * point)) << (8 * point + 8);
+		end++;
+	} else {
+		end = point;
+	}
+	memcpy(p, &text, 16);
+	return p + end;
 }
 
 /* Nanoseconds as milliseconds, exactly (at most 6 decimals, no trailing

@@ -528,6 +528,177 @@ static void test_short_write(void)
 	CHECK_EQ(whole_lines(path, line), 18);
 }
 
+/* A flow record of fid i with features varying with it: statistics on
+ * every other, early packets on every third, a label on every fifth. */
+static void flow_of(uint64_t i, struct sl_flow_rec *f, struct sl_flow_stats *st,
+		    struct sl_splt *sp, struct sl_app_label *app)
+{
+	memset(f, 0, sizeof(*f));
+	memset(st, 0, sizeof(*st));
+	memset(sp, 0, sizeof(*sp));
+	memset(app, 0, sizeof(*app));
+	f->fid = i;
+	f->key.ip_version = i % 4 ? 4 : 6;
+	f->key.proto = 6;
+	f->key.src[0] = (uint8_t)i;
+	f->key.sport = (uint16_t)i;
+	f->fwd.pkts = i * 3 + 1;
+	f->fwd.bytes = i * 1000 + 60;
+	f->fwd.first_ns = 1700000000000000000ULL + i * 1000;
+	f->fwd.last_ns = f->fwd.first_ns + i * 7;
+	if (i % 2) {
+		st->s[SL_DIR_FWD].packets = i % 50 + 2;
+		st->s[SL_DIR_FWD].min_ps = 60;
+		st->s[SL_DIR_FWD].max_ps = 1514;
+		st->s[SL_DIR_FWD].sum_ps = (i % 50 + 2) * 700;
+		st->s[SL_DIR_FWD].sumsq_ps[0] = (i % 50 + 2) * 700 * 900;
+		st->both.sum_ns = i * 12345;
+		st->both.max_ns = i * 999;
+		f->stats = st;
+	}
+	if (i % 3 == 0) {
+		sp->n = sp->len = (uint16_t)(i % SL_SPLT_MAX);
+		for (int k = 0; k < sp->n; k++)
+			sp->ps[k] = (uint16_t)(60 + k + i);
+		f->splt = sp;
+	}
+	if (i % 5 == 0) {
+		app->state = SL_DPI_DONE;
+		snprintf(app->application_name, sizeof(app->application_name),
+			 "TLS.App%llu", (unsigned long long)i);
+		f->app = app;
+	}
+}
+
+/* With a thread and no size limit, flow records are formatted by the
+ * writer's thread: the file holds the same lines as formatting them here,
+ * in the order taken among the other lines (slices, given lines), through
+ * many buffers and arenas; the size is the file's after a flush. */
+static void test_deferred_flows(void)
+{
+	static struct sl_flow_stats st;
+	static struct sl_splt sp;
+	static struct sl_app_label app;
+	struct sl_slice_rec slice;
+	struct sl_flow_rec f;
+	struct sl_json_writer *w;
+	char path[128], line[4096], *data, *expect, *e;
+	size_t len;
+	uint8_t a[16] = {0x20, 0x01, 0x0d, 0xb8};
+	uint32_t n = 30000, lines = 0;
+	int ok = 1, n_line;
+
+	expect = malloc((size_t)n * 2 * 4096);
+	CHECK(expect != NULL);
+	e = expect;
+	snprintf(path, sizeof(path), "%s/deferred.json", dir);
+	CHECK_EQ(sl_json_writer_open(&w, path, 0, SL_JSON_BUFFERED), 0);
+	slice = slice_v6(a, a);
+	for (uint32_t i = 0; i < n; i++) {
+		flow_of(i, &f, &st, &sp, &app);
+		if (sl_json_writer_flow(w, &f, 0) != 0)
+			ok = 0;
+		n_line = sl_flow_rec_json(&f, line, sizeof(line));
+		e = (char *)memcpy(e, line, (size_t)n_line) + n_line;
+		*e++ = '\n';
+		lines++;
+		if (i % 7 == 0) {
+			n_line = snprintf(line, sizeof(line), "{\"x\":%u}", i);
+			if (sl_json_writer_line(w, line, (size_t)n_line, 0) !=
+			    n_line + 1)
+				ok = 0;
+			e = (char *)memcpy(e, line, (size_t)n_line) + n_line;
+			*e++ = '\n';
+			lines++;
+		}
+		if (i % 1000 == 999) {
+			slice.fid = i;
+			if (sl_json_writer_slices(w, &slice, 1, 0) != 1)
+				ok = 0;
+			n_line = sl_slice_rec_json(&slice, line, sizeof(line));
+			e = (char *)memcpy(e, line, (size_t)n_line) + n_line;
+			*e++ = '\n';
+			lines++;
+		}
+		if (i == n / 2) { /* a flush in the middle: the size is exact */
+			CHECK_EQ(sl_json_writer_flush(w), 0);
+			CHECK_EQ(sl_json_writer_size(w), (uint64_t)(e - expect));
+		}
+	}
+	CHECK(ok);
+	CHECK_EQ(sl_json_writer_flush(w), 0);
+	CHECK_EQ(sl_json_writer_size(w), (uint64_t)(e - expect));
+	CHECK_EQ(stats_of(w).lines, lines);
+	CHECK_EQ(stats_of(w).lost, 0);
+	data = slurp(path, &len);
+	CHECK(data != NULL);
+	CHECK_EQ(len, (size_t)(e - expect));
+	CHECK(data && len == (size_t)(e - expect) && !memcmp(data, expect, len));
+	free(data);
+
+	/* given a size limit once, the writer formats here: bytes returned */
+	flow_of(1, &f, &st, &sp, &app);
+	n_line = sl_flow_rec_json(&f, line, sizeof(line));
+	CHECK_EQ(sl_json_writer_flow(w, &f, 1ULL << 40), n_line + 1);
+	CHECK_EQ(sl_json_writer_flow(w, &f, 0), n_line + 1);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+	free(expect);
+}
+
+/* Flow records the thread formats and cannot write: each is counted
+ * lost, the error comes from flush, and a write cut short by the file
+ * size limit leaves whole lines only. */
+static void test_deferred_errors(void)
+{
+	static struct sl_flow_stats st;
+	static struct sl_splt sp;
+	static struct sl_app_label app;
+	struct sl_flow_rec f;
+	struct sl_json_writer *w;
+	struct sl_json_writer_stats ws;
+	struct rlimit old;
+	char path[128], *data;
+	size_t len;
+
+	if (!access("/dev/full", W_OK)) {
+		CHECK_EQ(sl_json_writer_open(&w, "/dev/full", 1, 0), 0);
+		for (uint32_t i = 0; i < 5000; i++) {
+			flow_of(i, &f, &st, &sp, &app);
+			sl_json_writer_flow(w, &f, 0);
+		}
+		CHECK_EQ(sl_json_writer_flush(w), -ENOSPC);
+		ws = stats_of(w);
+		CHECK_EQ(ws.lines, 0);
+		CHECK_EQ(ws.lost, 5000);
+		CHECK_EQ(sl_json_writer_size(w), 0);
+		CHECK_EQ(sl_json_writer_close(w), 0);
+	} else {
+		printf("skipped deferred write-error test: /dev/full is not writable\n");
+	}
+
+	CHECK_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+	snprintf(path, sizeof(path), "%s/deferred-short.json", dir);
+	CHECK_EQ(sl_json_writer_open(&w, path, 0, 0), 0);
+	set_fsize(100000);
+	for (uint32_t i = 0; i < 2000; i++) {
+		flow_of(i, &f, &st, &sp, &app);
+		sl_json_writer_flow(w, &f, 0);
+	}
+	CHECK_EQ(sl_json_writer_flush(w), -EFBIG);
+	CHECK_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ws = stats_of(w);
+	CHECK(ws.lines > 0 && ws.lost > 0);
+	CHECK_EQ(ws.lines + ws.lost, 2000);
+	CHECK_EQ(sl_json_writer_size(w), ws.bytes);
+	data = slurp(path, &len);
+	CHECK(data != NULL);
+	CHECK_EQ((uint64_t)len, ws.bytes);
+	CHECK(data && len && data[len - 1] == '\n');
+	CHECK_EQ((uint64_t)count_lines(data, len), ws.lines);
+	free(data);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+}
+
 /* Line-buffered appends to a shared file: the line the limit cuts is taken
  * off again, counted, and the next line (room again) follows a whole one. */
 static void test_short_append(void)
@@ -723,6 +894,8 @@ int main(void)
 	test_write_error();
 	test_ignore_xfsz();
 	test_short_write();
+	test_deferred_flows();
+	test_deferred_errors();
 	test_short_append();
 	test_reopen_after_error();
 	test_nonblocking_pipe();
