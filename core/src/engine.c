@@ -347,6 +347,7 @@ void sl_engine_free(struct sl_engine *e)
 	if (e->src)
 		sl_source_close(e->src);
 	sl_dpi_close(e);
+	sl_prefault_stop(e);
 	slots_free(e->pool, POOL_LEN(e));
 	slots_free(e->buckets, BUCKETS_LEN(e));
 	free(e->touched);

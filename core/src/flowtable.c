@@ -49,6 +49,8 @@ static int slot_alloc(struct sl_engine *e, uint32_t *slot)
 	if (e->pool_used == e->pool_size)
 		return SL_E_POOL;
 	*slot = e->pool_used++;
+	if (e->pool_used > e->prefault_at)
+		sl_prefault_ask(e);
 	return 0;
 }
 

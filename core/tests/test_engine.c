@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "source.h"
@@ -600,6 +602,67 @@ static void test_finish_chunks(void)
 	CHECK_EQ(sliced, FLOWS);
 	CHECK_EQ(sl_engine_stats(e)->flows_active, 0);
 	sl_engine_free(e);
+}
+
+/* 1 if the page holding p is resident. */
+static int resident(const void *p)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	void *start = (void *)((uintptr_t)p & ~(uintptr_t)(page - 1));
+	unsigned char v = 0;
+
+	return mincore(start, (size_t)page, &v) == 0 && (v & 1);
+}
+
+/* The helper faults in the pages of the slots the table hands out next
+ * (a step ahead: not the whole pool), and an engine freed while it works
+ * stops it. */
+static void test_prefault(void)
+{
+	struct sl_config cfg = {0};
+	struct sl_engine *e;
+	struct sl_source *src;
+	void *probe;
+	int ok = 0;
+
+	probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(probe != MAP_FAILED);
+	if (madvise(probe, 4096, 23 /* MADV_POPULATE_WRITE */)) {
+		printf("skipped prefault test: the kernel has no "
+		       "MADV_POPULATE_WRITE (Linux 5.14)\n");
+		munmap(probe, 4096);
+		return;
+	}
+	munmap(probe, 4096);
+	img_begin(&m);
+	for (int i = 0; i < 10; i++)
+		img_pkt(&m, 5 * NS + i, 17, 1, 1024 + i, 2, 53, 0, 10);
+	cfg.pool_flows = 200000;
+	cfg.features = SL_FEATURE_STATS;
+	CHECK_EQ(sl_engine_new(&e, &cfg), 0);
+	CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
+	CHECK_EQ(sl_engine_attach(e, src), 0);
+	CHECK(sl_engine_step(e) > 0);
+	CHECK_EQ(e->pool_used, 10);
+	for (int i = 0; i < 300 && !ok; i++) {
+		ok = resident(&e->pool[4000]) && resident(&e->feat_stats[4000]);
+		if (!ok)
+			usleep(10000);
+	}
+	CHECK(ok);
+	CHECK(!resident(&e->pool[190000]));
+	CHECK(!resident(&e->feat_stats[190000]));
+	sl_engine_free(e);
+
+	/* freed at once, helper busy or not */
+	for (int i = 0; i < 20; i++) {
+		CHECK_EQ(sl_engine_new(&e, &cfg), 0);
+		CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
+		CHECK_EQ(sl_engine_attach(e, src), 0);
+		CHECK(sl_engine_step(e) > 0);
+		sl_engine_free(e);
+	}
 }
 
 /* Shutdown mid-input: the batch in hand is finished, every live flow ends
@@ -1260,6 +1323,7 @@ int main(void)
 	test_trim_small_max();
 	test_shutdown();
 	test_finish_chunks();
+	test_prefault();
 	test_tcp_fin();
 	test_fin_details();
 	test_rst();
