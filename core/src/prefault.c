@@ -17,6 +17,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -90,7 +92,12 @@ static void *prefault_thread(void *arg)
 {
 	struct sl_prefault *pf = arg;
 	uint32_t done = 0;
-	int rc = populate(pf, pf->buckets, pf->buckets + pf->buckets_len);
+	int rc;
+
+	/* behind the capture thread for the core: a page the helper has not
+	 * faulted in yet, the packet path faults itself */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+	rc = populate(pf, pf->buckets, pf->buckets + pf->buckets_len);
 
 	pthread_mutex_lock(&pf->lock);
 	while (!rc && !pf->stop) {
