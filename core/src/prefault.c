@@ -5,13 +5,14 @@
  * slot is first handed out: a fresh page costs that packet the page's
  * zeroing and, in a virtual machine, the host's own fault (0.6 GB/s
  * measured here for pages the host had let go, against 10 GB/s for ones
- * it still backed). That was a tenth of a file run with --features
- * stats, paid on the capture thread. A helper thread asks the kernel for
- * the pages of the next slots (MADV_POPULATE_WRITE: page tables only,
- * no byte written, so no race with the table) a step ahead of the
- * table, on another core; the hash buckets, touched at random, whole at
- * the start. Where the kernel lacks it (before 5.14) the helper ends and
- * the packet path faults as before.
+ * it still backed). That was a tenth to a fifth of a file run with
+ * --features stats, paid on the capture thread. A helper thread asks the
+ * kernel for the pages of the next slots (MADV_POPULATE_WRITE: page
+ * tables only, no byte written, so no race with the table) a step ahead
+ * of the table, on another core, at the lowest priority; the hash
+ * buckets, touched at random, whole at the start. Where the kernel lacks
+ * it (before 5.14) the helper ends and the packet path faults as
+ * before.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -174,8 +175,9 @@ void sl_prefault_ask(struct sl_engine *e)
 	goal = e->pool_size - e->pool_used < PREFAULT_STEP
 		   ? e->pool_size
 		   : e->pool_used + PREFAULT_STEP;
-	e->prefault_at = goal == e->pool_size ? UINT32_MAX
-					      : e->pool_used + PREFAULT_STEP / 2;
+	e->prefault_at = goal == e->pool_size
+			     ? UINT32_MAX
+			     : e->pool_used + PREFAULT_STEP / 2;
 	pthread_mutex_lock(&pf->lock);
 	pf->goal = goal;
 	pthread_cond_signal(&pf->cond);
@@ -188,7 +190,8 @@ void sl_prefault_stop(struct sl_engine *e)
 
 	e->prefault = NULL;
 	e->prefault_at = UINT32_MAX;
-	if (!pf || pf->pid != getpid()) /* a forked copy: its thread is not here */
+	/* a forked copy: its thread is not here */
+	if (!pf || pf->pid != getpid())
 		return;
 	pthread_mutex_lock(&pf->lock);
 	__atomic_store_n(&pf->stop, 1, __ATOMIC_RELAXED);

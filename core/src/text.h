@@ -93,8 +93,8 @@ char *sl_put_double_slow(char *p, double v);
 
 static inline char *put_double(char *p, double v)
 {
-	static const double pow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,
-				       1e6, 1e7, 1e8,  1e9,  1e10, 1e11,
+	static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,
+				       1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
 				       1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
 	const uint64_t zero_chars = 0x3030303030303030ULL;
 	unsigned __int128 text, low;
@@ -120,17 +120,17 @@ static inline char *put_double(char *p, double v)
 		frac = 11 - mag;
 	}
 	digits = (uint64_t)(v * pow10[frac] + 0.5);
-	if (digits >= 1000000000000ULL || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
-		/* rounded up to the next power of ten: a digit more */
+	if (digits >= 1000000000000ULL ||
+	    __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
+		/* rounded up to the next power of ten (a digit more), or
+		 * characters that a word does not hold in reading order */
 		uint64_t unit = (uint64_t)pow10[frac];
 
 		return put_decimals(put_u64(p, digits / unit), digits % unit,
 				    frac);
 	}
-	text = six_digits_word((uint32_t)(digits / 1000000)) |
-	       (unsigned __int128)six_digits_word(
-		   (uint32_t)(digits % 1000000))
-		   << 48;
+	low = six_digits_word((uint32_t)(digits % 1000000));
+	text = six_digits_word((uint32_t)(digits / 1000000)) | low << 48;
 	/* the last digit that is not '0' (digits >= 10^11: there is one) */
 	nonzero = (uint64_t)(text >> 64) ^ (zero_chars & 0xffffffff);
 	if (nonzero)
