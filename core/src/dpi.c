@@ -187,6 +187,14 @@ void sl_dpi_close(struct sl_engine *e)
 	e->dpi = NULL;
 }
 
+void *sl_dpi_slots(const struct sl_engine *e, size_t *slot_size)
+{
+	if (!e->dpi)
+		return NULL;
+	*slot_size = e->dpi->size;
+	return e->dpi->flows;
+}
+
 #else /* !SL_HAVE_NDPI */
 
 int sl_dpi_available(void)
@@ -210,6 +218,11 @@ void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f)
 
 void sl_dpi_close(struct sl_engine *e)
 {
+}
+
+void *sl_dpi_slots(const struct sl_engine *e, size_t *slot_size)
+{
+	return NULL;
 }
 
 #endif

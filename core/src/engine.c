@@ -346,8 +346,8 @@ void sl_engine_free(struct sl_engine *e)
 		return;
 	if (e->src)
 		sl_source_close(e->src);
+	sl_prefault_stop(e); /* before any array it faults in is unmapped */
 	sl_dpi_close(e);
-	sl_prefault_stop(e);
 	slots_free(e->pool, POOL_LEN(e));
 	slots_free(e->buckets, BUCKETS_LEN(e));
 	free(e->touched);

@@ -464,6 +464,8 @@ void sl_dpi_packet(struct sl_engine *e, struct sl_flow *f,
 		   const struct sl_packet *p, const struct sl_decoded *dec);
 void sl_dpi_flow_end(struct sl_engine *e, struct sl_flow *f);
 void sl_dpi_close(struct sl_engine *e);
+/* The nDPI flow states, a slot each (slot_size bytes apart), or NULL. */
+void *sl_dpi_slots(const struct sl_engine *e, size_t *slot_size);
 /* One step over packets (a batch read if the last one is done). */
 int sl_step_packets(struct sl_engine *e);
 /* Writes the batch's packets marked for pcap writers, up to the cursor. */

@@ -1,18 +1,18 @@
 /* prefault.c - the pages of the flow slots the table hands out next,
  * faulted in by a helper thread before the packet path touches them.
  *
- * A slot's memory (its flow, its features) is first touched when the
- * slot is first handed out: a fresh page costs that packet the page's
- * zeroing and, in a virtual machine, the host's own fault (0.6 GB/s
- * measured here for pages the host had let go, against 10 GB/s for ones
- * it still backed). That was a tenth to a fifth of a file run with
- * --features stats, paid on the capture thread. A helper thread asks the
- * kernel for the pages of the next slots (MADV_POPULATE_WRITE: page
- * tables only, no byte written, so no race with the table) a step ahead
- * of the table, on another core, at the lowest priority; the hash
- * buckets, touched at random, whole at the start. Where the kernel lacks
- * it (before 5.14) the helper ends and the packet path faults as
- * before.
+ * A slot's memory (its flow, its features, its nDPI state) is first
+ * touched when the slot is first handed out: a fresh page costs that
+ * packet the page's zeroing and, in a virtual machine, the host's own
+ * fault (0.6 GB/s measured here for pages the host had let go, against
+ * 10 GB/s for ones it still backed). That was a tenth to a fifth of a
+ * file run with --features stats, paid on the capture thread. A helper
+ * thread asks the kernel for the pages of the next slots
+ * (MADV_POPULATE_WRITE: page tables only, no byte written, so no race
+ * with the table) a step ahead of the table, on another core, at the
+ * lowest priority; the hash buckets, touched at random, whole at the
+ * start. Where the kernel lacks it (before 5.14) the helper ends and the
+ * packet path faults as before.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -46,7 +46,7 @@ struct sl_prefault {
 	uint32_t goal; /* slots to have faulted in */
 	int stop;
 	pid_t pid; /* of the thread: a forked child has no helper */
-	struct slot_array arrays[4];
+	struct slot_array arrays[5];
 	int n_arrays;
 	char *buckets;
 	size_t buckets_len;
@@ -131,6 +131,8 @@ static void add_array(struct sl_prefault *pf, void *base, size_t slot_size,
 static void prefault_start(struct sl_engine *e)
 {
 	struct sl_prefault *pf = calloc(1, sizeof(*pf));
+	size_t dpi_size = 0;
+	void *dpi;
 
 	e->prefault_at = UINT32_MAX;
 	if (!pf)
@@ -139,6 +141,8 @@ static void prefault_start(struct sl_engine *e)
 	add_array(pf, e->feat_stats, sizeof(*e->feat_stats), e->pool_size);
 	add_array(pf, e->feat_splt, sizeof(*e->feat_splt), e->pool_size);
 	add_array(pf, e->feat_app, sizeof(*e->feat_app), e->pool_size);
+	dpi = sl_dpi_slots(e, &dpi_size);
+	add_array(pf, dpi, dpi_size, e->pool_size);
 	pf->buckets = (char *)e->buckets;
 	pf->buckets_len = ((size_t)e->bucket_mask + 1) * sizeof(*e->buckets);
 	pf->goal = e->pool_size < PREFAULT_STEP ? e->pool_size : PREFAULT_STEP;

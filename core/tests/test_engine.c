@@ -622,6 +622,8 @@ static void test_prefault(void)
 	struct sl_config cfg = {0};
 	struct sl_engine *e;
 	struct sl_source *src;
+	size_t dpi_size = 0;
+	char *dpi;
 	void *probe;
 	int ok = 0;
 
@@ -640,19 +642,26 @@ static void test_prefault(void)
 		img_pkt(&m, 5 * NS + i, 17, 1, 1024 + i, 2, 53, 0, 10);
 	cfg.pool_flows = 200000;
 	cfg.features = SL_FEATURE_STATS;
+	if (sl_dpi_available())
+		cfg.features |= SL_FEATURE_DPI;
 	CHECK_EQ(sl_engine_new(&e, &cfg), 0);
 	CHECK_EQ(sl_source_open_mem(&src, m.buf, m.len), 0);
 	CHECK_EQ(sl_engine_attach(e, src), 0);
 	CHECK(sl_engine_step(e) > 0);
 	CHECK_EQ(e->pool_used, 10);
+	dpi = sl_dpi_slots(e, &dpi_size);
+	CHECK_EQ(dpi != NULL, sl_dpi_available());
 	for (int i = 0; i < 300 && !ok; i++) {
-		ok = resident(&e->pool[4000]) && resident(&e->feat_stats[4000]);
+		ok = resident(&e->pool[4000]) &&
+		     resident(&e->feat_stats[4000]) &&
+		     (!dpi || resident(dpi + 4000 * dpi_size));
 		if (!ok)
 			usleep(10000);
 	}
 	CHECK(ok);
 	CHECK(!resident(&e->pool[190000]));
 	CHECK(!resident(&e->feat_stats[190000]));
+	CHECK(!dpi || !resident(dpi + 190000 * dpi_size));
 	sl_engine_free(e);
 
 	/* freed at once, helper busy or not */
