@@ -866,9 +866,7 @@ static void defer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r)
 int sl_json_writer_flow(struct sl_json_writer *w, const struct sl_flow_rec *r,
 			uint64_t max_size)
 {
-	if (max_size)
-		w->sized = 1;
-	else if (w->arenas[0] && !w->sized) {
+	if (!max_size && w->arenas[0] && !w->sized) {
 		defer_flow(w, r);
 		return 0;
 	}
