@@ -203,10 +203,10 @@ struct sl_engine {
 	uint32_t pool_size;
 	uint32_t pool_used; /* slots ever handed out: the rest is untouched */
 	/* the helper that faults in the next slots' pages (prefault.c),
-	 * asked again once pool_used passes prefault_at */
+	 * asked again once pool_used passes prefault_at (0: not started,
+	 * UINT32_MAX: never again) */
 	struct sl_prefault *prefault;
 	uint32_t prefault_at;
-	int prefault_started;
 	uint32_t free_head; /* LIFO of freed slots, through idle.next */
 	uint32_t *buckets;  /* slot + 1, 0: empty */
 	uint32_t bucket_mask;
@@ -303,17 +303,20 @@ int sl_flow_end(struct sl_engine *e, struct sl_flow *f, int reason,
  * table of a million flows (and the copies of their features) would
  * otherwise make one output of hundreds of megabytes, its pages faulted
  * in once and cold in every cache, where a bounded one stays warm. */
-/* prefault.c: the pages of the next slots faulted in by a helper thread
- * (started at the first flow); stopped before the arrays are unmapped. */
-void sl_prefault_ask(struct sl_engine *e);
-void sl_prefault_stop(struct sl_engine *e);
-
 enum { SL_FINISH_CHUNK = 4096 };
 /* End of input: ends the live flows, at most SL_FINISH_CHUNK of them per
  * step (the next steps end the rest), then closes the last interval and
  * marks the engine done; returns 1. Internal, as everything here: it is
  * not in sluice.h. */
 int sl_engine_finish(struct sl_engine *e, int reason);
+
+/* ---- prefault.c ------------------------------------------------------- */
+
+/* The pages of the next slots, faulted in by a helper thread (started at
+ * the first flow, asked again once pool_used passes prefault_at);
+ * stopped before the arrays are unmapped. */
+void sl_prefault_ask(struct sl_engine *e);
+void sl_prefault_stop(struct sl_engine *e);
 
 /* ---- flowtable.c ------------------------------------------------------ */
 

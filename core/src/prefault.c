@@ -126,9 +126,9 @@ static void add_array(struct sl_prefault *pf, void *base, size_t slot_size,
 	    .base = base, .slot_size = slot_size, .len = slot_size * slots};
 }
 
-/* Starts the helper with the engine's first step of slots (at its first
- * flow). Without it the table goes on alone. */
-static void prefault_start(struct sl_engine *e)
+/* The helper, waiting for its first ask; NULL (and no more asks) if it
+ * cannot start: the table goes on alone. */
+static struct sl_prefault *prefault_start(struct sl_engine *e)
 {
 	struct sl_prefault *pf = calloc(1, sizeof(*pf));
 	size_t dpi_size = 0;
@@ -136,7 +136,7 @@ static void prefault_start(struct sl_engine *e)
 
 	e->prefault_at = UINT32_MAX;
 	if (!pf)
-		return;
+		return NULL;
 	add_array(pf, e->pool, sizeof(*e->pool), e->pool_size);
 	add_array(pf, e->feat_stats, sizeof(*e->feat_stats), e->pool_size);
 	add_array(pf, e->feat_splt, sizeof(*e->feat_splt), e->pool_size);
@@ -145,7 +145,6 @@ static void prefault_start(struct sl_engine *e)
 	add_array(pf, dpi, dpi_size, e->pool_size);
 	pf->buckets = (char *)e->buckets;
 	pf->buckets_len = ((size_t)e->bucket_mask + 1) * sizeof(*e->buckets);
-	pf->goal = e->pool_size < PREFAULT_STEP ? e->pool_size : PREFAULT_STEP;
 	pf->pid = getpid();
 	pthread_mutex_init(&pf->lock, NULL);
 	pthread_cond_init(&pf->cond, NULL);
@@ -153,10 +152,10 @@ static void prefault_start(struct sl_engine *e)
 		pthread_cond_destroy(&pf->cond);
 		pthread_mutex_destroy(&pf->lock);
 		free(pf);
-		return;
+		return NULL;
 	}
 	e->prefault = pf;
-	e->prefault_at = pf->goal / 2;
+	return pf;
 }
 
 void sl_prefault_ask(struct sl_engine *e)
@@ -164,13 +163,8 @@ void sl_prefault_ask(struct sl_engine *e)
 	struct sl_prefault *pf = e->prefault;
 	uint32_t goal;
 
-	if (!pf) {
-		if (!e->prefault_started) {
-			e->prefault_started = 1;
-			prefault_start(e);
-		}
+	if (!pf && !(pf = prefault_start(e)))
 		return;
-	}
 	if (pf->pid != getpid()) { /* a forked copy: the thread is not here */
 		e->prefault = NULL;
 		e->prefault_at = UINT32_MAX;

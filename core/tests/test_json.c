@@ -374,6 +374,20 @@ static struct sl_json_writer_stats stats_of(struct sl_json_writer *w)
 	return st;
 }
 
+/* A writer to a full device, flushed and closed: none of its lines
+ * landed, every one of them counted lost, the error returned once. */
+static void check_all_lost(struct sl_json_writer *w, uint64_t lines)
+{
+	struct sl_json_writer_stats st;
+
+	CHECK_EQ(sl_json_writer_flush(w), -ENOSPC);
+	st = stats_of(w);
+	CHECK_EQ(st.lines, 0);
+	CHECK_EQ(st.lost, lines);
+	CHECK_EQ(sl_json_writer_size(w), 0);
+	CHECK_EQ(sl_json_writer_close(w), 0);
+}
+
 /* A full device: every line is taken, then lost and counted; the error
  * comes back from flush once; later lines are tried again. */
 static void test_write_error(void)
@@ -403,12 +417,7 @@ static void test_write_error(void)
 					0) != 27)
 			ok = 0;
 	CHECK(ok);
-	CHECK_EQ(sl_json_writer_flush(w), -ENOSPC);
-	st = stats_of(w);
-	CHECK_EQ(st.lines, 0);
-	CHECK_EQ(st.lost, 100001);
-	CHECK_EQ(sl_json_writer_size(w), 0);
-	CHECK_EQ(sl_json_writer_close(w), 0);
+	check_all_lost(w, 100001);
 
 	/* line-buffered: the line is lost at once, the append still takes it */
 	CHECK_EQ(sl_json_writer_open(&w, "/dev/full", 1, 1), 0);
@@ -666,12 +675,7 @@ static void test_deferred_errors(void)
 			flow_of(i, &f, &st, &sp, &app);
 			sl_json_writer_flow(w, &f, 0);
 		}
-		CHECK_EQ(sl_json_writer_flush(w), -ENOSPC);
-		ws = stats_of(w);
-		CHECK_EQ(ws.lines, 0);
-		CHECK_EQ(ws.lost, 5000);
-		CHECK_EQ(sl_json_writer_size(w), 0);
-		CHECK_EQ(sl_json_writer_close(w), 0);
+		check_all_lost(w, 5000);
 	} else {
 		printf("skipped deferred write-error test: /dev/full is not writable\n");
 	}
