@@ -133,6 +133,45 @@ describe("routes", function()
     assert.same({ "buffered: disk full" }, told, "the error is told once")
   end)
 
+  -- the run waits on a busy destination (files, stdin): each transient
+  -- refusal of the queue's head is a retry, as when the route backs off
+  it("count as retries the refusals met while the run waits for the sink", function()
+    local s = scripted { "ok" }
+    local r = sink_mod.new(s, { queue = 1, wait = true })
+    function s:write(rec)
+      self.calls = self.calls + 1
+      if self.calls % 3 == 0 then return nil, "busy", sluice.sink.TRANSIENT end
+      self.got[#self.got + 1] = rec
+      return true
+    end
+    for i = 1, 30 do r:write(i) end
+    r:flush(true)
+    assert.equal(30, #s.got)
+    assert.equal(0, r:dropped())
+    local refused = s.calls - 30
+    assert.is_true(refused >= 10, "refusals: " .. refused)
+    assert.equal(refused, r.stats.retries)
+  end)
+
+  -- a sink's own code can fail at its end as in any call: the route
+  -- counts it as the sink's error, and the run goes on to its report
+  for _, method in ipairs { "flush", "close", "tick" } do
+    it("take a sink's " .. method .. "() that raises as an error of that sink", function()
+      local s = scripted { "ok" }
+      s[method] = function() error(method .. " boom") end
+      local told = {}
+      local r = sink_mod.new(s, { name = "raising", on_error = function(name, err) told[#told + 1] = name .. ": " .. err end })
+      r:write "a"
+      local ok, err = pcall(function()
+        if method == "flush" then r:flush(true) elseif method == "close" then r:close() else r:tick(core.monotonic()) end
+      end)
+      assert(ok, "raised out of the route: " .. tostring(err))
+      assert.equal(1, #told)
+      assert.truthy(has(told[1], "raising: " .. method .. "() failed: ") and has(told[1], method .. " boom"), told[1])
+      assert.equal(1, r.stats.written)
+    end)
+  end
+
   it("do not count twice a failure the sink counted itself (\"counted\")", function()
     local s = { lost = 0 }
     function s:write()
@@ -419,6 +458,33 @@ describe("user sinks", function()
     -- a sink without a name: under its policy's (an unnamed table: "policy")
     assert.equal(161, report.sinks["of policy policy (no name)"].written)
   end)
+
+  -- a Lua sink's flush or close that raises was a bare LuaJIT traceback
+  -- with no report: now it is that sink's error, the run's report and
+  -- exit status 3 follow, and every other sink is flushed
+  for _, method in ipairs { "flush", "close" } do
+    it("whose " .. method .. "() raises: the error names the sink, the report follows, exit 3", function()
+      local dir = run.tmpdir()
+      local policy, out = dir .. "/raising.lua", dir .. "/flows.json"
+      run.spit(policy, ([[
+local sink = { name = "bad" }
+function sink:write(rec) return true end
+function sink:%s() error("%s boom") end
+local emit
+return { info = { name = "raising" },
+  init = function(_, ctx) emit = ctx.emit end,
+  on_flow_end = function(flow) emit(sink, flow); emit(flow) end }
+]]):format(method, method))
+      local r = run.sh(run.SLUICE .. " run " .. run.q(policy) .. " -r " .. run.q(SAMPLE) ..
+        " --out json:" .. run.q(out))
+      assert.equal(3, r.code, run.describe(r))
+      assert.is_nil(r.err:find("traceback", 1, true), run.describe(r))
+      assert.truthy(has(r.err, "sluice: sink bad: " .. method .. "() failed: "), run.describe(r))
+      assert.truthy(has(r.err, "sink bad: written 161 dropped 0"), run.describe(r))
+      assert.truthy(has(r.err, "failed calls 1"), run.describe(r))
+      assert.equal(161, select(1, lines_of(out)))
+    end)
+  end
 
   it("are refused by ctx.emit when they have no write method", function()
     local eng = assert(sluice.open { read = SAMPLE })

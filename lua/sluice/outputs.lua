@@ -71,7 +71,7 @@ function Outputs:route_for(sink, level)
   end
   r = sink_mod.new(sink, { wait = self.wait, on_error = self.on_error, name = name })
   self.routes[#self.routes + 1], self.route_of[sink] = r, r
-  if sink.tick then self.ticking[#self.ticking + 1] = sink end
+  if sink.tick then self.ticking[#self.ticking + 1] = r end
   if sink.settle then self.settling[#self.settling + 1] = r end
   return r
 end
@@ -220,7 +220,7 @@ function Outputs:tick(now)
   for _, r in ipairs(self.routes) do
     if r.qtail >= r.qhead then r:pump(now) end
   end
-  for _, s in ipairs(self.ticking) do s:tick(now) end
+  for _, r in ipairs(self.ticking) do r:tick(now) end
   for _, r in ipairs(self.settling) do r:settle() end
 end
 
@@ -230,11 +230,7 @@ function Outputs:flush(closing, sinks)
   if closing then C.sl_engine_detach_writers(self.e) end
   for _, r in ipairs(self.routes) do
     r:flush(closing)
-    if closing and r.sink.close then
-      local ok, err = r.sink:close()
-      if ok == nil and err ~= nil then r:note_error(err) end
-      r:settle() -- what the last writes became
-    end
+    if closing then r:close() end
     -- the sink's own counters (a pcap writer's packets include flow
     -- captures, which never pass the route)
     if r.sink.counts then r.stats.counts = r.sink:counts() end

@@ -268,10 +268,11 @@ end
 
 -- The losses of a run (engine:run's report): skipped handler errors,
 -- records dropped with failed handlers, packets of flows a full table
--- refused, each sink that lost something (every sink with verbose) and a
--- state file that could not be saved. Losses are never silent: this is
--- printed with or without -v. Returns how many records and packets were
--- lost (0 when none).
+-- refused, each sink that lost something or whose flush, close or tick
+-- failed (every sink with verbose) and a state file that could not be
+-- saved. Losses are never silent: this is printed with or without -v.
+-- Returns how many records and packets were lost, plus the sinks' failed
+-- calls, whose records may not have arrived (0 when none).
 function M.losses(report, verbose, out)
   out = out or io.stderr
   if not report then return 0 end
@@ -293,12 +294,13 @@ function M.losses(report, verbose, out)
   end
   for _, name in ipairs(sorted_keys(report.sinks)) do
     local s = report.sinks[name]
-    local sink_loss = sink_lost(s)
-    lost = lost + sink_loss
-    if sink_loss > 0 or verbose then
+    local sink_loss, call_errors = sink_lost(s), s.call_errors or 0
+    lost = lost + sink_loss + call_errors
+    if sink_loss > 0 or call_errors > 0 or verbose then
       out:write(format("sink %s: written %d dropped %d (lagging %d, failed %d, unqueueable %d, " ..
-        "at close %d) retries %d%s\n", name, s.written, sink_loss, s.dropped_lag, s.dropped_failed,
+        "at close %d) retries %d%s%s\n", name, s.written, sink_loss, s.dropped_lag, s.dropped_failed,
         s.dropped_unqueueable, s.dropped_at_close, s.retries,
+        call_errors > 0 and format(" failed calls %d", call_errors) or "",
         s.counts and counters(s.counts) or ""))
     end
   end

@@ -94,7 +94,7 @@ function M.new(sink, opts)
     on_error = opts.on_error, told = false, failed_here = 0,
     stats = { written = 0, queued = 0, dropped_lag = 0, dropped_failed = 0,
       dropped_unqueueable = 0, dropped_at_close = 0, retries = 0, lag_episodes = 0,
-      waits = 0, wait_seconds = 0 },
+      waits = 0, wait_seconds = 0, call_errors = 0 },
   }, Route)
 end
 
@@ -121,13 +121,29 @@ local function fail(self, err, kind)
   note_error(self, err or "write() returned nil without an error message")
 end
 
+-- A sink method other than write (flush, close, tick): one that raises
+-- is an error of the sink like one that returns nil, err.
+local function call_sink(self, method, ...)
+  local ok, res, err = pcall(self.sink[method], self.sink, ...)
+  if not ok then
+    err = method .. "() failed: " .. tostring(res)
+  elseif res ~= nil or err == nil then
+    return
+  end
+  self.stats.call_errors = self.stats.call_errors + 1
+  note_error(self, err)
+end
+
 -- Writes queued records until the sink refuses one as transient; returns
 -- whether any was taken. Waiting, a busy sink is not failing: no backoff.
 local function drain_now(self)
   local q, sink, st, moved = self.q, self.sink, self.stats, false
   while self.qhead <= self.qtail do
     local ok, err, kind = sink:write(q[self.qhead])
-    if not ok and kind == "transient" then return moved end
+    if not ok and kind == "transient" then
+      st.retries = st.retries + 1
+      return moved
+    end
     if ok then st.written = st.written + 1 else fail(self, err, kind) end
     q[self.qhead] = nil
     self.qhead, self.attempts, moved = self.qhead + 1, 0, true
@@ -152,7 +168,7 @@ local function wait_room(self, all)
       self.gave_up = true
       break
     else
-      if sink.tick then sink:tick(now) end
+      if sink.tick then call_sink(self, "tick", now) end
       -- a stop signal: the run is alive and stops once this wait is over
       -- (the watchdog is for handlers that never return)
       if signals.pending() then signals.taken() end
@@ -254,9 +270,16 @@ function Route:pump(now, force)
   return false
 end
 
--- An error of the sink that is not a record's (a failed close): told once.
-function Route:note_error(err)
-  note_error(self, err)
+-- The sink's periodic work (sinks with a tick method).
+function Route:tick(now)
+  call_sink(self, "tick", now)
+end
+
+-- Closes the sink, after the last flush; what its last writes became is
+-- settled.
+function Route:close()
+  if self.sink.close then call_sink(self, "close") end
+  self:settle()
 end
 
 -- The sink's own account of what it took (see settle() above).
@@ -278,10 +301,7 @@ function Route:flush(closing)
     wait_room(self, true)
   end
   if self.qtail >= self.qhead then self:pump(monotonic(), true) end
-  if self.sink.flush then
-    local ok, err = self.sink:flush()
-    if ok == nil and err ~= nil then note_error(self, err) end
-  end
+  if self.sink.flush then call_sink(self, "flush") end
   self:settle()
   if closing then
     local left = self:queued()
