@@ -128,6 +128,65 @@ describe("engine:update", function()
     assert.equal(258, ended[1].pkts_fwd)
   end)
 
+  -- the VLAN ids are part of a flow's key: a 5-tuple without them keyed
+  -- another flow (untagged), which then took every update
+  it("finds a flow of tagged frames by its 5-tuple with vlan and vlan_inner", function()
+    local function tagged(t, vlans)
+      return { ts = pcap.t(t), frame = pcap.pkt { proto = "udp", src = "10.0.0.1", dst = "10.9.9.9",
+        sport = 1000, dport = 53, vlans = vlans } }
+    end
+    local seen = {}
+    local eng = assert(sluice.open { read = pcap.write { tagged(1, { 40 }), tagged(1.1, { 7, 8 }) } })
+    local ended = {}
+    assert(eng:run {
+      on_flow_start = function(f)
+        local key = { src = "10.0.0.1", dst = "10.9.9.9", sport = 1000, dport = 53, proto = "udp",
+          vlan = f.vlan, vlan_inner = f.vlan_inner }
+        seen[#seen + 1] = { f.id, assert(eng:update { keys = { key }, stats = { pkts = 1 } }).id }
+      end,
+      on_flow_end = function(f) ended[#ended + 1] = f:totable() end,
+    })
+    assert.same({ { 1, 1 }, { 2, 2 } }, seen)
+    assert.equal(2, #ended)
+    for _, f in ipairs(ended) do assert.equal(2, f.pkts_fwd) end
+  end)
+
+  -- a flow started without stats had last 0: a negative duration in
+  -- handles and JSON; and an update of tags alone put a record of no
+  -- packets in the interval's slice
+  it("starts a flow without stats at the clock, duration 0; a slice lists only flows with counts", function()
+    local ended, in_slices = {}, {}
+    local eng = assert(sluice.open { read = pcap.write { udp(1, "10.0.0.1", 1000), udp(3, "10.0.0.1", 1000) },
+      slice = 1 })
+    local first = true
+    assert(eng:run {
+      on_flow_start = function()
+        if not first then return end
+        first = false
+        local a = assert(eng:update { keys = { "bare" } })
+        assert.equal(a.first, a.last)
+        assert.equal(0, a.duration)
+        eng:update { keys = { "tagged" }, tags = { why = "test" } }
+        eng:update { keys = { "counted" }, stats = { pkts = 1, bytes = 10 } }
+      end,
+      on_slice = function(batch)
+        for rec in batch:records() do
+          local k = rec.key_string or rec.src
+          in_slices[k] = (in_slices[k] or 0) + 1
+        end
+      end,
+      on_flow_end = function(f) ended[f.key_string or f.src] = f:totable() end,
+    })
+    for _, k in ipairs { "bare", "tagged", "counted" } do
+      assert.truthy(ended[k], k)
+      assert.equal(ended[k].first, ended[k].last, k)
+    end
+    assert.is_nil(in_slices.bare)
+    assert.is_nil(in_slices.tagged)
+    assert.equal(1, in_slices.counted)
+    assert.equal(2, in_slices["10.0.0.1"])
+  end)
+
   it("tags from an update reach the flow", function()
     local ended = with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)
       eng:update { keys = { T1 }, tags = { source = "conntrack", zone = 3 } }
@@ -207,6 +266,12 @@ describe("engine:update", function()
       { { keys = { { src = "10.0.0.1", dst = "10.0.0.2", proto = "udp", sport = 70000 } } }, "sport is a whole number from 0 to 65535" },
       { { keys = { 2^64 } }, "an id key is a whole number" },
       { { keys = { T1 }, tags = { bad = {} } }, "tags are name = number or string, got string = table" },
+      -- a misspelt field keyed port 0: a new flow, and no error
+      { { keys = { { src = "10.0.0.1", dst = "10.9.9.9", sprot = 1000, dport = 53, proto = "udp" } } },
+        "unknown key field sprot" },
+      -- not flows: an internal error ("cannot convert 'nil'") before
+      { { flow = require("ffi").new("struct sl_key") }, "flow must be a flow handle" },
+      { { flow = "1" }, "flow must be a flow handle" },
     }
     local st
     with_engine({ udp(1, "10.0.0.1", 1000) }, function(eng)

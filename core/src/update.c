@@ -19,15 +19,18 @@ static int key_is_tuple(const struct sl_key *k)
 	return k->ip_version == 4 || k->ip_version == 6;
 }
 
-static void update_counts(struct sl_engine *e, struct sl_flow *f,
-			  const struct sl_update *u)
+/* Returns whether anything was added. */
+static int update_counts(struct sl_engine *e, struct sl_flow *f,
+			 const struct sl_update *u)
 {
 	const struct sl_counts *add[2] = {&u->add_fwd, &u->add_rev};
 	struct sl_dir *dir[2] = {&f->rec.fwd, &f->rec.rev};
+	int added = 0;
 
 	for (int i = 0; i < 2; i++) {
 		if (!add[i]->pkts && !add[i]->bytes && !add[i]->ip_bytes)
 			continue;
+		added = 1;
 		if (!dir[i]->pkts)
 			dir[i]->first_ns = e->now;
 		dir[i]->last_ns = e->now;
@@ -37,6 +40,7 @@ static void update_counts(struct sl_engine *e, struct sl_flow *f,
 		    sl_sat_add(dir[i]->ip_bytes, add[i]->ip_bytes);
 	}
 	flow_touch(e, f);
+	return added;
 }
 
 int sl_engine_update(struct sl_engine *e, struct sl_update *u)
@@ -96,8 +100,12 @@ int sl_engine_update(struct sl_engine *e, struct sl_update *u)
 	for (uint32_t i = 0; i < n; i++)
 		if (!known[i])
 			sl_alias_link(e, f, &ck[i], hash[i], sw[i]);
-	update_counts(e, f, u);
-	if (e->cfg.slice_ns && e->slice_end) {
+	/* a flow started without counts lasts from its start, not from 0 */
+	if (u->created && !f->rec.fwd.last_ns)
+		f->rec.fwd.last_ns = f->rec.fwd.first_ns;
+	/* a slice holds flows that had packets in it: not an update of
+	 * tags alone */
+	if (update_counts(e, f, u) && e->cfg.slice_ns && e->slice_end) {
 		rc = slice_touch(e, f);
 		if (rc)
 			return rc;

@@ -570,7 +570,10 @@ for p = 0, 255 do
   if name ~= nil then PROTO_NUMBERS[ffi.string(name)] = p end
 end
 
-local KEY_NUMBERS = { "sport", "dport", "vlan" }
+local KEY_NUMBERS = { "sport", "dport", "vlan", "vlan_inner" }
+-- a 5-tuple key's fields: a misspelt one would key another flow
+local KEY_FIELDS = { src = true, dst = true, proto = true }
+for _, field in ipairs(KEY_NUMBERS) do KEY_FIELDS[field] = true end
 
 -- One key of an update as struct sl_key: a 5-tuple table, an external id
 -- (a number, or { id = n }) or a string (at most 32 bytes).
@@ -589,6 +592,12 @@ local function make_key(k, out)
     ffi.copy(out.src, k, #k)
     out.sport = #k
   elseif type(k) == "table" then
+    for field in pairs(k) do
+      if not KEY_FIELDS[field] then
+        error("engine:update: unknown key field " .. tostring(field) ..
+          " (src dst sport dport proto vlan vlan_inner)", 3)
+      end
+    end
     local v6 = tostring(k.src):find(":", 1, true) ~= nil
     local af = v6 and C.SL_AF_INET6 or C.SL_AF_INET
     if ffi.C.inet_pton(af, tostring(k.src), out.src) ~= 1 or
@@ -643,8 +652,12 @@ function Engine:update(u)
   end
   if u.flow ~= nil then
     local h = u.flow
-    if type(h) ~= "cdata" then error("engine:update: flow must be a flow handle", 2) end
-    h = flow.rec_of(h)
+    if type(h) == "cdata" then h = flow.rec_of(h) end
+    -- a slice record, a group row or a key names no flow slot
+    if type(h) ~= "cdata" or not ffi.istype("struct sl_flow_rec", h) then
+      error("engine:update: flow must be a flow handle (or a flow record's copy), got " ..
+        (type(h) == "cdata" and tostring(ffi.typeof(h)) or type(h)), 2)
+    end
     cu.fid, cu.slot, cu.n_keys, cu.keys = h.fid, h.slot, 0, nil
   else
     if type(keys) ~= "table" or #keys == 0 or #keys > 16 then
