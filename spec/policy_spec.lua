@@ -162,10 +162,19 @@ describe("sluice.policy", function()
     end)
 
     it("rejects infinities, and integers a double cannot hold exactly, for integer options", function()
-      for _, v in ipairs { "inf", "-inf", math.huge, "99999999999999999999", 2 ^ 53 + 2 } do
+      -- 2^53 + 1 reads as 2^53: no integer from 2^53 on is told apart
+      for _, v in ipairs { "inf", "-inf", math.huge, "99999999999999999999", 2 ^ 53 + 2,
+          "9007199254740993", "-9007199254740993", "9007199254740992" } do
         local opts, err = policy.check_options("p", schema, { count = v })
         assert.is_nil(opts, tostring(v) .. " accepted as an integer")
         assert.matches("integer", err, 1, true)
+      end
+    end)
+
+    it("takes every integer below 2^53 either way", function()
+      for _, v in ipairs { "9007199254740991", "-9007199254740991", 2 ^ 53 - 1, "0" } do
+        local opts = assert(policy.check_options("p", schema, { count = v }))
+        assert.equal(tonumber(v), opts.count)
       end
     end)
 

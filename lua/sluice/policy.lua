@@ -48,9 +48,10 @@ local converters = {
   end,
   integer = function(v)
     local n = finite(v)
-    -- past 2^53 a double holds no longer every integer (1e20 was taken)
-    if n and n == math.floor(n) and math.abs(n) <= 2 ^ 53 then return n end
-    return nil, "an integer (at most 2^53 either way)"
+    -- from 2^53 on a double holds no longer every integer (1e20 was
+    -- taken, and 2^53 + 1 read as 2^53)
+    if n and n == math.floor(n) and math.abs(n) < 2 ^ 53 then return n end
+    return nil, "an integer (below 2^53 either way)"
   end,
   boolean = function(v)
     if v == true or v == "true" or v == "1" or v == "yes" then return true end
