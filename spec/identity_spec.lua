@@ -117,6 +117,9 @@ describe("policy identity", function()
         "policy m: on_packet needs info.packets, a pcap filter" },
       { "info = { name = 'm', packets = 5 }, on_packet = function() end",
         "policy m: on_packet needs info.packets, a pcap filter" },
+      -- passed sluice info (exit 0) and failed the run with exit 1
+      { "info = { name = 'm', packets = 'tcp portt 80' }, on_packet = function() end",
+        "policy m: info.packets: bad filter 'tcp portt 80': can't parse filter expression" },
     }
     local dir = run.tmpdir()
     for i, c in ipairs(cases) do
@@ -129,6 +132,14 @@ describe("policy identity", function()
         assert(not has(r.err, "traceback"), run.describe(r))
       end
     end
+  end)
+
+  -- a filter for another link type than Ethernet's is no error of the
+  -- policy: the engine compiles it for the packets' own
+  it("takes an info.packets filter that compiles for 802.11 only", function()
+    local ok, err = policy.check({ info = { name = "w", packets = "wlan type data" },
+      on_packet = function() end })
+    assert(ok, err)
   end)
 
   describe("option descriptions", function()

@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 22 };
+enum { SL_ABI_VERSION = 23 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -995,6 +995,13 @@ SL_API int sl_engine_flow_protect(struct sl_engine *e, uint32_t slot,
 enum { SL_PACKET_FILTERS = 32 };
 SL_API int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,
 				   const char *expr, char *err, size_t errlen);
+
+/* Whether a filter compiles for some link type a capture commonly has
+ * (Ethernet, Linux cooked, raw IP, 802.11): a policy's info.packets is
+ * checked so before any data (the engine compiles it again for each link
+ * type its packets have). 0, or -EINVAL with libpcap's message (for
+ * Ethernet) in err. */
+SL_API int sl_filter_check(const char *expr, char *err, size_t errlen);
 
 /* The input filter (pcap syntax) of a source whose packets come
  * unfiltered (files, buffers; live sources filter in the kernel with

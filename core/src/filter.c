@@ -29,6 +29,27 @@ int sl_filter_compile(const char *filter, int linktype, uint32_t snaplen,
 	return rc;
 }
 
+int sl_filter_check(const char *expr, char *err, size_t errlen)
+{
+	/* Ethernet first: its message is the one given */
+	static const int common[] = {DLT_EN10MB, DLT_LINUX_SLL, DLT_RAW,
+				     DLT_IEEE802_11_RADIO};
+	char other[PCAP_ERRBUF_SIZE + 64];
+	int rc = -EINVAL;
+
+	if (!expr || !err || !errlen)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]) && rc; i++) {
+		struct bpf_program prog;
+
+		rc = sl_filter_compile(expr, common[i], 0, &prog,
+				       i ? other : err, i ? sizeof(other) : errlen);
+		if (!rc)
+			pcap_freecode(&prog);
+	}
+	return rc;
+}
+
 /* libpcap compiles for a DLT_ value; packets carry LINKTYPE_ values (the
  * files' numbers), which differ for a few (libpcap maps them when it
  * reads a file). */

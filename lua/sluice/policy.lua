@@ -1,5 +1,8 @@
 -- Policies: loading a policy file, validating its options against
 -- info.options, and the instance the engine runs.
+local ffi = require "ffi"
+local core = require "sluice.core"
+
 local M = {}
 
 -- What a script does at load time that a policy never does: the stubs
@@ -170,6 +173,14 @@ local function check_schema(name, P)
   if P.on_packet and type(info.packets) ~= "string" then
     return nil, string.format("policy %s: on_packet needs info.packets, a pcap filter " ..
       "(\"udp port 53\"; \"ip or ip6\" for every packet)", name)
+  end
+  -- a filter that cannot compile is the policy's fault, found before any
+  -- data (sluice info too); the engine compiles it for each link type
+  if P.on_packet then
+    local errbuf = ffi.new("char[?]", 512)
+    if core.C.sl_filter_check(info.packets, errbuf, 512) < 0 then
+      return nil, string.format("policy %s: info.packets: %s", name, ffi.string(errbuf))
+    end
   end
   local schema = info.options or {}
   for opt, spec in pairs(schema) do
