@@ -180,9 +180,15 @@ describe("sluice.cli", function()
         "--template-timeout 60 --rcvbuf 1048576 --collector-memory 64M --tcp-idle-timeout 2m " ..
         "--workers 2", "collect"))
       assert.are.equal("collect", o.command)
-      assert.are.same({ listen = { "udp:0.0.0.0:2055", "tcp:[::1]:4739" }, idle_exit = "2",
-        template_timeout = "60", rcvbuf = "1048576", collector_memory = 64 * 1024 * 1024,
+      assert.are.same({ listen = { "udp:0.0.0.0:2055", "tcp:[::1]:4739" }, idle_exit = 2,
+        template_timeout = 60, rcvbuf = 1048576, collector_memory = 64 * 1024 * 1024,
         tcp_idle_timeout = 120 }, o.open)
+      -- sizes as --collector-memory takes them; durations checked here,
+      -- named by their flag (sluice.open's names were said before)
+      assert.are.equal(16 * 1024 * 1024, assert(parse("--listen udp:0.0.0.0:2055 --rcvbuf 16M",
+        "collect")).open.rcvbuf)
+      local _, e0 = parse("--listen udp:0.0.0.0:2055 --idle-exit 0", "collect")
+      assert.are.equal("--idle-exit expects a positive duration", e0)
       assert.are.equal(2, o.workers)
       local _, err = parse("--listen udp:0.0.0.0:2055 --collector-memory 1K", "collect")
       assert.are.equal("--collector-memory expects a size of at least 64K (256M, 1G)", err)
@@ -228,7 +234,7 @@ describe("sluice.cli", function()
       { "-r x.pcap --pool-flows 1e6", "--pool-flows expects a whole number (decimal digits)" },
       { "-r x.pcap --max-flows 0x100", "--max-flows expects a whole number (decimal digits)" },
       { "-r x.pcap --max-flows 100 --low-flows 5e1", "--low-flows expects a whole number (decimal digits)" },
-      { "--listen udp:1.2.3.4:5 --rcvbuf 8e6", "--rcvbuf expects a whole number (decimal digits)", "collect" },
+      { "--listen udp:1.2.3.4:5 --rcvbuf 8e6", "--rcvbuf expects a size (bytes, or 512K, 8M, 1G)", "collect" },
       { "-i eth0 --backend pcap --workers 2",
         "--workers needs --backend afpacket (fanout) or afxdp (one queue each)" },
       { "-r x.pcap --on-lag later", "--on-lag is wait or drop" },
@@ -464,7 +470,7 @@ describe("sluice.cli", function()
     it("collect: the listen options, and the worker's share", function()
       local o = assert(parse("--listen udp:127.0.0.1:2055 --rcvbuf 65536 --workers 2",
         "collect"))
-      assert.are.same({ listen = { "udp:127.0.0.1:2055" }, rcvbuf = "65536", worker = 1, workers = 2 },
+      assert.are.same({ listen = { "udp:127.0.0.1:2055" }, rcvbuf = 65536, worker = 1, workers = 2 },
         cli.open_options(o, 1))
       o = assert(parse("--listen udp:127.0.0.1:2055", "collect"))
       assert.are.same({ listen = { "udp:127.0.0.1:2055" } }, cli.open_options(o, 0))
@@ -515,8 +521,10 @@ describe("sluice.cli", function()
         { { "frobnicate", "-r", "x" }, "sluice: unknown command 'frobnicate'\ntry 'sluice --help'\n" },
         { { "run", "-r", SAMPLE, "--on-lag", "x" }, "sluice: --on-lag is wait or drop\ntry 'sluice --help'\n" },
         { { "info" }, "sluice: info expects one policy file\ntry 'sluice --help'\n" },
-        { { "run", "-r", SAMPLE, "--slice", "soon" }, "sluice: sluice.open: slice: expected a " ..
+        { { "run", "-r", SAMPLE, "--slice", "soon" }, "sluice: --slice: expected a " ..
           "duration such as 30, 30s, 5m, 1h, got 'soon'\ntry 'sluice --help'\n" },
+        { { "run", "-r", SAMPLE, "--grace", "-1" }, "sluice: --grace: expected a " ..
+          "duration such as 30, 30s, 5m, 1h, got '-1'\ntry 'sluice --help'\n" },
       } do
         local code, out, err = captured(function() return cli.main(case[1]) end)
         assert.are.equal(2, code)
@@ -599,6 +607,10 @@ describe("sluice.report", function()
         { address = "192.0.2.3", port = 4739, messages = 0, records = 0, templates = 0,
           seq_lost = 0, seq_resets = 0, held = 0, evicted_templates = 7, evicted_domains = 1,
           dropped = {} },
+        -- in brackets, as in the metrics' labels (was "::1:38336")
+        { address = "2001:db8::1", port = 4739, messages = 1, records = 0, templates = 0,
+          seq_lost = 0, seq_resets = 0, held = 0, evicted_templates = 0, evicted_domains = 0,
+          dropped = {} },
       }
     end
     function eng.collector_state()
@@ -617,7 +629,9 @@ describe("sluice.report", function()
       "exporter 192.0.2.2:9995 messages 0 records 0 templates 0 seq_lost 0 seq_resets 0 held 5 " ..
       "evicted_templates 0 evicted_domains 0 dropped (no_template=4 short=1)\n" ..
       "exporter 192.0.2.3:4739 messages 0 records 0 templates 0 seq_lost 0 seq_resets 0 held 0 " ..
-      "evicted_templates 7 evicted_domains 1 dropped 0\n", s.text())
+      "evicted_templates 7 evicted_domains 1 dropped 0\n" ..
+      "exporter [2001:db8::1]:4739 messages 1 records 0 templates 0 seq_lost 0 seq_resets 0 held 0 " ..
+      "evicted_templates 0 evicted_domains 0 dropped 0\n", s.text())
     s = stream()
     report.final_counters(eng, s)
     assert.truthy(s.text():find("\nflows 4 ended 3 (idle=3) refused 0 trims 0\n", 1, true), s.text())

@@ -216,11 +216,16 @@ M.OPTIONS = {
     help = "afxdp: first NIC queue (worker w uses N + w)" },
 
   { group = "collect", flags = { "--idle-exit" }, value = "S", commands = "collect",
-    to = "open.idle_exit", help = "stop once no message came for S" },
+    to = "open.idle_exit", parse = positive_duration, help = "stop once no message came for S" },
   { group = "collect", flags = { "--template-timeout" }, value = "S", commands = "collect",
-    to = "open.template_timeout", help = "forget templates not refreshed for S (1800s)" },
-  { group = "collect", flags = { "--rcvbuf" }, value = "BYTES", commands = "collect",
-    to = "open.rcvbuf", parse = digits,
+    to = "open.template_timeout", parse = positive_duration,
+    help = "forget templates not refreshed for S (1800s)" },
+  { group = "collect", flags = { "--rcvbuf" }, value = "SIZE", commands = "collect",
+    to = "open.rcvbuf", parse = function(v, flag)
+      local b = policy.parse_size(v)
+      if not b then return nil, flag .. " expects a size (bytes, or 512K, 8M, 1G)" end
+      return b
+    end,
     help = "socket receive buffer (8 MiB): the only queue, so a slow " ..
     "policy means socket drops (counted)" },
   { group = "collect", flags = { "--collector-memory" }, value = "SIZE", commands = "collect",
@@ -326,6 +331,14 @@ M.OPTIONS = {
   { group = "misc", flags = { "-h", "--help" }, commands = "both", to = "help", stop = true,
     help = "this text" },
 }
+
+-- The flag that sets each of sluice.open's options (its errors say the
+-- option's name: the command line's is the one its user knows).
+local flag_of_open = {}
+for _, spec in ipairs(M.OPTIONS) do
+  local field = spec.to:match("^open%.([%w_]+)$")
+  if field then flag_of_open[field] = spec.flags[#spec.flags] end
+end
 
 -- The first bytes of captures (pcap both orders and nanosecond, pcapng)
 -- and of the compressed files sluice reads.
@@ -793,21 +806,29 @@ end
 -- empty results, where a signal stopped it, its losses; and its exit
 -- code. ending: what the run left (run_one, with its engine), or the sum
 -- of what workers that shared an input left (sluice.summary).
-local function summarize(o, ending, eng)
+-- head: a first line (a worker's number). The summary goes to stderr in
+-- one write: workers' summaries (live capture, collect) do not mix.
+local function summarize(o, ending, eng, head)
   eng = eng or { stats = function() return ending.stats end,
     files = function() return ending.files end, filter = ending.filter, input = ending.input }
-  if o.verbose then report.final_counters(eng) end
-  if ending.ok and not o.quiet then report.empty_notes(eng) end
+  local text = {}
+  local out = { write = function(_, ...) for i = 1, select("#", ...) do text[#text + 1] = select(i, ...) end end }
+  if head then out:write(head) end
+  if o.verbose then report.final_counters(eng, out) end
+  if ending.ok and not o.quiet then report.empty_notes(eng, out) end
   local rep = ending.report
   if rep and rep.stopped_by and o.open.read and not o.quiet then
     local frac, pos = ending.progress[1], ending.progress[2]
-    io.stderr:write(string.format("sluice: %s: stopped by %s at %s of the input; " ..
+    out:write(string.format("sluice: %s: stopped by %s at %s of the input; " ..
       "every active flow ended (shutdown)\n", ending.input, signals.name(rep.stopped_by),
       frac and string.format("%.1f%%", frac * 100) or report.bytes_text(pos or 0)))
   end
-  local lost = report.losses(rep, o.verbose)
-  if eng.live or eng.collector then lost = lost + report.input_losses(eng) end
-  if not ending.ok then return fail(ending.err) end
+  local lost = report.losses(rep, o.verbose, out)
+  if eng.live or eng.collector then lost = lost + report.input_losses(eng, out) end
+  if not ending.ok then out:write("sluice: ", worker_label, ending.err, "\n") end
+  io.stderr:write(table.concat(text))
+  io.stderr:flush()
+  if not ending.ok then return 1 end
   return lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
 end
 
@@ -833,6 +854,10 @@ local function open_engine(o, w)
     -- a bad --filter is one line: libpcap's message says what is wrong
     local bad = bare(eng):match("^sluice%.open: filter: (.*)$")
     if bad then return nil, fail("--filter: " .. bad, report.EXIT_USAGE) end
+    -- a value sluice.open refused is named by the flag that gave it
+    local field, why = bare(eng):match("^sluice%.open: ([%w_]+)(:? .*)$")
+    local flag = field and flag_of_open[field]
+    if flag then return nil, usage_error(flag .. why) end
     return nil, usage_error(bare(eng))
   end
   if not eng then return nil, fail(err) end
@@ -947,10 +972,8 @@ local function run_one(o, list, w, shared)
   -- workers sharing an input: one summary, the parent's, of all of them
   if o.summaries then return summary.put(o.summaries, w, ending) end
   -- live capture and collect: each worker's counters, under its number
-  if o.workers > 1 and o.verbose then
-    io.stderr:write(string.format("worker %d of %d:\n", w, o.workers))
-  end
-  return summarize(o, ending, eng)
+  return summarize(o, ending, eng,
+    o.workers > 1 and o.verbose and string.format("worker %d of %d:\n", w, o.workers) or nil)
 end
 
 -- --metrics ADDR:PORT: the listening sockets, opened before any input

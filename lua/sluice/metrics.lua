@@ -17,6 +17,7 @@ local ffi = require "ffi"
 local core = require "sluice.core"
 local sock = require "sluice.sock"
 local flow = require "sluice.flow"
+local exporter_name = require("sluice.report").exporter_name
 
 local C = ffi.C -- libc (declared in sluice.core)
 local K = core.C -- the system constants of sluice.h (enum sl_sys)
@@ -117,11 +118,6 @@ local function sinks_of(engine)
   return list
 end
 
-local function exporter_name(x)
-  if x.address == "unknown" then return "unknown" end
-  if x.address:find(":", 1, true) then return format("[%s]:%d", x.address, x.port) end
-  return format("%s:%d", x.address, x.port)
-end
 
 local function collector_families(out, engine, st)
   family(out, "sluice_collector_messages_total", "counter",

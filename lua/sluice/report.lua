@@ -21,6 +21,13 @@ local function counters(t)
 end
 M.counters = counters
 
+-- An exporter as ADDRESS:PORT ([ADDRESS]:PORT for IPv6), or "unknown".
+function M.exporter_name(x)
+  if x.address == "unknown" then return "unknown" end
+  if x.address:find(":", 1, true) then return format("[%s]:%d", x.address, x.port) end
+  return format("%s:%d", x.address, x.port)
+end
+
 -- A collector's counters, one line per exporter that sent, lost or had
 -- evicted something (the first, "unknown", holds evicted exporters').
 function M.exporter_lines(eng, out)
@@ -28,9 +35,9 @@ function M.exporter_lines(eng, out)
   for _, x in ipairs(eng:exporters()) do
     local dropped = counters(x.dropped)
     if x.messages > 0 or dropped ~= "" or x.evicted_templates > 0 or x.evicted_domains > 0 then
-      out:write(format("exporter %s:%d messages %s records %s templates %s seq_lost %s " ..
-        "seq_resets %s held %s evicted_templates %s evicted_domains %s dropped%s\n", x.address,
-        x.port, n(x.messages), n(x.records), n(x.templates), n(x.seq_lost), n(x.seq_resets),
+      out:write(format("exporter %s messages %s records %s templates %s seq_lost %s " ..
+        "seq_resets %s held %s evicted_templates %s evicted_domains %s dropped%s\n",
+        M.exporter_name(x), n(x.messages), n(x.records), n(x.templates), n(x.seq_lost), n(x.seq_resets),
         n(x.held), n(x.evicted_templates), n(x.evicted_domains), dropped ~= "" and dropped or " 0"))
     end
   end
