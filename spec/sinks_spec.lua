@@ -113,6 +113,38 @@ describe("routes", function()
     assert.is_true(s.calls >= 3 and s.calls <= 12, "attempts: " .. s.calls)
   end)
 
+  -- a slow input (stdin, a FIFO) never filled the queue to make the run
+  -- wait: a record refused 8 times (2.3 s of backoff) was dropped while
+  -- the destination (a ClickHouse restart) was down for 8 s
+  it("waiting, retry a transient record until the destination took nothing for give_up seconds", function()
+    local results = { "transient" }
+    local s = scripted(results)
+    local r = sink_mod.new(s, { wait = true, give_up = 30 })
+    r:write "a"
+    local t = core.monotonic()
+    for _ = 1, 20 do
+      t = t + 1
+      assert.is_true(r:pump(t), "still queued")
+    end
+    assert.equal(0, r:dropped())
+    assert.is_true(s.calls > 8, "attempts: " .. s.calls)
+    results[1] = "ok"
+    s.calls = 0
+    assert.is_false(r:pump(t + 1))
+    assert.same({ "a" }, s.got)
+    assert.equal(0, r:dropped())
+    -- and past give_up without any taken, it is failed (and the route lags)
+    results[1] = "transient"
+    r:write "b"
+    local t2 = t + 2
+    for _ = 1, 40 do
+      t2 = t2 + 1
+      if not r:pump(t2) then break end
+    end
+    assert.equal(0, r:queued())
+    assert.equal(1, r.stats.dropped_failed)
+  end)
+
   it("follow a buffering sink's settle(): records lost after write() took them are failed, not written", function()
     local s = { taken = 0, lost = 0 }
     function s:write() self.taken = self.taken + 1 return true end

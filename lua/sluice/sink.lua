@@ -90,7 +90,7 @@ function M.new(sink, opts)
     sink = sink, name = opts.name or sink.name or tostring(sink), limit = limit,
     wait = opts.wait and limit > 0 or false, gave_up = false,
     give_up = opts.give_up or sink.give_up or WAIT_GIVE_UP,
-    q = {}, qhead = 1, qtail = 0, retry_at = 0, attempts = 0, lag_n = 0,
+    q = {}, qhead = 1, qtail = 0, retry_at = 0, attempts = 0, refused_at = 0, lag_n = 0,
     on_error = opts.on_error, told = false, failed_here = 0,
     stats = { written = 0, queued = 0, dropped_lag = 0, dropped_failed = 0,
       dropped_unqueueable = 0, dropped_at_close = 0, retries = 0, lag_episodes = 0,
@@ -202,6 +202,7 @@ local function enqueue(self, rec)
 end
 
 local function backoff(self, now)
+  if self.attempts == 0 then self.refused_at = now end
   self.attempts = self.attempts + 1
   self.stats.retries = self.stats.retries + 1
   self.retry_at = now + math.min(BACKOFF_FIRST * 2 ^ (self.attempts - 1), BACKOFF_MAX)
@@ -246,6 +247,18 @@ local function end_lag(self)
   end
 end
 
+-- Whether the queue's first record, refused as transient again, is given
+-- up on: a waiting run gives the destination give_up seconds (an input
+-- that comes slowly, stdin or a FIFO, may never fill the queue to wait
+-- in wait_room), a lagging one MAX_ATTEMPTS tries. A waiting route that
+-- gives up lags from then on, as wait_room's.
+local function out_of_tries(self, now)
+  if not self.wait or self.gave_up then return self.attempts >= MAX_ATTEMPTS end
+  if now - self.refused_at < self.give_up then return false end
+  self.gave_up = true
+  return true
+end
+
 -- Retries queued records whose time has come; returns true while records
 -- remain queued. force: do not wait for the backoff (used at close).
 function Route:pump(now, force)
@@ -255,7 +268,7 @@ function Route:pump(now, force)
     local rec = q[self.qhead]
     local ok, err, kind = sink:write(rec)
     if ok then self.gave_up = false end
-    if ok or kind ~= "transient" or self.attempts >= MAX_ATTEMPTS then
+    if ok or kind ~= "transient" or out_of_tries(self, now) then
       if ok then st.written = st.written + 1 else fail(self, err, kind) end
       q[self.qhead] = nil
       self.qhead = self.qhead + 1
