@@ -205,6 +205,27 @@ describe("several captures", function()
     eng:close()
   end)
 
+  -- a filter that compiles for the first file's link type but not for a
+  -- later one's refused that file's packets: exit 0, filtered, no word
+  it("--filter that does not compile for a later file's link type: a line naming why, exit 3",
+    function()
+    local e, rw = two_link_types()
+    for _, workers in ipairs { "", " --workers 2" } do
+      local r = run.sh(string.format("%s run -r %s -r %s --filter %s -v --out json:/dev/null%s",
+        SLUICE, q(e), q(rw), q("tcp or ether host 00:11:22:33:44:55"), workers))
+      assert.are.equal(3, r.code, run.describe(r))
+      assert(has(r.err, "sluice: --filter does not compile for the link type of some packets, " ..
+        "which were refused (counted in filtered): bad filter 'tcp or ether host " ..
+        "00:11:22:33:44:55': ethernet addresses supported only on"), run.describe(r))
+      assert(r.err:find("filtered 2"), run.describe(r))
+    end
+    -- a filter every link type takes: nothing to say
+    local r = run.sh(string.format("%s run -r %s -r %s --filter tcp --out json:/dev/null", SLUICE,
+      q(e), q(rw)))
+    assert.are.equal(0, r.code, run.describe(r))
+    assert.are.equal("", r.err)
+  end)
+
   it("--out pcap: packets of another link type than the file's are lost, counted and " ..
      "reported (exit 3)", function()
     local e, rw = two_link_types()

@@ -1018,6 +1018,13 @@ enum { SL_INPUT_LINKTYPES = 16 };
 SL_API int sl_engine_input_filter(struct sl_engine *e, const char *expr,
 				  char *err, size_t errlen);
 
+/* The link types of packets read so far that the input filter does not
+ * compile for (a later pcapng interface or file; their packets are
+ * refused and counted in filtered): how many, and libpcap's message for
+ * the first in note. */
+SL_API int sl_engine_filter_unusable(const struct sl_engine *e, char *note,
+				     size_t note_len);
+
 /* Capture to pcap writers: every further packet of a flow goes to the
  * writer it is set to. add_writer returns the writer's number (1..15);
  * the engine does not own it. flow_capture sets (or, with 0, clears) a

@@ -148,6 +148,8 @@ struct sl_filter_set {
 	char *expr; /* NULL: not set */
 	struct sl_filter_prog progs[SL_INPUT_LINKTYPES];
 	uint32_t n, last; /* compiled so far; the last one used */
+	uint32_t unusable; /* link types it did not compile for */
+	char note[256];	   /* libpcap's message for the first of them */
 };
 
 /* A growable array of events. */

@@ -160,6 +160,8 @@ static struct sl_filter_prog *set_prog(struct sl_filter_set *fs, int linktype)
 		}
 	}
 	rc = set_add(fs, linktype, note, sizeof(note));
+	if (rc == -EINVAL && !fs->unusable++)
+		snprintf(fs->note, sizeof(fs->note), "%s", note);
 	if (rc && rc != -EINVAL)
 		return NULL;
 	return &fs->progs[fs->last];
@@ -190,6 +192,16 @@ int sl_engine_input_filter(struct sl_engine *e, const char *expr, char *err,
 	if (lt == -ENOTSUP)
 		return lt;
 	return sl_filter_set_init(&e->input, expr, lt, err, errlen);
+}
+
+int sl_engine_filter_unusable(const struct sl_engine *e, char *note,
+			      size_t note_len)
+{
+	if (!e)
+		return -EINVAL;
+	if (e->input.unusable && note && note_len)
+		snprintf(note, note_len, "%s", e->input.note);
+	return (int)e->input.unusable;
 }
 
 int sl_engine_packet_filter(struct sl_engine *e, uint32_t index,

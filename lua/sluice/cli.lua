@@ -825,6 +825,12 @@ local function summarize(o, ending, eng, head)
   end
   local lost = report.losses(rep, o.verbose, out)
   if eng.live or eng.collector then lost = lost + report.input_losses(eng, out) end
+  -- packets the filter could not judge were refused: a loss, not a choice
+  if (ending.filter_unusable or 0) > 0 then
+    out:write("sluice: --filter does not compile for the link type of some packets, which were " ..
+      "refused (counted in filtered): ", ending.filter_note or "", "\n")
+    lost = lost + ending.filter_unusable
+  end
   if not ending.ok then out:write("sluice: ", worker_label, ending.err, "\n") end
   io.stderr:write(table.concat(text))
   io.stderr:flush()
@@ -967,8 +973,11 @@ local function run_one(o, list, w, shared)
     io.stderr:write("\n")
   end
   -- (a run that succeeded returned its report where a failed one's error is)
+  local unusable, note = 0, nil
+  if not eng.collector then unusable, note = eng:filter_unusable() end
   local ending = { ok = rok, err = not rok and rerr or nil, report = rep, stats = eng:stats(), files = eng:files(),
-    filter = eng.filter, input = eng.input, progress = { eng:progress() } }
+    filter = eng.filter, input = eng.input, progress = { eng:progress() },
+    filter_unusable = unusable, filter_note = note }
   -- workers sharing an input: one summary, the parent's, of all of them
   if o.summaries then return summary.put(o.summaries, w, ending) end
   -- live capture and collect: each worker's counters, under its number

@@ -538,6 +538,16 @@ function Engine:files()
       or nil }
 end
 
+-- The input filter's link types it did not compile for (a later pcapng
+-- interface or file: their packets were refused): how many (0: none),
+-- and libpcap's message for the first.
+function Engine:filter_unusable()
+  live(self)
+  local note = ffi.new("char[256]")
+  local n = C.sl_engine_filter_unusable(self.e, note, 256)
+  return n, n > 0 and ffi.string(note) or nil
+end
+
 -- The name of the input whose error ended the run: of several captures,
 -- the first file that failed.
 function Engine:error_input()

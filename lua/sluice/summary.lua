@@ -67,6 +67,7 @@ function M.put(base, w, ending)
     err = not ending.ok and ending.err and ("worker " .. w .. ": " .. tostring(ending.err)) or nil,
     report = ending.report, stats = ending.stats, files = ending.files or nil,
     filter = ending.filter, input = ending.input,
+    filter_unusable = ending.filter_unusable, filter_note = ending.filter_note,
     progress = { frac = ending.progress[1], pos = ending.progress[2] } })
   if f then ok = f:flush() and ok end
   if not ok then
@@ -100,6 +101,9 @@ function M.collect(base, n)
       sum.err = sum.err or t.err
       add(sum.stats, t.stats)
       add(sum.report, t.report or {})
+      -- link types each worker met (a shared file's: whoever read it)
+      sum.filter_unusable = math.max(sum.filter_unusable or 0, t.filter_unusable or 0)
+      sum.filter_note = sum.filter_note or t.filter_note
     end
   end
   sum.progress = { sum.progress.frac, sum.progress.pos }
