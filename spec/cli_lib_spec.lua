@@ -306,6 +306,13 @@ describe("sluice.cli", function()
       { "-i eth0 --backend afxdp --user nobody", "--user cannot be used with --backend afxdp (the " ..
         "XDP program must be detached at exit, which needs the privileges --user gives up)" },
       { "-r x.pcap --out ipfix:h:1 --out ipfix:udp:h:1", "--out ipfix:udp:h:1 is given twice" },
+      -- one file however spelt (two writers overwrote each other, each
+      -- reporting every record written)
+      { "-r x.pcap --out json:a.json --out json:./a.json", "--out json:./a.json writes the file of " ..
+        "--out json:a.json" },
+      { "-r x.pcap --out json:a.json --out pcap:a.json", "--out pcap:a.json writes the file of " ..
+        "--out json:a.json" },
+      { "-r x.pcap -r ./x.pcap", "-r ./x.pcap is given twice" },
     }
     for _, case in ipairs(BAD) do
       it("refuses " .. (case[3] or "run") .. " " .. case[1], function()

@@ -433,7 +433,8 @@ M.RULES = {
   { broken = function(o)
       local seen = {}
       for _, path in ipairs(type(o.open.read) == "table" and o.open.read or {}) do
-        local id = (path == "/dev/stdin" or path == "/dev/fd/0") and "-" or path
+        local id = (path == "/dev/stdin" or path == "/dev/fd/0") and "-" or
+          path == "-" and "-" or core.file_identity(path)
         if seen[id] then return "-r " .. path .. " is given twice" end
         seen[id] = true
       end
@@ -441,10 +442,15 @@ M.RULES = {
   { broken = function(o)
       local seen = {}
       for _, out in ipairs(o.outs or {}) do
-        local id = out.where or
+        local name = out.where or
           (out.kind .. ":" .. (out.path or (out.transport .. ":" .. out.collector)))
-        if seen[id] then return "--out " .. id .. " is given twice" end
-        seen[id] = true
+        -- a file is one file however it is spelt, whichever sink writes it
+        local id = out.path and out.path ~= "-" and core.file_identity(out.path) or name
+        if seen[id] then
+          return "--out " .. name .. (seen[id] ~= name and " writes the file of --out " .. seen[id] or
+            " is given twice")
+        end
+        seen[id] = name
       end
     end },
 }

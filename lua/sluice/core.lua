@@ -105,6 +105,26 @@ function M.isatty(fd)
   return ffi.C.isatty(fd) == 1
 end
 
+-- The absolute path of an existing file, its links resolved; nil if none.
+function M.realpath(path)
+  local p = ffi.C.realpath(path, nil)
+  if p == nil then return nil end
+  local t = ffi.string(p)
+  ffi.C.free(p)
+  return t
+end
+
+-- One name for each file a path may name, existing or to be created (its
+-- directory resolved): ./x, x and a link to x are one file.
+function M.file_identity(path)
+  local real = M.realpath(path)
+  if real then return real end
+  local dir, base = path:match("^(.*)/([^/]*)$")
+  if not dir then dir, base = ".", path end
+  real = M.realpath(dir == "" and "/" or dir)
+  return real and (real .. "/" .. base) or path
+end
+
 -- The decimal text of a count (never negative): a uint64 cdata exactly; a
 -- number (a count taken with tonumber, exact below 2^53) as a whole
 -- number. string.format("%d") of a number at or above 2^63 gives

@@ -344,11 +344,7 @@ end
 -- The file a path names: a symbolic link's target (replacing the link by
 -- renaming over it would leave its target stale), else the path itself.
 local function target(path)
-  local p = ffi.C.realpath(path, nil)
-  if p == nil then return path end
-  local t = ffi.string(p)
-  ffi.C.free(p)
-  return t
+  return core.realpath(path) or path
 end
 
 -- Atomic save: path.tmp written and fsynced, renamed to path, and the
