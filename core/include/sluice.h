@@ -32,7 +32,7 @@
 /* The ABI of this header. sluice.core compares it with sl_abi_version() of
  * the library it loads, so a stale build fails with one clear line. Bump it
  * whenever a declaration here changes. */
-enum { SL_ABI_VERSION = 22 };
+enum { SL_ABI_VERSION = 23 };
 SL_API uint32_t sl_abi_version(void);
 
 /* System constants the Lua side needs (Linux values; the core checks each
@@ -1340,6 +1340,11 @@ struct sl_collector_rec {
 	uint8_t icmp_type;
 	uint8_t icmp_code;
 	uint8_t pad[2];
+	/* 1 in N packet sampling the counts were already multiplied by (the
+	 * record's own, its sampler's or its domain's rate, v5: the header's);
+	 * 0 when the exporter told none: the counts are as sent */
+	uint32_t sampling;
+	uint32_t pad2;
 };
 
 /* Counters of one exporter (a source address and port). */
@@ -1365,6 +1370,10 @@ struct sl_exporter_stats {
 	 * 1024 domains); a domain's templates go with it */
 	uint64_t evicted_templates;
 	uint64_t evicted_domains;
+	/* records whose counts were multiplied by a sampling rate, and the
+	 * rate of the last one (1 in N; 0 before any) */
+	uint64_t sampled;
+	uint64_t sampling;
 };
 
 /* The decoder's state is bounded by memory: max_memory is the most its
