@@ -92,8 +92,8 @@ static uint64_t rec_time(const struct ctx *c, const struct vals *x, int end)
 	return 0;
 }
 
-/* The first kind of a, b, c the record has, or F_COUNT. */
-static int pick(uint64_t have, int a, int b, int k)
+/* The first kind of a, b, c, d the record has, or F_COUNT. */
+static int pick(uint64_t have, int a, int b, int k, int d)
 {
 	if (have & BIT(a))
 		return a;
@@ -101,6 +101,8 @@ static int pick(uint64_t have, int a, int b, int k)
 		return b;
 	if (have & BIT(k))
 		return k;
+	if (have & BIT(d))
+		return d;
 	return F_COUNT;
 }
 
@@ -204,14 +206,20 @@ static void rec_emit(struct ctx *c, const struct vals *x)
 	r->end_reason =
 	    (uint8_t)(h & BIT(F_END_REASON) ? x->v[F_END_REASON] : 0);
 	/* octets count IP packets; frames' bytes where the exporter sends
-	 * them (layer2OctetDeltaCount), else the IP packets' too */
-	r->fwd.ip_bytes =
-	    val_or0(x, pick(h, F_BYTES, F_BYTES_TOT, F_BYTES_OUT));
+	 * them (layer2OctetDeltaCount), else the IP packets' too. NSEL's
+	 * initiator and responder counts are the two sides of a biflow.
+	 * OUT_ (post*DeltaCount, RFC 5102) counts the same packets after a
+	 * middlebox: only when nothing else counts them, never on top */
+	r->fwd.ip_bytes = val_or0(
+	    x, pick(h, F_BYTES, F_INIT_BYTES, F_BYTES_TOT, F_BYTES_OUT));
 	r->fwd.bytes = h & BIT(F_L2BYTES) ? x->v[F_L2BYTES] : r->fwd.ip_bytes;
-	r->fwd.pkts = val_or0(x, pick(h, F_PKTS, F_PKTS_TOT, F_PKTS_OUT));
-	r->rev.ip_bytes = val_or0(x, pick(h, F_RBYTES, F_RBYTES_TOT, F_COUNT));
+	r->fwd.pkts =
+	    val_or0(x, pick(h, F_PKTS, F_INIT_PKTS, F_PKTS_TOT, F_PKTS_OUT));
+	r->rev.ip_bytes =
+	    val_or0(x, pick(h, F_RBYTES, F_RESP_BYTES, F_RBYTES_TOT, F_COUNT));
 	r->rev.bytes = h & BIT(F_RL2BYTES) ? x->v[F_RL2BYTES] : r->rev.ip_bytes;
-	r->rev.pkts = val_or0(x, pick(h, F_RPKTS, F_RPKTS_TOT, F_COUNT));
+	r->rev.pkts =
+	    val_or0(x, pick(h, F_RPKTS, F_RESP_PKTS, F_RPKTS_TOT, F_COUNT));
 	if (h & BIT(F_ICMP)) {
 		icmp_from(r, x->v[F_ICMP]);
 	} else if (h & (BIT(F_ICMP_TYPE) | BIT(F_ICMP_CODE))) {

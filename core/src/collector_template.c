@@ -30,6 +30,9 @@ static const uint8_t ie_kind[] = {
      * the flow records themselves */
     [34] = F_SAMPLING,	  [50] = F_SAMPLING,	 [48] = F_SAMPLER_ID,
     [302] = F_SAMPLER_ID, [305] = F_PKT_INTERVAL, [306] = F_PKT_SPACE,
+    /* NSEL (Cisco ASA): the initiator's side and the responder's */
+    [231] = F_INIT_BYTES, [232] = F_RESP_BYTES,	 [298] = F_INIT_PKTS,
+    [299] = F_RESP_PKTS,
 };
 
 /* Under PEN_REVERSE (RFC 5103), the same numbers. */

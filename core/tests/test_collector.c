@@ -1091,6 +1091,68 @@ static void test_sampling_ipfix(void)
 	sl_collector_msg_free(m);
 }
 
+/* ---- counters: NSEL initiator/responder, post (OUT_) counts -------------- */
+
+/* Cisco ASA (NSEL): initiatorOctets/Packets count the initiator's side,
+ * responderOctets/Packets the other: a biflow in one record. OUT_BYTES /
+ * OUT_PKTS (postOctetDeltaCount, RFC 5102) count the same packets after
+ * the observation point: never added, never the reverse side. */
+static void test_counters(void)
+{
+	static const struct fs nsel_t[] = {
+	    {8, 4, 0},	 {12, 4, 0},  {7, 2, 0},   {11, 2, 0},
+	    {4, 1, 0},	 {231, 4, 0}, {232, 4, 0}, {298, 4, 0},
+	    {299, 4, 0}, {233, 1, 0},
+	};
+	static const struct fs inout_t[] = {
+	    {8, 4, 0}, {12, 4, 0}, {1, 4, 0}, {2, 4, 0}, {23, 4, 0}, {24, 4, 0},
+	};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	const struct sl_collector_rec *r;
+	struct buf b;
+	uint32_t s;
+
+	v9_hdr(&b, 3, 100000, 1700000000, 1, 3);
+	s = set_begin(&b, 0);
+	btemplate(&b, 256, nsel_t, 10);
+	btemplate(&b, 257, inout_t, 6);
+	set_end(&b, s);
+	s = set_begin(&b, 256);
+	bip4(&b, "192.0.2.10");
+	bip4(&b, "198.51.100.20");
+	b16(&b, 40000);
+	b16(&b, 443);
+	b8(&b, 6);
+	b32(&b, 1500); /* initiatorOctets */
+	b32(&b, 9000); /* responderOctets */
+	b32(&b, 10);
+	b32(&b, 12);
+	b8(&b, 2); /* firewallEvent: flow deleted */
+	set_end(&b, s);
+	s = set_begin(&b, 257);
+	bip4(&b, "192.0.2.11");
+	bip4(&b, "198.51.100.21");
+	b32(&b, 1000);
+	b32(&b, 10);
+	b32(&b, 900); /* after a middlebox: the same packets */
+	b32(&b, 9);
+	set_end(&b, s);
+	CHECK_EQ(dec(m, &b, EXA, 1), 2);
+	r = rec(m, 0);
+	CHECK_EQ(r->fwd.bytes, 1500);
+	CHECK_EQ(r->fwd.ip_bytes, 1500);
+	CHECK_EQ(r->fwd.pkts, 10);
+	CHECK_EQ(r->rev.bytes, 9000);
+	CHECK_EQ(r->rev.ip_bytes, 9000);
+	CHECK_EQ(r->rev.pkts, 12);
+	r = rec(m, 1);
+	CHECK_EQ(r->fwd.bytes, 1000);
+	CHECK_EQ(r->fwd.pkts, 10);
+	CHECK_EQ(r->rev.bytes, 0);
+	CHECK_EQ(r->rev.pkts, 0);
+	sl_collector_msg_free(m);
+}
+
 /* ---- templates per exporter and domain, expiry, withdrawal -------------- */
 
 static void tmpl_msg(struct buf *b, uint32_t dom, uint16_t tid,
@@ -2654,6 +2716,7 @@ int main(int argc, char **argv)
 	test_sampling_v5();
 	test_sampling_v9();
 	test_sampling_ipfix();
+	test_counters();
 	test_template_scope();
 	test_template_life();
 	test_hold();
