@@ -106,6 +106,17 @@ static int pick(uint64_t have, int a, int b, int k, int d)
 	return F_COUNT;
 }
 
+#define FWD_DELTAS                                                             \
+	(BIT(F_BYTES) | BIT(F_PKTS) | BIT(F_INIT_BYTES) | BIT(F_INIT_PKTS))
+#define REV_DELTAS                                                             \
+	(BIT(F_RBYTES) | BIT(F_RPKTS) | BIT(F_RESP_BYTES) | BIT(F_RESP_PKTS))
+
+/* A side counted by running totals alone: a later report replaces them. */
+static int totals_only(uint64_t have, uint64_t totals, uint64_t deltas)
+{
+	return (have & totals) && !(have & deltas);
+}
+
 static uint64_t val_or0(const struct vals *x, int k)
 {
 	return k < F_SRC4 ? x->v[k] : 0;
@@ -220,6 +231,15 @@ static void rec_emit(struct ctx *c, const struct vals *x)
 	r->rev.bytes = h & BIT(F_RL2BYTES) ? x->v[F_RL2BYTES] : r->rev.ip_bytes;
 	r->rev.pkts =
 	    val_or0(x, pick(h, F_RPKTS, F_RESP_PKTS, F_RPKTS_TOT, F_COUNT));
+	r->totals = (uint8_t)(totals_only(h, BIT(F_BYTES_TOT) | BIT(F_PKTS_TOT),
+					  FWD_DELTAS)
+				  ? SL_REC_TOTAL_FWD
+				  : 0);
+	r->totals |= (uint8_t)(totals_only(h,
+					   BIT(F_RBYTES_TOT) | BIT(F_RPKTS_TOT),
+					   REV_DELTAS)
+				   ? SL_REC_TOTAL_REV
+				   : 0);
 	if (h & BIT(F_ICMP)) {
 		icmp_from(r, x->v[F_ICMP]);
 	} else if (h & (BIT(F_ICMP_TYPE) | BIT(F_ICMP_CODE))) {

@@ -1150,6 +1150,50 @@ static void test_counters(void)
 	CHECK_EQ(r->fwd.pkts, 10);
 	CHECK_EQ(r->rev.bytes, 0);
 	CHECK_EQ(r->rev.pkts, 0);
+	CHECK_EQ(r->totals, 0);
+	sl_collector_msg_free(m);
+}
+
+/* octetTotalCount / packetTotalCount alone: the record says its counts
+ * are running totals (the engine takes their growth); with a delta beside
+ * them, the delta counts. */
+static void test_totals_flag(void)
+{
+	static const struct fs tot_t[] = {
+	    {8, 4, 0}, {12, 4, 0}, {85, 8, 0}, {86, 8, 0},
+	    {85, 8, PEN_REVERSE}, {86, 8, PEN_REVERSE},
+	};
+	static const struct fs mix_t[] = {{8, 4, 0}, {12, 4, 0}, {1, 4, 0},
+					  {86, 8, 0}};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	struct buf b;
+	uint32_t s;
+
+	ipfix_hdr(&b, 1700000000, 0, 1);
+	s = set_begin(&b, 2);
+	btemplate(&b, 256, tot_t, 6);
+	btemplate(&b, 257, mix_t, 4);
+	set_end(&b, s);
+	s = set_begin(&b, 256);
+	bip4(&b, "10.0.0.1");
+	bip4(&b, "10.0.0.2");
+	b64(&b, 3000);
+	b64(&b, 30);
+	b64(&b, 500);
+	b64(&b, 5);
+	set_end(&b, s);
+	s = set_begin(&b, 257);
+	bip4(&b, "10.0.0.3");
+	bip4(&b, "10.0.0.4");
+	b32(&b, 100);
+	b64(&b, 30);
+	set_end(&b, s);
+	ipfix_end(&b);
+	CHECK_EQ(dec(m, &b, EXA, 1), 2);
+	CHECK_EQ(rec(m, 0)->totals, SL_REC_TOTAL_FWD | SL_REC_TOTAL_REV);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 30);
+	CHECK_EQ(rec(m, 0)->rev.bytes, 500);
+	CHECK_EQ(rec(m, 1)->totals, 0);
 	sl_collector_msg_free(m);
 }
 
@@ -2717,6 +2761,7 @@ int main(int argc, char **argv)
 	test_sampling_v9();
 	test_sampling_ipfix();
 	test_counters();
+	test_totals_flag();
 	test_template_scope();
 	test_template_life();
 	test_hold();

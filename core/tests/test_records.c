@@ -199,9 +199,41 @@ static void test_repeated_reports(void)
 	CHECK(r.slices >= 3);
 }
 
+/* An exporter that sends running totals (octetTotalCount) reports a flow
+ * at 10 then 30 packets: the flow has 30, not 40; a reverse side's totals
+ * are its own. */
+static void test_totals(void)
+{
+	struct sl_collector_rec recs[4];
+	const uint32_t batches[] = {1, 1, 1, 1, 0};
+	struct run r;
+
+	recs[0] = rec("10.0.0.1", 1, "10.0.0.2", 2, BASE, BASE + S(30), 10,
+		      1000);
+	recs[1] = rec("10.0.0.1", 1, "10.0.0.2", 2, BASE, BASE + S(59), 30,
+		      3000);
+	recs[2] = rec("10.0.0.2", 2, "10.0.0.1", 1, BASE + S(1), BASE + S(30),
+		      4, 400);
+	recs[3] = rec("10.0.0.2", 2, "10.0.0.1", 1, BASE + S(1), BASE + S(59),
+		      5, 500);
+	for (int i = 0; i < 4; i++)
+		recs[i].totals = SL_REC_TOTAL_FWD;
+	run_records(recs, batches, NULL, &r);
+	CHECK_EQ(r.starts, 1);
+	CHECK_EQ(r.ends, 1);
+	CHECK_EQ(r.end[0].fwd.pkts, 30);
+	CHECK_EQ(r.end[0].fwd.bytes, 3000);
+	CHECK_EQ(r.end[0].rev.pkts, 5);
+	CHECK_EQ(r.end[0].rev.bytes, 500);
+	CHECK_EQ(r.end[0].fwd.last_ns, BASE + S(59));
+	CHECK_EQ(r.stats.packets, 35);
+	CHECK_EQ(r.stats.bytes, 3500);
+}
+
 int main(void)
 {
 	test_fold_uniflows();
 	test_repeated_reports();
+	test_totals();
 	return test_done();
 }
