@@ -73,6 +73,43 @@ static void flow_turn(struct sl_flow *f)
 	c = f->base[0];
 	f->base[0] = f->base[1];
 	f->base[1] = c;
+	f->end_told = (uint8_t)((f->end_told & 1) << 1 | f->end_told >> 1);
+}
+
+#define TCP_RST 0x04
+
+/* How an exporter's flowEndReason (RFC 5102) ends a flow; 0 for none, or
+ * for an active timeout: the exporter cut a flow that goes on, and its
+ * next report adds to it. */
+static int told_end(const struct sl_collector_rec *r)
+{
+	switch (r->end_reason) {
+	case 1:
+		return SL_END_IDLE;
+	case 3: /* end of flow detected: FIN or RST */
+		return (r->tcp_flags | r->tcp_flags_rev) & TCP_RST ? SL_END_RST
+								   : SL_END_FIN;
+	case 4:
+		return SL_END_SHUTDOWN; /* forced end */
+	case 5:
+		return SL_END_TRIMMED; /* lack of resources */
+	}
+	return 0;
+}
+
+/* A flow its exporter said ended stays for the other side's report (as
+ * a closed TCP connection, SL_TIMEOUT_TCP_CLOSED), ending with the
+ * exporter's reason. di: the record's direction in the flow. */
+static void record_end_told(struct sl_engine *e, struct sl_flow *f,
+			    const struct sl_collector_rec *r, int di)
+{
+	int reason = told_end(r);
+
+	if (!reason)
+		return;
+	f->end_told |= (uint8_t)(1u << di);
+	if (!f->close_reason)
+		flow_close(e, f, reason);
 }
 
 /* Counts record i in the flow it just created, and writes the flow's start
@@ -88,6 +125,7 @@ static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i,
 	f->rec.icmp_code = r->icmp_code;
 	dir_add(&f->rec.fwd, &r->fwd, r, r->tcp_flags, 0, added);
 	dir_add(&f->rec.rev, &r->rev, r, r->tcp_flags_rev, 0, added);
+	record_end_told(e, f, r, 0);
 	/* a record that counts nothing still says when the flow was seen:
 	 * its times (the export time when it has none), not a last of 0 */
 	if (!f->rec.fwd.last_ns && !f->rec.rev.pkts)
@@ -113,6 +151,7 @@ static int record_add(struct sl_engine *e, struct sl_flow *f,
 		flow_turn(f);
 		di = 0;
 	}
+	record_end_told(e, f, r, di);
 	dir_add(di ? &f->rec.rev : &f->rec.fwd, &r->fwd, r, r->tcp_flags,
 		r->totals & SL_REC_TOTAL_FWD, added);
 	dir_add(di ? &f->rec.fwd : &f->rec.rev, &r->rev, r, r->tcp_flags_rev,
@@ -150,13 +189,21 @@ static int record_process(struct sl_engine *e, uint32_t i)
 	struct sl_key ck = r->key;
 	struct sl_flow *f;
 	uint32_t hash;
-	int swapped, rc;
+	int swapped, canon, rc;
 
 	e->stats.records++;
-	swapped = key_canonical(&ck);
+	canon = swapped = key_canonical(&ck);
 	key_mark_origin(&ck, r->exporter, r->domain);
 	hash = key_hash(&ck);
 	f = flow_find_key(e, &ck, hash, &swapped);
+	/* a side its exporter said ended reports again: a new connection */
+	if (f && (f->end_told & (1u << (swapped ^ f->swapped)))) {
+		rc = sl_flow_end(e, f, f->close_reason, e->now);
+		if (rc < 0)
+			return rc;
+		f = NULL;
+		swapped = canon;
+	}
 	if (!f) {
 		f = sl_flow_new(e, &r->key, &ck, hash, swapped, r->first_ns);
 		if (!f) {
