@@ -604,20 +604,21 @@ describe("sluice.report", function()
     function eng.exporters()
       return {
         { address = "unknown", port = 0, messages = 0, records = 0, templates = 0, seq_lost = 0,
-          seq_resets = 0, held = 0, evicted_templates = 0, evicted_domains = 0, dropped = {} },
+          seq_resets = 0, held = 0, evicted_templates = 0, evicted_domains = 0, sampled = 0,
+          sampling = 0, dropped = {} },
         { address = "192.0.2.1", port = 2055, messages = 12, records = 40, templates = 2,
           seq_lost = 3, seq_resets = 1, held = 0, evicted_templates = 0, evicted_domains = 0,
-          dropped = {} },
+          sampled = 40, sampling = 100, dropped = {} },
         { address = "192.0.2.2", port = 9995, messages = 0, records = 0, templates = 0,
           seq_lost = 0, seq_resets = 0, held = 5, evicted_templates = 0, evicted_domains = 0,
-          dropped = { short = 1, no_template = 4 } },
+          sampled = 0, sampling = 0, dropped = { short = 1, no_template = 4 } },
         { address = "192.0.2.3", port = 4739, messages = 0, records = 0, templates = 0,
           seq_lost = 0, seq_resets = 0, held = 0, evicted_templates = 7, evicted_domains = 1,
-          dropped = {} },
+          sampled = 0, sampling = 0, dropped = {} },
         -- in brackets, as in the metrics' labels (was "::1:38336")
         { address = "2001:db8::1", port = 4739, messages = 1, records = 0, templates = 0,
           seq_lost = 0, seq_resets = 0, held = 0, evicted_templates = 0, evicted_domains = 0,
-          dropped = {} },
+          sampled = 0, sampling = 0, dropped = {} },
       }
     end
     function eng.collector_state()
@@ -632,13 +633,13 @@ describe("sluice.report", function()
     report.stats_line(eng, s)
     assert.are.equal("stats: messages 12 records 40 socket drops 2 flows active 1 ended 3\n" .. state ..
       "exporter 192.0.2.1:2055 messages 12 records 40 templates 2 seq_lost 3 seq_resets 1 held 0 " ..
-      "evicted_templates 0 evicted_domains 0 dropped 0\n" ..
+      "evicted_templates 0 evicted_domains 0 sampled 40 sampling 100 dropped 0\n" ..
       "exporter 192.0.2.2:9995 messages 0 records 0 templates 0 seq_lost 0 seq_resets 0 held 5 " ..
-      "evicted_templates 0 evicted_domains 0 dropped (no_template=4 short=1)\n" ..
+      "evicted_templates 0 evicted_domains 0 sampled 0 sampling 0 dropped (no_template=4 short=1)\n" ..
       "exporter 192.0.2.3:4739 messages 0 records 0 templates 0 seq_lost 0 seq_resets 0 held 0 " ..
-      "evicted_templates 7 evicted_domains 1 dropped 0\n" ..
+      "evicted_templates 7 evicted_domains 1 sampled 0 sampling 0 dropped 0\n" ..
       "exporter [2001:db8::1]:4739 messages 1 records 0 templates 0 seq_lost 0 seq_resets 0 held 0 " ..
-      "evicted_templates 0 evicted_domains 0 dropped 0\n", s.text())
+      "evicted_templates 0 evicted_domains 0 sampled 0 sampling 0 dropped 0\n", s.text())
     s = stream()
     report.final_counters(eng, s)
     assert.truthy(s.text():find("\nflows 4 ended 3 (idle=3) refused 0 trims 0\n", 1, true), s.text())

@@ -1424,6 +1424,28 @@ describe("sluice collect", function()
     end)
   end)
 
+  -- routers sample: counts come as 1 in N and are multiplied back, as
+  -- nfdump does; the exporter line tells the rate
+  it("NetFlow v5 header sampling (1 in 100): counts multiplied, the rate on the exporter line", function()
+    local port = free_port()
+    local h = collect("--listen udp:127.0.0.1:" .. port .. " --idle-exit 1 -v", "udp", port)
+    local s = sender_from("127.0.0.4", port)
+    local msg = v5_message(7, 1, 5, 0, 1, 1)
+    -- sampling mode 01 in the top 2 bits, interval 100 in the 14 others
+    s:send(msg:sub(1, 22) .. be16(0x4000 + 100) .. msg:sub(25))
+    s:close()
+    local r, flows = collected(h)
+    assert.equal(5, #flows, run.describe(r))
+    for _, f in ipairs(flows) do
+      local e = v5_expected(7, f.sport - 2000)
+      assert.equal(e.pkts_fwd * 100, f.pkts_fwd, flow_text(f))
+      assert.equal(e.bytes_fwd * 100, f.bytes_fwd, flow_text(f))
+    end
+    local x = exporter_at(r.err, "127.0.0.4", s.port)
+    assert.equal(5, x.sampled, x.line)
+    assert.equal(100, x.sampling, x.line)
+  end)
+
   it("packet and byte counts near 2^64 saturate: no sum wraps, no count prints negative", function()
     local dir = run.tmpdir()
     local policy = run.spit(dir .. "/big.lua", [[

@@ -1336,8 +1336,17 @@ enum sl_collector_drop {
 	SL_COLLECTOR_DROP_COUNT,
 };
 
+/* A record's side whose counts are the flow's running totals
+ * (octetTotalCount, packetTotalCount), not what it adds: a later report of
+ * the flow replaces them. */
+enum sl_rec_totals {
+	SL_REC_TOTAL_FWD = 1,
+	SL_REC_TOTAL_REV = 2,
+};
+
 /* One flow record from an exporter, normalized. Counts are what the
- * record adds (deltas); a uniflow record has rev zero. */
+ * record adds (deltas), or totals where .totals says so; a uniflow record
+ * has rev zero. */
 struct sl_collector_rec {
 	struct sl_key key; /* as exported: src -> dst */
 	uint64_t first_ns;
@@ -1353,7 +1362,13 @@ struct sl_collector_rec {
 	uint8_t version;    /* 5, 9 or 10 */
 	uint8_t icmp_type;
 	uint8_t icmp_code;
-	uint8_t pad[2];
+	uint8_t totals; /* enum sl_rec_totals: which counts are running totals */
+	uint8_t pad;
+	/* 1 in N packet sampling the counts were already multiplied by (the
+	 * record's own, its sampler's or its domain's rate, v5: the header's);
+	 * 0 when the exporter told none: the counts are as sent */
+	uint32_t sampling;
+	uint32_t pad2;
 };
 
 /* Counters of one exporter (a source address and port). */
@@ -1379,6 +1394,10 @@ struct sl_exporter_stats {
 	 * 1024 domains); a domain's templates go with it */
 	uint64_t evicted_templates;
 	uint64_t evicted_domains;
+	/* records whose counts were multiplied by a sampling rate, and the
+	 * rate of the last one (1 in N; 0 before any) */
+	uint64_t sampled;
+	uint64_t sampling;
 };
 
 /* The decoder's state is bounded by memory: max_memory is the most its

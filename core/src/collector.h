@@ -104,12 +104,22 @@ enum fk {
 	F_START_DELTA,
 	F_END_DELTA,
 	F_INIT_MS,
+	F_INIT_BYTES, /* NSEL initiator/responder: a biflow's two sides */
+	F_INIT_PKTS,
+	F_RESP_BYTES,
+	F_RESP_PKTS,
+	F_SAMPLING, /* 1 in N: samplingInterval, samplerRandomInterval */
+	F_PKT_INTERVAL, /* samplingPacketInterval of every Interval + Space */
+	F_PKT_SPACE,
+	F_SAMPLER_ID, /* samplerId, selectorId: whose rate applies */
 	F_SRC4, /* addresses: the four last, pointers rather than values */
 	F_DST4,
 	F_SRC6,
 	F_DST6,
 	F_COUNT,
 };
+
+_Static_assert(F_COUNT <= 64, "a template's kinds are bits of a uint64_t");
 
 #define BIT(k)	    (1ULL << (k))
 #define ADDR_BITS   (BIT(F_SRC4) | BIT(F_DST4) | BIT(F_SRC6) | BIT(F_DST6))
@@ -194,6 +204,15 @@ struct seq {
 	uint8_t pad[2];
 };
 
+/* A sampler an options record described: its id and rate (1 in N). */
+struct sampler {
+	uint64_t id;
+	uint32_t rate;
+	uint32_t pad;
+};
+
+#define DOM_SAMPLERS 8 /* per domain; more rotate out, oldest first */
+
 struct domain {
 	uint64_t key;	  /* its key in dom_tab */
 	uint64_t serial;  /* names it in template keys; never reused */
@@ -212,7 +231,10 @@ struct domain {
 	uint32_t gen[2];
 	uint8_t version;
 	uint8_t have_init;
-	uint8_t pad[6];
+	uint8_t n_samplers;
+	uint8_t next_sampler; /* the one a new sampler replaces when full */
+	uint32_t rate;	      /* sampling of the whole domain, 0: unknown */
+	struct sampler samplers[DOM_SAMPLERS];
 };
 
 struct exporter {
@@ -389,6 +411,10 @@ int collector_data_records(struct ctx *c, const struct tmpl *t,
 			   const uint8_t *p, uint32_t len);
 int collector_data_set(struct ctx *c, uint16_t tid, const uint8_t *p,
 		       uint32_t len);
+/* Records the rate (1 in N, 0: none told) a record's counts are sampled
+ * at, and multiplies them by it. */
+void collector_sampled(struct ctx *c, struct sl_collector_rec *r,
+		       uint32_t rate);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -435,6 +461,25 @@ static inline void icmp_from(struct sl_collector_rec *r, uint64_t type_code)
 static inline int is_icmp(uint8_t proto)
 {
 	return proto == IPPROTO_ICMP_ || proto == IPPROTO_ICMPV6_;
+}
+
+/* Sampled counts times the rate: saturated, as every sum of counts. */
+static inline uint64_t sat_mul(uint64_t v, uint32_t n)
+{
+	uint64_t r;
+
+	return __builtin_mul_overflow(v, (uint64_t)n, &r) ? UINT64_MAX : r;
+}
+
+/* Every count of a record multiplied by its sampling rate (1 in n). */
+static inline void rec_scale(struct sl_collector_rec *r, uint32_t n)
+{
+	r->fwd.pkts = sat_mul(r->fwd.pkts, n);
+	r->fwd.bytes = sat_mul(r->fwd.bytes, n);
+	r->fwd.ip_bytes = sat_mul(r->fwd.ip_bytes, n);
+	r->rev.pkts = sat_mul(r->rev.pkts, n);
+	r->rev.bytes = sat_mul(r->rev.bytes, n);
+	r->rev.ip_bytes = sat_mul(r->rev.ip_bytes, n);
 }
 
 #endif

@@ -92,8 +92,8 @@ static uint64_t rec_time(const struct ctx *c, const struct vals *x, int end)
 	return 0;
 }
 
-/* The first kind of a, b, c the record has, or F_COUNT. */
-static int pick(uint64_t have, int a, int b, int k)
+/* The first kind of a, b, c, d the record has, or F_COUNT. */
+static int pick(uint64_t have, int a, int b, int k, int d)
 {
 	if (have & BIT(a))
 		return a;
@@ -101,12 +101,96 @@ static int pick(uint64_t have, int a, int b, int k)
 		return b;
 	if (have & BIT(k))
 		return k;
+	if (have & BIT(d))
+		return d;
 	return F_COUNT;
+}
+
+#define FWD_DELTAS                                                             \
+	(BIT(F_BYTES) | BIT(F_PKTS) | BIT(F_INIT_BYTES) | BIT(F_INIT_PKTS))
+#define REV_DELTAS                                                             \
+	(BIT(F_RBYTES) | BIT(F_RPKTS) | BIT(F_RESP_BYTES) | BIT(F_RESP_PKTS))
+
+/* A side counted by running totals alone: a later report replaces them. */
+static int totals_only(uint64_t have, uint64_t totals, uint64_t deltas)
+{
+	return (have & totals) && !(have & deltas);
 }
 
 static uint64_t val_or0(const struct vals *x, int k)
 {
 	return k < F_SRC4 ? x->v[k] : 0;
+}
+
+/* The 1-in-N rate a record's own fields give, 0 if none: a packet
+ * interval of every interval + space (RFC 5477), rounded, or N itself. */
+static uint32_t rate_of(const struct vals *x)
+{
+	uint64_t h = x->have, n = 0;
+
+	if (h & BIT(F_PKT_INTERVAL) && x->v[F_PKT_INTERVAL]) {
+		uint64_t i = x->v[F_PKT_INTERVAL] & UINT32_MAX;
+		uint64_t sp = h & BIT(F_PKT_SPACE) ? x->v[F_PKT_SPACE] : 0;
+
+		sp = sp > UINT32_MAX ? UINT32_MAX : sp;
+		n = (i + sp + i / 2) / i;
+	} else if (h & BIT(F_SAMPLING)) {
+		n = x->v[F_SAMPLING];
+	}
+	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+static const struct sampler *sampler_find(const struct domain *d,
+					  uint64_t id)
+{
+	for (uint32_t i = 0; i < d->n_samplers; i++)
+		if (d->samplers[i].id == id)
+			return &d->samplers[i];
+	return NULL;
+}
+
+/* A sampler's rate, as an options record describes it; a domain keeps a
+ * few, the oldest described goes first: exporters have one or two. */
+static void sampler_set(struct domain *d, uint64_t id, uint32_t rate)
+{
+	struct sampler *s = (struct sampler *)sampler_find(d, id);
+
+	if (!s && d->n_samplers < DOM_SAMPLERS) {
+		s = &d->samplers[d->n_samplers++];
+	} else if (!s) {
+		s = &d->samplers[d->next_sampler];
+		d->next_sampler = (uint8_t)((d->next_sampler + 1) % DOM_SAMPLERS);
+	}
+	s->id = id;
+	s->rate = rate;
+}
+
+/* The rate that applies to a flow record: its own, its sampler's, its
+ * domain's; 0 if the exporter told none. */
+static uint32_t rec_rate(const struct ctx *c, const struct vals *x)
+{
+	const struct sampler *s;
+	uint32_t n = rate_of(x);
+
+	if (n)
+		return n;
+	if (x->have & BIT(F_SAMPLER_ID)) {
+		s = sampler_find(c->dom, x->v[F_SAMPLER_ID]);
+		if (s)
+			return s->rate;
+	}
+	return c->dom->rate;
+}
+
+void collector_sampled(struct ctx *c, struct sl_collector_rec *r,
+		       uint32_t rate)
+{
+	r->sampling = rate;
+	if (rate <= 1)
+		return;
+	rec_scale(r, rate);
+	c->ex->st.sampled++;
+	c->ex->st.sampling = rate;
 }
 
 static void rec_emit(struct ctx *c, const struct vals *x)
@@ -133,14 +217,29 @@ static void rec_emit(struct ctx *c, const struct vals *x)
 	r->end_reason =
 	    (uint8_t)(h & BIT(F_END_REASON) ? x->v[F_END_REASON] : 0);
 	/* octets count IP packets; frames' bytes where the exporter sends
-	 * them (layer2OctetDeltaCount), else the IP packets' too */
-	r->fwd.ip_bytes =
-	    val_or0(x, pick(h, F_BYTES, F_BYTES_TOT, F_BYTES_OUT));
+	 * them (layer2OctetDeltaCount), else the IP packets' too. NSEL's
+	 * initiator and responder counts are the two sides of a biflow.
+	 * OUT_ (post*DeltaCount, RFC 5102) counts the same packets after a
+	 * middlebox: only when nothing else counts them, never on top */
+	r->fwd.ip_bytes = val_or0(
+	    x, pick(h, F_BYTES, F_INIT_BYTES, F_BYTES_TOT, F_BYTES_OUT));
 	r->fwd.bytes = h & BIT(F_L2BYTES) ? x->v[F_L2BYTES] : r->fwd.ip_bytes;
-	r->fwd.pkts = val_or0(x, pick(h, F_PKTS, F_PKTS_TOT, F_PKTS_OUT));
-	r->rev.ip_bytes = val_or0(x, pick(h, F_RBYTES, F_RBYTES_TOT, F_COUNT));
+	r->fwd.pkts =
+	    val_or0(x, pick(h, F_PKTS, F_INIT_PKTS, F_PKTS_TOT, F_PKTS_OUT));
+	r->rev.ip_bytes =
+	    val_or0(x, pick(h, F_RBYTES, F_RESP_BYTES, F_RBYTES_TOT, F_COUNT));
 	r->rev.bytes = h & BIT(F_RL2BYTES) ? x->v[F_RL2BYTES] : r->rev.ip_bytes;
-	r->rev.pkts = val_or0(x, pick(h, F_RPKTS, F_RPKTS_TOT, F_COUNT));
+	r->rev.pkts =
+	    val_or0(x, pick(h, F_RPKTS, F_RESP_PKTS, F_RPKTS_TOT, F_COUNT));
+	r->totals = (uint8_t)(totals_only(h, BIT(F_BYTES_TOT) | BIT(F_PKTS_TOT),
+					  FWD_DELTAS)
+				  ? SL_REC_TOTAL_FWD
+				  : 0);
+	r->totals |= (uint8_t)(totals_only(h,
+					   BIT(F_RBYTES_TOT) | BIT(F_RPKTS_TOT),
+					   REV_DELTAS)
+				   ? SL_REC_TOTAL_REV
+				   : 0);
 	if (h & BIT(F_ICMP)) {
 		icmp_from(r, x->v[F_ICMP]);
 	} else if (h & (BIT(F_ICMP_TYPE) | BIT(F_ICMP_CODE))) {
@@ -161,6 +260,7 @@ static void rec_emit(struct ctx *c, const struct vals *x)
 	r->exporter = c->exp;
 	r->domain = c->dom->id;
 	r->version = c->version;
+	collector_sampled(c, r, rec_rate(c, x));
 }
 
 static inline void val_set(struct vals *x, uint8_t kind, const uint8_t *f,
@@ -222,10 +322,18 @@ static void options_record(struct ctx *c, const struct vals *x)
 {
 	struct domain *d = c->dom;
 
+	uint32_t rate = rate_of(x);
+
 	if (x->have & BIT(F_INIT_MS)) {
 		d->init_ms = x->v[F_INIT_MS];
 		d->have_init = 1;
 	}
+	if (!rate)
+		return;
+	if (x->have & BIT(F_SAMPLER_ID))
+		sampler_set(d, x->v[F_SAMPLER_ID], rate);
+	else
+		d->rate = rate;
 }
 
 static void record_done(struct ctx *c, const struct tmpl *t,

@@ -18,6 +18,7 @@
 
 #define V5_HDR_LEN    24
 #define V5_REC_LEN    48
+#define V5_SAMPLING_INTERVAL 0x3fff
 #define V9_HDR_LEN    20
 #define IPFIX_HDR_LEN 16
 #define SET_HDR_LEN   4
@@ -84,7 +85,7 @@ static int domain_of(struct ctx *c, uint32_t id)
 /* ---- NetFlow v5 --------------------------------------------------------- */
 
 static void v5_record(struct ctx *c, const uint8_t *p, uint64_t hdr_ns,
-		      uint32_t uptime, uint32_t domain)
+		      uint32_t uptime, uint32_t domain, uint32_t rate)
 {
 	struct sl_collector_rec *r = &c->m->recs[c->m->n_recs++];
 	uint32_t first = rd32(p + 24), last = rd32(p + 28);
@@ -106,6 +107,7 @@ static void v5_record(struct ctx *c, const uint8_t *p, uint64_t hdr_ns,
 	r->exporter = c->exp;
 	r->domain = domain;
 	r->version = 5;
+	collector_sampled(c, r, rate);
 }
 
 /* A count above what the datagram holds, or a datagram longer than the
@@ -113,7 +115,7 @@ static void v5_record(struct ctx *c, const uint8_t *p, uint64_t hdr_ns,
  */
 static int decode_v5(struct ctx *c, const uint8_t *p, uint32_t len)
 {
-	uint32_t count, fit, domain, uptime;
+	uint32_t count, fit, domain, uptime, rate;
 	uint64_t hdr_ns;
 	int d;
 
@@ -140,9 +142,12 @@ static int decode_v5(struct ctx *c, const uint8_t *p, uint32_t len)
 		return -ENOMEM;
 	uptime = rd32(p + 4);
 	hdr_ns = (uint64_t)rd32(p + 8) * NS_PER_S + rd32(p + 12);
+	/* sampling mode in the 2 top bits, the interval in the 14 others:
+	 * some routers leave the mode 0, so the interval alone counts */
+	rate = rd16(p + 22) & V5_SAMPLING_INTERVAL;
 	for (uint32_t i = 0; i < count; i++)
 		v5_record(c, p + V5_HDR_LEN + i * V5_REC_LEN, hdr_ns, uptime,
-			  domain);
+			  domain, rate);
 	c->ex->st.messages++;
 	c->ex->st.records += count;
 	c->n_all = c->n_flow = count;

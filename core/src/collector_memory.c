@@ -137,6 +137,9 @@ static void stats_fold(struct sl_exporter_stats *to,
 	to->held += from->held;
 	to->evicted_templates += from->evicted_templates;
 	to->evicted_domains += from->evicted_domains;
+	to->sampled += from->sampled;
+	if (from->sampling)
+		to->sampling = from->sampling;
 }
 
 void collector_exp_evict(struct sl_collector_msg *m, struct exporter *e)

@@ -26,6 +26,13 @@ static const uint8_t ie_kind[] = {
     [157] = F_END_NS,	  [158] = F_START_DELTA, [159] = F_END_DELTA,
     [160] = F_INIT_MS,	  [176] = F_ICMP_TYPE,	 [177] = F_ICMP_CODE,
     [178] = F_ICMP_TYPE,  [179] = F_ICMP_CODE,	 [352] = F_L2BYTES,
+    /* sampling, in options records (a domain's or a sampler's) or in
+     * the flow records themselves */
+    [34] = F_SAMPLING,	  [50] = F_SAMPLING,	 [48] = F_SAMPLER_ID,
+    [302] = F_SAMPLER_ID, [305] = F_PKT_INTERVAL, [306] = F_PKT_SPACE,
+    /* NSEL (Cisco ASA): the initiator's side and the responder's */
+    [231] = F_INIT_BYTES, [232] = F_RESP_BYTES,	 [298] = F_INIT_PKTS,
+    [299] = F_RESP_PKTS,
 };
 
 /* Under PEN_REVERSE (RFC 5103), the same numbers. */

@@ -81,6 +81,8 @@ struct sl_flow {
 	uint8_t seq_known;
 	uint8_t syn_seen;    /* bit per direction: a SYN without ACK came */
 	uint8_t close_reason; /* FIN or RST: closed, in SL_TIMEOUT_TCP_CLOSED */
+	uint8_t end_told;     /* collector: bit per direction whose exporter
+				 said the flow ended (flowEndReason) */
 	uint32_t syn_seq[2]; /* each direction's first SYN's sequence number */
 } __attribute__((aligned(64))); /* a flow starts a cache line (pool_alloc) */
 _Static_assert(offsetof(struct sl_flow, rec.state_code) < 3 * 64,

@@ -13,19 +13,39 @@
 #include "flowtable.h"
 #include "source.h"
 
-static void dir_add(struct sl_dir *d, const struct sl_counts *c,
-		    const struct sl_collector_rec *r, uint8_t flags)
+/* What a count adds to the flow's: itself; a running total, what it
+ * passed the flow's count by (one below it: the exporter's counter began
+ * again, so all of it is new). */
+static inline uint64_t count_delta(uint64_t have, uint64_t c, int total)
 {
+	if (!total)
+		return c;
+	return c >= have ? c - have : c;
+}
+
+/* Counts one side of a record in a direction of its flow; *added gets
+ * what that added (the engine's totals count it). */
+static void dir_add(struct sl_dir *d, const struct sl_counts *c,
+		    const struct sl_collector_rec *r, uint8_t flags, int total,
+		    struct sl_counts *added)
+{
+	struct sl_counts a;
+
 	if (!c->pkts && !c->bytes && !c->ip_bytes && !flags)
 		return;
+	a.pkts = count_delta(d->pkts, c->pkts, total);
+	a.bytes = count_delta(d->bytes, c->bytes, total);
+	a.ip_bytes = count_delta(d->ip_bytes, c->ip_bytes, total);
 	if (!d->pkts || r->first_ns < d->first_ns)
 		d->first_ns = r->first_ns;
 	if (r->last_ns > d->last_ns)
 		d->last_ns = r->last_ns;
-	d->pkts = sl_sat_add(d->pkts, c->pkts);
-	d->bytes = sl_sat_add(d->bytes, c->bytes);
-	d->ip_bytes = sl_sat_add(d->ip_bytes, c->ip_bytes);
+	d->pkts = sl_sat_add(d->pkts, a.pkts);
+	d->bytes = sl_sat_add(d->bytes, a.bytes);
+	d->ip_bytes = sl_sat_add(d->ip_bytes, a.ip_bytes);
 	d->tcp_flags |= flags;
+	added->pkts = sl_sat_add(added->pkts, a.pkts);
+	added->bytes = sl_sat_add(added->bytes, a.bytes);
 }
 
 /* Exporters report each direction of a flow on its own (uniflows), in any
@@ -53,11 +73,49 @@ static void flow_turn(struct sl_flow *f)
 	c = f->base[0];
 	f->base[0] = f->base[1];
 	f->base[1] = c;
+	f->end_told = (uint8_t)((f->end_told & 1) << 1 | f->end_told >> 1);
+}
+
+#define TCP_RST 0x04
+
+/* How an exporter's flowEndReason (RFC 5102) ends a flow; 0 for none, or
+ * for an active timeout: the exporter cut a flow that goes on, and its
+ * next report adds to it. */
+static int told_end(const struct sl_collector_rec *r)
+{
+	switch (r->end_reason) {
+	case 1:
+		return SL_END_IDLE;
+	case 3: /* end of flow detected: FIN or RST */
+		return (r->tcp_flags | r->tcp_flags_rev) & TCP_RST ? SL_END_RST
+								   : SL_END_FIN;
+	case 4:
+		return SL_END_SHUTDOWN; /* forced end */
+	case 5:
+		return SL_END_TRIMMED; /* lack of resources */
+	}
+	return 0;
+}
+
+/* A flow its exporter said ended stays for the other side's report (as
+ * a closed TCP connection, SL_TIMEOUT_TCP_CLOSED), ending with the
+ * exporter's reason. di: the record's direction in the flow. */
+static void record_end_told(struct sl_engine *e, struct sl_flow *f,
+			    const struct sl_collector_rec *r, int di)
+{
+	int reason = told_end(r);
+
+	if (!reason)
+		return;
+	f->end_told |= (uint8_t)(1u << di);
+	if (!f->close_reason)
+		flow_close(e, f, reason);
 }
 
 /* Counts record i in the flow it just created, and writes the flow's start
  * event (its packet field: the record's index in the batch). */
-static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i)
+static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i,
+			struct sl_counts *added)
 {
 	const struct sl_collector_rec *r = &e->recs[i];
 	struct sl_event *ev;
@@ -65,8 +123,9 @@ static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i)
 
 	f->rec.icmp_type = r->icmp_type;
 	f->rec.icmp_code = r->icmp_code;
-	dir_add(&f->rec.fwd, &r->fwd, r, r->tcp_flags);
-	dir_add(&f->rec.rev, &r->rev, r, r->tcp_flags_rev);
+	dir_add(&f->rec.fwd, &r->fwd, r, r->tcp_flags, 0, added);
+	dir_add(&f->rec.rev, &r->rev, r, r->tcp_flags_rev, 0, added);
+	record_end_told(e, f, r, 0);
 	/* a record that counts nothing still says when the flow was seen:
 	 * its times (the export time when it has none), not a last of 0 */
 	if (!f->rec.fwd.last_ns && !f->rec.rev.pkts)
@@ -85,14 +144,18 @@ static int record_start(struct sl_engine *e, struct sl_flow *f, uint32_t i)
 
 /* Counts a record in a known flow; di: the record's direction in it. */
 static int record_add(struct sl_engine *e, struct sl_flow *f,
-		      const struct sl_collector_rec *r, int di)
+		      const struct sl_collector_rec *r, int di,
+		      struct sl_counts *added)
 {
 	if (di && r->fwd.pkts && r->first_ns < f->rec.fwd.first_ns) {
 		flow_turn(f);
 		di = 0;
 	}
-	dir_add(di ? &f->rec.rev : &f->rec.fwd, &r->fwd, r, r->tcp_flags);
-	dir_add(di ? &f->rec.fwd : &f->rec.rev, &r->rev, r, r->tcp_flags_rev);
+	record_end_told(e, f, r, di);
+	dir_add(di ? &f->rec.rev : &f->rec.fwd, &r->fwd, r, r->tcp_flags,
+		r->totals & SL_REC_TOTAL_FWD, added);
+	dir_add(di ? &f->rec.fwd : &f->rec.rev, &r->rev, r, r->tcp_flags_rev,
+		r->totals & SL_REC_TOTAL_REV, added);
 	f->slice_flags[di] |= r->tcp_flags;
 	f->slice_flags[!di] |= r->tcp_flags_rev;
 	if (e->cfg.slice_ns)
@@ -113,33 +176,49 @@ static void key_mark_origin(struct sl_key *ck, uint32_t exporter,
 	memcpy(ck->pad, &mix, sizeof(ck->pad));
 }
 
+static void stats_add(struct sl_engine *e, const struct sl_counts *added)
+{
+	e->stats.packets = sl_sat_add(e->stats.packets, added->pkts);
+	e->stats.bytes = sl_sat_add(e->stats.bytes, added->bytes);
+}
+
 static int record_process(struct sl_engine *e, uint32_t i)
 {
 	const struct sl_collector_rec *r = &e->recs[i];
+	struct sl_counts added = {0};
 	struct sl_key ck = r->key;
 	struct sl_flow *f;
 	uint32_t hash;
-	int swapped, rc;
+	int swapped, canon, rc;
 
 	e->stats.records++;
-	e->stats.packets =
-	    sl_sat_add(e->stats.packets, sl_sat_add(r->fwd.pkts, r->rev.pkts));
-	e->stats.bytes =
-	    sl_sat_add(e->stats.bytes, sl_sat_add(r->fwd.bytes, r->rev.bytes));
-	swapped = key_canonical(&ck);
+	canon = swapped = key_canonical(&ck);
 	key_mark_origin(&ck, r->exporter, r->domain);
 	hash = key_hash(&ck);
 	f = flow_find_key(e, &ck, hash, &swapped);
+	/* a side its exporter said ended reports again: a new connection */
+	if (f && (f->end_told & (1u << (swapped ^ f->swapped)))) {
+		rc = sl_flow_end(e, f, f->close_reason, e->now);
+		if (rc < 0)
+			return rc;
+		f = NULL;
+		swapped = canon;
+	}
 	if (!f) {
 		f = sl_flow_new(e, &r->key, &ck, hash, swapped, r->first_ns);
 		if (!f) {
 			e->stats.flows_refused++;
+			added.pkts = sl_sat_add(r->fwd.pkts, r->rev.pkts);
+			added.bytes = sl_sat_add(r->fwd.bytes, r->rev.bytes);
+			stats_add(e, &added);
 			return 0;
 		}
-		rc = record_start(e, f, i);
+		rc = record_start(e, f, i, &added);
 	} else {
-		rc = record_add(e, f, r, swapped ^ f->swapped);
+		rc = record_add(e, f, r, swapped ^ f->swapped, &added);
 	}
+	/* totals count what the flows took: a running total, its growth */
+	stats_add(e, &added);
 	if (rc)
 		return rc;
 	flow_touch(e, f);

@@ -146,6 +146,7 @@ static void btemplate(struct buf *b, uint16_t tid, const struct fs *f, int n)
 static const uint8_t EXA[4] = {192, 0, 2, 1};
 static const uint8_t EXB[4] = {192, 0, 2, 2};
 static const uint8_t EXC[4] = {192, 0, 2, 3};
+static const uint8_t EXD[4] = {192, 0, 2, 4};
 static const uint8_t EX6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 0x99};
 
 static struct sl_collector_msg *msg_new(uint32_t hold_max, uint64_t hold_ns,
@@ -911,6 +912,288 @@ static void test_ipfix_seq(void)
 	dec(m, &b, EXA, 5);
 	CHECK_EQ(s->seq_lost, 4);
 	CHECK_EQ(s->seq_resets, 0);
+	sl_collector_msg_free(m);
+}
+
+/* ---- sampling: counts multiplied by the rate that applies ----------------- */
+
+/* An options template (v9: scope System; IPFIX: scope observationDomainId)
+ * and a record of it: one field of 4 bytes after the scope, or two. */
+static void options_tmpl(struct buf *b, int v9, uint16_t tid,
+			 const struct fs *f, int n)
+{
+	uint32_t s = set_begin(b, v9 ? 1 : 3);
+
+	b16(b, tid);
+	if (v9) {
+		b16(b, 4); /* scope length */
+		b16(b, (uint16_t)(4 * n));
+		b16(b, 1); /* System */
+		b16(b, 4);
+	} else {
+		b16(b, (uint16_t)(n + 1));
+		b16(b, 1);
+		b16(b, 149);
+		b16(b, 4);
+	}
+	for (int i = 0; i < n; i++) {
+		b16(b, f[i].id);
+		b16(b, f[i].len);
+	}
+	set_end(b, s);
+}
+
+static void test_sampling_v5(void)
+{
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	struct buf b;
+
+	/* mode 01 (deterministic), 1 in 100 */
+	v5_msg(&b, 2, 100000, 1700000000, 0, 0, v5r, 2);
+	patch16(&b, 22, 1u << 14 | 100);
+	CHECK_EQ(dec(m, &b, EXA, 1), 2);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 1000);
+	CHECK_EQ(rec(m, 0)->fwd.bytes, 150000);
+	CHECK_EQ(rec(m, 0)->fwd.ip_bytes, 150000);
+	CHECK_EQ(rec(m, 0)->sampling, 100);
+	CHECK_EQ(rec(m, 1)->fwd.pkts, 100);
+	CHECK_EQ(st(m, 1)->sampled, 2);
+	CHECK_EQ(st(m, 1)->sampling, 100);
+	/* a mode without an interval, or 1 in 1: the counts as sent */
+	v5_msg(&b, 1, 100000, 1700000000, 0, 2, v5r, 1);
+	patch16(&b, 22, 2u << 14);
+	CHECK_EQ(dec(m, &b, EXA, 2), 1);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 10);
+	CHECK_EQ(rec(m, 0)->sampling, 0);
+	patch16(&b, 22, 1);
+	CHECK_EQ(dec(m, &b, EXA, 3), 1);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 10);
+	CHECK_EQ(rec(m, 0)->sampling, 1);
+	CHECK_EQ(st(m, 1)->sampled, 2);
+	sl_collector_msg_free(m);
+}
+
+/* v9 data: addresses, IN_BYTES, IN_PKTS, FLOW_SAMPLER_ID, SAMPLING_INTERVAL */
+static const struct fs samp_t[] = {
+    {8, 4, 0}, {12, 4, 0}, {1, 4, 0}, {2, 4, 0}, {48, 1, 0}, {34, 4, 0},
+};
+
+static void samp_rec(struct buf *b, uint32_t pkts, uint8_t sampler,
+		     uint32_t own_rate)
+{
+	bip4(b, "10.0.0.1");
+	bip4(b, "10.0.0.2");
+	b32(b, pkts * 100);
+	b32(b, pkts);
+	b8(b, sampler);
+	b32(b, own_rate);
+}
+
+static void test_sampling_v9(void)
+{
+	static const struct fs dom_f[] = {{34, 4, 0}, {35, 1, 0}};
+	static const struct fs smp_f[] = {{48, 1, 0}, {50, 4, 0}};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	struct buf b;
+	uint32_t s;
+
+	v9_hdr(&b, 4, 100000, 1700000000, 1, 7);
+	s = set_begin(&b, 0);
+	btemplate(&b, 256, samp_t, 6);
+	set_end(&b, s);
+	/* data before any rate is told: as sent */
+	s = set_begin(&b, 256);
+	samp_rec(&b, 10, 0, 0);
+	set_end(&b, s);
+	options_tmpl(&b, 1, 257, dom_f, 2);
+	options_tmpl(&b, 1, 258, smp_f, 2);
+	s = set_begin(&b, 257);
+	b32(&b, 0);
+	b32(&b, 100); /* SAMPLING_INTERVAL: the domain's */
+	b8(&b, 1);
+	set_end(&b, s);
+	s = set_begin(&b, 258);
+	b32(&b, 0);
+	b8(&b, 5); /* sampler 5: 1 in 10 */
+	b32(&b, 10);
+	set_end(&b, s);
+	s = set_begin(&b, 256);
+	samp_rec(&b, 10, 0, 0); /* the domain's 100 */
+	samp_rec(&b, 10, 5, 0); /* its sampler's 10 */
+	samp_rec(&b, 10, 9, 0); /* an unknown sampler: the domain's */
+	samp_rec(&b, 10, 5, 3); /* its own 3 */
+	set_end(&b, s);
+	CHECK_EQ(dec(m, &b, EXA, 1), 5);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 10);
+	CHECK_EQ(rec(m, 0)->sampling, 0);
+	CHECK_EQ(rec(m, 1)->fwd.pkts, 1000);
+	CHECK_EQ(rec(m, 1)->fwd.bytes, 100000);
+	CHECK_EQ(rec(m, 1)->sampling, 100);
+	CHECK_EQ(rec(m, 2)->fwd.pkts, 100);
+	CHECK_EQ(rec(m, 2)->sampling, 10);
+	CHECK_EQ(rec(m, 3)->fwd.pkts, 1000);
+	CHECK_EQ(rec(m, 4)->fwd.pkts, 30);
+	CHECK_EQ(rec(m, 4)->sampling, 3);
+	CHECK_EQ(st(m, 1)->sampled, 4);
+	CHECK_EQ(st(m, 1)->sampling, 3);
+	/* another source id of the exporter has its own rate: none */
+	v9_hdr(&b, 2, 100000, 1700000000, 1, 8);
+	s = set_begin(&b, 0);
+	btemplate(&b, 256, samp_t, 6);
+	set_end(&b, s);
+	s = set_begin(&b, 256);
+	samp_rec(&b, 10, 0, 0);
+	set_end(&b, s);
+	CHECK_EQ(dec(m, &b, EXA, 2), 1);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 10);
+	sl_collector_msg_free(m);
+}
+
+static void test_sampling_ipfix(void)
+{
+	static const struct fs pkt_f[] = {{305, 4, 0}, {306, 4, 0}};
+	static const struct fs t[] = {{8, 4, 0}, {12, 4, 0}, {1, 8, 0},
+				      {2, 8, 0}, {86, 8, 0}};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	struct buf b;
+	uint32_t s;
+
+	ipfix_hdr(&b, 1700000000, 0, 9);
+	options_tmpl(&b, 0, 257, pkt_f, 2);
+	s = set_begin(&b, 257);
+	b32(&b, 9);
+	b32(&b, 1); /* 1 packet of every 1 + 99 */
+	b32(&b, 99);
+	set_end(&b, s);
+	s = set_begin(&b, 2);
+	btemplate(&b, 256, t, 5);
+	set_end(&b, s);
+	s = set_begin(&b, 256);
+	bip4(&b, "10.0.0.1");
+	bip4(&b, "10.0.0.2");
+	b64(&b, 1000);
+	b64(&b, 10);
+	b64(&b, 0);
+	/* near 2^64: saturates, does not wrap */
+	bip4(&b, "10.0.0.3");
+	bip4(&b, "10.0.0.4");
+	b64(&b, UINT64_MAX / 50);
+	b64(&b, 1);
+	b64(&b, 0);
+	set_end(&b, s);
+	ipfix_end(&b);
+	CHECK_EQ(dec(m, &b, EXA, 1), 2);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 1000);
+	CHECK_EQ(rec(m, 0)->fwd.bytes, 100000);
+	CHECK_EQ(rec(m, 0)->sampling, 100);
+	CHECK(rec(m, 1)->fwd.bytes == UINT64_MAX);
+	CHECK_EQ(rec(m, 1)->fwd.pkts, 100);
+	sl_collector_msg_free(m);
+}
+
+/* ---- counters: NSEL initiator/responder, post (OUT_) counts -------------- */
+
+/* Cisco ASA (NSEL): initiatorOctets/Packets count the initiator's side,
+ * responderOctets/Packets the other: a biflow in one record. OUT_BYTES /
+ * OUT_PKTS (postOctetDeltaCount, RFC 5102) count the same packets after
+ * the observation point: never added, never the reverse side. */
+static void test_counters(void)
+{
+	static const struct fs nsel_t[] = {
+	    {8, 4, 0},	 {12, 4, 0},  {7, 2, 0},   {11, 2, 0},
+	    {4, 1, 0},	 {231, 4, 0}, {232, 4, 0}, {298, 4, 0},
+	    {299, 4, 0}, {233, 1, 0},
+	};
+	static const struct fs inout_t[] = {
+	    {8, 4, 0}, {12, 4, 0}, {1, 4, 0}, {2, 4, 0}, {23, 4, 0}, {24, 4, 0},
+	};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	const struct sl_collector_rec *r;
+	struct buf b;
+	uint32_t s;
+
+	v9_hdr(&b, 3, 100000, 1700000000, 1, 3);
+	s = set_begin(&b, 0);
+	btemplate(&b, 256, nsel_t, 10);
+	btemplate(&b, 257, inout_t, 6);
+	set_end(&b, s);
+	s = set_begin(&b, 256);
+	bip4(&b, "192.0.2.10");
+	bip4(&b, "198.51.100.20");
+	b16(&b, 40000);
+	b16(&b, 443);
+	b8(&b, 6);
+	b32(&b, 1500); /* initiatorOctets */
+	b32(&b, 9000); /* responderOctets */
+	b32(&b, 10);
+	b32(&b, 12);
+	b8(&b, 2); /* firewallEvent: flow deleted */
+	set_end(&b, s);
+	s = set_begin(&b, 257);
+	bip4(&b, "192.0.2.11");
+	bip4(&b, "198.51.100.21");
+	b32(&b, 1000);
+	b32(&b, 10);
+	b32(&b, 900); /* after a middlebox: the same packets */
+	b32(&b, 9);
+	set_end(&b, s);
+	CHECK_EQ(dec(m, &b, EXA, 1), 2);
+	r = rec(m, 0);
+	CHECK_EQ(r->fwd.bytes, 1500);
+	CHECK_EQ(r->fwd.ip_bytes, 1500);
+	CHECK_EQ(r->fwd.pkts, 10);
+	CHECK_EQ(r->rev.bytes, 9000);
+	CHECK_EQ(r->rev.ip_bytes, 9000);
+	CHECK_EQ(r->rev.pkts, 12);
+	r = rec(m, 1);
+	CHECK_EQ(r->fwd.bytes, 1000);
+	CHECK_EQ(r->fwd.pkts, 10);
+	CHECK_EQ(r->rev.bytes, 0);
+	CHECK_EQ(r->rev.pkts, 0);
+	CHECK_EQ(r->totals, 0);
+	sl_collector_msg_free(m);
+}
+
+/* octetTotalCount / packetTotalCount alone: the record says its counts
+ * are running totals (the engine takes their growth); with a delta beside
+ * them, the delta counts. */
+static void test_totals_flag(void)
+{
+	static const struct fs tot_t[] = {
+	    {8, 4, 0}, {12, 4, 0}, {85, 8, 0}, {86, 8, 0},
+	    {85, 8, PEN_REVERSE}, {86, 8, PEN_REVERSE},
+	};
+	static const struct fs mix_t[] = {{8, 4, 0}, {12, 4, 0}, {1, 4, 0},
+					  {86, 8, 0}};
+	struct sl_collector_msg *m = msg_new(0, 0, 0, 0);
+	struct buf b;
+	uint32_t s;
+
+	ipfix_hdr(&b, 1700000000, 0, 1);
+	s = set_begin(&b, 2);
+	btemplate(&b, 256, tot_t, 6);
+	btemplate(&b, 257, mix_t, 4);
+	set_end(&b, s);
+	s = set_begin(&b, 256);
+	bip4(&b, "10.0.0.1");
+	bip4(&b, "10.0.0.2");
+	b64(&b, 3000);
+	b64(&b, 30);
+	b64(&b, 500);
+	b64(&b, 5);
+	set_end(&b, s);
+	s = set_begin(&b, 257);
+	bip4(&b, "10.0.0.3");
+	bip4(&b, "10.0.0.4");
+	b32(&b, 100);
+	b64(&b, 30);
+	set_end(&b, s);
+	ipfix_end(&b);
+	CHECK_EQ(dec(m, &b, EXA, 1), 2);
+	CHECK_EQ(rec(m, 0)->totals, SL_REC_TOTAL_FWD | SL_REC_TOTAL_REV);
+	CHECK_EQ(rec(m, 0)->fwd.pkts, 30);
+	CHECK_EQ(rec(m, 0)->rev.bytes, 500);
+	CHECK_EQ(rec(m, 1)->totals, 0);
 	sl_collector_msg_free(m);
 }
 
@@ -2244,9 +2527,10 @@ static void test_mutations(void)
 			sl_collector_msg_expire(m, now);
 	}
 	CHECK_EQ(bad, 0);
-	/* still decodes a valid message exactly */
+	/* still decodes a valid message exactly (from an exporter the
+	 * mutations told no sampling rate) */
 	v9_full(&b, 1);
-	CHECK_EQ(dec(m, &b, EXA, now + 1), 3);
+	CHECK_EQ(dec(m, &b, EXD, now + 1), 3);
 	CHECK(ip4_is(rec(m, 0)->key.src, "10.1.1.1"));
 	CHECK(rec(m, 0)->fwd.bytes == 5000000000ULL);
 	CHECK_EQ(rec(m, 2)->icmp_type, 128);
@@ -2473,6 +2757,11 @@ int main(int argc, char **argv)
 	test_ipfix();
 	test_ipfix_init_in_record();
 	test_ipfix_seq();
+	test_sampling_v5();
+	test_sampling_v9();
+	test_sampling_ipfix();
+	test_counters();
+	test_totals_flag();
 	test_template_scope();
 	test_template_life();
 	test_hold();

@@ -199,9 +199,123 @@ static void test_repeated_reports(void)
 	CHECK(r.slices >= 3);
 }
 
+/* An exporter that sends running totals (octetTotalCount) reports a flow
+ * at 10 then 30 packets: the flow has 30, not 40; a reverse side's totals
+ * are its own. */
+static void test_totals(void)
+{
+	struct sl_collector_rec recs[4];
+	const uint32_t batches[] = {1, 1, 1, 1, 0};
+	struct run r;
+
+	recs[0] = rec("10.0.0.1", 1, "10.0.0.2", 2, BASE, BASE + S(30), 10,
+		      1000);
+	recs[1] = rec("10.0.0.1", 1, "10.0.0.2", 2, BASE, BASE + S(59), 30,
+		      3000);
+	recs[2] = rec("10.0.0.2", 2, "10.0.0.1", 1, BASE + S(1), BASE + S(30),
+		      4, 400);
+	recs[3] = rec("10.0.0.2", 2, "10.0.0.1", 1, BASE + S(1), BASE + S(59),
+		      5, 500);
+	for (int i = 0; i < 4; i++)
+		recs[i].totals = SL_REC_TOTAL_FWD;
+	run_records(recs, batches, NULL, &r);
+	CHECK_EQ(r.starts, 1);
+	CHECK_EQ(r.ends, 1);
+	CHECK_EQ(r.end[0].fwd.pkts, 30);
+	CHECK_EQ(r.end[0].fwd.bytes, 3000);
+	CHECK_EQ(r.end[0].rev.pkts, 5);
+	CHECK_EQ(r.end[0].rev.bytes, 500);
+	CHECK_EQ(r.end[0].fwd.last_ns, BASE + S(59));
+	CHECK_EQ(r.stats.packets, 35);
+	CHECK_EQ(r.stats.bytes, 3500);
+}
+
+static struct sl_collector_rec ended(const char *src, int sport,
+				      const char *dst, int dport,
+				      uint64_t first, uint64_t last,
+				      uint8_t flags, uint8_t end_reason)
+{
+	struct sl_collector_rec r =
+	    rec(src, sport, dst, dport, first, last, 10, 1000);
+
+	r.tcp_flags = flags;
+	r.end_reason = end_reason;
+	return r;
+}
+
+/* flowEndReason: an exporter that says a flow ended (end of flow
+ * detected, idle, forced, lack of resources) ends it with that reason, and
+ * the next connection on the same 5-tuple is a flow of its own; the other
+ * side's report of the ended flow still folds into it; an active timeout
+ * only splits a flow that goes on. */
+static void test_end_reasons(void)
+{
+	struct sl_collector_rec recs[9];
+	const uint32_t batches[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 0};
+	struct run r;
+
+	/* two connections of one tuple, 10 s apart, each ended by FIN */
+	recs[0] = ended("10.0.0.1", 40000, "10.0.0.2", 443, BASE,
+			BASE + S(5), 0x13, 3);
+	recs[1] = ended("10.0.0.2", 443, "10.0.0.1", 40000, BASE + S(1),
+			BASE + S(5), 0x13, 3);
+	recs[2] = ended("10.0.0.1", 40000, "10.0.0.2", 443, BASE + S(15),
+			BASE + S(20), 0x13, 3);
+	/* RST */
+	recs[3] = ended("10.0.0.3", 1, "10.0.0.4", 2, BASE + S(21),
+			BASE + S(22), 0x14, 3);
+	/* idle, then again on the tuple */
+	recs[4] = ended("10.0.0.5", 1, "10.0.0.6", 2, BASE + S(21),
+			BASE + S(22), 0x18, 1);
+	recs[5] = ended("10.0.0.5", 1, "10.0.0.6", 2, BASE + S(23),
+			BASE + S(24), 0x18, 4);
+	/* active timeout: one flow goes on, then lack of resources */
+	recs[6] = ended("10.0.0.7", 1, "10.0.0.8", 2, BASE + S(10),
+			BASE + S(24), 0x18, 2);
+	recs[7] = ended("10.0.0.7", 1, "10.0.0.8", 2, BASE + S(24),
+			BASE + S(25), 0x18, 5);
+	recs[8] = rec("10.9.9.9", 1, "10.9.9.8", 2, BASE + S(26), BASE + S(26),
+		      1, 60);
+	run_records(recs, batches, NULL, &r);
+	CHECK_EQ(r.starts, 7);
+	CHECK_EQ(r.ends, 7);
+	for (int i = 0; i < r.ends; i++) {
+		const struct sl_flow_rec *f = &r.end[i];
+		char a[16];
+
+		inet_ntop(AF_INET, f->key.src, a, sizeof(a));
+		if (!strcmp(a, "10.0.0.1") && f->rev.pkts) {
+			CHECK_EQ(f->fwd.pkts, 10);
+			CHECK_EQ(f->rev.pkts, 10);
+			CHECK_EQ(f->reason_code, SL_END_FIN);
+		} else if (!strcmp(a, "10.0.0.1")) {
+			CHECK_EQ(f->fwd.pkts, 10);
+			CHECK_EQ(f->fwd.first_ns, BASE + S(15));
+			CHECK_EQ(f->reason_code, SL_END_FIN);
+		} else if (!strcmp(a, "10.0.0.3")) {
+			CHECK_EQ(f->reason_code, SL_END_RST);
+		} else if (!strcmp(a, "10.0.0.5")) {
+			CHECK_EQ(f->fwd.pkts, 10);
+			CHECK(f->reason_code == SL_END_IDLE ||
+			      f->reason_code == SL_END_SHUTDOWN);
+		} else if (!strcmp(a, "10.0.0.7")) {
+			CHECK_EQ(f->fwd.pkts, 20);
+			CHECK_EQ(f->reason_code, SL_END_TRIMMED);
+		}
+	}
+	CHECK_EQ(r.stats.ended_by[SL_END_FIN], 2);
+	CHECK_EQ(r.stats.ended_by[SL_END_RST], 1);
+	CHECK_EQ(r.stats.ended_by[SL_END_IDLE], 1);
+	CHECK_EQ(r.stats.ended_by[SL_END_SHUTDOWN], 1);
+	CHECK_EQ(r.stats.ended_by[SL_END_TRIMMED], 1);
+	CHECK_EQ(r.stats.ended_by[SL_END_EOF], 1);
+}
+
 int main(void)
 {
 	test_fold_uniflows();
 	test_repeated_reports();
+	test_totals();
+	test_end_reasons();
 	return test_done();
 }

@@ -457,7 +457,9 @@ end
 
 -- A collector's exporters: a list of { index, address, port, messages,
 -- records, templates, dropped = { reason = n }, seq_lost, seq_resets, held,
--- evicted_templates, evicted_domains }. The first (index 0, address
+-- evicted_templates, evicted_domains, sampled, sampling }: sampled counts the
+-- records whose counts were multiplied by a sampling rate, sampling is the
+-- last such rate (1 in N; 0 before any). The first (index 0, address
 -- "unknown") counts messages of no exporter and holds the counters of
 -- evicted exporters; an evicted exporter's index is skipped.
 function Engine:exporters()
@@ -477,7 +479,8 @@ function Engine:exporters()
         templates = tonumber(x.templates), dropped = dropped, seq_lost = tonumber(x.seq_lost),
         seq_resets = tonumber(x.seq_resets), held = tonumber(x.held),
         evicted_templates = tonumber(x.evicted_templates),
-        evicted_domains = tonumber(x.evicted_domains) }
+        evicted_domains = tonumber(x.evicted_domains), sampled = tonumber(x.sampled),
+        sampling = tonumber(x.sampling) }
     end
   end
   return list

@@ -36,9 +36,10 @@ function M.exporter_lines(eng, out)
     local dropped = counters(x.dropped)
     if x.messages > 0 or dropped ~= "" or x.evicted_templates > 0 or x.evicted_domains > 0 then
       out:write(format("exporter %s messages %s records %s templates %s seq_lost %s " ..
-        "seq_resets %s held %s evicted_templates %s evicted_domains %s dropped%s\n",
-        M.exporter_name(x), n(x.messages), n(x.records), n(x.templates), n(x.seq_lost), n(x.seq_resets),
-        n(x.held), n(x.evicted_templates), n(x.evicted_domains), dropped ~= "" and dropped or " 0"))
+        "seq_resets %s held %s evicted_templates %s evicted_domains %s sampled %s sampling %s " ..
+        "dropped%s\n", M.exporter_name(x), n(x.messages), n(x.records), n(x.templates),
+        n(x.seq_lost), n(x.seq_resets), n(x.held), n(x.evicted_templates), n(x.evicted_domains),
+        n(x.sampled), n(x.sampling), dropped ~= "" and dropped or " 0"))
     end
   end
 end
