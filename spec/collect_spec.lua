@@ -1538,6 +1538,95 @@ describe("sluice collect", function()
     it("SIGTERM: counted as dropped no_template", function() held_drop("term") end)
   end)
 
+  -- A stop (SIGTERM, SIGINT) reads what the kernel already took, as live
+  -- capture does: the collector is stopped (SIGSTOP) while the exporters
+  -- send, so everything waits in its sockets when the SIGTERM comes. It
+  -- read one batch (64 datagrams) and dropped the rest, silently, exit 0.
+  describe("a stop reads what the kernel already queued", function()
+    local SIGSTOP, SIGCONT = 19, 18
+
+    -- a stream's bytes, whole (a send may take fewer)
+    local function send_stream(c, list)
+      local data = table.concat(list)
+      local off = 0
+      local deadline = monotonic() + 10
+      while off < #data do
+        local n, err, retry = c:send(data:sub(off + 1), #data - off)
+        if n then
+          off = off + n
+        else
+          assert(retry, "send: " .. tostring(err))
+          assert(monotonic() < deadline, "the collector's socket stays full")
+          sleep(0.001)
+        end
+      end
+    end
+
+    local function stop_queued(h)
+      proc.signal(h, S.SL_SIGTERM)
+      proc.signal(h, SIGCONT)
+      return finish(h, 60)
+    end
+
+    it("UDP: every datagram queued at the SIGTERM is decoded", function()
+      local port = free_port(SOCK_DGRAM)
+      local h = collect("--listen udp:127.0.0.1:" .. port .. " -v", "udp", port)
+      proc.signal(h, SIGSTOP)
+      local s = sender_from("127.0.0.1", port)
+      local want = {}
+      for k = 0, 299 do
+        s:send(v5_message(50, k * 30, k * 30 + 29, k * 30))
+        for i = k * 30, k * 30 + 29 do want[#want + 1] = v5_expected(50, i) end
+      end
+      s:close()
+      local r = stop_queued(h)
+      assert.equal(0, r.code, run.describe(r))
+      local flows = run.of_type(run.json_lines(h.json), "flow")
+      assert_flows(want, flows, "queued at the stop")
+      assert.equal(9000, #flows)
+      local x = exporter_at(r.err, "127.0.0.1", s.port)
+      assert.equal(300, x.messages, x.line)
+      assert.equal(9000, x.records, x.line)
+      assert.equal(0, x.seq_lost, x.line)
+    end)
+
+    it("TCP: what an open session and a connection not yet accepted sent is decoded", function()
+      local port = free_port(SOCK_STREAM)
+      local h = collect("--listen tcp:127.0.0.1:" .. port .. " -v", "tcp", port)
+      local function connected(c)
+        local deadline = monotonic() + 5
+        while not c:connected() do
+          assert(monotonic() < deadline, "no TCP connection to the collector")
+          sleep(0.005)
+        end
+      end
+      local a = assert(sock.connect("tcp:127.0.0.1:" .. port))
+      connected(a)
+      local ea, eb = ipfix_encoder(1), ipfix_encoder(2)
+      send_stream(a, { ea:message(11, 0, 19) })
+      sleep(0.3) -- taken: the session is open in the collector
+      proc.signal(h, SIGSTOP)
+      local list = {}
+      for k = 1, 49 do list[#list + 1] = ea:message(11, k * 20, k * 20 + 19) end
+      send_stream(a, list)
+      local b = assert(sock.connect("tcp:127.0.0.1:" .. port))
+      connected(b)
+      list = {}
+      for k = 0, 19 do list[#list + 1] = eb:message(12, k * 20, k * 20 + 19) end
+      send_stream(b, list)
+      local r = stop_queued(h)
+      a:close()
+      b:close()
+      assert.equal(0, r.code, run.describe(r))
+      local flows = run.of_type(run.json_lines(h.json), "flow")
+      local want = {}
+      for i = 0, 999 do want[#want + 1] = expected_flow(11, i) end
+      for i = 0, 399 do want[#want + 1] = expected_flow(12, i) end
+      assert_flows(want, flows, "queued at the stop")
+      assert.equal(1400, #flows)
+    end)
+  end)
+
   it("a slow policy shows up as socket drops, every one counted", function()
     local dir = run.tmpdir()
     local policy = run.spit(dir .. "/slow.lua", [[
