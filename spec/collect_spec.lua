@@ -178,12 +178,12 @@ function Sender:close()
   self.fd = -1
 end
 
--- The sockets bound to 127.0.0.1:port in /proc/net/{udp,tcp} (tcp: the
--- listening ones): count, bytes waiting in their receive queues, drops.
+-- The sockets bound to 127.0.0.1:port in /proc/net/{udp,tcp}, or to
+-- [::]:port in /proc/net/udp6 (tcp: the listening ones): count, bytes waiting in their receive queues, drops.
 local function proc_sockets(kind, port)
-  local f = io.open(kind == "tcp" and "/proc/net/tcp" or "/proc/net/udp")
+  local f = io.open("/proc/net/" .. kind)
   if not f then return 0, 0, 0 end
-  local want = string.format("0100007F:%04X", port)
+  local want = string.format(kind == "udp6" and string.rep("0", 32) .. ":%04X" or "0100007F:%04X", port)
   local n, queued, drops = 0, 0, 0
   for line in f:lines() do
     local fields = {}
@@ -1248,11 +1248,15 @@ describe("sluice collect", function()
   end)
 
   describe("workers", function()
-    it("--workers 2: each exporter handled by one worker, every flow once", function()
+    -- exporters 127.0.0.FIRST.. (8 of them) to `workers` workers listening
+    -- on listen (an address of that port): each exporter handled by one
+    -- worker, every flow once, and every worker used
+    local function spread_over(listen, kind, workers, first)
       local port = free_port()
-      local h = collect("--listen udp:127.0.0.1:" .. port .. " --workers 2 --idle-exit 1 -v", "udp", port, 2)
+      local h = collect("--listen udp:" .. listen .. ":" .. port .. " --workers " .. workers ..
+        " --idle-exit 1 -v", kind, port, workers)
       local expected, senders = {}, {}
-      for k = 1, 8 do
+      for k = first, first + 7 do
         local s = sender_from("127.0.0." .. k, port)
         senders[k] = s
         local enc = ipfix_encoder(k)
@@ -1262,7 +1266,7 @@ describe("sluice collect", function()
         for i = 1, 30 do expected[#expected + 1] = expected_flow(20 + k, i) end
       end
       local r, flows = collected(h)
-      for _, s in ipairs(senders) do s:close() end
+      for _, s in pairs(senders) do s:close() end
       assert_flows(expected, flows, "workers")
       assert.equal(#expected, #flows)
       -- flow ids: worker w of N hands out w+1, w+1+N, ...
@@ -1271,22 +1275,36 @@ describe("sluice collect", function()
         local k = tonumber(f.src:match("^10%.(%d+)%.")) - 20
         assert.equal("127.0.0." .. k, f.tags and f.tags.exporter)
         assert.equal(k, f.tags.domain)
-        local w = (f.id - 1) % 2
+        local w = (f.id - 1) % workers
         assert(worker_of[k] == nil or worker_of[k] == w, "exporter 127.0.0." .. k ..
-          " handled by both workers (flow ids)")
+          " handled by two workers (flow ids)")
         worker_of[k] = w
         used[w] = (used[w] or 0) + 1
       end
       -- each exporter is in one worker's counters, with all its records
-      for k = 1, 8 do
+      for k = first, first + 7 do
         local x = exporter_at(r.err, "127.0.0." .. k, senders[k].port)
         assert.equal(3, x.messages, x.line)
         assert.equal(30, x.records, x.line)
       end
       local spread = {}
-      for k = 1, 8 do spread[k] = "127.0.0." .. k .. "->w" .. worker_of[k] end
+      for k = first, first + 7 do spread[#spread + 1] = "127.0.0." .. k .. "->w" .. worker_of[k] end
       io.stderr:write("collect_spec: workers: " .. table.concat(spread, " ") .. "\n")
-      assert(used[0] and used[1], "every exporter went to one worker: " .. table.concat(spread, " "))
+      for w = 0, workers - 1 do
+        assert(used[w], "worker " .. w .. " got no exporter: " .. table.concat(spread, " "))
+      end
+    end
+
+    it("--workers 2: each exporter handled by one worker, every flow once", function()
+      spread_over("127.0.0.1", "udp", 2, 1)
+    end)
+
+    -- the program picking the worker read an IPv4 datagram on an IPv6
+    -- socket at IPv6 offsets (the UDP ports): all IPv4 exporters to one
+    -- worker
+    it("--workers: a dual-stack listener spreads IPv4 exporters too", function()
+      spread_over("[::]", "udp6", 2, 2)
+      spread_over("[::]", "udp6", 4, 2)
     end)
 
     -- the others went on collecting with nothing said, half the exporters

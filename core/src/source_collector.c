@@ -182,16 +182,24 @@ static int parse_listen(const char *spec, int *tcp, struct sockaddr_storage *sa,
 }
 
 /* The reuseport group's socket for a datagram: the exporter's address
- * (its last 32 bits for IPv6) modulo the workers. */
-static int attach_spread(int fd, int family, uint32_t workers)
+ * (its last 32 bits for IPv6) modulo the workers. The family comes from
+ * the datagram's own header, not the socket's: a dual-stack IPv6 socket
+ * gets IPv4 datagrams with an IPv4 header, where the IPv6 offset is the
+ * UDP ports. An IPv4 exporter is then spread alike on both kinds. */
+static int attach_spread(int fd, uint32_t workers)
 {
 	struct sock_filter code[] = {
-	    {BPF_LD | BPF_W | BPF_ABS, 0, 0,
-	     (uint32_t)(SKF_NET_OFF + (family == AF_INET ? 12 : 20))},
+	    {BPF_LD | BPF_B | BPF_ABS, 0, 0, (uint32_t)SKF_NET_OFF},
+	    {BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xf0},
+	    {BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 0x40},
+	    {BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_NET_OFF + 12)},
+	    {BPF_JMP | BPF_JA, 0, 0, 1},
+	    {BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_NET_OFF + 20)},
 	    {BPF_ALU | BPF_MOD | BPF_K, 0, 0, workers},
 	    {BPF_RET | BPF_A, 0, 0, 0},
 	};
-	struct sock_fprog prog = {.len = 3, .filter = code};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]),
+				  .filter = code};
 
 	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
 		       sizeof(prog)))
@@ -247,7 +255,7 @@ static int open_listener(struct collector_source *c, const char *spec,
 		goto out_close;
 	}
 	if (!tcp && o->workers > 1) {
-		rc = attach_spread(fd, sa.ss_family, o->workers);
+		rc = attach_spread(fd, o->workers);
 		if (rc)
 			goto out_close;
 	}
