@@ -1247,6 +1247,42 @@ describe("sluice collect", function()
     end)
   end)
 
+  describe("IPFIX over TCP templates", function()
+    -- RFC 7011 section 8: over TCP a template is sent once and lives as
+    -- long as the session. It expired by --template-timeout mid-session
+    -- and every later data set was dropped (no_template) for good.
+    it("do not expire while their session is open; they go with it", function()
+      local port = free_port(SOCK_STREAM)
+      local h = collect("--listen tcp:127.0.0.1:" .. port .. " --template-timeout 1 --idle-exit 3 -v",
+        "tcp", port)
+      local c = assert(sock.connect("tcp:127.0.0.1:" .. port))
+      local deadline = monotonic() + 5
+      while not c:connected() do
+        assert(monotonic() < deadline, "no TCP connection to the collector")
+        sleep(0.005)
+      end
+      local sa = ffi.new("struct sl_sockaddr_in")
+      local len = ffi.new("unsigned[1]", ffi.sizeof(sa))
+      assert(C.getsockname(c.fd, sa, len) == 0)
+      local enc = ipfix_encoder(3)
+      send_all(c, { enc:message(14, 1, 5) }) -- with the templates
+      sleep(2.6) -- past the timeout and the collector's expiry pass
+      send_all(c, { enc:message(14, 6, 10) })
+      sleep(0.2)
+      c:close()
+      local r, flows = collected(h)
+      local want = {}
+      for i = 1, 10 do want[i] = expected_flow(14, i) end
+      assert_flows(want, flows, "TCP templates")
+      assert.equal(10, #flows)
+      local x = exporter_at(r.err, "127.0.0.1", swap16(sa.port))
+      assert.equal(10, x.records, x.line)
+      assert.equal(0, x.dropped_total, x.line)
+      -- the session closed: its templates were freed with it
+      assert(r.err:find("collector memory %d+ max_memory %d+ exporters %d+ domains %d+ templates 0 "), r.err)
+    end)
+  end)
+
   describe("workers", function()
     -- exporters 127.0.0.FIRST.. (8 of them) to `workers` workers listening
     -- on listen (an address of that port): each exporter handled by one

@@ -286,6 +286,14 @@ int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
 			    uint32_t len, const uint8_t *addr, int family,
 			    uint16_t port, uint64_t now_ns)
 {
+	return collector_msg_decode(m, msg, len, addr, family, port, now_ns,
+				    0);
+}
+
+int collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
+			 uint32_t len, const uint8_t *addr, int family,
+			 uint16_t port, uint64_t now_ns, int stream)
+{
 	struct ident id;
 	struct ctx c;
 	int rc, e;
@@ -309,6 +317,7 @@ int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
 	c.exp = (uint32_t)e;
 	c.ex = m->exp[e];
 	c.now = now_ns;
+	c.stream = (uint8_t)!!stream;
 	/* pinned (this batch) before anything may need room */
 	collector_touch_exp(m, c.ex);
 	if (len < 2) {

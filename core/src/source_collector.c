@@ -288,13 +288,14 @@ static int peer_of(const struct sockaddr_storage *sa, uint8_t *addr,
 	return 6;
 }
 
-/* Decodes one message and appends its records. */
+/* Decodes one message (stream: of a TCP session) and appends its
+ * records. */
 static int take_message(struct collector_source *c, const uint8_t *msg,
 			uint32_t len, const uint8_t *addr, int family,
-			uint16_t port)
+			uint16_t port, int stream)
 {
-	int n = sl_collector_msg_decode(c->msg, msg, len, addr, family, port,
-					real_ns());
+	int n = collector_msg_decode(c->msg, msg, len, addr, family, port,
+				     real_ns(), stream);
 
 	c->messages++;
 	c->last_msg_ns = mono_ns();
@@ -361,7 +362,7 @@ static int read_udp(struct collector_source *c, struct listener *l)
 			l->drain -= took < l->drain ? took : l->drain;
 		note_drops(l, &c->mm[i].msg_hdr);
 		rc = take_message(c, c->iov[i].iov_base, c->mm[i].msg_len, addr,
-				  fam, port);
+				  fam, port, 0);
 		if (rc < 0)
 			return rc;
 	}
@@ -369,14 +370,16 @@ static int read_udp(struct collector_source *c, struct listener *l)
 }
 
 /* Closes connection i; a message it cut short goes to the decoder
- * (counted there) unless flush is 0. */
+ * (counted there) unless flush is 0. The session's templates go with
+ * it (RFC 7011 section 8). */
 static void conn_close(struct collector_source *c, uint32_t i, int flush)
 {
 	struct conn *cn = &c->conns[i];
 
 	if (flush && cn->have)
 		take_message(c, cn->buf, cn->have, cn->addr, cn->family,
-			     cn->port);
+			     cn->port, 1);
+	collector_session_end(c->msg, cn->addr, cn->family, cn->port);
 	close(cn->fd);
 	free(cn->buf);
 	c->conns[i] = c->conns[--c->nconns];
@@ -495,13 +498,13 @@ static int read_conn(struct collector_source *c, uint32_t i)
 
 		if (m[0] != 0 || m[1] != 10 || len < IPFIX_HDR) {
 			take_message(c, m, cn->have - off, cn->addr, cn->family,
-				     cn->port);
+				     cn->port, 1);
 			conn_close(c, i, 0);
 			return 1;
 		}
 		if (cn->have - off < len)
 			break;
-		take_message(c, m, len, cn->addr, cn->family, cn->port);
+		take_message(c, m, len, cn->addr, cn->family, cn->port, 1);
 		cn->last_ns = mono_ns();
 		off += len;
 	}
@@ -603,7 +606,7 @@ static void flush_partial(struct collector_source *c)
 		if (!cn->have)
 			continue;
 		take_message(c, cn->buf, cn->have, cn->addr, cn->family,
-			     cn->port);
+			     cn->port, 1);
 		cn->have = 0;
 	}
 }
