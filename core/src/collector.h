@@ -188,12 +188,29 @@ struct tmpl {
 	uint8_t pad;
 };
 
+/* Sequence numbers are followed by both conventions at once (see
+ * collector_decode.c): RFC 7011's, records before the message
+ * (SEQ_PRE), and softflowd's, records up to and with it (SEQ_POST). In
+ * either, a message covers the records [lo, hi). */
+enum { SEQ_PRE, SEQ_POST, SEQ_CONVS };
+#define SEQ_GAPS 4
+
+struct seq_conv {
+	uint32_t end, end_alt; /* hi of the newest message: by all its
+				  records, by its flow records only */
+	uint64_t lost;	       /* as if the exporter followed this one */
+	struct {
+		uint32_t lo, hi; /* counted as lost; lo == hi: free */
+	} gap[SEQ_GAPS];	 /* the latest, for late messages to fill */
+	uint32_t next_gap;
+	uint32_t pad;
+};
+
 struct seq {
-	uint32_t last;	 /* sequence number of the newest message */
-	uint32_t n_all;	 /* its data records */
-	uint32_t n_flow; /* the same without options records */
-	uint8_t valid;	 /* last and the counts can predict the next */
-	uint8_t post;	 /* this exporter counts the message's own records */
+	struct seq_conv conv[SEQ_CONVS];
+	uint32_t votes[SEQ_CONVS]; /* messages only this one fitted */
+	uint8_t mode;		   /* the one the exporter's count follows */
+	uint8_t valid;		   /* the ends can predict the next */
 	uint8_t pad[2];
 };
 
