@@ -178,12 +178,12 @@ function Sender:close()
   self.fd = -1
 end
 
--- The sockets bound to 127.0.0.1:port in /proc/net/{udp,tcp} (tcp: the
--- listening ones): count, bytes waiting in their receive queues, drops.
+-- The sockets bound to 127.0.0.1:port in /proc/net/{udp,tcp}, or to
+-- [::]:port in /proc/net/udp6 (tcp: the listening ones): count, bytes waiting in their receive queues, drops.
 local function proc_sockets(kind, port)
-  local f = io.open(kind == "tcp" and "/proc/net/tcp" or "/proc/net/udp")
+  local f = io.open("/proc/net/" .. kind)
   if not f then return 0, 0, 0 end
-  local want = string.format("0100007F:%04X", port)
+  local want = string.format(kind == "udp6" and string.rep("0", 32) .. ":%04X" or "0100007F:%04X", port)
   local n, queued, drops = 0, 0, 0
   for line in f:lines() do
     local fields = {}
@@ -1247,12 +1247,52 @@ describe("sluice collect", function()
     end)
   end)
 
+  describe("IPFIX over TCP templates", function()
+    -- RFC 7011 section 8: over TCP a template is sent once and lives as
+    -- long as the session. It expired by --template-timeout mid-session
+    -- and every later data set was dropped (no_template) for good.
+    it("do not expire while their session is open; they go with it", function()
+      local port = free_port(SOCK_STREAM)
+      local h = collect("--listen tcp:127.0.0.1:" .. port .. " --template-timeout 1 --idle-exit 3 -v",
+        "tcp", port)
+      local c = assert(sock.connect("tcp:127.0.0.1:" .. port))
+      local deadline = monotonic() + 5
+      while not c:connected() do
+        assert(monotonic() < deadline, "no TCP connection to the collector")
+        sleep(0.005)
+      end
+      local sa = ffi.new("struct sl_sockaddr_in")
+      local len = ffi.new("unsigned[1]", ffi.sizeof(sa))
+      assert(C.getsockname(c.fd, sa, len) == 0)
+      local enc = ipfix_encoder(3)
+      send_all(c, { enc:message(14, 1, 5) }) -- with the templates
+      sleep(2.6) -- past the timeout and the collector's expiry pass
+      send_all(c, { enc:message(14, 6, 10) })
+      sleep(0.2)
+      c:close()
+      local r, flows = collected(h)
+      local want = {}
+      for i = 1, 10 do want[i] = expected_flow(14, i) end
+      assert_flows(want, flows, "TCP templates")
+      assert.equal(10, #flows)
+      local x = exporter_at(r.err, "127.0.0.1", swap16(sa.port))
+      assert.equal(10, x.records, x.line)
+      assert.equal(0, x.dropped_total, x.line)
+      -- the session closed: its templates were freed with it
+      assert(r.err:find("collector memory %d+ max_memory %d+ exporters %d+ domains %d+ templates 0 "), r.err)
+    end)
+  end)
+
   describe("workers", function()
-    it("--workers 2: each exporter handled by one worker, every flow once", function()
+    -- exporters 127.0.0.FIRST.. (8 of them) to `workers` workers listening
+    -- on listen (an address of that port): each exporter handled by one
+    -- worker, every flow once, and every worker used
+    local function spread_over(listen, kind, workers, first)
       local port = free_port()
-      local h = collect("--listen udp:127.0.0.1:" .. port .. " --workers 2 --idle-exit 1 -v", "udp", port, 2)
+      local h = collect("--listen udp:" .. listen .. ":" .. port .. " --workers " .. workers ..
+        " --idle-exit 1 -v", kind, port, workers)
       local expected, senders = {}, {}
-      for k = 1, 8 do
+      for k = first, first + 7 do
         local s = sender_from("127.0.0." .. k, port)
         senders[k] = s
         local enc = ipfix_encoder(k)
@@ -1262,7 +1302,7 @@ describe("sluice collect", function()
         for i = 1, 30 do expected[#expected + 1] = expected_flow(20 + k, i) end
       end
       local r, flows = collected(h)
-      for _, s in ipairs(senders) do s:close() end
+      for _, s in pairs(senders) do s:close() end
       assert_flows(expected, flows, "workers")
       assert.equal(#expected, #flows)
       -- flow ids: worker w of N hands out w+1, w+1+N, ...
@@ -1271,22 +1311,36 @@ describe("sluice collect", function()
         local k = tonumber(f.src:match("^10%.(%d+)%.")) - 20
         assert.equal("127.0.0." .. k, f.tags and f.tags.exporter)
         assert.equal(k, f.tags.domain)
-        local w = (f.id - 1) % 2
+        local w = (f.id - 1) % workers
         assert(worker_of[k] == nil or worker_of[k] == w, "exporter 127.0.0." .. k ..
-          " handled by both workers (flow ids)")
+          " handled by two workers (flow ids)")
         worker_of[k] = w
         used[w] = (used[w] or 0) + 1
       end
       -- each exporter is in one worker's counters, with all its records
-      for k = 1, 8 do
+      for k = first, first + 7 do
         local x = exporter_at(r.err, "127.0.0." .. k, senders[k].port)
         assert.equal(3, x.messages, x.line)
         assert.equal(30, x.records, x.line)
       end
       local spread = {}
-      for k = 1, 8 do spread[k] = "127.0.0." .. k .. "->w" .. worker_of[k] end
+      for k = first, first + 7 do spread[#spread + 1] = "127.0.0." .. k .. "->w" .. worker_of[k] end
       io.stderr:write("collect_spec: workers: " .. table.concat(spread, " ") .. "\n")
-      assert(used[0] and used[1], "every exporter went to one worker: " .. table.concat(spread, " "))
+      for w = 0, workers - 1 do
+        assert(used[w], "worker " .. w .. " got no exporter: " .. table.concat(spread, " "))
+      end
+    end
+
+    it("--workers 2: each exporter handled by one worker, every flow once", function()
+      spread_over("127.0.0.1", "udp", 2, 1)
+    end)
+
+    -- the program picking the worker read an IPv4 datagram on an IPv6
+    -- socket at IPv6 offsets (the UDP ports): all IPv4 exporters to one
+    -- worker
+    it("--workers: a dual-stack listener spreads IPv4 exporters too", function()
+      spread_over("[::]", "udp6", 2, 2)
+      spread_over("[::]", "udp6", 4, 2)
     end)
 
     -- the others went on collecting with nothing said, half the exporters
@@ -1558,6 +1612,95 @@ describe("sluice collect", function()
 
     it("--idle-exit: counted as dropped no_template", function() held_drop("idle") end)
     it("SIGTERM: counted as dropped no_template", function() held_drop("term") end)
+  end)
+
+  -- A stop (SIGTERM, SIGINT) reads what the kernel already took, as live
+  -- capture does: the collector is stopped (SIGSTOP) while the exporters
+  -- send, so everything waits in its sockets when the SIGTERM comes. It
+  -- read one batch (64 datagrams) and dropped the rest, silently, exit 0.
+  describe("a stop reads what the kernel already queued", function()
+    local SIGSTOP, SIGCONT = 19, 18
+
+    -- a stream's bytes, whole (a send may take fewer)
+    local function send_stream(c, list)
+      local data = table.concat(list)
+      local off = 0
+      local deadline = monotonic() + 10
+      while off < #data do
+        local n, err, retry = c:send(data:sub(off + 1), #data - off)
+        if n then
+          off = off + n
+        else
+          assert(retry, "send: " .. tostring(err))
+          assert(monotonic() < deadline, "the collector's socket stays full")
+          sleep(0.001)
+        end
+      end
+    end
+
+    local function stop_queued(h)
+      proc.signal(h, S.SL_SIGTERM)
+      proc.signal(h, SIGCONT)
+      return finish(h, 60)
+    end
+
+    it("UDP: every datagram queued at the SIGTERM is decoded", function()
+      local port = free_port(SOCK_DGRAM)
+      local h = collect("--listen udp:127.0.0.1:" .. port .. " -v", "udp", port)
+      proc.signal(h, SIGSTOP)
+      local s = sender_from("127.0.0.1", port)
+      local want = {}
+      for k = 0, 299 do
+        s:send(v5_message(50, k * 30, k * 30 + 29, k * 30))
+        for i = k * 30, k * 30 + 29 do want[#want + 1] = v5_expected(50, i) end
+      end
+      s:close()
+      local r = stop_queued(h)
+      assert.equal(0, r.code, run.describe(r))
+      local flows = run.of_type(run.json_lines(h.json), "flow")
+      assert_flows(want, flows, "queued at the stop")
+      assert.equal(9000, #flows)
+      local x = exporter_at(r.err, "127.0.0.1", s.port)
+      assert.equal(300, x.messages, x.line)
+      assert.equal(9000, x.records, x.line)
+      assert.equal(0, x.seq_lost, x.line)
+    end)
+
+    it("TCP: what an open session and a connection not yet accepted sent is decoded", function()
+      local port = free_port(SOCK_STREAM)
+      local h = collect("--listen tcp:127.0.0.1:" .. port .. " -v", "tcp", port)
+      local function connected(c)
+        local deadline = monotonic() + 5
+        while not c:connected() do
+          assert(monotonic() < deadline, "no TCP connection to the collector")
+          sleep(0.005)
+        end
+      end
+      local a = assert(sock.connect("tcp:127.0.0.1:" .. port))
+      connected(a)
+      local ea, eb = ipfix_encoder(1), ipfix_encoder(2)
+      send_stream(a, { ea:message(11, 0, 19) })
+      sleep(0.3) -- taken: the session is open in the collector
+      proc.signal(h, SIGSTOP)
+      local list = {}
+      for k = 1, 49 do list[#list + 1] = ea:message(11, k * 20, k * 20 + 19) end
+      send_stream(a, list)
+      local b = assert(sock.connect("tcp:127.0.0.1:" .. port))
+      connected(b)
+      list = {}
+      for k = 0, 19 do list[#list + 1] = eb:message(12, k * 20, k * 20 + 19) end
+      send_stream(b, list)
+      local r = stop_queued(h)
+      a:close()
+      b:close()
+      assert.equal(0, r.code, run.describe(r))
+      local flows = run.of_type(run.json_lines(h.json), "flow")
+      local want = {}
+      for i = 0, 999 do want[#want + 1] = expected_flow(11, i) end
+      for i = 0, 399 do want[#want + 1] = expected_flow(12, i) end
+      assert_flows(want, flows, "queued at the stop")
+      assert.equal(1400, #flows)
+    end)
   end)
 
   it("a slow policy shows up as socket drops, every one counted", function()

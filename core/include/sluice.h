@@ -1433,7 +1433,8 @@ struct sl_collector_state {
 	uint64_t evicted_domains;
 	uint64_t evicted_templates;
 	uint64_t expired_templates; /* not refreshed for template_timeout,
-				       or withdrawn: freed */
+				       withdrawn, or of a closed IPFIX/TCP
+				       session: freed */
 	uint64_t tcp_open;	    /* connections open now */
 	uint64_t tcp_accepted;
 	uint64_t tcp_closed_idle;  /* no message for tcp_idle_ms */

@@ -192,15 +192,35 @@ struct tmpl {
 	uint8_t opt; /* options template: no flows in its records */
 	uint8_t var; /* has VARLEN fields: walk the ops in order */
 	uint8_t withdrawn; /* and not defined again: its data is dropped */
-	uint8_t pad[2];
+	/* defined over a stream (IPFIX/TCP): it lives as long as the
+	 * session (RFC 7011 section 8), never by time */
+	uint8_t stream;
+	uint8_t pad;
+};
+
+/* Sequence numbers are followed by both conventions at once (see
+ * collector_decode.c): RFC 7011's, records before the message
+ * (SEQ_PRE), and softflowd's, records up to and with it (SEQ_POST). In
+ * either, a message covers the records [lo, hi). */
+enum { SEQ_PRE, SEQ_POST, SEQ_CONVS };
+#define SEQ_GAPS 4
+
+struct seq_conv {
+	uint32_t end, end_alt; /* hi of the newest message: by all its
+				  records, by its flow records only */
+	uint64_t lost;	       /* as if the exporter followed this one */
+	struct {
+		uint32_t lo, hi; /* counted as lost; lo == hi: free */
+	} gap[SEQ_GAPS];	 /* the latest, for late messages to fill */
+	uint32_t next_gap;
+	uint32_t pad;
 };
 
 struct seq {
-	uint32_t last;	 /* sequence number of the newest message */
-	uint32_t n_all;	 /* its data records */
-	uint32_t n_flow; /* the same without options records */
-	uint8_t valid;	 /* last and the counts can predict the next */
-	uint8_t post;	 /* this exporter counts the message's own records */
+	struct seq_conv conv[SEQ_CONVS];
+	uint32_t votes[SEQ_CONVS]; /* messages only this one fitted */
+	uint8_t mode;		   /* the one the exporter's count follows */
+	uint8_t valid;		   /* the ends can predict the next */
 	uint8_t pad[2];
 };
 
@@ -343,7 +363,8 @@ struct ctx {
 	uint32_t n_flow;
 	uint8_t version;
 	uint8_t partial; /* a set was dropped or held */
-	uint8_t pad[2];
+	uint8_t stream;	 /* from a session (IPFIX/TCP) */
+	uint8_t pad;
 };
 
 /* An exporter: a source address (IPv4 in the first 4 bytes) and port. */
@@ -401,6 +422,16 @@ void collector_hold_drop_all(struct sl_collector_msg *m);
 int collector_hold_add(struct ctx *c, uint16_t tid, const uint8_t *p,
 		       uint32_t len);
 int collector_hold_release(struct ctx *c, uint16_t tid);
+
+/* The collector source's way in: as sl_collector_msg_decode(), with
+ * stream 1 for a message of an IPFIX/TCP session, whose templates then
+ * stay until collector_session_end() for it. */
+int collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
+			 uint32_t len, const uint8_t *addr, int family,
+			 uint16_t port, uint64_t now_ns, int stream);
+/* The session of (addr, family, port) closed: its templates go. */
+void collector_session_end(struct sl_collector_msg *m, const uint8_t *addr,
+			   int family, uint16_t port);
 
 /* collector_template.c */
 int collector_template_set(struct ctx *c, const uint8_t *p, uint32_t len,

@@ -3,10 +3,14 @@
  * their headers and sets, their sequence numbers.
  *
  * Sequence numbers: v5 and IPFIX count records before the message, v9 counts
- * packets. A forward gap adds to seq_lost; going back by more than a small
- * reorder window, or jumping forward by more than SEQ_JUMP, is a reset. Some
- * exporters (softflowd 1.1 in IPFIX) count the records of the message itself
- * too: a stream that matches that rule and not the RFC's is followed by it.
+ * packets. A forward gap adds to seq_lost; a message that comes late
+ * (back by less than a small reorder window) takes back what its absence
+ * added; going back further, or jumping forward by more than SEQ_JUMP, is
+ * a reset. Some exporters (softflowd 1.1 in IPFIX) count the records of
+ * the message itself too. An RFC exporter that lost a message can look
+ * like one of those for a message, and the other way round, so both
+ * conventions are followed and the exporter's own is the one most of its
+ * messages fit alone.
  * After a message that was not decoded whole (a set dropped or held), the
  * record count the exporter used is unknown, so the next message only
  * resynchronizes: the records we lost are already counted as drops.
@@ -29,39 +33,145 @@
 
 /* ---- sequence numbers --------------------------------------------------- */
 
-/* unit_pkts: v9 counts export packets, the others records. */
+/* Where a message's records lie in each convention: [lo, hi), and the
+ * same by its flow records only (exporters differ on options records). */
+struct span {
+	uint32_t lo, lo_alt, hi, hi_alt;
+};
+
+static void seq_spans(struct span sp[SEQ_CONVS], uint32_t seq, uint32_t n_all,
+		      uint32_t n_flow)
+{
+	sp[SEQ_PRE] = (struct span){seq, seq, seq + n_all, seq + n_flow};
+	sp[SEQ_POST] = (struct span){seq - n_flow, seq - n_all, seq, seq};
+}
+
+static int seq_fits(const struct seq_conv *cv, const struct span *sp)
+{
+	return sp->lo == cv->end || sp->lo == cv->end_alt ||
+	       sp->lo_alt == cv->end || sp->lo_alt == cv->end_alt;
+}
+
+/* The exporter's seq_lost is the sum of its domains' losses in their
+ * own conventions: a change of mind moves it by the difference. */
+static void seq_vote(struct sl_exporter_stats *st, struct seq *s, int k)
+{
+	int mode;
+
+	if (s->votes[k] < UINT32_MAX)
+		s->votes[k]++;
+	/* a tie is RFC 7011's */
+	mode = s->votes[SEQ_POST] > s->votes[SEQ_PRE] ? SEQ_POST : SEQ_PRE;
+	if (mode == s->mode)
+		return;
+	st->seq_lost =
+	    st->seq_lost - s->conv[s->mode].lost + s->conv[mode].lost;
+	s->mode = (uint8_t)mode;
+}
+
+static void seq_lose(struct sl_exporter_stats *st, struct seq *s, int k,
+		     uint32_t lo, uint32_t hi)
+{
+	struct seq_conv *cv = &s->conv[k];
+
+	cv->gap[cv->next_gap].lo = lo;
+	cv->gap[cv->next_gap].hi = hi;
+	cv->next_gap = (cv->next_gap + 1) % SEQ_GAPS;
+	cv->lost += hi - lo;
+	if (k == s->mode)
+		st->seq_lost += hi - lo;
+}
+
+static void seq_put_gap(struct seq_conv *cv, uint32_t lo, uint32_t hi)
+{
+	for (int i = 0; i < SEQ_GAPS; i++) {
+		if (cv->gap[i].lo == cv->gap[i].hi) {
+			cv->gap[i].lo = lo;
+			cv->gap[i].hi = hi;
+			return;
+		}
+	}
+	/* no room to remember it: it stays counted */
+}
+
+/* A late message: what it brings back is no longer lost. */
+static void seq_fill(struct sl_exporter_stats *st, struct seq *s, int k,
+		     const struct span *sp)
+{
+	struct seq_conv *cv = &s->conv[k];
+
+	for (int i = 0; i < SEQ_GAPS; i++) {
+		uint32_t glo = cv->gap[i].lo, len = cv->gap[i].hi - glo;
+		/* offsets from the gap: both are within the reorder window */
+		int64_t a = (int32_t)(sp->lo - glo);
+		int64_t b = a + (sp->hi - sp->lo);
+		int64_t from = a > 0 ? a : 0, to = b < len ? b : len;
+
+		if (to <= from)
+			continue;
+		cv->lost -= (uint64_t)(to - from);
+		if (k == s->mode)
+			st->seq_lost -= (uint64_t)(to - from);
+		/* what is left of the gap: before the late records, after
+		 * them, or both */
+		cv->gap[i].hi = glo + (uint32_t)from;
+		if (to == len)
+			continue;
+		if (from) {
+			seq_put_gap(cv, glo + (uint32_t)to, glo + len);
+		} else {
+			cv->gap[i].lo = glo + (uint32_t)to;
+			cv->gap[i].hi = glo + len;
+		}
+	}
+}
+
+/* unit_pkts: v9 counts export packets, the others records. Both
+ * conventions are followed; the messages only one of them fits show
+ * which the exporter uses, and seq_lost is that one's count. A message
+ * that comes late fills the gap its absence left. */
 static void seq_track(struct ctx *c, struct seq *s, uint32_t seq, int unit_pkts)
 {
 	struct sl_exporter_stats *st = &c->ex->st;
 	uint32_t n_all = unit_pkts ? 1 : c->n_all;
 	uint32_t n_flow = unit_pkts ? 1 : c->n_flow;
 	uint32_t window = unit_pkts ? SEQ_REORDER_PACKETS : SEQ_REORDER_RECORDS;
-	uint32_t want, d;
+	struct span sp[SEQ_CONVS];
+	const struct seq_conv *cv;
+	int fit[SEQ_CONVS], k;
 
+	seq_spans(sp, seq, n_all, n_flow);
 	if (!s->valid)
 		goto out_set;
-	if (seq == s->last + s->n_all || seq == s->last + s->n_flow) {
-		s->post = 0;
-		goto out_set;
-	}
-	if (seq == s->last + n_all || seq == s->last + n_flow) {
-		s->post = 1;
-		goto out_set;
-	}
-	want = s->last + (s->post ? n_flow : s->n_all);
-	d = seq - want;
-	if (d < SEQ_JUMP) {
-		st->seq_lost += d;
-	} else if (want - seq <= window) {
-		/* late or repeated: the newest message sets what comes next */
-		return;
-	} else {
+	for (k = 0; k < SEQ_CONVS; k++)
+		fit[k] = seq_fits(&s->conv[k], &sp[k]);
+	if (fit[SEQ_PRE] != fit[SEQ_POST])
+		seq_vote(st, s, fit[SEQ_PRE] ? SEQ_PRE : SEQ_POST);
+	cv = &s->conv[s->mode];
+	if (!fit[s->mode] && sp[s->mode].lo - cv->end >= SEQ_JUMP) {
+		if (cv->end - sp[s->mode].lo <= window) {
+			/* late or repeated: the newest message still sets
+			 * what comes next */
+			for (k = 0; k < SEQ_CONVS; k++)
+				seq_fill(st, s, k, &sp[k]);
+			return;
+		}
 		st->seq_resets++;
+		for (k = 0; k < SEQ_CONVS; k++)
+			memset(s->conv[k].gap, 0, sizeof(s->conv[k].gap));
+		goto out_set;
+	}
+	for (k = 0; k < SEQ_CONVS; k++) {
+		uint32_t end = s->conv[k].end;
+
+		if (!fit[k] && sp[k].lo - end < SEQ_JUMP)
+			seq_lose(st, s, k, end, sp[k].lo);
 	}
 out_set:
-	s->last = seq;
-	s->n_all = n_all;
-	s->n_flow = n_flow;
+	for (k = 0; k < SEQ_CONVS; k++) {
+		s->conv[k].end = sp[k].hi;
+		s->conv[k].end_alt = sp[k].hi_alt;
+	}
 	s->valid = unit_pkts || !c->partial;
 }
 
@@ -291,6 +401,13 @@ int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
 			    uint32_t len, const uint8_t *addr, int family,
 			    uint16_t port, uint64_t now_ns)
 {
+	return collector_msg_decode(m, msg, len, addr, family, port, now_ns, 0);
+}
+
+int collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
+			 uint32_t len, const uint8_t *addr, int family,
+			 uint16_t port, uint64_t now_ns, int stream)
+{
 	struct ident id;
 	struct ctx c;
 	int rc, e;
@@ -314,6 +431,7 @@ int sl_collector_msg_decode(struct sl_collector_msg *m, const uint8_t *msg,
 	c.exp = (uint32_t)e;
 	c.ex = m->exp[e];
 	c.now = now_ns;
+	c.stream = stream != 0;
 	/* pinned (this batch) before anything may need room */
 	collector_touch_exp(m, c.ex);
 	if (len < 2) {

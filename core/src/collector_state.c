@@ -420,7 +420,8 @@ out_uncharge:
 static int tmpl_fresh(const struct sl_collector_msg *m, const struct tmpl *t,
 		      uint64_t now)
 {
-	return now <= t->seen_ns || now - t->seen_ns <= m->tmpl_timeout_ns;
+	return t->stream || now <= t->seen_ns ||
+	       now - t->seen_ns <= m->tmpl_timeout_ns;
 }
 
 /* Withdrawn, alone or with all of its domain's, and not defined again. */
@@ -546,6 +547,28 @@ void sl_collector_msg_expire(struct sl_collector_msg *m, uint64_t now_ns)
 		prev = l->prev;
 		if (!tmpl_live(m, t, now_ns) &&
 		    !(tmpl_gone(t) && tmpl_fresh(m, t, now_ns)))
+			collector_tmpl_free(m, t, 0);
+	}
+}
+
+void collector_session_end(struct sl_collector_msg *m, const uint8_t *addr,
+			   int family, uint16_t port)
+{
+	struct exporter *ex;
+	struct link *l, *next;
+	struct ident id;
+	uint32_t e;
+
+	collector_ident_make(&id, addr, family, port);
+	e = collector_exp_find(m, &id);
+	if (!e)
+		return; /* never sent a message, or evicted with them */
+	ex = m->exp[e];
+	for (l = ex->tmpls.next; l != &ex->tmpls; l = next) {
+		struct tmpl *t = link_entry(l, struct tmpl, xsib);
+
+		next = l->next;
+		if (t->stream)
 			collector_tmpl_free(m, t, 0);
 	}
 }

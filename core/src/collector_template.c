@@ -196,6 +196,7 @@ static int tmpl_store(struct ctx *c, struct tmpl *t, const struct op *ops,
 	t->opt = (uint8_t)opt;
 	t->valid = 1;
 	t->withdrawn = 0;
+	t->stream = c->stream;
 	t->seen_ns = c->now;
 	t->gen = c->dom->gen[opt];
 	collector_touch_tmpl(c->m, t);

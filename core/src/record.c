@@ -239,7 +239,7 @@ int sl_step_records(struct sl_engine *e)
 	int rc;
 
 	if (e->rcursor >= e->rcount) {
-		if (e->stopping)
+		if (e->stopping && !e->draining)
 			return records_finish(e, SL_END_SHUTDOWN);
 		e->rcursor = e->rcount = 0;
 		rc = e->src->ops->records(e->src, &e->recs);
@@ -250,7 +250,9 @@ int sl_step_records(struct sl_engine *e)
 		if (rc <= 0) {
 			if (rc < 0)
 				e->source_error = rc;
-			return records_finish(e, SL_END_EOF);
+			return records_finish(e, e->draining && !rc
+						       ? SL_END_SHUTDOWN
+						       : SL_END_EOF);
 		}
 		e->rcount = (uint32_t)rc;
 		e->out.records = e->recs;

@@ -16,6 +16,13 @@
  * idle connections never lock an exporter out. A message cut short by a
  * close is still handed to the decoder, which counts it (length). Every
  * close and refusal is counted (sl_collector_state).
+ *
+ * A stop (SIGTERM, SIGINT) takes what the kernel already queued, as live
+ * capture does: those datagrams and bytes were accepted from the
+ * exporters, and dropping them would be a loss no counter sees. The
+ * drain is bounded by what is queued at the stop (each UDP socket's
+ * memory, each connection's unread bytes, the connections waiting in the
+ * backlog), so exporters that keep sending cannot keep the run alive.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +45,7 @@
 #ifndef SO_MEMINFO
 #define SO_MEMINFO 55
 #endif
+#define MEMINFO_RMEM  0 /* SK_MEMINFO_RMEM_ALLOC */
 #define MEMINFO_DROPS 8 /* SK_MEMINFO_DROPS */
 #ifndef SO_ATTACH_REUSEPORT_CBPF
 #define SO_ATTACH_REUSEPORT_CBPF 51
@@ -51,6 +60,10 @@ enum {
 	DGRAM_MAX = 65536,
 	CONN_BUF = 2 * 65536,
 	IPFIX_HDR = 16,
+	/* a datagram takes more of the socket's memory than its payload;
+	 * counting this much more per datagram keeps a drain of small ones
+	 * near what was queued */
+	DGRAM_OVERHEAD = 256,
 };
 
 struct listener {
@@ -58,6 +71,7 @@ struct listener {
 	int tcp;
 	int family;
 	uint32_t drops; /* the kernel's count, from SO_RXQ_OVFL */
+	uint64_t drain; /* stopping: bytes still to read (UDP) */
 };
 
 struct conn {
@@ -68,6 +82,7 @@ struct conn {
 	uint32_t have;
 	uint8_t *buf;
 	uint64_t last_ns; /* monotonic: accepted, or its last whole message */
+	uint32_t drain;	  /* stopping: bytes still to read */
 };
 
 struct collector_source {
@@ -83,6 +98,9 @@ struct collector_source {
 	uint64_t last_msg_ns; /* monotonic: the last message, or the start */
 	uint64_t last_expire_ns;
 	uint64_t messages;
+	/* a stop came: drain what was queued then (set up at the next
+	 * read, so that what it reads goes out with a batch), then end */
+	uint8_t stopping, drain_ready;
 	/* the records handed out: grow-only, reused */
 	struct sl_collector_rec *recs;
 	uint32_t nrecs, cap;
@@ -164,16 +182,24 @@ static int parse_listen(const char *spec, int *tcp, struct sockaddr_storage *sa,
 }
 
 /* The reuseport group's socket for a datagram: the exporter's address
- * (its last 32 bits for IPv6) modulo the workers. */
-static int attach_spread(int fd, int family, uint32_t workers)
+ * (its last 32 bits for IPv6) modulo the workers. The family comes from
+ * the datagram's own header, not the socket's: a dual-stack IPv6 socket
+ * gets IPv4 datagrams with an IPv4 header, where the IPv6 offset is the
+ * UDP ports. An IPv4 exporter is then spread alike on both kinds. */
+static int attach_spread(int fd, uint32_t workers)
 {
 	struct sock_filter code[] = {
-	    {BPF_LD | BPF_W | BPF_ABS, 0, 0,
-	     (uint32_t)(SKF_NET_OFF + (family == AF_INET ? 12 : 20))},
+	    {BPF_LD | BPF_B | BPF_ABS, 0, 0, (uint32_t)SKF_NET_OFF},
+	    {BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xf0},
+	    {BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 0x40},
+	    {BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_NET_OFF + 12)},
+	    {BPF_JMP | BPF_JA, 0, 0, 1},
+	    {BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_NET_OFF + 20)},
 	    {BPF_ALU | BPF_MOD | BPF_K, 0, 0, workers},
 	    {BPF_RET | BPF_A, 0, 0, 0},
 	};
-	struct sock_fprog prog = {.len = 3, .filter = code};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]),
+				  .filter = code};
 
 	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
 		       sizeof(prog)))
@@ -229,7 +255,7 @@ static int open_listener(struct collector_source *c, const char *spec,
 		goto out_close;
 	}
 	if (!tcp && o->workers > 1) {
-		rc = attach_spread(fd, sa.ss_family, o->workers);
+		rc = attach_spread(fd, o->workers);
 		if (rc)
 			goto out_close;
 	}
@@ -262,13 +288,14 @@ static int peer_of(const struct sockaddr_storage *sa, uint8_t *addr,
 	return 6;
 }
 
-/* Decodes one message and appends its records. */
+/* Decodes one message (stream: of a TCP session) and appends its
+ * records. */
 static int take_message(struct collector_source *c, const uint8_t *msg,
 			uint32_t len, const uint8_t *addr, int family,
-			uint16_t port)
+			uint16_t port, int stream)
 {
-	int n = sl_collector_msg_decode(c->msg, msg, len, addr, family, port,
-					real_ns());
+	int n = collector_msg_decode(c->msg, msg, len, addr, family, port,
+				     real_ns(), stream);
 
 	c->messages++;
 	c->last_msg_ns = mono_ns();
@@ -321,16 +348,21 @@ static int read_udp(struct collector_source *c, struct listener *l)
 		h->msg_flags = 0;
 	}
 	n = recvmmsg(l->fd, c->mm, BATCH, MSG_DONTWAIT, NULL);
-	if (n < 0)
+	if (n < 0) {
+		l->drain = 0; /* stopping: all that was queued is read */
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	}
 	for (int i = 0; i < n; i++) {
 		uint8_t addr[16];
 		uint16_t port;
 		int fam = peer_of(&c->from[i], addr, &port), rc;
+		uint64_t took = (uint64_t)c->mm[i].msg_len + DGRAM_OVERHEAD;
 
+		if (c->stopping)
+			l->drain -= took < l->drain ? took : l->drain;
 		note_drops(l, &c->mm[i].msg_hdr);
 		rc = take_message(c, c->iov[i].iov_base, c->mm[i].msg_len, addr,
-				  fam, port);
+				  fam, port, 0);
 		if (rc < 0)
 			return rc;
 	}
@@ -338,14 +370,16 @@ static int read_udp(struct collector_source *c, struct listener *l)
 }
 
 /* Closes connection i; a message it cut short goes to the decoder
- * (counted there) unless flush is 0. */
+ * (counted there) unless flush is 0. The session's templates go with
+ * it (RFC 7011 section 8). */
 static void conn_close(struct collector_source *c, uint32_t i, int flush)
 {
 	struct conn *cn = &c->conns[i];
 
 	if (flush && cn->have)
 		take_message(c, cn->buf, cn->have, cn->addr, cn->family,
-			     cn->port);
+			     cn->port, 1);
+	collector_session_end(c->msg, cn->addr, cn->family, cn->port);
 	close(cn->fd);
 	free(cn->buf);
 	c->conns[i] = c->conns[--c->nconns];
@@ -440,16 +474,23 @@ static void close_idle(struct collector_source *c, uint64_t now)
 static int read_conn(struct collector_source *c, uint32_t i)
 {
 	struct conn *cn = &c->conns[i];
-	ssize_t n =
-	    recv(cn->fd, cn->buf + cn->have, CONN_BUF - cn->have, MSG_DONTWAIT);
-	uint32_t off = 0;
+	uint32_t room = CONN_BUF - cn->have, off = 0;
+	ssize_t n;
 
+	if (c->stopping && cn->drain < room)
+		room = cn->drain;
+	if (!room)
+		return 0;
+	n = recv(cn->fd, cn->buf + cn->have, room, MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		conn_close(c, i, 1);
 		return 1;
 	}
-	if (n < 0)
+	if (n < 0) {
+		cn->drain = 0;
 		return 0;
+	}
+	cn->drain -= c->stopping ? (uint32_t)n : 0;
 	cn->have += (uint32_t)n;
 	while (cn->have - off >= 4) {
 		const uint8_t *m = cn->buf + off;
@@ -457,13 +498,13 @@ static int read_conn(struct collector_source *c, uint32_t i)
 
 		if (m[0] != 0 || m[1] != 10 || len < IPFIX_HDR) {
 			take_message(c, m, cn->have - off, cn->addr, cn->family,
-				     cn->port);
+				     cn->port, 1);
 			conn_close(c, i, 0);
 			return 1;
 		}
 		if (cn->have - off < len)
 			break;
-		take_message(c, m, len, cn->addr, cn->family, cn->port);
+		take_message(c, m, len, cn->addr, cn->family, cn->port, 1);
 		cn->last_ns = mono_ns();
 		off += len;
 	}
@@ -478,11 +519,16 @@ static int read_all(struct collector_source *c)
 	int got = 0, rc;
 
 	for (uint32_t s = 0; s < c->nsocks; s++) {
-		if (c->socks[s].tcp) {
-			accept_conns(c, &c->socks[s]);
+		struct listener *l = &c->socks[s];
+
+		if (l->tcp) {
+			if (!c->stopping)
+				accept_conns(c, l);
 			continue;
 		}
-		rc = read_udp(c, &c->socks[s]);
+		if (c->stopping && !l->drain)
+			continue;
+		rc = read_udp(c, l);
 		if (rc < 0)
 			return rc;
 		got += rc;
@@ -495,6 +541,74 @@ static int read_all(struct collector_source *c)
 		got += (int)(c->messages - before);
 	}
 	return got;
+}
+
+/* A UDP socket's queued bytes (its memory: a bound on the payload), or
+ * its buffer's size when the kernel does not say. */
+static uint64_t udp_queued(int fd)
+{
+	uint32_t mem[16] = {0};
+	socklen_t len = sizeof(mem);
+	int size = 0;
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) &&
+	    len > MEMINFO_RMEM * sizeof(uint32_t))
+		return mem[MEMINFO_RMEM];
+	len = sizeof(size);
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &len) || size < 0)
+		return DGRAM_MAX;
+	return (uint64_t)size;
+}
+
+/* The stop's drain: what is queued now is what will be read. The
+ * connections already made (in the backlog) are taken with their bytes;
+ * no new one is accepted after. */
+static void drain_start(struct collector_source *c)
+{
+	for (uint32_t s = 0; s < c->nsocks; s++) {
+		struct listener *l = &c->socks[s];
+
+		if (l->tcp)
+			accept_conns(c, l);
+		else
+			l->drain = udp_queued(l->fd);
+	}
+	for (uint32_t i = 0; i < c->nconns; i++) {
+		int unread = 0;
+
+		/* a message cut short at the stop may need more bytes than
+		 * are queued: it is left, counted when the run ends */
+		if (ioctl(c->conns[i].fd, FIONREAD, &unread) || unread < 0)
+			unread = 0;
+		c->conns[i].drain = (uint32_t)unread;
+	}
+	c->drain_ready = 1;
+}
+
+static int drain_done(const struct collector_source *c)
+{
+	for (uint32_t s = 0; s < c->nsocks; s++)
+		if (c->socks[s].drain)
+			return 0;
+	for (uint32_t i = 0; i < c->nconns; i++)
+		if (c->conns[i].drain)
+			return 0;
+	return 1;
+}
+
+/* The drain is over: a message the stop cut short goes to the decoder,
+ * which takes its whole sets and counts it (length), as at a close. */
+static void flush_partial(struct collector_source *c)
+{
+	for (uint32_t i = 0; i < c->nconns; i++) {
+		struct conn *cn = &c->conns[i];
+
+		if (!cn->have)
+			continue;
+		take_message(c, cn->buf, cn->have, cn->addr, cn->family,
+			     cn->port, 1);
+		cn->have = 0;
+	}
 }
 
 static int wait_input(struct collector_source *c)
@@ -530,6 +644,18 @@ static int collector_records(struct sl_source *src,
 		close_idle(c, now);
 		c->last_expire_ns = now;
 	}
+	if (c->stopping) {
+		if (!c->drain_ready)
+			drain_start(c);
+		rc = read_all(c);
+		if (rc < 0)
+			return rc;
+		if (!c->nrecs && drain_done(c))
+			flush_partial(c);
+		if (c->nrecs)
+			return (int)c->nrecs;
+		return drain_done(c) ? 0 : -EAGAIN;
+	}
 	for (int round = 0; round < 2; round++) {
 		rc = read_all(c);
 		if (rc < 0)
@@ -550,6 +676,11 @@ static int collector_records(struct sl_source *src,
 	    mono_ns() - c->last_msg_ns >= (uint64_t)c->idle_exit_ms * 1000000)
 		return 0;
 	return -EAGAIN;
+}
+
+static void collector_stop(struct sl_source *src)
+{
+	((struct collector_source *)src)->stopping = 1;
 }
 
 static void collector_records_end(struct sl_source *src)
@@ -602,6 +733,7 @@ static const struct sl_source_ops collector_ops = {
     .linktype = NULL,
     .progress = NULL,
     .close = collector_close,
+    .stop = collector_stop,
     .stats = collector_stats,
     .records = collector_records,
     .records_end = collector_records_end,
