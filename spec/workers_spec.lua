@@ -300,6 +300,8 @@ return P
     -- all the workers' packets, not worker 0's share
     assert((run.slurp(snap) or ""):find("\r1600 packets", 1, true), "no progress line of the 1600 " ..
       "packets 2.5 s into the run:\n" .. (run.slurp(ts) or ""))
+    -- its flows are its own table's: said so, not shown as all of them
+    assert((run.slurp(snap) or ""):find("flows active (worker 0's)", 1, true), run.slurp(snap))
   end)
 
   -- systemctl stop (KillMode=control-group), pkill, killall: a SIGTERM

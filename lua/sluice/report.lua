@@ -104,11 +104,13 @@ function M.progress_line(eng, started, out)
   out = out or io.stderr
   local s = eng.cstats
   -- a worker sharing the input shows what all read: its packets and the others'
-  local pkts = tonumber(s.packets) + tonumber(s.foreign)
+  local foreign = tonumber(s.foreign)
+  local pkts = tonumber(s.packets) + foreign
   local secs = core.monotonic() - started
-  out:write(format("\r%s packets  %s  %.2f Mpps  %s flows active %s",
+  -- the flows are its own: each worker has its table
+  out:write(format("\r%s packets  %s  %.2f Mpps  %s flows active%s %s",
     n(pkts), M.input_done(eng), secs > 0 and pkts / secs / 1e6 or 0, n(s.flows_active),
-    M.file_text(eng)))
+    foreign > 0 and " (worker 0's)" or "", M.file_text(eng)))
   out:flush() -- a worker's stderr holds a line until its newline
 end
 
