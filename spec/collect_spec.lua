@@ -705,6 +705,21 @@ local function send_all(s, list)
   end
 end
 
+-- A TCP connection to the collector on port, once made: the socket and
+-- its local port (the exporter's port in the collector's lines).
+local function tcp_connected(port)
+  local s = assert(sock.connect("tcp:127.0.0.1:" .. port))
+  local deadline = monotonic() + 5
+  while not s:connected() do
+    assert(monotonic() < deadline, "no TCP connection to the collector")
+    sleep(0.005)
+  end
+  local sa = ffi.new("struct sl_sockaddr_in")
+  local len = ffi.new("unsigned[1]", ffi.sizeof(sa))
+  assert(C.getsockname(s.fd, sa, len) == 0)
+  return s, swap16(sa.port)
+end
+
 -- ---- the specs ---------------------------------------------------------------
 
 describe("sluice collect", function()
@@ -1200,25 +1215,12 @@ describe("sluice collect", function()
     it("a message split into 1-byte writes is reassembled; a stream with a bad header is dropped", function()
       local port = free_port(SOCK_STREAM)
       local h = collect("--listen tcp:127.0.0.1:" .. port .. " --idle-exit 1 -v", "tcp", port)
-      local function connected(s)
-        local deadline = monotonic() + 5
-        while not s:connected() do
-          assert(monotonic() < deadline, "no TCP connection to the collector")
-          sleep(0.005)
-        end
-        local sa = ffi.new("struct sl_sockaddr_in")
-        local len = ffi.new("unsigned[1]", ffi.sizeof(sa))
-        assert(C.getsockname(s.fd, sa, len) == 0)
-        return swap16(sa.port)
-      end
       -- a header whose length (3) is below the header's: the stream cannot
       -- be followed any further
-      local bad = assert(sock.connect("tcp:127.0.0.1:" .. port))
-      local bad_port = connected(bad)
+      local bad, bad_port = tcp_connected(port)
       send_all(bad, { "\0\10\0\3" .. string.rep("x", 100) })
       -- two messages (templates in the first), a byte per write
-      local good = assert(sock.connect("tcp:127.0.0.1:" .. port))
-      local good_port = connected(good)
+      local good, good_port = tcp_connected(port)
       local enc = ipfix_encoder(5)
       local stream = enc:message(9, 1, 2) .. enc:message(9, 3, 5)
       for i = 1, #stream do
@@ -1255,15 +1257,7 @@ describe("sluice collect", function()
       local port = free_port(SOCK_STREAM)
       local h = collect("--listen tcp:127.0.0.1:" .. port .. " --template-timeout 1 --idle-exit 3 -v",
         "tcp", port)
-      local c = assert(sock.connect("tcp:127.0.0.1:" .. port))
-      local deadline = monotonic() + 5
-      while not c:connected() do
-        assert(monotonic() < deadline, "no TCP connection to the collector")
-        sleep(0.005)
-      end
-      local sa = ffi.new("struct sl_sockaddr_in")
-      local len = ffi.new("unsigned[1]", ffi.sizeof(sa))
-      assert(C.getsockname(c.fd, sa, len) == 0)
+      local c, c_port = tcp_connected(port)
       local enc = ipfix_encoder(3)
       send_all(c, { enc:message(14, 1, 5) }) -- with the templates
       sleep(2.6) -- past the timeout and the collector's expiry pass
@@ -1275,7 +1269,7 @@ describe("sluice collect", function()
       for i = 1, 10 do want[i] = expected_flow(14, i) end
       assert_flows(want, flows, "TCP templates")
       assert.equal(10, #flows)
-      local x = exporter_at(r.err, "127.0.0.1", swap16(sa.port))
+      local x = exporter_at(r.err, "127.0.0.1", c_port)
       assert.equal(10, x.records, x.line)
       assert.equal(0, x.dropped_total, x.line)
       -- the session closed: its templates were freed with it
@@ -1669,15 +1663,7 @@ describe("sluice collect", function()
     it("TCP: what an open session and a connection not yet accepted sent is decoded", function()
       local port = free_port(SOCK_STREAM)
       local h = collect("--listen tcp:127.0.0.1:" .. port .. " -v", "tcp", port)
-      local function connected(c)
-        local deadline = monotonic() + 5
-        while not c:connected() do
-          assert(monotonic() < deadline, "no TCP connection to the collector")
-          sleep(0.005)
-        end
-      end
-      local a = assert(sock.connect("tcp:127.0.0.1:" .. port))
-      connected(a)
+      local a = tcp_connected(port)
       local ea, eb = ipfix_encoder(1), ipfix_encoder(2)
       send_stream(a, { ea:message(11, 0, 19) })
       sleep(0.3) -- taken: the session is open in the collector
@@ -1685,8 +1671,7 @@ describe("sluice collect", function()
       local list = {}
       for k = 1, 49 do list[#list + 1] = ea:message(11, k * 20, k * 20 + 19) end
       send_stream(a, list)
-      local b = assert(sock.connect("tcp:127.0.0.1:" .. port))
-      connected(b)
+      local b = tcp_connected(port)
       list = {}
       for k = 0, 19 do list[#list + 1] = eb:message(12, k * 20, k * 20 + 19) end
       send_stream(b, list)
