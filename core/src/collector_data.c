@@ -140,8 +140,7 @@ static uint32_t rate_of(const struct vals *x)
 	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
-static const struct sampler *sampler_find(const struct domain *d,
-					  uint64_t id)
+static struct sampler *sampler_find(struct domain *d, uint64_t id)
 {
 	for (uint32_t i = 0; i < d->n_samplers; i++)
 		if (d->samplers[i].id == id)
@@ -153,7 +152,7 @@ static const struct sampler *sampler_find(const struct domain *d,
  * few, the oldest described goes first: exporters have one or two. */
 static void sampler_set(struct domain *d, uint64_t id, uint32_t rate)
 {
-	struct sampler *s = (struct sampler *)sampler_find(d, id);
+	struct sampler *s = sampler_find(d, id);
 
 	if (!s && d->n_samplers < DOM_SAMPLERS) {
 		s = &d->samplers[d->n_samplers++];
@@ -321,7 +320,6 @@ static void read_fixed(const struct tmpl *t, const uint8_t *p, struct vals *x)
 static void options_record(struct ctx *c, const struct vals *x)
 {
 	struct domain *d = c->dom;
-
 	uint32_t rate = rate_of(x);
 
 	if (x->have & BIT(F_INIT_MS)) {

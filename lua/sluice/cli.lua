@@ -433,8 +433,8 @@ M.RULES = {
   { broken = function(o)
       local seen = {}
       for _, path in ipairs(type(o.open.read) == "table" and o.open.read or {}) do
-        local id = (path == "/dev/stdin" or path == "/dev/fd/0") and "-" or
-          path == "-" and "-" or core.file_identity(path)
+        local id = (path == "-" or path == "/dev/stdin" or path == "/dev/fd/0") and "-" or
+          core.file_identity(path)
         if seen[id] then return "-r " .. path .. " is given twice" end
         seen[id] = true
       end
@@ -754,8 +754,9 @@ end
 -- reloads say whose they are
 local worker_label = ""
 
-local function fail(msg, code)
-  io.stderr:write("sluice: ", worker_label, msg, "\n")
+-- out: where to say it (stderr; a summary's buffer)
+local function fail(msg, code, out)
+  (out or io.stderr):write("sluice: ", worker_label, msg, "\n")
   return code or 1
 end
 
@@ -837,11 +838,11 @@ local function summarize(o, ending, eng, head)
       "refused (counted in filtered): ", ending.filter_note or "", "\n")
     lost = lost + ending.filter_unusable
   end
-  if not ending.ok then out:write("sluice: ", worker_label, ending.err, "\n") end
+  local code = lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
+  if not ending.ok then code = fail(ending.err, nil, out) end
   io.stderr:write(table.concat(text))
   io.stderr:flush()
-  if not ending.ok then return 1 end
-  return lost > 0 and report.EXIT_LOSSES or report.EXIT_OK
+  return code
 end
 
 -- One capture (or file, or collector) from open to exit code.

@@ -547,7 +547,7 @@ end
 function Engine:filter_unusable()
   live(self)
   local note = ffi.new("char[256]")
-  local n = C.sl_engine_filter_unusable(self.e, note, 256)
+  local n = C.sl_engine_filter_unusable(self.e, note, ffi.sizeof(note))
   return n, n > 0 and ffi.string(note) or nil
 end
 

@@ -177,8 +177,8 @@ local function check_schema(name, P)
   -- a filter that cannot compile is the policy's fault, found before any
   -- data (sluice info too); the engine compiles it for each link type
   if P.on_packet then
-    local errbuf = ffi.new("char[?]", 512)
-    if core.C.sl_filter_check(info.packets, errbuf, 512) < 0 then
+    local errbuf = ffi.new("char[512]")
+    if core.C.sl_filter_check(info.packets, errbuf, ffi.sizeof(errbuf)) < 0 then
       return nil, string.format("policy %s: info.packets: %s", name, ffi.string(errbuf))
     end
   end

@@ -288,10 +288,11 @@ function Route:tick(now)
   call_sink(self, "tick", now)
 end
 
--- Closes the sink, after the last flush; what its last writes became is
--- settled.
+-- Closes the sink, after the last flush (which settled what came
+-- before); what its last writes became is settled.
 function Route:close()
-  if self.sink.close then call_sink(self, "close") end
+  if not self.sink.close then return end
+  call_sink(self, "close")
   self:settle()
 end
 
